@@ -1,0 +1,198 @@
+"""The `ablate` command line: a thin layer over the package.
+
+Bad input of any kind ends in one line on stderr and exit code 2, with nothing written.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from .errors import AblateError
+
+class OneLineErrors(TyperGroup):
+    """Bad flags become one line on stderr and exit 2, under the console script and Typer's test runner alike."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except TyperException as exc:
+            if isinstance(exc, (typer.Exit, typer.Abort)) or not hasattr(exc, "format_message"):
+                raise
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                typer.echo(exc.format_message())
+                return 0 if not standalone_mode else sys.exit(0)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+            rv = 2
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            rv = 130
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Ablation studies of residual connections: train, tune, analyse.",
+)
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def handles_errors(func):
+    """Turn the toolkit's own errors into one line and exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except AblateError as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+def main() -> None:
+    app()
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+# --- train -----------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", help="Trial YAML (e.g. a study's trials/<id>/config.yaml); flags override it."),
+    family: Optional[str] = typer.Option(None, help="Model family: imagenet (reference layout) or cifar."),
+    depth: Optional[int] = typer.Option(None, help="Network depth (imagenet: 10/18/34, cifar: 20/32/44/56/110)."),
+    residual: Optional[bool] = typer.Option(None, "--residual/--plain", help="With or without residual connections."),
+    shortcut: Optional[str] = typer.Option(None, help="projection (1x1 conv + BN) or identity (parameter-free)."),
+    lr: Optional[float] = typer.Option(None, help="SGD learning rate."),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum."),
+    weight_decay: Optional[float] = typer.Option(None, help="SGD weight decay."),
+    batch_size: Optional[int] = typer.Option(None, help="Mini-batch size."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate on dev every N steps."),
+    dataset: Optional[str] = typer.Option(None, help="auto, mnist or digits."),
+    train_size: Optional[int] = typer.Option(None, help="Training images."),
+    dev_size: Optional[int] = typer.Option(None, help="Dev images (from the training split)."),
+    test_size: Optional[int] = typer.Option(None, help="Test images (from the test split)."),
+    data_seed: Optional[int] = typer.Option(None, help="Seed of the subset draw."),
+    seed: Optional[int] = typer.Option(None, help="Training seed (init, shuffling)."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads (0 = all cores)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/train/<time>-<trial id>)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+) -> None:
+    """Train one model and write config.yaml, metrics.json, curves.csv and curves.png."""
+    from tqdm import tqdm
+
+    from .data import load_splits
+    from .outputs import write_trial_folder
+    from .trial import TrialConfig, run_trial
+
+    base = TrialConfig.from_yaml_file(config).to_dict() if config else {}
+    given = dict(
+        family=family, depth=depth, residual=residual, shortcut=shortcut, lr=lr, momentum=momentum,
+        weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, eval_every=eval_every,
+        dataset=dataset, train_size=train_size, dev_size=dev_size, test_size=test_size,
+        data_seed=data_seed, seed=seed, threads=threads,
+    )
+    cfg = TrialConfig.from_dict({**base, **{k: v for k, v in given.items() if v is not None}}, source="flags")
+    folder = out or Path("runs") / "train" / f"{_timestamp()}-{cfg.trial_id()}"
+    if folder.exists() and any(folder.iterdir()):
+        fail(f"run folder {folder} exists and is not empty; choose another --out")
+    _check_device(device)
+    # Loading first surfaces data problems before anything is written; the data cache makes it free.
+    splits = load_splits(cfg.dataset, data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
+                         seed=cfg.data_seed, image_size=cfg.image_size)
+    if splits.note:
+        typer.echo(f"warning: {splits.note}", err=True)
+    bar = tqdm(total=None, unit="step", desc="train", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(step: int, total: int) -> None:
+        bar.total = total
+        bar.update(step - bar.n)
+
+    def report(m: dict) -> None:
+        bar.set_postfix(loss=f"{m['train_loss']:.3f}", dev_acc=f"{m['dev_acc']:.3f}", best=f"{m['best_dev_acc']:.3f}")
+
+    try:
+        result = run_trial(cfg, report, device=device, data_dir=data_dir, progress=progress)
+    finally:
+        bar.close()
+    write_trial_folder(folder, cfg, result)
+    typer.echo(
+        f"{result.status}: test accuracy {result.test_acc:.4f}, test loss {result.test_loss:.4f} "
+        f"(best dev {result.best_dev_acc:.4f} at step {result.best_step}/{result.steps}, dataset {result.dataset}) "
+        f"in {result.total_seconds:.1f} s"
+    )
+    typer.echo(f"wrote {folder}")
+
+
+def _check_device(device: str | None) -> None:
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise AblateError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AblateError(f"device {device!r} asked for but no CUDA GPU is available; use --device cpu")
+
+
+# --- models ----------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def summary(
+    family: str = typer.Option("imagenet", help="Model family: imagenet or cifar."),
+    depth: int = typer.Option(18, help="Network depth."),
+    plain: bool = typer.Option(False, "--plain", help="Without residual connections."),
+    shortcut: str = typer.Option("projection", help="projection or identity."),
+    in_channels: int = typer.Option(1, help="Input channels."),
+    num_classes: int = typer.Option(10, help="Output classes."),
+    input_size: int = typer.Option(32, help="Input height and width."),
+) -> None:
+    """Per-layer table (output shape, params, MACs) and totals; MACs counted by torch's FlopCounterMode."""
+    from .models import build_model, format_summary, summarize
+
+    if input_size < 8:
+        fail(f"--input-size must be at least 8, got {input_size}")
+    model = build_model(family, depth, residual=not plain, shortcut=shortcut,
+                        in_channels=in_channels, num_classes=num_classes)
+    typer.echo(format_summary(summarize(model, in_channels=in_channels, input_size=input_size)))
+
+
+@app.command("verify-torchvision")
+@handles_errors
+def verify_torchvision_cmd(
+    seed: int = typer.Option(0, help="Seed for the weights and the input batch."),
+    tolerance: float = typer.Option(1e-5, help="Largest allowed absolute difference."),
+) -> None:
+    """Copy torchvision's resnet18 weights into ablate's ResNet18 and compare outputs (exit 0 iff equal within tolerance)."""
+    from .models import verify_torchvision
+
+    diff = verify_torchvision(seed=seed)
+    verdict = "match" if diff <= tolerance else "MISMATCH"
+    typer.echo(f"max |torchvision - ablate| = {diff:.3e} (tolerance {tolerance:g}): {verdict}")
+    raise typer.Exit(0 if diff <= tolerance else 1)

@@ -1,0 +1,91 @@
+"""Files a trial leaves behind, each written atomically so a crash never leaves half a file."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .trial import TrialConfig, TrialResult
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write via a temporary file in the same folder and rename: readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    # JSON has no NaN; null keeps the files readable by any tool.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def curves_csv(result: TrialResult) -> str:
+    dev = {s: (l, a) for s, l, a in zip(result.eval_steps, result.dev_loss, result.dev_acc)}
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["step", "train_loss", "dev_loss", "dev_acc"])
+    for step, loss in enumerate(result.train_loss, start=1):
+        dev_loss, dev_acc = dev.get(step, ("", ""))
+        writer.writerow([step, repr(loss), repr(dev_loss) if dev_loss != "" else "", repr(dev_acc) if dev_acc != "" else ""])
+    return buf.getvalue()
+
+
+def plot_curves(result: TrialResult, title: str = "") -> bytes:
+    """Two panels as in the reference experiment: train/dev loss, and dev accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4.5))
+    steps = list(range(1, len(result.train_loss) + 1))
+    ax_loss.plot(steps, result.train_loss, color="#8E004D", lw=1, label="Train loss")
+    ax_loss.plot(result.eval_steps, result.dev_loss, color="#E20079", ls="--", marker="o", ms=3, label="Dev loss")
+    ax_loss.set(xlabel="step", ylabel="loss")
+    ax_loss.legend(loc="upper right")
+    ax_acc.plot(result.eval_steps, result.dev_acc, color="#E20079", ls="--", marker="o", ms=3, label="Dev accuracy")
+    ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(0, 1.02))
+    ax_acc.legend(loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_trial_folder(folder: str | os.PathLike, config: TrialConfig, result: TrialResult,
+                       extra: dict[str, Any] | None = None, plot: bool = True) -> Path:
+    """config.yaml, curves.csv, curves.png, then metrics.json last: its presence marks the trial finished."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "config.yaml", config.to_yaml())
+    atomic_write_text(folder / "curves.csv", curves_csv(result))
+    if plot and result.train_loss:
+        title = f"{config.family}-{config.depth} {'residual' if config.residual else 'plain'} lr={config.lr:g}"
+        atomic_write_bytes(folder / "curves.png", plot_curves(result, title))
+    metrics = {"trial_id": config.trial_id(), **result.metrics(), **(extra or {})}
+    atomic_write_text(folder / "metrics.json", json.dumps({k: _json_safe(v) for k, v in metrics.items()}, indent=2) + "\n")
+    return folder

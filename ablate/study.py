@@ -1,0 +1,404 @@
+"""Study specs: validation on load, budgets, expansion into arms and planned trials, the trial registry.
+
+A spec names factors (ablation axes) whose valid combinations are the arms, a search space tuned
+inside every arm (or a fixed grid), the seeds of the confirm stage and named budgets.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import itertools
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import AblateError
+from .trial import TrialConfig
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+BUDGETS = ("smoke", "default", "full")
+DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
+SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "budgets", "budget"}
+SEARCH_KEYS = {"space", "trials", "sampler_seed", "asha"}
+BUDGET_KEYS = {"base", "trials", "seeds", "grid", "asha"}
+STATUSES_DONE = ("ok", "diverged", "stopped", "error")
+CONFIG_FIELDS = {f.name for f in fields(TrialConfig)}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    distribution: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    settings: dict[str, Any]
+
+
+@dataclass
+class Study:
+    name: str
+    description: str
+    base: dict[str, Any]
+    arms: list[Arm]
+    factor_names: list[str]
+    space: list[Param]
+    trials_per_arm: int
+    sampler_seed: int
+    asha: bool
+    grid: dict[str, list]
+    seeds: list[int]
+    budget: str
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def stages(self) -> list[str]:
+        if self.space:
+            return ["tune", "confirm"]
+        return ["grid"] if self.grid else ["confirm"]
+
+    def varied(self) -> list[str]:
+        """Parameters that differ between trials: the columns trials.csv gets."""
+        names = list(self.factor_names) + [p.name for p in self.space] + list(self.grid)
+        for arm in self.arms:
+            names += [k for k in arm.settings if k not in names]
+        return list(dict.fromkeys(names))
+
+    def arm_config(self, arm: Arm, **params: Any) -> TrialConfig:
+        return TrialConfig.from_dict({**self.base, **arm.settings, **params}, source=f"study {self.name}, arm {arm.name}")
+
+    def resolved_yaml(self) -> str:
+        """The spec as run: budget applied, so the file alone reproduces the study."""
+        return yaml.safe_dump(self.raw, sort_keys=False)
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        keys = list(self.grid)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
+
+
+def list_studies(directory: Path = STUDIES_DIR) -> list[tuple[str, str]]:
+    out = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            desc = str(data.get("description", "")).strip().splitlines()[0] if isinstance(data, dict) and data.get("description") else ""
+        except yaml.YAMLError:
+            desc = "(malformed YAML)"
+        out.append((path.stem, desc))
+    return out
+
+
+def find_spec(name_or_path: str, directory: Path = STUDIES_DIR) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise AblateError(f"study spec {path} not found")
+        return path
+    candidate = directory / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = ", ".join(n for n, _ in list_studies(directory)) or "(none)"
+    raise AblateError(f"unknown study {name_or_path!r}; valid studies: {names} (or a path to a .yaml spec)")
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AblateError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise AblateError(f"{path} is not UTF-8 text") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise AblateError(f"malformed YAML in {path}{where}: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def load_study(name_or_path: str | Path, budget: str = "default") -> Study:
+    path = find_spec(str(name_or_path))
+    return parse_study(read_yaml(path), budget=budget, source=str(path), default_name=path.stem)
+
+
+def _need(cond: bool, source: str, message: str) -> None:
+    if not cond:
+        raise AblateError(f"{source}: {message}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_keys(data: dict, allowed: set[str], source: str, what: str) -> None:
+    unknown = sorted(map(str, set(data) - allowed))
+    _need(not unknown, source, f"unknown {what} key(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
+
+
+def _check_setting_names(names, source: str, what: str) -> None:
+    bad = [str(n) for n in names if n not in CONFIG_FIELDS]
+    _need(not bad, source, f"unknown {what} {', '.join(bad)}; valid trial settings: {', '.join(sorted(CONFIG_FIELDS))}")
+
+
+def parse_study(data: Any, budget: str = "default", source: str = "spec", default_name: str = "study") -> Study:
+    """Validate a spec document and apply a budget. Any problem raises AblateError naming it."""
+    _need(isinstance(data, dict), source, f"a study spec must be a mapping, got {type(data).__name__}")
+    _check_keys(data, SPEC_KEYS, source, "spec")
+    budgets = data.get("budgets") or {}
+    _need(isinstance(budgets, dict), source, "budgets must be a mapping of budget name to overrides")
+    _check_keys(budgets, set(BUDGETS), source, "budget")
+    _need(budget in BUDGETS, source, f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGETS)}")
+    raw = copy.deepcopy({k: v for k, v in data.items() if k != "budgets"})
+    overrides = budgets.get(budget) or {}
+    _need(isinstance(overrides, dict), source, f"budget {budget!r} must be a mapping")
+    _check_keys(overrides, BUDGET_KEYS, source, f"budget {budget!r}")
+    if "base" in overrides:
+        _need(isinstance(overrides["base"], dict), source, f"budget {budget!r}: base must be a mapping")
+        raw["base"] = {**(raw.get("base") or {}), **overrides["base"]}
+    if "trials" in overrides or "asha" in overrides:
+        _need(isinstance(raw.get("search"), dict), source, f"budget {budget!r} sets search options but the spec has no search")
+        raw["search"] = {**raw["search"], **{k: overrides[k] for k in ("trials", "asha") if k in overrides}}
+    for key in ("seeds", "grid"):
+        if key in overrides:
+            raw[key] = overrides[key]
+    # A resolved spec (spec.yaml of a run) has no budgets left and records the one it was made with.
+    raw["budget"] = data["budget"] if not budgets and data.get("budget") in BUDGETS else budget
+    name = str(raw.get("name") or default_name)
+    raw["name"] = name
+
+    base = raw.get("base") or {}
+    _need(isinstance(base, dict), source, "base must be a mapping of trial settings")
+    _check_setting_names(base, source, "base setting(s)")
+    try:
+        TrialConfig.from_dict(base, source=f"{source}: base")
+    except AblateError as exc:
+        raise AblateError(str(exc)) from None
+
+    factor_names, arms = _expand_arms(raw, source)
+    space = _parse_space(raw.get("search"), source)
+    search = raw.get("search") or {}
+    trials = search.get("trials", 0) if space else 0
+    if space:
+        _need(isinstance(trials, int) and not isinstance(trials, bool) and trials >= 1, source, f"search.trials must be a positive integer, got {trials!r}")
+    sampler_seed = search.get("sampler_seed", 0)
+    _need(isinstance(sampler_seed, int) and not isinstance(sampler_seed, bool), source, "search.sampler_seed must be an integer")
+    asha = search.get("asha", False)
+    _need(isinstance(asha, bool), source, "search.asha must be true or false")
+
+    grid = raw.get("grid") or {}
+    _need(isinstance(grid, dict), source, "grid must be a mapping of setting to a list of values")
+    _check_setting_names(grid, source, "grid setting(s)")
+    for key, values in grid.items():
+        _need(isinstance(values, list) and values, source, f"grid.{key} must be a non-empty list")
+    _need(not (space and grid), source, "use either search (tuned) or grid (fixed values), not both")
+
+    seeds = raw.get("seeds")
+    _need(isinstance(seeds, list) and len(seeds) > 0, source, "seeds must be a non-empty list of integers (the confirm-stage seeds)")
+    _need(all(isinstance(s, int) and not isinstance(s, bool) for s in seeds), source, "seeds must be integers")
+    _need(len(set(seeds)) == len(seeds), source, "seeds must not repeat")
+
+    study = Study(
+        name=name, description=str(raw.get("description", "")).strip(), base=base, arms=arms,
+        factor_names=factor_names, space=space, trials_per_arm=trials, sampler_seed=sampler_seed,
+        asha=asha, grid=grid, seeds=list(seeds), budget=raw["budget"], raw=raw,
+    )
+    # Every arm must give a valid trial config, whatever is tuned on top of it.
+    probe = {p.name: (p.low if p.distribution != "choice" else p.choices[0]) for p in space}
+    probe.update({k: v[0] for k, v in grid.items()})
+    for arm in arms:
+        try:
+            study.arm_config(arm, **probe)
+        except AblateError as exc:
+            raise AblateError(f"{source}: arm {arm.name}: {exc}") from None
+    return study
+
+
+def _format_value(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _expand_arms(raw: dict, source: str) -> tuple[list[str], list[Arm]]:
+    factors, explicit = raw.get("factors"), raw.get("arms")
+    _need(not (factors and explicit), source, "use either factors (combinations) or arms (an explicit list), not both")
+    if explicit:
+        _need(isinstance(explicit, list), source, "arms must be a list of mappings, each with a name")
+        arms, names = [], set()
+        for i, entry in enumerate(explicit):
+            _need(isinstance(entry, dict) and isinstance(entry.get("name"), str), source, f"arms[{i}] must be a mapping with a name")
+            settings = {k: v for k, v in entry.items() if k != "name"}
+            _check_setting_names(settings, source, f"setting(s) in arm {entry['name']!r}:")
+            _need(entry["name"] not in names, source, f"arm name {entry['name']!r} repeats")
+            names.add(entry["name"])
+            arms.append(Arm(entry["name"], settings))
+        varied = [k for k in dict.fromkeys(k for a in arms for k in a.settings)]
+        return varied, arms
+    if not factors:
+        return [], [Arm("all", {})]
+    _need(isinstance(factors, dict), source, "factors must be a mapping of setting name to {values: [...], requires: {...}}")
+    _check_setting_names(factors, source, "factor(s)")
+    parsed: list[tuple[str, list, dict]] = []
+    for name, body in factors.items():
+        if isinstance(body, list):
+            body = {"values": body}
+        _need(isinstance(body, dict), source, f"factor {name}: expected {{values: [...]}}")
+        _check_keys(body, {"values", "requires"}, source, f"factor {name}")
+        values = body.get("values")
+        _need(isinstance(values, list) and values, source, f"factor {name}: values must be a non-empty list")
+        _need(len({json.dumps(v, sort_keys=True, default=str) for v in values}) == len(values), source, f"factor {name}: values repeat")
+        requires = body.get("requires") or {}
+        _need(isinstance(requires, dict), source, f"factor {name}: requires must be a mapping like {{residual: true}}")
+        for other, value in requires.items():
+            known = {n: vals for n, vals, _ in parsed}
+            _need(other in known, source, f"factor {name} requires {other!r}, which is not a factor listed before it")
+            _need(value in known[other], source, f"factor {name} requires {other}={_format_value(value)}, not one of its values {known[other]}")
+        parsed.append((name, values, requires))
+    partial: list[dict[str, Any]] = [{}]
+    for name, values, requires in parsed:
+        grown = []
+        for combo in partial:
+            if all(combo.get(k, object()) == v for k, v in requires.items()):
+                grown += [{**combo, name: v} for v in values]
+            else:
+                grown.append(combo)
+        partial = grown
+    arms = [Arm(",".join(f"{k}={_format_value(v)}" for k, v in combo.items()), combo) for combo in partial]
+    return [n for n, _, _ in parsed], arms
+
+
+def _parse_space(search: Any, source: str) -> list[Param]:
+    if search is None:
+        return []
+    _need(isinstance(search, dict), source, "search must be a mapping with space, trials, sampler_seed, asha")
+    _check_keys(search, SEARCH_KEYS, source, "search")
+    space = search.get("space")
+    _need(isinstance(space, dict) and space, source, "search.space must name at least one parameter, e.g. lr: {distribution: loguniform, low: 0.001, high: 0.3}")
+    _check_setting_names(space, source, "search parameter(s)")
+    params = []
+    for name, body in space.items():
+        where = f"search.space.{name}"
+        _need(isinstance(body, dict), source, f"{where} must be a mapping with distribution and bounds")
+        _check_keys(body, {"distribution", "low", "high", "choices"}, source, where)
+        dist = body.get("distribution")
+        _need(dist in DISTRIBUTIONS, source, f"{where}: unknown distribution {dist!r}; valid: {', '.join(DISTRIBUTIONS)}")
+        if dist == "choice":
+            choices = body.get("choices")
+            _need(isinstance(choices, list) and choices, source, f"{where}: choices must be a non-empty list")
+            params.append(Param(name, dist, choices=tuple(choices)))
+            continue
+        low, high = body.get("low"), body.get("high")
+        _need(_is_number(low) and _is_number(high), source, f"{where}: low and high must be numbers")
+        _need(low < high, source, f"{where}: empty range, low ({low}) must be below high ({high})")
+        if dist == "loguniform":
+            _need(low > 0, source, f"{where}: loguniform needs low > 0, got {low}")
+        if dist == "int":
+            _need(float(low).is_integer() and float(high).is_integer(), source, f"{where}: int bounds must be whole numbers")
+        params.append(Param(name, dist, float(low), float(high)))
+    return params
+
+
+# --- planned trials and the registry ---------------------------------------------------------------
+@dataclass(frozen=True)
+class PlannedTrial:
+    stage: str
+    arm: str
+    config: TrialConfig
+    params: dict[str, Any]
+
+    @property
+    def trial_id(self) -> str:
+        return self.config.trial_id()
+
+
+def plan_fixed_stage(study: Study, stage: str, best_params: dict[str, dict[str, Any]] | None = None) -> list[PlannedTrial]:
+    """The trials of a stage without a search: confirm (best params per arm × seeds) or grid."""
+    planned = []
+    for arm in study.arms:
+        points = study.grid_points() if stage == "grid" else [dict((best_params or {}).get(arm.name, {}))]
+        for point in points:
+            for seed in study.seeds:
+                cfg = study.arm_config(arm, **point, seed=seed)
+                planned.append(PlannedTrial(stage, arm.name, cfg, dict(point)))
+    return planned
+
+
+REGISTRY = "trials.jsonl"
+CSV_METRICS = ["status", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_train_loss",
+               "train_seconds", "steps", "dataset", "device", "error"]
+
+
+def read_registry(run_dir: Path) -> list[dict[str, Any]]:
+    """Rows appended as trials end. A line cut short by a crash is ignored; the last row per (stage, trial) wins."""
+    path = Path(run_dir) / REGISTRY
+    if not path.exists():
+        return []
+    rows: dict[tuple[str, str], dict] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "trial_id" in row and "stage" in row:
+            rows[(row["stage"], row["trial_id"])] = row
+    return list(rows.values())
+
+
+def append_registry(run_dir: Path, row: dict[str, Any]) -> None:
+    path = Path(run_dir) / REGISTRY
+    line = json.dumps(row, default=_json_default, allow_nan=False) + "\n"
+    # One write of a whole line with O_APPEND: a crash can only cut the last line, which readers skip.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+def registry_row(trial: PlannedTrial, metrics: dict[str, Any]) -> dict[str, Any]:
+    row = {"trial_id": trial.trial_id, "stage": trial.stage, "arm": trial.arm, "params": trial.params,
+           "seed": trial.config.seed}
+    for key in CSV_METRICS:
+        value = metrics.get(key)
+        row[key] = None if isinstance(value, float) and not math.isfinite(value) else value
+    return row
+
+
+def trials_csv(study: Study, rows: list[dict[str, Any]]) -> str:
+    arm_settings = {a.name: a.settings for a in study.arms}
+    varied = study.varied()
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["trial_id", "stage", "arm", *varied, "seed", *CSV_METRICS])
+    order = {s: i for i, s in enumerate(["tune", "grid", "confirm"])}
+    for row in sorted(rows, key=lambda r: (order.get(r["stage"], 9), r["arm"], r.get("seed", 0), r["trial_id"])):
+        values = {**study.base, **arm_settings.get(row["arm"], {}), **row.get("params", {})}
+        writer.writerow([row["trial_id"], row["stage"], row["arm"], *(values.get(k, "") for k in varied),
+                         row.get("seed"), *("" if row.get(k) is None else row.get(k) for k in CSV_METRICS)])
+    return buf.getvalue()
+
+
+def best_params(study: Study, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per arm, the tuned parameters of the tuning trial with the best dev accuracy."""
+    best: dict[str, dict] = {}
+    for row in rows:
+        if row["stage"] != "tune" or row.get("status") not in ("ok", "stopped") or row.get("best_dev_acc") is None:
+            continue
+        current = best.get(row["arm"])
+        if current is None or row["best_dev_acc"] > current["best_dev_acc"]:
+            best[row["arm"]] = row
+    return {arm: dict(row["params"]) for arm, row in best.items()}

@@ -1,0 +1,107 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ablate.cli import app
+from ablate.trial import TrialConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+SMALL = ["--train-size", "128", "--dev-size", "64", "--test-size", "64", "--epochs", "1", "--eval-every", "2"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_train_writes_a_run_folder_whose_config_reloads(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", "--dataset", "digits", "--plain", "--lr", "0.03", *SMALL, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.json", "curves.csv", "curves.png"}
+    cfg = TrialConfig.from_yaml_file(out / "config.yaml")
+    assert cfg.residual is False and cfg.lr == 0.03 and cfg.dataset == "digits" and cfg.train_size == 128
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "digits" and metrics["status"] == "ok" and metrics["trial_id"] == cfg.trial_id()
+    lines = (out / "curves.csv").read_text().splitlines()
+    assert lines[0] == "step,train_loss,dev_loss,dev_acc" and len(lines) == 1 + metrics["steps"]
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    # --config reproduces the trial exactly
+    again = tmp_path / "again"
+    result = invoke("train", "--config", out / "config.yaml", "--out", again)
+    assert result.exit_code == 0, result.output
+    second = json.loads((again / "metrics.json").read_text())
+    for key in ("best_dev_acc", "test_acc", "test_loss", "final_train_loss", "best_step"):
+        assert second[key] == metrics[key]
+
+
+def test_auto_dataset_records_mnist_when_available(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", *SMALL, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["dataset"] == "mnist"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--family", "vgg"], "unknown family"),
+    (["--depth", "19"], "valid depths"),
+    (["--dataset", "imagenet"], "unknown dataset"),
+    (["--lr", "0"], "lr must be a positive"),
+    (["--batch-size", "-4"], "batch_size must be positive"),
+    (["--epochs", "0"], "epochs must be positive"),
+    (["--dataset", "digits", "--train-size", "5000"], "train"),
+    (["--dataset", "mnist", "--test-size", "20000"], "test"),
+    (["--config", "does-not-exist.yaml"], "cannot read config"),
+    (["--epochs", "many"], "Invalid value for '--epochs'"),
+])
+def test_bad_train_input_is_one_line_exit_2_and_leaves_no_folder(tmp_path, args, fragment):
+    out = tmp_path / "run"
+    result = invoke("train", *args, "--out", out)
+    assert result.exit_code == 2, result.output
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_malformed_config_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: [0.1\n")
+    result = invoke("train", "--config", bad, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "malformed YAML" in result.output and "line" in result.output
+    bad.write_text("lr: 0.1\nwarmup: 5\n")
+    result = invoke("train", "--config", bad, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "unknown setting(s) warmup" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_summary_prints_table_and_totals():
+    result = invoke("summary")
+    assert result.exit_code == 0, result.output
+    assert "Total params: 11,175,434" in result.output
+    macs = int(result.output.split("Total MACs: ")[1].split()[0].replace(",", ""))
+    assert abs(macs - 35.56e6) / 35.56e6 < 0.01
+    plain = invoke("summary", "--plain")
+    assert "Total params: 11,001,610" in plain.output
+    cifar = invoke("summary", "--family", "cifar", "--depth", "20", "--shortcut", "identity")
+    assert cifar.exit_code == 0 and "stages.2.2.conv2" in cifar.output
+    bad = invoke("summary", "--family", "cifar", "--depth", "18")
+    assert bad.exit_code == 2 and "valid depths: 20, 32, 44, 56, 110" in bad.output
+
+
+def test_verify_torchvision_exit_code():
+    result = invoke("verify-torchvision")
+    assert result.exit_code == 0, result.output
+    assert "match" in result.output and "MISMATCH" not in result.output
+
+
+def test_console_entry_point_gives_one_line_errors():
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "summary", "--depth", "x"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
