@@ -5,6 +5,8 @@ Bad input of any kind ends in one line on stderr and exit code 2, with nothing w
 from __future__ import annotations
 
 import functools
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -196,3 +198,109 @@ def verify_torchvision_cmd(
     verdict = "match" if diff <= tolerance else "MISMATCH"
     typer.echo(f"max |torchvision - ablate| = {diff:.3e} (tolerance {tolerance:g}): {verdict}")
     raise typer.Exit(0 if diff <= tolerance else 1)
+
+
+# --- studies ---------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def study(
+    name: Optional[str] = typer.Argument(None, help="Study name from studies/ or a path to a spec .yaml; omit to list them."),
+    budget: str = typer.Option("default", help="smoke, default or full."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print arms, search space and trial counts; run nothing."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<study>/<time>)."),
+    resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run folder: only missing trials run."),
+    dataset: Optional[str] = typer.Option(None, help="Override the spec's dataset: auto, mnist or digits."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
+    cpus: Optional[int] = typer.Option(None, help="CPUs to use (default: all)."),
+    gpus: Optional[float] = typer.Option(None, help="GPUs to use (default: all visible)."),
+    gpus_per_trial: Optional[float] = typer.Option(None, help="GPU share per trial (default 0.25: four trials per GPU)."),
+    address: Optional[str] = typer.Option(None, help="Attach to a running Ray cluster (HOST:PORT) instead of starting one."),
+) -> None:
+    """Run a study: per-arm LR search (Optuna via Ray Tune, optional ASHA), then the best config of each arm over seeds."""
+    from .data import load_splits
+    from .runs import arm_summary, create_run_dir, manifest, open_run_dir, read_registry
+    from .outputs import atomic_write_text
+    from .study import list_studies, load_study, parse_study, read_yaml
+    from .tune import Resources, check_address, run_study
+
+    if name is None and resume is None:
+        for study_name, description in list_studies():
+            typer.echo(f"{study_name:20s} {description}")
+        return
+    if name is not None and resume is not None:
+        fail("give either a study NAME or --resume DIR, not both")
+    if resume is not None:
+        run_dir = open_run_dir(resume)
+        spec = parse_study(read_yaml(run_dir / "spec.yaml"), source=str(run_dir / "spec.yaml"))
+    else:
+        spec = load_study(name, budget)
+        if dataset is not None:
+            spec.pin(dataset=dataset)
+            spec.arm_config(spec.arms[0], **{k: v[0] for k, v in spec.grid.items()})  # validates the name
+    resources = _resources(cpus, gpus, gpus_per_trial, address)
+    base = spec.arm_config(spec.arms[0], **{k: v[0] for k, v in spec.grid.items()})
+    splits = load_splits(base.dataset, data_dir, base.train_size, base.dev_size, base.test_size,
+                         seed=base.data_seed, image_size=base.image_size)
+    if splits.note:
+        typer.echo(f"warning: {splits.note}", err=True)
+    spec.pin(dataset=splits.dataset, threads=int(spec.base.get("threads") or resources.cpus_per_trial()))
+    if dry_run:
+        _print_plan(spec, resources)
+        return
+    if resources.address:
+        check_address(resources.address)
+    if resume is None:
+        run_dir = create_run_dir(spec, out)
+        atomic_write_text(run_dir / "spec.yaml", spec.resolved_yaml())
+    info = {"cpus": resources.cpus, "gpus": resources.gpus, "gpu_share": resources.gpu_share(),
+            "threads_per_trial": spec.base["threads"], "address": resources.address}
+    atomic_write_text(run_dir / ("manifest.json" if resume is None else f"manifest-resume-{_timestamp()}.json"),
+                      json.dumps(manifest(spec, splits.dataset, info), indent=2) + "\n")
+    typer.echo(f"study {spec.name} ({spec.budget}) -> {run_dir}", err=True)
+    t0 = time.perf_counter()
+    run_study(spec, run_dir, resources, str(data_dir) if data_dir else None)
+    rows = read_registry(run_dir)
+    typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / 'trials.csv'}")
+    for row in arm_summary(spec, rows):
+        best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["best"].items())
+        typer.echo(f"  {row['arm']:32s} {best:16s} test acc {row['test_acc_mean']:.4f} ± {row['test_acc_std']:.4f} "
+                   f"(n={row['n']}/{row['trials']})")
+
+
+def _resources(cpus, gpus, gpus_per_trial, address):
+    from .tune import Resources
+
+    total = os.cpu_count() or 1
+    if cpus is not None and cpus < 1:
+        fail(f"--cpus must be at least 1, got {cpus}")
+    if gpus is not None and gpus < 0:
+        fail(f"--gpus must be >= 0, got {gpus}")
+    if gpus_per_trial is not None and not (0 < gpus_per_trial <= 1):
+        fail(f"--gpus-per-trial must be in (0, 1], got {gpus_per_trial}")
+    if gpus is None:
+        import torch
+
+        gpus = float(torch.cuda.device_count())
+    return Resources(cpus=min(cpus or total, total) if address is None else (cpus or total),
+                     gpus=gpus, gpus_per_trial=gpus_per_trial, address=address)
+
+
+def _print_plan(spec, resources) -> None:
+    typer.echo(f"study {spec.name} (budget {spec.budget}): {spec.description}")
+    typer.echo(f"arms ({len(spec.arms)}):")
+    for arm in spec.arms:
+        typer.echo(f"  {arm.name}: {arm.settings}")
+    if spec.space:
+        typer.echo("search space:")
+        for p in spec.space:
+            bounds = f"{list(p.choices)}" if p.choices else f"[{p.low:g}, {p.high:g}]"
+            typer.echo(f"  {p.name}: {p.distribution} {bounds}")
+        typer.echo(f"stage tune: {spec.trials_per_arm} trials per arm x {len(spec.arms)} arms = "
+                   f"{spec.trials_per_arm * len(spec.arms)} trials (TPE seed {spec.sampler_seed}, ASHA {'on' if spec.asha else 'off'})")
+    if spec.grid:
+        typer.echo(f"grid: {spec.grid}")
+    per_arm = len(spec.seeds) * (len(spec.grid_points()) if spec.grid else 1)
+    final = spec.stages[-1]
+    typer.echo(f"stage {final}: {per_arm} trials per arm x {len(spec.arms)} arms = {per_arm * len(spec.arms)} trials (seeds {spec.seeds})")
+    typer.echo(f"resources: {resources.cpus} CPUs, {resources.gpus:g} GPUs; {spec.base['threads']} threads per trial, "
+               f"{resources.concurrency()} trials at a time; dataset {spec.base['dataset']}")

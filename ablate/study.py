@@ -6,12 +6,9 @@ inside every arm (or a fixed grid), the seeds of the confirm stage and named bud
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import itertools
 import json
 import math
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -74,6 +71,11 @@ class Study:
         for arm in self.arms:
             names += [k for k in arm.settings if k not in names]
         return list(dict.fromkeys(names))
+
+    def pin(self, **settings: Any) -> None:
+        """Fix base settings decided at launch (threads, the dataset `auto` chose) so spec.yaml reproduces them."""
+        self.base = {**self.base, **settings}
+        self.raw["base"] = {**(self.raw.get("base") or {}), **settings}
 
     def arm_config(self, arm: Arm, **params: Any) -> TrialConfig:
         return TrialConfig.from_dict({**self.base, **arm.settings, **params}, source=f"study {self.name}, arm {arm.name}")
@@ -179,11 +181,7 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
 
     base = raw.get("base") or {}
     _need(isinstance(base, dict), source, "base must be a mapping of trial settings")
-    _check_setting_names(base, source, "base setting(s)")
-    try:
-        TrialConfig.from_dict(base, source=f"{source}: base")
-    except AblateError as exc:
-        raise AblateError(str(exc)) from None
+    _check_setting_names(base, source, "base setting(s)")  # values are checked per arm below
 
     factor_names, arms = _expand_arms(raw, source)
     space = _parse_space(raw.get("search"), source)
@@ -330,75 +328,3 @@ def plan_fixed_stage(study: Study, stage: str, best_params: dict[str, dict[str, 
                 cfg = study.arm_config(arm, **point, seed=seed)
                 planned.append(PlannedTrial(stage, arm.name, cfg, dict(point)))
     return planned
-
-
-REGISTRY = "trials.jsonl"
-CSV_METRICS = ["status", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_train_loss",
-               "train_seconds", "steps", "dataset", "device", "error"]
-
-
-def read_registry(run_dir: Path) -> list[dict[str, Any]]:
-    """Rows appended as trials end. A line cut short by a crash is ignored; the last row per (stage, trial) wins."""
-    path = Path(run_dir) / REGISTRY
-    if not path.exists():
-        return []
-    rows: dict[tuple[str, str], dict] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "trial_id" in row and "stage" in row:
-            rows[(row["stage"], row["trial_id"])] = row
-    return list(rows.values())
-
-
-def append_registry(run_dir: Path, row: dict[str, Any]) -> None:
-    path = Path(run_dir) / REGISTRY
-    line = json.dumps(row, default=_json_default, allow_nan=False) + "\n"
-    # One write of a whole line with O_APPEND: a crash can only cut the last line, which readers skip.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _json_default(value: Any) -> Any:
-    return str(value)
-
-
-def registry_row(trial: PlannedTrial, metrics: dict[str, Any]) -> dict[str, Any]:
-    row = {"trial_id": trial.trial_id, "stage": trial.stage, "arm": trial.arm, "params": trial.params,
-           "seed": trial.config.seed}
-    for key in CSV_METRICS:
-        value = metrics.get(key)
-        row[key] = None if isinstance(value, float) and not math.isfinite(value) else value
-    return row
-
-
-def trials_csv(study: Study, rows: list[dict[str, Any]]) -> str:
-    arm_settings = {a.name: a.settings for a in study.arms}
-    varied = study.varied()
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["trial_id", "stage", "arm", *varied, "seed", *CSV_METRICS])
-    order = {s: i for i, s in enumerate(["tune", "grid", "confirm"])}
-    for row in sorted(rows, key=lambda r: (order.get(r["stage"], 9), r["arm"], r.get("seed", 0), r["trial_id"])):
-        values = {**study.base, **arm_settings.get(row["arm"], {}), **row.get("params", {})}
-        writer.writerow([row["trial_id"], row["stage"], row["arm"], *(values.get(k, "") for k in varied),
-                         row.get("seed"), *("" if row.get(k) is None else row.get(k) for k in CSV_METRICS)])
-    return buf.getvalue()
-
-
-def best_params(study: Study, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per arm, the tuned parameters of the tuning trial with the best dev accuracy."""
-    best: dict[str, dict] = {}
-    for row in rows:
-        if row["stage"] != "tune" or row.get("status") not in ("ok", "stopped") or row.get("best_dev_acc") is None:
-            continue
-        current = best.get(row["arm"])
-        if current is None or row["best_dev_acc"] > current["best_dev_acc"]:
-            best[row["arm"]] = row
-    return {arm: dict(row["params"]) for arm, row in best.items()}

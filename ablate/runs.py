@@ -1,0 +1,157 @@
+"""Run folders: the append-only trial registry, trials.csv and the manifest."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .errors import AblateError
+from .outputs import atomic_write_text
+from .study import PlannedTrial, Study
+
+REGISTRY = "trials.jsonl"
+CSV_METRICS = ["status", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_train_loss",
+               "train_seconds", "total_seconds", "steps", "dataset", "device", "error"]
+
+
+def read_registry(run_dir: Path) -> list[dict[str, Any]]:
+    """Rows appended as trials end. A line cut short by a crash is ignored; the last row per (stage, trial) wins."""
+    path = Path(run_dir) / REGISTRY
+    if not path.exists():
+        return []
+    rows: dict[tuple[str, str], dict] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "trial_id" in row and "stage" in row:
+            rows[(row["stage"], row["trial_id"])] = row
+    return list(rows.values())
+
+
+def append_registry(run_dir: Path, row: dict[str, Any]) -> None:
+    path = Path(run_dir) / REGISTRY
+    line = json.dumps(row, default=_json_default, allow_nan=False) + "\n"
+    # One write of a whole line with O_APPEND: a crash can only cut the last line, which readers skip.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+def registry_row(trial: PlannedTrial, metrics: dict[str, Any]) -> dict[str, Any]:
+    row = {"trial_id": trial.trial_id, "stage": trial.stage, "arm": trial.arm, "params": trial.params,
+           "seed": trial.config.seed}
+    for key in CSV_METRICS:
+        value = metrics.get(key)
+        row[key] = None if isinstance(value, float) and not math.isfinite(value) else value
+    return row
+
+
+def trials_csv(study: Study, rows: list[dict[str, Any]]) -> str:
+    arm_settings = {a.name: a.settings for a in study.arms}
+    varied = study.varied()
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["trial_id", "stage", "arm", *varied, "seed", *CSV_METRICS])
+    order = {s: i for i, s in enumerate(["tune", "grid", "confirm"])}
+    for row in sorted(rows, key=lambda r: (order.get(r["stage"], 9), r["arm"], r.get("seed", 0), r["trial_id"])):
+        values = {**study.base, **arm_settings.get(row["arm"], {}), **row.get("params", {})}
+        writer.writerow([row["trial_id"], row["stage"], row["arm"], *(values.get(k, "") for k in varied),
+                         row.get("seed"), *("" if row.get(k) is None else row.get(k) for k in CSV_METRICS)])
+    return buf.getvalue()
+
+
+def best_params(study: Study, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per arm, the tuned parameters of the tuning trial with the best dev accuracy."""
+    best: dict[str, dict] = {}
+    for row in rows:
+        if row["stage"] != "tune" or row.get("status") not in ("ok", "stopped") or row.get("best_dev_acc") is None:
+            continue
+        current = best.get(row["arm"])
+        if current is None or row["best_dev_acc"] > current["best_dev_acc"]:
+            best[row["arm"]] = row
+    return {arm: dict(row["params"]) for arm, row in best.items()}
+
+
+PACKAGES = ("ablate", "torch", "torchvision", "ray", "optuna", "numpy", "pandas", "scikit-learn")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).resolve().parent,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def manifest(study: Study, dataset: str, resources: dict[str, Any]) -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "study": study.name, "budget": study.budget, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "host": socket.gethostname(),
+        "platform": platform.platform(), "python": platform.python_version(), "packages": versions,
+        "git_commit": git_commit(), "dataset": dataset, "resources": resources,
+    }
+
+
+def create_run_dir(study: Study, out: Path | None) -> Path:
+    run_dir = out or Path("runs") / study.name / time.strftime("%Y%m%d-%H%M%S")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise AblateError(f"run folder {run_dir} exists and is not empty; use --resume {run_dir} to finish it, or another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AblateError(f"cannot create run folder {run_dir}: {exc.strerror or exc}") from None
+    if not os.access(run_dir, os.W_OK):
+        run_dir.rmdir()
+        raise AblateError(f"run folder {run_dir} is not writable; choose another --out")
+    return run_dir
+
+
+def open_run_dir(run_dir: Path) -> Path:
+    if not (run_dir / "spec.yaml").is_file():
+        raise AblateError(f"{run_dir} is not a study run folder (no spec.yaml); pass a folder made by 'study'")
+    return run_dir
+
+
+def arm_summary(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per arm: tuned parameters, and the final stage's test accuracy mean ± std over its finished trials."""
+    final = study.stages[-1]
+    tuned = best_params(study, rows) if study.space else {}
+    out = []
+    for arm in study.arms:
+        accs = [r["test_acc"] for r in rows if r["stage"] == final and r["arm"] == arm.name
+                and r.get("status") == "ok" and r.get("test_acc") is not None]
+        n = len(accs)
+        mean = sum(accs) / n if n else float("nan")
+        std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (n - 1)) if n > 1 else float("nan")
+        planned = sum(1 for r in rows if r["stage"] == final and r["arm"] == arm.name)
+        out.append({"arm": arm.name, "best": tuned.get(arm.name, {}), "n": n, "trials": planned,
+                    "test_acc_mean": mean, "test_acc_std": std})
+    return out

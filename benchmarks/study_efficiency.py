@@ -1,0 +1,56 @@
+"""How well a study keeps the machine busy.
+
+Runs a study into a temporary folder and prints, from its own records:
+  efficiency = sum of trial compute (seconds inside each trial x its threads) / (wall seconds x cores)
+  overhead   = (wall x concurrent slots - sum of trial seconds) / trials: what scheduling costs per trial,
+               Ray start-up and worker start-up included.
+Targets: efficiency >= 0.85, overhead <= 1 s.
+
+    python benchmarks/study_efficiency.py [--study residual-ablation] [--budget smoke]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from ablate.data import load_splits
+from ablate.runs import read_registry
+from ablate.study import load_study
+from ablate.tune import Resources, run_study
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="residual-ablation")
+    parser.add_argument("--budget", default="smoke")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+
+    study = load_study(args.study, args.budget)
+    resources = Resources(cpus=args.cpus)
+    base = study.arm_config(study.arms[0], **{k: v[0] for k, v in study.grid.items()})
+    splits = load_splits(base.dataset, None, base.train_size, base.dev_size, base.test_size, seed=base.data_seed)
+    study.pin(dataset=splits.dataset, threads=resources.cpus_per_trial())
+    with tempfile.TemporaryDirectory(prefix="ablate-bench-") as tmp:
+        run_dir = Path(tmp)
+        (run_dir / "spec.yaml").write_text(study.resolved_yaml())
+        t0 = time.perf_counter()
+        run_study(study, run_dir, resources, None)
+        wall = time.perf_counter() - t0
+        rows = read_registry(run_dir)
+    threads = study.base["threads"]
+    seconds = [r["total_seconds"] or 0.0 for r in rows]
+    slots = resources.concurrency()
+    efficiency = sum(seconds) * threads / (wall * resources.cpus)
+    overhead = (wall * slots - sum(seconds)) / len(rows)
+    print(f"study {study.name} ({study.budget}): {len(rows)} trials, {slots} at a time x {threads} threads on {resources.cpus} CPUs")
+    print(f"wall {wall:.1f} s, sum of trial seconds {sum(seconds):.1f} s (mean {sum(seconds) / len(rows):.1f} s)")
+    print(f"efficiency: {efficiency:.3f} (target >= 0.85)")
+    print(f"per-trial scheduling overhead: {overhead:.2f} s (target <= 1 s)")
+
+
+if __name__ == "__main__":
+    main()

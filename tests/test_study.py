@@ -1,0 +1,123 @@
+"""Study specs: validation, budgets, arm expansion, planning and the registry (no Ray here)."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ablate.errors import AblateError
+from ablate.runs import append_registry, read_registry, registry_row, trials_csv
+from ablate.study import BUDGETS, list_studies, load_study, parse_study, plan_fixed_stage
+
+BASE = {"family": "imagenet", "depth": 18, "train_size": 128, "dev_size": 64, "test_size": 64, "epochs": 1}
+SEARCH = {"space": {"lr": {"distribution": "loguniform", "low": 0.001, "high": 0.5}}, "trials": 2}
+
+
+def spec(**over):
+    doc = {"description": "test", "base": dict(BASE), "factors": {"residual": {"values": [True, False]}},
+           "search": dict(SEARCH), "seeds": [0, 1]}
+    doc.update(over)
+    return doc
+
+
+@pytest.mark.parametrize("name", ["residual-ablation", "shortcut", "depth", "lr-sweep", "reference"])
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_shipped_studies_load_under_every_budget(name, budget):
+    study = load_study(name, budget)
+    assert study.arms and study.seeds and study.budget == budget
+    assert name in dict(list_studies())
+
+
+def test_shipped_study_shapes():
+    assert [a.name for a in load_study("residual-ablation").arms] == ["residual=true", "residual=false"]
+    depth = load_study("depth")
+    assert len(depth.arms) == 8 and {a.settings["depth"] for a in depth.arms} == {20, 32, 44, 56}
+    ref = load_study("reference")
+    assert ref.stages == ["confirm"] and ref.seeds == [100]
+    assert {a.name: (a.settings["residual"], a.settings["lr"]) for a in ref.arms} == {"plain": (False, 0.005), "residual": (True, 0.01)}
+    sweep = load_study("lr-sweep")
+    assert sweep.stages == ["grid"] and len(plan_fixed_stage(sweep, "grid")) == 2 * 6 * 3
+    smoke = load_study("residual-ablation", "smoke")
+    assert smoke.base["epochs"] < load_study("residual-ablation").base["epochs"]
+
+
+def test_requires_limits_a_factor_to_the_arms_it_applies_to():
+    study = parse_study(spec(factors={
+        "residual": {"values": [True, False]},
+        "shortcut": {"values": ["projection", "identity"], "requires": {"residual": True}},
+    }))
+    assert [a.name for a in study.arms] == [
+        "residual=true,shortcut=projection", "residual=true,shortcut=identity", "residual=false"]
+    assert study.varied()[:2] == ["residual", "shortcut"]
+
+
+def test_tuned_confirm_plan_uses_best_params_and_every_seed():
+    study = parse_study(spec())
+    plan = plan_fixed_stage(study, "confirm", {"residual=true": {"lr": 0.05}, "residual=false": {"lr": 0.01}})
+    assert len(plan) == 4
+    assert {(p.arm, p.config.seed, p.config.lr) for p in plan} == {
+        ("residual=true", 0, 0.05), ("residual=true", 1, 0.05), ("residual=false", 0, 0.01), ("residual=false", 1, 0.01)}
+    again = plan_fixed_stage(study, "confirm", {"residual=true": {"lr": 0.05}, "residual=false": {"lr": 0.01}})
+    assert [p.trial_id for p in plan] == [p.trial_id for p in again]
+    assert len({p.trial_id for p in plan}) == 4
+
+
+@pytest.mark.parametrize("over, fragment", [
+    ({"factors": {"residuals": {"values": [True]}}}, "unknown factor"),
+    ({"factors": {"residual": {"values": []}}}, "values must be a non-empty list"),
+    ({"factors": {"residual": {"values": [True, False]}, "shortcut": {"values": ["identity"], "requires": {"plain": True}}}},
+     "requires 'plain', which is not a factor"),
+    ({"factors": {"residual": {"values": [True]}, "shortcut": {"values": ["identity"], "requires": {"residual": False}}}},
+     "not one of its values"),
+    ({"search": {**SEARCH, "space": {"lr": {"distribution": "loguniform", "low": 0.1, "high": 0.1}}}}, "empty range"),
+    ({"search": {**SEARCH, "space": {"lr": {"distribution": "loguniform", "low": 0, "high": 0.1}}}}, "low > 0"),
+    ({"search": {**SEARCH, "space": {"learning_rate": {"distribution": "uniform", "low": 0, "high": 1}}}}, "unknown search parameter"),
+    ({"search": {**SEARCH, "space": {"lr": {"distribution": "normal", "low": 0, "high": 1}}}}, "unknown distribution"),
+    ({"search": {**SEARCH, "space": {}}}, "at least one parameter"),
+    ({"search": {**SEARCH, "trials": 0}}, "positive integer"),
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"seeds": [1, 1]}, "must not repeat"),
+    ({"base": {**BASE, "depth": 19}}, "valid depths"),
+    ({"base": {**BASE, "optimizer": "adam"}}, "unknown base setting"),
+    ({"budgets": {"tiny": {}}}, "unknown budget key(s) tiny"),
+    ({"stages": 2}, "unknown spec key(s) stages"),
+    ({"grid": {"lr": [0.1]}}, "not both"),
+    ({"factors": {"depth": {"values": [18, 20]}}}, "valid depths"),
+])
+def test_bad_specs_are_rejected(over, fragment):
+    with pytest.raises(AblateError) as err:
+        parse_study(spec(**over))
+    assert fragment in str(err.value)
+
+
+def test_bad_budget_name_and_malformed_yaml(tmp_path):
+    with pytest.raises(AblateError, match="unknown budget 'huge'"):
+        parse_study(spec(), budget="huge")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("description: x\nbase:\n  lr: [0.1\nseeds: [0]\n")
+    with pytest.raises(AblateError, match=r"malformed YAML in .*bad.yaml, line \d"):
+        load_study(bad)
+    with pytest.raises(AblateError, match="unknown study 'nope'; valid studies: .*residual-ablation"):
+        load_study("nope")
+
+
+def test_resolved_spec_round_trips_with_its_budget():
+    study = load_study("residual-ablation", "smoke")
+    study.pin(threads=1, dataset="mnist")
+    again = parse_study(yaml.safe_load(study.resolved_yaml()))
+    assert again.budget == "smoke" and again.base == study.base and again.trials_per_arm == study.trials_per_arm
+    assert [a.name for a in again.arms] == [a.name for a in study.arms]
+
+
+def test_registry_survives_a_cut_last_line_and_feeds_trials_csv(tmp_path):
+    study = parse_study(spec())
+    plan = plan_fixed_stage(study, "confirm", {"residual=true": {"lr": 0.05}, "residual=false": {"lr": 0.01}})
+    for i, p in enumerate(plan):
+        append_registry(tmp_path, registry_row(p, {"status": "ok", "best_dev_acc": 0.5 + i / 10, "test_acc": 0.9, "test_loss": float("nan")}))
+    with open(tmp_path / "trials.jsonl", "a") as fh:
+        fh.write('{"trial_id": "abc", "sta')  # what a SIGKILL mid-write can leave
+    rows = read_registry(tmp_path)
+    assert len(rows) == 4 and rows[0]["test_loss"] is None
+    lines = trials_csv(study, rows).splitlines()
+    assert lines[0].startswith("trial_id,stage,arm,residual,lr,seed,status")
+    assert len(lines) == 5 and all(",confirm," in l for l in lines[1:])

@@ -1,0 +1,140 @@
+"""Real studies through Ray Tune + Optuna on tiny budgets (MNIST from the shared data root)."""
+import json
+import os
+
+import optuna
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ablate.cli import app
+from ablate.runs import read_registry
+from ablate.trial import TrialConfig
+
+runner = CliRunner()
+TINY = {"family": "imagenet", "depth": 18, "dataset": "mnist", "train_size": 128, "dev_size": 64,
+        "test_size": 64, "batch_size": 64, "epochs": 2, "eval_every": 1, "seed": 100}
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def write_spec(path, **over):
+    doc = {"description": "tiny end-to-end study", "base": dict(TINY),
+           "factors": {"residual": {"values": [True, False]}},
+           "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
+                      "trials": 2, "sampler_seed": 0, "asha": True},
+           "seeds": [0, 1]}
+    doc.update(over)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def snapshot(run_dir):
+    return {p: p.stat().st_mtime_ns for p in (run_dir / "trials").rglob("*") if p.is_file()}
+
+
+def test_end_to_end_study_then_resume_runs_nothing_new(tmp_path):
+    spec = write_spec(tmp_path / "tiny.yaml")
+    run_dir = tmp_path / "run"
+    result = invoke("study", spec, "--out", run_dir, "--cpus", "2")
+    assert result.exit_code == 0, result.output
+
+    rows = read_registry(run_dir)
+    assert sorted((r["stage"], r["arm"]) for r in rows) == sorted(
+        [("tune", "residual=true")] * 2 + [("tune", "residual=false")] * 2
+        + [("confirm", "residual=true")] * 2 + [("confirm", "residual=false")] * 2)
+    assert all(r["status"] in ("ok", "stopped") for r in rows)
+    confirm = [r for r in rows if r["stage"] == "confirm"]
+    assert all(r["status"] == "ok" and 0 <= r["test_acc"] <= 1 for r in confirm)
+    assert {r["seed"] for r in confirm} == {0, 1}
+
+    # every trial folder reproduces its config, and its name is the config's hash
+    for r in rows:
+        folder = run_dir / "trials" / r["trial_id"]
+        cfg = TrialConfig.from_yaml_file(folder / "config.yaml")
+        assert cfg.trial_id() == r["trial_id"] and (folder / "curves.csv").exists()
+        assert cfg.threads == 1 and cfg.dataset == "mnist"
+    # confirm reruns use each arm's best tuned lr
+    for arm in ("residual=true", "residual=false"):
+        tuned = [r for r in rows if r["stage"] == "tune" and r["arm"] == arm]
+        best = max(tuned, key=lambda r: r["best_dev_acc"])
+        assert {r["params"]["lr"] for r in confirm if r["arm"] == arm} == {best["params"]["lr"]}
+
+    csv_lines = (run_dir / "trials.csv").read_text().splitlines()
+    assert csv_lines[0].split(",")[:6] == ["trial_id", "stage", "arm", "residual", "lr", "seed"]
+    assert len(csv_lines) == 1 + 8
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["dataset"] == "mnist" and manifest["packages"]["ray"] and manifest["packages"]["optuna"]
+    assert yaml.safe_load((run_dir / "spec.yaml").read_text())["base"]["threads"] == 1
+
+    # Optuna's SQLite storage opens from another process's point of view: one study per arm
+    storage = f"sqlite:///{run_dir / 'optuna.db'}"
+    for arm in ("residual=true", "residual=false"):
+        study = optuna.load_study(study_name=arm, storage=storage)
+        assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 2
+    assert (run_dir / "ray").is_dir()
+
+    before, registry = snapshot(run_dir), (run_dir / "trials.jsonl").read_text()
+    again = invoke("study", "--resume", run_dir)
+    assert again.exit_code == 0, again.output
+    assert (run_dir / "trials.jsonl").read_text() == registry
+    assert snapshot(run_dir) == before
+
+    # a confirm trial lost before it finished is the only one that runs on resume
+    lost = confirm[0]["trial_id"]
+    (run_dir / "trials" / lost / "metrics.json").unlink()
+    kept = {p: t for p, t in before.items() if lost not in str(p)}
+    again = invoke("study", "--resume", run_dir)
+    assert again.exit_code == 0, again.output
+    after = snapshot(run_dir)
+    assert all(after[p] == t for p, t in kept.items())
+    assert json.loads((run_dir / "trials" / lost / "metrics.json").read_text())["status"] == "ok"
+    assert len(read_registry(run_dir)) == 8
+
+
+def test_diverging_trial_is_recorded_and_the_study_goes_on(tmp_path):
+    spec = write_spec(tmp_path / "grid.yaml", search=None, grid={"lr": [1.0e6, 0.05]}, seeds=[0],
+                      factors={"residual": {"values": [True]}},
+                      base={**TINY, "family": "cifar", "depth": 20, "dataset": "digits", "epochs": 3})
+    run_dir = tmp_path / "run"
+    result = invoke("study", spec, "--out", run_dir)
+    assert result.exit_code == 0, result.output
+    status = {r["params"]["lr"]: r["status"] for r in read_registry(run_dir)}
+    assert status == {1.0e6: "diverged", 0.05: "ok"}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["nope"], "unknown study 'nope'; valid studies:"),
+    (["residual-ablation", "--budget", "huge"], "unknown budget 'huge'"),
+    (["residual-ablation", "--dataset", "cifar10"], "unknown dataset"),
+    (["residual-ablation", "--address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127.0.0.1:1"),
+    (["residual-ablation", "--cpus", "0"], "--cpus must be at least 1"),
+    (["--resume", "."], "is not a study run folder"),
+])
+def test_bad_study_input_is_one_line_exit_2_and_creates_nothing(tmp_path, args, fragment):
+    out = tmp_path / "run"
+    extra = [] if args[0] == "--resume" else ["--out", out]
+    result = invoke("study", *args, *extra)
+    assert result.exit_code == 2, result.output
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.output
+    assert not out.exists()
+
+
+def test_malformed_spec_file_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("description: x\nseeds: [0, 1\n")
+    result = invoke("study", bad, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "bad.yaml, line" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    result = invoke("study", "residual-ablation", "--dry-run", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "stage tune: 8 trials per arm x 2 arms = 16 trials" in result.output
+    assert "stage confirm: 3 trials per arm x 2 arms = 6 trials" in result.output
+    assert "lr: loguniform [0.001, 0.5]" in result.output
+    assert not (tmp_path / "run").exists()
