@@ -21,7 +21,8 @@ from .study import PlannedTrial, Study
 
 REGISTRY = "trials.jsonl"
 CSV_METRICS = ["status", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_train_loss",
-               "train_seconds", "total_seconds", "steps", "dataset", "device", "error"]
+               "train_seconds", "total_seconds", "steps", "dataset", "device", "node", "pid", "started_at",
+               "ended_at", "error"]
 
 
 def read_registry(run_dir: Path) -> list[dict[str, Any]]:

@@ -88,13 +88,17 @@ def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "config.yaml", cfg.to_yaml())
+    import ray
+
+    where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
+             "started_at": time.time()}
     try:
         result = run_trial(cfg, report=lambda m: tune.report({**m, "trial_id": trial_id}), data_dir=job["data_dir"])
     except Exception as exc:  # a crashing trial is recorded; the study goes on
         text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         atomic_write_text(folder / "metrics.json", json.dumps({"trial_id": trial_id, "status": "error", "error": text}))
         return
-    write_trial_folder(folder, cfg, result, plot=False)
+    write_trial_folder(folder, cfg, result, extra={**where, "ended_at": time.time()}, plot=False)
 
 
 def _callback_class():
