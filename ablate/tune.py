@@ -1,9 +1,11 @@
-"""Runs a study's stages on Ray Tune: the only module that imports Ray.
+"""Runs a study on Ray Tune: the only module that imports Ray.
 
-Tuning: one Tuner per arm (its own OptunaSearch study in optuna.db and its own ASHA, so arms never
-compete for early-stopping slots). Confirm/grid stages: one Tuner over every missing trial of the stage.
-Workers write the trial folders; the driver appends a registry row as each trial ends, so a crash
-loses at most the trials in flight.
+The whole study is one Tuner, so trial workers start once and are reused (reuse_actors) from the
+first tuning trial to the last confirm run. A study-wide searcher proposes the tuning trials of every
+arm through one OptunaSearch per arm (its own study in optuna.db), then, as soon as an arm's tuning
+is complete, that arm's confirm runs; a per-arm ASHA keeps arms from competing for early-stopping
+slots. Workers write the trial folders; the driver appends a registry row as each trial ends, so a
+crash loses at most the trials in flight.
 """
 from __future__ import annotations
 
@@ -61,51 +63,148 @@ def check_address(address: str, timeout: float = 3.0) -> None:
 
 
 def _finished(folder: Path) -> dict[str, Any] | None:
+    metrics = _read_metrics(folder)
+    return metrics if metrics is not None and metrics.get("status") in FINISHED else None
+
+
+def _read_metrics(folder: Path) -> dict[str, Any] | None:
     try:
-        metrics = json.loads((folder / "metrics.json").read_text())
+        return json.loads((folder / "metrics.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return metrics if metrics.get("status") in FINISHED else None
 
 
 def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
     """Ray Tune function trainable: one trial, written to run_dir/trials/<id>/ by the worker itself."""
+    import ray
     from ray import tune
 
     from .outputs import write_trial_folder
     from .trial import run_trial
 
-    if "config" in params:
-        cfg = TrialConfig.from_dict(params["config"])
-    else:
-        tuned = {k: v for k, v in params.items() if k != "arm"}
-        cfg = TrialConfig.from_dict({**job["bases"][params["arm"]], **tuned})
+    cfg = TrialConfig.from_dict(params["config"])
     trial_id = cfg.trial_id()
     folder = Path(job["run_dir"]) / "trials" / trial_id
     done = _finished(folder)
-    if done is not None:  # same config finished before (resume, or a repeated proposal): reuse it
+    if done is not None:  # the same config finished before (a repeated proposal): reuse it
         tune.report({"trial_id": trial_id, "best_dev_acc": done["best_dev_acc"], "reused": True})
         return
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "config.yaml", cfg.to_yaml())
-    import ray
-
     where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
              "started_at": time.time()}
     try:
         result = run_trial(cfg, report=lambda m: tune.report({**m, "trial_id": trial_id}), data_dir=job["data_dir"])
     except Exception as exc:  # a crashing trial is recorded; the study goes on
         text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        atomic_write_text(folder / "metrics.json", json.dumps({"trial_id": trial_id, "status": "error", "error": text}))
+        atomic_write_text(folder / "metrics.json", json.dumps({"trial_id": trial_id, "status": "error", "error": text, **where}))
         return
+    # No report after training: the last evaluation's report is the trial's final result, and ASHA's
+    # max_t lies past it, so a trial that reaches the end is never cut before it scores its test set.
     write_trial_folder(folder, cfg, result, extra={**where, "ended_at": time.time()}, plot=False)
 
 
-def _callback_class():
+def _ray_classes():
+    """Ray Tune extension points, defined lazily so that importing ablate.tune does not import Ray."""
     from ray.tune import Callback
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import Searcher
+
+    class StudySearch(Searcher):
+        """Proposes every trial of a study: tuning trials round-robin over the arms (Optuna per arm),
+        then each arm's confirm runs once all of its tuning trials have ended."""
+
+        def __init__(self, study: Study, run_dir: Path):
+            super().__init__(metric="best_dev_acc", mode="max")
+            self.study, self.run_dir = study, run_dir
+            rows = read_registry(run_dir)
+            done = {a.name: sum(1 for r in rows if r["stage"] == "tune" and r["arm"] == a.name) for a in study.arms}
+            self.left = {a: max(0, study.trials_per_arm - n) for a, n in done.items()} if study.space else {}
+            self.optuna = {a: _optuna_search(study, run_dir, a, done[a]) for a, n in self.left.items() if n > 0}
+            self.of: dict[str, tuple[str, str]] = {}  # ray trial id -> (stage, arm)
+            self.running = {a.name: 0 for a in study.arms}
+            self.queued: list[PlannedTrial] = []
+            self.waiting = [a.name for a in study.arms] if study.space else []
+            if not study.space:
+                self.queued = missing(run_dir, _recorded(study, run_dir, plan_fixed_stage(study, study.stages[-1])))
+
+        def suggest(self, trial_id):
+            open_arms = [a for a, n in self.left.items() if n > 0]
+            if open_arms:
+                arm = max(open_arms, key=lambda a: self.left[a])  # round robin: the arm with most left
+                params = self.optuna[arm].suggest(trial_id)
+                self.left[arm] -= 1
+                self.running[arm] += 1
+                self.of[trial_id] = ("tune", arm)
+                cfg = self.study.arm_config(next(a for a in self.study.arms if a.name == arm), **params)
+                return {"stage": "tune", "arm": arm, "params": params, "config": cfg.to_dict()}
+            self._release_confirms()
+            if self.queued:
+                trial = self.queued.pop(0)
+                self.of[trial_id] = (trial.stage, trial.arm)
+                return {"stage": trial.stage, "arm": trial.arm, "params": trial.params, "config": trial.config.to_dict()}
+            return None if self.waiting else Searcher.FINISHED
+
+        def _release_confirms(self) -> None:
+            rows = read_registry(self.run_dir)
+            for arm in list(self.waiting):
+                ended = sum(1 for r in rows if r["stage"] == "tune" and r["arm"] == arm)
+                if self.running[arm] or ended < self.study.trials_per_arm:
+                    continue
+                self.waiting.remove(arm)
+                best = best_params(self.study, rows).get(arm)
+                if best is None:
+                    print(f"warning: arm {arm}: no tuning trial finished; its confirm runs are skipped", file=sys.stderr)
+                    continue
+                planned = [p for p in plan_fixed_stage(self.study, "confirm", {arm: best}) if p.arm == arm]
+                self.queued += missing(self.run_dir, _recorded(self.study, self.run_dir, planned))
+
+        def on_trial_result(self, trial_id, result):
+            stage, arm = self.of[trial_id]
+            if stage == "tune":
+                self.optuna[arm].on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            stage, arm = self.of[trial_id]
+            if stage == "tune":
+                self.running[arm] -= 1
+                self.optuna[arm].on_trial_complete(trial_id, result=result, error=error)
+
+    class PerArmASHA(FIFOScheduler):
+        """An ASHA per arm for tuning trials, so arms never compete for early-stopping slots;
+        confirm and grid runs are never stopped."""
+
+        def __init__(self, max_t: int):
+            super().__init__()
+            self.max_t, self.by_arm = max_t, {}
+
+        def _of(self, trial):
+            if trial.config.get("stage") != "tune":
+                return None
+            arm = trial.config["arm"]
+            if arm not in self.by_arm:
+                self.by_arm[arm] = ASHAScheduler(time_attr="training_iteration", max_t=self.max_t,
+                                                 grace_period=max(1, min(2, self.max_t - 1)), reduction_factor=3)
+                self.by_arm[arm].set_search_properties("best_dev_acc", "max")
+            return self.by_arm[arm]
+
+        def on_trial_add(self, tc, trial):
+            (self._of(trial) or super()).on_trial_add(tc, trial)
+
+        def on_trial_result(self, tc, trial, result):
+            return (self._of(trial) or super()).on_trial_result(tc, trial, result)
+
+        def on_trial_complete(self, tc, trial, result):
+            (self._of(trial) or super()).on_trial_complete(tc, trial, result)
+
+        def on_trial_error(self, tc, trial):
+            (self._of(trial) or super()).on_trial_error(tc, trial)
+
+        def on_trial_remove(self, tc, trial):
+            (self._of(trial) or super()).on_trial_remove(tc, trial)
 
     class ForwardingCallback(Callback):
-        """Hands Ray's trial events to a StudyCallback; holds no closure, so Ray can pickle it."""
+        """Hands Ray's trial events to a StudyProgress; holds no closure, so Ray can pickle it."""
 
         def __init__(self, outer):
             self.outer = outer
@@ -115,8 +214,7 @@ def _callback_class():
             return {}
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.outer.running += 1
-            self.outer._refresh()
+            self.outer.start(trial)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if "dev_acc" in result:
@@ -129,71 +227,67 @@ def _callback_class():
         def on_trial_error(self, iteration, trials, trial, **info):
             self.outer.finish(trial, error=str(getattr(trial, "error_msg", None) or "trial worker failed"))
 
-    return ForwardingCallback
+    return StudySearch, PerArmASHA, ForwardingCallback
 
 
-class StudyCallback:
+class StudyProgress:
     """Driver side: registry rows, trials.csv and the live progress line, as trials end."""
 
-    def __init__(self, study: Study, run_dir: Path, stage: str, total: int,
-                 planned: dict[str, PlannedTrial] | None = None):
+    def __init__(self, study: Study, run_dir: Path, totals: dict[str, int], callback_class):
         from tqdm import tqdm
 
-        self.study, self.run_dir, self.stage, self.planned = study, run_dir, stage, planned or {}
+        self.study, self.run_dir, self.totals = study, run_dir, totals
+        self.done = {stage: 0 for stage in totals}
         self.curves: dict[str, list[dict]] = {}
         self.running = 0
-        self.bar = tqdm(total=total, desc=stage, unit="trial", file=sys.stderr, dynamic_ncols=True)
         self.best: dict[str, float] = {}
-        self.callback = _callback_class()(self)
+        self.bar = tqdm(total=sum(totals.values()), desc=study.name, unit="trial", file=sys.stderr, dynamic_ncols=True)
+        self.callback = callback_class(self)
 
     def _refresh(self) -> None:
+        stages = " ".join(f"{s} {self.done[s]}/{n}" for s, n in self.totals.items())
         best = " ".join(f"{a}:{v:.3f}" for a, v in self.best.items())
-        self.bar.set_postfix_str(f"running {self.running} best {best}" if best else f"running {self.running}")
+        self.bar.set_postfix_str(f"{stages} | running {self.running}" + (f" | best dev {best}" if best else ""))
+
+    def start(self, trial) -> None:
+        self.running += 1
+        self._refresh()
 
     def finish(self, trial, error: str | None) -> None:
         self.running = max(0, self.running - 1)
-        config = trial.config
-        if "config" in config:
-            cfg = TrialConfig.from_dict(config["config"])
-            planned = self.planned[cfg.trial_id()]
-        else:
-            arm = next(a for a in self.study.arms if a.name == config["arm"])
-            tuned = {k: v for k, v in config.items() if k != "arm"}
-            cfg = self.study.arm_config(arm, **tuned)
-            planned = PlannedTrial(self.stage, arm.name, cfg, tuned)
+        stage, arm, params = trial.config["stage"], trial.config["arm"], trial.config["params"]
+        cfg = TrialConfig.from_dict(trial.config["config"])
+        planned = PlannedTrial(stage, arm, cfg, dict(params))
         folder = self.run_dir / "trials" / planned.trial_id
-        last = trial.last_result or {}
         metrics = _read_metrics(folder)
         if metrics is None or metrics.get("status") not in ("ok", "diverged", "error"):
-            # Stopped early by ASHA, or the worker died: keep what Ray saw of it.
-            status = "error" if error else "stopped"
-            best = max((r.get("dev_acc") or 0.0 for r in self.curves.get(trial.trial_id, [])), default=0.0)
-            metrics = {"trial_id": planned.trial_id, "status": status, "best_dev_acc": best,
-                       "train_seconds": last.get("time_total_s"), "total_seconds": last.get("time_total_s"),
-                       "error": error}
-            folder.mkdir(parents=True, exist_ok=True)
-            if not (folder / "config.yaml").exists():
-                atomic_write_text(folder / "config.yaml", cfg.to_yaml())
-            rows = self.curves.get(trial.trial_id, [])
-            atomic_write_text(folder / "curves.csv", "step,train_loss,dev_loss,dev_acc\n" + "".join(
-                f"{r['step']},{r['train_loss']},{r['dev_loss']},{r['dev_acc']}\n" for r in rows))
-            atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
+            metrics = self._record_unfinished(trial, planned, folder, error)
         append_registry(self.run_dir, registry_row(planned, metrics))
         write_trials_csv(self.study, self.run_dir)
         if metrics.get("best_dev_acc") is not None:
-            self.best[planned.arm] = max(self.best.get(planned.arm, 0.0), metrics["best_dev_acc"])
+            self.best[arm] = max(self.best.get(arm, 0.0), metrics["best_dev_acc"])
+        self.done[stage] = self.done.get(stage, 0) + 1
         self.bar.update(1)
         self._refresh()
 
+    def _record_unfinished(self, trial, planned: PlannedTrial, folder: Path, error: str | None) -> dict:
+        """Stopped early by ASHA, or the worker died: keep what Ray saw of it."""
+        last = trial.last_result or {}
+        rows = self.curves.get(trial.trial_id, [])
+        metrics = {"trial_id": planned.trial_id, "status": "error" if error else "stopped",
+                   "best_dev_acc": max((r.get("dev_acc") or 0.0 for r in rows), default=0.0),
+                   "train_seconds": last.get("time_total_s"), "total_seconds": last.get("time_total_s"),
+                   "steps": rows[-1]["step"] if rows else 0, "error": error}
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "config.yaml").exists():
+            atomic_write_text(folder / "config.yaml", planned.config.to_yaml())
+        atomic_write_text(folder / "curves.csv", "step,train_loss,dev_loss,dev_acc\n" + "".join(
+            f"{r['step']},{r['train_loss']},{r['dev_loss']},{r['dev_acc']}\n" for r in rows))
+        atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
+        return metrics
+
     def close(self) -> None:
         self.bar.close()
-
-
-def _read_metrics(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def write_trials_csv(study: Study, run_dir: Path) -> None:
@@ -241,25 +335,6 @@ def stop_ray() -> None:
         ray.shutdown()
 
 
-def _tuner(trainable, job, resources: Resources, run_dir: Path, name: str, callback,
-           param_space=None, search_alg=None, scheduler=None, num_samples=1):
-    from ray import tune
-
-    fn = tune.with_resources(tune.with_parameters(trainable, job=job),
-                             {"cpu": job["threads"], "gpu": resources.gpu_share()})
-    return tune.Tuner(
-        fn,
-        param_space=param_space or {},
-        tune_config=tune.TuneConfig(
-            metric="best_dev_acc", mode="max", search_alg=search_alg, scheduler=scheduler,
-            num_samples=num_samples, reuse_actors=True,
-            trial_dirname_creator=lambda t: t.trial_id, trial_name_creator=lambda t: t.trial_id,
-        ),
-        run_config=tune.RunConfig(name=name, storage_path=str((run_dir / "ray").resolve()), verbose=0,
-                                  callbacks=[callback], log_to_file=False),
-    )
-
-
 def _optuna_search(study: Study, run_dir: Path, arm_name: str, n_done: int):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -282,100 +357,12 @@ def _optuna_search(study: Study, run_dir: Path, arm_name: str, n_done: int):
                         study_name=arm_name, storage=storage)
 
 
-def _per_arm_classes():
-    """Ray Tune extension points, defined lazily so importing ablate.tune does not import Ray."""
-    from ray.tune.schedulers import FIFOScheduler
-    from ray.tune.search import Searcher
-
-    class PerArmSearch(Searcher):
-        """One Optuna study per arm, all arms tuned in one Tuner: the machine stays full across arms."""
-
-        def __init__(self, searchers: dict, budgets: dict[str, int]):
-            super().__init__(metric="best_dev_acc", mode="max")
-            self.searchers, self.left = searchers, dict(budgets)
-            self.arm_of: dict[str, str] = {}
-
-        def suggest(self, trial_id):
-            open_arms = [a for a, n in self.left.items() if n > 0]
-            if not open_arms:
-                return Searcher.FINISHED
-            arm = max(open_arms, key=lambda a: self.left[a])  # round robin: the arm with most left
-            params = self.searchers[arm].suggest(trial_id)
-            self.left[arm] -= 1
-            self.arm_of[trial_id] = arm
-            return {**params, "arm": arm}
-
-        def on_trial_result(self, trial_id, result):
-            self.searchers[self.arm_of[trial_id]].on_trial_result(trial_id, result)
-
-        def on_trial_complete(self, trial_id, result=None, error=False):
-            self.searchers[self.arm_of[trial_id]].on_trial_complete(trial_id, result=result, error=error)
-
-    class PerArmScheduler(FIFOScheduler):
-        """An ASHA per arm, so arms never compete for early-stopping slots."""
-
-        def __init__(self, make):
-            super().__init__()
-            self.make, self.by_arm = make, {}
-
-        def _of(self, trial):
-            arm = trial.config["arm"]
-            if arm not in self.by_arm:
-                self.by_arm[arm] = self.make()
-                self.by_arm[arm].set_search_properties("best_dev_acc", "max")
-            return self.by_arm[arm]
-
-        def on_trial_add(self, tc, trial):
-            self._of(trial).on_trial_add(tc, trial)
-
-        def on_trial_result(self, tc, trial, result):
-            return self._of(trial).on_trial_result(tc, trial, result)
-
-        def on_trial_complete(self, tc, trial, result):
-            self._of(trial).on_trial_complete(tc, trial, result)
-
-        def on_trial_error(self, tc, trial):
-            self._of(trial).on_trial_error(tc, trial)
-
-        def on_trial_remove(self, tc, trial):
-            self._of(trial).on_trial_remove(tc, trial)
-
-    return PerArmSearch, PerArmScheduler
-
-
-def run_tune_stage(study: Study, run_dir: Path, resources: Resources, job: dict) -> None:
-    from ray.tune.schedulers import ASHAScheduler
-
-    PerArmSearch, PerArmScheduler = _per_arm_classes()
-    rows = read_registry(run_dir)
-    done = {a.name: sum(1 for r in rows if r["stage"] == "tune" and r["arm"] == a.name) for a in study.arms}
-    budgets = {a.name: study.trials_per_arm - done[a.name] for a in study.arms if study.trials_per_arm > done[a.name]}
-    if not budgets:
-        return
-    search = PerArmSearch({arm: _optuna_search(study, run_dir, arm, done[arm]) for arm in budgets}, budgets)
-    scheduler = None
-    if study.asha:
-        cfg = study.arm_config(study.arms[0], **{p.name: p.low if p.distribution != "choice" else p.choices[0] for p in study.space})
-        evals = math.ceil(math.ceil(cfg.train_size / cfg.batch_size) * cfg.epochs / cfg.eval_every)
-        # max_t past the last evaluation: a trial that reaches the end finishes and scores its test set.
-        scheduler = PerArmScheduler(lambda: ASHAScheduler(time_attr="training_iteration", max_t=evals + 1,
-                                                          grace_period=max(1, min(2, evals)), reduction_factor=3))
-    total = sum(budgets.values())
-    cb = StudyCallback(study, run_dir, "tune", total)
-    tune_job = {**job, "bases": {a.name: {**study.base, **a.settings} for a in study.arms}}
-    try:
-        _tuner(train_trainable, tune_job, resources, run_dir, "tune", cb.callback,
-               search_alg=search, scheduler=scheduler, num_samples=total).fit()
-    finally:
-        cb.close()
-
-
 def missing(run_dir: Path, planned: list[PlannedTrial]) -> list[PlannedTrial]:
     """Planned trials without a finished result in the run folder (they are the only ones to run)."""
     return [p for p in planned if _finished(run_dir / "trials" / p.trial_id) is None]
 
 
-def record_reused(study: Study, run_dir: Path, planned: list[PlannedTrial]) -> None:
+def _recorded(study: Study, run_dir: Path, planned: list[PlannedTrial]) -> list[PlannedTrial]:
     """A planned trial whose config already finished (in any stage) gets its stage's registry row without a rerun."""
     have = {(r["stage"], r["trial_id"]) for r in read_registry(run_dir)}
     for p in planned:
@@ -383,62 +370,62 @@ def record_reused(study: Study, run_dir: Path, planned: list[PlannedTrial]) -> N
             metrics = _finished(run_dir / "trials" / p.trial_id)
             if metrics is not None:
                 append_registry(run_dir, registry_row(p, metrics))
+    return planned
 
 
-def fixed_stage_plan(study: Study, run_dir: Path, stage: str) -> list[PlannedTrial]:
-    params = best_params(study, read_registry(run_dir)) if stage == "confirm" and study.space else None
-    if params is not None:
-        absent = [a.name for a in study.arms if a.name not in params]
-        if absent:
-            raise AblateError(f"no finished tuning trial for arm(s) {', '.join(absent)}; cannot confirm (resume to retry)")
-    return plan_fixed_stage(study, stage, params)
+def _evaluations(study: Study) -> int:
+    cfg = study.arm_config(study.arms[0], **{p.name: p.low if p.distribution != "choice" else p.choices[0] for p in study.space})
+    return math.ceil(math.ceil(cfg.train_size / cfg.batch_size) * cfg.epochs / cfg.eval_every)
 
 
-def run_fixed_stage(study: Study, run_dir: Path, resources: Resources, job: dict, stage: str) -> None:
-    from ray import tune
-
-    planned = fixed_stage_plan(study, run_dir, stage)
-    record_reused(study, run_dir, planned)
-    todo = missing(run_dir, planned)
-    if not todo:
-        return
-    by_id = {p.trial_id: p for p in todo}
-    cb = StudyCallback(study, run_dir, stage, len(by_id), planned=by_id)
-    space = {"config": tune.grid_search([p.config.to_dict() for p in todo])}
-    try:
-        _tuner(train_trainable, job, resources, run_dir, stage, cb.callback, param_space=space).fit()
-    finally:
-        cb.close()
+def remaining(study: Study, run_dir: Path) -> dict[str, int]:
+    """Trials still to run per stage (confirm counts are planned ones: their configs come from tuning)."""
+    rows = read_registry(run_dir)
+    if study.space:
+        tune = sum(max(0, study.trials_per_arm - sum(1 for r in rows if r["stage"] == "tune" and r["arm"] == a.name))
+                   for a in study.arms)
+        confirm = sum(1 for a in study.arms for _ in study.seeds) - sum(
+            1 for r in rows if r["stage"] == "confirm")
+        if not tune:
+            best = best_params(study, rows)
+            planned = plan_fixed_stage(study, "confirm", best)
+            confirm = len(missing(run_dir, _recorded(study, run_dir, [p for p in planned if p.arm in best])))
+        return {"tune": tune, "confirm": max(0, confirm)}
+    stage = study.stages[-1]
+    return {stage: len(missing(run_dir, _recorded(study, run_dir, plan_fixed_stage(study, stage))))}
 
 
 def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str | None) -> None:
-    """Every stage of the study, skipping what the run folder already holds."""
-    job = {"run_dir": str(run_dir.resolve()), "data_dir": data_dir, "threads": int(study.base["threads"])}
-    if not _needs_ray(study, run_dir):
+    """Every stage of the study in one Tuner, skipping what the run folder already holds."""
+    totals = remaining(study, run_dir)
+    if not any(totals.values()):  # a finished study resumes without starting Ray
+        write_trials_csv(study, run_dir)
         return
     start_ray(run_dir, resources)
     try:
-        for stage in study.stages:
-            if stage == "tune":
-                run_tune_stage(study, run_dir, resources, job)
-            else:
-                run_fixed_stage(study, run_dir, resources, job, stage)
+        from ray import tune
+
+        StudySearch, PerArmASHA, ForwardingCallback = _ray_classes()
+        job = {"run_dir": str(run_dir.resolve()), "data_dir": data_dir}
+        threads = int(study.base["threads"])
+        fn = tune.with_resources(tune.with_parameters(train_trainable, job=job),
+                                 {"cpu": threads, "gpu": resources.gpu_share()})
+        progress = StudyProgress(study, run_dir, totals, ForwardingCallback)
+        # max_t past the last evaluation: a tuning trial that reaches the end finishes normally.
+        scheduler = PerArmASHA(_evaluations(study) + 1) if study.space and study.asha else None
+        try:
+            tune.Tuner(
+                fn,
+                tune_config=tune.TuneConfig(
+                    metric="best_dev_acc", mode="max", search_alg=StudySearch(study, run_dir), scheduler=scheduler,
+                    num_samples=sum(totals.values()) if study.space else totals[study.stages[-1]], reuse_actors=True,
+                    trial_dirname_creator=lambda t: t.trial_id, trial_name_creator=lambda t: t.trial_id,
+                ),
+                run_config=tune.RunConfig(name="tune", storage_path=str((run_dir / "ray").resolve()), verbose=0,
+                                          callbacks=[progress.callback], log_to_file=False),
+            ).fit()
+        finally:
+            progress.close()
     finally:
         stop_ray()
         write_trials_csv(study, run_dir)
-
-
-def _needs_ray(study: Study, run_dir: Path) -> bool:
-    """False when every trial is already there: a finished study resumes without starting Ray."""
-    rows = read_registry(run_dir)
-    if "tune" in study.stages:
-        if any(sum(1 for r in rows if r["stage"] == "tune" and r["arm"] == a.name) < study.trials_per_arm for a in study.arms):
-            return True
-    for stage in study.stages:
-        if stage != "tune":
-            planned = fixed_stage_plan(study, run_dir, stage)
-            record_reused(study, run_dir, planned)
-            if missing(run_dir, planned):
-                return True
-    write_trials_csv(study, run_dir)
-    return False
