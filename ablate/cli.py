@@ -215,13 +215,15 @@ def study(
     gpus: Optional[float] = typer.Option(None, help="GPUs to use (default: all visible)."),
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPU share per trial (default 0.25: four trials per GPU)."),
     address: Optional[str] = typer.Option(None, help="Attach to a running Ray cluster (HOST:PORT) instead of starting one."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user@host/db (default: optuna.db in the run folder)."),
+    retries: int = typer.Option(1, help="Times a crashed trial (worker died or raised) is retried before it is recorded as an error."),
 ) -> None:
     """Run a study: per-arm LR search (Optuna via Ray Tune, optional ASHA), then the best config of each arm over seeds."""
     from .data import load_splits
     from .runs import arm_summary, create_run_dir, manifest, open_run_dir, read_registry
     from .outputs import atomic_write_text
     from .study import list_studies, load_study, parse_study, read_yaml
-    from .tune import Resources, check_address, run_study
+    from .tune import Resources, check_address, check_storage, run_study
 
     if name is None and resume is None:
         for study_name, description in list_studies():
@@ -249,16 +251,20 @@ def study(
         return
     if resources.address:
         check_address(resources.address)
-    if resume is None:
-        run_dir = create_run_dir(spec, out)
-        atomic_write_text(run_dir / "spec.yaml", spec.resolved_yaml())
+    if retries < 0:
+        fail(f"--retries must be >= 0, got {retries}")
+    if storage is not None:
+        check_storage(storage)
     info = {"cpus": resources.cpus, "gpus": resources.gpus, "gpu_share": resources.gpu_share(),
-            "threads_per_trial": spec.base["threads"], "address": resources.address}
-    atomic_write_text(run_dir / ("manifest.json" if resume is None else f"manifest-resume-{_timestamp()}.json"),
-                      json.dumps(manifest(spec, splits.dataset, info), indent=2) + "\n")
+            "threads_per_trial": spec.base["threads"], "address": resources.address, "storage": storage}
+    record = json.dumps(manifest(spec, splits.dataset, info), indent=2) + "\n"
+    if resume is None:
+        run_dir = create_run_dir(spec, out, {"spec.yaml": spec.resolved_yaml(), "manifest.json": record})
+    else:
+        atomic_write_text(run_dir / f"manifest-resume-{_timestamp()}.json", record)
     typer.echo(f"study {spec.name} ({spec.budget}) -> {run_dir}", err=True)
     t0 = time.perf_counter()
-    run_study(spec, run_dir, resources, str(data_dir) if data_dir else None)
+    run_study(spec, run_dir, resources, str(data_dir) if data_dir else None, storage=storage, retries=retries)
     rows = read_registry(run_dir)
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / 'trials.csv'}")
     for row in arm_summary(spec, rows):

@@ -8,8 +8,10 @@ import math
 import os
 import platform
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -121,17 +123,28 @@ def manifest(study: Study, dataset: str, resources: dict[str, Any]) -> dict[str,
     }
 
 
-def create_run_dir(study: Study, out: Path | None) -> Path:
+def create_run_dir(study: Study, out: Path | None, files: dict[str, str]) -> Path:
+    """Make the run folder with its first files in one step: it either does not exist or holds spec.yaml."""
     run_dir = out or Path("runs") / study.name / time.strftime("%Y%m%d-%H%M%S")
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise AblateError(f"run folder {run_dir} exists and is not empty; use --resume {run_dir} to finish it, or another --out")
+    created = [p for p in [*reversed(run_dir.parents)] if not p.exists()]
+    staging = None
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
+        for name, text in files.items():
+            atomic_write_text(staging / name, text)
+        os.rename(staging, run_dir)  # replaces an empty folder too
     except OSError as exc:
-        raise AblateError(f"cannot create run folder {run_dir}: {exc.strerror or exc}") from None
-    if not os.access(run_dir, os.W_OK):
-        run_dir.rmdir()
-        raise AblateError(f"run folder {run_dir} is not writable; choose another --out")
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        for parent in reversed(created):
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
+        raise AblateError(f"cannot create run folder {run_dir}: {exc.strerror or exc}; choose another --out") from None
     return run_dir
 
 

@@ -91,14 +91,16 @@ def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "config.yaml", cfg.to_yaml())
-    where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
-             "started_at": time.time()}
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    where = {"node": node, "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}
     try:
         result = run_trial(cfg, report=lambda m: tune.report({**m, "trial_id": trial_id}), data_dir=job["data_dir"])
-    except Exception as exc:  # a crashing trial is recorded; the study goes on
+    except Exception as exc:
+        # Recorded for the driver, then raised so that Ray retries the trial (FailureConfig); a retry
+        # that succeeds overwrites this, one that does not leaves the error text in the registry.
         text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         atomic_write_text(folder / "metrics.json", json.dumps({"trial_id": trial_id, "status": "error", "error": text, **where}))
-        return
+        raise
     # No report after training: the last evaluation's report is the trial's final result, and ASHA's
     # max_t lies past it, so a trial that reaches the end is never cut before it scores its test set.
     write_trial_folder(folder, cfg, result, extra={**where, "ended_at": time.time()}, plot=False)
@@ -114,13 +116,13 @@ def _ray_classes():
         """Proposes every trial of a study: tuning trials round-robin over the arms (Optuna per arm),
         then each arm's confirm runs once all of its tuning trials have ended."""
 
-        def __init__(self, study: Study, run_dir: Path):
+        def __init__(self, study: Study, run_dir: Path, storage: str | None):
             super().__init__(metric="best_dev_acc", mode="max")
             self.study, self.run_dir = study, run_dir
             rows = read_registry(run_dir)
             done = {a.name: sum(1 for r in rows if r["stage"] == "tune" and r["arm"] == a.name) for a in study.arms}
             self.left = {a: max(0, study.trials_per_arm - n) for a, n in done.items()} if study.space else {}
-            self.optuna = {a: _optuna_search(study, run_dir, a, done[a]) for a, n in self.left.items() if n > 0}
+            self.optuna = {a: _optuna_search(study, run_dir, a, done[a], storage) for a, n in self.left.items() if n > 0}
             self.of: dict[str, tuple[str, str]] = {}  # ray trial id -> (stage, arm)
             self.running = {a.name: 0 for a in study.arms}
             self.queued: list[PlannedTrial] = []
@@ -299,8 +301,10 @@ def _ray_env(address: str | None) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "16")
-    if address is None:
-        # Keeps a local Ray on 127.0.0.1 instead of the machine's network address.
+    host = (address or "").replace("ray://", "").rpartition(":")[0]
+    if address is None or host.startswith("127.") or host == "localhost":
+        # Keeps a local Ray (or this driver on a loopback cluster) on 127.0.0.1 instead of the
+        # machine's network address.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
@@ -318,13 +322,14 @@ def _temp_dir(run_dir: Path) -> Path:
 
 
 def start_ray(run_dir: Path, resources: Resources) -> None:
+    _ray_env(resources.address)  # before Ray's first import: it reads these when imported
     import ray
 
-    _ray_env(resources.address)
     if resources.address:
         ray.init(address=resources.address, logging_level="WARNING", log_to_driver=False)
         return
-    ray.init(num_cpus=resources.cpus, num_gpus=resources.gpus, include_dashboard=False,
+    # Every Ray server binds the node address; 127.0.0.1 keeps them all off the network interfaces.
+    ray.init(num_cpus=resources.cpus, num_gpus=resources.gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              _temp_dir=str(_temp_dir(run_dir)), logging_level="WARNING", log_to_driver=False)
 
 
@@ -335,7 +340,22 @@ def stop_ray() -> None:
         ray.shutdown()
 
 
-def _optuna_search(study: Study, run_dir: Path, arm_name: str, n_done: int):
+def check_storage(url: str) -> None:
+    """Fail fast, before any folder exists, when the Optuna storage cannot be opened."""
+    import optuna
+
+    try:
+        optuna.storages.RDBStorage(url)
+    except Exception as exc:  # SQLAlchemy raises many kinds; all mean the same to the user
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AblateError(f"cannot open Optuna storage {url!r}: {reason}") from None
+
+
+def storage_url(run_dir: Path, storage: str | None) -> str:
+    return storage or f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
+
+
+def _optuna_search(study: Study, run_dir: Path, arm_name: str, n_done: int, storage: str | None):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -352,9 +372,9 @@ def _optuna_search(study: Study, run_dir: Path, arm_name: str, n_done: int):
     # seed on so it does not propose again what it already ran.
     sampler = optuna.samplers.TPESampler(seed=study.sampler_seed + n_done,
                                          n_startup_trials=max(1, min(10, study.trials_per_arm // 2)))
-    storage = optuna.storages.RDBStorage(f"sqlite:///{(run_dir / 'optuna.db').resolve()}")
     return OptunaSearch(space=space, metric="best_dev_acc", mode="max", sampler=sampler,
-                        study_name=arm_name, storage=storage)
+                        study_name=f"{study.name}/{arm_name}" if storage else arm_name,
+                        storage=optuna.storages.RDBStorage(storage_url(run_dir, storage)))
 
 
 def missing(run_dir: Path, planned: list[PlannedTrial]) -> list[PlannedTrial]:
@@ -371,6 +391,29 @@ def _recorded(study: Study, run_dir: Path, planned: list[PlannedTrial]) -> list[
             if metrics is not None:
                 append_registry(run_dir, registry_row(p, metrics))
     return planned
+
+
+def adopt_orphans(study: Study, run_dir: Path) -> None:
+    """Tuning trials that finished but were not registered (the driver died first) count on resume."""
+    rows = read_registry(run_dir)
+    known = {r["trial_id"] for r in rows}
+    counts = {a.name: sum(1 for r in rows if r["stage"] == "tune" and r["arm"] == a.name) for a in study.arms}
+    folders = sorted((run_dir / "trials").glob("*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    for path in folders:
+        trial_id = path.parent.name
+        metrics = _finished(path.parent)
+        if trial_id in known or metrics is None or not study.space:
+            continue
+        try:
+            cfg = TrialConfig.from_yaml_file(path.parent / "config.yaml")
+        except AblateError:
+            continue
+        params = {p.name: getattr(cfg, p.name) for p in study.space}
+        for arm in study.arms:
+            if counts[arm.name] < study.trials_per_arm and study.arm_config(arm, **params) == cfg:
+                append_registry(run_dir, registry_row(PlannedTrial("tune", arm.name, cfg, params), metrics))
+                counts[arm.name] += 1
+                break
 
 
 def _evaluations(study: Study) -> int:
@@ -395,8 +438,10 @@ def remaining(study: Study, run_dir: Path) -> dict[str, int]:
     return {stage: len(missing(run_dir, _recorded(study, run_dir, plan_fixed_stage(study, stage))))}
 
 
-def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str | None) -> None:
+def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str | None,
+              storage: str | None = None, retries: int = 1) -> None:
     """Every stage of the study in one Tuner, skipping what the run folder already holds."""
+    adopt_orphans(study, run_dir)
     totals = remaining(study, run_dir)
     if not any(totals.values()):  # a finished study resumes without starting Ray
         write_trials_csv(study, run_dir)
@@ -417,12 +462,13 @@ def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str |
             tune.Tuner(
                 fn,
                 tune_config=tune.TuneConfig(
-                    metric="best_dev_acc", mode="max", search_alg=StudySearch(study, run_dir), scheduler=scheduler,
+                    metric="best_dev_acc", mode="max", search_alg=StudySearch(study, run_dir, storage), scheduler=scheduler,
                     num_samples=sum(totals.values()) if study.space else totals[study.stages[-1]], reuse_actors=True,
                     trial_dirname_creator=lambda t: t.trial_id, trial_name_creator=lambda t: t.trial_id,
                 ),
                 run_config=tune.RunConfig(name="tune", storage_path=str((run_dir / "ray").resolve()), verbose=0,
-                                          callbacks=[progress.callback], log_to_file=False),
+                                          callbacks=[progress.callback], log_to_file=False,
+                                          failure_config=tune.FailureConfig(max_failures=retries)),
             ).fit()
         finally:
             progress.close()
