@@ -310,3 +310,38 @@ def _print_plan(spec, resources) -> None:
     typer.echo(f"stage {final}: {per_arm} trials per arm x {len(spec.arms)} arms = {per_arm * len(spec.arms)} trials (seeds {spec.seeds})")
     typer.echo(f"resources: {resources.cpus} CPUs, {resources.gpus:g} GPUs; {spec.base['threads']} threads per trial, "
                f"{resources.concurrency()} trials at a time; dataset {spec.base['dataset']}")
+
+
+# --- analysis --------------------------------------------------------------------------------------
+@app.command("analyze")
+@handles_errors
+def analyze_cmd(
+    run_dir: Optional[Path] = typer.Argument(None, help="Study run folder (default: the newest under runs/)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default RUN_DIR/analysis)."),
+    lesion: bool = typer.Option(False, "--lesion", help="Also drop each residual block in turn at test time (needs weights.pt)."),
+) -> None:
+    """Figures, summary tables, statistics and a report for a finished (or partly finished) study."""
+    from .analysis import analyze, latest_run
+
+    result = analyze(run_dir or latest_run(), out, lesion=lesion)
+    typer.echo(result.table)
+    for line in result.missing:
+        typer.echo(f"missing: {line}", err=True)
+    for name, why in result.skipped.items():
+        typer.echo(f"skipped {name}: {why}", err=True)
+    typer.echo(f"wrote {result.report}")
+
+
+@app.command("export")
+@handles_errors
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="Study run folder."),
+    fmt: str = typer.Option("latex", "--format", help="latex, csv or markdown."),
+    configs: Optional[Path] = typer.Option(None, "--configs", help="Also copy every confirm-stage trial config here."),
+) -> None:
+    """Print the summary table for a paper, and optionally copy the exact trial configs behind it."""
+    from .analysis import export, export_configs
+
+    typer.echo(export(run_dir, fmt), nl=False)
+    if configs is not None:
+        typer.echo(f"copied {len(export_configs(run_dir, configs))} configs to {configs}", err=True)

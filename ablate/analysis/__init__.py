@@ -1,0 +1,8 @@
+"""Analysis of study run folders: figures, summary tables (CSV, LaTeX, Markdown) and a report.
+
+The CLI's `analyze` and `export` commands are thin wrappers over these functions.
+"""
+from .load import Run, latest_run, load_run
+from .report import FORMATS, AnalysisResult, add_report_section, analyze, export, export_configs
+
+__all__ = ["AnalysisResult", "FORMATS", "Run", "add_report_section", "analyze", "export", "export_configs", "latest_run", "load_run"]

@@ -1,0 +1,241 @@
+"""Reading a study run folder into tables: trials, the rows to report, curves, gradient norms.
+
+Everything comes from the registry (trials.jsonl) and the trial folders; trials.csv is never
+read because the registry is the record the engine appends to and trials.csv is derived from it.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import AblateError
+from ..runs import read_registry
+from ..study import Study, parse_study, read_yaml
+
+TIMESTAMP = re.compile(r"^(\d{8}-\d{6})")
+
+
+@dataclass
+class Run:
+    """A study run folder, parsed. `reported` holds the final-stage rows behind the headline numbers."""
+
+    run_dir: Path
+    study: Study
+    trials: pd.DataFrame            # every registry row, params and arm settings as columns
+    final_stage: str
+    reported: pd.DataFrame          # final-stage rows of each arm's reported configuration
+    selected: dict[str, dict[str, Any]]   # per arm: tuned params (tune) or chosen grid point (grid)
+    completeness: pd.DataFrame      # per stage and arm: finished vs planned
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def arm_names(self) -> list[str]:
+        return [a.name for a in self.study.arms]
+
+    @property
+    def param_names(self) -> list[str]:
+        """Parameters chosen per arm (tuned or grid); a column of the summary."""
+        return [p.name for p in self.study.space] + list(self.study.grid)
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """Reported rows that finished normally and were scored on the test set."""
+        r = self.reported
+        return r[(r["status"] == "ok") & r["test_acc"].notna()]
+
+    def missing_lines(self) -> list[str]:
+        c = self.completeness
+        return [f"{row.stage} stage, arm {row.arm}: {row.finished} of {row.planned} planned trials finished"
+                for row in c.itertuples() if row.finished < row.planned]
+
+    def is_depth_study(self) -> bool:
+        return "depth" in self.study.factor_names
+
+
+def open_run(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    if not (run_dir / "spec.yaml").is_file():
+        raise AblateError(f"{run_dir} is not a study run folder (no spec.yaml); pass a folder made by 'ablate study'")
+    return run_dir
+
+
+def load_run(run_dir: Path) -> Run:
+    """Parse a run folder; AblateError when it is not one or has no finished final-stage trial."""
+    run_dir = open_run(run_dir)
+    study = parse_study(read_yaml(run_dir / "spec.yaml"), source=str(run_dir / "spec.yaml"))
+    rows = read_registry(run_dir)
+    trials = _trials_frame(study, rows)
+    final = study.stages[-1]
+    selected = _selected_params(study, trials, final)
+    reported = _reported_rows(study, trials, final, selected)
+    if reported.empty or not ((reported["status"] == "ok") & reported["test_acc"].notna()).any():
+        raise AblateError(f"{run_dir} has no finished {final}-stage trials yet; let the study run "
+                          f"(or 'ablate study --resume {run_dir}') before analysing it")
+    manifest = {}
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        pass
+    return Run(run_dir, study, trials, final, reported, selected, _completeness(study, trials), manifest)
+
+
+def _trials_frame(study: Study, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    settings = {a.name: a.settings for a in study.arms}
+    varied = study.varied()
+    records = []
+    for row in rows:
+        values = {**study.base, **settings.get(row["arm"], {}), **(row.get("params") or {})}
+        rec = {k: v for k, v in row.items() if k != "params"}
+        rec.update({k: values.get(k) for k in varied})
+        records.append(rec)
+    columns = ["trial_id", "stage", "arm", *varied, "seed", "status", "best_dev_acc", "test_acc",
+               "final_train_loss"]
+    df = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=columns)
+    for col in columns:
+        if col not in df:
+            df[col] = np.nan
+    for col in ("best_dev_acc", "test_acc", "final_train_loss", "test_loss"):
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    # Arms keep the spec's order everywhere (tables, legends, colours), not alphabetical order.
+    df["arm"] = pd.Categorical(df["arm"], categories=[a.name for a in study.arms])
+    return df
+
+
+def _selected_params(study: Study, trials: pd.DataFrame, final: str) -> dict[str, dict[str, Any]]:
+    if study.space:
+        tune = trials[(trials["stage"] == "tune") & trials["status"].isin(["ok", "stopped"])
+                      & trials["best_dev_acc"].notna()]
+        out = {}
+        for arm, group in tune.groupby("arm", observed=True):
+            best = group.loc[group["best_dev_acc"].idxmax()]
+            out[str(arm)] = {p.name: best[p.name] for p in study.space}
+        # The confirm rows carry the params actually run; prefer them over a re-derivation.
+        conf = trials[trials["stage"] == final]
+        for arm, group in conf.groupby("arm", observed=True):
+            out[str(arm)] = {p.name: group.iloc[0][p.name] for p in study.space}
+        return out
+    if study.grid:
+        # Each arm is reported at its best grid point by mean dev accuracy over seeds: choosing by
+        # test accuracy would bias the reported test numbers upwards.
+        keys = list(study.grid)
+        grid = trials[(trials["stage"] == final) & (trials["status"] == "ok")]
+        out = {}
+        for arm, group in grid.groupby("arm", observed=True):
+            means = group.groupby(keys, dropna=False)["best_dev_acc"].mean()
+            best = means.idxmax()
+            best = best if isinstance(best, tuple) else (best,)
+            out[str(arm)] = dict(zip(keys, best))
+        return out
+    return {}
+
+
+def _reported_rows(study: Study, trials: pd.DataFrame, final: str, selected: dict) -> pd.DataFrame:
+    rows = trials[trials["stage"] == final]
+    if not study.grid:
+        return rows.copy()
+    keep = np.zeros(len(rows), dtype=bool)
+    for arm, point in selected.items():
+        mask = (rows["arm"] == arm).to_numpy().copy()
+        for key, value in point.items():
+            mask &= (rows[key] == value).to_numpy()
+        keep |= mask
+    return rows[keep].copy()
+
+
+def _completeness(study: Study, trials: pd.DataFrame) -> pd.DataFrame:
+    planned = {"tune": study.trials_per_arm, "confirm": len(study.seeds),
+               "grid": len(study.grid_points()) * len(study.seeds)}
+    out = []
+    for stage in study.stages:
+        for arm in study.arms:
+            sel = trials[(trials["stage"] == stage) & (trials["arm"] == arm.name)]
+            out.append({"stage": stage, "arm": arm.name, "planned": planned[stage], "finished": len(sel),
+                        "ok": int((sel["status"] == "ok").sum()),
+                        "diverged": int((sel["status"] == "diverged").sum()),
+                        "stopped": int((sel["status"] == "stopped").sum()),
+                        "error": int((sel["status"] == "error").sum())})
+    return pd.DataFrame(out)
+
+
+def load_curves(run: Run) -> pd.DataFrame:
+    """curves.csv of every reported ok trial, with arm and seed columns; empty frame when none."""
+    frames = []
+    for row in run.ok.itertuples():
+        path = run.run_dir / "trials" / row.trial_id / "curves.csv"
+        try:
+            df = pd.read_csv(path)
+        except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
+            continue
+        frames.append(df.assign(arm=row.arm, seed=row.seed, trial_id=row.trial_id))
+    if not frames:
+        return pd.DataFrame(columns=["step", "train_loss", "dev_loss", "dev_acc", "arm", "seed", "trial_id"])
+    out = pd.concat(frames, ignore_index=True)
+    out["arm"] = pd.Categorical(out["arm"], categories=run.arm_names)
+    return out
+
+
+def load_grad_norms(run: Run) -> pd.DataFrame | None:
+    """grad_norms.csv of every reported ok trial that has one, or None when no trial has one."""
+    frames = []
+    for row in run.ok.itertuples():
+        path = run.run_dir / "trials" / row.trial_id / "grad_norms.csv"
+        if not path.is_file():
+            continue
+        try:
+            df = pd.read_csv(path)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError):
+            continue
+        if not {"step", "layer_index", "kind", "grad_norm"} <= set(df.columns) or df.empty:
+            continue
+        frames.append(df.assign(arm=row.arm, seed=row.seed, trial_id=row.trial_id))
+    if not frames:
+        return None
+    out = pd.concat(frames, ignore_index=True)
+    out["grad_norm"] = pd.to_numeric(out["grad_norm"], errors="coerce")
+    out["arm"] = pd.Categorical(out["arm"], categories=run.arm_names)
+    # A projection shortcut shares its block's layer index; the profiles follow the main path only,
+    # so one value per (trial, step, index) is left: the first, which is the main-path conv.
+    if "layer" in out:
+        out = out[~((out["kind"] == "layer") & out["layer"].astype(str).str.contains("shortcut"))]
+    return out.drop_duplicates(subset=["trial_id", "step", "kind", "layer_index"], keep="first").reset_index(drop=True)
+
+
+def arm_value(run: Run, arm: str, key: str) -> Any:
+    """A setting's value in an arm: the arm's own setting, else the spec's base."""
+    settings = next(a.settings for a in run.study.arms if a.name == arm)
+    return settings.get(key, run.study.base.get(key))
+
+
+def series_of(run: Run, arm: str) -> str:
+    """An arm's line in a depth plot: its settings other than depth, 'plain'/'residual' when that is all."""
+    settings = {k: v for k, v in next(a.settings for a in run.study.arms if a.name == arm).items() if k != "depth"}
+    if set(settings) <= {"residual"}:
+        return "residual" if arm_value(run, arm, "residual") else "plain"
+    return ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items())
+
+
+def latest_run(runs_root: Path = Path("runs")) -> Path:
+    """The newest study run folder under runs_root (runs/<study>/<time>/), by its name's timestamp, else mtime."""
+    runs_root = Path(runs_root)
+    candidates = [p.parent for pattern in ("*/spec.yaml", "*/*/spec.yaml") for p in runs_root.glob(pattern)]
+    if not candidates:
+        raise AblateError(f"no study run folders under {runs_root}/; run 'ablate study NAME' first or pass RUN_DIR")
+
+    def when(path: Path) -> float:
+        m = TIMESTAMP.match(path.name)
+        if m:
+            try:
+                return time.mktime(time.strptime(m.group(1), "%Y%m%d-%H%M%S"))
+            except ValueError:
+                pass
+        return path.stat().st_mtime
+
+    return max(candidates, key=lambda p: (when(p), p.stat().st_mtime))
