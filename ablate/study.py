@@ -167,6 +167,7 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
     _check_keys(overrides, BUDGET_KEYS, source, f"budget {budget!r}")
     if "base" in overrides:
         _need(isinstance(overrides["base"], dict), source, f"budget {budget!r}: base must be a mapping")
+        _need(isinstance(raw.get("base") or {}, dict), source, "base must be a mapping of trial settings")
         raw["base"] = {**(raw.get("base") or {}), **overrides["base"]}
     if "trials" in overrides or "asha" in overrides:
         _need(isinstance(raw.get("search"), dict), source, f"budget {budget!r} sets search options but the spec has no search")
