@@ -103,8 +103,9 @@ def train(
     data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/train/<time>-<trial id>)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+    save_weights: bool = typer.Option(False, "--save-weights", help="Also save the best-dev weights as weights.pt."),
 ) -> None:
-    """Train one model and write config.yaml, metrics.json, curves.csv and curves.png."""
+    """Train one model and write config.yaml, metrics.json, curves.csv, grad_norms.csv and curves.png."""
     from tqdm import tqdm
 
     from .data import load_splits
@@ -138,10 +139,10 @@ def train(
         bar.set_postfix(loss=f"{m['train_loss']:.3f}", dev_acc=f"{m['dev_acc']:.3f}", best=f"{m['best_dev_acc']:.3f}")
 
     try:
-        result = run_trial(cfg, report, device=device, data_dir=data_dir, progress=progress)
+        result = run_trial(cfg, report, device=device, data_dir=data_dir, progress=progress, keep_best_state=save_weights)
     finally:
         bar.close()
-    write_trial_folder(folder, cfg, result)
+    write_trial_folder(folder, cfg, result, weights=save_weights)
     typer.echo(
         f"{result.status}: test accuracy {result.test_acc:.4f}, test loss {result.test_loss:.4f} "
         f"(best dev {result.best_dev_acc:.4f} at step {result.best_step}/{result.steps}, dataset {result.dataset}) "
@@ -345,3 +346,19 @@ def export_cmd(
     typer.echo(export(run_dir, fmt), nl=False)
     if configs is not None:
         typer.echo(f"copied {len(export_configs(run_dir, configs))} configs to {configs}", err=True)
+
+
+@app.command()
+@handles_errors
+def reproduce(
+    config: Path = typer.Argument(..., help="A trial's config.yaml (RUN_DIR/trials/<id>/config.yaml) or its folder."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda ... (default: cuda if available)."),
+) -> None:
+    """Rerun one trial and compare with what was recorded; exit 0 iff identical."""
+    from .reproduce import reproduce as rerun
+
+    _check_device(device)
+    report = rerun(config, data_dir, device=device)
+    typer.echo(report.format())
+    raise typer.Exit(0 if report.identical else 1)

@@ -10,7 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .trial import TrialConfig, TrialResult
+import torch
+
+from .errors import AblateError
+from .trial import GRAD_NORM_COLUMNS, TrialConfig, TrialResult
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -51,6 +54,39 @@ def curves_csv(result: TrialResult) -> str:
     return buf.getvalue()
 
 
+def grad_norms_csv(result: TrialResult) -> str:
+    """The telemetry rows as a tidy table; floats as repr so they read back bit for bit, None as empty."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(GRAD_NORM_COLUMNS)
+    for row in result.grad_norms:
+        writer.writerow(["" if row[c] is None else repr(row[c]) if isinstance(row[c], float) else row[c]
+                         for c in GRAD_NORM_COLUMNS])
+    return buf.getvalue()
+
+
+def state_dict_bytes(state: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """weights.pt as saved by write_trial_folder; weights_only so a crafted file cannot run code."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise AblateError(f"no weights at {path}; train with weights saved (write_trial_folder(..., weights=True))") from None
+    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as exc:
+        raise AblateError(f"cannot read weights {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                          "retrain to write it again") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AblateError(f"{path} is not a state_dict of tensors; pass a weights.pt written by ablate")
+    return state
+
+
 def plot_curves(result: TrialResult, title: str = "") -> bytes:
     """Two panels as in the reference experiment: train/dev loss, and dev accuracy."""
     import matplotlib
@@ -77,12 +113,22 @@ def plot_curves(result: TrialResult, title: str = "") -> bytes:
 
 
 def write_trial_folder(folder: str | os.PathLike, config: TrialConfig, result: TrialResult,
-                       extra: dict[str, Any] | None = None, plot: bool = True) -> Path:
-    """config.yaml, curves.csv, curves.png, then metrics.json last: its presence marks the trial finished."""
+                       extra: dict[str, Any] | None = None, plot: bool = True, *, weights: bool = False) -> Path:
+    """config.yaml, curves.csv, grad_norms.csv, curves.png, weights.pt, then metrics.json last: its
+    presence marks the trial finished.
+
+    grad_norms.csv is written whenever the trial recorded telemetry (a diverged trial included);
+    weights.pt (the best-dev state_dict) only with `weights=True` and a result run with
+    keep_best_state=True; a trial that never reached an evaluation has no weights to save.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "config.yaml", config.to_yaml())
     atomic_write_text(folder / "curves.csv", curves_csv(result))
+    if result.grad_norms:
+        atomic_write_text(folder / "grad_norms.csv", grad_norms_csv(result))
+    if weights and result.best_state is not None:
+        atomic_write_bytes(folder / "weights.pt", state_dict_bytes(result.best_state))
     if plot and result.train_loss:
         title = f"{config.family}-{config.depth} {'residual' if config.residual else 'plain'} lr={config.lr:g}"
         atomic_write_bytes(folder / "curves.png", plot_curves(result, title))

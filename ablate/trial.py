@@ -53,6 +53,8 @@ class TrialConfig:
     seed: int = 100
     threads: int = 0  # 0: leave torch's default (all cores)
     channels_last: bool = True
+    # per-layer gradient/weight norms and per-block output std at init and every evaluation (grad_norms.csv)
+    telemetry: bool = True
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -119,6 +121,8 @@ class TrialConfig:
                 data = yaml.safe_load(fh)
         except OSError as exc:
             raise AblateError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise AblateError(f"config {path} is not UTF-8 text; pass a YAML file such as a trial's config.yaml") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
@@ -127,8 +131,17 @@ class TrialConfig:
 
     def trial_id(self) -> str:
         """Short hash of the full config: equal configs share one id, so finished trials can be skipped."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        data = self.to_dict()
+        # Settings added after schema 1 stay out of the hash at their default, so a config written
+        # before they existed keeps its id: old run folders resume and reproduce under their names.
+        for key, default in _HASH_NEUTRAL_DEFAULTS.items():
+            if data[key] == default:
+                del data[key]
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+_HASH_NEUTRAL_DEFAULTS = {"telemetry": True}
 
 
 def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
@@ -173,17 +186,123 @@ class TrialResult:
     dev_acc: list[float] = field(default_factory=list)
     error: str | None = None
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    # Tidy rows of grad_norms.csv (see GRAD_NORM_COLUMNS); empty when telemetry is off.
+    grad_norms: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def metrics(self) -> dict[str, Any]:
         """Scalars for metrics.json / trials.csv (curves are written separately)."""
-        skip = {"train_loss", "eval_steps", "dev_loss", "dev_acc", "best_state"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        skip = {"train_loss", "eval_steps", "dev_loss", "dev_acc", "best_state", "grad_norms"}
+        # Reading fields directly instead of dataclasses.asdict: asdict would deep-copy the curves
+        # and telemetry rows only to throw them away.
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+GRAD_NORM_COLUMNS = ("step", "layer", "layer_index", "block", "kind", "grad_norm", "weight_norm", "output_std")
+
+
+class GradTelemetry:
+    """Gradient and response statistics of one model, recorded on chosen steps only.
+
+    Layers are the conv/linear modules in forward order. `layer_index` counts the main path from
+    the input (0 = stem conv, depth - 1 = classifier), so a plain net and its residual twin share
+    indices layer for layer; a 1x1 projection shortcut takes the index of its block's first conv
+    (its input is that conv's input) and is told apart by `.shortcut.` in its name.
+    Blocks are `stem`, each residual block by module name (`stages.1.0`), and `head` (the
+    classifier; its output std is the std of the logits).
+
+    Cost model: nothing at all on unrecorded steps (no hooks are registered); on a recorded step
+    one `_foreach_norm` over the gradients and one over the weights, a std per block from forward
+    hooks, all kept on the device; everything is fetched to the host once, by `rows()`.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        block_names = [name for name, _ in model.blocks()]
+        self.layers: list[tuple[str, int, str]] = []  # (module name, layer_index, block)
+        weights = []
+        first_of_block: dict[str, int] = {}
+        main_index = 0
+        for name, module in model.named_modules():
+            if not isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                continue
+            if name.startswith("stem."):
+                block = "stem"
+            elif module is model.fc:
+                block = "head"
+            else:
+                block = max((b for b in block_names if name.startswith(b + ".")), key=len)
+            if ".shortcut." in name:
+                index = first_of_block[block]
+            else:
+                index = main_index
+                main_index += 1
+                first_of_block.setdefault(block, index)
+            self.layers.append((name, index, block))
+            weights.append(module.weight)
+        self.weights = weights
+        self.watched: list[tuple[str, torch.nn.Module]] = [("stem", model.stem), *model.blocks(), ("head", model.fc)]
+        self.block_first = [first_of_block[name] for name, _ in self.watched]
+        self.block_layers = [[i for i, (_, _, b) in enumerate(self.layers) if b == name] for name, _ in self.watched]
+        self._stds: list[torch.Tensor | None] = [None] * len(self.watched)
+        self._hooks = [self._capture_hook(i) for i in range(len(self.watched))]
+        self._handles: list[Any] = []
+        self._records: list[tuple[int, torch.Tensor]] = []
+
+    def _capture_hook(self, i: int):
+        def hook(_module, _inputs, output):
+            self._stds[i] = output.detach().float().std()
+        return hook
+
+    def arm(self) -> None:
+        """Capture block output stds during the next forward pass."""
+        self._handles = [m.register_forward_hook(h) for (_, m), h in zip(self.watched, self._hooks)]
+
+    def disarm(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def record(self, steps: tuple[int, ...]) -> None:
+        """Call after backward and before optimizer.step(); `steps` are the labels this record gets."""
+        # A gradient or std that was never produced is written as nan rather than failing the trial.
+        missing = self.weights[0].new_full((), float("nan"))  # filled on the device: no host copy
+        with torch.no_grad():
+            grads = [w.grad if w.grad is not None else missing for w in self.weights]
+            stds = [s if s is not None else missing for s in self._stds]
+            values = torch.cat([
+                torch.stack(torch._foreach_norm(grads)).float(),
+                torch.stack(torch._foreach_norm(self.weights)).float(),
+                torch.stack(stds),
+            ])
+        self._stds = [None] * len(self.watched)
+        for step in steps:
+            self._records.append((step, values))
+
+    def rows(self) -> list[dict[str, Any]]:
+        """All records as tidy rows (the columns of grad_norms.csv), fetched from the device in one go."""
+        if not self._records:
+            return []
+        table = torch.stack([v for _, v in self._records]).cpu().tolist()
+        n = len(self.layers)
+        out: list[dict[str, Any]] = []
+        for (step, _), values in zip(self._records, table):
+            grad, weight, std = values[:n], values[n : 2 * n], values[2 * n :]
+            for (name, index, block), g, w in zip(self.layers, grad, weight):
+                out.append({"step": step, "layer": name, "layer_index": index, "block": block, "kind": "layer",
+                            "grad_norm": g, "weight_norm": w, "output_std": None})
+            for (name, _), first, members, s in zip(self.watched, self.block_first, self.block_layers, std):
+                out.append({
+                    "step": step, "layer": name, "layer_index": first, "block": name, "kind": "block",
+                    "grad_norm": math.sqrt(sum(grad[i] ** 2 for i in members)),
+                    "weight_norm": math.sqrt(sum(weight[i] ** 2 for i in members)),
+                    "output_std": s,
+                })
+        return out
 
 
 def _evaluate(model, split, device, memory_format, batch: int = 500) -> tuple[float, float]:
@@ -213,6 +332,9 @@ def run_trial(
 
     `report(metrics)` is called after every dev evaluation; `progress(step, total)` after every step.
     A loss that becomes NaN/inf ends the trial with status "diverged" instead of raising.
+    With config.telemetry, result.grad_norms holds GradTelemetry rows for step 0 (the first
+    batch's gradients, before any update) and every evaluation step (that step's gradients,
+    before its update); telemetry only reads, so the training is the same with it off.
     """
     from .data import load_splits
     from .models import build_model
@@ -250,15 +372,33 @@ def run_trial(
         final_train_loss=float("nan"), train_seconds=0.0, total_seconds=0.0, steps=0,
     )
     best_state = None
+    telemetry = GradTelemetry(model) if config.telemetry else None
     step = checked = 0
     t_train = time.perf_counter()
     for epoch in range(config.epochs):
         order = torch.randperm(n, generator=shuffle).to(device)
         for start in range(0, n, config.batch_size):
             idx = order[start : start + config.batch_size]
-            loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
+            # Telemetry labels: 0 is the first batch's gradients (initialisation), then every evaluation step.
+            labels: tuple[int, ...] = ()
+            if telemetry is not None:
+                if step == 0:
+                    labels += (0,)
+                if (step + 1) % config.eval_every == 0 or step + 1 == total_steps:
+                    labels += (step + 1,)
+            if labels:
+                telemetry.arm()
+                try:
+                    logits = model(train_x[idx])
+                finally:
+                    telemetry.disarm()
+            else:
+                logits = model(train_x[idx])
+            loss = F.cross_entropy(logits, train_y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if labels:
+                telemetry.record(labels)
             optimizer.step()
             loss_buf[step] = loss.detach()
             step += 1
@@ -288,6 +428,8 @@ def run_trial(
             break
     result.steps = step
     result.train_seconds = time.perf_counter() - t_train
+    if telemetry is not None:
+        result.grad_norms = telemetry.rows()
     if result.train_loss:
         result.final_train_loss = float(np.mean(result.train_loss[-steps_per_epoch:]))
     if result.status == "ok" and best_state is not None:

@@ -93,8 +93,11 @@ def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
     atomic_write_text(folder / "config.yaml", cfg.to_yaml())
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     where = {"node": node, "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}
+    # Final-stage runs keep their best-dev weights for the lesion study; tuning runs need none.
+    keep = params.get("stage") in ("confirm", "grid")
     try:
-        result = run_trial(cfg, report=lambda m: tune.report({**m, "trial_id": trial_id}), data_dir=job["data_dir"])
+        result = run_trial(cfg, report=lambda m: tune.report({**m, "trial_id": trial_id}), data_dir=job["data_dir"],
+                           keep_best_state=keep)
     except Exception as exc:
         # Recorded for the driver, then raised so that Ray retries the trial (FailureConfig); a retry
         # that succeeds overwrites this, one that does not leaves the error text in the registry.
@@ -103,7 +106,7 @@ def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
         raise
     # No report after training: the last evaluation's report is the trial's final result, and ASHA's
     # max_t lies past it, so a trial that reaches the end is never cut before it scores its test set.
-    write_trial_folder(folder, cfg, result, extra={**where, "ended_at": time.time()}, plot=False)
+    write_trial_folder(folder, cfg, result, extra={**where, "ended_at": time.time()}, plot=False, weights=keep)
 
 
 def _ray_classes():

@@ -9,6 +9,8 @@ import yaml
 from typer.testing import CliRunner
 
 from ablate.cli import app
+from ablate.study import load_study
+from ablate.trial import TrialConfig
 
 MNIST = Path(os.environ["ABLATE_DATA_DIR"]) / "MNIST" / "raw"
 SMALL = ["--train-size", "64", "--dev-size", "32", "--test-size", "32", "--epochs", "1"]
@@ -79,6 +81,10 @@ def inputs(tmp_path_factory):
     (d / "full").mkdir()
     (d / "full" / "keep.txt").write_text("x")
     (d / "empty-data").mkdir()
+    (d / "empty-run").mkdir()  # a study that was started but finished nothing
+    (d / "empty-run" / "spec.yaml").write_text(load_study("residual-ablation", "smoke").resolved_yaml())
+    (d / "lonely").mkdir()  # a trial config with no recorded result beside it
+    (d / "lonely" / "config.yaml").write_text(TrialConfig().to_yaml())
     mnist_copy(d / "truncated", truncate_images)
     mnist_copy(d / "bad-magic", bad_magic)
     mnist_copy(d / "empty-labels", empty_file)
@@ -153,6 +159,17 @@ CASES = [
     ("study --resume {d}/not-a-run", "is not a study run folder"),
     ("study --resume {d}/nowhere", "is not a study run folder"),
     ("study residual-ablation --resume {d}/not-a-run", "either a study NAME or --resume"),
+    ("analyze {d}/not-a-run", "is not a study run folder"),
+    ("analyze {d}/empty-run", "has no finished confirm-stage trials yet"),
+    ("analyze", "no study run folders under runs/"),
+    ("export {d}/not-a-run", "is not a study run folder"),
+    ("export {d}/empty-run --format pdf", "unknown export format 'pdf'"),
+    ("export", "Missing argument"),
+    ("reproduce {d}/missing.yaml", "no config at"),
+    ("reproduce {d}/newer.yaml", "newer than this toolkit"),
+    ("reproduce {d}/lonely/config.yaml", "no recorded metrics"),
+    ("reproduce {d}/malformed.yaml", "malformed YAML"),
+    ("reproduce {d}/lonely/config.yaml --device cuda", "no CUDA GPU is available"),
 ]
 
 

@@ -22,7 +22,7 @@ def test_train_writes_a_run_folder_whose_config_reloads(tmp_path):
     out = tmp_path / "run"
     result = invoke("train", "--dataset", "digits", "--plain", "--lr", "0.03", *SMALL, "--out", out)
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.json", "curves.csv", "curves.png"}
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.json", "curves.csv", "curves.png", "grad_norms.csv"}
     cfg = TrialConfig.from_yaml_file(out / "config.yaml")
     assert cfg.residual is False and cfg.lr == 0.03 and cfg.dataset == "digits" and cfg.train_size == 128
     metrics = json.loads((out / "metrics.json").read_text())
@@ -105,3 +105,18 @@ def test_console_entry_point_gives_one_line_errors():
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_save_weights_then_reproduce_exactly(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", "--dataset", "digits", *SMALL, "--save-weights", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "weights.pt").stat().st_size > 1_000_000
+    result = invoke("reproduce", out / "config.yaml")
+    assert result.exit_code == 0, result.output
+    assert "identical" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["test_acc"] = metrics["test_acc"] + 0.01
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    result = invoke("reproduce", out / "config.yaml")
+    assert result.exit_code == 1 and "test_acc" in result.output

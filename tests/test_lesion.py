@@ -1,0 +1,161 @@
+"""Lesion study on real small models trained on MNIST: weights.pt, dropped blocks, Veit et al.'s contrast."""
+import json
+import statistics
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ablate.errors import AblateError
+from ablate.lesion import RUN_COLUMNS, dropped, lesion_run, lesion_trial, replacement_for
+from ablate.models import IdentityShortcut, build_model
+from ablate.outputs import load_weights, write_trial_folder
+from ablate.runs import append_registry
+from ablate.trial import TrialConfig, run_trial
+
+# cifar-20 at 16x16: small enough for seconds on two cores, trained well enough (~85% test) that
+# removing a block has something to destroy.
+TRAIN = dict(dataset="mnist", family="cifar", depth=20, image_size=16, train_size=1024, dev_size=128,
+             test_size=256, batch_size=32, epochs=3, eval_every=8, lr=0.01, momentum=0.9, threads=2)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A study-like run folder: residual and plain trials with weights in confirm, one tune trial without."""
+    run = tmp_path_factory.mktemp("run")
+    for residual in (True, False):
+        cfg = TrialConfig(**TRAIN, residual=residual)
+        result = run_trial(cfg, keep_best_state=True)
+        assert result.status == "ok"
+        write_trial_folder(run / "trials" / cfg.trial_id(), cfg, result, plot=False, weights=True)
+        append_registry(run, {"trial_id": cfg.trial_id(), "stage": "confirm", "arm": f"residual={str(residual).lower()}",
+                              "params": {}, "seed": cfg.seed, "status": "ok", "test_acc": result.test_acc})
+    tune_cfg = TrialConfig(**{**TRAIN, "epochs": 1, "train_size": 128})
+    write_trial_folder(run / "trials" / tune_cfg.trial_id(), tune_cfg, run_trial(tune_cfg), plot=False)
+    append_registry(run, {"trial_id": tune_cfg.trial_id(), "stage": "tune", "arm": "residual=true", "params": {},
+                          "seed": tune_cfg.seed, "status": "ok"})
+    return run
+
+
+def folder_of(run_dir, residual):
+    return run_dir / "trials" / TrialConfig(**TRAIN, residual=residual).trial_id()
+
+
+@pytest.fixture(scope="module")
+def lesions(run_dir):
+    return {residual: lesion_trial(folder_of(run_dir, residual)) for residual in (True, False)}
+
+
+def test_weights_are_the_best_dev_state_and_only_written_on_request(tmp_path):
+    cfg = TrialConfig(**{**TRAIN, "train_size": 128, "epochs": 1})
+    result = run_trial(cfg, keep_best_state=True)
+    write_trial_folder(tmp_path / "with", cfg, result, plot=False, weights=True)
+    write_trial_folder(tmp_path / "without", cfg, result, plot=False)
+    assert not (tmp_path / "without" / "weights.pt").exists()
+    saved = torch.load(tmp_path / "with" / "weights.pt", map_location="cpu", weights_only=True)
+    assert saved.keys() == result.best_state.keys()
+    assert all(torch.equal(saved[k], result.best_state[k]) for k in saved)
+    assert load_weights(tmp_path / "with" / "weights.pt").keys() == saved.keys()
+    assert not list((tmp_path / "with").glob(".*.tmp"))  # the atomic write left no temp file behind
+
+
+def test_nothing_dropped_scores_exactly_the_recorded_test_accuracy(run_dir, lesions):
+    for residual, rows in lesions.items():
+        recorded = json.loads((folder_of(run_dir, residual) / "metrics.json").read_text())["test_acc"]
+        none = rows[0]
+        assert (none["block"], none["block_index"], none["replacement"]) == ("none", -1, "none")
+        assert none["lesioned_acc"] == recorded
+        assert all(r["test_acc"] == recorded for r in rows)
+        assert recorded > 0.6
+
+
+def test_each_block_is_dropped_once_with_the_right_replacement(lesions):
+    names = [name for name, _ in build_model("cifar", 20).blocks()]
+    downsampling = {"stages.1.0", "stages.2.0"}
+    for residual, rows in lesions.items():
+        assert [r["block"] for r in rows[1:]] == names
+        assert [r["block_index"] for r in rows[1:]] == list(range(len(names)))
+        for r in rows[1:]:
+            expected = ("projection" if residual else "zero-pad") if r["block"] in downsampling else "identity"
+            assert r["replacement"] == expected
+            assert r["drop"] == r["test_acc"] - r["lesioned_acc"]
+    identity_net = build_model("cifar", 20, shortcut="identity")
+    kinds = [replacement_for(block)[0] for _, block in identity_net.blocks()]
+    assert kinds == ["zero-pad" if n in downsampling else "identity" for n in names]
+
+
+def test_a_dropped_block_computes_only_its_shortcut_path_and_is_restored(run_dir):
+    torch.manual_seed(0)
+    for residual in (True, False):
+        model = build_model("cifar", 20, residual=residual)
+        model.load_state_dict(load_weights(folder_of(run_dir, residual) / "weights.pt"))
+        model.eval()
+        x = torch.randn(4, 1, 16, 16)
+        with torch.no_grad():
+            before = model(x)
+            inputs = {}
+            hooks = [b.register_forward_pre_hook(lambda m, a, n=n: inputs.__setitem__(n, a[0]) and None)
+                     for n, b in model.blocks()]
+            model(x)
+            for h in hooks:
+                h.remove()
+            for name, block in model.blocks():
+                xin = inputs[name]
+                normal = block(xin)
+                with dropped(block) as kind:
+                    out = block(xin)
+                    assert out.shape == normal.shape  # the lesioned net still runs end to end
+                    assert not torch.equal(out, normal)
+                    if kind == "identity":
+                        assert torch.equal(out, xin)
+                    elif kind == "projection":
+                        assert torch.equal(out, F.relu(block.shortcut(xin)))
+                    else:
+                        stride = block.conv1.stride[0]
+                        expected = IdentityShortcut(block.conv1.in_channels, block.conv2.out_channels, stride)(xin)
+                        assert torch.equal(out, expected)
+                assert "forward" not in vars(block)
+                assert torch.equal(block(xin), normal)
+            assert torch.equal(model(x), before)
+
+
+def test_residual_nets_survive_single_lesions_that_break_plain_nets(lesions):
+    # Veit et al. 2016: a residual net behaves like an ensemble of paths, so most single blocks can go;
+    # in a plain net every block lies on the only path.
+    residual = [r["drop"] for r in lesions[True][1:]]
+    plain = [r["drop"] for r in lesions[False][1:]]
+    assert statistics.median(residual) < min(plain)
+    assert min(residual) < 0.05
+    assert min(plain) > 0.2
+
+
+def test_lesion_run_covers_the_final_stage_trials_with_weights(run_dir, lesions):
+    frame = lesion_run(run_dir)
+    assert list(frame.columns) == list(RUN_COLUMNS)
+    ids = {folder_of(run_dir, r).name: r for r in (True, False)}
+    assert set(frame["trial_id"]) == set(ids)  # the tune trial is not in the final stage
+    assert len(frame) == 2 * (1 + 9)
+    for trial_id, residual in ids.items():
+        part = frame[frame["trial_id"] == trial_id]
+        assert set(part["residual"]) == {residual}
+        assert set(part["arm"]) == {f"residual={str(residual).lower()}"}
+        assert part["lesioned_acc"].tolist() == [r["lesioned_acc"] for r in lesions[residual]]
+
+
+def test_bad_input_is_refused_with_a_clear_message(run_dir, tmp_path):
+    tune_folder = next(p for p in (run_dir / "trials").iterdir() if not (p / "weights.pt").exists())
+    with pytest.raises(AblateError, match="no weights.pt in"):
+        lesion_trial(tune_folder)
+    with pytest.raises(AblateError, match="no config.yaml in"):
+        lesion_trial(tmp_path)
+    with pytest.raises(AblateError, match="no trials.jsonl in"):
+        lesion_run(tmp_path)
+    only_tune = tmp_path / "only_tune"
+    only_tune.mkdir()
+    append_registry(only_tune, {"trial_id": tune_folder.name, "stage": "tune", "arm": "a", "params": {}, "seed": 0})
+    with pytest.raises(AblateError, match="no confirm or grid trials"):
+        lesion_run(only_tune)
+    (tmp_path / "config.yaml").write_text((tune_folder / "config.yaml").read_text())
+    (tmp_path / "weights.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(AblateError, match="cannot read weights"):
+        lesion_trial(tmp_path)
