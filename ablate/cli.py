@@ -224,7 +224,7 @@ def study(
     from .runs import arm_summary, create_run_dir, manifest, open_run_dir, read_registry
     from .outputs import atomic_write_text
     from .study import list_studies, load_study, parse_study, read_yaml
-    from .tune import Resources, check_address, check_storage, run_study
+    from .tune import check_address, check_storage, run_study
 
     if name is None and resume is None:
         for study_name, description in list_studies():

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from .errors import AblateError
-from .trial import GRAD_NORM_COLUMNS, TrialConfig, TrialResult
+from .telemetry import GRAD_NORM_COLUMNS
+from .trial import TrialConfig, TrialResult
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from .errors import AblateError
-from .trial import GRAD_NORM_COLUMNS, TrialConfig, TrialResult, run_trial
+from .telemetry import GRAD_NORM_COLUMNS
+from .trial import TrialConfig, TrialResult, run_trial
 
 SCALARS = ("status", "dataset", "steps", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_train_loss")
 REPRODUCIBLE = ("ok", "diverged")

@@ -1,4 +1,4 @@
-"""Run folders: the append-only trial registry, trials.csv and the manifest."""
+"""Run folders: the append-only trial registry, trials.csv, the manifest, and what is still to run."""
 from __future__ import annotations
 
 import csv
@@ -19,9 +19,11 @@ from typing import Any
 
 from .errors import AblateError
 from .outputs import atomic_write_text
-from .study import PlannedTrial, Study
+from .study import PlannedTrial, Study, plan_fixed_stage
+from .trial import TrialConfig
 
 REGISTRY = "trials.jsonl"
+FINISHED = ("ok", "diverged")  # statuses of a trial that ran to its end
 CSV_METRICS = ["status", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_train_loss",
                "train_seconds", "total_seconds", "steps", "dataset", "device", "node", "pid", "started_at",
                "ended_at", "error"]
@@ -169,3 +171,75 @@ def arm_summary(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, Any]
         out.append({"arm": arm.name, "best": tuned.get(arm.name, {}), "n": n, "trials": planned,
                     "test_acc_mean": mean, "test_acc_std": std})
     return out
+
+
+def finished_metrics(folder: Path) -> dict[str, Any] | None:
+    metrics = read_metrics(folder)
+    return metrics if metrics is not None and metrics.get("status") in FINISHED else None
+
+
+def read_metrics(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_trials_csv(study: Study, run_dir: Path) -> None:
+    atomic_write_text(run_dir / "trials.csv", trials_csv(study, read_registry(run_dir)))
+
+
+def missing(run_dir: Path, planned: list[PlannedTrial]) -> list[PlannedTrial]:
+    """Planned trials without a finished result in the run folder (they are the only ones to run)."""
+    return [p for p in planned if finished_metrics(run_dir / "trials" / p.trial_id) is None]
+
+
+def record_reused(study: Study, run_dir: Path, planned: list[PlannedTrial]) -> list[PlannedTrial]:
+    """A planned trial whose config already finished (in any stage) gets its stage's registry row without a rerun."""
+    have = {(r["stage"], r["trial_id"]) for r in read_registry(run_dir)}
+    for p in planned:
+        if (p.stage, p.trial_id) not in have:
+            metrics = finished_metrics(run_dir / "trials" / p.trial_id)
+            if metrics is not None:
+                append_registry(run_dir, registry_row(p, metrics))
+    return planned
+
+
+def adopt_orphans(study: Study, run_dir: Path) -> None:
+    """Tuning trials that finished but were not registered (the driver died first) count on resume."""
+    rows = read_registry(run_dir)
+    known = {r["trial_id"] for r in rows}
+    counts = {a.name: sum(1 for r in rows if r["stage"] == "tune" and r["arm"] == a.name) for a in study.arms}
+    folders = sorted((run_dir / "trials").glob("*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    for path in folders:
+        trial_id = path.parent.name
+        metrics = finished_metrics(path.parent)
+        if trial_id in known or metrics is None or not study.space:
+            continue
+        try:
+            cfg = TrialConfig.from_yaml_file(path.parent / "config.yaml")
+        except AblateError:
+            continue
+        params = {p.name: getattr(cfg, p.name) for p in study.space}
+        for arm in study.arms:
+            if counts[arm.name] < study.trials_per_arm and study.arm_config(arm, **params) == cfg:
+                append_registry(run_dir, registry_row(PlannedTrial("tune", arm.name, cfg, params), metrics))
+                counts[arm.name] += 1
+                break
+
+
+def remaining(study: Study, run_dir: Path) -> dict[str, int]:
+    """Trials still to run per stage (confirm counts are planned ones: their configs come from tuning)."""
+    rows = read_registry(run_dir)
+    if study.space:
+        tune = sum(max(0, study.trials_per_arm - sum(1 for r in rows if r["stage"] == "tune" and r["arm"] == a.name))
+                   for a in study.arms)
+        confirm = sum(1 for a in study.arms for _ in study.seeds) - sum(
+            1 for r in rows if r["stage"] == "confirm")
+        if not tune:
+            best = best_params(study, rows)
+            planned = plan_fixed_stage(study, "confirm", best)
+            confirm = len(missing(run_dir, record_reused(study, run_dir, [p for p in planned if p.arm in best])))
+        return {"tune": tune, "confirm": max(0, confirm)}
+    stage = study.stages[-1]
+    return {stage: len(missing(run_dir, record_reused(study, run_dir, plan_fixed_stage(study, stage))))}

@@ -24,7 +24,6 @@ DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "budgets", "budget"}
 SEARCH_KEYS = {"space", "trials", "sampler_seed", "asha"}
 BUDGET_KEYS = {"base", "trials", "seeds", "grid", "asha"}
-STATUSES_DONE = ("ok", "diverged", "stopped", "error")
 CONFIG_FIELDS = {f.name for f in fields(TrialConfig)}
 
 

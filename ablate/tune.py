@@ -22,11 +22,11 @@ from typing import Any
 
 from .errors import AblateError
 from .outputs import atomic_write_text
-from .runs import append_registry, best_params, read_registry, registry_row, trials_csv
+from .runs import (adopt_orphans, append_registry, best_params, finished_metrics, missing, read_metrics,
+                   read_registry, record_reused, registry_row, remaining, write_trials_csv)
 from .study import PlannedTrial, Study, plan_fixed_stage
 from .trial import TrialConfig
 
-FINISHED = ("ok", "diverged")
 
 
 @dataclass(frozen=True)
@@ -62,18 +62,6 @@ def check_address(address: str, timeout: float = 3.0) -> None:
         raise AblateError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start one with 'ray start --head' or drop --address") from None
 
 
-def _finished(folder: Path) -> dict[str, Any] | None:
-    metrics = _read_metrics(folder)
-    return metrics if metrics is not None and metrics.get("status") in FINISHED else None
-
-
-def _read_metrics(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
     """Ray Tune function trainable: one trial, written to run_dir/trials/<id>/ by the worker itself."""
     import ray
@@ -85,7 +73,7 @@ def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
     cfg = TrialConfig.from_dict(params["config"])
     trial_id = cfg.trial_id()
     folder = Path(job["run_dir"]) / "trials" / trial_id
-    done = _finished(folder)
+    done = finished_metrics(folder)
     if done is not None:  # the same config finished before (a repeated proposal): reuse it
         tune.report({"trial_id": trial_id, "best_dev_acc": done["best_dev_acc"], "reused": True})
         return
@@ -131,7 +119,7 @@ def _ray_classes():
             self.queued: list[PlannedTrial] = []
             self.waiting = [a.name for a in study.arms] if study.space else []
             if not study.space:
-                self.queued = missing(run_dir, _recorded(study, run_dir, plan_fixed_stage(study, study.stages[-1])))
+                self.queued = missing(run_dir, record_reused(study, run_dir, plan_fixed_stage(study, study.stages[-1])))
 
         def suggest(self, trial_id):
             open_arms = [a for a, n in self.left.items() if n > 0]
@@ -162,7 +150,7 @@ def _ray_classes():
                     print(f"warning: arm {arm}: no tuning trial finished; its confirm runs are skipped", file=sys.stderr)
                     continue
                 planned = [p for p in plan_fixed_stage(self.study, "confirm", {arm: best}) if p.arm == arm]
-                self.queued += missing(self.run_dir, _recorded(self.study, self.run_dir, planned))
+                self.queued += missing(self.run_dir, record_reused(self.study, self.run_dir, planned))
 
         def on_trial_result(self, trial_id, result):
             stage, arm = self.of[trial_id]
@@ -264,7 +252,7 @@ class StudyProgress:
         cfg = TrialConfig.from_dict(trial.config["config"])
         planned = PlannedTrial(stage, arm, cfg, dict(params))
         folder = self.run_dir / "trials" / planned.trial_id
-        metrics = _read_metrics(folder)
+        metrics = read_metrics(folder)
         if metrics is None or metrics.get("status") not in ("ok", "diverged", "error"):
             metrics = self._record_unfinished(trial, planned, folder, error)
         append_registry(self.run_dir, registry_row(planned, metrics))
@@ -293,10 +281,6 @@ class StudyProgress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def write_trials_csv(study: Study, run_dir: Path) -> None:
-    atomic_write_text(run_dir / "trials.csv", trials_csv(study, read_registry(run_dir)))
 
 
 def _ray_env(address: str | None) -> None:
@@ -380,65 +364,9 @@ def _optuna_search(study: Study, run_dir: Path, arm_name: str, n_done: int, stor
                         storage=optuna.storages.RDBStorage(storage_url(run_dir, storage)))
 
 
-def missing(run_dir: Path, planned: list[PlannedTrial]) -> list[PlannedTrial]:
-    """Planned trials without a finished result in the run folder (they are the only ones to run)."""
-    return [p for p in planned if _finished(run_dir / "trials" / p.trial_id) is None]
-
-
-def _recorded(study: Study, run_dir: Path, planned: list[PlannedTrial]) -> list[PlannedTrial]:
-    """A planned trial whose config already finished (in any stage) gets its stage's registry row without a rerun."""
-    have = {(r["stage"], r["trial_id"]) for r in read_registry(run_dir)}
-    for p in planned:
-        if (p.stage, p.trial_id) not in have:
-            metrics = _finished(run_dir / "trials" / p.trial_id)
-            if metrics is not None:
-                append_registry(run_dir, registry_row(p, metrics))
-    return planned
-
-
-def adopt_orphans(study: Study, run_dir: Path) -> None:
-    """Tuning trials that finished but were not registered (the driver died first) count on resume."""
-    rows = read_registry(run_dir)
-    known = {r["trial_id"] for r in rows}
-    counts = {a.name: sum(1 for r in rows if r["stage"] == "tune" and r["arm"] == a.name) for a in study.arms}
-    folders = sorted((run_dir / "trials").glob("*/metrics.json"), key=lambda p: p.stat().st_mtime)
-    for path in folders:
-        trial_id = path.parent.name
-        metrics = _finished(path.parent)
-        if trial_id in known or metrics is None or not study.space:
-            continue
-        try:
-            cfg = TrialConfig.from_yaml_file(path.parent / "config.yaml")
-        except AblateError:
-            continue
-        params = {p.name: getattr(cfg, p.name) for p in study.space}
-        for arm in study.arms:
-            if counts[arm.name] < study.trials_per_arm and study.arm_config(arm, **params) == cfg:
-                append_registry(run_dir, registry_row(PlannedTrial("tune", arm.name, cfg, params), metrics))
-                counts[arm.name] += 1
-                break
-
-
 def _evaluations(study: Study) -> int:
     cfg = study.arm_config(study.arms[0], **{p.name: p.low if p.distribution != "choice" else p.choices[0] for p in study.space})
     return math.ceil(math.ceil(cfg.train_size / cfg.batch_size) * cfg.epochs / cfg.eval_every)
-
-
-def remaining(study: Study, run_dir: Path) -> dict[str, int]:
-    """Trials still to run per stage (confirm counts are planned ones: their configs come from tuning)."""
-    rows = read_registry(run_dir)
-    if study.space:
-        tune = sum(max(0, study.trials_per_arm - sum(1 for r in rows if r["stage"] == "tune" and r["arm"] == a.name))
-                   for a in study.arms)
-        confirm = sum(1 for a in study.arms for _ in study.seeds) - sum(
-            1 for r in rows if r["stage"] == "confirm")
-        if not tune:
-            best = best_params(study, rows)
-            planned = plan_fixed_stage(study, "confirm", best)
-            confirm = len(missing(run_dir, _recorded(study, run_dir, [p for p in planned if p.arm in best])))
-        return {"tune": tune, "confirm": max(0, confirm)}
-    stage = study.stages[-1]
-    return {stage: len(missing(run_dir, _recorded(study, run_dir, plan_fixed_stage(study, stage))))}
 
 
 def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str | None,

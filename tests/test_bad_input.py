@@ -1,6 +1,5 @@
 """The bad-input catalogue: every case ends in one line on stderr, exit code 2, no traceback, no new files."""
 import os
-import shutil
 import subprocess
 from pathlib import Path
 

@@ -1,6 +1,5 @@
 """Fuzzing the study-spec loader: any YAML document either loads or raises the toolkit's own error."""
 import copy
-from pathlib import Path
 
 import yaml
 from hypothesis import HealthCheck, given, settings

@@ -1,6 +1,4 @@
 """Study specs: validation, budgets, arm expansion, planning and the registry (no Ray here)."""
-import json
-from pathlib import Path
 
 import pytest
 import yaml

@@ -1,6 +1,5 @@
 """Real studies through Ray Tune + Optuna on tiny budgets (MNIST from the shared data root)."""
 import json
-import os
 
 import optuna
 import pytest

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from ablate.data import load_splits
 from ablate.models import build_model
 from ablate.outputs import write_trial_folder
-from ablate.trial import GRAD_NORM_COLUMNS, GradTelemetry, TrialConfig, run_trial, seed_everything
+from ablate.telemetry import GRAD_NORM_COLUMNS, GradTelemetry
+from ablate.trial import TrialConfig, run_trial, seed_everything
 
 SMALL = dict(dataset="mnist", train_size=128, dev_size=64, test_size=64, batch_size=32, epochs=2, eval_every=3,
              threads=2, lr=0.05)
