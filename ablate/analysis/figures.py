@@ -141,9 +141,10 @@ def curves(run: Run, curves_df: pd.DataFrame) -> Figure:
             ax.plot(band["step"], scale * band["mean"], color=st["color"], marker=marker, lw=2, ms=6)
             ax.fill_between(band["step"], _clip(scale * band["low"], 0, top), _clip(scale * band["high"], 0, top),
                             color=st["color"], alpha=0.2, lw=0)
-    smooth = f", running mean of {window} steps" if window > 1 else ""
-    ax_loss.set(xlabel="training step (SGD updates)", ylabel=f"train loss (cross-entropy, nats{smooth})",
-                title="training loss")
+    # The smoothing note goes in the title: a long y label would stretch past the axes.
+    smooth = f" (running mean of {window} steps)" if window > 1 else ""
+    ax_loss.set(xlabel="training step (SGD updates)", ylabel="cross-entropy (nats)",
+                title=f"training loss{smooth}")
     ax_acc.set(xlabel="training step (SGD updates)", ylabel="dev accuracy (%)", title="dev accuracy")
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
