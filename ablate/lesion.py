@@ -18,7 +18,6 @@ trial runner used for its test score, so with nothing dropped it equals the reco
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 
 from .errors import AblateError
 from .models import BasicBlock, IdentityShortcut, build_model
+from .runs import read_metrics
 from .outputs import load_weights
 from .trial import TrialConfig, _evaluate
 
@@ -62,14 +62,6 @@ def dropped(block: BasicBlock) -> Iterator[str]:
         del block.forward
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
                  device: str | torch.device | None = None) -> list[dict[str, Any]]:
     """Lesion every residual block of one trial's best-dev weights, one block at a time.
@@ -89,7 +81,7 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
         raise AblateError(f"no weights.pt in {folder}; retrain the trial with its weights saved (train --save-weights)")
     cfg = TrialConfig.from_yaml_file(config_path)
     state = load_weights(weights_path)
-    metrics = _read_json(folder / "metrics.json") or {}
+    metrics = read_metrics(folder) or {}
     # 'auto' may resolve differently on this machine; the recorded dataset is the one the weights saw.
     dataset = metrics.get("dataset") if cfg.dataset == "auto" and metrics.get("dataset") else cfg.dataset
 

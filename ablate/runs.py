@@ -179,10 +179,12 @@ def finished_metrics(folder: Path) -> dict[str, Any] | None:
 
 
 def read_metrics(folder: Path) -> dict[str, Any] | None:
+    """A trial folder's metrics.json, or None when it is missing, cut short or not a mapping."""
     try:
-        return json.loads((folder / "metrics.json").read_text())
+        data = json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def write_trials_csv(study: Study, run_dir: Path) -> None:

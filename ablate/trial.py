@@ -273,6 +273,10 @@ def run_trial(
     best_state = None
     telemetry = GradTelemetry(model) if config.telemetry else None
     step = checked = 0
+
+    def evaluates(after: int) -> bool:  # dev evaluation (and a telemetry record) after this many steps
+        return after % config.eval_every == 0 or after == total_steps
+
     t_train = time.perf_counter()
     for epoch in range(config.epochs):
         order = torch.randperm(n, generator=shuffle).to(device)
@@ -283,7 +287,7 @@ def run_trial(
             if telemetry is not None:
                 if step == 0:
                     labels += (0,)
-                if (step + 1) % config.eval_every == 0 or step + 1 == total_steps:
+                if evaluates(step + 1):
                     labels += (step + 1,)
             if labels:
                 telemetry.arm()
@@ -303,7 +307,7 @@ def run_trial(
             step += 1
             if progress is not None:
                 progress(step, total_steps)
-            if step % config.eval_every and step != total_steps:
+            if not evaluates(step):
                 continue
             seen = loss_buf[:step].tolist()
             result.train_loss = seen

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AblateError
-from ..runs import read_registry
+from ..runs import best_params, open_run_dir, read_registry
 from ..study import Study, parse_study, read_yaml
 
 TIMESTAMP = re.compile(r"^(\d{8}-\d{6})")
@@ -59,21 +59,14 @@ class Run:
         return "depth" in self.study.factor_names
 
 
-def open_run(run_dir: Path) -> Path:
-    run_dir = Path(run_dir)
-    if not (run_dir / "spec.yaml").is_file():
-        raise AblateError(f"{run_dir} is not a study run folder (no spec.yaml); pass a folder made by 'ablate study'")
-    return run_dir
-
-
 def load_run(run_dir: Path) -> Run:
     """Parse a run folder; AblateError when it is not one or has no finished final-stage trial."""
-    run_dir = open_run(run_dir)
+    run_dir = open_run_dir(Path(run_dir))
     study = parse_study(read_yaml(run_dir / "spec.yaml"), source=str(run_dir / "spec.yaml"))
     rows = read_registry(run_dir)
     trials = _trials_frame(study, rows)
     final = study.stages[-1]
-    selected = _selected_params(study, trials, final)
+    selected = _selected_params(study, trials, final, rows)
     reported = _reported_rows(study, trials, final, selected)
     if reported.empty or not ((reported["status"] == "ok") & reported["test_acc"].notna()).any():
         raise AblateError(f"{run_dir} has no finished {final}-stage trials yet; let the study run "
@@ -109,14 +102,10 @@ def _trials_frame(study: Study, rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-def _selected_params(study: Study, trials: pd.DataFrame, final: str) -> dict[str, dict[str, Any]]:
+def _selected_params(study: Study, trials: pd.DataFrame, final: str,
+                     rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     if study.space:
-        tune = trials[(trials["stage"] == "tune") & trials["status"].isin(["ok", "stopped"])
-                      & trials["best_dev_acc"].notna()]
-        out = {}
-        for arm, group in tune.groupby("arm", observed=True):
-            best = group.loc[group["best_dev_acc"].idxmax()]
-            out[str(arm)] = {p.name: best[p.name] for p in study.space}
+        out = best_params(study, rows)  # the engine's own choice, ties broken the same way
         # The confirm rows carry the params actually run; prefer them over a re-derivation.
         conf = trials[trials["stage"] == final]
         for arm, group in conf.groupby("arm", observed=True):
