@@ -102,8 +102,10 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         model = model.to(device, memory_format=memory_format).eval()
 
+        test_x, test_y = splits.test.x.to(device), splits.test.y.to(device)
+
         def accuracy() -> float:
-            return _evaluate(model, splits.test, device, memory_format)[0]
+            return _evaluate(model, test_x, test_y, memory_format)[0]
 
         intact = accuracy()
         rows = [{"block": "none", "block_index": -1, "replacement": "none", "test_acc": intact,

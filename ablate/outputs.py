@@ -66,6 +66,14 @@ def grad_norms_csv(result: TrialResult) -> str:
     return buf.getvalue()
 
 
+def predictions_csv(result: TrialResult) -> str:
+    """Per test image (index into the test subset): label, the scored checkpoint's and the final one's prediction."""
+    lines = ["index,label,pred,pred_final"]
+    lines += [f"{i},{y},{p},{q}" for i, (y, p, q) in
+              enumerate(zip(result.test_labels, result.test_pred, result.test_pred_final))]
+    return "\n".join(lines) + "\n"
+
+
 def state_dict_bytes(state: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -115,8 +123,9 @@ def plot_curves(result: TrialResult, title: str = "") -> bytes:
 
 def write_trial_folder(folder: str | os.PathLike, config: TrialConfig, result: TrialResult,
                        extra: dict[str, Any] | None = None, plot: bool = True, *, weights: bool = False) -> Path:
-    """config.yaml, curves.csv, grad_norms.csv, curves.png, weights.pt, then metrics.json last: its
-    presence marks the trial finished.
+    """config.yaml, curves.csv, grad_norms.csv, predictions.csv, curves.png, weights.pt, then
+    metrics.json last: its presence marks the trial finished (a checkpoint of a paused segment,
+    resume.pt, is removed after it).
 
     grad_norms.csv is written whenever the trial recorded telemetry (a diverged trial included);
     weights.pt (the best-dev state_dict) only with `weights=True` and a result run with
@@ -128,6 +137,8 @@ def write_trial_folder(folder: str | os.PathLike, config: TrialConfig, result: T
     atomic_write_text(folder / "curves.csv", curves_csv(result))
     if result.grad_norms:
         atomic_write_text(folder / "grad_norms.csv", grad_norms_csv(result))
+    if result.test_pred:
+        atomic_write_text(folder / "predictions.csv", predictions_csv(result))
     if weights and result.best_state is not None:
         atomic_write_bytes(folder / "weights.pt", state_dict_bytes(result.best_state))
     if plot and result.train_loss:
@@ -135,4 +146,35 @@ def write_trial_folder(folder: str | os.PathLike, config: TrialConfig, result: T
         atomic_write_bytes(folder / "curves.png", plot_curves(result, title))
     metrics = {"trial_id": config.trial_id(), **result.metrics(), **(extra or {})}
     atomic_write_text(folder / "metrics.json", json.dumps({k: _json_safe(v) for k, v in metrics.items()}, indent=2) + "\n")
+    (folder / CHECKPOINT).unlink(missing_ok=True)
+    (folder / PAUSED).unlink(missing_ok=True)
     return folder
+
+
+CHECKPOINT = "resume.pt"
+PAUSED = "paused.json"
+
+
+def write_paused(folder: str | os.PathLike, config: TrialConfig, result: TrialResult,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """A paused segment: config.yaml, curves.csv so far, the checkpoint, then paused.json last (its
+    presence says the checkpoint is complete). metrics.json is not written: the trial is not finished."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "config.yaml", config.to_yaml())
+    atomic_write_text(folder / "curves.csv", curves_csv(result))
+    atomic_write_bytes(folder / CHECKPOINT, state_dict_bytes(result.checkpoint))
+    state = {"trial_id": config.trial_id(), **result.metrics(), "evaluations": len(result.eval_steps), **(extra or {})}
+    atomic_write_text(folder / PAUSED, json.dumps({k: _json_safe(v) for k, v in state.items()}, indent=2) + "\n")
+    return folder
+
+
+def read_checkpoint(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """A paused trial's checkpoint, or None when there is none (or it cannot be read: the segment reruns)."""
+    path = Path(folder) / CHECKPOINT
+    if not path.is_file() or not (Path(folder) / PAUSED).is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  a damaged checkpoint only costs a rerun of the segment
+        return None

@@ -87,6 +87,13 @@ class GradTelemetry:
         for step in steps:
             self._records.append((step, values))
 
+    def state(self) -> list[tuple[int, torch.Tensor]]:
+        """The records so far as CPU tensors, for a paused trial's checkpoint."""
+        return [(step, values.cpu()) for step, values in self._records]
+
+    def load_state(self, records: list[tuple[int, torch.Tensor]], device: torch.device) -> None:
+        self._records = [(int(step), values.to(device)) for step, values in records]
+
     def rows(self) -> list[dict[str, Any]]:
         """All records as tidy rows (the columns of grad_norms.csv), fetched from the device in one go."""
         if not self._records:

@@ -22,7 +22,8 @@ def test_train_writes_a_run_folder_whose_config_reloads(tmp_path):
     out = tmp_path / "run"
     result = invoke("train", "--dataset", "digits", "--plain", "--lr", "0.03", *SMALL, "--out", out)
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.json", "curves.csv", "curves.png", "grad_norms.csv"}
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.json", "curves.csv", "curves.png", "grad_norms.csv",
+                                                "predictions.csv"}
     cfg = TrialConfig.from_yaml_file(out / "config.yaml")
     assert cfg.residual is False and cfg.lr == 0.03 and cfg.dataset == "digits" and cfg.train_size == 128
     metrics = json.loads((out / "metrics.json").read_text())

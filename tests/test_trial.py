@@ -90,3 +90,72 @@ def test_malformed_yaml_names_the_line(tmp_path):
     path.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(AblateError, match="expected a mapping"):
         TrialConfig.from_yaml_file(path)
+
+
+PAUSABLE = dict(dataset="digits", family="cifar", depth=20, image_size=16, train_size=130, dev_size=64, test_size=64,
+                batch_size=32, epochs=3, eval_every=4, lr=0.05, momentum=0.9, threads=1)
+
+
+def test_a_paused_trial_continues_bit_for_bit():
+    cfg = TrialConfig(**PAUSABLE)
+    full = run_trial(cfg)
+    first = run_trial(cfg, stop_after_evals=2)
+    assert first.status == "paused" and first.eval_steps == [4, 8] and first.steps == 8
+    assert first.checkpoint is not None and math.isnan(first.test_acc)
+    second = run_trial(cfg, resume=first.checkpoint, stop_after_evals=3)
+    assert second.status == "paused" and second.eval_steps == [4, 8, 12]
+    last = run_trial(cfg, resume=second.checkpoint)
+    assert last.status == "ok" and last.segments == 3 and last.checkpoint is None
+    for name in ("train_loss", "eval_steps", "dev_acc", "dev_loss", "best_dev_acc", "best_step", "test_acc",
+                 "test_loss", "final_test_acc", "scored_train_acc", "scored_train_loss", "test_pred", "final_train_loss"):
+        assert getattr(last, name) == getattr(full, name), name
+    assert [(r["step"], r["layer"], r["grad_norm"]) for r in last.grad_norms] == \
+           [(r["step"], r["layer"], r["grad_norm"]) for r in full.grad_norms]
+
+
+def test_pausing_at_or_past_the_last_evaluation_finishes_the_trial():
+    cfg = TrialConfig(**PAUSABLE)
+    assert cfg.evaluation_steps() == [4, 8, 12, 15]
+    assert run_trial(cfg, stop_after_evals=4).status == "ok"
+
+
+def test_a_checkpoint_of_another_trial_is_refused():
+    cfg = TrialConfig(**PAUSABLE)
+    paused = run_trial(cfg, stop_after_evals=1)
+    with pytest.raises(AblateError, match="checkpoint is for trial"):
+        run_trial(cfg.replace(lr=0.06), resume=paused.checkpoint)
+
+
+def test_scored_and_final_checkpoints_are_both_reported():
+    cfg = TrialConfig(**{**PAUSABLE, "lr": 0.2})
+    r = run_trial(cfg)
+    assert len(r.test_pred) == len(r.test_pred_final) == len(r.test_labels) == 64
+    # the reported score is the best-dev checkpoint's, recomputable from its per-image predictions
+    assert r.test_acc == sum(p == y for p, y in zip(r.test_pred, r.test_labels)) / 64
+    assert r.final_test_acc == sum(p == y for p, y in zip(r.test_pred_final, r.test_labels)) / 64
+    assert 0 <= r.scored_train_acc <= 1 and math.isfinite(r.scored_train_loss)
+    if r.best_step == r.steps:  # the scored checkpoint is the last one: both scores must agree
+        assert r.final_test_acc == r.test_acc
+
+
+def test_a_last_batch_of_one_image_is_folded_into_the_one_before():
+    cfg = TrialConfig(dataset="digits", family="cifar", depth=20, image_size=16, train_size=65, dev_size=32,
+                      test_size=32, batch_size=64, epochs=2, eval_every=1, threads=1)
+    assert cfg.batches() == [(0, 65)]
+    assert TrialConfig(train_size=129, batch_size=64).batches() == [(0, 64), (64, 129)]
+    assert TrialConfig(train_size=130, batch_size=64).batches() == [(0, 64), (64, 128), (128, 130)]
+    assert TrialConfig(train_size=130, batch_size=65).batches() == [(0, 65), (65, 130)]
+    result = run_trial(cfg)
+    assert result.status == "ok" and result.steps == 2
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"momentum": "nan"}, "momentum must be a finite number"),
+    ({"weight_decay": "inf"}, "weight_decay must be a finite number"),
+    ({"lr": "-inf"}, "lr must be a finite number"),
+    ({"batch_size": 1}, "at least 2"),
+    ({"train_size": 1}, "at least 2"),
+])
+def test_non_finite_numbers_and_single_image_batches_are_refused(changes, fragment):
+    with pytest.raises(AblateError, match=fragment):
+        TrialConfig.from_dict({**TrialConfig().to_dict(), **changes})

@@ -1,0 +1,189 @@
+"""The trial config: everything that decides what a trial computes, validated, serialised and hashed.
+
+Imports neither torch nor Ray, so specs can be read and planned cheaply.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+import yaml
+
+from .errors import AblateError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything that decides what a trial computes; its hash names the trial."""
+
+    # model
+    family: str = "imagenet"
+    depth: int = 18
+    residual: bool = True
+    shortcut: str = "projection"
+    # optimiser (SGD)
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    # schedule
+    batch_size: int = 64
+    epochs: int = 5
+    eval_every: int = 15
+    # data
+    dataset: str = "auto"
+    train_size: int = 1000
+    dev_size: int = 200
+    test_size: int = 200
+    image_size: int = 32
+    data_seed: int = 0
+    # execution
+    seed: int = 100
+    threads: int = 0  # 0: leave torch's default (all cores)
+    channels_last: bool = True
+    # per-layer gradient/weight norms and per-block output std at init and every evaluation (grad_norms.csv)
+    telemetry: bool = True
+    schema: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        from .data import DATASETS
+        from .models import FAMILIES, SHORTCUTS
+
+        if self.family not in FAMILIES:
+            raise AblateError(f"unknown family {self.family!r}; valid families: {', '.join(FAMILIES)}")
+        if self.depth not in FAMILIES[self.family]:
+            valid = ", ".join(str(d) for d in FAMILIES[self.family])
+            raise AblateError(f"unknown depth {self.depth} for family {self.family!r}; valid depths: {valid}")
+        if self.shortcut not in SHORTCUTS:
+            raise AblateError(f"unknown shortcut {self.shortcut!r}; valid shortcuts: {', '.join(SHORTCUTS)}")
+        if self.dataset not in DATASETS:
+            raise AblateError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(DATASETS)}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise AblateError(f"{f.name} must be a finite number, got {value}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise AblateError(f"lr must be a positive number, got {self.lr}")
+        for name in ("batch_size", "epochs", "eval_every", "train_size", "dev_size", "test_size"):
+            if getattr(self, name) <= 0:
+                raise AblateError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.train_size < 2 or self.batch_size < 2:
+            raise AblateError(f"batch_size and train_size must be at least 2 (BatchNorm trains on batches of 2 or more "
+                              f"images), got batch_size {self.batch_size}, train_size {self.train_size}")
+        if self.momentum < 0 or self.momentum >= 1:
+            raise AblateError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise AblateError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.image_size < 8:
+            raise AblateError(f"image_size must be at least 8, got {self.image_size}")
+        if self.threads < 0:
+            raise AblateError(f"threads must be >= 0 (0 = all cores), got {self.threads}")
+        if self.schema > SCHEMA_VERSION:
+            raise AblateError(
+                f"config schema {self.schema} is newer than this toolkit's ({SCHEMA_VERSION}); upgrade ablate"
+            )
+
+    # --- the training schedule, known without loading any data -----------------------------------
+    def batches(self) -> list[tuple[int, int]]:
+        """(start, end) of each mini-batch of an epoch over the train_size shuffled images.
+
+        BatchNorm cannot train on a batch of one image, so a last batch of one is folded into the
+        batch before it (65 images at batch 64 train as one batch of 65).
+        """
+        n, b = self.train_size, self.batch_size
+        bounds = [(s, min(s + b, n)) for s in range(0, n, b)]
+        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+            bounds[-2:] = [(bounds[-2][0], n)]
+        return bounds
+
+    def total_steps(self) -> int:
+        return len(self.batches()) * self.epochs
+
+    def evaluation_steps(self) -> list[int]:
+        """Steps after which the dev set is evaluated: every eval_every steps and after the last one."""
+        total = self.total_steps()
+        steps = list(range(self.eval_every, total + 1, self.eval_every))
+        return steps if steps and steps[-1] == total else [*steps, total]
+
+    # --- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config") -> "TrialConfig":
+        if not isinstance(data, dict):
+            raise AblateError(f"{source}: expected a mapping of trial settings, got {type(data).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise AblateError(f"{source}: unknown setting(s) {', '.join(map(str, unknown))}; valid: {', '.join(known)}")
+        values = {}
+        for key, value in data.items():
+            values[key] = _coerce(key, value, type(getattr(cls, key)), source)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "TrialConfig":
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml_file(cls, path: str | os.PathLike) -> "TrialConfig":
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh)
+        except OSError as exc:
+            raise AblateError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise AblateError(f"config {path} is not UTF-8 text; pass a YAML file such as a trial's config.yaml") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise AblateError(f"malformed YAML in {path}{where}: {getattr(exc, 'problem', exc)}") from None
+        return cls.from_dict(data, source=str(path))
+
+    def trial_id(self) -> str:
+        """Short hash of the full config: equal configs share one id, so finished trials can be skipped."""
+        data = self.to_dict()
+        # Settings added after schema 1 stay out of the hash at their default, so a config written
+        # before they existed keeps its id: old run folders resume and reproduce under their names.
+        for key, default in _HASH_NEUTRAL_DEFAULTS.items():
+            if data[key] == default:
+                del data[key]
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+_HASH_NEUTRAL_DEFAULTS = {"telemetry": True}
+
+
+def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
+    # YAML writes 1e-3 as a string under YAML 1.1 rules and 5 for 5.0; accept those, refuse the rest.
+    ok = False
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value, ok = float(value), True
+    elif kind is str:
+        ok = isinstance(value, str)
+    if not ok:
+        raise AblateError(f"{source}: {key} must be {kind.__name__}, got {value!r}")
+    return value
