@@ -21,7 +21,8 @@ from .trial import TrialConfig
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 BUDGETS = ("smoke", "default", "full")
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
-SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "budgets", "budget"}
+SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "resample_data", "budgets",
+             "budget"}
 SEARCH_KEYS = {"space", "trials", "sampler_seed", "asha"}
 BUDGET_KEYS = {"base", "trials", "seeds", "grid", "asha"}
 CONFIG_FIELDS = {f.name for f in fields(TrialConfig)}
@@ -57,6 +58,9 @@ class Study:
     seeds: list[int]
     budget: str
     raw: dict[str, Any] = field(repr=False)
+    # True: each confirm/grid seed also draws its own train/dev/test subsets (data_seed = seed), so the
+    # spread over seeds includes the choice of images; False: every seed sees the same images.
+    resample_data: bool = False
 
     @property
     def stages(self) -> list[str]:
@@ -206,10 +210,14 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
     _need(all(isinstance(s, int) and not isinstance(s, bool) for s in seeds), source, "seeds must be integers")
     _need(len(set(seeds)) == len(seeds), source, "seeds must not repeat")
 
+    resample_data = raw.get("resample_data", False)
+    _need(isinstance(resample_data, bool), source, "resample_data must be true or false")
+
     study = Study(
         name=name, description=str(raw.get("description", "")).strip(), base=base, arms=arms,
         factor_names=factor_names, space=space, trials_per_arm=trials, sampler_seed=sampler_seed,
         asha=asha, grid=grid, seeds=list(seeds), budget=raw["budget"], raw=raw,
+        resample_data=resample_data,
     )
     # Every arm must give a valid trial config, whatever is tuned on top of it.
     probe = {p.name: (p.low if p.distribution != "choice" else p.choices[0]) for p in space}
@@ -325,6 +333,7 @@ def plan_fixed_stage(study: Study, stage: str, best_params: dict[str, dict[str, 
         points = study.grid_points() if stage == "grid" else [dict((best_params or {}).get(arm.name, {}))]
         for point in points:
             for seed in study.seeds:
-                cfg = study.arm_config(arm, **point, seed=seed)
+                data = {"data_seed": seed} if study.resample_data else {}
+                cfg = study.arm_config(arm, **point, seed=seed, **data)
                 planned.append(PlannedTrial(stage, arm.name, cfg, dict(point)))
     return planned

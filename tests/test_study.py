@@ -1,4 +1,5 @@
 """Study specs: validation, budgets, arm expansion, planning and the registry (no Ray here)."""
+from pathlib import Path
 
 import pytest
 import yaml
@@ -119,3 +120,17 @@ def test_registry_survives_a_cut_last_line_and_feeds_trials_csv(tmp_path):
     lines = trials_csv(study, rows).splitlines()
     assert lines[0].startswith("trial_id,stage,arm,residual,lr,seed,status")
     assert len(lines) == 5 and all(",confirm," in l for l in lines[1:])
+
+
+def test_resample_data_draws_each_seeds_subsets_from_the_seed():
+    from ablate.study import parse_study, plan_fixed_stage
+
+    doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "studies" / "lr-sweep.yaml").read_text())
+    doc["seeds"] = [3, 4]
+    same = plan_fixed_stage(parse_study(doc, "smoke"), "grid")
+    assert {p.config.data_seed for p in same} == {0}
+    doc["resample_data"] = True
+    own = plan_fixed_stage(parse_study(doc, "smoke"), "grid")
+    assert all(p.config.data_seed == p.config.seed for p in own) and {p.config.seed for p in own} == {3, 4}
+    with pytest.raises(AblateError, match="resample_data must be true or false"):
+        parse_study({**doc, "resample_data": "yes"}, "smoke")
