@@ -127,10 +127,10 @@ def test_resample_data_draws_each_seeds_subsets_from_the_seed():
 
     doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "studies" / "lr-sweep.yaml").read_text())
     doc["seeds"] = [3, 4]
-    same = plan_fixed_stage(parse_study(doc, "smoke"), "grid")
+    same = plan_fixed_stage(parse_study(doc, "default"), "grid")
     assert {p.config.data_seed for p in same} == {0}
     doc["resample_data"] = True
-    own = plan_fixed_stage(parse_study(doc, "smoke"), "grid")
+    own = plan_fixed_stage(parse_study(doc, "default"), "grid")
     assert all(p.config.data_seed == p.config.seed for p in own) and {p.config.seed for p in own} == {3, 4}
     with pytest.raises(AblateError, match="resample_data must be true or false"):
         parse_study({**doc, "resample_data": "yes"}, "smoke")
