@@ -24,8 +24,8 @@ from .trial import TrialConfig
 
 REGISTRY = "trials.jsonl"
 FINISHED = ("ok", "diverged")  # statuses of a trial that ran to its end
-CSV_METRICS = ["status", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_train_loss",
-               "train_seconds", "total_seconds", "steps", "dataset", "device", "node", "pid", "started_at",
+CSV_METRICS = ["status", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_test_acc", "final_test_loss",
+               "scored_train_acc", "scored_train_loss", "final_train_loss", "train_seconds", "total_seconds", "steps", "dataset", "device", "node", "pid", "started_at",
                "ended_at", "error"]
 
 
