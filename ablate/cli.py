@@ -5,8 +5,6 @@ Bad input of any kind ends in one line on stderr and exit code 2, with nothing w
 from __future__ import annotations
 
 import functools
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -206,90 +204,53 @@ def verify_torchvision_cmd(
 @handles_errors
 def study(
     name: Optional[str] = typer.Argument(None, help="Study name from studies/ or a path to a spec .yaml; omit to list them."),
-    budget: str = typer.Option("default", help="smoke, default or full."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print arms, search space and trial counts; run nothing."),
+    budget: Optional[str] = typer.Option(None, help="smoke, default or full (default: default)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print arms, search, trial counts and resources; run nothing."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<study>/<time>)."),
-    resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run folder: only missing trials run."),
+    resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run folder: only what is missing runs."),
     dataset: Optional[str] = typer.Option(None, help="Override the spec's dataset: auto, mnist or digits."),
     data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
     cpus: Optional[int] = typer.Option(None, help="CPUs to use (default: all)."),
-    gpus: Optional[float] = typer.Option(None, help="GPUs to use (default: all visible)."),
+    gpus: Optional[int] = typer.Option(None, help="GPUs to use, a whole number (default: all visible)."),
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPU share per trial (default 0.25: four trials per GPU)."),
     address: Optional[str] = typer.Option(None, help="Attach to a running Ray cluster (HOST:PORT) instead of starting one."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user@host/db (default: optuna.db in the run folder)."),
     retries: int = typer.Option(1, help="Times a crashed trial (worker died or raised) is retried before it is recorded as an error."),
 ) -> None:
-    """Run a study: per-arm LR search (Optuna via Ray Tune, optional ASHA), then the best config of each arm over seeds."""
-    from .data import load_splits
-    from .runs import arm_summary, create_run_dir, manifest, open_run_dir, read_registry
-    from .outputs import atomic_write_text
-    from .study import list_studies, load_study, parse_study, read_yaml
-    from .tune import check_address, check_storage, run_study
+    """Run a study: per-arm search in reproducible rounds (Optuna TPE through Ray Tune, optional successive
+    halving), then the best config of each arm over seeds."""
+    from . import launch as L
+    from .runs import arm_summary, read_registry
+    from .study import list_studies
+    from .tune import StudyInterrupted, run_study
 
     if name is None and resume is None:
         for study_name, description in list_studies():
             typer.echo(f"{study_name:20s} {description}")
         return
-    if name is not None and resume is not None:
-        fail("give either a study NAME or --resume DIR, not both")
-    if resume is not None:
-        run_dir = open_run_dir(resume)
-        spec = parse_study(read_yaml(run_dir / "spec.yaml"), source=str(run_dir / "spec.yaml"))
-    else:
-        spec = load_study(name, budget)
-        if dataset is not None:
-            spec.pin(dataset=dataset)
-            spec.arm_config(spec.arms[0], **{k: v[0] for k, v in spec.grid.items()})  # validates the name
-    resources = _resources(cpus, gpus, gpus_per_trial, address)
-    base = spec.arm_config(spec.arms[0], **{k: v[0] for k, v in spec.grid.items()})
-    splits = load_splits(base.dataset, data_dir, base.train_size, base.dev_size, base.test_size,
-                         seed=base.data_seed, image_size=base.image_size)
-    if splits.note:
-        typer.echo(f"warning: {splits.note}", err=True)
-    spec.pin(dataset=splits.dataset, threads=int(spec.base.get("threads") or resources.cpus_per_trial()))
+    plan = L.prepare(name, resume, budget=budget, dataset=dataset, out=out, data_dir=data_dir, cpus=cpus, gpus=gpus,
+                     gpus_per_trial=gpus_per_trial, address=address, storage=storage, retries=retries)
+    for note in plan.notes:
+        typer.echo(f"warning: {note}", err=True)
     if dry_run:
-        _print_plan(spec, resources)
+        _print_plan(plan.spec, plan.resources)
         return
-    if resources.address:
-        check_address(resources.address)
-    if retries < 0:
-        fail(f"--retries must be >= 0, got {retries}")
-    if storage is not None:
-        check_storage(storage)
-    info = {"cpus": resources.cpus, "gpus": resources.gpus, "gpu_share": resources.gpu_share(),
-            "threads_per_trial": spec.base["threads"], "address": resources.address, "storage": storage}
-    record = json.dumps(manifest(spec, splits.dataset, info), indent=2) + "\n"
-    if resume is None:
-        run_dir = create_run_dir(spec, out, {"spec.yaml": spec.resolved_yaml(), "manifest.json": record})
-    else:
-        atomic_write_text(run_dir / f"manifest-resume-{_timestamp()}.json", record)
-    typer.echo(f"study {spec.name} ({spec.budget}) -> {run_dir}", err=True)
+    run_dir = L.start(plan, out)
+    typer.echo(f"study {plan.spec.name} ({plan.spec.budget}) -> {run_dir}", err=True)
     t0 = time.perf_counter()
-    run_study(spec, run_dir, resources, str(data_dir) if data_dir else None, storage=storage, retries=retries)
+    try:
+        run_study(plan.spec, run_dir, plan.resources, str(data_dir) if data_dir else None, storage=storage,
+                  retries=retries, run_id=plan.run_id)
+    except StudyInterrupted:
+        typer.echo(f"interrupted: what finished is kept in {run_dir}; finish it with: ablate study --resume {run_dir}",
+                   err=True)
+        raise typer.Exit(130)
     rows = read_registry(run_dir)
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / 'trials.csv'}")
-    for row in arm_summary(spec, rows):
+    for row in arm_summary(plan.spec, rows):
         best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["best"].items())
         typer.echo(f"  {row['arm']:32s} {best:16s} test acc {row['test_acc_mean']:.4f} ± {row['test_acc_std']:.4f} "
                    f"(n={row['n']}/{row['trials']})")
-
-
-def _resources(cpus, gpus, gpus_per_trial, address):
-    from .tune import Resources
-
-    total = os.cpu_count() or 1
-    if cpus is not None and cpus < 1:
-        fail(f"--cpus must be at least 1, got {cpus}")
-    if gpus is not None and gpus < 0:
-        fail(f"--gpus must be >= 0, got {gpus}")
-    if gpus_per_trial is not None and not (0 < gpus_per_trial <= 1):
-        fail(f"--gpus-per-trial must be in (0, 1], got {gpus_per_trial}")
-    if gpus is None:
-        import torch
-
-        gpus = float(torch.cuda.device_count())
-    return Resources(cpus=min(cpus or total, total) if address is None else (cpus or total),
-                     gpus=gpus, gpus_per_trial=gpus_per_trial, address=address)
 
 
 def _print_plan(spec, resources) -> None:
@@ -303,14 +264,15 @@ def _print_plan(spec, resources) -> None:
             bounds = f"{list(p.choices)}" if p.choices else f"[{p.low:g}, {p.high:g}]"
             typer.echo(f"  {p.name}: {p.distribution} {bounds}")
         typer.echo(f"stage tune: {spec.trials_per_arm} trials per arm x {len(spec.arms)} arms = "
-                   f"{spec.trials_per_arm * len(spec.arms)} trials (TPE seed {spec.sampler_seed}, ASHA {'on' if spec.asha else 'off'})")
+                   f"{spec.trials_per_arm * len(spec.arms)} trials")
+        typer.echo(f"sampler: {spec.sampler_text()}")
     if spec.grid:
         typer.echo(f"grid: {spec.grid}")
     per_arm = len(spec.seeds) * (len(spec.grid_points()) if spec.grid else 1)
     final = spec.stages[-1]
     typer.echo(f"stage {final}: {per_arm} trials per arm x {len(spec.arms)} arms = {per_arm * len(spec.arms)} trials (seeds {spec.seeds})")
-    typer.echo(f"resources: {resources.cpus} CPUs, {resources.gpus:g} GPUs; {spec.base['threads']} threads per trial, "
-               f"{resources.concurrency()} trials at a time; dataset {spec.base['dataset']}")
+    typer.echo(f"resources: {resources.cpus} CPUs, {resources.gpus} GPUs; {resources.threads} threads per trial "
+               f"(from the spec), {resources.concurrency()} trials at a time; dataset {spec.base['dataset']}")
 
 
 # --- analysis --------------------------------------------------------------------------------------

@@ -161,10 +161,12 @@ def write_paused(folder: str | os.PathLike, config: TrialConfig, result: TrialRe
     presence says the checkpoint is complete). metrics.json is not written: the trial is not finished."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").unlink(missing_ok=True)  # an earlier attempt's error: this one got further
     atomic_write_text(folder / "config.yaml", config.to_yaml())
     atomic_write_text(folder / "curves.csv", curves_csv(result))
     atomic_write_bytes(folder / CHECKPOINT, state_dict_bytes(result.checkpoint))
-    state = {"trial_id": config.trial_id(), **result.metrics(), "evaluations": len(result.eval_steps), **(extra or {})}
+    state = {"trial_id": config.trial_id(), **result.metrics(), "evaluations": len(result.eval_steps),
+             "dev_acc": list(result.dev_acc), **(extra or {})}
     atomic_write_text(folder / PAUSED, json.dumps({k: _json_safe(v) for k, v in state.items()}, indent=2) + "\n")
     return folder
 

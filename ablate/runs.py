@@ -19,29 +19,39 @@ from typing import Any
 
 from .errors import AblateError
 from .outputs import atomic_write_text
-from .study import PlannedTrial, Study, plan_fixed_stage
-from .trial import TrialConfig
+from .study import PlannedTrial, Study
 
 REGISTRY = "trials.jsonl"
-FINISHED = ("ok", "diverged")  # statuses of a trial that ran to its end
+# What trials.csv shows of each trial: results only, so that two runs of one spec give identical files
+# (where, when and how fast a trial ran stay in trials.jsonl and the trial's metrics.json).
+RESULT_COLUMNS = ["status", "best_dev_acc", "best_step", "steps", "test_acc", "test_loss", "final_test_acc",
+                  "final_test_loss", "scored_train_acc", "scored_train_loss", "final_train_loss", "dataset", "error"]
 CSV_METRICS = ["status", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_test_acc", "final_test_loss",
                "scored_train_acc", "scored_train_loss", "final_train_loss", "train_seconds", "total_seconds", "steps", "dataset", "device", "node", "pid", "started_at",
                "ended_at", "error"]
 
 
+def registry_key(row: dict[str, Any]) -> tuple:
+    """What a registry row is about: a tuning proposal (arm, round, index: two proposals may share a trial),
+    else a trial of its stage."""
+    if row.get("round") is not None:
+        return (row["stage"], row["arm"], row["round"], row["index"])
+    return (row["stage"], row["trial_id"])
+
+
 def read_registry(run_dir: Path) -> list[dict[str, Any]]:
-    """Rows appended as trials end. A line cut short by a crash is ignored; the last row per (stage, trial) wins."""
+    """Rows appended as trials end. A line cut short by a crash is ignored; the last row per key wins."""
     path = Path(run_dir) / REGISTRY
     if not path.exists():
         return []
-    rows: dict[tuple[str, str], dict] = {}
+    rows: dict[tuple, dict] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
         if isinstance(row, dict) and "trial_id" in row and "stage" in row:
-            rows[(row["stage"], row["trial_id"])] = row
+            rows[registry_key(row)] = row
     return list(rows.values())
 
 
@@ -71,29 +81,39 @@ def registry_row(trial: PlannedTrial, metrics: dict[str, Any]) -> dict[str, Any]
 
 
 def trials_csv(study: Study, rows: list[dict[str, Any]]) -> str:
+    """One row per registry row, in an order that does not depend on when trials finished."""
     arm_settings = {a.name: a.settings for a in study.arms}
+    arm_order = {a.name: i for i, a in enumerate(study.arms)}
     varied = study.varied()
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["trial_id", "stage", "arm", *varied, "seed", *CSV_METRICS])
+    writer.writerow(["trial_id", "stage", "arm", "round", "index", *varied, "seed", *RESULT_COLUMNS])
     order = {s: i for i, s in enumerate(["tune", "grid", "confirm"])}
-    for row in sorted(rows, key=lambda r: (order.get(r["stage"], 9), r["arm"], r.get("seed", 0), r["trial_id"])):
+    key = lambda r: (order.get(r["stage"], 9), arm_order.get(r["arm"], 99), str(r["arm"]),  # noqa: E731
+                     r.get("round") or 0, r.get("index") or 0, r.get("seed") or 0, r["trial_id"])
+    for row in sorted(rows, key=key):
         values = {**study.base, **arm_settings.get(row["arm"], {}), **row.get("params", {})}
-        writer.writerow([row["trial_id"], row["stage"], row["arm"], *(values.get(k, "") for k in varied),
-                         row.get("seed"), *("" if row.get(k) is None else row.get(k) for k in CSV_METRICS)])
+        writer.writerow([row["trial_id"], row["stage"], row["arm"], _blank(row.get("round")), _blank(row.get("index")),
+                         *(values.get(k, "") for k in varied), row.get("seed"), *(_blank(row.get(k)) for k in RESULT_COLUMNS)])
     return buf.getvalue()
 
 
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
+
+
 def best_params(study: Study, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per arm, the tuned parameters of the tuning trial with the best dev accuracy."""
-    best: dict[str, dict] = {}
+    """Per arm, the tuned parameters of its best tuning trial: the highest dev accuracy among trials that ran
+    to the end (those stopped by halving only when none did; diverged ones never), ties to the earliest
+    proposal, so the choice does not depend on the order in which trials finished."""
+    best: dict[str, tuple] = {}
     for row in rows:
         if row["stage"] != "tune" or row.get("status") not in ("ok", "stopped") or row.get("best_dev_acc") is None:
             continue
-        current = best.get(row["arm"])
-        if current is None or row["best_dev_acc"] > current["best_dev_acc"]:
-            best[row["arm"]] = row
-    return {arm: dict(row["params"]) for arm, row in best.items()}
+        rank = (row["status"] == "ok", row["best_dev_acc"], -(row.get("round") or 0), -(row.get("index") or 0))
+        if row["arm"] not in best or rank > best[row["arm"]][0]:
+            best[row["arm"]] = (rank, row)
+    return {arm: dict(row["params"]) for arm, (_, row) in best.items()}
 
 
 PACKAGES = ("ablate", "torch", "torchvision", "ray", "optuna", "numpy", "pandas", "scikit-learn")
@@ -173,11 +193,6 @@ def arm_summary(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, Any]
     return out
 
 
-def finished_metrics(folder: Path) -> dict[str, Any] | None:
-    metrics = read_metrics(folder)
-    return metrics if metrics is not None and metrics.get("status") in FINISHED else None
-
-
 def read_metrics(folder: Path) -> dict[str, Any] | None:
     """A trial folder's metrics.json, or None when it is missing, cut short or not a mapping."""
     try:
@@ -189,59 +204,3 @@ def read_metrics(folder: Path) -> dict[str, Any] | None:
 
 def write_trials_csv(study: Study, run_dir: Path) -> None:
     atomic_write_text(run_dir / "trials.csv", trials_csv(study, read_registry(run_dir)))
-
-
-def missing(run_dir: Path, planned: list[PlannedTrial]) -> list[PlannedTrial]:
-    """Planned trials without a finished result in the run folder (they are the only ones to run)."""
-    return [p for p in planned if finished_metrics(run_dir / "trials" / p.trial_id) is None]
-
-
-def record_reused(study: Study, run_dir: Path, planned: list[PlannedTrial]) -> list[PlannedTrial]:
-    """A planned trial whose config already finished (in any stage) gets its stage's registry row without a rerun."""
-    have = {(r["stage"], r["trial_id"]) for r in read_registry(run_dir)}
-    for p in planned:
-        if (p.stage, p.trial_id) not in have:
-            metrics = finished_metrics(run_dir / "trials" / p.trial_id)
-            if metrics is not None:
-                append_registry(run_dir, registry_row(p, metrics))
-    return planned
-
-
-def adopt_orphans(study: Study, run_dir: Path) -> None:
-    """Tuning trials that finished but were not registered (the driver died first) count on resume."""
-    rows = read_registry(run_dir)
-    known = {r["trial_id"] for r in rows}
-    counts = {a.name: sum(1 for r in rows if r["stage"] == "tune" and r["arm"] == a.name) for a in study.arms}
-    folders = sorted((run_dir / "trials").glob("*/metrics.json"), key=lambda p: p.stat().st_mtime)
-    for path in folders:
-        trial_id = path.parent.name
-        metrics = finished_metrics(path.parent)
-        if trial_id in known or metrics is None or not study.space:
-            continue
-        try:
-            cfg = TrialConfig.from_yaml_file(path.parent / "config.yaml")
-        except AblateError:
-            continue
-        params = {p.name: getattr(cfg, p.name) for p in study.space}
-        for arm in study.arms:
-            if counts[arm.name] < study.trials_per_arm and study.arm_config(arm, **params) == cfg:
-                append_registry(run_dir, registry_row(PlannedTrial("tune", arm.name, cfg, params), metrics))
-                counts[arm.name] += 1
-                break
-
-
-def remaining(study: Study, run_dir: Path) -> dict[str, int]:
-    """Trials still to run per stage (confirm counts are planned ones: their configs come from tuning)."""
-    rows = read_registry(run_dir)
-    if study.space:
-        tune = sum(max(0, study.trials_per_arm - sum(1 for r in rows if r["stage"] == "tune" and r["arm"] == a.name))
-                   for a in study.arms)
-        confirm = sum(1 for a in study.arms for _ in study.seeds) - sum(
-            1 for r in rows if r["stage"] == "confirm")
-        if not tune:
-            best = best_params(study, rows)
-            planned = plan_fixed_stage(study, "confirm", best)
-            confirm = len(missing(run_dir, record_reused(study, run_dir, [p for p in planned if p.arm in best])))
-        return {"tune": tune, "confirm": max(0, confirm)}
-    stage = study.stages[-1]
-    return {stage: len(missing(run_dir, record_reused(study, run_dir, plan_fixed_stage(study, stage))))}

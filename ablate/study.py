@@ -16,15 +16,18 @@ from typing import Any
 import yaml
 
 from .errors import AblateError
-from .trial import TrialConfig
+from .config import TrialConfig
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 BUDGETS = ("smoke", "default", "full")
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "resample_data", "budgets",
              "budget"}
-SEARCH_KEYS = {"space", "trials", "sampler_seed", "asha"}
-BUDGET_KEYS = {"base", "trials", "seeds", "grid", "asha"}
+SEARCH_KEYS = {"space", "trials", "round", "startup", "sampler_seed", "halving"}
+SEARCH_OVERRIDES = ("trials", "round", "startup", "halving")
+BUDGET_KEYS = {"base", "seeds", "grid", *SEARCH_OVERRIDES}
+HALVING_KEYS = {"eta", "min_evals"}
+DEFAULT_THREADS = 1
 CONFIG_FIELDS = {f.name for f in fields(TrialConfig)}
 
 
@@ -35,6 +38,28 @@ class Param:
     low: float | None = None
     high: float | None = None
     choices: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Halving:
+    """Synchronous successive halving inside each round: every live trial runs to a rung (a number of
+    dev evaluations), then only the best ceil(n / eta) go on. Rungs lie strictly before a trial's last
+    evaluation, so a trial that runs all its steps is never recorded as stopped."""
+
+    eta: int = 2
+    min_evals: int = 2
+
+    def rungs(self, evaluations: int) -> list[int]:
+        """Rungs (evaluation counts) for trials of `evaluations` dev evaluations: evaluations / eta^j, rounded
+        up, for j = 1, 2, ... while at least min_evals, and below `evaluations`."""
+        out, j = set(), 1
+        while True:
+            rung = math.ceil(evaluations / self.eta ** j)
+            if rung < self.min_evals:
+                return sorted(out)
+            if rung < evaluations:
+                out.add(rung)
+            j += 1
 
 
 @dataclass(frozen=True)
@@ -53,7 +78,9 @@ class Study:
     space: list[Param]
     trials_per_arm: int
     sampler_seed: int
-    asha: bool
+    round_size: int
+    startup: int
+    halving: Halving | None
     grid: dict[str, list]
     seeds: list[int]
     budget: str
@@ -61,6 +88,8 @@ class Study:
     # True: each confirm/grid seed also draws its own train/dev/test subsets (data_seed = seed), so the
     # spread over seeds includes the choice of images; False: every seed sees the same images.
     resample_data: bool = False
+    # A run folder made before rounds existed (asynchronous ASHA); it can be analysed but not resumed.
+    legacy: bool = False
 
     @property
     def stages(self) -> list[str]:
@@ -82,6 +111,24 @@ class Study:
 
     def arm_config(self, arm: Arm, **params: Any) -> TrialConfig:
         return TrialConfig.from_dict({**self.base, **arm.settings, **params}, source=f"study {self.name}, arm {arm.name}")
+
+    def sampler_text(self) -> str:
+        """What proposes the tuning trials, in words (for the manifest, the dry run and the report)."""
+        if not self.space:
+            return "none (fixed configurations)"
+        rounds = math.ceil(self.trials_per_arm / self.round_size)
+        # A round is proposed after every earlier round was told: TPE takes over in the first round that
+        # follows at least `startup` results.
+        first_tpe = next((r for r in range(rounds) if r * self.round_size >= self.startup), None)
+        if first_tpe is None:
+            text = f"all {self.trials_per_arm} proposals random (TPE would need {self.startup} results first)"
+        else:
+            text = f"Optuna TPE, {self.startup} random startup trials (TPE from round {first_tpe + 1} of {rounds})"
+        text += f", rounds of {self.round_size}, sampler seed {self.sampler_seed}"
+        if self.halving:
+            text += f"; synchronous successive halving in each round (eta {self.halving.eta}, first rung at >= " \
+                    f"{self.halving.min_evals} evaluations)"
+        return text
 
     def resolved_yaml(self) -> str:
         """The spec as run: budget applied, so the file alone reproduces the study."""
@@ -172,9 +219,9 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
         _need(isinstance(overrides["base"], dict), source, f"budget {budget!r}: base must be a mapping")
         _need(isinstance(raw.get("base") or {}, dict), source, "base must be a mapping of trial settings")
         raw["base"] = {**(raw.get("base") or {}), **overrides["base"]}
-    if "trials" in overrides or "asha" in overrides:
+    if any(k in overrides for k in SEARCH_OVERRIDES):
         _need(isinstance(raw.get("search"), dict), source, f"budget {budget!r} sets search options but the spec has no search")
-        raw["search"] = {**raw["search"], **{k: overrides[k] for k in ("trials", "asha") if k in overrides}}
+        raw["search"] = {**raw["search"], **{k: overrides[k] for k in SEARCH_OVERRIDES if k in overrides}}
     for key in ("seeds", "grid"):
         if key in overrides:
             raw[key] = overrides[key]
@@ -186,17 +233,30 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
     base = raw.get("base") or {}
     _need(isinstance(base, dict), source, "base must be a mapping of trial settings")
     _check_setting_names(base, source, "base setting(s)")  # values are checked per arm below
+    # A trial's numbers depend on its thread count, so the spec fixes it (the machine only decides how
+    # many trials run at once); spec.yaml of a run records it.
+    threads = base.get("threads", DEFAULT_THREADS)
+    _need(_is_int(threads) and threads >= 1, source, f"base.threads must be an integer >= 1 in a study (a trial's "
+          f"results depend on its thread count), got {threads!r}")
+    base = raw["base"] = {**base, "threads": threads}
 
+    legacy = _legacy_asha(raw, budgets, source)
     factor_names, arms = _expand_arms(raw, source)
     space = _parse_space(raw.get("search"), source)
     search = raw.get("search") or {}
     trials = search.get("trials", 0) if space else 0
+    round_size = startup = 0
+    halving = None
     if space:
-        _need(isinstance(trials, int) and not isinstance(trials, bool) and trials >= 1, source, f"search.trials must be a positive integer, got {trials!r}")
+        _need(_is_int(trials) and trials >= 1, source, f"search.trials must be a positive integer, got {trials!r}")
+        round_size = search.get("round", min(4, trials))
+        _need(_is_int(round_size) and 1 <= round_size <= trials, source,
+              f"search.round (proposals per round) must be an integer from 1 to search.trials ({trials}), got {round_size!r}")
+        startup = search.get("startup", min(10, max(1, trials // 2)))
+        _need(_is_int(startup) and startup >= 0, source, f"search.startup (random trials before TPE) must be an integer >= 0, got {startup!r}")
+        halving = _parse_halving(search.get("halving", False), source)
     sampler_seed = search.get("sampler_seed", 0)
-    _need(isinstance(sampler_seed, int) and not isinstance(sampler_seed, bool), source, "search.sampler_seed must be an integer")
-    asha = search.get("asha", False)
-    _need(isinstance(asha, bool), source, "search.asha must be true or false")
+    _need(_is_int(sampler_seed), source, "search.sampler_seed must be an integer")
 
     grid = raw.get("grid") or {}
     _need(isinstance(grid, dict), source, "grid must be a mapping of setting to a list of values")
@@ -216,18 +276,64 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
     study = Study(
         name=name, description=str(raw.get("description", "")).strip(), base=base, arms=arms,
         factor_names=factor_names, space=space, trials_per_arm=trials, sampler_seed=sampler_seed,
-        asha=asha, grid=grid, seeds=list(seeds), budget=raw["budget"], raw=raw,
-        resample_data=resample_data,
+        round_size=round_size, startup=startup, halving=halving, grid=grid, seeds=list(seeds),
+        budget=raw["budget"], raw=raw, resample_data=resample_data, legacy=legacy,
     )
-    # Every arm must give a valid trial config, whatever is tuned on top of it.
-    probe = {p.name: (p.low if p.distribution != "choice" else p.choices[0]) for p in space}
-    probe.update({k: v[0] for k, v in grid.items()})
-    for arm in arms:
+    _check_arm_configs(study, source)
+    return study
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _legacy_asha(raw: dict, budgets: dict, source: str) -> bool:
+    """`search.asha` belonged to the asynchronous search that rounds replaced. A run folder's resolved
+    spec.yaml may still hold it (that run can be analysed); a spec to run may not."""
+    search = raw.get("search")
+    if not isinstance(search, dict) or "asha" not in search:
+        return False
+    resolved = not budgets and raw.get("budget") in BUDGETS
+    _need(resolved, source, "search.asha was replaced by search.halving (synchronous successive halving inside "
+          "each round, reproducible); write halving: true or halving: false")
+    raw["search"] = {k: v for k, v in search.items() if k != "asha"}
+    return True
+
+
+def _parse_halving(value: Any, source: str) -> Halving | None:
+    if value is False or value is None:
+        return None
+    if value is True:
+        return Halving()
+    _need(isinstance(value, dict), source, "search.halving must be true, false or {eta: 2, min_evals: 2}")
+    _check_keys(value, HALVING_KEYS, source, "search.halving")
+    halving = Halving(**{**Halving().__dict__, **value})
+    _need(_is_int(halving.eta) and halving.eta >= 2, source, f"search.halving.eta must be an integer >= 2, got {halving.eta!r}")
+    _need(_is_int(halving.min_evals) and halving.min_evals >= 1, source,
+          f"search.halving.min_evals must be an integer >= 1, got {halving.min_evals!r}")
+    return halving
+
+
+def _check_arm_configs(study: Study, source: str) -> None:
+    """Every arm must give a valid trial config with every bound and choice of the search space and every
+    grid value (so a study cannot fail halfway through), and no two arms may give the same trials."""
+    probes = {p.name: ([p.low, p.high] if p.distribution != "choice" else list(p.choices)) for p in study.space}
+    probes.update({k: list(v) for k, v in study.grid.items()})
+    first = {k: v[0] for k, v in probes.items()}
+    seen: dict[TrialConfig, str] = {}
+    for arm in study.arms:
         try:
-            study.arm_config(arm, **probe)
+            for name, values in probes.items():
+                for value in values:
+                    study.arm_config(arm, **{**first, name: value})
+            for seed in study.seeds:
+                study.arm_config(arm, **first, seed=seed)
+            config = study.arm_config(arm, **first)
         except AblateError as exc:
             raise AblateError(f"{source}: arm {arm.name}: {exc}") from None
-    return study
+        _need(config not in seen, source, f"arms {seen.get(config)} and {arm.name} give identical trials; remove one "
+              "of them or make them differ (e.g. with requires)")
+        seen[config] = arm.name
 
 
 def _format_value(v: Any) -> str:
@@ -285,7 +391,7 @@ def _expand_arms(raw: dict, source: str) -> tuple[list[str], list[Arm]]:
 def _parse_space(search: Any, source: str) -> list[Param]:
     if search is None:
         return []
-    _need(isinstance(search, dict), source, "search must be a mapping with space, trials, sampler_seed, asha")
+    _need(isinstance(search, dict), source, f"search must be a mapping with {', '.join(sorted(SEARCH_KEYS))}")
     _check_keys(search, SEARCH_KEYS, source, "search")
     space = search.get("space")
     _need(isinstance(space, dict) and space, source, "search.space must name at least one parameter, e.g. lr: {distribution: loguniform, low: 0.001, high: 0.3}")
@@ -309,7 +415,9 @@ def _parse_space(search: Any, source: str) -> list[Param]:
             _need(low > 0, source, f"{where}: loguniform needs low > 0, got {low}")
         if dist == "int":
             _need(float(low).is_integer() and float(high).is_integer(), source, f"{where}: int bounds must be whole numbers")
-        params.append(Param(name, dist, float(low), float(high)))
+            params.append(Param(name, dist, int(low), int(high)))
+        else:
+            params.append(Param(name, dist, float(low), float(high)))
     return params
 
 

@@ -109,6 +109,8 @@ def run_trial(
 ) -> TrialResult:
     """Train one model as `config` says.
 
+    train_seconds and total_seconds of a continued trial add up all of its segments.
+
     `report(metrics)` is called after every dev evaluation; `progress(step, total)` after every step.
     A loss that becomes NaN/inf ends the trial with status "diverged" instead of raising.
     With `stop_after_evals=k` the trial stops after its k-th evaluation (unless that is its last)
@@ -162,8 +164,9 @@ def run_trial(
     telemetry = GradTelemetry(model) if config.telemetry else None
     step = checked = 0
     order, order_epoch = None, -1
-    seconds_before = 0.0
+    seconds_before = total_before = 0.0
     if resume is not None:
+        total_before = resume["total_seconds"]
         step, order_epoch, seconds_before, best_state = _restore(
             resume, config, model, optimizer, shuffle, loss_buf, result, telemetry, device)
         checked = step
@@ -227,10 +230,10 @@ def run_trial(
     result.steps = step
     result.train_seconds = seconds_before + time.perf_counter() - t_train
     if result.status == "paused":
+        result.total_seconds = total_before + time.perf_counter() - t_start
         result.checkpoint = _checkpoint(config, model, optimizer, shuffle, order, order_epoch, step, loss_buf,
                                         result, best_state, telemetry)
         result.best_dev_acc = max(result.best_dev_acc, 0.0)
-        result.total_seconds = time.perf_counter() - t_start
         return result
     if telemetry is not None:
         result.grad_norms = telemetry.rows()
@@ -247,7 +250,7 @@ def run_trial(
     result.best_dev_acc = max(result.best_dev_acc, 0.0)
     if keep_best_state and best_state is not None:
         result.best_state = {k: v.cpu() for k, v in best_state.items()}
-    result.total_seconds = time.perf_counter() - t_start
+    result.total_seconds = total_before + time.perf_counter() - t_start
     return result
 
 
@@ -260,6 +263,7 @@ def _checkpoint(config, model, optimizer, shuffle, order, order_epoch, step, los
         "model": cpu(model.state_dict()), "optimizer": optimizer.state_dict(), "generator": shuffle.get_state(),
         "order": None if order is None else order.cpu(), "order_epoch": order_epoch,
         "losses": loss_buf[:step].cpu(), "train_seconds": result.train_seconds,
+        "total_seconds": result.total_seconds,
         "eval_steps": list(result.eval_steps), "dev_acc": list(result.dev_acc), "dev_loss": list(result.dev_loss),
         "best_dev_acc": result.best_dev_acc, "best_step": result.best_step,
         "best_state": None if best_state is None else cpu(best_state),

@@ -1,10 +1,11 @@
 """How well a study keeps the machine busy.
 
 Runs a study into a temporary folder and prints, from its own records:
-  efficiency = sum of trial compute (seconds inside each trial x its threads) / (wall seconds x cores)
+  efficiency = sum of trial compute (seconds inside each trial, all its segments, x its threads)
+               / (wall seconds x cores)
   overhead   = (wall x concurrent slots - sum of trial seconds) / trials: what scheduling costs per trial,
-               Ray start-up and worker start-up included.
-Targets: efficiency >= 0.85, overhead <= 1 s.
+               Ray start-up, worker start-up and the waits at each round's rungs included.
+Target: efficiency >= 0.8 (rounds make the search reproducible; their synchronisation costs some of it).
 
     python benchmarks/study_efficiency.py [--study residual-ablation] [--budget smoke]
 """
@@ -30,10 +31,11 @@ def main() -> None:
     args = parser.parse_args()
 
     study = load_study(args.study, args.budget)
-    resources = Resources(cpus=args.cpus)
+    resources = Resources(cpus=args.cpus, threads=study.base["threads"])
     base = study.arm_config(study.arms[0], **{k: v[0] for k, v in study.grid.items()})
-    splits = load_splits(base.dataset, None, base.train_size, base.dev_size, base.test_size, seed=base.data_seed)
-    study.pin(dataset=splits.dataset, threads=resources.cpus_per_trial())
+    splits = load_splits(base.dataset, None, base.train_size, base.dev_size, base.test_size, seed=base.data_seed,
+                         image_size=base.image_size)
+    study.pin(dataset=splits.dataset)
     with tempfile.TemporaryDirectory(prefix="ablate-bench-") as tmp:
         run_dir = Path(tmp)
         (run_dir / "spec.yaml").write_text(study.resolved_yaml())
@@ -42,13 +44,15 @@ def main() -> None:
         wall = time.perf_counter() - t0
         rows = read_registry(run_dir)
     threads = study.base["threads"]
+    # A repeated proposal shares its trial with the first one: count each trial's compute once.
+    rows = list({(r["stage"], r["trial_id"]): r for r in rows}.values())
     seconds = [r["total_seconds"] or 0.0 for r in rows]
     slots = resources.concurrency()
     efficiency = sum(seconds) * threads / (wall * resources.cpus)
     overhead = (wall * slots - sum(seconds)) / len(rows)
     print(f"study {study.name} ({study.budget}): {len(rows)} trials, {slots} at a time x {threads} threads on {resources.cpus} CPUs")
     print(f"wall {wall:.1f} s, sum of trial seconds {sum(seconds):.1f} s (mean {sum(seconds) / len(rows):.1f} s)")
-    print(f"efficiency: {efficiency:.3f} (target >= 0.85)")
+    print(f"efficiency: {efficiency:.3f} (target >= 0.8)")
     print(f"per-trial scheduling overhead: {overhead:.2f} s (target <= 1 s)")
 
 

@@ -44,7 +44,7 @@ def runs(tmp_path_factory):
         "description": "tiny residual vs plain, lr tuned", "base": {"family": "cifar", "depth": 20, **TINY},
         "factors": {"residual": {"values": [True, False]}},
         "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
-                   "trials": 2, "sampler_seed": 0, "asha": False},
+                   "trials": 2, "sampler_seed": 0},
         "seeds": [0, 1, 2]})
     depth = run_study(tmp, "depth", {
         "description": "tiny depth study", "base": {"family": "cifar", "shortcut": "identity", "lr": 0.05, **TINY},

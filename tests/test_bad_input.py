@@ -157,7 +157,7 @@ CASES = [
     ("study residual-ablation --out {ro}/run", "cannot create run folder"),
     ("study --resume {d}/not-a-run", "is not a study run folder"),
     ("study --resume {d}/nowhere", "is not a study run folder"),
-    ("study residual-ablation --resume {d}/not-a-run", "either a study NAME or --resume"),
+    ("study residual-ablation --resume {d}/not-a-run", "is not a study run folder"),
     ("analyze {d}/not-a-run", "is not a study run folder"),
     ("analyze {d}/empty-run", "has no finished confirm-stage trials yet"),
     ("analyze", "no study run folders under runs/"),

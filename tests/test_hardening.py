@@ -20,11 +20,11 @@ TINY = {"family": "imagenet", "depth": 18, "dataset": "mnist", "train_size": 128
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-def write_spec(path, trials=3, seeds=(0, 1), asha=True):
+def write_spec(path, trials=3, seeds=(0, 1), halving=True):
     path.write_text(yaml.safe_dump({
         "description": "hardening", "base": dict(TINY), "factors": {"residual": {"values": [True, False]}},
         "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
-                   "trials": trials, "sampler_seed": 0, "asha": asha},
+                   "trials": trials, "round": min(2, trials), "sampler_seed": 0, "halving": halving},
         "seeds": list(seeds)}))
     return path
 
@@ -207,7 +207,7 @@ def test_a_local_study_keeps_every_ray_port_on_loopback(tmp_path):
 
 
 def test_a_crashed_worker_is_retried_and_the_study_completes(tmp_path):
-    spec = write_spec(tmp_path / "spec.yaml", trials=2, seeds=(0, 1), asha=False)
+    spec = write_spec(tmp_path / "spec.yaml", trials=2, seeds=(0, 1), halving=False)
     run_dir = tmp_path / "run"
     proc = start(spec, "--out", run_dir, "--retries", "2")
     in_flight = None
@@ -231,17 +231,19 @@ def test_a_crashed_worker_is_retried_and_the_study_completes(tmp_path):
 
 
 def test_a_trial_that_raises_is_recorded_with_its_error(tmp_path):
+    from ablate.search import Work
     from ablate.trial import TrialConfig
-    from ablate.tune import train_trainable
+    from ablate.tune.worker import run_work
 
     cfg = TrialConfig(dataset="mnist", train_size=64, dev_size=32, test_size=32, epochs=1)
     empty = tmp_path / "no-data"
     empty.mkdir()
-    job = {"run_dir": str(tmp_path / "run"), "data_dir": str(empty)}
     with pytest.raises(Exception, match="MNIST"):
-        train_trainable({"config": cfg.to_dict(), "stage": "tune", "arm": "a", "params": {}}, job)
-    metrics = json.loads((tmp_path / "run" / "trials" / cfg.trial_id() / "metrics.json").read_text())
+        run_work(Work("tune", "a", cfg, {}), tmp_path / "run", str(empty))
+    folder = tmp_path / "run" / "trials" / cfg.trial_id()
+    metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["status"] == "error" and "MNIST" in metrics["error"]
+    assert "Traceback" in (folder / "error.txt").read_text()
 
 
 CLUSTER = """
@@ -266,7 +268,7 @@ def test_study_on_a_real_two_node_ray_cluster(tmp_path):
     try:
         address = cluster.stdout.readline().strip()
         assert address.startswith("127.0.0.1:"), address
-        spec = write_spec(tmp_path / "spec.yaml", trials=2, seeds=(0, 1), asha=False)
+        spec = write_spec(tmp_path / "spec.yaml", trials=2, seeds=(0, 1), halving=False)
         run_dir = tmp_path / "run"
         proc = start(spec, "--out", run_dir, "--address", address)
         try:

@@ -118,7 +118,8 @@ def test_registry_survives_a_cut_last_line_and_feeds_trials_csv(tmp_path):
     rows = read_registry(tmp_path)
     assert len(rows) == 4 and rows[0]["test_loss"] is None
     lines = trials_csv(study, rows).splitlines()
-    assert lines[0].startswith("trial_id,stage,arm,residual,lr,seed,status")
+    assert lines[0].startswith("trial_id,stage,arm,round,index,residual,lr,seed,status")
+    assert "train_seconds" not in lines[0] and "node" not in lines[0]  # results only: reruns give the same file
     assert len(lines) == 5 and all(",confirm," in l for l in lines[1:])
 
 

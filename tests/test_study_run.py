@@ -23,7 +23,7 @@ def write_spec(path, **over):
     doc = {"description": "tiny end-to-end study", "base": dict(TINY),
            "factors": {"residual": {"values": [True, False]}},
            "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
-                      "trials": 2, "sampler_seed": 0, "asha": True},
+                      "trials": 2, "round": 2, "sampler_seed": 0, "halving": True},
            "seeds": [0, 1]}
     doc.update(over)
     path.write_text(yaml.safe_dump(doc))
@@ -62,18 +62,22 @@ def test_end_to_end_study_then_resume_runs_nothing_new(tmp_path):
         assert {r["params"]["lr"] for r in confirm if r["arm"] == arm} == {best["params"]["lr"]}
 
     csv_lines = (run_dir / "trials.csv").read_text().splitlines()
-    assert csv_lines[0].split(",")[:6] == ["trial_id", "stage", "arm", "residual", "lr", "seed"]
+    assert csv_lines[0].split(",")[:8] == ["trial_id", "stage", "arm", "round", "index", "residual", "lr", "seed"]
     assert len(csv_lines) == 1 + 8
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["dataset"] == "mnist" and manifest["packages"]["ray"] and manifest["packages"]["optuna"]
+    assert manifest["sampler"].startswith("all 2 proposals random") and "rounds of 2" in manifest["sampler"]
     assert yaml.safe_load((run_dir / "spec.yaml").read_text())["base"]["threads"] == 1
 
     # Optuna's SQLite storage opens from another process's point of view: one study per arm
     storage = f"sqlite:///{run_dir / 'optuna.db'}"
     for arm in ("residual=true", "residual=false"):
         study = optuna.load_study(study_name=arm, storage=storage)
-        assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 2
-    assert (run_dir / "ray").is_dir()
+        # one round of 2 with halving: one proposal ran to the end, the other was stopped at the rung
+        assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "PRUNED"]
+        assert sorted(t.user_attrs["index"] for t in study.trials) == [0, 1]
+    # Ray's own logs and session files live in a temporary folder that is gone when the study ends
+    assert not (run_dir / "ray").exists() and not (run_dir / ".ray_tmp").exists()
 
     before, registry = snapshot(run_dir), (run_dir / "trials.jsonl").read_text()
     again = invoke("study", "--resume", run_dir)

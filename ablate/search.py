@@ -1,0 +1,444 @@
+"""What a study still has to run, decided in one place from the run folder and Optuna's storage.
+
+The tuning stage of every arm proceeds in rounds of a fixed size (the spec's `search.round`). A
+round's proposals are asked from a sampler seeded by (sampler seed, round number), after every
+earlier round's results were told, so they depend on the spec and those results alone. Inside a
+round, synchronous successive halving (`search.halving`) runs every live trial to the next rung (a
+number of dev evaluations; the trial pauses there with a checkpoint), ranks them all, and lets the
+best ceil(n / eta) go on from their checkpoints. When an arm's last round is done, its best
+configuration is rerun over the confirm seeds. Nothing here depends on timing or on how many
+trials run at once: a study gives the same trials on 1 CPU or 16, straight through or killed and
+resumed. No Ray here; the study engine executes the `Work` items handed out by `Planner.next`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import TrialConfig
+from .errors import AblateError
+from .outputs import CHECKPOINT, PAUSED, atomic_write_text
+from .runs import (append_registry, best_params, read_metrics, read_registry, registry_key, registry_row)
+from .study import PlannedTrial, Study, plan_fixed_stage
+
+FINISHED = "FINISHED"  # Planner.next: nothing is left to hand out and nothing is running
+STAGE_ORDER = ("tune", "grid", "confirm")
+
+
+@dataclass(frozen=True)
+class Work:
+    """One segment of one trial for the engine to run: to `stop_after_evals` evaluations (None: to the end),
+    continuing from the trial folder's checkpoint when `resume`."""
+
+    stage: str
+    arm: str
+    config: TrialConfig
+    params: dict[str, Any]
+    round: int | None = None
+    index: int | None = None
+    stop_after_evals: int | None = None
+    resume: bool = False
+
+    @property
+    def trial_id(self) -> str:
+        return self.config.trial_id()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "arm": self.arm, "config": self.config.to_dict(), "params": self.params,
+                "round": self.round, "index": self.index, "stop_after_evals": self.stop_after_evals,
+                "resume": self.resume}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Work":
+        return cls(**{**data, "config": TrialConfig.from_dict(data["config"])})
+
+
+@dataclass
+class Outcome:
+    """A trial folder as the planner sees it: new, paused at a rung, or final (ok/diverged/stopped/error)."""
+
+    state: str
+    status: str | None = None
+    dev_acc: list[float] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final(self) -> bool:
+        return self.state == "final"
+
+    def value_at(self, rung: int | None = None) -> float:
+        """Best dev accuracy over the first `rung` evaluations (all of them with None); -inf for a trial that
+        diverged or failed, so that it never takes a place that a working trial could have."""
+        if self.status in ("diverged", "error"):
+            return -math.inf
+        seen = self.dev_acc if rung is None else self.dev_acc[:rung]
+        return max(seen, default=-math.inf)
+
+
+def _dev_curve(folder: Path) -> list[float]:
+    try:
+        with open(folder / "curves.csv", newline="", encoding="utf-8") as fh:
+            return [float(r["dev_acc"]) for r in csv.DictReader(fh) if r.get("dev_acc")]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def read_outcome(folder: Path, failed: bool = False) -> Outcome:
+    """`failed`: this process has seen the trial's retries run out, so an error is final; otherwise an error
+    left by an earlier process is run again (from its checkpoint, when it has one)."""
+    metrics = read_metrics(folder)
+    status = metrics.get("status") if metrics else None
+    if status in ("ok", "diverged", "stopped") or (status == "error" and failed):
+        return Outcome("final", status, _dev_curve(folder), metrics)
+    try:
+        paused = json.loads((folder / PAUSED).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        paused = None
+    if isinstance(paused, dict) and (folder / CHECKPOINT).is_file():
+        return Outcome("paused", None, list(paused.get("dev_acc") or []), paused)
+    return Outcome("new")
+
+
+@dataclass
+class Proposal:
+    round: int
+    index: int
+    params: dict[str, Any]
+    config: TrialConfig
+
+    @property
+    def trial_id(self) -> str:
+        return self.config.trial_id()
+
+
+class Planner:
+    """Decides, from what the run folder holds, which trial segments can run now.
+
+    `next()` hands out one Work (None: wait for a running one; FINISHED: the study is done);
+    `finished(work, failed)` records that a handed-out segment ended (its folder says how).
+    Every decision is recomputed from the folder, so a fresh planner over a half-finished run folder
+    continues exactly where a killed one stopped.
+    """
+
+    def __init__(self, study: Study, run_dir: Path, storage: str | None = None, study_names: dict[str, str] | None = None):
+        self.study, self.run_dir = study, Path(run_dir)
+        self.trials_dir = self.run_dir / "trials"
+        self.failed: set[str] = set()
+        self.in_flight: dict[str, Work] = {}
+        self.ready: list[Work] = []
+        self.done = False
+        self.dirty = True
+        self.rows = {registry_key(r): r for r in read_registry(self.run_dir)}
+        self.arms = {a.name: a for a in study.arms}
+        self.optuna: dict[str, ArmSampler] = {}
+        if study.space:
+            names = study_names or {a.name: a.name for a in study.arms}
+            url = storage_url(storage) if storage else f"sqlite:///{(self.run_dir / 'optuna.db').resolve()}"
+            self.optuna = {a.name: ArmSampler(study, a.name, url, names[a.name], self.run_dir) for a in study.arms}
+
+    # --- the engine's side ---------------------------------------------------------------------
+    def next(self) -> Work | str | None:
+        if self.dirty:
+            self.refresh()
+        for i, work in enumerate(self.ready):
+            if work.trial_id not in self.in_flight:
+                del self.ready[i]
+                self.in_flight[work.trial_id] = work
+                return work
+        if self.done:
+            return FINISHED
+        if not self.in_flight:
+            raise AblateError(f"the study in {self.run_dir} has work left but none can start; this is a bug in "
+                              "ablate, please report it with the run folder")
+        return None
+
+    def finished(self, work: Work, failed: bool = False) -> None:
+        self.in_flight.pop(work.trial_id, None)
+        if failed:
+            self.failed.add(work.trial_id)
+            folder = self.trials_dir / work.trial_id
+            if (read_metrics(folder) or {}).get("status") != "error":
+                # The worker died before it could say why (killed, out of memory): record that much.
+                folder.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(folder / "config.yaml", work.config.to_yaml())
+                atomic_write_text(folder / "metrics.json", json.dumps(
+                    {"trial_id": work.trial_id, "status": "error", "error": "the trial's worker died (retries exhausted)"}))
+        self.dirty = True
+
+    def counts(self) -> dict[str, int]:
+        """Registry rows per stage: what has finished so far."""
+        out = {stage: 0 for stage in self.study.stages}
+        for row in self.rows.values():
+            out[row["stage"]] = out.get(row["stage"], 0) + 1
+        return out
+
+    # --- the decisions -------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Recompute the ready work from the run folder (asking, telling, stopping and registering on the way)."""
+        self.dirty = False
+        per_arm: list[list[Work]] = []
+        complete = True
+        if self.study.space:
+            for arm in self.study.arms:
+                work, tuned = self._tune_arm(arm.name)
+                if tuned:
+                    work += self._fixed(self._confirm_plan(arm.name))
+                complete &= tuned and not work
+                per_arm.append(work)
+        else:
+            plan = plan_fixed_stage(self.study, self.study.stages[-1])
+            for arm in self.study.arms:
+                work = self._fixed([p for p in plan if p.arm == arm.name])
+                complete &= not work
+                per_arm.append(work)
+        # Arms take turns, so every arm's rounds move on side by side.
+        self.ready = _interleave(per_arm)
+        self.done = complete and not self.in_flight
+
+    def _tune_arm(self, arm: str) -> tuple[list[Work], bool]:
+        """Ready tuning work of an arm, and whether its tuning is complete."""
+        sampler = self.optuna[arm]
+        earlier: dict[str, tuple[int, int]] = {}  # trial id -> (round, index) of its first proposal in this arm
+        for number, size in enumerate(_round_sizes(self.study)):
+            proposals = sampler.proposals(number, size)
+            if proposals is None:
+                return [], False  # cannot happen after a completed round; kept for safety
+            work, done = self._round(arm, proposals, earlier)
+            for p in proposals:
+                earlier.setdefault(p.trial_id, (p.round, p.index))
+            if not done:
+                return work, False
+            sampler.tell(number, [self._outcome(p.trial_id) for p in proposals])
+        return [], True
+
+    def _round(self, arm: str, proposals: list[Proposal], earlier: dict[str, tuple[int, int]]) -> tuple[list[Work], bool]:
+        first: dict[str, Proposal] = {}
+        for p in proposals:
+            first.setdefault(p.trial_id, p)  # a repeated proposal shares its trial with the first one
+        contenders = list(first)
+        outcome = {t: self._outcome(t) for t in contenders}
+        halving = self.study.halving
+        longest = max(len(first[t].config.evaluation_steps()) for t in contenders)
+        for rung in (halving.rungs(longest) if halving else []):
+            behind = [t for t in contenders if not outcome[t].final and len(outcome[t].dev_acc) < rung]
+            if behind:
+                return [self._work(arm, first[t], outcome[t], rung) for t in behind], False
+            ranked = sorted(contenders, key=lambda t: (-outcome[t].value_at(rung), first[t].index))
+            keep = set(ranked[: math.ceil(len(contenders) / halving.eta)])
+            for t in contenders:
+                if t not in keep and not outcome[t].final:
+                    outcome[t] = self._stop(t, outcome[t], rung)
+            contenders = [t for t in contenders if t in keep]
+        behind = [t for t in contenders if not outcome[t].final]
+        if behind:
+            return [self._work(arm, first[t], outcome[t], None) for t in behind], False
+        for p in proposals:
+            repeat = earlier.get(p.trial_id) or ((first[p.trial_id].round, first[p.trial_id].index)
+                                                 if first[p.trial_id] is not p else None)
+            self._register(PlannedTrial("tune", arm, p.config, dict(p.params)), outcome[p.trial_id],
+                           round=p.round, index=p.index, repeat_of=repeat)
+        return [], True
+
+    def _work(self, arm: str, p: Proposal, outcome: Outcome, stop: int | None) -> Work:
+        return Work("tune", arm, p.config, dict(p.params), p.round, p.index, stop, outcome.state == "paused")
+
+    def _stop(self, trial_id: str, outcome: Outcome, rung: int) -> Outcome:
+        """Halving stopped this trial at `rung`: its paused state becomes its final record."""
+        folder = self.trials_dir / trial_id
+        metrics = {**outcome.metrics, "status": "stopped", "stopped_at_evaluations": rung}
+        metrics.pop("dev_acc", None)
+        atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        (folder / CHECKPOINT).unlink(missing_ok=True)
+        (folder / PAUSED).unlink(missing_ok=True)
+        return Outcome("final", "stopped", outcome.dev_acc, metrics)
+
+    def _confirm_plan(self, arm: str) -> list[PlannedTrial]:
+        rows = [r for r in self.rows.values() if r["stage"] == "tune" and r["arm"] == arm]
+        best = best_params(self.study, rows).get(arm)
+        if best is None:
+            return []  # no tuning trial of this arm finished: nothing to confirm
+        return [p for p in plan_fixed_stage(self.study, "confirm", {arm: best}) if p.arm == arm]
+
+    def _fixed(self, plan: list[PlannedTrial]) -> list[Work]:
+        """Confirm or grid trials: each runs once, to the end; a config that already finished is reused."""
+        work = []
+        for p in plan:
+            outcome = self._outcome(p.trial_id)
+            if outcome.final and outcome.status != "stopped":
+                self._register(p, outcome)
+            else:
+                work.append(Work(p.stage, p.arm, p.config, dict(p.params)))
+        return work
+
+    def _outcome(self, trial_id: str) -> Outcome:
+        return read_outcome(self.trials_dir / trial_id, failed=trial_id in self.failed)
+
+    def _register(self, planned: PlannedTrial, outcome: Outcome, round: int | None = None, index: int | None = None,
+                  repeat_of: tuple[int, int] | None = None) -> None:
+        row = registry_row(planned, outcome.metrics)
+        if round is not None:
+            row.update({"round": round, "index": index})
+        if repeat_of is not None:
+            row["repeat_of"] = list(repeat_of)  # a repeated proposal: this (round, index) ran the trial
+        key = registry_key(row)
+        old = self.rows.get(key)
+        if old is None or any(old.get(k) != row.get(k) for k in ("status", "best_dev_acc", "test_acc")):
+            append_registry(self.run_dir, row)
+            self.rows[key] = row
+
+    # --- read-only views -------------------------------------------------------------------------
+    def remaining(self) -> dict[str, int]:
+        return remaining(self.study, list(self.rows.values()))
+
+
+def remaining(study: Study, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Trials still to finish per stage, from the registry rows alone (reads and writes nothing)."""
+    count = lambda stage, arm: sum(1 for r in rows if r["stage"] == stage and r["arm"] == arm)  # noqa: E731
+    out = {}
+    for stage in study.stages:
+        per_arm = {"tune": study.trials_per_arm, "confirm": len(study.seeds),
+                   "grid": len(study.grid_points()) * len(study.seeds)}[stage]
+        out[stage] = sum(max(0, per_arm - count(stage, a.name)) for a in study.arms)
+    if study.space:
+        # An arm whose tuning finished with no usable trial has no confirm runs to wait for.
+        tuned = best_params(study, rows)
+        out["confirm"] -= sum(len(study.seeds) for a in study.arms
+                              if count("tune", a.name) >= study.trials_per_arm and a.name not in tuned)
+    return out
+
+
+def _round_sizes(study: Study) -> list[int]:
+    full, rest = divmod(study.trials_per_arm, study.round_size)
+    return [study.round_size] * full + ([rest] if rest else [])
+
+
+def _interleave(groups: list[list[Work]]) -> list[Work]:
+    out = []
+    for i in range(max((len(g) for g in groups), default=0)):
+        out += [g[i] for g in groups if i < len(g)]
+    return out
+
+
+class ArmSampler:
+    """One arm's Optuna study: a round's proposals are asked once (persisted with their round and index as
+    user attributes) and told once, when the whole round is done."""
+
+    def __init__(self, study: Study, arm: str, storage_url: str, study_name: str, run_dir: Path):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.optuna = optuna
+        self.study, self.arm, self.run_dir = study, arm, run_dir
+        self.ostudy = optuna.create_study(study_name=study_name, storage=optuna.storages.RDBStorage(storage_url),
+                                          direction="maximize", load_if_exists=True)
+        self.space = {p.name: _distribution(optuna, p) for p in study.space}
+        self.arm_obj = next(a for a in study.arms if a.name == arm)
+
+        # An ask cut short by a crash before its round was recorded leaves a trial that belongs to no round.
+        for t in self.ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if "round" not in t.user_attrs:
+                self._abandon(t)
+
+    def _abandon(self, trial) -> None:
+        self.optuna.trial.Trial(self.ostudy, trial._trial_id).set_user_attr("abandoned", True)
+        self.ostudy.tell(trial.number, state=self.optuna.trial.TrialState.FAIL)
+
+    def _round_trials(self, number: int) -> list:
+        trials = [t for t in self.ostudy.get_trials(deepcopy=False)
+                  if t.user_attrs.get("round") == number and not t.user_attrs.get("abandoned")]
+        return sorted(trials, key=lambda t: t.user_attrs["index"])
+
+    def sampler(self, number: int):
+        # A fresh sampler per round, seeded by (sampler seed, round): its proposals depend only on the
+        # results already told, so asking a round again after a crash gives the same proposals.
+        seed = (self.study.sampler_seed * 100_003 + number) % 2**32
+        return self.optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.study.startup)
+
+    def proposals(self, number: int, size: int) -> list[Proposal] | None:
+        trials = self._round_trials(number)
+        if len(trials) != size:
+            # Never asked, or the asking was cut short by a crash: (re)ask the whole round.
+            for t in trials:
+                self._abandon(t)
+            self.ostudy.sampler = self.sampler(number)
+            trials = []
+            for index in range(size):
+                trial = self.ostudy.ask(self.space)
+                params = dict(trial.params)
+                cfg = self.study.arm_config(self.arm_obj, **params)
+                for key, value in {"round": number, "index": index, "arm": self.arm, "stage": "tune",
+                                   "trial_id": cfg.trial_id(), "run_dir": str(self.run_dir.resolve())}.items():
+                    trial.set_user_attr(key, value)
+                trials.append(self.ostudy._storage.get_trial(trial._trial_id))
+        out = []
+        for t in trials:
+            params = {name: t.params[name] for name in self.space}
+            out.append(Proposal(number, t.user_attrs["index"], params, self.study.arm_config(self.arm_obj, **params)))
+        return out
+
+    def tell(self, number: int, outcomes: list[Outcome]) -> None:
+        """Tell the round's results in index order: ok trials as complete with their best dev accuracy,
+        diverged ones as complete with 0 (the worst outcome), halving-stopped ones as pruned (with their
+        best dev accuracy so far at each evaluation), failed ones as failed."""
+        State = self.optuna.trial.TrialState
+        for t, outcome in zip(self._round_trials(number), outcomes):
+            if t.state != State.RUNNING:
+                continue
+            if outcome.status == "stopped":
+                live = self.optuna.trial.Trial(self.ostudy, t._trial_id)
+                best = -math.inf
+                for step, acc in enumerate(outcome.dev_acc, start=1):
+                    best = max(best, acc)
+                    live.report(best, step)
+                self.ostudy.tell(t.number, state=State.PRUNED)
+            elif outcome.status == "error":
+                self.ostudy.tell(t.number, state=State.FAIL)
+            else:
+                self.ostudy.tell(t.number, max(0.0, outcome.value_at()))
+
+
+def _distribution(optuna, p):
+    if p.distribution == "choice":
+        return optuna.distributions.CategoricalDistribution(list(p.choices))
+    if p.distribution == "int":
+        return optuna.distributions.IntDistribution(int(p.low), int(p.high))
+    return optuna.distributions.FloatDistribution(p.low, p.high, log=p.distribution == "loguniform")
+
+
+def storage_url(url: str) -> str:
+    """An Optuna storage URL SQLAlchemy can open: postgresql:// means psycopg2 to SQLAlchemy, so with only
+    psycopg (3, the `postgres` extra) installed it is spelled postgresql+psycopg://."""
+    import importlib.util
+
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            if importlib.util.find_spec("psycopg2") is not None:
+                return url
+            if importlib.util.find_spec("psycopg") is None:
+                raise AblateError("a PostgreSQL storage needs its driver: pip install 'ablate[postgres]'")
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
+
+
+def check_storage(url: str) -> None:
+    """Fail fast, before any folder exists, when the Optuna storage cannot be opened."""
+    import optuna
+
+    try:
+        optuna.storages.RDBStorage(storage_url(url))
+    except AblateError:
+        raise
+    except Exception as exc:  # SQLAlchemy raises many kinds; all mean the same to the user
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AblateError(f"cannot open Optuna storage {mask_url(url)!r}: {reason}") from None
+
+
+def mask_url(url: str) -> str:
+    """A storage URL without its password, fit for a manifest or a message."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

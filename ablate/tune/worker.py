@@ -1,0 +1,67 @@
+"""The Ray Tune trainable: one segment of one trial, written to run_dir/trials/<id>/ by the worker itself."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ..outputs import atomic_write_text, read_checkpoint, write_paused, write_trial_folder
+from ..search import Work
+
+
+def trial_device(gpu_ids: list) -> str:
+    """The device Ray allocated to this trial: its GPU when it was given a share of one, else the CPU
+    (whatever else the machine has: a trial with no GPU share must not use one)."""
+    return "cuda" if gpu_ids else "cpu"
+
+
+def run_work(work: Work, run_dir: str | Path, data_dir: str | None, device: str = "cpu",
+             where: dict[str, Any] | None = None):
+    """Run one Work item and write its trial folder: a paused segment (checkpoint) or a finished trial.
+    Knows nothing of Ray; the trainable below adds where the trial ran."""
+    from ..trial import run_trial
+
+    cfg = work.config
+    folder = Path(run_dir) / "trials" / work.trial_id
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "config.yaml", cfg.to_yaml())
+    where = {"started_at": time.time(), **(where or {})}
+    # A continuation starts from the checkpoint the last segment left; when there is none (lost or
+    # damaged), the trial starts over, which gives the same numbers, only later.
+    checkpoint = read_checkpoint(folder) if work.resume else None
+    # Final-stage runs keep their best-dev weights for the lesion study; tuning runs need none.
+    keep = work.stage in ("confirm", "grid")
+    try:
+        result = run_trial(cfg, data_dir=data_dir, device=device, keep_best_state=keep,
+                           stop_after_evals=work.stop_after_evals, resume=checkpoint)
+    except Exception as exc:
+        # Recorded for the driver, then raised so that Ray retries the trial (FailureConfig); a retry
+        # that succeeds overwrites this, one that does not leaves the error in the registry, and the
+        # whole traceback stays beside it.
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        atomic_write_text(folder / "error.txt", "".join(traceback.format_exception(exc)))
+        atomic_write_text(folder / "metrics.json", json.dumps(
+            {"trial_id": work.trial_id, "status": "error", "error": text, "device": device, **where}))
+        raise
+    extra = {**where, "ended_at": time.time()}
+    if result.status == "paused":
+        write_paused(folder, cfg, result, extra=extra)
+    else:
+        write_trial_folder(folder, cfg, result, extra=extra, plot=False, weights=keep)
+    return result
+
+
+def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
+    """Ray Tune function trainable: one Work item on the device Ray allocated to it."""
+    import ray
+    from ray import tune
+
+    work = Work.from_dict(params["work"])
+    where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
+    device = trial_device(ray.get_gpu_ids())
+    result = run_work(work, job["run_dir"], job["data_dir"], device, where)
+    tune.report({"best_dev_acc": result.best_dev_acc, "evaluations": len(result.eval_steps), "status": result.status})

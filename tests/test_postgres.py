@@ -1,0 +1,121 @@
+"""The cluster recipe's database: a study keeps its Optuna studies in a real PostgreSQL server on loopback,
+survives a kill, resumes from the same database, and a second run on that database stays apart.
+
+The test starts its own server (initdb into a temporary folder, then pg_ctl) and skips, saying why,
+where PostgreSQL's server programs or the psycopg driver are not installed.
+"""
+import glob
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from ablate.runs import read_registry
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(ROOT / "cli.py")
+SPEC = {"description": "postgres storage", "base": {"family": "cifar", "depth": 20, "dataset": "digits",
+                                                    "train_size": 96, "dev_size": 48, "test_size": 48,
+                                                    "batch_size": 32, "epochs": 2, "eval_every": 1,
+                                                    "image_size": 16, "seed": 100},
+        "factors": {"residual": {"values": [True, False]}},
+        "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.5}},
+                   "trials": 4, "round": 2, "startup": 2, "halving": True},
+        "seeds": [0]}
+
+
+def _bindir() -> Path | None:
+    for candidate in [os.environ.get("ABLATE_PG_BINDIR"), *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]:
+        if candidate and (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
+            return Path(candidate)
+    found = shutil.which("initdb")
+    return Path(found).parent if found and shutil.which("pg_ctl") else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    bindir = _bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed; apt-get install postgresql")
+    if importlib.util.find_spec("psycopg") is None:
+        pytest.skip("the psycopg driver is not installed; pip install 'ablate[postgres]'")
+    # PostgreSQL refuses to run as root: as root, the server runs as the 'postgres' user.
+    as_user = []
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None or subprocess.run(["id", "postgres"], capture_output=True).returncode:
+            pytest.skip("running as root without a 'postgres' user (or runuser) to start PostgreSQL as")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    home = Path(tempfile.mkdtemp(prefix="ablate-pg-"))
+    home.chmod(0o755)
+    data = home / "data"
+    if as_user:
+        shutil.chown(home, "postgres")
+    port = _free_port()
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(home / "log"), "-w", "start", "-o",
+                    f"-p {port} -k {home} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
+    try:
+        subprocess.run([*as_user, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                        "ablate"], check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/ablate"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def study(*args, timeout=600):
+    return subprocess.run([sys.executable, CLI, "study", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_a_study_in_postgresql_is_killed_resumed_and_kept_apart_from_a_second_run(postgres, tmp_path):
+    from test_hardening import kill_tree, start, wait_until
+
+    spec = tmp_path / "pg.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    # The reference: the same spec with the run folder's own SQLite database.
+    reference = tmp_path / "sqlite"
+    assert study(spec, "--out", reference).returncode == 0
+    expected = (reference / "trials.csv").read_text()
+
+    first = tmp_path / "first"
+    proc = start(spec, "--out", first, "--storage", postgres)
+    wait_until(proc, first, lambda rows: sum(r["stage"] == "tune" for r in rows) >= 2)
+    kill_tree(proc)
+    missing = study("--resume", first)  # the storage is not optional when resuming
+    assert missing.returncode == 2 and "pass --storage" in missing.stderr, missing.stderr
+    resumed = study("--resume", first, "--storage", postgres)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (first / "trials.csv").read_text() == expected
+    assert not (first / "optuna.db").exists()
+
+    second = tmp_path / "second"
+    again = study(spec, "--out", second, "--storage", postgres)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (second / "trials.csv").read_text() == expected
+
+    url = postgres.replace("postgresql://", "postgresql+psycopg://")
+    names = optuna.get_all_study_names(url)
+    assert len(names) == 4  # two runs x two arms, each run's studies named by its run id
+    for name in names:
+        trials = optuna.load_study(study_name=name, storage=url).trials
+        done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+        assert len(done) == 4, (name, [t.state.name for t in trials])  # one run's 4 proposals, nothing mixed in
+    manifest = (first / "manifest.json").read_text()
+    assert "postgresql://postgres@127.0.0.1" in manifest
+    print(f"PostgreSQL studies: {sorted(names)}; {len(read_registry(first))} trials in the resumed run")

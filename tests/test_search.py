@@ -1,0 +1,198 @@
+"""The planner of ablate.search, driven without Ray: rounds, halving, determinism, resume, repeats.
+
+Work items run in this process through the same function the Ray workers call (run_work), in
+orders chosen by the test, so the results can be shown not to depend on that order.
+"""
+import json
+import random
+from pathlib import Path
+
+import optuna
+
+from ablate.runs import read_registry, trials_csv
+from ablate.search import FINISHED, Planner, remaining
+from ablate.study import Halving, parse_study
+from ablate.tune.worker import run_work
+
+BASE = {"family": "cifar", "depth": 20, "dataset": "digits", "train_size": 96, "dev_size": 48, "test_size": 48,
+        "batch_size": 32, "epochs": 2, "eval_every": 1, "image_size": 16, "seed": 100}
+
+
+def make_study(**search):
+    doc = {"description": "planner test", "base": dict(BASE), "factors": {"residual": {"values": [True, False]}},
+           "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.5}},
+                      "trials": 4, "round": 2, "startup": 2, "halving": True, **search},
+           "seeds": [0, 1]}
+    return parse_study(doc, source="test")
+
+
+def drive(study, run_dir: Path, order: str = "fifo", stop_after: int | None = None, seed: int = 0) -> int:
+    """Run the planner's work in this process, `order` deciding which ready item goes first (fifo, lifo,
+    random); with stop_after, stop (as a crash would) after that many segments. Returns segments run."""
+    run_dir.mkdir(exist_ok=True)
+    planner = Planner(study, run_dir)
+    rng = random.Random(seed)
+    done = 0
+    pending = []
+    while True:
+        while True:  # take everything that is ready now, as a machine with many slots would
+            work = planner.next()
+            if work is None or work == FINISHED:
+                break
+            pending.append(work)
+        if not pending:
+            assert work == FINISHED
+            return done
+        pick = {"fifo": 0, "lifo": -1, "random": rng.randrange(len(pending))}[order]
+        work = pending.pop(pick)
+        run_work(work, run_dir, None)
+        planner.finished(work)
+        done += 1
+        if stop_after is not None and done >= stop_after:
+            return done
+
+
+def csv_of(study, run_dir):
+    return trials_csv(study, read_registry(run_dir))
+
+
+def test_rungs_lie_before_the_last_evaluation():
+    h = Halving(eta=2, min_evals=2)
+    assert h.rungs(6) == [2, 3]
+    assert h.rungs(4) == [2]
+    assert h.rungs(2) == [] and h.rungs(1) == []
+    assert Halving(eta=3, min_evals=1).rungs(9) == [1, 3]
+    for evaluations in range(1, 40):
+        assert all(r < evaluations for r in h.rungs(evaluations))
+
+
+def test_the_order_work_runs_in_changes_nothing(tmp_path):
+    study = make_study()
+    drive(study, tmp_path / "fifo", "fifo")
+    drive(study, tmp_path / "lifo", "lifo")
+    drive(study, tmp_path / "random", "random", seed=3)
+    reference = csv_of(study, tmp_path / "fifo")
+    assert csv_of(study, tmp_path / "lifo") == reference
+    assert csv_of(study, tmp_path / "random") == reference
+    rows = read_registry(tmp_path / "fifo")
+    assert sorted((r["stage"], r["arm"]) for r in rows) == sorted(
+        [("tune", "residual=true")] * 4 + [("tune", "residual=false")] * 4
+        + [("confirm", "residual=true")] * 2 + [("confirm", "residual=false")] * 2)
+    # halving at every round: 2 proposals run to the rung, the better one goes on to the end
+    for arm in ("residual=true", "residual=false"):
+        for number in (0, 1):
+            statuses = sorted(r["status"] for r in rows if r["arm"] == arm and r.get("round") == number)
+            assert statuses in (["ok", "stopped"], ["diverged", "ok"], ["diverged", "stopped"]), statuses
+    # a trial that ran all its evaluations is never "stopped"; a stopped one stopped at the rung
+    for r in rows:
+        metrics = json.loads((tmp_path / "fifo" / "trials" / r["trial_id"] / "metrics.json").read_text())
+        if r["status"] == "stopped":
+            assert metrics["stopped_at_evaluations"] == 2 and metrics["steps"] == 2
+        if r["status"] == "ok":
+            assert metrics["steps"] == 6
+    assert remaining(study, rows) == {"tune": 0, "confirm": 0}
+
+
+def test_killed_at_any_point_and_resumed_gives_the_same_trials(tmp_path):
+    study = make_study()
+    total = drive(study, tmp_path / "straight")
+    reference = csv_of(study, tmp_path / "straight")
+    run_dir = tmp_path / "killed"
+    segments = 0
+    for kill_after in (1, 3, 2, 4, 5):  # a fresh planner each time, as after a crash
+        segments += drive(study, run_dir, "lifo", stop_after=kill_after)
+    segments += drive(study, run_dir, "random", seed=1)
+    assert csv_of(study, run_dir) == reference
+    assert segments == total  # nothing ran twice
+
+
+def test_later_rounds_are_asked_after_earlier_results_are_told(tmp_path):
+    study = make_study(trials=6, round=2, startup=2)
+    drive(study, tmp_path / "run")
+    for arm in ("residual=true", "residual=false"):
+        trials = optuna.load_study(study_name=arm, storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}").trials
+        by_round = {}
+        for t in trials:
+            by_round.setdefault(t.user_attrs["round"], []).append(t)
+        assert sorted(by_round) == [0, 1, 2] and all(len(v) == 2 for v in by_round.values())
+        for number in (1, 2):
+            asked = min(t.datetime_start for t in by_round[number])
+            told = max(t.datetime_complete for r in range(number) for t in by_round[r])
+            assert asked >= told, f"round {number} was proposed before round {number - 1}'s results were told"
+        assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+
+
+def test_tpe_proposals_depend_on_the_results_it_was_told(tmp_path):
+    """Two arms whose first rounds score in opposite orders get different TPE proposals in round 2 (and the
+    same random startup proposals in round 1): the sampler used the results."""
+    from ablate.search import ArmSampler, Outcome
+
+    study = make_study(trials=6, round=3, startup=3, halving=False)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first, second = {}, {}
+    for name, good_first in (("a", True), ("b", False)):
+        sampler = ArmSampler(study, "residual=true", url, name, tmp_path)
+        round0 = sampler.proposals(0, 3)
+        lrs = [p.params["lr"] for p in round0]
+        ranks = sorted(range(3), key=lambda i: lrs[i], reverse=not good_first)
+        scores = [0.0] * 3
+        for place, i in enumerate(ranks):
+            scores[i] = [0.9, 0.5, 0.1][place]
+        sampler.tell(0, [Outcome("final", "ok", [s]) for s in scores])
+        first[name], second[name] = lrs, [p.params["lr"] for p in sampler.proposals(1, 3)]
+    assert first["a"] == first["b"]  # the random startup does not look at results
+    assert second["a"] != second["b"]
+    # asked again (a resumed run), a round's proposals come back unchanged
+    again = ArmSampler(study, "residual=true", url, "a", tmp_path)
+    assert [p.params["lr"] for p in again.proposals(1, 3)] == second["a"]
+
+
+def test_a_round_asked_halfway_before_a_crash_is_asked_again_identically(tmp_path):
+    from ablate.search import ArmSampler
+
+    study = make_study(trials=4, round=2, startup=0, halving=False)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    whole = [p.params for p in ArmSampler(study, "residual=true", url, "whole", tmp_path).proposals(0, 2)]
+    cut = ArmSampler(study, "residual=true", url, "cut", tmp_path)
+    trial = cut.ostudy.ask(cut.space)  # the crash came after one ask of the round was recorded
+    trial.set_user_attr("round", 0)
+    trial.set_user_attr("index", 0)
+    cut.ostudy.ask(cut.space)  # ... and another before its round was recorded at all
+    again = ArmSampler(study, "residual=true", url, "cut", tmp_path)
+    assert [p.params for p in again.proposals(0, 2)] == whole
+    states = [t.state.name for t in again.ostudy.trials]
+    assert states.count("FAIL") == 2 and states.count("RUNNING") == 2
+
+
+def test_a_choice_space_with_repeats_finishes(tmp_path):
+    study = make_study(space={"lr": {"distribution": "choice", "choices": [0.05, 0.1]}}, trials=4, round=2,
+                       startup=2, halving=False)
+    drive(study, tmp_path / "run")
+    rows = read_registry(tmp_path / "run")
+    tune = [r for r in rows if r["stage"] == "tune"]
+    assert len(tune) == 8 and len([r for r in rows if r["stage"] == "confirm"]) == 4
+    # 4 proposals from 2 choices: some repeat, and a repeat reuses the trial that ran
+    assert any(r.get("repeat_of") for r in tune)
+    assert len({r["trial_id"] for r in tune}) <= 4
+    assert Planner(study, tmp_path / "run").remaining() == {"tune": 0, "confirm": 0}
+
+
+def test_int_search_parameters_work(tmp_path):
+    study = make_study(space={"batch_size": {"distribution": "int", "low": 16, "high": 48},
+                              "lr": {"distribution": "loguniform", "low": 0.01, "high": 0.1}},
+                       trials=2, round=2, halving=False)
+    assert study.space[0].low == 16 and isinstance(study.space[0].low, int)
+    drive(study, tmp_path / "run")
+    rows = read_registry(tmp_path / "run")
+    sizes = [r["params"]["batch_size"] for r in rows if r["stage"] == "tune"]
+    assert all(isinstance(s, int) and 16 <= s <= 48 for s in sizes)
+
+
+def test_a_finished_run_reports_no_work_left_and_runs_nothing(tmp_path):
+    study = make_study(trials=2, round=2)
+    drive(study, tmp_path / "run")
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    planner = Planner(study, tmp_path / "run")
+    assert planner.next() == FINISHED and planner.remaining() == {"tune": 0, "confirm": 0}
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert {p: t for p, t in after.items() if p.name != "optuna.db"} == {p: t for p, t in before.items() if p.name != "optuna.db"}
