@@ -49,14 +49,12 @@ class Fmt:
     def ci(self, low: float, high: float) -> str:
         return "n/a" if _nan(low) else f"[{self.pp(low)}, {self.pp(high)}]"
 
-    def pm(self, mean: float, low: float, high: float, scale: float = 100.0) -> str:
-        """'mean ± half-width' (accuracy in %), just the mean when there is no interval."""
+    def pm(self, mean: float, low: float, high: float) -> str:
+        """'mean ± half-width' of an accuracy in %, just the mean when there is no interval."""
         if _nan(mean):
             return "n/a"
-        if scale == 1.0:
-            return loss_pm(mean, low, high)
-        m = f"{scale * mean:.{self.digits}f}"
-        return m if _nan(low) else f"{m} ± {scale * (high - low) / 2:.{self.digits}f}"
+        m = f"{100 * mean:.{self.digits}f}"
+        return m if _nan(low) else f"{m} ± {100 * (high - low) / 2:.{self.digits}f}"
 
 
 def _loss_decimals(x: float) -> int:
