@@ -175,12 +175,12 @@ def tuning_lines(run: Run, param: str | None) -> list[str]:
     lines = [f"{len(tune)} tuning trial(s): {int(done.sum())} trained to their last step, {len(early)} stopped early "
              f"by the search, {int(tune['status'].isin(['diverged', 'error']).sum())} diverged or failed."]
     if len(relabelled):
-        lines.append(f"{len(relabelled)} trial(s) recorded as stopped had reached their last step; they count as "
-                     "completed here.")
+        lines[-1] += (f" {len(relabelled)} trial(s) recorded as stopped had reached their last step; they count as "
+                      "completed here.")
     if param is None:
         return lines
-    lines.append(f"Learning-rate sensitivity (completed tuning trials only, best dev accuracy; the range of {param} "
-                 f"within {100 * LR_WINDOW:g} pp of each arm's best):")
+    lines += ["", f"Learning-rate sensitivity (completed tuning trials only, best dev accuracy; the range of {param} "
+                  f"within {100 * LR_WINDOW:g} pp of each arm's best):", ""]
     f = Fmt.of(run)
     for arm in run.arm_names:
         pts = tune[done & (tune["arm"] == arm)].dropna(subset=["best_dev_acc", param])
@@ -195,7 +195,7 @@ def tuning_lines(run: Run, param: str | None) -> list[str]:
     if len(early):
         caveat += ("; trials the search stopped early are left out, so the completed ones over-represent good "
                    "learning rates")
-    lines.append(caveat + ".")
+    lines += ["", caveat + "."]
     return lines
 
 
