@@ -6,10 +6,16 @@ Dropping a block removes its residual branch F(x) and keeps only the path around
   output of a ReLU (or a max-pool of one), so the ReLU that ends the block would change nothing.
 - `projection`: shapes change and the block has a 1x1 projection shortcut; the block becomes
   ReLU(BN(conv1x1(x))), its own shortcut followed by the ReLU that ends every block.
-- `zero-pad`: shapes change and there is no projection: the block's own option-A shortcut in an
-  identity-shortcut net, or, for a plain net (which has no shortcut modules), a parameter-free
-  `IdentityShortcut` (subsample + zero-pad channels) built for the occasion. Its output is a
-  subsample of non-negative values and zeros, so no ReLU is needed.
+- `zero-pad`: shapes change and the block has an option-A shortcut (an identity-shortcut net): that
+  shortcut, subsample + zero-pad channels. Its output is a subsample of non-negative values and
+  zeros, so no ReLU is needed.
+- `zero-pad-added`: shapes change in a plain net, which has no shortcut at all: a parameter-free
+  `IdentityShortcut` is built for the lesion. It is not part of the trained network, so this
+  lesion is not like for like with a residual net's (which keeps its own trained shortcut).
+
+Each row also says which kind of block it is (`same-shape` or `downsampling`) and what share of the
+test predictions the lesion changed (`changed`), so a lesion that drops accuracy to chance and one
+that changes nothing can be told apart from the accuracies alone.
 
 The swap is a temporary instance-level `forward` on the block (`dropped`), undone on exit, so
 the model's code and weights stay untouched. Accuracy is measured by the same evaluation the
@@ -31,8 +37,8 @@ from .runs import read_metrics
 from .outputs import load_weights
 from .trial import TrialConfig, _evaluate
 
-REPLACEMENTS = ("identity", "projection", "zero-pad")
-ROW_COLUMNS = ("block", "block_index", "replacement", "test_acc", "lesioned_acc", "drop")
+REPLACEMENTS = ("identity", "projection", "zero-pad", "zero-pad-added")
+ROW_COLUMNS = ("block", "block_index", "block_type", "replacement", "test_acc", "lesioned_acc", "drop", "changed")
 RUN_COLUMNS = ("trial_id", "arm", "seed", "residual", *ROW_COLUMNS)
 
 
@@ -43,7 +49,8 @@ def replacement_for(block: BasicBlock) -> tuple[str, Callable[[torch.Tensor], to
         return "identity", lambda x: x
     shortcut = block.shortcut
     if shortcut is None:
-        shortcut = IdentityShortcut(in_ch, out_ch, stride)
+        added = IdentityShortcut(in_ch, out_ch, stride)
+        return "zero-pad-added", lambda x: added(x)
     if isinstance(shortcut, IdentityShortcut):
         return "zero-pad", lambda x: shortcut(x)
     # Out of place: the shortcut's input is a live activation the next layers never see modified.
@@ -69,7 +76,8 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
     Rows (ROW_COLUMNS): the first, block "none" (block_index -1, replacement "none"), drops nothing
     and is the check that the reloaded model scores the recorded test accuracy; then one row per
     block in forward order. test_acc is the intact model's accuracy measured now, drop =
-    test_acc - lesioned_acc.
+    test_acc - lesioned_acc, changed = share of test images whose predicted class differs from
+    the intact model's.
     """
     from .data import load_splits
 
@@ -104,17 +112,20 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
 
         test_x, test_y = splits.test.x.to(device), splits.test.y.to(device)
 
-        def accuracy() -> float:
-            return _evaluate(model, test_x, test_y, memory_format)[0]
+        def score() -> tuple[float, torch.Tensor]:
+            acc, _, pred = _evaluate(model, test_x, test_y, memory_format, predictions=True)
+            return acc, torch.tensor(pred)
 
-        intact = accuracy()
-        rows = [{"block": "none", "block_index": -1, "replacement": "none", "test_acc": intact,
-                 "lesioned_acc": intact, "drop": 0.0}]
+        intact, intact_pred = score()
+        rows = [{"block": "none", "block_index": -1, "block_type": "none", "replacement": "none", "test_acc": intact,
+                 "lesioned_acc": intact, "drop": 0.0, "changed": 0.0}]
         for index, (name, block) in enumerate(model.blocks()):
             with dropped(block) as kind:
-                acc = accuracy()
-            rows.append({"block": name, "block_index": index, "replacement": kind, "test_acc": intact,
-                         "lesioned_acc": acc, "drop": intact - acc})
+                acc, pred = score()
+            rows.append({"block": name, "block_index": index,
+                         "block_type": "same-shape" if kind == "identity" else "downsampling", "replacement": kind,
+                         "test_acc": intact, "lesioned_acc": acc, "drop": intact - acc,
+                         "changed": float((pred != intact_pred).float().mean())})
     finally:
         torch.set_num_threads(threads_before)
     return rows

@@ -1,4 +1,4 @@
-"""ablate.analysis on real tiny study runs (real MNIST, the real study engine through the CLI).
+"""ablate.analysis on real tiny study runs (scikit-learn's digits, the real study engine through the CLI).
 
 Two runs are made once per session: a tuned residual-vs-plain study (tune + confirm stages) and a
 depth study (confirm stage only). Every other case works on copies of them.
@@ -17,14 +17,15 @@ from scipy import stats as st
 from typer.testing import CliRunner
 
 from ablate.analysis import analyze, export, export_configs, latest_run
-from ablate.analysis.figures import grad_ratios
+from ablate.analysis.figures_grad import grad_ratios
 from ablate.analysis.load import load_grad_norms, load_run
-from ablate.analysis.summary import latex_escape, summarize, to_latex
+from ablate.analysis.summary import summarize
+from ablate.analysis.tables import latex_escape, to_latex
 from ablate.cli import app
 from ablate.errors import AblateError
 from ablate.trial import TrialConfig
 
-TINY = {"dataset": "mnist", "train_size": 128, "dev_size": 64, "test_size": 64, "batch_size": 64,
+TINY = {"dataset": "digits", "train_size": 128, "dev_size": 64, "test_size": 64, "batch_size": 64,
         "epochs": 2, "eval_every": 1, "seed": 100}
 
 
@@ -108,26 +109,27 @@ def test_summary_equals_pandas_recomputation_from_trials_csv(runs):
         assert any(summary.set_index("arm").loc[arm, "lr"] == pytest.approx(lr) for lr in best)
 
 
-def test_latex_table_is_balanced_booktabs_with_best_arm_bold(runs):
+def test_latex_table_is_balanced_booktabs_without_unsupported_bold(runs):
     tex = runs["tuned_result"].summary_tex.read_text()
     begins, ends = re.findall(r"\\begin\{(\w+)\}", tex), re.findall(r"\\end\{(\w+)\}", tex)
     assert sorted(begins) == sorted(ends) and "tabular" in begins
     assert tex.index(r"\begin{tabular}") < tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule") < tex.index(r"\end{tabular}")
     body = tex[tex.index(r"\midrule"): tex.index(r"\bottomrule")]
     rows = [l for l in body.splitlines() if l.endswith(r"\\")]
-    assert len(rows) == 2 and all(l.count("&") == tex.splitlines()[tex.splitlines().index(r"\toprule") + 1].count("&") for l in rows)
-    best = runs["tuned_result"].winner
-    bold = [l for l in rows if l.startswith(r"\textbf{")]
-    assert len(bold) == 1 and bold[0].startswith(rf"\textbf{{{best}}}")
+    assert [r.split(" & ")[0] for r in rows] == ["residual", "plain"]
+    # 3 seed pairs: the exact sign-flip test cannot reach p < 0.05, so no row may be bold
+    assert runs["tuned_result"].winner is None and r"\textbf" not in tex and "No arm is bold" in tex
     summary = runs["tuned_result"].summary.set_index("arm")
-    half = 100 * (summary.loc[best, "test_acc_ci_high"] - summary.loc[best, "test_acc_ci_low"]) / 2
-    assert f"{100 * summary.loc[best, 'test_acc_mean']:.2f} $\\pm$ {half:.2f}" in bold[0]
+    r = summary.loc["residual=true"]
+    half = 100 * (r["test_acc_ci_high"] - r["test_acc_ci_low"]) / 2
+    assert rows[0].startswith(f"residual & {r['lr']:.3g} & 3/3 & {100 * r['test_acc_mean']:.1f} & {half:.1f} & ")
+    assert "scikit-learn digits" in tex and "64 test images" in tex and str(runs["tuned"]) not in tex
 
 
 def test_latex_escapes_special_characters_in_arm_names(runs):
     run = load_run(runs["tuned"])
     weird = ["net_a & b 50% #1", r"x{y}~z^\w"]
-    tex = to_latex(summarize(run).assign(arm=weird), run)
+    tex = to_latex(summarize(run).assign(arm=weird), run)  # names unknown to the spec are shown as given
     assert r"net\_a \& b 50\% \#1" in tex and r"x\{y\}\textasciitilde{}z\textasciicircum{}\textbackslash{}w" in tex
     for line in tex.splitlines():
         if line.startswith(("net", r"\textbf{net", "x", r"\textbf{x")):
@@ -135,24 +137,27 @@ def test_latex_escapes_special_characters_in_arm_names(runs):
     assert latex_escape("residual=true,shortcut=projection") == "residual=true,shortcut=projection"
 
 
-def test_report_names_the_winner_with_statistics_and_embeds_existing_figures(runs):
+def test_report_gives_the_paired_statistics_and_embeds_existing_figures(runs):
     result = runs["tuned_result"]
     md = result.report.read_text()
-    summary = result.summary.set_index("arm")
-    assert result.winner == summary["test_acc_mean"].idxmax()
-    assert f"**Winner: `{result.winner}`**" in md
-    assert "bootstrap CI" in md and "10,000 resamples" in md
-    diff = summary["test_acc_mean"].max() - summary["test_acc_mean"].min()
-    assert f"{100 * diff:+.2f} percentage points" in md
-    # 3 seeds per arm: below the Wilcoxon threshold, so the paired t-test, and the report says why
-    assert "paired t-test" in md and "too few for the signed-rank test" in md
+    assert "Winner" not in md and "**Best arm" not in md
     comp = pd.read_csv(result.comparisons_csv)
-    assert len(comp) == 1 and comp.loc[0, "test"] in ("paired t", "none") and comp.loc[0, "n_pairs"] == 3
+    assert len(comp) == 1 and comp.loc[0, "n_pairs"] == 3 and comp.loc[0, "verdict"] == "inconclusive"
+    trials = pd.read_csv(runs["tuned"] / "trials.csv")
+    confirm = trials[trials["stage"] == "confirm"].pivot(index="seed", columns="arm", values="test_acc")
+    d = confirm["residual=true"] - confirm["residual=false"]
+    assert comp.loc[0, "diff"] == pytest.approx(d.mean())
+    if d.std() > 0:
+        low, high = st.t.interval(0.95, 2, loc=d.mean(), scale=st.sem(d))
+        assert (comp.loc[0, "diff_ci_low"], comp.loc[0, "diff_ci_high"]) == pytest.approx((low, high))
+    assert "exact sign-flip test over all 2^3 = 8 sign patterns" in md and "the smallest p 3 pairs allow is 0.25" in md
+    assert "**Verdict: inconclusive**" in md and "more seeds are needed" in md
+    assert "Per test image (3 seed pair(s) with predictions.csv, the same test images" in md
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(images) == len(result.figures) == 5
     for rel in images:
         assert not Path(rel).is_absolute() and (result.out_dir / rel).is_file()
-    assert "Every planned trial has a result" in md
+    assert "Every planned trial has a result" in md and "on **scikit-learn digits**" in md
 
 
 def test_terminal_table_lists_every_arm(runs):
@@ -161,7 +166,8 @@ def test_terminal_table_lists_every_arm(runs):
     for arm in ("residual=true", "residual=false"):
         row = next(l for l in lines if arm + " " in l)
         assert "3/3" in row and "±" in row
-    assert sum(l.startswith("* ") for l in lines) == 1 and f"* {runs['tuned_result'].winner}" in table
+    # nothing is starred without support
+    assert not any(l.startswith("* ") for l in lines) and "no arm is starred" in table
 
 
 def test_partial_run_is_analysed_and_says_what_is_missing(runs, tmp_path):
@@ -216,21 +222,28 @@ def test_depth_study_figures_and_degradation_statement(runs):
         assert f"starts to degrade at depth **{worse[0]}**" in md
     else:
         assert "does not degrade at any depth tested (20, 32" in md
-    # 4 arms: every pair compared, Holm-corrected
+    # 4 arms: every pair compared, the sign-flip p-values Holm-corrected; in words the residual-vs-plain pairs
     comp = pd.read_csv(result.comparisons_csv)
-    assert len(comp) == 6 and (comp["p_holm"].dropna() >= comp["p"].dropna()).all()
-    assert "Holm-corrected over all 6 pairs" in md
+    assert len(comp) == 6 and (comp["p_holm"] >= comp["p_sign_flip"]).all()
+    assert "All pairs (p-values Holm-corrected over all pairs" in md
+    assert md.count("- `depth=20,residual=true` minus `depth=20,residual=false`") == 1
+    assert "- `depth=20,residual=true` minus `depth=32,residual=true`" not in md
 
 
-def test_gradient_ratio_is_first_over_last_layer_at_init(runs):
+def test_gradient_ratio_is_first_block_conv_over_last_block_conv_at_init(runs):
     run = load_run(runs["depth"])
     grads = load_grad_norms(run)
-    ratios = grad_ratios(grads).set_index("trial_id")["ratio"]
+    ratios = grad_ratios(grads).set_index("trial_id")
     assert set(ratios.index) == set(run.ok["trial_id"])
     trial = run.ok["trial_id"].iloc[0]
     raw = pd.read_csv(runs["depth"] / "trials" / trial / "grad_norms.csv")
-    init = raw[(raw["kind"] == "layer") & (raw["step"] == 0)].sort_values("layer_index")
-    assert ratios[trial] == pytest.approx(init["grad_norm"].iloc[0] / init["grad_norm"].iloc[-1])
+    init = raw[(raw["kind"] == "layer") & (raw["step"] == 0) & ~raw["block"].isin(["stem", "head"])
+               & ~raw["layer"].str.contains("shortcut")].sort_values("layer_index")
+    first, last = init.iloc[0], init.iloc[-1]
+    assert first["layer"] == "stages.0.0.conv1" and last["layer"].endswith(".conv2")
+    assert ratios.loc[trial, "ratio"] == pytest.approx(first["grad_norm"] / last["grad_norm"])
+    assert ratios.loc[trial, "rel_ratio"] == pytest.approx(
+        (first["grad_norm"] / first["weight_norm"]) / (last["grad_norm"] / last["weight_norm"]))
 
 
 def test_gradient_profiles_follow_the_main_path(runs):
@@ -268,10 +281,12 @@ def test_lesion_study_is_drawn_and_reported(runs, tmp_path):
     md = result.report.read_text()
     assert "## Lesion study" in md and "![lesion](figures/lesion.png)" in md
     lesions = table[table["block"] != "none"]
-    for arm, rows in lesions.groupby("arm"):
-        mean_drop = rows.groupby("block_index")["drop"].mean().mean()
+    for (arm, kind), rows in lesions.groupby(["arm", "block_type"]):
+        per_seed = rows.groupby("trial_id")["drop"].mean()
         intact = table[(table["arm"] == arm) & (table["block"] == "none")]["test_acc"].mean()
-        assert f"`{arm}`: intact {100 * intact:.2f} %; dropping one block costs {100 * mean_drop:+.2f} pp" in md
+        blocks = rows["block"].nunique()
+        assert (f"`{arm}`, {blocks} {kind} block(s) (2 seed(s)): intact {100 * intact:.1f} %;" in md
+                and f"drop {100 * per_seed.mean():+.1f} pp" in md), (arm, kind)
     # the intact row reproduces the recorded test accuracy of each trial from its saved weights
     recorded = pd.read_csv(run_dir / "trials.csv").set_index("trial_id")["test_acc"]
     for row in table[table["block"] == "none"].itertuples():
@@ -316,8 +331,8 @@ def test_export_formats(runs):
 
     pd.testing.assert_frame_equal(pd.read_csv(StringIO(export(runs["tuned"], "csv"))), pd.read_csv(result.summary_csv))
     md = export(runs["tuned"], "markdown").splitlines()
-    assert md[0].startswith("| arm | lr | n |") and set(md[1]) <= set("|-:") and len(md) == 4
-    assert sum("**" in l for l in md) == 1 and f"**{result.winner}**" in "\n".join(md)
+    assert md[0].startswith("| arm | lr | seeds |") and set(md[1]) <= set("|-:") and len(md) == 6
+    assert not any("**" in l for l in md) and "scikit-learn digits" in md[-1]
     with pytest.raises(AblateError, match="unknown export format 'xlsx'; valid formats: latex, csv, markdown"):
         export(runs["tuned"], "xlsx")
 

@@ -1,4 +1,5 @@
-"""Lesion study on real small models trained on MNIST: weights.pt, dropped blocks, Veit et al.'s contrast."""
+"""Lesion study on real small models trained on scikit-learn's digits (no download): weights.pt, dropped
+blocks, what replaced them, the share of predictions a lesion changes, Veit et al.'s contrast."""
 import json
 import statistics
 
@@ -13,9 +14,9 @@ from ablate.outputs import load_weights, write_trial_folder
 from ablate.runs import append_registry
 from ablate.trial import TrialConfig, run_trial
 
-# cifar-20 at 16x16: small enough for seconds on two cores, trained well enough (~85% test) that
-# removing a block has something to destroy.
-TRAIN = dict(dataset="mnist", family="cifar", depth=20, image_size=16, train_size=1024, dev_size=128,
+# cifar-20 at 16x16: small enough for seconds on two cores, trained well enough that removing a
+# block has something to destroy.
+TRAIN = dict(dataset="digits", family="cifar", depth=20, image_size=16, train_size=1024, dev_size=128,
              test_size=256, batch_size=32, epochs=3, eval_every=8, lr=0.01, momentum=0.9, threads=2)
 
 
@@ -76,8 +77,10 @@ def test_each_block_is_dropped_once_with_the_right_replacement(lesions):
         assert [r["block"] for r in rows[1:]] == names
         assert [r["block_index"] for r in rows[1:]] == list(range(len(names)))
         for r in rows[1:]:
-            expected = ("projection" if residual else "zero-pad") if r["block"] in downsampling else "identity"
+            # A plain net has no shortcut of its own: its downsampling lesion gets one added, and says so.
+            expected = ("projection" if residual else "zero-pad-added") if r["block"] in downsampling else "identity"
             assert r["replacement"] == expected
+            assert r["block_type"] == ("downsampling" if r["block"] in downsampling else "same-shape")
             assert r["drop"] == r["test_acc"] - r["lesioned_acc"]
     identity_net = build_model("cifar", 20, shortcut="identity")
     kinds = [replacement_for(block)[0] for _, block in identity_net.blocks()]
@@ -111,12 +114,34 @@ def test_a_dropped_block_computes_only_its_shortcut_path_and_is_restored(run_dir
                     elif kind == "projection":
                         assert torch.equal(out, F.relu(block.shortcut(xin)))
                     else:
+                        assert kind == ("zero-pad" if residual else "zero-pad-added")
                         stride = block.conv1.stride[0]
                         expected = IdentityShortcut(block.conv1.in_channels, block.conv2.out_channels, stride)(xin)
                         assert torch.equal(out, expected)
                 assert "forward" not in vars(block)
                 assert torch.equal(block(xin), normal)
             assert torch.equal(model(x), before)
+
+
+def test_changed_is_the_share_of_test_predictions_the_lesion_changed(run_dir, lesions):
+    from ablate.data import load_splits
+
+    cfg = TrialConfig(**TRAIN, residual=False)
+    splits = load_splits(cfg.dataset, None, cfg.train_size, cfg.dev_size, cfg.test_size, seed=cfg.data_seed,
+                         image_size=cfg.image_size)
+    model = build_model("cifar", 20, residual=False)
+    model.load_state_dict(load_weights(folder_of(run_dir, False) / "weights.pt"))
+    model = model.eval().to(memory_format=torch.channels_last)
+    x = splits.test.x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        intact = model(x).argmax(1)
+        for row, (name, block) in zip(lesions[False][1:], model.blocks()):
+            with dropped(block):
+                pred = model(x).argmax(1)
+            assert row["block"] == name
+            assert row["changed"] == pytest.approx((pred != intact).float().mean().item(), abs=1e-9)
+            assert row["lesioned_acc"] == pytest.approx((pred == splits.test.y).float().mean().item(), abs=1e-9)
+    assert lesions[False][0]["changed"] == 0.0
 
 
 def test_residual_nets_survive_single_lesions_that_break_plain_nets(lesions):

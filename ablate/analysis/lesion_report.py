@@ -1,7 +1,12 @@
 """The lesion study's figure and report section, from the table ablate.lesion.lesion_run returns.
 
 Columns used: trial_id, arm, seed, block, block_index, replacement, test_acc, lesioned_acc, drop;
-the row with block "none" is the intact model.
+block_type and changed when present (older tables lack them: those numbers read n/a). The row
+with block "none" is the intact model.
+
+Numbers are per block type (same-shape blocks, replaced by the identity, vs downsampling blocks,
+replaced by a shortcut), because the two kinds of lesion are different operations: per seed the
+mean over that type's blocks, then mean and 95 % t-interval over seeds.
 """
 from __future__ import annotations
 
@@ -12,11 +17,20 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from . import stats
-from .figures import _arm_handles, _clip, _legend_below, arm_styles, label
-from .load import Run, arm_value
-from .summary import pct, pp
+from .context import CHANCE, title
+from .figures import FEW_SEEDS, arm_handles, arm_styles, clip, label, legend_below, note
+from .load import Run
+from .tables import Fmt
 
 NEEDED = {"trial_id", "arm", "seed", "block", "block_index", "replacement", "test_acc", "lesioned_acc", "drop"}
+NEAR_CHANCE = 0.05  # a lesioned accuracy within 5 pp of chance is "at chance"
+REPLACED_BY = {
+    "identity": "the block's input, passed on unchanged (identity)",
+    "projection": "the block's own trained 1×1 projection shortcut (conv + BN), then ReLU",
+    "zero-pad": "the block's own parameter-free shortcut (subsample, zero-padded channels)",
+    "zero-pad-added": ("a parameter-free subsample + zero-pad shortcut added for the lesion: the plain net has no "
+                       "shortcut of its own, so this is not like for like with a residual net's lesion"),
+}
 
 
 def check_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -26,15 +40,41 @@ def check_table(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def _lesions(table: pd.DataFrame) -> pd.DataFrame:
+    les = table[table["block"] != "none"].copy()
+    if "block_type" not in les:
+        les["block_type"] = np.where(les["replacement"] == "identity", "same-shape", "downsampling")
+    if "changed" not in les:
+        les["changed"] = np.nan
+    return les
+
+
 def per_block(table: pd.DataFrame) -> pd.DataFrame:
-    """Per arm and block: lesioned accuracy mean and t-interval over seeds, mean drop, replacement."""
+    """Per arm and block: lesioned accuracy mean and t-interval over seeds, mean drop, share changed."""
     rows = []
-    lesions = table[table["block"] != "none"]
-    for (arm, index), group in lesions.groupby(["arm", "block_index"], sort=False, observed=True):
+    for (arm, index), group in _lesions(table).groupby(["arm", "block_index"], sort=False, observed=True):
         ci = stats.mean_ci(group["lesioned_acc"])
         rows.append({"arm": arm, "block_index": int(index), "block": group["block"].iloc[0],
-                     "replacement": group["replacement"].iloc[0], "n": ci.n, "lesioned_mean": ci.mean,
-                     "lesioned_low": ci.low, "lesioned_high": ci.high, "drop_mean": float(group["drop"].mean())})
+                     "block_type": group["block_type"].iloc[0], "replacement": group["replacement"].iloc[0],
+                     "n": ci.n, "lesioned_mean": ci.mean, "lesioned_low": ci.low, "lesioned_high": ci.high,
+                     "drop_mean": float(group["drop"].mean()), "changed_max": float(group["changed"].max())})
+    return pd.DataFrame(rows)
+
+
+def per_type(table: pd.DataFrame) -> pd.DataFrame:
+    """Per arm and block type: per seed the mean over that type's blocks, then mean and t-CI over seeds."""
+    les = _lesions(table)
+    seedwise = (les.groupby(["arm", "block_type", "trial_id"], observed=True)
+                .agg(lesioned=("lesioned_acc", "mean"), drop=("drop", "mean"), changed=("changed", "mean"),
+                     blocks=("block", "nunique"), replacement=("replacement", "first")).reset_index())
+    rows = []
+    for (arm, kind), g in seedwise.groupby(["arm", "block_type"], sort=False, observed=True):
+        les_ci, drop_ci, ch = stats.mean_ci(g["lesioned"]), stats.mean_ci(g["drop"]), stats.mean_ci(g["changed"])
+        rows.append({"arm": arm, "block_type": kind, "replacement": g["replacement"].iloc[0],
+                     "blocks": int(g["blocks"].max()), "seeds": len(g),
+                     "lesioned_mean": les_ci.mean, "lesioned_low": les_ci.low, "lesioned_high": les_ci.high,
+                     "drop_mean": drop_ci.mean, "drop_low": drop_ci.low, "drop_high": drop_ci.high,
+                     "changed_mean": ch.mean})
     return pd.DataFrame(rows)
 
 
@@ -43,58 +83,76 @@ def lesion_figure(run: Run, table: pd.DataFrame) -> Figure:
     arms = [a for a in run.arm_names if (blocks["arm"] == a).any()] if len(blocks) else []
     styles = arm_styles(run.arm_names)
     intact = table[table["block"] == "none"].groupby("arm", observed=True)["test_acc"].mean()
-    fig = Figure(figsize=(11, 5.6), layout="constrained")
+    few = len(blocks) > 0 and int(blocks["n"].max()) <= FEW_SEEDS
+    fig = Figure(figsize=(11, 6.2), layout="constrained")
     ax = fig.subplots()
     for arm in arms:
         sub = blocks[blocks["arm"] == arm].sort_values("block_index")
         st = styles[arm]
         x, y = sub["block_index"].to_numpy(), 100 * sub["lesioned_mean"].to_numpy()
         ax.plot(x, y, color=st["color"], lw=2)
-        # Hollow markers: blocks that change shape keep a shortcut path when dropped (not a pure identity).
-        same = (sub["replacement"] == "identity").to_numpy()
+        same = (sub["block_type"] == "same-shape").to_numpy()
         ax.scatter(x[same], y[same], color=st["color"], marker=st["marker"], s=60, zorder=3)
         ax.scatter(x[~same], y[~same], facecolors="none", edgecolors=st["color"], marker=st["marker"], s=80,
                    linewidths=2, zorder=3)
         low, high = 100 * sub["lesioned_low"].to_numpy(), 100 * sub["lesioned_high"].to_numpy()
-        if np.isfinite(low).any():
-            ax.fill_between(x, _clip(low, 0, 100), _clip(high, 0, 100), color=st["color"], alpha=0.15, lw=0)
+        if np.isfinite(low).any() and not few:
+            ax.fill_between(x, clip(fig, low, 0, 100), clip(fig, high, 0, 100), color=st["color"], alpha=0.15, lw=0)
         if arm in intact:
             ax.axhline(100 * intact[arm], color=st["color"], ls="--", lw=1.5)
+    ax.axhline(100 * CHANCE, color="black", ls=":", lw=1.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="dropped block (index from the input)", ylabel="test accuracy with the block dropped (%)",
-           title=f"{run.study.name}: lesion study, one block dropped at test time (mean over seeds ± 95 % CI)")
-    extra = [Line2D([], [], color="grey", ls="--", lw=1.5),
+           title=title(run, "lesion study: one block dropped at test time (mean over seeds"
+                       + (")" if few else " ± 95 % CI)")))
+    if few:
+        note(fig, f"With at most {FEW_SEEDS} seeds no interval is drawn per block; the report gives 95 % t-intervals "
+                  "per block type.")
+    extra = [Line2D([], [], color="grey", ls="--", lw=1.5), Line2D([], [], color="black", ls=":", lw=1.5),
              Line2D([], [], color="grey", marker="o", ls="", mfc="none", mew=2, ms=8)]
-    _legend_below(fig, _arm_handles(arms, styles) + extra,
-                  [label(a) for a in arms] + ["intact model", "block changes shape (replaced by a shortcut)"],
-                  ncol=min(len(arms) + 2, 3))
+    legend_below(fig, arm_handles(arms, styles) + extra,
+                 [label(a) for a in arms] + ["intact model", f"chance ({100 * CHANCE:g} %)",
+                                             "downsampling block (replaced by a shortcut)"],
+                 ncol=min(len(arms) + 3, 3))
+    for kind in dict.fromkeys(_lesions(table)["replacement"]):
+        arms_with = sorted({str(a) for a in table.loc[table["replacement"] == kind, "arm"]})
+        note(fig, f"{kind} ({', '.join(arms_with)}): replaced by {REPLACED_BY.get(kind, kind)}.")
     return fig
 
 
 def lesion_lines(run: Run, table: pd.DataFrame) -> list[str]:
-    """Report sentences: per arm the intact accuracy, the mean and the worst single-block drop."""
-    blocks = per_block(table)
-    lines = ["Each residual block of each final-stage model (best-dev weights) was dropped in turn at test time "
-             "(Veit et al. 2016); a block that changes shape keeps its shortcut path. Drops are in percentage points "
-             "of test accuracy, averaged over seeds."]
-    mean_drop = {}
+    """The intro (what was done and what replaced each block), then one bullet per arm and block type."""
+    f = Fmt.of(run)
+    types = per_type(table)
+    used = _lesions(table).groupby("replacement", sort=False)["arm"].agg(lambda a: sorted({str(x) for x in a}))
+    replaced = "; ".join(f"{REPLACED_BY.get(kind, kind)} [{kind}: " + ", ".join(f"`{a}`" for a in arms) + "]"
+                         for kind, arms in used.items())
+    lines = [f"Each residual block of each final-stage model (best-dev weights) was dropped in turn at test time "
+             f"(Veit et al. 2016) and the model scored on its test images. A dropped block was replaced by: {replaced}. "
+             f"Per seed the mean over the blocks of one type, then the mean and 95 % t-interval over seeds; chance is "
+             f"{100 * CHANCE:g} % ({round(1 / CHANCE)} classes), and a lesioned accuracy within {100 * NEAR_CHANCE:g} pp "
+             "of it is called at chance."]
     for arm in run.arm_names:
-        sub = blocks[blocks["arm"] == arm] if len(blocks) else blocks
         intact = table[(table["arm"] == arm) & (table["block"] == "none")]["test_acc"]
+        sub = types[types["arm"] == arm] if len(types) else types
         if sub.empty or intact.empty:
             continue
-        worst = sub.loc[sub["drop_mean"].idxmax()]
-        mean_drop[arm] = float(sub["drop_mean"].mean())
-        lines.append(f"`{arm}`: intact {pct(intact.mean())}; dropping one block costs {pp(mean_drop[arm])} pp on "
-                     f"average over its {len(sub)} blocks ({int(sub['n'].max())} seed(s)); worst is `{worst['block']}` "
-                     f"({worst['replacement']}), {pp(worst['drop_mean'])} pp.")
-    plain = [a for a in mean_drop if not arm_value(run, a, "residual")]
-    residual = [a for a in mean_drop if arm_value(run, a, "residual")]
-    if plain and residual:
-        mp = float(np.mean([mean_drop[a] for a in plain]))
-        mr = float(np.mean([mean_drop[a] for a in residual]))
-        verdict = "more" if mp > mr else "less" if mp < mr else "as"
-        lines.append(f"Averaged over arms, plain networks lose {pp(mp)} pp per dropped block and residual networks "
-                     f"{pp(mr)} pp: plain networks are {verdict} {'sensitive as' if verdict == 'as' else 'sensitive than'} "
-                     "residual ones to losing a single block.")
+        for r in sub.itertuples():
+            les_ci = "" if np.isnan(r.lesioned_low) else f" (95 % CI {f.acc(r.lesioned_low)} to {f.acc(r.lesioned_high)} %)"
+            drop_ci = "" if np.isnan(r.drop_low) else f" (95 % CI {f.ci(r.drop_low, r.drop_high)} pp)"
+            at_chance = abs(r.lesioned_mean - CHANCE) <= NEAR_CHANCE
+            changed = "n/a" if np.isnan(r.changed_mean) else f"{100 * r.changed_mean:.0f} %"
+            text = (f"`{arm}`, {r.blocks} {r.block_type} block(s) ({r.seeds} seed(s)): intact {f.pct(intact.mean())}; "
+                    f"lesioned {f.pct(r.lesioned_mean)}{les_ci}; drop {f.pp(r.drop_mean)} pp{drop_ci}; predictions "
+                    f"changed: {changed}.")
+            if at_chance:
+                text += (" At chance: this drop is the intact accuracy minus chance, the most a lesion can cost, "
+                         "not a measure of how much the block mattered.")
+            lines.append(text)
+    blocks = per_block(table)
+    if "changed" in table and len(blocks):
+        inert = blocks[blocks["changed_max"] == 0]
+        if len(inert):
+            names = "; ".join(f"`{a}`: " + ", ".join(g["block"]) for a, g in inert.groupby("arm", sort=False, observed=True))
+            lines.append(f"Blocks whose removal changed no test prediction in any seed: {names}.")
     return lines

@@ -6,6 +6,7 @@ read because the registry is the record the engine appends to and trials.csv is 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -17,9 +18,13 @@ import pandas as pd
 
 from ..errors import AblateError
 from ..runs import best_params, open_run_dir, read_registry
+from ..config import TrialConfig
 from ..study import Study, parse_study, read_yaml
 
 TIMESTAMP = re.compile(r"^(\d{8}-\d{6})")
+# Registry columns read as numbers; older run folders lack some of them (they read as NaN: "n/a").
+NUMERIC = ("best_dev_acc", "best_step", "test_acc", "test_loss", "final_test_acc", "final_test_loss",
+           "scored_train_acc", "scored_train_loss", "final_train_loss", "steps")
 
 
 @dataclass
@@ -34,6 +39,7 @@ class Run:
     selected: dict[str, dict[str, Any]]   # per arm: tuned params (tune) or chosen grid point (grid)
     completeness: pd.DataFrame      # per stage and arm: finished vs planned
     manifest: dict[str, Any] = field(default_factory=dict)
+    resumes: list[dict[str, Any]] = field(default_factory=list)   # manifest-resume-*.json, oldest first
 
     @property
     def arm_names(self) -> list[str]:
@@ -58,6 +64,26 @@ class Run:
     def is_depth_study(self) -> bool:
         return "depth" in self.study.factor_names
 
+    @property
+    def datasets(self) -> dict[str, int]:
+        """Dataset actually used -> number of trials (any stage) that recorded it."""
+        col = self.trials["dataset"].dropna() if "dataset" in self.trials else pd.Series(dtype=object)
+        return {str(k): int(v) for k, v in col.value_counts().items()}
+
+    @property
+    def dataset(self) -> str:
+        """The dataset the trials used; the manifest's (then the spec's) when no trial recorded one;
+        several names joined by ' + ' when trials disagree (see `datasets`)."""
+        used = self.datasets
+        if used:
+            return " + ".join(sorted(used))
+        return str(self.manifest.get("dataset") or self.study.base.get("dataset", "unknown"))
+
+    def config_value(self, key: str) -> Any:
+        """A trial setting shared by every arm (the spec's base unless an arm overrides it); None when arms differ."""
+        values = {repr(arm_value(self, a, key)) for a in self.arm_names}
+        return arm_value(self, self.arm_names[0], key) if len(values) == 1 else None
+
 
 def load_run(run_dir: Path) -> Run:
     """Parse a run folder; AblateError when it is not one or has no finished final-stage trial."""
@@ -71,12 +97,21 @@ def load_run(run_dir: Path) -> Run:
     if reported.empty or not ((reported["status"] == "ok") & reported["test_acc"].notna()).any():
         raise AblateError(f"{run_dir} has no finished {final}-stage trials yet; let the study run "
                           f"(or 'ablate study --resume {run_dir}') before analysing it")
-    manifest = {}
+    manifest = _read_json(run_dir / "manifest.json") or {}
+    resumes = []
+    for path in sorted(run_dir.glob("manifest-resume-*.json")):
+        data = _read_json(path)
+        if data is not None:
+            resumes.append({"file": path.name, **data})
+    return Run(run_dir, study, trials, final, reported, selected, _completeness(study, trials), manifest, resumes)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        pass
-    return Run(run_dir, study, trials, final, reported, selected, _completeness(study, trials), manifest)
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _trials_frame(study: Study, rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -88,18 +123,32 @@ def _trials_frame(study: Study, rows: list[dict[str, Any]]) -> pd.DataFrame:
         rec = {k: v for k, v in row.items() if k != "params"}
         rec.update({k: values.get(k) for k in varied})
         records.append(rec)
-    columns = ["trial_id", "stage", "arm", *varied, "seed", "status", "best_dev_acc", "test_acc",
-               "final_train_loss"]
+    columns = ["trial_id", "stage", "arm", *varied, "seed", "status", "dataset", *NUMERIC]
     df = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=columns)
     for col in columns:
         if col not in df:
             df[col] = np.nan
-    for col in ("best_dev_acc", "test_acc", "final_train_loss", "test_loss"):
-        if col in df:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
+    for col in NUMERIC:
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    df["total_steps"] = [_planned_steps(study, settings, row) for row in records] if records else []
     # Arms keep the spec's order everywhere (tables, legends, colours), not alphabetical order.
     df["arm"] = pd.Categorical(df["arm"], categories=[a.name for a in study.arms])
     return df
+
+
+def _planned_steps(study: Study, settings: dict[str, dict], row: dict[str, Any]) -> float:
+    """SGD steps the trial was configured to run (NaN when its config cannot be rebuilt)."""
+    try:
+        return float(TrialConfig.from_dict({**study.base, **settings.get(row["arm"], {}), **(row.get("params") or {})},
+                                           source="registry row").total_steps())
+    except AblateError:
+        return math.nan
+
+
+def completed(trials: pd.DataFrame) -> pd.Series:
+    """Trials that trained to their last step: ok, or marked stopped although they reached it."""
+    reached = trials["steps"].notna() & trials["total_steps"].notna() & (trials["steps"] >= trials["total_steps"])
+    return (trials["status"] == "ok") | ((trials["status"] == "stopped") & reached)
 
 
 def _selected_params(study: Study, trials: pd.DataFrame, final: str,
@@ -197,10 +246,37 @@ def load_grad_norms(run: Run) -> pd.DataFrame | None:
     return out.drop_duplicates(subset=["trial_id", "step", "kind", "layer_index"], keep="first").reset_index(drop=True)
 
 
+def load_predictions(run: Run) -> pd.DataFrame | None:
+    """predictions.csv of every reported ok trial that has one, with arm, seed and `images`: a key
+    naming the test subset it was scored on (dataset, data seed, test size, image size), so two
+    trials with equal keys saw the same images in the same order. None when no trial has one."""
+    frames = []
+    for row in run.ok.itertuples():
+        folder = run.run_dir / "trials" / row.trial_id
+        path = folder / "predictions.csv"
+        if not path.is_file():
+            continue
+        try:
+            df = pd.read_csv(path)
+            cfg = TrialConfig.from_yaml_file(folder / "config.yaml")
+        except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError, AblateError):
+            continue
+        if not {"index", "label", "pred", "pred_final"} <= set(df.columns) or df.empty:
+            continue
+        dataset = row.dataset if isinstance(row.dataset, str) else cfg.dataset
+        key = f"{dataset}/data_seed={cfg.data_seed}/test_size={cfg.test_size}/image_size={cfg.image_size}"
+        frames.append(df.assign(arm=row.arm, seed=row.seed, trial_id=row.trial_id, images=key))
+    if not frames:
+        return None
+    out = pd.concat(frames, ignore_index=True)
+    out["arm"] = pd.Categorical(out["arm"], categories=run.arm_names)
+    return out
+
+
 def arm_value(run: Run, arm: str, key: str) -> Any:
-    """A setting's value in an arm: the arm's own setting, else the spec's base."""
+    """A setting's value in an arm: the arm's own setting, else the spec's base, else the trial default."""
     settings = next(a.settings for a in run.study.arms if a.name == arm)
-    return settings.get(key, run.study.base.get(key))
+    return settings.get(key, run.study.base.get(key, getattr(TrialConfig, key, None)))
 
 
 def series_of(run: Run, arm: str) -> str:

@@ -1,7 +1,6 @@
 """analyze(): figures, summary tables and report.md for one run folder; export helpers for the CLI."""
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -13,23 +12,32 @@ import pandas as pd
 from ..errors import AblateError
 from ..outputs import atomic_write_text
 from . import figures as F
+from . import figures_grad as G
+from .compare import compare, supported_best
+from .context import dataset_lines, dataset_name, model_name, protocol, resume_lines, test_images_line
+from .figures_tuning import lr_param, tuning_landscape
 from .lesion_report import check_table, lesion_figure, lesion_lines
-from .load import Run, load_curves, load_grad_norms, load_run
-from .summary import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, DEGRADE_RULE, compare, degradation, fmt_p, fmt_param,
-                      pct, pp, summarize, to_csv, to_latex, to_markdown, to_text, winner)
+from .load import Run, load_curves, load_grad_norms, load_predictions, load_run
+from .sections import (checkpoint_lines, comparison_lines, depth_lines, failure_lines, pairs_table, tuning_lines)
+from .tables import caption, fmt_param, table_note, to_csv, to_latex, to_markdown, to_text
+from .summary import summarize
 
 FORMATS = ("latex", "csv", "markdown")
 CAPTIONS = {
-    "test_accuracy": "Test accuracy per arm: every seed as a dot; black diamond = mean with its 95 % t-interval.",
-    "curves": "Training loss and dev accuracy over training, mean over seeds with a 95 % t-interval band.",
-    "grad_profile": "Gradient L2 norm per layer along the main path (input on the left; projection shortcuts left "
-                    "out), at initialisation and at the last logged step.",
-    "grad_heatmap": "Gradient L2 norm per main-path layer and logged step, one panel per arm, one shared log colour scale.",
-    "depth": "Final training loss and test accuracy against depth, plain vs residual (mean ± 95 % t-interval).",
-    "depth_grad_ratio": "Ratio of the first layer's to the last layer's gradient norm at initialisation, against depth.",
-    "tuning": "Tuning stage: best dev accuracy of every tuning trial against the learning rate (star = chosen).",
+    "test_accuracy": "Test accuracy (best-dev checkpoint) per arm: every seed as a dot; black diamond = mean with its "
+                     "95 % t-interval.",
+    "curves": "Mini-batch training loss and dev accuracy over training, per arm.",
+    "grad_profile": "Gradient norm per main-path layer (projection shortcuts left out), raw ‖g‖ and relative ‖g‖/‖w‖, "
+                    "at initialisation and at the last logged step.",
+    "grad_heatmap": "Gradient norm per main-path layer and logged step, one panel per arm, one shared log colour "
+                    "scale; each column is drawn at its real step.",
+    "depth": "Train loss and test accuracy against depth, plain vs residual (mean ± 95 % t-interval, dots: seeds).",
+    "depth_grad_ratio": "Input-side over output-side gradient at initialisation, against depth.",
+    "tuning": "Tuning stage: best dev accuracy of every tuning trial against the learning rate; lines join each arm's "
+              "completed trials in lr order (its learning-rate sensitivity); star = chosen for the confirm stage.",
     "lr_grid": "Test accuracy against the learning rate over the grid, mean ± 95 % t-interval (dots = seeds).",
-    "lesion": "Lesion study: test accuracy with one block dropped at test time, per block; dashed = intact model.",
+    "lesion": "Lesion study: test accuracy with one block dropped at test time, per block; dashed = intact model, "
+              "dotted = chance.",
 }
 
 
@@ -42,10 +50,11 @@ class AnalysisResult:
     summary_tex: Path
     comparisons_csv: Path
     figures: dict[str, list[Path]]       # name -> [png, pdf]
+    captions: dict[str, str]             # name -> the caption under it in report.md
     lesion_csv: Path | None              # the lesion table, when a lesion study was asked for and ran
     skipped: dict[str, str]              # figure name -> why it was not drawn
     missing: list[str]                   # one line per stage/arm with fewer finished trials than planned
-    winner: str | None
+    winner: str | None                   # the arm shown better than every other one, else None
     table: str                           # the terminal summary
     summary: pd.DataFrame = field(repr=False)
     comparisons: pd.DataFrame = field(repr=False)
@@ -61,23 +70,25 @@ def _writable_dir(path: Path) -> Path:
     return path
 
 
-def make_figures(run: Run, fig_dir: Path) -> tuple[dict[str, list[Path]], dict[str, str]]:
+def make_figures(run: Run, fig_dir: Path) -> tuple[dict[str, list[Path]], dict[str, str], dict[str, str]]:
+    """Draws every figure the run has data for: (paths, captions, skipped with the reason)."""
     made: dict[str, list[Path]] = {}
+    captions: dict[str, str] = {}
     skipped: dict[str, str] = {}
     curves = load_curves(run)
     grads = load_grad_norms(run)
     makers = {"test_accuracy": lambda: F.accuracy_per_arm(run),
               "curves": lambda: F.curves(run, curves) if len(curves) else None}
     grad_reason = "no trial of the final stage has a grad_norms.csv (made before gradient logging, or with telemetry: false)"
-    for name, fn in (("grad_profile", F.grad_profile), ("grad_heatmap", F.grad_heatmap)):
+    for name, fn in (("grad_profile", G.grad_profile), ("grad_heatmap", G.grad_heatmap)):
         makers[name] = (lambda fn=fn: fn(run, grads)) if grads is not None else None
     if run.is_depth_study():
         makers["depth"] = lambda: F.depth_figure(run)
-        makers["depth_grad_ratio"] = (lambda: F.depth_grad_ratio(run, grads)) if grads is not None else None
+        makers["depth_grad_ratio"] = (lambda: G.depth_grad_ratio(run, grads)) if grads is not None else None
     if "tune" in run.study.stages:
-        makers["tuning"] = lambda: F.tuning_landscape(run)
+        makers["tuning"] = lambda: tuning_landscape(run)
     elif run.study.grid:
-        makers["lr_grid"] = lambda: F.tuning_landscape(run)
+        makers["lr_grid"] = lambda: tuning_landscape(run)
     with F.theme():
         for name, maker in makers.items():
             if maker is None:
@@ -88,11 +99,12 @@ def make_figures(run: Run, fig_dir: Path) -> tuple[dict[str, list[Path]], dict[s
                 skipped[name] = "no data for it in this run"
                 continue
             made[name] = F.save(fig, fig_dir, name)
+            captions[name] = " ".join([CAPTIONS[name], *F.notes(fig)])
     # A figure from an earlier analysis into the same folder must not outlive the data behind it.
     for name in skipped:
         for ext in ("png", "pdf"):
             (fig_dir / f"{name}.{ext}").unlink(missing_ok=True)
-    return made, skipped
+    return made, captions, skipped
 
 
 def _lesion_table(run: Run, lesion: "bool | pd.DataFrame") -> tuple[pd.DataFrame | None, str | None]:
@@ -119,15 +131,18 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     run = load_run(Path(run_dir))
     out_dir = _writable_dir(Path(out) if out is not None else run.run_dir / "analysis")
     summary = summarize(run)
-    comparisons = compare(run)
+    comparisons = compare(run, load_predictions(run))
+    best = supported_best(run, comparisons)
     lesion_table, lesion_skip = _lesion_table(run, lesion)
-    figs, skipped = make_figures(run, out_dir / "figures")
+    figs, captions, skipped = make_figures(run, out_dir / "figures")
     lesion_csv = None
     if lesion_table is not None:
         lesion_csv = out_dir / "lesion.csv"
         atomic_write_text(lesion_csv, lesion_table.to_csv(index=False))
         with F.theme():
-            figs["lesion"] = F.save(lesion_figure(run, lesion_table), out_dir / "figures", "lesion")
+            fig = lesion_figure(run, lesion_table)
+            figs["lesion"] = F.save(fig, out_dir / "figures", "lesion")
+            captions["lesion"] = " ".join([CAPTIONS["lesion"], *F.notes(fig)])
     else:
         for ext in ("png", "pdf"):
             (out_dir / "figures" / f"lesion.{ext}").unlink(missing_ok=True)
@@ -137,100 +152,52 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     paths = {"summary_csv": out_dir / "summary.csv", "summary_tex": out_dir / "summary.tex",
              "comparisons_csv": out_dir / "comparisons.csv", "report": out_dir / "report.md"}
     atomic_write_text(paths["summary_csv"], to_csv(summary))
-    atomic_write_text(paths["summary_tex"], to_latex(summary, run))
+    atomic_write_text(paths["summary_tex"], to_latex(summary, run, comparisons, best))
     atomic_write_text(paths["comparisons_csv"], comparisons.to_csv(index=False))
-    atomic_write_text(paths["report"], report_markdown(run, summary, comparisons, figs, skipped, out_dir, lesion_table))
-    return AnalysisResult(run_dir=run.run_dir, out_dir=out_dir, figures=figs, skipped=skipped, lesion_csv=lesion_csv,
-                          missing=run.missing_lines(), winner=winner(summary), table=to_text(summary, run),
-                          summary=summary, comparisons=comparisons, **paths)
+    text = report_markdown(run, summary, comparisons, best, figs, captions, skipped, out_dir, lesion_table)
+    atomic_write_text(paths["report"], text)
+    return AnalysisResult(run_dir=run.run_dir, out_dir=out_dir, figures=figs, captions=captions, skipped=skipped,
+                          lesion_csv=lesion_csv, missing=run.missing_lines(), winner=best,
+                          table=to_text(summary, run, best), summary=summary, comparisons=comparisons, **paths)
 
 
 # --- report.md -------------------------------------------------------------------------------------
-def _ci_text(row: pd.Series) -> str:
-    if math.isnan(row["test_acc_ci_low"]):
-        return f"{pct(row['test_acc_mean'])} (n = {row['n']}; no CI from a single seed)"
-    return (f"{pct(row['test_acc_mean'])} (95 % CI {pct(row['test_acc_ci_low'])} to {pct(row['test_acc_ci_high'])}, "
-            f"n = {row['n']} seeds)")
+def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None) -> list[str]:
+    """'## Results': protocol, test images, the table, failures, comparisons (no winner without support)."""
+    md = ["## Results", "", protocol(run), "", test_images_line(run), "", to_markdown(summary, run, best),
+          table_note(run) + " Full precision in `summary.csv`.", ""]
+    picks = "; ".join(f"`{a}`: " + ", ".join(f"{k} = {fmt_param(v)}" for k, v in p.items())
+                      for a, p in run.selected.items())
+    if run.study.grid:
+        md += [f"Each arm is reported at its grid point with the best mean **dev** accuracy over seeds ({picks}); "
+               "choosing by test accuracy would bias the reported numbers.", ""]
+    elif run.study.space:
+        md += [f"Tuned parameters (best dev accuracy in the tuning stage): {picks}.", ""]
+    failures = failure_lines(run, summary)
+    if failures:
+        md += ["Failed runs:", ""] + [f"- {line}" for line in failures] + [""]
+    md += ["### Comparisons", ""] + comparison_lines(run, comparisons) + [""]
+    if len(comparisons) > 1:
+        md += ["All pairs (p-values Holm-corrected over all pairs; full detail in `comparisons.csv`):", "",
+               pairs_table(run, comparisons)]
+    md.append(f"**Best arm: `{best}`**, better than every other arm with the data's support." if best else
+              "No arm is shown to be better than every other: the ranking by mean is not supported by the data.")
+    return md + [""]
 
 
-def _findings(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame) -> list[str]:
-    best = winner(summary)
-    by_arm = summary.set_index("arm")
-    lines = []
-    ranked = summary.dropna(subset=["test_acc_mean"]).sort_values("test_acc_mean", ascending=False)
-    lines.append(f"**Winner: `{best}`**, with the highest mean test accuracy, {_ci_text(by_arm.loc[best])}.")
-    unscored = [a for a in run.arm_names if a not in set(ranked["arm"])]
-    if unscored:
-        comp = run.completeness[run.completeness["stage"] == run.final_stage].set_index("arm")
-        why = "; ".join(f"`{a}` ({comp.loc[a, 'diverged']} diverged, {comp.loc[a, 'error']} failed, "
-                        f"{comp.loc[a, 'finished']} of {comp.loc[a, 'planned']} run)" for a in unscored)
-        lines.append(f"Arms without any test score, so left out of the comparison: {why}.")
-    if len(ranked) < 2:
-        return lines
-    second = ranked.iloc[1]["arm"]
-    lines.append(f"Runner-up: `{second}`, {_ci_text(by_arm.loc[second])}.")
-    c = comparisons[(comparisons["arm_a"] == best) & (comparisons["arm_b"] == second)].iloc[0]
-    ci = ("" if math.isnan(c["diff_ci_low"]) else
-          f", 95 % bootstrap CI [{pp(c['diff_ci_low'])}, {pp(c['diff_ci_high'])}] "
-          f"({BOOTSTRAP_RESAMPLES:,} resamples of the seeds within each arm, generator seed {BOOTSTRAP_SEED})")
-    lines.append(f"Difference in mean test accuracy, `{best}` minus `{second}`: {pp(c['diff'])} percentage points{ci}.")
-    lines.append(_test_sentence(c, multiple=len(ranked) > 2))
-    few = int(ranked["n"].min())
-    if few < 3:
-        lines.append(f"Caution: some arm has only {few} finished seed(s), so its t-interval is very wide (it can "
-                     "pass 0 % or 100 %); add seeds before trusting this ranking.")
-    return lines
-
-
-def _test_sentence(c: pd.Series, multiple: bool) -> str:
-    if c["test"] == "none":
-        p = "" if math.isnan(c["p"]) else f" (p = {fmt_p(c['p'])})"
-        return f"No paired test was run: {c['why']}{p}."
-    name = "Wilcoxon signed-rank test" if c["test"] == "wilcoxon" else "paired t-test"
-    stat = "W" if c["test"] == "wilcoxon" else "t"
-    holm = f", Holm-corrected over all pairs p = {fmt_p(c['p_holm'])}" if multiple else ""
-    p_used = c["p_holm"] if multiple else c["p"]
-    verdict = "significant" if p_used < 0.05 else "not significant"
-    return (f"Paired by seed, {name} ({c['why']}): {stat} = {c['statistic']:.3g}, p = {fmt_p(c['p'])}{holm}; "
-            f"the difference is {verdict} at the 5 % level.")
-
-
-def _pairs_table(comparisons: pd.DataFrame) -> str:
-    lines = ["| better arm | other arm | difference (pp) | 95 % bootstrap CI (pp) | test | n pairs | p | p (Holm) |",
-             "|---|---|---:|---:|---|---:|---:|---:|"]
-    for c in comparisons.itertuples():
-        ci = "n/a" if math.isnan(c.diff_ci_low) else f"[{pp(c.diff_ci_low)}, {pp(c.diff_ci_high)}]"
-        lines.append(f"| `{c.arm_a}` | `{c.arm_b}` | {pp(c.diff)} | {ci} | {c.test} | {c.n_pairs} | "
-                     f"{fmt_p(c.p)} | {fmt_p(c.p_holm)} |")
-    return "\n".join(lines) + "\n"
-
-
-def _depth_lines(run: Run, summary: pd.DataFrame) -> list[str]:
-    results = degradation(run, summary)
-    if not results:
-        return ["No plain (residual = false) arm has finished trials, so plain-network degradation is not assessed."]
-    lines = [f"Definition: {DEGRADE_RULE}."]
-    for r in results:
-        who = "The plain network" if r["series"] == "plain" else f"The plain series `{r['series']}`"
-        base = (f"{pct(r['base_mean'])} at depth {r['base_depth']}"
-                + ("" if math.isnan(r["half_width"]) else f", threshold {pct(r['base_mean'] - r['half_width'])}"))
-        if r.get("reason"):
-            lines.append(f"{who}: cannot be assessed, {r['reason']} ({base}).")
-        elif r["degrades_at"] is None:
-            lines.append(f"{who} does not degrade at any depth tested ({', '.join(map(str, r['depths']))}; {base}).")
-        else:
-            lines.append(f"{who} starts to degrade at depth **{r['degrades_at']}** ({base}).")
-    return lines
-
-
-def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, figs: dict[str, list[Path]],
-                    skipped: dict[str, str], out_dir: Path, lesion_table: pd.DataFrame | None = None) -> str:
+def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
+                    figs: dict[str, list[Path]], captions: dict[str, str], skipped: dict[str, str], out_dir: Path,
+                    lesion_table: pd.DataFrame | None = None) -> str:
     study, m = run.study, run.manifest
     md = [f"# Study `{study.name}`: analysis", ""]
     if study.description:
-        md += [study.description, ""]
-    md.append(f"Run folder `{run.run_dir}`; budget {study.budget}; dataset {m.get('dataset', study.base.get('dataset'))}; "
-              f"stages {' → '.join(study.stages)}; seeds {study.seeds}; git commit {m.get('git_commit', 'unknown')}.")
+        md += [f"Spec description: {study.description}", ""]
+    used = "datasets" if len(run.datasets) > 1 else "dataset"
+    md.append(f"{model_name(run)} on **{dataset_name(run)}** (the {used} the trials actually used). Run folder "
+              f"`{run.run_dir}`; budget {study.budget}; stages {' → '.join(study.stages)}; seeds {study.seeds}; "
+              f"git commit {m.get('git_commit', 'unknown')}.")
+    for line in dataset_lines(run) + resume_lines(run):
+        md += ["", line]
     md += ["", "## Completeness", ""]
     missing = run.missing_lines()
     if missing:
@@ -238,32 +205,12 @@ def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
         md += [""] + [f"- {line}" for line in missing]
     else:
         md.append("Every planned trial has a result.")
-    bad = run.completeness[run.completeness["stage"] == run.final_stage]
-    for r in bad.itertuples():
-        if r.diverged or r.error:
-            md.append(f"- arm `{r.arm}`: {r.diverged} diverged and {r.error} failed {run.final_stage} trial(s), "
-                      "left out of the accuracy statistics")
-    md += ["", "## Results", "", to_markdown(summary, run),
-           f"Mean ± half-width of the 95 % Student-t interval over seeds ({run.final_stage} stage); "
-           "n = seeds that finished normally and were scored on test / seeds planned. "
-           "Full precision in `summary.csv`.", ""]
-    if study.grid:
-        picks = "; ".join(f"`{a}`: " + ", ".join(f"{k} = {fmt_param(v)}" for k, v in p.items())
-                          for a, p in run.selected.items())
-        md += [f"Each arm is reported at its grid point with the best mean **dev** accuracy over seeds ({picks}); "
-               "choosing by test accuracy would bias the reported numbers.", ""]
-    elif study.space:
-        picks = "; ".join(f"`{a}`: " + ", ".join(f"{k} = {fmt_param(v)}" for k, v in p.items())
-                          for a, p in run.selected.items())
-        md += [f"Tuned parameters (best dev accuracy in the tuning stage): {picks}.", ""]
-    md += [f"- {line}" for line in _findings(run, summary, comparisons)] + [""]
-    if len(comparisons) > 1:
-        md += ["### All pairs", "",
-               "Paired by seed; Wilcoxon signed-rank with at least 6 pairs, else the paired t-test (the signed-rank "
-               "test cannot reach p < 0.05 below 6 pairs). p-values Holm-corrected over all "
-               f"{len(comparisons)} pairs.", "", _pairs_table(comparisons)]
+    md += [""] + results_section(run, summary, comparisons, best)
+    md += ["## Checkpoints", ""] + checkpoint_lines(run, load_curves(run)) + [""]
+    if "tune" in study.stages:
+        md += ["## Tuning", ""] + tuning_lines(run, lr_param(run)) + [""]
     if run.is_depth_study():
-        md += ["## Depth", ""] + _depth_lines(run, summary) + [""]
+        md += ["## Depth", ""] + depth_lines(run, summary) + [""]
     if lesion_table is not None:
         intro, *per_arm = lesion_lines(run, lesion_table)
         md += ["## Lesion study", "", intro, ""] + [f"- {line}" for line in per_arm] + ["", "Full table: `lesion.csv`.", ""]
@@ -271,7 +218,7 @@ def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
     for name, paths in figs.items():
         rel = Path(os.path.relpath(paths[0], out_dir)).as_posix()
         pdf = Path(os.path.relpath(paths[1], out_dir)).as_posix()
-        md += [f"![{name}]({rel})", "", f"*{CAPTIONS.get(name, name)}* ([PDF]({pdf}))", ""]
+        md += [f"![{name}]({rel})", "", f"*{captions.get(name, CAPTIONS.get(name, name))}* ([PDF]({pdf}))", ""]
     if skipped:
         md += ["Not drawn:", ""] + [f"- {name}: {why}" for name, why in skipped.items()] + [""]
     return "\n".join(md)
@@ -285,17 +232,19 @@ def add_report_section(result: AnalysisResult, title: str, body_markdown: str) -
 
 # --- export ----------------------------------------------------------------------------------------
 def export(run_dir: Path, fmt: str) -> str:
-    """The summary table as LaTeX, CSV or Markdown text (no figures drawn)."""
+    """The summary table as LaTeX, CSV or Markdown text (no figures drawn); each names the dataset used."""
     key = str(fmt).lower()
     if key not in FORMATS:
         raise AblateError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     run = load_run(Path(run_dir))
     summary = summarize(run)
-    if key == "latex":
-        return to_latex(summary, run)
     if key == "csv":
         return to_csv(summary)
-    return to_markdown(summary, run)
+    comparisons = compare(run, load_predictions(run))
+    best = supported_best(run, comparisons)
+    if key == "latex":
+        return to_latex(summary, run, comparisons, best)
+    return to_markdown(summary, run, best) + "\n" + caption(run, summary, delta=False) + "\n"
 
 
 def arm_slug(arm: str) -> str:

@@ -1,11 +1,15 @@
-"""Small, pure statistics for comparing arms over seeds.
+"""Small, pure statistics for comparing arms over seeds and over test images.
 
-Every function takes plain sequences of numbers and returns plain numbers, so each can be checked
-against scipy on known inputs. NaNs mean "not defined for this input" (e.g. a CI from one seed),
-never an error: a half-finished study should still produce a report.
+Every function takes plain sequences (or arrays) of numbers and returns plain numbers, so each can
+be checked against scipy or by hand on known inputs. NaNs mean "not defined for this input" (e.g. a
+CI from one seed), never an error: a half-finished study should still produce a report.
+
+The design is paired: seed s of one arm is compared with seed s of the other (same data, same
+initialisation seed), so the unit of analysis is the paired difference d_s = a_s - b_s.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -14,7 +18,9 @@ import numpy as np
 from scipy import stats as _st
 
 NAN = float("nan")
-WILCOXON_MIN_N = 6  # below this the exact signed-rank test cannot reach p < 0.05 two-sided
+EXACT_MAX_N = 16          # the sign-flip test enumerates all 2^n patterns up to here, else samples them
+SIGN_FLIP_SAMPLES = 100_000
+IMAGE_BOOTSTRAP_RESAMPLES = 10_000
 
 
 @dataclass(frozen=True)
@@ -53,41 +59,67 @@ def std(values: Sequence[float]) -> float:
     return float(x.std(ddof=1)) if x.size > 1 else NAN
 
 
-def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], n_resamples: int = 10_000,
-                      confidence: float = 0.95, seed: int = 0) -> Interval:
-    """mean(a) - mean(b) with a percentile bootstrap CI, resampling each group independently.
+def _tolerance(*arrays: np.ndarray) -> float:
+    # Accuracies are fractions k/N: differences equal on paper differ by float rounding.
+    top = max([1.0] + [float(np.abs(a).max()) for a in arrays if a.size])
+    return 1e-12 * top
 
-    Groups are resampled separately (not as pairs) because the interval should also hold when
-    seeds are missing from one arm; the paired test is where seed pairing is used.
+
+def sign_flip_test(d: Sequence[float], samples: int = SIGN_FLIP_SAMPLES, seed: int = 0) -> tuple[float, bool]:
+    """Two-sided sign-flip (paired permutation) test of mean(d) = 0: (p, exact).
+
+    Under the null each paired difference is as likely to have either sign, so the p-value is the
+    share of the 2^n sign patterns whose mean is at least as far from 0 as the observed one. Up to
+    EXACT_MAX_N pairs all patterns are enumerated (smallest p = 2 / 2^n); above that `samples`
+    random patterns are drawn (seeded) and p = (1 + hits) / (1 + samples).
     """
-    x, y = _clean(a), _clean(b)
-    if x.size == 0 or y.size == 0:
-        return Interval(NAN, NAN, NAN, 0)
-    diff = float(x.mean() - y.mean())
-    if x.size < 2 and y.size < 2:
-        return Interval(diff, NAN, NAN, x.size + y.size)
+    x = _clean(d)
+    n = x.size
+    if n == 0:
+        return NAN, True
+    tol = _tolerance(x)
+    observed = abs(float(x.mean()))
+    if observed <= tol:
+        return 1.0, True
+    if n <= EXACT_MAX_N:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+        means = np.abs(signs @ x) / n
+        return float(np.mean(means >= observed - tol)), True
     rng = np.random.default_rng(seed)
-    mx = x[rng.integers(0, x.size, size=(n_resamples, x.size))].mean(axis=1)
-    my = y[rng.integers(0, y.size, size=(n_resamples, y.size))].mean(axis=1)
-    alpha = 1 - confidence
-    low, high = np.quantile(mx - my, [alpha / 2, 1 - alpha / 2])
-    return Interval(diff, float(low), float(high), x.size + y.size)
+    signs = rng.choice((1.0, -1.0), size=(samples, n))
+    hits = int(np.sum(np.abs(signs @ x) / n >= observed - tol))
+    return (1 + hits) / (1 + samples), False
+
+
+def smallest_sign_flip_p(n: int) -> float:
+    """The smallest two-sided p-value the exact sign-flip test can give with n pairs."""
+    return 2.0 / 2 ** n if n >= 1 else NAN
 
 
 @dataclass(frozen=True)
-class PairedTest:
-    test: str          # "wilcoxon", "paired t" or "none"
-    statistic: float
-    pvalue: float
-    n: int             # number of pairs
-    reason: str        # one phrase saying why this test (or why none)
+class PairedDiff:
+    """Paired comparison of two arms over seeds (d_s = a_s - b_s)."""
+
+    n: int                 # number of pairs
+    mean: float            # mean paired difference
+    low: float             # 95 % Student-t interval of the mean paired difference
+    high: float
+    sd: float              # SD of the paired differences (ddof 1)
+    effect: float          # standardised effect size d_z = mean / sd (inf when sd = 0 and mean != 0)
+    p_sign_flip: float     # two-sided, exact up to EXACT_MAX_N pairs
+    sign_flip_exact: bool
+    t: float               # paired t statistic (NaN when sd = 0 or n < 2)
+    p_t: float
+
+    @property
+    def min_p(self) -> float:
+        return smallest_sign_flip_p(self.n)
 
 
-def paired_test(a: Sequence[float], b: Sequence[float], min_wilcoxon: int = WILCOXON_MIN_N) -> PairedTest:
-    """Two-sided paired test on equal-length sequences (pair i = the same seed in both arms).
+def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> PairedDiff:
+    """The paired comparison of equal-length sequences (pair i = the same seed in both arms).
 
-    Wilcoxon signed-rank from `min_wilcoxon` pairs up (no normality assumption); below that the
-    signed-rank test cannot reach p < 0.05 at all, so the paired t-test is used instead.
+    Pairs with a missing side drop out together.
     """
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape:
@@ -95,24 +127,65 @@ def paired_test(a: Sequence[float], b: Sequence[float], min_wilcoxon: int = WILC
     keep = np.isfinite(x) & np.isfinite(y)
     d = x[keep] - y[keep]
     n = int(d.size)
+    if n == 0:
+        return PairedDiff(0, NAN, NAN, NAN, NAN, NAN, NAN, True, NAN, NAN)
+    tol = _tolerance(x[keep], y[keep])
+    d = np.where(np.abs(d) <= tol, 0.0, d)
+    ci = mean_ci(d, confidence)
+    sd = std(d)
+    p_flip, exact = sign_flip_test(d)
     if n < 2:
-        return PairedTest("none", NAN, NAN, n, f"only {n} seed pair(s); a paired test needs at least 2")
-    # Accuracies are fractions k/N: differences that are equal on paper differ by float rounding.
-    tol = 1e-12 * max(1.0, float(np.abs(x[keep]).max()), float(np.abs(y[keep]).max()))
-    if np.all(np.abs(d) <= tol):
-        # Identical results under every seed: no evidence of any difference.
-        return PairedTest("none", 0.0, 1.0, n, "the two arms gave identical results under every seed")
-    if n >= min_wilcoxon:
-        res = _st.wilcoxon(x[keep], y[keep])
-        return PairedTest("wilcoxon", float(res.statistic), float(res.pvalue), n,
-                          f"{n} seed pairs, at least {min_wilcoxon}, so no normality assumption is needed")
+        return PairedDiff(n, ci.mean, NAN, NAN, NAN, NAN, p_flip, exact, NAN, NAN)
     if np.all(np.abs(d - d[0]) <= tol):
-        # A constant non-zero difference has zero variance: t is infinite and scipy returns NaN.
-        return PairedTest("paired t", math.copysign(math.inf, d[0]), 0.0, n,
-                          f"only {n} seed pairs, too few for the signed-rank test to reach p < 0.05; the difference is identical under every seed")
-    res = _st.ttest_rel(x[keep], y[keep])
-    return PairedTest("paired t", float(res.statistic), float(res.pvalue), n,
-                      f"only {n} seed pairs, too few for the signed-rank test to reach p < 0.05")
+        # No spread: the t-interval has width 0 and t is undefined; the sign-flip test still works.
+        sd = 0.0
+        effect = 0.0 if abs(d[0]) <= tol else math.copysign(math.inf, d[0])
+        return PairedDiff(n, ci.mean, ci.mean, ci.mean, sd, effect, p_flip, exact, NAN, NAN)
+    res = _st.ttest_1samp(d, 0.0)
+    return PairedDiff(n, ci.mean, ci.low, ci.high, sd, ci.mean / sd, p_flip, exact,
+                      float(res.statistic), float(res.pvalue))
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Exact two-sided McNemar test on the discordant images: a_only = images only model A got right."""
+    total = a_only + b_only
+    if total == 0:
+        return 1.0
+    return float(_st.binomtest(min(a_only, b_only), total, 0.5).pvalue)
+
+
+def image_seed_bootstrap(diffs: Sequence[np.ndarray], groups: Sequence[int], n_resamples: int = IMAGE_BOOTSTRAP_RESAMPLES,
+                         confidence: float = 0.95, seed: int = 0) -> Interval:
+    """Percentile bootstrap CI of the mean per-image accuracy difference over seeds and test images.
+
+    diffs[s] holds, for seed pair s, correct_A - correct_B per test image (values -1, 0, 1), in the
+    order of that seed's test subset. Pairs with the same `groups` value were scored on the same
+    images: one resample of those images is shared by them (the images are one sample, reused), while
+    different groups resample their own images. Each bootstrap draw resamples the seed pairs too.
+    """
+    if len(diffs) == 0:
+        return Interval(NAN, NAN, NAN, 0)
+    if len(diffs) != len(groups):
+        raise ValueError("one group label per seed pair is needed")
+    rng = np.random.default_rng(seed)
+    n = len(diffs)
+    per_pair = np.empty((n_resamples, n))
+    draws: dict[int, np.ndarray] = {}
+    for s, (d, g) in enumerate(zip(diffs, groups)):
+        d = np.asarray(d, dtype=float)
+        if g not in draws:
+            m = d.size
+            draws[g] = rng.multinomial(m, np.full(m, 1.0 / m), size=n_resamples)
+        weights = draws[g]
+        if weights.shape[1] != d.size:
+            raise ValueError("seed pairs of one group must have the same number of images")
+        per_pair[:, s] = weights @ d / d.size
+    seed_counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples)
+    stats_ = (seed_counts * per_pair).sum(axis=1) / n
+    mean = float(np.mean([np.mean(np.asarray(d, dtype=float)) for d in diffs]))
+    alpha = 1 - confidence
+    low, high = np.quantile(stats_, [alpha / 2, 1 - alpha / 2])
+    return Interval(mean, float(low), float(high), n)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

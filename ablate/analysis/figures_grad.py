@@ -1,0 +1,185 @@
+"""Gradient figures from grad_norms.csv: per-layer profiles (raw ‖g‖ and ‖g‖/‖w‖), the layer × step
+heatmap, and the depth study's input-side / output-side gradient ratio.
+
+Layers are the main path only (projection shortcuts are left out by load_grad_norms); index 0 is
+the stem conv and the highest index the classifier. Raw gradient norms are not comparable between
+layers of different widths, and BatchNorm makes a conv's output invariant to its weights' scale,
+so the gradient shrinks as the weights grow: ‖g‖/‖w‖ (the relative gradient) is drawn beside them.
+The captions' notes say what the data show at initialisation, not what is expected.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .context import title
+from .figures import arm_handles, arm_styles, depth_axis, label, legend_below, note, plain_log_labels
+from .load import Run, series_of
+
+RATIO_DEFINITION = ("the first conv of the first residual block over the last conv of the last block (both 3×3 convs "
+                    "on the main path; the stem and the classifier are left out), at step 0")
+
+
+def geo_mean(values: pd.Series) -> float:
+    v = values[values > 0]
+    return float(np.exp(np.log(v).mean())) if len(v) else math.nan
+
+
+def with_relative(grads: pd.DataFrame) -> pd.DataFrame:
+    """Adds rel_norm = ‖g‖/‖w‖ (NaN where the weight norm was not logged)."""
+    w = pd.to_numeric(grads["weight_norm"], errors="coerce") if "weight_norm" in grads else np.nan
+    return grads.assign(rel_norm=grads["grad_norm"] / w)
+
+
+def grad_ratios(grads: pd.DataFrame) -> pd.DataFrame:
+    """Per trial at step 0: ratio (raw ‖g‖) and rel_ratio (‖g‖/‖w‖) of RATIO_DEFINITION's two layers."""
+    g = with_relative(grads)
+    init = g[(g["kind"] == "layer") & (g["step"] == 0)]
+    if "block" in init:
+        init = init[~init["block"].isin(["stem", "head"])]
+    else:  # a file without block names: by the telemetry's convention index 0 is the stem, the last the classifier
+        ends = init.groupby("trial_id")["layer_index"].transform
+        init = init[(init["layer_index"] != ends("min")) & (init["layer_index"] != ends("max"))]
+    rows = []
+    for trial_id, group in init.groupby("trial_id"):
+        first = group.loc[group["layer_index"].idxmin()]
+        last = group.loc[group["layer_index"].idxmax()]
+        if last["grad_norm"] > 0:
+            rel = first["rel_norm"] / last["rel_norm"] if last["rel_norm"] > 0 else math.nan
+            rows.append({"trial_id": trial_id, "first_layer": first["layer"], "last_layer": last["layer"],
+                         "ratio": float(first["grad_norm"] / last["grad_norm"]), "rel_ratio": float(rel)})
+    return pd.DataFrame(rows, columns=["trial_id", "first_layer", "last_layer", "ratio", "rel_ratio"])
+
+
+def times(x: float) -> str:
+    """A ratio as '0.76×', '3.2×', '54×', '1300×'."""
+    return f"{x:.0f}×" if x >= 10 else f"{x:.2g}×"
+
+
+def init_direction_lines(run: Run, grads: pd.DataFrame) -> list[str]:
+    """What the gradients do at initialisation, per arm: the RATIO_DEFINITION ratio, geometric mean over seeds."""
+    ratios = grad_ratios(grads).merge(run.ok[["trial_id", "arm"]], on="trial_id")
+    lines = []
+    for arm in run.arm_names:
+        sub = ratios[ratios["arm"] == arm]
+        if sub.empty:
+            continue
+        raw, rel = geo_mean(sub["ratio"]), geo_mean(sub["rel_ratio"])
+        where = "larger near the input" if raw > 1 else "smaller near the input" if raw < 1 else "equal"
+        rel_text = "" if math.isnan(rel) else f" (‖g‖/‖w‖: {times(rel)})"
+        lines.append(f"`{arm}` {times(raw)}{rel_text}, {where}")
+    if not lines:
+        return []
+    return [f"At initialisation, gradient norm of {RATIO_DEFINITION.replace(', at step 0', '')}, geometric mean over "
+            "seeds: " + "; ".join(lines) + "."]
+
+
+def grad_profile(run: Run, grads: pd.DataFrame) -> Figure:
+    arms = [a for a in run.arm_names if (grads["arm"] == a).any()]
+    styles = arm_styles(run.arm_names)
+    layers = with_relative(grads[grads["kind"] == "layer"])
+    last = layers.groupby("trial_id")["step"].transform("max")
+    snapshots = {"at initialisation (step 0)": layers[layers["step"] == 0],
+                 "end of training": layers[layers["step"] == last]}
+    values = [("grad_norm", "gradient norm ‖g‖")]
+    if layers["rel_norm"].notna().any():
+        values.append(("rel_norm", "relative gradient ‖g‖/‖w‖"))
+    fig = Figure(figsize=(13, 4.2 * len(values) + 1.2), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(values), 2, sharey="row", sharex=True))
+    for col, (name, frame) in enumerate(snapshots.items()):
+        steps = sorted(frame["step"].unique().tolist())
+        if name.startswith("end") and steps:
+            name = f"end of training (step {steps[0]})" if len(steps) == 1 else f"end of training (steps {steps[0]}–{steps[-1]})"
+        for row, (value, ylabel) in enumerate(values):
+            ax = axes[row, col]
+            for arm in arms:
+                sub = frame[(frame["arm"] == arm) & (frame[value] > 0)]
+                if sub.empty:
+                    continue
+                agg = sub.groupby("layer_index")[value].agg([geo_mean, "min", "max"]).reset_index()
+                st = styles[arm]
+                ax.plot(agg["layer_index"], agg["geo_mean"], color=st["color"], marker=st["marker"], lw=2, ms=5)
+                ax.fill_between(agg["layer_index"], agg["min"], agg["max"], color=st["color"], alpha=0.18, lw=0)
+            ax.set(yscale="log", title=name if row == 0 else "")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            plain_log_labels(ax.yaxis)
+            if col == 0:
+                ax.set_ylabel(f"{ylabel}\n(log scale)")
+            if row == len(values) - 1:
+                ax.set_xlabel("layer index (0 = stem conv, last = classifier)")
+    fig.suptitle(title(run, "per-layer gradients, main path (geometric mean over seeds, band: min–max)"))
+    legend_below(fig, arm_handles(arms, styles), [label(a) for a in arms], ncol=min(len(arms), 4))
+    for line in init_direction_lines(run, grads):
+        note(fig, line)
+    if len(values) == 1:
+        note(fig, "Weight norms were not logged by this run, so ‖g‖/‖w‖ is not drawn.")
+    return fig
+
+
+def _edges(steps: list[float]) -> np.ndarray:
+    """Cell edges for columns centred on unevenly spaced steps: midpoints, the ends mirrored."""
+    s = np.asarray(steps, dtype=float)
+    if s.size == 1:
+        return np.array([s[0] - 0.5, s[0] + 0.5])
+    mid = (s[1:] + s[:-1]) / 2
+    return np.concatenate([[s[0] - (mid[0] - s[0])], mid, [s[-1] + (s[-1] - mid[-1])]])
+
+
+def grad_heatmap(run: Run, grads: pd.DataFrame) -> Figure:
+    arms = [a for a in run.arm_names if (grads["arm"] == a).any()]
+    layers = grads[(grads["kind"] == "layer") & (grads["grad_norm"] > 0)]
+    tables = {a: layers[layers["arm"] == a].pivot_table(index="layer_index", columns="step", values="grad_norm",
+                                                         aggfunc=geo_mean) for a in arms}
+    values = np.concatenate([t.to_numpy().ravel() for t in tables.values()])
+    values = values[np.isfinite(values) & (values > 0)]
+    # One colour scale for all panels, so equal colours mean equal norms across arms.
+    norm = LogNorm(vmin=float(values.min()), vmax=float(values.max())) if values.size else LogNorm()
+    ncols = min(len(arms), 2 if len(arms) <= 4 else 4)
+    nrows = math.ceil(len(arms) / ncols)
+    fig = Figure(figsize=(6.5 * ncols + 1.2, 4.6 * nrows + 1.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    mappable = None
+    for ax, arm in zip(axes, arms):
+        table = tables[arm]
+        # Columns sit at their real steps (the logged steps are not evenly spaced: 0, then every evaluation).
+        x, y = _edges(list(table.columns)), _edges(list(table.index))
+        mappable = ax.pcolormesh(x, y, np.ma.masked_invalid(table.to_numpy()), norm=norm, cmap="viridis")
+        ax.set(title=label(arm), xlabel="training step", ylabel="layer index (0 = input)", xlim=(x[0], x[-1]),
+               ylim=(y[-1], y[0]))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(False)
+    for ax in axes[len(arms):]:
+        ax.set_visible(False)
+    if mappable is not None:
+        bar = fig.colorbar(mappable, ax=axes[: len(arms)].tolist(), label="gradient norm ‖g‖ (log scale)", shrink=0.9)
+        plain_log_labels(bar.ax.yaxis)
+    fig.suptitle(title(run, "gradient norm per layer and logged step (geometric mean over seeds)"))
+    return fig
+
+
+def depth_grad_ratio(run: Run, grads: pd.DataFrame) -> Figure | None:
+    ratios = grad_ratios(grads)
+    if ratios.empty:
+        return None
+    value = "rel_ratio" if ratios["rel_ratio"].notna().all() else "ratio"
+    ok = run.ok.merge(ratios, on="trial_id")
+    ok["depth"] = ok["depth"].astype(int)
+    ok["series"] = [series_of(run, a) for a in ok["arm"]]
+    series = list(dict.fromkeys(series_of(run, a) for a in run.arm_names))
+    styles = arm_styles(series)
+    fig = Figure(figsize=(8.5, 6.2), layout="constrained")
+    ax = fig.subplots()
+    depth_axis(fig, ax, ok, value, series, styles, 1.0, log=True)
+    ax.axhline(1.0, color="grey", ls=":", lw=1.5)
+    what = "‖g‖/‖w‖" if value == "rel_ratio" else "‖g‖"
+    ax.set(xlabel="depth (weighted layers)", ylabel=f"{what}: first block's first conv\n÷ last block's last conv")
+    fig.suptitle(title(run, f"input-side / output-side gradient at initialisation ({what})"))
+    ax.set_title("geometric mean ± 95 % CI (t, log scale), dots: seeds;\nabove 1: larger near the input", fontsize="small")
+    note(fig, f"Ratio of {what} of {RATIO_DEFINITION}.")
+    legend_below(fig, arm_handles(series, styles), series, ncol=min(len(series), 4))
+    return fig

@@ -1,0 +1,115 @@
+"""The tuning figure: dev accuracy of every tuning trial against the learning rate (or the lr grid's
+test accuracy), with each arm's completed trials joined in lr order: its learning-rate sensitivity."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from . import stats
+from .context import title
+from .figures import arm_handles, arm_styles, clip, label, legend_below
+from .load import Run, completed
+
+
+def _log_x(ax, bounds: tuple[float, float]) -> None:
+    """Log axis labelled with plain numbers (0.01, not 10^-2); minor ticks labelled when it spans under a decade."""
+    low, high = bounds
+    ax.set_xscale("log")
+    ax.set_xlim(low / 1.25, high * 1.25)
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_locator(LogLocator(base=10))
+    ax.xaxis.set_major_formatter(plain)
+    few = math.log10(high / low) < 1.2
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2, 3, 5) if few else (2, 3, 4, 5, 6, 7, 8, 9)))
+    ax.xaxis.set_minor_formatter(plain if few else NullFormatter())
+
+
+def lr_param(run: Run) -> str | None:
+    names = [p.name for p in run.study.space if p.distribution != "choice"] or [
+        k for k, v in run.study.grid.items() if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)]
+    return "lr" if "lr" in names else (names[0] if names else None)
+
+
+def tuning_landscape(run: Run) -> Figure | None:
+    param = lr_param(run)
+    if param is None:
+        return None
+    arms = run.arm_names
+    styles = arm_styles(arms)
+    fig = Figure(figsize=(9.5, 6.2), layout="constrained")
+    ax = fig.subplots()
+    log_x = True
+    if run.study.space:
+        tune = run.trials[(run.trials["stage"] == "tune") & run.trials["best_dev_acc"].notna()]
+        if tune.empty:
+            return None
+        tune = tune.assign(done=completed(tune))
+        spec = next(p for p in run.study.space if p.name == param)
+        log_x = spec.distribution == "loguniform"
+        bounds = (spec.low, spec.high)  # the whole search range, so unexplored regions show as empty
+        for arm in arms:
+            sub = tune[tune["arm"] == arm]
+            st = styles[arm]
+            # A trial that trained to its last step counts as completed, whatever its status says.
+            for done, part in sub.groupby("done"):
+                ax.scatter(part[param], 100 * part["best_dev_acc"], s=70, marker=st["marker"], color=st["color"],
+                           facecolors=st["color"] if done else "none", linewidths=1.8, alpha=0.85)
+            line = sub[sub["done"]].sort_values(param)
+            ax.plot(line[param], 100 * line["best_dev_acc"], color=st["color"], lw=1.6, alpha=0.8)
+            chosen = run.selected.get(arm, {}).get(param)
+            # The star sits on the trial whose value went to the confirm stage (ties in dev accuracy are common).
+            picked = sub[np.isclose(sub[param].astype(float), float(chosen))] if chosen is not None else sub.iloc[:0]
+            if not picked.empty:
+                best = picked.loc[picked["best_dev_acc"].idxmax()]
+                ax.scatter([best[param]], [100 * best["best_dev_acc"]], s=380, marker="*", color=st["color"],
+                           edgecolors="black", linewidths=1.2, zorder=5)
+        ax.set(ylabel="best dev accuracy (%)",
+               title=title(run, f"tuning stage: dev accuracy against {param} (line: completed trials)"))
+        extra = [Line2D([], [], color="grey", marker="*", ls="", mec="black", ms=16)]
+        extra_labels = ["chosen for confirm"]
+        if not tune["done"].all():
+            extra.append(Line2D([], [], color="grey", marker="o", ls="", mfc="none", ms=8))
+            extra_labels.append("stopped before its last step")
+    else:
+        grid = run.trials[(run.trials["stage"] == "grid") & (run.trials["status"] == "ok") & run.trials["test_acc"].notna()]
+        if grid.empty:
+            return None
+        for arm in arms:
+            sub = grid[grid["arm"] == arm]
+            st = styles[arm]
+            pts = [(x, stats.mean_ci(100 * g["test_acc"])) for x, g in sub.groupby(param)]
+            if not pts:
+                continue
+            xs = np.array([x for x, _ in pts], dtype=float)
+            means = np.array([c.mean for _, c in pts])
+            ax.scatter(sub[param], 100 * sub["test_acc"], color=st["color"], marker=st["marker"], alpha=0.4, s=35)
+            ax.plot(xs, means, color=st["color"], marker=st["marker"], lw=2, ms=8)
+            lows = np.array([c.low for _, c in pts])
+            if np.isfinite(lows).any():
+                ax.fill_between(xs, clip(fig, lows, 0, 100), clip(fig, np.array([c.high for _, c in pts]), 0, 100),
+                                color=st["color"], alpha=0.18, lw=0)
+            chosen = run.selected.get(arm, {}).get(param)
+            if chosen is not None:
+                at = [c.mean for x, c in pts if x == chosen]
+                ax.scatter([chosen] * len(at), at, s=380, marker="*", color=st["color"], edgecolors="black",
+                           linewidths=1.2, zorder=5)
+        ax.set(ylabel="test accuracy (%)", title=title(run, f"test accuracy against {param} (mean ± 95 % CI, dots: seeds)"))
+        extra = [Line2D([], [], color="grey", marker="*", ls="", mec="black", ms=16)]
+        extra_labels = ["reported (best mean dev accuracy)"]
+        values = [float(v) for v in run.study.grid[param]]
+        bounds = (min(values), max(values))
+        log_x = bounds[0] > 0 and bounds[1] / bounds[0] >= 5
+    if log_x:
+        _log_x(ax, bounds)
+    if not run.study.space:
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    unit = " (SGD step size, log scale)" if param == "lr" and log_x else (" (log scale)" if log_x else "")
+    ax.set_xlabel(f"{'learning rate' if param == 'lr' else param}{unit}")
+    legend_below(fig, arm_handles(arms, styles) + extra, [label(a) for a in arms] + extra_labels,
+                  ncol=min(len(arms) + len(extra), 3))
+    return fig

@@ -1,0 +1,286 @@
+"""The summary table as terminal text, Markdown, LaTeX and CSV, at the precision the data carry.
+
+Accuracies are in % with the decimals one test image resolves (200 images: 0.5 pp, one decimal);
+losses with three significant digits. A row (or a difference) is bold only when the comparisons
+support it (compare.supported_best); nothing is bold otherwise.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from .context import acc_digits, dataset_name, model_name, readable_arm
+from .load import Run, arm_value
+
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _nan(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+@dataclass(frozen=True)
+class Fmt:
+    """Number formats for one run: `digits` decimals for accuracies and differences in %/pp."""
+
+    digits: int = 1
+
+    @classmethod
+    def of(cls, run: Run) -> "Fmt":
+        return cls(acc_digits(run))
+
+    def acc(self, x: float) -> str:
+        return "n/a" if _nan(x) else f"{100 * x:.{self.digits}f}"
+
+    def pct(self, x: float) -> str:
+        return "n/a" if _nan(x) else f"{self.acc(x)} %"
+
+    def pp(self, x: float) -> str:
+        if _nan(x):
+            return "n/a"
+        v = round(100 * x, self.digits) + 0.0  # + 0.0 turns -0.0 into 0.0
+        return f"{v:+.{self.digits}f}"
+
+    def ci(self, low: float, high: float) -> str:
+        return "n/a" if _nan(low) else f"[{self.pp(low)}, {self.pp(high)}]"
+
+    def pm(self, mean: float, low: float, high: float) -> str:
+        """'mean ± half-width' of an accuracy in %, just the mean when there is no interval."""
+        if _nan(mean):
+            return "n/a"
+        m = f"{100 * mean:.{self.digits}f}"
+        return m if _nan(low) else f"{m} ± {100 * (high - low) / 2:.{self.digits}f}"
+
+
+def _loss_decimals(x: float) -> int:
+    return max(0, 2 - math.floor(math.log10(abs(x)))) if x and math.isfinite(x) else 3
+
+
+def loss_pm(mean: float, low: float, high: float) -> str:
+    if _nan(mean):
+        return "n/a"
+    d = _loss_decimals(mean)
+    return f"{mean:.{d}f}" if _nan(low) else f"{mean:.{d}f} ± {(high - low) / 2:.{d}f}"
+
+
+def fmt_param(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "" if value is None else str(value)
+
+
+def fmt_p(p: float) -> str:
+    if _nan(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_eq(p: float) -> str:
+    """'p = 0.250', 'p < 0.001', 'p = n/a'."""
+    text = fmt_p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+# --- the per-arm table (terminal, Markdown) ---------------------------------------------------------
+def _cells(summary: pd.DataFrame, run: Run, best: str | None) -> tuple[list[str], list[list[str]], list[bool]]:
+    f = Fmt.of(run)
+    params = run.param_names
+    failures = bool(summary["failed"].sum())
+    header = ["arm", *params, "seeds", "test acc. (%)", "final-ckpt test acc. (%)", "train acc. (%)", "train loss"]
+    if failures:
+        header += ["failed", "all runs, failure = chance (%)"]
+    rows, bold = [], []
+    for r in summary.to_dict("records"):
+        cells = [r["arm"], *(fmt_param(r[p]) for p in params), f"{r['n']}/{r['planned']}"]
+        for metric in ("test_acc", "final_test_acc", "scored_train_acc"):
+            cells.append(f.pm(r[f"{metric}_mean"], r[f"{metric}_ci_low"], r[f"{metric}_ci_high"]))
+        cells.append(loss_pm(r["scored_train_loss_mean"], r["scored_train_loss_ci_low"], r["scored_train_loss_ci_high"]))
+        if failures:
+            cells += [str(r["failed"]), f.pm(r["test_acc_all_mean"], r["test_acc_all_ci_low"], r["test_acc_all_ci_high"])]
+        rows.append(cells)
+        bold.append(r["arm"] == best)
+    return header, rows, bold
+
+
+def table_note(run: Run) -> str:
+    return (f"Mean ± half-width of the 95 % Student-t interval over the seeds of the {run.final_stage} stage; "
+            "seeds = runs scored on test / planned. Test accuracy of the best-dev checkpoint (the reported score) "
+            "and of the final checkpoint; train accuracy and loss of the best-dev checkpoint on the whole training "
+            "subset in eval mode. n/a: not recorded by this run.")
+
+
+def to_text(summary: pd.DataFrame, run: Run, best: str | None = None) -> str:
+    """Aligned plain-text table for the terminal; a starred arm is better than every other, with support."""
+    header, rows, bold = _cells(summary, run, best)
+    rows = [[("* " if b else "  ") + r[0], *r[1:]] for r, b in zip(rows, bold)]
+    header = ["  " + header[0], *header[1:]]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    out = [line(header), "-" * len(line(header)), *(line(r) for r in rows)]
+    star = ("* = better than every other arm (paired CI excludes 0, sign-flip p < 0.05)" if best
+            else "no arm is starred: no difference is supported by the data")
+    out.append(f"({model_name(run)} on {dataset_name(run)}; mean ± 95 % CI half-width over seeds; {star})")
+    return "\n".join(out)
+
+
+def to_markdown(summary: pd.DataFrame, run: Run, best: str | None = None) -> str:
+    header, rows, bold = _cells(summary, run, best)
+    esc = lambda s: s.replace("|", "\\|")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for cells, b in zip(rows, bold):
+        cells = [esc(c) for c in cells]
+        if b:
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(summary: pd.DataFrame) -> str:
+    return summary.to_csv(index=False)
+
+
+# --- LaTeX -----------------------------------------------------------------------------------------
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+
+
+def _tex_pm(f: Fmt, mean: float, low: float, high: float, bold: bool = False) -> str:
+    """Two cells of an r@{$\\pm$}l pair; one spanning cell without an interval."""
+    b = (lambda s: rf"\textbf{{{s}}}") if bold else (lambda s: s)
+    if _nan(mean):
+        return r"\multicolumn{2}{c}{--}"
+    m = f.acc(mean)
+    if _nan(low):
+        return rf"\multicolumn{{2}}{{c}}{{{b(m)}}}"
+    return f"{b(m)} & {b(f'{100 * (high - low) / 2:.{f.digits}f}')}"
+
+
+def _tex_diff(f: Fmt, c: dict | None, sign: float, bold: bool) -> str:
+    if c is None or _nan(c["diff"]):
+        return r"\multicolumn{2}{c}{--}"
+    lo, hi = sorted((sign * c["diff_ci_low"], sign * c["diff_ci_high"])) if not _nan(c["diff_ci_low"]) else (math.nan, math.nan)
+    tex = lambda s: s.replace("-", "$-$")
+    value = tex(f.pp(sign * c["diff"]))
+    ci = "" if _nan(lo) else tex(f"[{f.pp(lo)}, {f.pp(hi)}]")
+    return (rf"\textbf{{{value}}}" if bold else value) + f" & {ci}"
+
+
+def _pair(comparisons: pd.DataFrame, a: str, b: str) -> tuple[dict | None, float]:
+    """The comparison row of arms a and b, and the sign that makes its difference a - b."""
+    for c in comparisons.to_dict("records"):
+        if (c["arm_a"], c["arm_b"]) == (a, b):
+            return c, 1.0
+        if (c["arm_a"], c["arm_b"]) == (b, a):
+            return c, -1.0
+    return None, 1.0
+
+
+def _two_factor(run: Run) -> tuple[str, str] | None:
+    """(row factor, column factor) when the arms are the full cross of exactly two factors."""
+    names = run.study.factor_names
+    if len(names) != 2 or not all(set(a.settings) == set(names) for a in run.study.arms):
+        return None
+    col = "residual" if "residual" in names else names[1]
+    return (names[0] if col == names[1] else names[1]), col
+
+
+def caption(run: Run, summary: pd.DataFrame, delta: bool = True) -> str:
+    """What the table shows and on what: model, data sizes, steps, test-set size, seeds (plain text)."""
+    def v(key: str) -> str:
+        x = run.config_value(key)
+        return "per-arm" if x is None else str(x)
+
+    steps = sorted({int(s) for s in summary["total_steps"].dropna()})
+    seeds = len(run.study.seeds)
+    return (f"Test accuracy (%) of {model_name(run)} on {dataset_name(run)}: {v('train_size')} training, "
+            f"{v('dev_size')} dev and {v('test_size')} test images at {v('image_size')}×{v('image_size')} px, "
+            f"{'/'.join(map(str, steps)) or '?'} SGD steps of batch {v('batch_size')}; mean ± half-width of the "
+            f"95 % Student-t interval over {seeds} seeds ({run.final_stage} stage), best-dev checkpoint."
+            + (" Δ: mean paired (same-seed) difference with its 95 % t-interval." if delta else ""))
+
+
+def to_latex(summary: pd.DataFrame, run: Run, comparisons: pd.DataFrame | None = None, best: str | None = None) -> str:
+    """A booktabs table (needs \\usepackage{booktabs}); factor × factor for a two-factor study."""
+    f = Fmt.of(run)
+    comparisons = comparisons if comparisons is not None else pd.DataFrame(columns=["arm_a", "arm_b", "diff"])
+    by_arm = summary.set_index("arm")
+    supported = {(c["arm_a"], c["arm_b"]) for c in comparisons.to_dict("records") if c.get("verdict") == "supported"}
+    layout = _two_factor(run)
+    pm_col = r"r@{\,$\pm$\,}l"
+    if layout is not None:
+        row_f, col_f = layout
+        col_values = list(dict.fromkeys(arm_value(run, a, col_f) for a in run.arm_names))
+        row_values = list(dict.fromkeys(arm_value(run, a, row_f) for a in run.arm_names))
+        arm_at = {(arm_value(run, a, row_f), arm_value(run, a, col_f)): a for a in run.arm_names}
+        label = lambda value: readable_arm(run, arm_at[(row_values[0], value)]).split(", ")[-1] \
+            if col_f in ("residual", "shortcut") else f"{col_f} {value}"
+        diff = len(col_values) == 2
+        cols = "l" + pm_col * len(col_values) + (r"r@{\;}l" if diff else "")
+        head = [latex_escape(row_f.capitalize())] + [rf"\multicolumn{{2}}{{c}}{{{latex_escape(label(v).capitalize())}}}"
+                                                     for v in col_values]
+        if diff:
+            head.append(rf"\multicolumn{{2}}{{c}}{{$\Delta$ {latex_escape(label(col_values[0]))} $-$ "
+                        rf"{latex_escape(label(col_values[1]))}}}")
+        body = []
+        for rv in row_values:
+            cells = [latex_escape(fmt_param(rv))]
+            for cv in col_values:
+                arm = arm_at.get((rv, cv))
+                r = by_arm.loc[arm] if arm is not None else None
+                cells.append(r"\multicolumn{2}{c}{--}" if r is None else
+                             _tex_pm(f, r["test_acc_mean"], r["test_acc_ci_low"], r["test_acc_ci_high"]))
+            if diff:
+                a, b = arm_at.get((rv, col_values[0])), arm_at.get((rv, col_values[1]))
+                c, sign = _pair(comparisons, a, b) if a and b else (None, 1.0)
+                cells.append(_tex_diff(f, c, sign, c is not None and (c["arm_a"], c["arm_b"]) in supported))
+            body.append(" & ".join(cells) + r" \\")
+        bold_note = ("Bold $\\Delta$: supported by the data (paired CI excludes 0 and exact sign-flip $p<0.05$)."
+                     if any(r"\textbf" in line for line in body) else "No difference is supported by the data.")
+    else:
+        ref = run.arm_names[0]
+        params = run.param_names
+        cols = "l" + "r" * (len(params) + 1) + pm_col * 2 + r"r@{\;}l"
+        head = ["Arm", *(latex_escape(p) for p in params), "$n$", r"\multicolumn{2}{c}{Test acc.}",
+                r"\multicolumn{2}{c}{Final ckpt.}", rf"\multicolumn{{2}}{{c}}{{$\Delta$ vs.\ {latex_escape(readable_arm(run, ref))}}}"]
+        body = []
+        for r in summary.to_dict("records"):
+            bold = r["arm"] == best
+            cells = [latex_escape(readable_arm(run, r["arm"])), *(latex_escape(fmt_param(r[p])) for p in params),
+                     f"{r['n']}/{r['planned']}",
+                     _tex_pm(f, r["test_acc_mean"], r["test_acc_ci_low"], r["test_acc_ci_high"], bold),
+                     _tex_pm(f, r["final_test_acc_mean"], r["final_test_acc_ci_low"], r["final_test_acc_ci_high"])]
+            if bold:
+                cells[0] = rf"\textbf{{{cells[0]}}}"
+            c, sign = _pair(comparisons, r["arm"], ref) if r["arm"] != ref else (None, 1.0)
+            cells.append(r"\multicolumn{2}{c}{(reference)}" if r["arm"] == ref else _tex_diff(f, c, sign, False))
+            body.append(" & ".join(cells) + r" \\")
+        bold_note = ("Bold: better than every other arm (paired CI excludes 0 and exact sign-flip $p<0.05$)."
+                     if best else "No arm is bold: no difference is supported by the data.")
+        bold_note = "Final ckpt.: test accuracy of the last checkpoint. " + bold_note
+    text = (latex_escape(caption(run, summary)).replace("±", r"$\pm$").replace("×", r"$\times$")
+            .replace("Δ", r"$\Delta$").replace("–", "--").replace("Student-t", "Student-$t$").replace("t-interval", "$t$-interval"))
+    key = re.sub(r"[^A-Za-z0-9:-]+", "-", run.study.name)
+    return "\n".join([
+        f"% Generated by 'ablate analyze' (study {latex_escape(run.study.name)}, budget {run.study.budget}, "
+        f"git {str(run.manifest.get('git_commit', 'unknown'))[:12]}); needs \\usepackage{{booktabs}}.",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{text} {bold_note}}}",
+        rf"\label{{tab:{key}}}",
+        rf"\begin{{tabular}}{{{cols}}}",
+        r"\toprule",
+        " & ".join(head) + r" \\",
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+        "",
+    ])
