@@ -15,7 +15,7 @@ from .errors import AblateError
 from .outputs import atomic_write_text
 from .runs import create_run_dir, manifest, open_run_dir
 from .study import Study, load_study, parse_study, read_yaml
-from .search import check_storage, mask_url
+from .sampler import check_storage, mask_url
 from .tune import Resources, check_address
 
 

@@ -9,7 +9,7 @@ import copy
 import itertools
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,49 +17,15 @@ import yaml
 
 from .errors import AblateError
 from .config import TrialConfig
+from .space import Halving, Param, check_keys, check_setting_names, is_int, need, parse_halving, parse_space  # noqa: F401
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 BUDGETS = ("smoke", "default", "full")
-DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "resample_data", "budgets",
              "budget"}
-SEARCH_KEYS = {"space", "trials", "round", "startup", "sampler_seed", "halving"}
 SEARCH_OVERRIDES = ("trials", "round", "startup", "halving")
 BUDGET_KEYS = {"base", "seeds", "grid", *SEARCH_OVERRIDES}
-HALVING_KEYS = {"eta", "min_evals"}
 DEFAULT_THREADS = 1
-CONFIG_FIELDS = {f.name for f in fields(TrialConfig)}
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    distribution: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple | None = None
-
-
-@dataclass(frozen=True)
-class Halving:
-    """Synchronous successive halving inside each round: every live trial runs to a rung (a number of
-    dev evaluations), then only the best ceil(n / eta) go on. Rungs lie strictly before a trial's last
-    evaluation, so a trial that runs all its steps is never recorded as stopped."""
-
-    eta: int = 2
-    min_evals: int = 2
-
-    def rungs(self, evaluations: int) -> list[int]:
-        """Rungs (evaluation counts) for trials of `evaluations` dev evaluations: evaluations / eta^j, rounded
-        up, for j = 1, 2, ... while at least min_evals, and below `evaluations`."""
-        out, j = set(), 1
-        while True:
-            rung = math.ceil(evaluations / self.eta ** j)
-            if rung < self.min_evals:
-                return sorted(out)
-            if rung < evaluations:
-                out.add(rung)
-            j += 1
 
 
 @dataclass(frozen=True)
@@ -184,43 +150,24 @@ def load_study(name_or_path: str | Path, budget: str = "default") -> Study:
     return parse_study(read_yaml(path), budget=budget, source=str(path), default_name=path.stem)
 
 
-def _need(cond: bool, source: str, message: str) -> None:
-    if not cond:
-        raise AblateError(f"{source}: {message}")
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_keys(data: dict, allowed: set[str], source: str, what: str) -> None:
-    unknown = sorted(map(str, set(data) - allowed))
-    _need(not unknown, source, f"unknown {what} key(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
-
-
-def _check_setting_names(names, source: str, what: str) -> None:
-    bad = [str(n) for n in names if n not in CONFIG_FIELDS]
-    _need(not bad, source, f"unknown {what} {', '.join(bad)}; valid trial settings: {', '.join(sorted(CONFIG_FIELDS))}")
-
-
 def parse_study(data: Any, budget: str = "default", source: str = "spec", default_name: str = "study") -> Study:
     """Validate a spec document and apply a budget. Any problem raises AblateError naming it."""
-    _need(isinstance(data, dict), source, f"a study spec must be a mapping, got {type(data).__name__}")
-    _check_keys(data, SPEC_KEYS, source, "spec")
+    need(isinstance(data, dict), source, f"a study spec must be a mapping, got {type(data).__name__}")
+    check_keys(data, SPEC_KEYS, source, "spec")
     budgets = data.get("budgets") or {}
-    _need(isinstance(budgets, dict), source, "budgets must be a mapping of budget name to overrides")
-    _check_keys(budgets, set(BUDGETS), source, "budget")
-    _need(budget in BUDGETS, source, f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGETS)}")
+    need(isinstance(budgets, dict), source, "budgets must be a mapping of budget name to overrides")
+    check_keys(budgets, set(BUDGETS), source, "budget")
+    need(budget in BUDGETS, source, f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGETS)}")
     raw = copy.deepcopy({k: v for k, v in data.items() if k != "budgets"})
     overrides = budgets.get(budget) or {}
-    _need(isinstance(overrides, dict), source, f"budget {budget!r} must be a mapping")
-    _check_keys(overrides, BUDGET_KEYS, source, f"budget {budget!r}")
+    need(isinstance(overrides, dict), source, f"budget {budget!r} must be a mapping")
+    check_keys(overrides, BUDGET_KEYS, source, f"budget {budget!r}")
     if "base" in overrides:
-        _need(isinstance(overrides["base"], dict), source, f"budget {budget!r}: base must be a mapping")
-        _need(isinstance(raw.get("base") or {}, dict), source, "base must be a mapping of trial settings")
+        need(isinstance(overrides["base"], dict), source, f"budget {budget!r}: base must be a mapping")
+        need(isinstance(raw.get("base") or {}, dict), source, "base must be a mapping of trial settings")
         raw["base"] = {**(raw.get("base") or {}), **overrides["base"]}
     if any(k in overrides for k in SEARCH_OVERRIDES):
-        _need(isinstance(raw.get("search"), dict), source, f"budget {budget!r} sets search options but the spec has no search")
+        need(isinstance(raw.get("search"), dict), source, f"budget {budget!r} sets search options but the spec has no search")
         raw["search"] = {**raw["search"], **{k: overrides[k] for k in SEARCH_OVERRIDES if k in overrides}}
     for key in ("seeds", "grid"):
         if key in overrides:
@@ -231,47 +178,47 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
     raw["name"] = name
 
     base = raw.get("base") or {}
-    _need(isinstance(base, dict), source, "base must be a mapping of trial settings")
-    _check_setting_names(base, source, "base setting(s)")  # values are checked per arm below
+    need(isinstance(base, dict), source, "base must be a mapping of trial settings")
+    check_setting_names(base, source, "base setting(s)")  # values are checked per arm below
     # A trial's numbers depend on its thread count, so the spec fixes it (the machine only decides how
     # many trials run at once); spec.yaml of a run records it.
     threads = base.get("threads", DEFAULT_THREADS)
-    _need(_is_int(threads) and threads >= 1, source, f"base.threads must be an integer >= 1 in a study (a trial's "
+    need(is_int(threads) and threads >= 1, source, f"base.threads must be an integer >= 1 in a study (a trial's "
           f"results depend on its thread count), got {threads!r}")
     base = raw["base"] = {**base, "threads": threads}
 
     legacy = _legacy_asha(raw, budgets, source)
     factor_names, arms = _expand_arms(raw, source)
-    space = _parse_space(raw.get("search"), source)
+    space = parse_space(raw.get("search"), source)
     search = raw.get("search") or {}
     trials = search.get("trials", 0) if space else 0
     round_size = startup = 0
     halving = None
     if space:
-        _need(_is_int(trials) and trials >= 1, source, f"search.trials must be a positive integer, got {trials!r}")
+        need(is_int(trials) and trials >= 1, source, f"search.trials must be a positive integer, got {trials!r}")
         round_size = search.get("round", min(4, trials))
-        _need(_is_int(round_size) and 1 <= round_size <= trials, source,
+        need(is_int(round_size) and 1 <= round_size <= trials, source,
               f"search.round (proposals per round) must be an integer from 1 to search.trials ({trials}), got {round_size!r}")
         startup = search.get("startup", min(10, max(1, trials // 2)))
-        _need(_is_int(startup) and startup >= 0, source, f"search.startup (random trials before TPE) must be an integer >= 0, got {startup!r}")
-        halving = _parse_halving(search.get("halving", False), source)
+        need(is_int(startup) and startup >= 0, source, f"search.startup (random trials before TPE) must be an integer >= 0, got {startup!r}")
+        halving = parse_halving(search.get("halving", False), source)
     sampler_seed = search.get("sampler_seed", 0)
-    _need(_is_int(sampler_seed), source, "search.sampler_seed must be an integer")
+    need(is_int(sampler_seed), source, "search.sampler_seed must be an integer")
 
     grid = raw.get("grid") or {}
-    _need(isinstance(grid, dict), source, "grid must be a mapping of setting to a list of values")
-    _check_setting_names(grid, source, "grid setting(s)")
+    need(isinstance(grid, dict), source, "grid must be a mapping of setting to a list of values")
+    check_setting_names(grid, source, "grid setting(s)")
     for key, values in grid.items():
-        _need(isinstance(values, list) and values, source, f"grid.{key} must be a non-empty list")
-    _need(not (space and grid), source, "use either search (tuned) or grid (fixed values), not both")
+        need(isinstance(values, list) and values, source, f"grid.{key} must be a non-empty list")
+    need(not (space and grid), source, "use either search (tuned) or grid (fixed values), not both")
 
     seeds = raw.get("seeds")
-    _need(isinstance(seeds, list) and len(seeds) > 0, source, "seeds must be a non-empty list of integers (the confirm-stage seeds)")
-    _need(all(isinstance(s, int) and not isinstance(s, bool) for s in seeds), source, "seeds must be integers")
-    _need(len(set(seeds)) == len(seeds), source, "seeds must not repeat")
+    need(isinstance(seeds, list) and len(seeds) > 0, source, "seeds must be a non-empty list of integers (the confirm-stage seeds)")
+    need(all(isinstance(s, int) and not isinstance(s, bool) for s in seeds), source, "seeds must be integers")
+    need(len(set(seeds)) == len(seeds), source, "seeds must not repeat")
 
     resample_data = raw.get("resample_data", False)
-    _need(isinstance(resample_data, bool), source, "resample_data must be true or false")
+    need(isinstance(resample_data, bool), source, "resample_data must be true or false")
 
     study = Study(
         name=name, description=str(raw.get("description", "")).strip(), base=base, arms=arms,
@@ -283,10 +230,6 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
     return study
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _legacy_asha(raw: dict, budgets: dict, source: str) -> bool:
     """`search.asha` belonged to the asynchronous search that rounds replaced. A run folder's resolved
     spec.yaml may still hold it (that run can be analysed); a spec to run may not."""
@@ -294,24 +237,10 @@ def _legacy_asha(raw: dict, budgets: dict, source: str) -> bool:
     if not isinstance(search, dict) or "asha" not in search:
         return False
     resolved = not budgets and raw.get("budget") in BUDGETS
-    _need(resolved, source, "search.asha was replaced by search.halving (synchronous successive halving inside "
+    need(resolved, source, "search.asha was replaced by search.halving (synchronous successive halving inside "
           "each round, reproducible); write halving: true or halving: false")
     raw["search"] = {k: v for k, v in search.items() if k != "asha"}
     return True
-
-
-def _parse_halving(value: Any, source: str) -> Halving | None:
-    if value is False or value is None:
-        return None
-    if value is True:
-        return Halving()
-    _need(isinstance(value, dict), source, "search.halving must be true, false or {eta: 2, min_evals: 2}")
-    _check_keys(value, HALVING_KEYS, source, "search.halving")
-    halving = Halving(**{**Halving().__dict__, **value})
-    _need(_is_int(halving.eta) and halving.eta >= 2, source, f"search.halving.eta must be an integer >= 2, got {halving.eta!r}")
-    _need(_is_int(halving.min_evals) and halving.min_evals >= 1, source,
-          f"search.halving.min_evals must be an integer >= 1, got {halving.min_evals!r}")
-    return halving
 
 
 def _check_arm_configs(study: Study, source: str) -> None:
@@ -331,7 +260,7 @@ def _check_arm_configs(study: Study, source: str) -> None:
             config = study.arm_config(arm, **first)
         except AblateError as exc:
             raise AblateError(f"{source}: arm {arm.name}: {exc}") from None
-        _need(config not in seen, source, f"arms {seen.get(config)} and {arm.name} give identical trials; remove one "
+        need(config not in seen, source, f"arms {seen.get(config)} and {arm.name} give identical trials; remove one "
               "of them or make them differ (e.g. with requires)")
         seen[config] = arm.name
 
@@ -342,38 +271,38 @@ def _format_value(v: Any) -> str:
 
 def _expand_arms(raw: dict, source: str) -> tuple[list[str], list[Arm]]:
     factors, explicit = raw.get("factors"), raw.get("arms")
-    _need(not (factors and explicit), source, "use either factors (combinations) or arms (an explicit list), not both")
+    need(not (factors and explicit), source, "use either factors (combinations) or arms (an explicit list), not both")
     if explicit:
-        _need(isinstance(explicit, list), source, "arms must be a list of mappings, each with a name")
+        need(isinstance(explicit, list), source, "arms must be a list of mappings, each with a name")
         arms, names = [], set()
         for i, entry in enumerate(explicit):
-            _need(isinstance(entry, dict) and isinstance(entry.get("name"), str), source, f"arms[{i}] must be a mapping with a name")
+            need(isinstance(entry, dict) and isinstance(entry.get("name"), str), source, f"arms[{i}] must be a mapping with a name")
             settings = {k: v for k, v in entry.items() if k != "name"}
-            _check_setting_names(settings, source, f"setting(s) in arm {entry['name']!r}:")
-            _need(entry["name"] not in names, source, f"arm name {entry['name']!r} repeats")
+            check_setting_names(settings, source, f"setting(s) in arm {entry['name']!r}:")
+            need(entry["name"] not in names, source, f"arm name {entry['name']!r} repeats")
             names.add(entry["name"])
             arms.append(Arm(entry["name"], settings))
         varied = [k for k in dict.fromkeys(k for a in arms for k in a.settings)]
         return varied, arms
     if not factors:
         return [], [Arm("all", {})]
-    _need(isinstance(factors, dict), source, "factors must be a mapping of setting name to {values: [...], requires: {...}}")
-    _check_setting_names(factors, source, "factor(s)")
+    need(isinstance(factors, dict), source, "factors must be a mapping of setting name to {values: [...], requires: {...}}")
+    check_setting_names(factors, source, "factor(s)")
     parsed: list[tuple[str, list, dict]] = []
     for name, body in factors.items():
         if isinstance(body, list):
             body = {"values": body}
-        _need(isinstance(body, dict), source, f"factor {name}: expected {{values: [...]}}")
-        _check_keys(body, {"values", "requires"}, source, f"factor {name}")
+        need(isinstance(body, dict), source, f"factor {name}: expected {{values: [...]}}")
+        check_keys(body, {"values", "requires"}, source, f"factor {name}")
         values = body.get("values")
-        _need(isinstance(values, list) and values, source, f"factor {name}: values must be a non-empty list")
-        _need(len({json.dumps(v, sort_keys=True, default=str) for v in values}) == len(values), source, f"factor {name}: values repeat")
+        need(isinstance(values, list) and values, source, f"factor {name}: values must be a non-empty list")
+        need(len({json.dumps(v, sort_keys=True, default=str) for v in values}) == len(values), source, f"factor {name}: values repeat")
         requires = body.get("requires") or {}
-        _need(isinstance(requires, dict), source, f"factor {name}: requires must be a mapping like {{residual: true}}")
+        need(isinstance(requires, dict), source, f"factor {name}: requires must be a mapping like {{residual: true}}")
         for other, value in requires.items():
             known = {n: vals for n, vals, _ in parsed}
-            _need(other in known, source, f"factor {name} requires {other!r}, which is not a factor listed before it")
-            _need(value in known[other], source, f"factor {name} requires {other}={_format_value(value)}, not one of its values {known[other]}")
+            need(other in known, source, f"factor {name} requires {other!r}, which is not a factor listed before it")
+            need(value in known[other], source, f"factor {name} requires {other}={_format_value(value)}, not one of its values {known[other]}")
         parsed.append((name, values, requires))
     partial: list[dict[str, Any]] = [{}]
     for name, values, requires in parsed:
@@ -386,39 +315,6 @@ def _expand_arms(raw: dict, source: str) -> tuple[list[str], list[Arm]]:
         partial = grown
     arms = [Arm(",".join(f"{k}={_format_value(v)}" for k, v in combo.items()), combo) for combo in partial]
     return [n for n, _, _ in parsed], arms
-
-
-def _parse_space(search: Any, source: str) -> list[Param]:
-    if search is None:
-        return []
-    _need(isinstance(search, dict), source, f"search must be a mapping with {', '.join(sorted(SEARCH_KEYS))}")
-    _check_keys(search, SEARCH_KEYS, source, "search")
-    space = search.get("space")
-    _need(isinstance(space, dict) and space, source, "search.space must name at least one parameter, e.g. lr: {distribution: loguniform, low: 0.001, high: 0.3}")
-    _check_setting_names(space, source, "search parameter(s)")
-    params = []
-    for name, body in space.items():
-        where = f"search.space.{name}"
-        _need(isinstance(body, dict), source, f"{where} must be a mapping with distribution and bounds")
-        _check_keys(body, {"distribution", "low", "high", "choices"}, source, where)
-        dist = body.get("distribution")
-        _need(dist in DISTRIBUTIONS, source, f"{where}: unknown distribution {dist!r}; valid: {', '.join(DISTRIBUTIONS)}")
-        if dist == "choice":
-            choices = body.get("choices")
-            _need(isinstance(choices, list) and choices, source, f"{where}: choices must be a non-empty list")
-            params.append(Param(name, dist, choices=tuple(choices)))
-            continue
-        low, high = body.get("low"), body.get("high")
-        _need(_is_number(low) and _is_number(high), source, f"{where}: low and high must be numbers")
-        _need(low < high, source, f"{where}: empty range, low ({low}) must be below high ({high})")
-        if dist == "loguniform":
-            _need(low > 0, source, f"{where}: loguniform needs low > 0, got {low}")
-        if dist == "int":
-            _need(float(low).is_integer() and float(high).is_integer(), source, f"{where}: int bounds must be whole numbers")
-            params.append(Param(name, dist, int(low), int(high)))
-        else:
-            params.append(Param(name, dist, float(low), float(high)))
-    return params
 
 
 # --- planned trials and the registry ---------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import SCHEMA_VERSION, TrialConfig  # noqa: F401  (re-exported: the config's historical home)
+from .config import TrialConfig  # noqa: F401  (re-exported: the config's historical home)
 from .telemetry import GradTelemetry
 
 STATUSES = ("ok", "diverged", "paused")

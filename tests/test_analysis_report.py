@@ -197,6 +197,9 @@ def test_tuning_counts_trials_that_reached_their_last_step_and_gives_lr_sensitiv
     assert "`residual=false`: best 96.0 %; within 5 pp for lr 0.03 (1 of 4 completed trial(s), which tried 0.01–0.3)" in section
     assert "over-represent good learning rates" in section
     assert result.summary.set_index("arm").loc[RES, "lr"] == pytest.approx(0.03)
+    # the report names the sampler that actually ran (4 trials in rounds of 4: TPE never started)
+    assert ("Search: all 4 proposals random (TPE would need 2 results first), rounds of 4, sampler seed 0; "
+            "4 tuning trials per arm") in md
 
 
 def test_partial_ci_table_cells_never_print_nan(tmp_path):

@@ -91,6 +91,20 @@ def protocol(run: Run) -> str:
             "training.")
 
 
+def search_line(run: Run) -> str:
+    """How the tuning trials were proposed and stopped (empty for a study without a search)."""
+    study = run.study
+    if not study.space:
+        return ""
+    if study.legacy:
+        return ("Search: an older ablate's asynchronous Optuna/ASHA search; its proposals depended on which trial "
+                "finished first, so a rerun of this spec need not give the same configurations.")
+    return (f"Search: {study.sampler_text()}; {study.trials_per_arm} tuning trials per arm, each round proposed only "
+            "after every earlier round's results were told, so the same spec gives the same proposals and choices on "
+            "any machine, interrupted or not. Each arm's configuration with the best dev accuracy went to the confirm "
+            "stage.")
+
+
 def test_images_line(run: Run) -> str:
     n = run.config_value("test_size")
     n_text = f"{n}" if n is not None else "the"
@@ -127,6 +141,10 @@ def resume_lines(run: Run) -> list[str]:
     lines = [f"The study was resumed {len(run.resumes)} time(s) with `study --resume` "
              f"({', '.join(r.get('started_at', r['file']) for r in run.resumes)}); trials finished before a resume "
              "were kept, not rerun."]
+    if run.study.space and not run.study.legacy:
+        lines.append("Resuming does not change a study's results: every proposal, halving decision and choice is a "
+                     "function of the spec and of results already recorded, so an uninterrupted run gives the same "
+                     "trials.")
     for r in run.resumes:
         changed = [f"{key} {first.get(key)!s} → {r.get(key)!s}" for key in ("dataset", "git_commit")
                    if first and r.get(key) != first.get(key)]

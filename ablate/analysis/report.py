@@ -14,7 +14,8 @@ from ..outputs import atomic_write_text
 from . import figures as F
 from . import figures_grad as G
 from .compare import compare, supported_best
-from .context import dataset_lines, dataset_name, model_name, protocol, resume_lines, test_images_line
+from .context import (dataset_lines, dataset_name, model_name, protocol, resume_lines, search_line,
+                      test_images_line)
 from .figures_tuning import lr_param, tuning_landscape
 from .lesion_report import check_table, lesion_figure, lesion_lines
 from .load import Run, load_curves, load_grad_norms, load_predictions, load_run
@@ -164,7 +165,8 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
 # --- report.md -------------------------------------------------------------------------------------
 def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None) -> list[str]:
     """'## Results': protocol, test images, the table, failures, comparisons (no winner without support)."""
-    md = ["## Results", "", protocol(run), "", test_images_line(run), "", to_markdown(summary, run, best),
+    search = [search_line(run), ""] if run.study.space else []
+    md = ["## Results", "", protocol(run), "", *search, test_images_line(run), "", to_markdown(summary, run, best),
           table_note(run) + " Full precision in `summary.csv`.", ""]
     picks = "; ".join(f"`{a}`: " + ", ".join(f"{k} = {fmt_param(v)}" for k, v in p.items())
                       for a, p in run.selected.items())
