@@ -45,11 +45,12 @@ class ArmSampler:
 
         # An ask cut short by a crash before its round was recorded leaves a trial that belongs to no round.
         for t in self.ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if "round" not in t.user_attrs:
+            if "round" not in t.user_attrs or t.user_attrs.get("abandoned"):
                 self._abandon(t)
 
     def _abandon(self, trial) -> None:
-        self.optuna.trial.Trial(self.ostudy, trial._trial_id).set_user_attr("abandoned", True)
+        if not trial.user_attrs.get("abandoned"):
+            self.optuna.trial.Trial(self.ostudy, trial._trial_id).set_user_attr("abandoned", True)
         self.ostudy.tell(trial.number, state=self.optuna.trial.TrialState.FAIL)
 
     def _round_trials(self, number: int) -> list:
@@ -75,8 +76,10 @@ class ArmSampler:
                 trial = self.ostudy.ask(self.space)
                 params = dict(trial.params)
                 cfg = self.study.arm_config(self.arm_obj, **params)
-                for key, value in {"round": number, "index": index, "arm": self.arm, "stage": "tune",
-                                   "trial_id": cfg.trial_id(), "run_dir": str(self.run_dir.resolve())}.items():
+                # "round" goes last: a trial carries it only once everything else is recorded, so a crash
+                # between these writes leaves a trial of no round, which is abandoned when the run resumes.
+                for key, value in {"index": index, "arm": self.arm, "stage": "tune", "trial_id": cfg.trial_id(),
+                                   "run_dir": str(self.run_dir.resolve()), "round": number}.items():
                     trial.set_user_attr(key, value)
                 trials.append(self.ostudy._storage.get_trial(trial._trial_id))
         out = []

@@ -279,6 +279,14 @@ class Planner:
             append_registry(self.run_dir, row)
             self.rows[key] = row
 
+    def cleanup(self) -> None:
+        """Checkpoints of trials that are final (left when a crash came between the final record and their
+        removal) are only dead weight."""
+        for path in self.trials_dir.glob(f"*/{CHECKPOINT}"):
+            if read_outcome(path.parent).final:
+                path.unlink(missing_ok=True)
+                (path.parent / PAUSED).unlink(missing_ok=True)
+
     # --- read-only views -------------------------------------------------------------------------
     def remaining(self) -> dict[str, int]:
         return remaining(self.study, list(self.rows.values()))

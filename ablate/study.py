@@ -187,7 +187,7 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
           f"results depend on its thread count), got {threads!r}")
     base = raw["base"] = {**base, "threads": threads}
 
-    legacy = _legacy_asha(raw, budgets, source)
+    legacy = _legacy_asha(raw, data, source)
     factor_names, arms = _expand_arms(raw, source)
     space = parse_space(raw.get("search"), source)
     search = raw.get("search") or {}
@@ -230,13 +230,13 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
     return study
 
 
-def _legacy_asha(raw: dict, budgets: dict, source: str) -> bool:
+def _legacy_asha(raw: dict, data: dict, source: str) -> bool:
     """`search.asha` belonged to the asynchronous search that rounds replaced. A run folder's resolved
     spec.yaml may still hold it (that run can be analysed); a spec to run may not."""
     search = raw.get("search")
     if not isinstance(search, dict) or "asha" not in search:
         return False
-    resolved = not budgets and raw.get("budget") in BUDGETS
+    resolved = not data.get("budgets") and data.get("budget") in BUDGETS
     need(resolved, source, "search.asha was replaced by search.halving (synchronous successive halving inside "
           "each round, reproducible); write halving: true or halving: false")
     raw["search"] = {k: v for k, v in search.items() if k != "asha"}

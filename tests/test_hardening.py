@@ -15,8 +15,8 @@ from ablate.runs import read_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(ROOT / "cli.py")
-TINY = {"family": "imagenet", "depth": 18, "dataset": "mnist", "train_size": 128, "dev_size": 64,
-        "test_size": 64, "batch_size": 64, "epochs": 2, "eval_every": 1, "seed": 100}
+TINY = {"family": "cifar", "depth": 20, "dataset": "digits", "image_size": 16, "train_size": 128, "dev_size": 64,
+        "test_size": 64, "batch_size": 32, "epochs": 2, "eval_every": 2, "seed": 100}
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
@@ -103,11 +103,16 @@ def counts(rows):
 
 
 def test_sigkill_at_three_points_then_resume_loses_nothing_and_reruns_nothing(tmp_path):
+    """...and the run ends with exactly the trials of an uninterrupted run, itself the same on 1 CPU or 2."""
     spec = write_spec(tmp_path / "spec.yaml", seeds=(0, 1, 2))
     reference = tmp_path / "uninterrupted"
-    proc = start(spec, "--out", reference)
+    proc = start(spec, "--out", reference, "--cpus", "2")
     assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
     expected = counts(read_registry(reference))
+    one_cpu = tmp_path / "one-cpu"
+    proc = start(spec, "--out", one_cpu, "--cpus", "1")
+    assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
+    assert (one_cpu / "trials.csv").read_text() == (reference / "trials.csv").read_text()
     assert expected == {("tune", "residual=true"): 3, ("tune", "residual=false"): 3,
                         ("confirm", "residual=true"): 3, ("confirm", "residual=false"): 3}
 
@@ -152,6 +157,8 @@ def test_sigkill_at_three_points_then_resume_loses_nothing_and_reruns_nothing(tm
     assert len(keys) == len(set(keys)), "a trial was registered twice"
     assert all(r["status"] in ("ok", "stopped") for r in rows)
     assert checked >= 3
+    # every finished trial's row, byte for byte, as in the uninterrupted run
+    assert (run_dir / "trials.csv").read_text() == (reference / "trials.csv").read_text()
     print(f"kill points: {len(kill_points)}; finished-trial checks across kills: {checked}; trials: {len(rows)}")
 
 

@@ -155,9 +155,9 @@ def test_a_round_asked_halfway_before_a_crash_is_asked_again_identically(tmp_pat
     whole = [p.params for p in ArmSampler(study, "residual=true", url, "whole", tmp_path).proposals(0, 2)]
     cut = ArmSampler(study, "residual=true", url, "cut", tmp_path)
     trial = cut.ostudy.ask(cut.space)  # the crash came after one ask of the round was recorded
-    trial.set_user_attr("round", 0)
     trial.set_user_attr("index", 0)
-    cut.ostudy.ask(cut.space)  # ... and another before its round was recorded at all
+    trial.set_user_attr("round", 0)
+    cut.ostudy.ask(cut.space).set_user_attr("index", 1)  # ... and another before its round was recorded
     again = ArmSampler(study, "residual=true", url, "cut", tmp_path)
     assert [p.params for p in again.proposals(0, 2)] == whole
     states = [t.state.name for t in again.ostudy.trials]
@@ -196,3 +196,24 @@ def test_a_finished_run_reports_no_work_left_and_runs_nothing(tmp_path):
     assert planner.next() == FINISHED and planner.remaining() == {"tune": 0, "confirm": 0}
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
     assert {p: t for p, t in after.items() if p.name != "optuna.db"} == {p: t for p, t in before.items() if p.name != "optuna.db"}
+
+
+def test_rungs_follow_each_arms_own_length(tmp_path):
+    """With epochs as a factor, the 2-epoch arm's trials are halved at rungs of their own length and the ones
+    that go on run all their steps (not cut where the 1-epoch arm ends)."""
+    doc_study = make_study(trials=2, round=2)
+    doc = dict(doc_study.raw)
+    doc.pop("budget")
+    doc["factors"] = {"epochs": {"values": [1, 3]}}
+    from ablate.study import parse_study as parse
+
+    study = parse(doc, source="test")
+    drive(study, tmp_path / "run")
+    rows = [r for r in read_registry(tmp_path / "run") if r["stage"] == "tune"]
+    for arm, epochs in (("epochs=1", 1), ("epochs=3", 3)):
+        total = study.arm_config(next(a for a in study.arms if a.name == arm), lr=0.1).total_steps()
+        assert total == 3 * epochs
+        ran = sorted(json.loads((tmp_path / "run" / "trials" / r["trial_id"] / "metrics.json").read_text())["steps"]
+                     for r in rows if r["arm"] == arm)
+        rungs = Halving().rungs(total)  # eval_every 1: one evaluation per step
+        assert ran == sorted([rungs[0], total]), (arm, ran, rungs)

@@ -1,6 +1,8 @@
 """Study specs: validation, budgets, arm expansion, planning and the registry (no Ray here)."""
 from pathlib import Path
 
+import re
+
 import pytest
 import yaml
 
@@ -135,3 +137,41 @@ def test_resample_data_draws_each_seeds_subsets_from_the_seed():
     assert all(p.config.data_seed == p.config.seed for p in own) and {p.config.seed for p in own} == {3, 4}
     with pytest.raises(AblateError, match="resample_data must be true or false"):
         parse_study({**doc, "resample_data": "yes"}, "smoke")
+
+
+@pytest.mark.parametrize("over, fragment", [
+    # every choice is tried when the spec is read, not only the first
+    ({"search": {**SEARCH, "space": {"depth": {"distribution": "choice", "choices": [10, 19]}}}},
+     "arm residual=true: unknown depth 19"),
+    # and both bounds
+    ({"search": {**SEARCH, "space": {"batch_size": {"distribution": "int", "low": 16, "high": 100000}}}}, None),
+    ({"search": {**SEARCH, "space": {"momentum": {"distribution": "uniform", "low": 0.0, "high": 1.5}}}},
+     "momentum must be in [0, 1)"),
+    # two arms that would run the same trials
+    ({"factors": None, "arms": [{"name": "a", "lr": 0.01}, {"name": "b", "lr": 0.01}], "search": None,
+      "grid": {"momentum": [0.0, 0.5]}}, "arms a and b give identical trials"),
+    ({"search": {**SEARCH, "asha": True}}, "search.asha was replaced by search.halving"),
+    ({"search": {**SEARCH, "round": 3}}, "search.round (proposals per round) must be an integer from 1 to search.trials (2)"),
+    ({"search": {**SEARCH, "halving": {"eta": 1}}}, "search.halving.eta must be an integer >= 2"),
+    ({"base": {**BASE, "threads": 0}}, "base.threads must be an integer >= 1 in a study"),
+    ({"seeds": [100, 1]}, None),
+])
+def test_the_whole_space_is_checked_when_the_spec_is_read(over, fragment):
+    if fragment is None:  # valid
+        parse_study(spec(**over))
+        return
+    with pytest.raises(AblateError, match=re.escape(fragment)):
+        parse_study(spec(**over))
+
+
+def test_int_bounds_stay_ints_and_a_spec_fixes_the_threads():
+    study = parse_study(spec(search={**SEARCH, "space": {"batch_size": {"distribution": "int", "low": 16, "high": 64}}}))
+    assert (study.space[0].low, study.space[0].high) == (16, 64) and isinstance(study.space[0].low, int)
+    assert study.arm_config(study.arms[0], batch_size=study.space[0].high).batch_size == 64
+    assert study.base["threads"] == 1 and yaml.safe_load(study.resolved_yaml())["base"]["threads"] == 1
+
+
+def test_a_resolved_spec_with_asha_is_read_as_a_legacy_run():
+    doc = {**spec(search={**SEARCH, "asha": True}), "budget": "default"}
+    study = parse_study(doc)
+    assert study.legacy and study.halving is None and "asha" not in study.raw["search"]

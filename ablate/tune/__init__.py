@@ -191,7 +191,9 @@ def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str |
                 stop_ray()
                 shutil.rmtree(tmp, ignore_errors=True)
                 (run_dir / RAY_TMP_RECORD).unlink(missing_ok=True)
-            if not planner.done:
+            if planner.done:
+                planner.cleanup()
+            else:
                 raise AblateError(f"the study stopped with work left (see the errors above); finish it with "
                                   f"ablate study --resume {run_dir}")
         finally:
