@@ -213,6 +213,8 @@ class Planner:
         halving = self.study.halving
         longest = max(len(first[t].config.evaluation_steps()) for t in contenders)
         for rung in (halving.rungs(longest) if halving else []):
+            if len(contenders) <= 1:
+                break  # a lone contender always goes on: no need to pause it at the remaining rungs
             behind = [t for t in contenders if not outcome[t].final and len(outcome[t].dev_acc) < rung]
             if behind:
                 return [self._work(arm, first[t], outcome[t], rung) for t in behind], False
