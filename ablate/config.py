@@ -50,21 +50,29 @@ class TrialConfig:
     # per-layer gradient/weight norms and per-block output std at init and every evaluation (grad_norms.csv)
     telemetry: bool = True
     schema: int = SCHEMA_VERSION
+    # model axes added after schema 1 (ablate.models; each default is the model trials had before them)
+    block: str = "basic"  # basic | preact (full pre-activation)
+    residual_stages: tuple[int, ...] | None = None  # stages (1-based) that keep residual connections; None = all
+    norm: str = "batch"  # batch | none
+    zero_init_residual: bool = False  # each residual branch's last BN scale starts at 0
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         from .data import DATASETS
-        from .models import FAMILIES, SHORTCUTS
+        from .models import FAMILIES, check_axes
 
         if self.family not in FAMILIES:
             raise AblateError(f"unknown family {self.family!r}; valid families: {', '.join(FAMILIES)}")
         if self.depth not in FAMILIES[self.family]:
             valid = ", ".join(str(d) for d in FAMILIES[self.family])
             raise AblateError(f"unknown depth {self.depth} for family {self.family!r}; valid depths: {valid}")
-        if self.shortcut not in SHORTCUTS:
-            raise AblateError(f"unknown shortcut {self.shortcut!r}; valid shortcuts: {', '.join(SHORTCUTS)}")
+        stages = check_axes(self.family, self.residual, self.shortcut, self.block, self.residual_stages, self.norm,
+                            self.zero_init_residual)
+        if stages != self.residual_stages:
+            # A sorted tuple, however it was given: hashable, and [4, 3] and [3, 4] are one model with one id.
+            object.__setattr__(self, "residual_stages", stages)
         if self.dataset not in DATASETS:
             raise AblateError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(DATASETS)}")
         for f in fields(self):
@@ -116,7 +124,10 @@ class TrialConfig:
 
     # --- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["residual_stages"] is not None:
+            data["residual_stages"] = list(data["residual_stages"])  # YAML and JSON write lists
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> "TrialConfig":
@@ -164,11 +175,28 @@ class TrialConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-_HASH_NEUTRAL_DEFAULTS = {"telemetry": True}
+_HASH_NEUTRAL_DEFAULTS = {"telemetry": True, "block": "basic", "residual_stages": None, "norm": "batch",
+                          "zero_init_residual": False}
+
+
+def coerce_stages(value: Any, source: str) -> tuple[int, ...] | None:
+    """residual_stages: null, a list of stage numbers, or (from a command line) a string such as "3,4"."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = [int(part) for part in value.replace(" ", "").split(",") if part]
+        except ValueError:
+            raise AblateError(f"{source}: residual_stages must be stage numbers such as 3,4, got {value!r}") from None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise AblateError(f"{source}: residual_stages must be a list of stage numbers or null, got {value!r}")
+    return tuple(value)
 
 
 def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
     # YAML writes 1e-3 as a string under YAML 1.1 rules and 5 for 5.0; accept those, refuse the rest.
+    if key == "residual_stages":
+        return coerce_stages(value, source)
     ok = False
     if kind is bool:
         ok = isinstance(value, bool)

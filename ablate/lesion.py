@@ -2,10 +2,12 @@
 
 Dropping a block removes its residual branch F(x) and keeps only the path around it:
 
-- `identity`: shapes match, so the block's input passes unchanged. Every block input here is the
-  output of a ReLU (or a max-pool of one), so the ReLU that ends the block would change nothing.
-- `projection`: shapes change and the block has a 1x1 projection shortcut; the block becomes
-  ReLU(BN(conv1x1(x))), its own shortcut followed by the ReLU that ends every block.
+- `identity`: shapes match and the skip is the identity, so the block's input passes unchanged (in a
+  basic block followed by its closing ReLU, which changes nothing: every basic block's input is the
+  output of a ReLU or a max-pool of one).
+- `projection`: the block has a 1x1 projection shortcut (where it reshapes, or on every block with
+  `projection-all`); a basic block becomes ReLU(BN(conv1x1(x))), its own shortcut followed by the
+  ReLU that ends it, a pre-activation block conv1x1(ReLU(BN1(x))), as its shortcut reads it.
 - `zero-pad`: shapes change and the block has an option-A shortcut (an identity-shortcut net): that
   shortcut, subsample + zero-pad channels. Its output is a subsample of non-negative values and
   zeros, so no ReLU is needed.
@@ -13,9 +15,11 @@ Dropping a block removes its residual branch F(x) and keeps only the path around
   `IdentityShortcut` is built for the lesion. It is not part of the trained network, so this
   lesion is not like for like with a residual net's (which keeps its own trained shortcut).
 
-Each row also says which kind of block it is (`same-shape` or `downsampling`) and what share of the
-test predictions the lesion changed (`changed`), so a lesion that drops accuracy to chance and one
-that changes nothing can be told apart from the accuracies alone.
+The replacement is the block's own `bypass` (ablate.models): its skip path, what the block computes
+with the residual branch removed. Each row also says which kind of block it is (`same-shape` or
+`downsampling`, from its shapes) and what share of the test predictions the lesion changed
+(`changed`), so a lesion that drops accuracy to chance and one that changes nothing can be told
+apart from the accuracies alone.
 
 The swap is a temporary instance-level `forward` on the block (`dropped`), undone on exit, so
 the model's code and weights stay untouched. Accuracy is measured by the same evaluation the
@@ -25,14 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from .errors import AblateError
-from .models import BasicBlock, IdentityShortcut, build_model
+from .models import Block, IdentityShortcut, build_model, model_kwargs
 from .runs import read_metrics
 from .outputs import load_weights
 from .trial import TrialConfig, _evaluate
@@ -42,23 +46,23 @@ ROW_COLUMNS = ("block", "block_index", "block_type", "replacement", "test_acc", 
 RUN_COLUMNS = ("trial_id", "arm", "seed", "residual", *ROW_COLUMNS)
 
 
-def replacement_for(block: BasicBlock) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+def reshapes(block: Block) -> bool:
+    return block.conv1.stride[0] != 1 or block.conv1.in_channels != block.conv2.out_channels
+
+
+def replacement_for(block: Block) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
     """What a dropped block computes instead: (kind, function of the block's input)."""
-    in_ch, out_ch, stride = block.conv1.in_channels, block.conv2.out_channels, block.conv1.stride[0]
-    if stride == 1 and in_ch == out_ch:
-        return "identity", lambda x: x
     shortcut = block.shortcut
     if shortcut is None:
-        added = IdentityShortcut(in_ch, out_ch, stride)
-        return "zero-pad-added", lambda x: added(x)
-    if isinstance(shortcut, IdentityShortcut):
-        return "zero-pad", lambda x: shortcut(x)
-    # Out of place: the shortcut's input is a live activation the next layers never see modified.
-    return "projection", lambda x: F.relu(shortcut(x))
+        if not reshapes(block):
+            return "identity", block.bypass
+        added = IdentityShortcut(block.conv1.in_channels, block.conv2.out_channels, block.conv1.stride[0])
+        return "zero-pad-added", lambda x: block.bypass(x, added)
+    return ("zero-pad" if isinstance(shortcut, IdentityShortcut) else "projection"), block.bypass
 
 
 @contextlib.contextmanager
-def dropped(block: BasicBlock) -> Iterator[str]:
+def dropped(block: Block) -> Iterator[str]:
     """Within the block, the residual branch is gone; yields the replacement kind."""
     kind, forward = replacement_for(block)
     # An instance attribute shadows the class's forward for this block only; nn.Module.__call__ finds it.
@@ -67,6 +71,52 @@ def dropped(block: BasicBlock) -> Iterator[str]:
         yield kind
     finally:
         del block.forward
+
+
+@dataclass
+class TrialModel:
+    """A trial's model rebuilt from its folder, with the data subsets it was trained and scored on."""
+
+    cfg: TrialConfig
+    splits: Any
+    model: torch.nn.Module
+    device: torch.device
+    memory_format: torch.memory_format
+
+
+def load_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
+               device: str | torch.device | None = None, weights: bool = True) -> TrialModel:
+    """The trial's model in eval mode: its best-dev weights (weights.pt), or with weights=False its own seeded
+    initialisation (seed_everything(cfg.seed), then build_model, as ablate.trial.run_trial does)."""
+    from .data import load_splits
+    from .trial import seed_everything
+
+    folder = Path(folder)
+    config_path, weights_path = folder / "config.yaml", folder / "weights.pt"
+    if not config_path.is_file():
+        raise AblateError(f"no config.yaml in {folder}; pass a trial folder (run_dir/trials/<trial_id>)")
+    if weights and not weights_path.is_file():
+        raise AblateError(f"no weights.pt in {folder}; retrain the trial with its weights saved (train --save-weights)")
+    cfg = TrialConfig.from_yaml_file(config_path)
+    state = load_weights(weights_path) if weights else None
+    metrics = read_metrics(folder) or {}
+    # 'auto' may resolve differently on this machine; the recorded dataset is the one the weights saw.
+    dataset = metrics.get("dataset") if cfg.dataset == "auto" and metrics.get("dataset") else cfg.dataset
+    splits = load_splits(dataset, data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
+                         seed=cfg.data_seed, image_size=cfg.image_size)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.family, cfg.depth, **model_kwargs(cfg), in_channels=splits.in_channels,
+                        num_classes=splits.num_classes)
+    if state is not None:
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise AblateError(f"{weights_path} does not fit the model in {config_path} "
+                              f"({str(exc).splitlines()[0]}); pass the folder the weights were trained in") from None
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format).eval()
+    return TrialModel(cfg, splits, model, device, memory_format)
 
 
 def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
@@ -79,41 +129,16 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
     test_acc - lesioned_acc, changed = share of test images whose predicted class differs from
     the intact model's.
     """
-    from .data import load_splits
-
-    folder = Path(folder)
-    config_path, weights_path = folder / "config.yaml", folder / "weights.pt"
-    if not config_path.is_file():
-        raise AblateError(f"no config.yaml in {folder}; pass a trial folder (run_dir/trials/<trial_id>)")
-    if not weights_path.is_file():
-        raise AblateError(f"no weights.pt in {folder}; retrain the trial with its weights saved (train --save-weights)")
-    cfg = TrialConfig.from_yaml_file(config_path)
-    state = load_weights(weights_path)
-    metrics = read_metrics(folder) or {}
-    # 'auto' may resolve differently on this machine; the recorded dataset is the one the weights saw.
-    dataset = metrics.get("dataset") if cfg.dataset == "auto" and metrics.get("dataset") else cfg.dataset
-
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     threads_before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     try:
-        splits = load_splits(dataset, data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
-                             seed=cfg.data_seed, image_size=cfg.image_size)
-        model = build_model(cfg.family, cfg.depth, residual=cfg.residual, shortcut=cfg.shortcut,
-                            in_channels=splits.in_channels, num_classes=splits.num_classes)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise AblateError(f"{weights_path} does not fit the model in {config_path} "
-                              f"({str(exc).splitlines()[0]}); pass the folder the weights were trained in") from None
-        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        model = model.to(device, memory_format=memory_format).eval()
-
-        test_x, test_y = splits.test.x.to(device), splits.test.y.to(device)
+        trial = load_trial(folder, data_dir, device=device)
+        if trial.cfg.threads:
+            torch.set_num_threads(trial.cfg.threads)
+        model = trial.model
+        test_x, test_y = trial.splits.test.x.to(trial.device), trial.splits.test.y.to(trial.device)
 
         def score() -> tuple[float, torch.Tensor]:
-            acc, _, pred = _evaluate(model, test_x, test_y, memory_format, predictions=True)
+            acc, _, pred = _evaluate(model, test_x, test_y, trial.memory_format, predictions=True)
             return acc, torch.tensor(pred)
 
         intact, intact_pred = score()
@@ -123,7 +148,7 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
             with dropped(block) as kind:
                 acc, pred = score()
             rows.append({"block": name, "block_index": index,
-                         "block_type": "same-shape" if kind == "identity" else "downsampling", "replacement": kind,
+                         "block_type": "downsampling" if reshapes(block) else "same-shape", "replacement": kind,
                          "test_acc": intact, "lesioned_acc": acc, "drop": intact - acc,
                          "changed": float((pred != intact_pred).float().mean())})
     finally:

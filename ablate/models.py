@@ -2,22 +2,38 @@
 
 One builder covers the ImageNet-style layout (the reference Model_ResNet18 is depth 18 with
 projection shortcuts) and the CIFAR layout of He et al. 2016 section 4.2, so an ablation can
-toggle one factor at a time while everything else stays identical.
+toggle one factor at a time while everything else stays identical. The axes besides depth and
+residual/plain (each default keeps the reference model):
+
+- shortcut: `projection` (1x1 conv + BN where a block reshapes; He et al. option B), `identity`
+  (subsample + zero-pad, no parameters; option A), `projection-all` (a 1x1 projection on every
+  residual block; option C).
+- block: `basic` (conv-BN-ReLU-conv-BN, add, ReLU) or `preact` (full pre-activation, He et al.
+  2016 "Identity Mappings": BN-ReLU-conv-BN-ReLU-conv, added to a clean identity path; the stem
+  is its conv (and max-pool) only, and one BN + ReLU follows the last block).
+- residual_stages: the stages (1-based) whose blocks keep their residual connections; None = all.
+- norm: `batch` or `none` (every BatchNorm replaced by an identity; nothing else changes, the
+  initialisation included).
+- zero_init_residual: the last BN of every residual branch starts with scale 0, so each residual
+  block starts as its skip path alone.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from ablate.errors import AblateError
+from ablate.model_summary import LayerRow, ModelSummary, format_summary, summarize  # noqa: F401  (re-exported)
 
 FAMILIES: dict[str, tuple[int, ...]] = {"imagenet": (10, 18, 34), "cifar": (20, 32, 44, 56, 110)}
-SHORTCUTS = ("projection", "identity")
+SHORTCUTS = ("projection", "identity", "projection-all")
+BLOCKS = ("basic", "preact")
+NORMS = ("batch", "none")
+STAGES = {"imagenet": 4, "cifar": 3}
 
 _IMAGENET_BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 _IMAGENET_WIDTHS = (64, 128, 256, 512)
@@ -26,6 +42,47 @@ _CIFAR_WIDTHS = (16, 32, 64)
 
 def _join(values) -> str:
     return ", ".join(str(v) for v in values)
+
+
+def check_axes(family: str, residual: bool, shortcut: str, block: str, residual_stages: Any, norm: str,
+               zero_init_residual: Any) -> tuple[int, ...] | None:
+    """Refuse an unknown or contradictory combination of model axes; returns residual_stages as a sorted tuple."""
+    if shortcut not in SHORTCUTS:
+        raise AblateError(f"unknown shortcut {shortcut!r}; valid shortcuts: {_join(SHORTCUTS)}")
+    if block not in BLOCKS:
+        raise AblateError(f"unknown block {block!r}; valid blocks: {_join(BLOCKS)}")
+    if norm not in NORMS:
+        raise AblateError(f"unknown norm {norm!r}; valid norms: {_join(NORMS)}")
+    if not isinstance(zero_init_residual, bool):
+        raise AblateError(f"zero_init_residual must be true or false, got {zero_init_residual!r}")
+    if zero_init_residual and norm != "batch":
+        raise AblateError("zero_init_residual sets the scale of each residual branch's last BatchNorm, so it needs "
+                          "norm: batch")
+    if zero_init_residual and not residual:
+        raise AblateError("zero_init_residual needs residual: true (a plain network has no residual branch to zero)")
+    if residual_stages is None:
+        return None
+    n = STAGES.get(family, 0)
+    if isinstance(residual_stages, (str, bytes)) or not hasattr(residual_stages, "__iter__"):
+        raise AblateError(f"residual_stages must be a list of stage numbers (1 to {n}) or null, got {residual_stages!r}")
+    stages = list(residual_stages)
+    if not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= n for s in stages):
+        raise AblateError(f"residual_stages must list stage numbers from 1 to {n} (the {family} layout has {n} "
+                          f"stages), got {stages}")
+    if len(set(stages)) != len(stages):
+        raise AblateError(f"residual_stages lists a stage twice: {stages}")
+    if not residual:
+        raise AblateError("residual_stages needs residual: true (a plain network has no residual connections to keep)")
+    if not stages:
+        raise AblateError("residual_stages is empty; for a network without residual connections write residual: false")
+    if len(stages) == n:
+        raise AblateError(f"residual_stages lists every stage ({sorted(stages)}); leave it out (null) for residual "
+                          "connections in all stages, so one model has one trial id")
+    return tuple(sorted(stages))
+
+
+def norm_layer(channels: int, norm: str = "batch") -> nn.Module:
+    return nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
 
 
 class IdentityShortcut(nn.Module):
@@ -53,32 +110,52 @@ class IdentityShortcut(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convs; the skip connection is optional so plain and residual nets share weights' layout."""
+class Block(nn.Module):
+    """What every block shares: conv1 / conv2 on the residual branch, an optional `shortcut` module (None for a
+    plain block, and for a residual block whose skip is the identity), `branch_end` (the module whose output is
+    the residual branch F(x), for hooks) and `bypass` (the block with its residual branch removed)."""
 
-    def __init__(self, in_channels, out_channels, stride=1, residual=True, shortcut="projection"):
-        super().__init__()
+    residual: bool
+    shortcut: nn.Module | None
+
+    def _make_shortcut(self, in_channels, out_channels, stride, residual, shortcut, norm, with_bn) -> None:
         if shortcut not in SHORTCUTS:
             raise AblateError(f"unknown shortcut {shortcut!r}; valid shortcuts: {_join(SHORTCUTS)}")
         if stride < 1:
             raise AblateError(f"stride must be >= 1, got {stride}; pass a positive stride")
         self.residual = residual
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut: nn.Module | None = None
+        self.shortcut = None
         # A plain block gets no shortcut module at all, so its parameter count is honest.
         reshapes = stride != 1 or in_channels != out_channels
-        if residual and reshapes:
-            if shortcut == "projection":
-                self.shortcut = nn.Sequential(
-                    nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                    nn.BatchNorm2d(out_channels),
-                )
-            else:
-                self.shortcut = IdentityShortcut(in_channels, out_channels, stride)
+        if residual and (shortcut == "projection-all" or (reshapes and shortcut == "projection")):
+            layers = [nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)]
+            self.shortcut = nn.Sequential(*layers, norm_layer(out_channels, norm)) if with_bn else nn.Sequential(*layers)
+        elif residual and reshapes:
+            self.shortcut = IdentityShortcut(in_channels, out_channels, stride)
+
+    @property
+    def branch_end(self) -> nn.Module:
+        raise NotImplementedError
+
+    def bypass(self, x: torch.Tensor, shortcut: nn.Module | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class BasicBlock(Block):
+    """Two 3x3 convs; the skip connection is optional so plain and residual nets share weights' layout."""
+
+    def __init__(self, in_channels, out_channels, stride=1, residual=True, shortcut="projection", norm="batch"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = norm_layer(out_channels, norm)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = norm_layer(out_channels, norm)
+        self._make_shortcut(in_channels, out_channels, stride, residual, shortcut, norm, with_bn=True)
+
+    @property
+    def branch_end(self) -> nn.Module:
+        return self.bn2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -87,14 +164,60 @@ class BasicBlock(nn.Module):
             out = out + (x if self.shortcut is None else self.shortcut(x))
         return self.relu(out)
 
+    def bypass(self, x: torch.Tensor, shortcut: nn.Module | None = None) -> torch.Tensor:
+        """ReLU(skip(x)): the block's skip path and the ReLU that ends it (`shortcut` overrides its own)."""
+        s = shortcut if shortcut is not None else self.shortcut
+        return F.relu(x if s is None else s(x))
+
+
+class PreActBlock(Block):
+    """Full pre-activation (He et al. 2016, Identity Mappings): x + conv(ReLU(BN(conv(ReLU(BN(x)))))).
+
+    A projection shortcut (a bare 1x1 conv, as in the paper's code) reads the pre-activated input
+    ReLU(BN1(x)); an identity or option-A shortcut reads x itself, so the identity path stays clean.
+    """
+
+    def __init__(self, in_channels, out_channels, stride=1, residual=True, shortcut="projection", norm="batch"):
+        super().__init__()
+        self.bn1 = norm_layer(in_channels, norm)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = norm_layer(out_channels, norm)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self._make_shortcut(in_channels, out_channels, stride, residual, shortcut, norm, with_bn=False)
+
+    @property
+    def branch_end(self) -> nn.Module:
+        return self.conv2
+
+    def _skip(self, x: torch.Tensor, pre: torch.Tensor, shortcut: nn.Module | None) -> torch.Tensor:
+        if shortcut is None:
+            return x
+        return shortcut(x) if isinstance(shortcut, IdentityShortcut) else shortcut(pre)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = F.relu(self.bn1(x))  # out of place: with norm none bn1 is the identity and x is the skip input
+        out = self.conv2(self.relu(self.bn2(self.conv1(pre))))
+        if self.residual:
+            out = out + self._skip(x, pre, self.shortcut)
+        return out
+
+    def bypass(self, x: torch.Tensor, shortcut: nn.Module | None = None) -> torch.Tensor:
+        """skip(x): x, its option-A shortcut, or its projection of ReLU(BN1(x)) (`shortcut` overrides its own)."""
+        s = shortcut if shortcut is not None else self.shortcut
+        pre = None if s is None or isinstance(s, IdentityShortcut) else F.relu(self.bn1(x))
+        return self._skip(x, pre, s)
+
 
 class ResNet(nn.Module):
-    """stem -> stages of BasicBlocks -> global average pool -> linear classifier."""
+    """stem -> stages of blocks -> [BN + ReLU for pre-activation] -> global average pool -> linear classifier."""
 
-    def __init__(self, stem: nn.Sequential, stages: nn.ModuleList, width: int, num_classes: int):
+    def __init__(self, stem: nn.Sequential, stages: nn.ModuleList, width: int, num_classes: int,
+                 final: nn.Module | None = None):
         super().__init__()
         self.stem = stem
         self.stages = stages
+        self.final = final
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(width, num_classes)
 
@@ -102,25 +225,35 @@ class ResNet(nn.Module):
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
+        if self.final is not None:
+            x = self.final(x)
         return self.fc(torch.flatten(self.pool(x), 1))
 
-    def blocks(self) -> list[tuple[str, BasicBlock]]:
-        return [(name, m) for name, m in self.named_modules() if isinstance(m, BasicBlock)]
+    def blocks(self) -> list[tuple[str, Block]]:
+        return [(name, m) for name, m in self.named_modules() if isinstance(m, Block)]
 
 
-def _stages(in_ch, widths, counts, strides, residual, shortcut) -> nn.ModuleList:
+def _stages(in_ch, widths, counts, strides, residual_per_stage, shortcut, block, norm) -> nn.ModuleList:
+    kind = PreActBlock if block == "preact" else BasicBlock
     stages = nn.ModuleList()
-    for width, count, stride in zip(widths, counts, strides):
+    for width, count, stride, residual in zip(widths, counts, strides, residual_per_stage):
         blocks = []
         for i in range(count):
-            blocks.append(BasicBlock(in_ch, width, stride if i == 0 else 1, residual, shortcut))
+            blocks.append(kind(in_ch, width, stride if i == 0 else 1, residual, shortcut, norm))
             in_ch = width
         stages.append(nn.Sequential(*blocks))
     return stages
 
 
+def model_kwargs(cfg: Any) -> dict[str, Any]:
+    """build_model's model axes from a trial config (anything with these attributes)."""
+    return dict(residual=cfg.residual, shortcut=cfg.shortcut, block=cfg.block, residual_stages=cfg.residual_stages,
+                norm=cfg.norm, zero_init_residual=cfg.zero_init_residual)
+
+
 def build_model(family="imagenet", depth=18, residual=True, shortcut="projection",
-                in_channels=1, num_classes=10, stem_bias=True) -> ResNet:
+                in_channels=1, num_classes=10, stem_bias=True, *, block="basic", residual_stages=None,
+                norm="batch", zero_init_residual=False) -> ResNet:
     """Build a ResNet; imagenet/18/projection/residual/stem_bias is the reference Model_ResNet18."""
     if family not in FAMILIES:
         raise AblateError(f"unknown family {family!r}; valid families: {_join(FAMILIES)}")
@@ -128,32 +261,34 @@ def build_model(family="imagenet", depth=18, residual=True, shortcut="projection
         raise AblateError(
             f"unknown depth {depth} for family {family!r}; valid depths: {_join(FAMILIES[family])}"
         )
-    if shortcut not in SHORTCUTS:
-        raise AblateError(f"unknown shortcut {shortcut!r}; valid shortcuts: {_join(SHORTCUTS)}")
+    keep = check_axes(family, residual, shortcut, block, residual_stages, norm, zero_init_residual)
     if not isinstance(in_channels, int) or in_channels < 1:
         raise AblateError(f"in_channels must be an integer >= 1, got {in_channels!r}; MNIST uses 1")
     if not isinstance(num_classes, int) or num_classes < 2:
         raise AblateError(f"num_classes must be an integer >= 2, got {num_classes!r}; MNIST uses 10")
 
+    preact = block == "preact"
     if family == "imagenet":
-        stem = nn.Sequential(
-            nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=stem_bias),
-            nn.BatchNorm2d(64),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, stride=2, padding=1),
-        )
+        conv = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=stem_bias)
+        pool = nn.MaxPool2d(3, stride=2, padding=1)
+        # A pre-activation net's first block normalises and activates its own input.
+        stem = nn.Sequential(conv, pool) if preact else nn.Sequential(conv, norm_layer(64, norm), nn.ReLU(inplace=True), pool)
         widths, counts, strides = _IMAGENET_WIDTHS, _IMAGENET_BLOCKS[depth], (1, 2, 2, 2)
     else:
         # He et al. keep the CIFAR stem bias-free; stem_bias only concerns the reference layout.
-        stem = nn.Sequential(
-            nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False),
-            nn.BatchNorm2d(16),
-            nn.ReLU(inplace=True),
-        )
+        conv = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)
+        stem = nn.Sequential(conv) if preact else nn.Sequential(conv, norm_layer(16, norm), nn.ReLU(inplace=True))
         n = (depth - 2) // 6
         widths, counts, strides = _CIFAR_WIDTHS, (n, n, n), (1, 2, 2)
-    stages = _stages(widths[0], widths, counts, strides, residual, shortcut)
-    return ResNet(stem, stages, widths[-1], num_classes)
+    per_stage = [residual and (keep is None or i + 1 in keep) for i in range(len(widths))]
+    stages = _stages(widths[0], widths, counts, strides, per_stage, shortcut, block, norm)
+    final = nn.Sequential(norm_layer(widths[-1], norm), nn.ReLU(inplace=True)) if preact else None
+    model = ResNet(stem, stages, widths[-1], num_classes, final)
+    if zero_init_residual:
+        for _, b in model.blocks():
+            if b.residual:
+                nn.init.zeros_(b.bn2.weight)
+    return model
 
 
 _TV_LAYER = re.compile(r"^layer([1-4])\.(\d+)\.(.+)$")
@@ -223,91 +358,3 @@ def verify_torchvision(batch_size=4, image_size=64, seed=0, depth=18, copy_weigh
                     generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return (reference(x) - ours(x)).abs().max().item()
-
-
-@dataclass
-class LayerRow:
-    name: str
-    kind: str
-    output_shape: tuple
-    params: int
-    macs: int
-
-
-@dataclass
-class ModelSummary:
-    rows: list[LayerRow]
-    total_params: int
-    total_macs: int
-
-
-def _first_conv(model: nn.Module) -> nn.Conv2d | None:
-    return next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-
-
-def summarize(model, in_channels=1, input_size=32) -> ModelSummary:
-    """One eval-mode forward pass; MACs come from torch's FlopCounterMode (flops / 2)."""
-    if not isinstance(in_channels, int) or in_channels < 1:
-        raise AblateError(f"in_channels must be an integer >= 1, got {in_channels!r}")
-    if not isinstance(input_size, int) or input_size < 1:
-        raise AblateError(f"input_size must be an integer >= 1, got {input_size!r}")
-    conv = _first_conv(model)
-    if conv is not None and conv.in_channels != in_channels:
-        raise AblateError(
-            f"model expects {conv.in_channels} input channels but in_channels={in_channels}; "
-            f"pass in_channels={conv.in_channels}"
-        )
-    leaves = [(name, m) for name, m in model.named_modules() if name and not any(m.children())]
-    shapes: dict[str, tuple] = {}
-
-    def hook_for(name):
-        def hook(_module, _inputs, output):
-            # A module called twice (a block's ReLU) keeps the shape of its first call.
-            shapes.setdefault(name, tuple(output.shape))
-        return hook
-
-    handles = [m.register_forward_hook(hook_for(name)) for name, m in leaves]
-    was_training = model.training
-    model.eval()
-    try:
-        x = torch.zeros(1, in_channels, input_size, input_size)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-
-    counts = counter.get_flop_counts()
-    # The counter names modules by path from the root, prefixed with the root's class name.
-    prefix = type(model).__name__ + "."
-    rows = []
-    for name, m in leaves:
-        if name not in shapes:
-            continue  # registered but never called, so it neither computes nor shapes the output
-        flops = sum(counts.get(prefix + name, {}).values())
-        params = sum(p.numel() for p in m.parameters(recurse=False))
-        rows.append(LayerRow(name, type(m).__name__, shapes[name], params, flops // 2))
-    total_params = sum(p.numel() for p in model.parameters())
-    return ModelSummary(rows, total_params, counter.get_total_flops() // 2)
-
-
-def format_summary(summary: ModelSummary) -> str:
-    header = ("Layer", "Type", "Output shape", "Params", "MACs")
-    body = [
-        (r.name, r.kind, "x".join(str(d) for d in r.output_shape), f"{r.params:,}", f"{r.macs:,}")
-        for r in summary.rows
-    ]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    numeric = {3, 4}  # right-align numbers so digits line up
-
-    def line(cells):
-        return "  ".join(
-            c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-
-    rule = "-" * len(line(header))
-    lines = [line(header), rule, *(line(row) for row in body), rule]
-    lines.append(f"Total params: {summary.total_params:,}")
-    lines.append(f"Total MACs: {summary.total_macs:,} ({summary.total_macs / 1e6:.2f} M)")
-    return "\n".join(lines)

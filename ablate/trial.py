@@ -121,7 +121,7 @@ def run_trial(
     before its update); telemetry only reads, so the training is the same with it off.
     """
     from .data import load_splits
-    from .models import build_model
+    from .models import build_model, model_kwargs
 
     t_start = time.perf_counter()
     if config.threads:
@@ -133,7 +133,7 @@ def run_trial(
     )
     seed_everything(config.seed)
     model = build_model(
-        config.family, config.depth, residual=config.residual, shortcut=config.shortcut,
+        config.family, config.depth, **model_kwargs(config),
         in_channels=splits.in_channels, num_classes=splits.num_classes,
     )
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format

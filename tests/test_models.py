@@ -63,7 +63,7 @@ def test_block_output_shape(shortcut, residual, in_ch, out_ch, stride, expected)
     assert block(torch.randn(2, in_ch, 12, 12)).shape == expected
 
 
-@pytest.mark.parametrize("shortcut", SHORTCUTS)
+@pytest.mark.parametrize("shortcut", ["projection", "identity"])  # options A and B; C projects every block
 def test_unchanged_shape_uses_plain_identity_skip(shortcut):
     block = eval_block(8, 8, 1, shortcut=shortcut)
     assert block.shortcut is None

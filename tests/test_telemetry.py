@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ablate.data import load_splits
+from ablate.config import _HASH_NEUTRAL_DEFAULTS
 from ablate.models import build_model
 from ablate.outputs import write_trial_folder
 from ablate.telemetry import GRAD_NORM_COLUMNS, GradTelemetry
@@ -173,7 +174,8 @@ def test_plain_deep_net_has_exploding_first_layer_gradients_at_init():
 
 def test_configs_from_before_telemetry_keep_their_trial_id():
     cfg = TrialConfig(lr=0.03, residual=False)
-    before = {k: v for k, v in cfg.to_dict().items() if k != "telemetry"}  # a config.yaml written before the field
+    # A config.yaml written before the field (and before the later hash-neutral model axes of issue 12).
+    before = {k: v for k, v in cfg.to_dict().items() if k not in _HASH_NEUTRAL_DEFAULTS}
     old_id = hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
     assert TrialConfig.from_dict(before).trial_id() == cfg.trial_id() == old_id
     assert cfg.replace(telemetry=False).trial_id() != old_id
