@@ -84,7 +84,11 @@ def train(
     family: Optional[str] = typer.Option(None, help="Model family: imagenet (reference layout) or cifar."),
     depth: Optional[int] = typer.Option(None, help="Network depth (imagenet: 10/18/34, cifar: 20/32/44/56/110)."),
     residual: Optional[bool] = typer.Option(None, "--residual/--plain", help="With or without residual connections."),
-    shortcut: Optional[str] = typer.Option(None, help="projection (1x1 conv + BN) or identity (parameter-free)."),
+    shortcut: Optional[str] = typer.Option(None, help="projection (1x1 conv + BN where a block reshapes), identity (parameter-free) or projection-all (1x1 conv + BN on every block)."),
+    block: Optional[str] = typer.Option(None, help="basic (post-activation) or preact (full pre-activation)."),
+    residual_stages: Optional[str] = typer.Option(None, help="Stages that keep residual connections, e.g. 3,4 (default: all)."),
+    norm: Optional[str] = typer.Option(None, help="batch (BatchNorm) or none."),
+    zero_init_residual: Optional[bool] = typer.Option(None, "--zero-init-residual/--no-zero-init-residual", help="Start each residual branch's last BN scale at 0."),
     lr: Optional[float] = typer.Option(None, help="SGD learning rate."),
     momentum: Optional[float] = typer.Option(None, help="SGD momentum."),
     weight_decay: Optional[float] = typer.Option(None, help="SGD weight decay."),
@@ -112,7 +116,8 @@ def train(
 
     base = TrialConfig.from_yaml_file(config).to_dict() if config else {}
     given = dict(
-        family=family, depth=depth, residual=residual, shortcut=shortcut, lr=lr, momentum=momentum,
+        family=family, depth=depth, residual=residual, shortcut=shortcut, block=block, residual_stages=residual_stages,
+        norm=norm, zero_init_residual=zero_init_residual, lr=lr, momentum=momentum,
         weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, eval_every=eval_every,
         dataset=dataset, train_size=train_size, dev_size=dev_size, test_size=test_size,
         data_seed=data_seed, seed=seed, threads=threads,
@@ -169,18 +174,24 @@ def summary(
     family: str = typer.Option("imagenet", help="Model family: imagenet or cifar."),
     depth: int = typer.Option(18, help="Network depth."),
     plain: bool = typer.Option(False, "--plain", help="Without residual connections."),
-    shortcut: str = typer.Option("projection", help="projection or identity."),
+    shortcut: str = typer.Option("projection", help="projection, identity or projection-all."),
+    block: str = typer.Option("basic", help="basic or preact."),
+    residual_stages: Optional[str] = typer.Option(None, help="Stages that keep residual connections, e.g. 3,4 (default: all)."),
+    norm: str = typer.Option("batch", help="batch or none."),
+    zero_init_residual: bool = typer.Option(False, "--zero-init-residual", help="Start each residual branch's last BN scale at 0."),
     in_channels: int = typer.Option(1, help="Input channels."),
     num_classes: int = typer.Option(10, help="Output classes."),
     input_size: int = typer.Option(32, help="Input height and width."),
 ) -> None:
     """Per-layer table (output shape, params, MACs) and totals; MACs counted by torch's FlopCounterMode."""
+    from .config import coerce_stages
     from .models import build_model, format_summary, summarize
 
     if input_size < 8:
         fail(f"--input-size must be at least 8, got {input_size}")
-    model = build_model(family, depth, residual=not plain, shortcut=shortcut,
-                        in_channels=in_channels, num_classes=num_classes)
+    model = build_model(family, depth, residual=not plain, shortcut=shortcut, in_channels=in_channels,
+                        num_classes=num_classes, block=block, residual_stages=coerce_stages(residual_stages, "flags"),
+                        norm=norm, zero_init_residual=zero_init_residual)
     typer.echo(format_summary(summarize(model, in_channels=in_channels, input_size=input_size)))
 
 

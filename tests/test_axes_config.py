@@ -1,0 +1,152 @@
+"""The new model axes as trial settings and in study specs: defaults keep every existing trial id,
+residual_stages round-trips through YAML, specs are checked when read, and a trial builds the variant."""
+import hashlib
+import json
+
+import pytest
+import yaml
+
+from ablate.config import TrialConfig
+from ablate.errors import AblateError
+from ablate.study import load_study, parse_study
+from ablate.trial import run_trial
+
+NEW = {"block": "preact", "residual_stages": [2], "norm": "none", "zero_init_residual": True}
+
+
+def old_id(cfg: TrialConfig) -> str:
+    """The id a config.yaml written before the new axes existed had: the hash of its fields then."""
+    before = {k: v for k, v in cfg.to_dict().items() if k not in ("telemetry", *NEW)}
+    return hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+def test_defaults_keep_the_trial_ids_of_configs_written_before_the_axes():
+    for cfg in (TrialConfig(), TrialConfig(lr=0.03, residual=False), TrialConfig(family="cifar", depth=56)):
+        before = {k: v for k, v in cfg.to_dict().items() if k not in NEW}
+        assert TrialConfig.from_dict(before).trial_id() == cfg.trial_id() == old_id(cfg)
+    # Ids computed by the code before the axes existed (main at 64371e2):
+    assert TrialConfig().trial_id() == "87d109f0cea7"
+    assert TrialConfig(family="cifar", depth=56, residual=False, shortcut="identity", lr=0.05).trial_id() == "24f1bd26b501"
+    base = TrialConfig()
+    ids = {base.trial_id()}
+    for key, value in {"block": "preact", "residual_stages": [3, 4], "norm": "none", "zero_init_residual": True}.items():
+        ids.add(base.replace(**{key: value}).trial_id())
+    assert len(ids) == 5  # each non-default value names another trial
+
+
+def test_residual_stages_round_trips_through_yaml_and_is_canonical(tmp_path):
+    cfg = TrialConfig(residual_stages=[4, 3])
+    assert cfg.residual_stages == (3, 4) and hash(cfg) == hash(TrialConfig(residual_stages=(3, 4)))
+    assert cfg.trial_id() == TrialConfig(residual_stages=[3, 4]).trial_id()
+    text = cfg.to_yaml()
+    assert yaml.safe_load(text)["residual_stages"] == [3, 4]
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    back = TrialConfig.from_yaml_file(path)
+    assert back == cfg and back.trial_id() == cfg.trial_id()
+    assert TrialConfig.from_dict({"residual_stages": "3, 4"}, source="flags") == cfg  # a command line's spelling
+    assert TrialConfig.from_dict({"residual_stages": None}).residual_stages is None
+
+
+@pytest.mark.parametrize("data,needle", [
+    ({"residual_stages": "three"}, "stage numbers such as 3,4"),
+    ({"residual_stages": [1.5]}, "list of stage numbers"),
+    ({"residual_stages": True}, "list of stage numbers"),
+    ({"residual_stages": [0]}, "from 1 to 4"),
+    ({"residual_stages": [1], "residual": False}, "needs residual: true"),
+    ({"block": "preact ", }, "valid blocks"),
+    ({"norm": None}, "norm must be str"),
+    ({"zero_init_residual": "yes"}, "zero_init_residual must be bool"),
+    ({"zero_init_residual": True, "norm": "none"}, "needs norm: batch"),
+])
+def test_bad_axis_settings_are_refused_in_one_line(data, needle):
+    with pytest.raises(AblateError, match=needle) as info:
+        TrialConfig.from_dict(data, source="x.yaml")
+    assert "\n" not in str(info.value)
+
+
+def test_shipped_specs_with_the_new_axes():
+    where = load_study("where", "default")
+    settings = {a.name: a.settings for a in where.arms}
+    assert len(where.arms) == 6 and settings["residual=false"] == {"residual": False}
+    stages = [where.arm_config(a).residual_stages for a in where.arms]
+    assert stages == [None, (1,), (2,), (3,), (4,), None]
+    assert where.base["family"] == "imagenet" and where.base["depth"] == 18
+    preact = load_study("preact", "smoke")
+    assert {(s["block"], s["residual"]) for s in (a.settings for a in preact.arms)} == {
+        ("basic", True), ("basic", False), ("preact", True), ("preact", False)}
+    shortcut = load_study("shortcut", "default")
+    assert [a.settings["shortcut"] for a in shortcut.arms] == ["projection", "identity", "projection-all"]
+
+
+def test_a_spec_is_checked_when_read_and_identical_arms_are_refused():
+    doc = {"base": {"family": "cifar", "depth": 20}, "seeds": [0],
+           "factors": {"residual_stages": {"values": [[1], [4]]}}}
+    with pytest.raises(AblateError, match="from 1 to 3"):
+        parse_study(doc)
+    doc["factors"] = {"residual_stages": {"values": [[2, 3], [3, 2]]}}
+    with pytest.raises(AblateError, match="identical trials"):
+        parse_study(doc)
+    doc["factors"] = {"zero_init_residual": {"values": [False, True]}, "norm": {"values": ["batch", "none"]}}
+    with pytest.raises(AblateError, match="needs norm: batch"):
+        parse_study(doc)
+
+
+def test_a_trial_builds_the_variant_its_config_names():
+    small = dict(dataset="digits", family="cifar", depth=20, image_size=8, train_size=64, dev_size=32, test_size=32,
+                 batch_size=32, epochs=1, eval_every=2, lr=0.05, threads=1)
+    keys = {}
+    for name, extra in {"default": {}, "preact": {"block": "preact"}, "no-bn": {"norm": "none"},
+                        "stages": {"residual_stages": [3], "shortcut": "projection"}}.items():
+        result = run_trial(TrialConfig(**small, **extra), keep_best_state=True)
+        assert result.status == "ok"
+        keys[name] = set(result.best_state)
+    assert "final.0.weight" in keys["preact"] and "final.0.weight" not in keys["default"]
+    assert not any("bn" in k or k.startswith("stem.1") for k in keys["no-bn"])
+    assert [k for k in keys["stages"] if "shortcut" in k and k.endswith("weight")] == [
+        "stages.2.0.shortcut.0.weight", "stages.2.0.shortcut.1.weight"]  # only stage 3 keeps a projection
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from ablate.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_summary_shows_each_variant_with_its_hand_counted_total():
+    for args, total in ((["--shortcut", "projection-all"], "11,529,738"), (["--block", "preact"], "11,173,642"),
+                        (["--norm", "none"], "11,165,834"), (["--residual-stages", "3,4"], "11,166,986"),
+                        (["--zero-init-residual"], "11,175,434")):
+        result = _invoke("summary", *args)
+        assert result.exit_code == 0, result.output
+        assert f"Total params: {total}" in result.output, args
+
+
+def test_train_takes_the_axes_and_writes_them_to_config_yaml(tmp_path):
+    out = tmp_path / "run"
+    result = _invoke("train", "--dataset", "digits", "--family", "cifar", "--depth", "20", "--block", "preact",
+                     "--residual-stages", "2,3", "--zero-init-residual", "--train-size", "64", "--dev-size", "32",
+                     "--test-size", "32", "--epochs", "1", "--eval-every", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    cfg = TrialConfig.from_yaml_file(out / "config.yaml")
+    assert (cfg.block, cfg.residual_stages, cfg.norm, cfg.zero_init_residual) == ("preact", (2, 3), "batch", True)
+
+
+@pytest.mark.parametrize("command,args,fragment", [
+    ("train", ["--block", "dense"], "unknown block 'dense'"),
+    ("train", ["--residual-stages", "1,9"], "from 1 to 4"),
+    ("train", ["--norm", "none", "--zero-init-residual"], "needs norm: batch"),
+    ("summary", ["--residual-stages", "x"], "stage numbers such as 3,4"),
+    ("summary", ["--plain", "--residual-stages", "2"], "needs residual: true"),
+])
+def test_bad_axis_flags_are_one_line_exit_2(tmp_path, command, args, fragment):
+    extra = ["--out", tmp_path / "run"] if command == "train" else []
+    result = _invoke(command, *args, *extra)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], result.output
+    assert not (tmp_path / "run").exists()
