@@ -198,7 +198,7 @@ def test_run_without_gradient_logs_skips_those_figures_and_says_so(runs, tmp_pat
         path.unlink()
     result = analyze(run_dir)
     assert set(result.skipped) == {"grad_profile", "grad_heatmap", "depth_grad_ratio"}
-    assert_figures(result, ["test_accuracy", "curves", "depth"])
+    assert_figures(result, ["test_accuracy", "curves", "depth", "effects"])
     assert not list((result.out_dir / "figures").glob("grad_*"))
     md = result.report.read_text()
     assert "Not drawn" in md and all(f"- {name}: " in md for name in result.skipped) and "grad_norms.csv" in md
@@ -208,7 +208,8 @@ def test_run_without_gradient_logs_skips_those_figures_and_says_so(runs, tmp_pat
 def test_depth_study_figures_and_degradation_statement(runs):
     result = runs["depth_result"]
     assert result.out_dir == runs["tmp"] / "depth-analysis" and result.report.is_file()
-    assert_figures(result, ["test_accuracy", "curves", "grad_profile", "grad_heatmap", "depth", "depth_grad_ratio"])
+    assert_figures(result, ["test_accuracy", "curves", "grad_profile", "grad_heatmap", "depth", "depth_grad_ratio",
+                            "effects"])
     md = result.report.read_text()
     assert "## Depth" in md and "Definition: the plain network *degrades*" in md
     # Recompute the rule from trials.csv: plain accuracy per depth vs smallest depth minus CI half-width.
@@ -271,7 +272,7 @@ def test_lesion_study_is_drawn_and_reported(runs, tmp_path):
     result = analyze(run_dir, lesion=True)
     assert "lesion" not in result.skipped
     assert_figures(result, ["test_accuracy", "curves", "grad_profile", "grad_heatmap", "depth", "depth_grad_ratio",
-                            "lesion"])
+                            "effects", "lesion"])
     table = pd.read_csv(result.lesion_csv)
     # one intact row per lesioned trial, then one row per block: cifar-20 has 9 blocks, cifar-32 has 15
     assert set(table["arm"]) == set(runs["depth_result"].summary["arm"]) and sorted(table["seed"].unique().tolist()) == [0, 1]
@@ -305,7 +306,7 @@ def test_lesion_without_saved_weights_is_skipped_with_the_reason(runs, tmp_path)
 # --- the lr grid study -------------------------------------------------------------------------------
 def test_grid_study_reports_each_arm_at_its_best_dev_grid_point(runs):
     result = analyze(runs["grid"])
-    assert_figures(result, ["test_accuracy", "curves", "grad_profile", "grad_heatmap", "lr_grid"])
+    assert_figures(result, ["test_accuracy", "curves", "grad_profile", "grad_heatmap", "lr_grid", "effects"])
     assert result.skipped == {}
     trials = pd.read_csv(runs["grid"] / "trials.csv")
     ok = trials[(trials["stage"] == "grid") & (trials["status"] == "ok")]

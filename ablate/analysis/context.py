@@ -49,6 +49,46 @@ def acc_digits(run: Run) -> int:
     return max(1, math.ceil(-math.log10(acc_step(run)) - 1e-9))
 
 
+def level_text(factor: str, value: Any) -> str:
+    """A factor level in words: 'residual' / 'plain', 'stage 1 only', 'depth 20', 'lr 0.01', 'preact blocks'."""
+    if factor == "residual":
+        return "residual" if value else "plain"
+    if factor == "residual_stages":
+        if value is None:
+            return "all stages"
+        stages = list(value)
+        return f"stage {stages[0]} only" if len(stages) == 1 else "stages " + ", ".join(map(str, stages))
+    if factor == "shortcut":
+        return f"{value} shortcut"
+    if factor == "block":
+        return f"{value} blocks"
+    if factor == "norm":
+        return "no normalisation" if value == "none" else f"{value} norm"
+    if factor == "depth":
+        return f"depth {value}"
+    if isinstance(value, bool):
+        return factor if value else f"no {factor}"
+    if isinstance(value, float):
+        return f"{factor} {value:g}"
+    return f"{factor} {value}"
+
+
+def context_text(context: dict[str, Any]) -> str:
+    """Where an effect was measured, in words: 'at depth 20', 'in stage 1 only', 'with preact blocks'."""
+    parts = []
+    for factor, value in context.items():
+        text = level_text(factor, value)
+        if factor == "residual_stages":
+            parts.append(f"in {text}")
+        elif factor == "residual":
+            parts.append(f"in the {text} net")
+        elif factor in ("block", "shortcut", "norm") or isinstance(value, bool):
+            parts.append(f"with {text}")
+        else:
+            parts.append(f"at {text}")
+    return ", ".join(parts)
+
+
 def readable_arm(run: Run, arm: str) -> str:
     """'plain', 'residual', 'depth 20, plain', 'identity shortcut' ... from the arm's factor settings."""
     settings = next((a.settings for a in run.study.arms if a.name == arm), None)
@@ -62,6 +102,8 @@ def readable_arm(run: Run, arm: str) -> str:
             parts.append(f"{value} shortcut")
         elif key == "depth":
             parts.append(f"depth {value}")
+        elif key == "residual_stages":
+            parts.append(level_text(key, value))
         elif isinstance(value, bool):
             parts.append(key if value else f"no {key}")
         else:

@@ -94,13 +94,41 @@ def legend_below(fig: Figure, handles, labels, ncol: int | None = None) -> None:
 
 
 def arm_handles(arms: list[str], styles: dict) -> list[Line2D]:
-    return [Line2D([], [], color=styles[a]["color"], marker=styles[a]["marker"], lw=2, ms=8) for a in arms]
+    return [Line2D([], [], color=styles[a]["color"], marker=styles[a]["marker"], ls=styles[a].get("ls", "-"), lw=2, ms=8)
+            for a in arms]
+
+
+def run_styles(run: Run) -> dict[str, dict]:
+    """Colour, marker and line style per arm. A study of two factors, one of them true/false (residual, say),
+    encodes that one by marker and line style (true: circle, solid; false: square, dashed) and the other by
+    colour (ordered palette for numbers, the colour-blind palette otherwise; grey for an arm that lacks it, e.g.
+    the plain arm of a nested factor), so one colour is one level of the other factor in every figure.
+    Other studies: one colour and marker per arm."""
+    arms, study = run.arm_names, run.study
+    settings = {a.name: a.settings for a in study.arms}
+    factors = list(study.factor_names)
+    flags = [f for f in factors if all(isinstance(settings[a].get(f, False), bool) for a in arms)]
+    flag = "residual" if "residual" in flags else (flags[0] if flags else None)
+    others = [f for f in factors if f != flag]
+    if flag is None or len(others) != 1:
+        return {a: {**st, "ls": "-"} for a, st in arm_styles(arms).items()}
+    other = others[0]
+    levels = list(dict.fromkeys(repr(settings[a][other]) for a in arms if other in settings[a]))
+    values = [settings[a][other] for a in arms if other in settings[a]]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    palette = sns.color_palette("flare" if numeric else "colorblind", max(len(levels), 1))
+    out = {}
+    for a in arms:
+        on = bool(settings[a].get(flag, study.base.get(flag, True)))
+        colour = palette[levels.index(repr(settings[a][other]))] if other in settings[a] else (0.45, 0.45, 0.45)
+        out[a] = {"color": colour, "marker": "o" if on else "s", "ls": "-" if on else "--"}
+    return out
 
 
 # --- 1: test accuracy per arm ----------------------------------------------------------------------
 def accuracy_per_arm(run: Run) -> Figure:
     arms = run.arm_names
-    styles = arm_styles(arms)
+    styles = run_styles(run)
     ok = run.ok.assign(test_pct=lambda d: 100 * d["test_acc"])
     fig = Figure(figsize=(8, 2.4 + 0.75 * len(arms)), layout="constrained")
     ax = fig.subplots()
@@ -143,7 +171,7 @@ def _band(frame: pd.DataFrame, value: str) -> pd.DataFrame:
 
 def curves(run: Run, curves_df: pd.DataFrame) -> Figure:
     arms = run.arm_names
-    styles = arm_styles(arms)
+    styles = run_styles(run)
     n_steps = int(curves_df["step"].max()) if len(curves_df) else 1
     # Per-step minibatch loss is noise-dominated over long runs; a short running mean per seed keeps
     # the trend readable while still showing early instability.
@@ -168,8 +196,8 @@ def curves(run: Run, curves_df: pd.DataFrame) -> Figure:
             if few:
                 # With a handful of seeds a t-band says little (and is huge): show every seed instead.
                 for _, one in frame.groupby("seed"):
-                    ax.plot(one["step"], scale * one[col], color=st["color"], lw=0.9, alpha=0.55)
-            ax.plot(band["step"], scale * band["mean"], color=st["color"], marker=marker, lw=2.2, ms=6)
+                    ax.plot(one["step"], scale * one[col], color=st["color"], ls=st["ls"], lw=0.9, alpha=0.55)
+            ax.plot(band["step"], scale * band["mean"], color=st["color"], ls=st["ls"], marker=marker, lw=2.2, ms=6)
             if not few:
                 ax.fill_between(band["step"], clip(fig, scale * band["low"], 0, top), clip(fig, scale * band["high"], 0, top),
                                 color=st["color"], alpha=0.2, lw=0)

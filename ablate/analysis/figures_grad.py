@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .context import title
-from .figures import arm_handles, arm_styles, depth_axis, label, legend_below, note, plain_log_labels
+from .figures import arm_handles, arm_styles, depth_axis, label, legend_below, note, plain_log_labels, run_styles
 from .load import Run, series_of
 
 RATIO_DEFINITION = ("the first conv of the first residual block over the last conv of the last block (both 3×3 convs "
@@ -81,7 +81,7 @@ def init_direction_lines(run: Run, grads: pd.DataFrame) -> list[str]:
 
 def grad_profile(run: Run, grads: pd.DataFrame) -> Figure:
     arms = [a for a in run.arm_names if (grads["arm"] == a).any()]
-    styles = arm_styles(run.arm_names)
+    styles = run_styles(run)
     layers = with_relative(grads[grads["kind"] == "layer"])
     last = layers.groupby("trial_id")["step"].transform("max")
     snapshots = {"at initialisation (step 0)": layers[layers["step"] == 0],
@@ -103,7 +103,7 @@ def grad_profile(run: Run, grads: pd.DataFrame) -> Figure:
                     continue
                 agg = sub.groupby("layer_index")[value].agg([geo_mean, "min", "max"]).reset_index()
                 st = styles[arm]
-                ax.plot(agg["layer_index"], agg["geo_mean"], color=st["color"], marker=st["marker"], lw=2, ms=5)
+                ax.plot(agg["layer_index"], agg["geo_mean"], color=st["color"], marker=st["marker"], ls=st["ls"], lw=2, ms=5)
                 ax.fill_between(agg["layer_index"], agg["min"], agg["max"], color=st["color"], alpha=0.18, lw=0)
             ax.set(yscale="log", title=name if row == 0 else "")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -11,7 +11,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from . import stats
 from .context import title
-from .figures import arm_handles, arm_styles, clip, label, legend_below
+from .figures import arm_handles, clip, label, legend_below, run_styles
 from .load import Run, completed
 
 
@@ -39,7 +39,7 @@ def tuning_landscape(run: Run) -> Figure | None:
     if param is None:
         return None
     arms = run.arm_names
-    styles = arm_styles(arms)
+    styles = run_styles(run)
     fig = Figure(figsize=(9.5, 6.2), layout="constrained")
     ax = fig.subplots()
     log_x = True
@@ -59,7 +59,7 @@ def tuning_landscape(run: Run) -> Figure | None:
                 ax.scatter(part[param], 100 * part["best_dev_acc"], s=70, marker=st["marker"], color=st["color"],
                            facecolors=st["color"] if done else "none", linewidths=1.8, alpha=0.85)
             line = sub[sub["done"]].sort_values(param)
-            ax.plot(line[param], 100 * line["best_dev_acc"], color=st["color"], lw=1.6, alpha=0.8)
+            ax.plot(line[param], 100 * line["best_dev_acc"], color=st["color"], ls=st["ls"], lw=1.6, alpha=0.8)
             chosen = run.selected.get(arm, {}).get(param)
             # The star sits on the trial whose value went to the confirm stage (ties in dev accuracy are common).
             picked = sub[np.isclose(sub[param].astype(float), float(chosen))] if chosen is not None else sub.iloc[:0]
@@ -87,7 +87,7 @@ def tuning_landscape(run: Run) -> Figure | None:
             xs = np.array([x for x, _ in pts], dtype=float)
             means = np.array([c.mean for _, c in pts])
             ax.scatter(sub[param], 100 * sub["test_acc"], color=st["color"], marker=st["marker"], alpha=0.4, s=35)
-            ax.plot(xs, means, color=st["color"], marker=st["marker"], lw=2, ms=8)
+            ax.plot(xs, means, color=st["color"], marker=st["marker"], ls=st["ls"], lw=2, ms=8)
             lows = np.array([c.low for _, c in pts])
             if np.isfinite(lows).any():
                 ax.fill_between(xs, clip(fig, lows, 0, 100), clip(fig, np.array([c.high for _, c in pts]), 0, 100),

@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from . import stats
 from .context import CHANCE, title
-from .figures import FEW_SEEDS, arm_handles, arm_styles, clip, label, legend_below, note
+from .figures import FEW_SEEDS, arm_handles, clip, label, legend_below, note, run_styles
 from .load import Run
 from .tables import Fmt
 
@@ -81,7 +81,7 @@ def per_type(table: pd.DataFrame) -> pd.DataFrame:
 def lesion_figure(run: Run, table: pd.DataFrame) -> Figure:
     blocks = per_block(table)
     arms = [a for a in run.arm_names if (blocks["arm"] == a).any()] if len(blocks) else []
-    styles = arm_styles(run.arm_names)
+    styles = run_styles(run)
     intact = table[table["block"] == "none"].groupby("arm", observed=True)["test_acc"].mean()
     few = len(blocks) > 0 and int(blocks["n"].max()) <= FEW_SEEDS
     fig = Figure(figsize=(11, 6.2), layout="constrained")
@@ -90,7 +90,7 @@ def lesion_figure(run: Run, table: pd.DataFrame) -> Figure:
         sub = blocks[blocks["arm"] == arm].sort_values("block_index")
         st = styles[arm]
         x, y = sub["block_index"].to_numpy(), 100 * sub["lesioned_mean"].to_numpy()
-        ax.plot(x, y, color=st["color"], lw=2)
+        ax.plot(x, y, color=st["color"], ls=st["ls"], lw=2)
         same = (sub["block_type"] == "same-shape").to_numpy()
         ax.scatter(x[same], y[same], color=st["color"], marker=st["marker"], s=60, zorder=3)
         ax.scatter(x[~same], y[~same], facecolors="none", edgecolors=st["color"], marker=st["marker"], s=80,

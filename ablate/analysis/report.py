@@ -14,6 +14,8 @@ from ..outputs import atomic_write_text
 from . import figures as F
 from . import figures_grad as G
 from .compare import compare, supported_best
+from .factorial import Design, design, effects, interactions
+from .factorial_report import answer_lines, effects_figure, effects_section
 from .context import (dataset_lines, dataset_name, model_name, protocol, resume_lines, search_line,
                       test_images_line)
 from .figures_tuning import lr_param, tuning_landscape
@@ -39,6 +41,8 @@ CAPTIONS = {
     "lr_grid": "Test accuracy against the learning rate over the grid, mean ± 95 % t-interval (dots = seeds).",
     "lesion": "Lesion study: test accuracy with one block dropped at test time, per block; dashed = intact model, "
               "dotted = chance.",
+    "effects": "Effect of the focus factor against the other factor: paired difference in test accuracy between cells "
+               "that differ only in the focus factor, mean ± 95 % t-interval over seeds, dots = seeds.",
 }
 
 
@@ -59,6 +63,8 @@ class AnalysisResult:
     table: str                           # the terminal summary
     summary: pd.DataFrame = field(repr=False)
     comparisons: pd.DataFrame = field(repr=False)
+    effects: pd.DataFrame | None = field(default=None, repr=False)        # factorial studies: factorial.effects
+    interactions: pd.DataFrame | None = field(default=None, repr=False)   # and factorial.interactions
 
 
 def _writable_dir(path: Path) -> Path:
@@ -71,7 +77,24 @@ def _writable_dir(path: Path) -> Path:
     return path
 
 
-def make_figures(run: Run, fig_dir: Path) -> tuple[dict[str, list[Path]], dict[str, str], dict[str, str]]:
+@dataclass
+class Factorial:
+    design: Design
+    effects: pd.DataFrame
+    interactions: pd.DataFrame
+
+
+def factorial(run: Run) -> Factorial | None:
+    """Each factor's effects and the interaction, for a study of two or more factors (grid parameters count)."""
+    d = design(run)
+    if d is None:
+        return None
+    eff = effects(d)
+    return Factorial(d, eff, interactions(d, eff))
+
+
+def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None
+                 ) -> tuple[dict[str, list[Path]], dict[str, str], dict[str, str]]:
     """Draws every figure the run has data for: (paths, captions, skipped with the reason)."""
     made: dict[str, list[Path]] = {}
     captions: dict[str, str] = {}
@@ -80,6 +103,11 @@ def make_figures(run: Run, fig_dir: Path) -> tuple[dict[str, list[Path]], dict[s
     grads = load_grad_norms(run)
     makers = {"test_accuracy": lambda: F.accuracy_per_arm(run),
               "curves": lambda: F.curves(run, curves) if len(curves) else None}
+    if fact is not None:
+        makers["effects"] = lambda: effects_figure(run, fact.design, fact.effects, fact.interactions)
+    else:
+        for ext in ("png", "pdf"):
+            (fig_dir / f"effects.{ext}").unlink(missing_ok=True)
     grad_reason = "no trial of the final stage has a grad_norms.csv (made before gradient logging, or with telemetry: false)"
     for name, fn in (("grad_profile", G.grad_profile), ("grad_heatmap", G.grad_heatmap)):
         makers[name] = (lambda fn=fn: fn(run, grads)) if grads is not None else None
@@ -134,8 +162,9 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     summary = summarize(run)
     comparisons = compare(run, load_predictions(run))
     best = supported_best(run, comparisons)
+    fact = factorial(run)
     lesion_table, lesion_skip = _lesion_table(run, lesion)
-    figs, captions, skipped = make_figures(run, out_dir / "figures")
+    figs, captions, skipped = make_figures(run, out_dir / "figures", fact)
     lesion_csv = None
     if lesion_table is not None:
         lesion_csv = out_dir / "lesion.csv"
@@ -155,15 +184,30 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     atomic_write_text(paths["summary_csv"], to_csv(summary))
     atomic_write_text(paths["summary_tex"], to_latex(summary, run, comparisons, best))
     atomic_write_text(paths["comparisons_csv"], comparisons.to_csv(index=False))
-    text = report_markdown(run, summary, comparisons, best, figs, captions, skipped, out_dir, lesion_table)
+    for name in ("effects", "interactions"):
+        if fact is None:
+            (out_dir / f"{name}.csv").unlink(missing_ok=True)
+        else:
+            frame = getattr(fact, name).drop(columns=["diffs"], errors="ignore")
+            atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
+    text = report_markdown(run, summary, comparisons, best, figs, captions, skipped, out_dir, lesion_table, fact)
     atomic_write_text(paths["report"], text)
+    table = to_text(summary, run, best)
+    if fact is not None:
+        answer = [line.replace("**", "") for line in answer_lines(run, fact.design, fact.effects, fact.interactions)]
+        table += "\n\n" + "\n".join(answer)
     return AnalysisResult(run_dir=run.run_dir, out_dir=out_dir, figures=figs, captions=captions, skipped=skipped,
-                          lesion_csv=lesion_csv, missing=run.missing_lines(), winner=best,
-                          table=to_text(summary, run, best), summary=summary, comparisons=comparisons, **paths)
+                          lesion_csv=lesion_csv, missing=run.missing_lines(), winner=best, table=table,
+                          summary=summary, comparisons=comparisons, effects=fact and fact.effects,
+                          interactions=fact and fact.interactions, **paths)
 
 
 # --- report.md -------------------------------------------------------------------------------------
-def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None) -> list[str]:
+MAX_ARMS_PAIRED = 4  # above this many arms the all-pairs table leaves the report (it stays in comparisons.csv)
+
+
+def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
+                    factorial_study: bool = False) -> list[str]:
     """'## Results': protocol, test images, the table, failures, comparisons (no winner without support)."""
     search = [search_line(run), ""] if run.study.space else []
     md = ["## Results", "", protocol(run), "", *search, test_images_line(run), "", to_markdown(summary, run, best),
@@ -178,10 +222,18 @@ def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
     failures = failure_lines(run, summary)
     if failures:
         md += ["Failed runs:", ""] + [f"- {line}" for line in failures] + [""]
-    md += ["### Comparisons", ""] + comparison_lines(run, comparisons) + [""]
-    if len(comparisons) > 1:
-        md += ["All pairs (p-values Holm-corrected over all pairs; full detail in `comparisons.csv`):", "",
-               pairs_table(run, comparisons)]
+    md += ["### Comparisons", ""]
+    if len(run.arm_names) > MAX_ARMS_PAIRED:
+        # Many arms: the pairs (Holm over all of them) stay in comparisons.csv; the factor effects answer the question.
+        md += [f"With {len(run.arm_names)} arms there are {len(comparisons)} pairs of arms; every pair is compared by "
+               "seed in `comparisons.csv` (paired difference, t-interval, exact sign-flip test Holm-corrected over "
+               "all pairs, per-image analysis, verdict)." + (" The factor effects above compare the cells that differ "
+                                                             "in one factor only." if factorial_study else ""), ""]
+    else:
+        md += comparison_lines(run, comparisons) + [""]
+        if len(comparisons) > 1:
+            md += ["All pairs (p-values Holm-corrected over all pairs; full detail in `comparisons.csv`):", "",
+                   pairs_table(run, comparisons)]
     md.append(f"**Best arm: `{best}`**, better than every other arm with the data's support." if best else
               "No arm is shown to be better than every other: the ranking by mean is not supported by the data.")
     return md + [""]
@@ -189,9 +241,11 @@ def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
 
 def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
                     figs: dict[str, list[Path]], captions: dict[str, str], skipped: dict[str, str], out_dir: Path,
-                    lesion_table: pd.DataFrame | None = None) -> str:
+                    lesion_table: pd.DataFrame | None = None, fact: Factorial | None = None) -> str:
     study, m = run.study, run.manifest
     md = [f"# Study `{study.name}`: analysis", ""]
+    if fact is not None:
+        md += ["## Answer", ""] + answer_lines(run, fact.design, fact.effects, fact.interactions) + [""]
     if study.description:
         md += [f"Spec description: {study.description}", ""]
     used = "datasets" if len(run.datasets) > 1 else "dataset"
@@ -207,7 +261,10 @@ def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
         md += [""] + [f"- {line}" for line in missing]
     else:
         md.append("Every planned trial has a result.")
-    md += [""] + results_section(run, summary, comparisons, best)
+    md.append("")
+    if fact is not None:
+        md += ["## Factor effects", ""] + effects_section(run, fact.design, fact.effects, fact.interactions) + [""]
+    md += results_section(run, summary, comparisons, best, fact is not None)
     md += ["## Checkpoints", ""] + checkpoint_lines(run, load_curves(run)) + [""]
     if "tune" in study.stages:
         md += ["## Tuning", ""] + tuning_lines(run, lr_param(run)) + [""]
