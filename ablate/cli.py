@@ -293,11 +293,19 @@ def analyze_cmd(
     run_dir: Optional[Path] = typer.Argument(None, help="Study run folder (default: the newest under runs/)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default RUN_DIR/analysis)."),
     lesion: bool = typer.Option(False, "--lesion", help="Also drop each residual block in turn at test time (needs weights.pt)."),
+    diagnostics: bool = typer.Option(False, "--diagnostics", help="Also measure loss landscapes, shattered gradients, signal propagation and k-block lesions per arm (see README for the cost)."),
+    landscape_2d: bool = typer.Option(False, "--landscape-2d", help="With --diagnostics: add a 21x21 loss landscape plane per arm."),
 ) -> None:
     """Figures, summary tables, statistics and a report for a finished (or partly finished) study."""
     from .analysis import analyze, latest_run
 
-    result = analyze(run_dir or latest_run(), out, lesion=lesion)
+    if landscape_2d and not diagnostics:
+        fail("--landscape-2d adds to --diagnostics; pass both")
+    def progress(i: int, n: int, trial: dict) -> None:
+        typer.echo(f"diagnostics {i + 1}/{n}: {trial['arm']}, seed {trial['seed']}", err=True)
+
+    result = analyze(run_dir or latest_run(), out, lesion=lesion, diagnostics=diagnostics, landscape_2d=landscape_2d,
+                     progress=progress)
     typer.echo(result.table)
     for line in result.missing:
         typer.echo(f"missing: {line}", err=True)

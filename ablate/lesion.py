@@ -84,12 +84,20 @@ class TrialModel:
     memory_format: torch.memory_format
 
 
+def seeded_model(cfg: TrialConfig, splits: Any) -> torch.nn.Module:
+    """The trial's own initialisation: seed_everything(cfg.seed), then build_model, as ablate.trial.run_trial does."""
+    from .trial import seed_everything
+
+    seed_everything(cfg.seed)
+    return build_model(cfg.family, cfg.depth, **model_kwargs(cfg), in_channels=splits.in_channels,
+                       num_classes=splits.num_classes)
+
+
 def load_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
                device: str | torch.device | None = None, weights: bool = True) -> TrialModel:
     """The trial's model in eval mode: its best-dev weights (weights.pt), or with weights=False its own seeded
     initialisation (seed_everything(cfg.seed), then build_model, as ablate.trial.run_trial does)."""
     from .data import load_splits
-    from .trial import seed_everything
 
     folder = Path(folder)
     config_path, weights_path = folder / "config.yaml", folder / "weights.pt"
@@ -104,9 +112,7 @@ def load_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = N
     dataset = metrics.get("dataset") if cfg.dataset == "auto" and metrics.get("dataset") else cfg.dataset
     splits = load_splits(dataset, data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
                          seed=cfg.data_seed, image_size=cfg.image_size)
-    seed_everything(cfg.seed)
-    model = build_model(cfg.family, cfg.depth, **model_kwargs(cfg), in_channels=splits.in_channels,
-                        num_classes=splits.num_classes)
+    model = seeded_model(cfg, splits)
     if state is not None:
         try:
             model.load_state_dict(state, strict=True)

@@ -14,6 +14,8 @@ from ..outputs import atomic_write_text
 from . import figures as F
 from . import figures_grad as G
 from .compare import compare, supported_best
+from .diagnostics_report import CAPTIONS as DIAGNOSTIC_CAPTIONS
+from .diagnostics_report import diagnostic_figures, diagnostics_lines
 from .factorial import Design, design, effects, interactions
 from .factorial_report import answer_lines, effects_figure, effects_section
 from .context import (dataset_lines, dataset_name, model_name, protocol, resume_lines, search_line,
@@ -65,6 +67,7 @@ class AnalysisResult:
     comparisons: pd.DataFrame = field(repr=False)
     effects: pd.DataFrame | None = field(default=None, repr=False)        # factorial studies: factorial.effects
     interactions: pd.DataFrame | None = field(default=None, repr=False)   # and factorial.interactions
+    diagnostics: object | None = field(default=None, repr=False)          # ablate.diagnostics.Diagnostics, if asked for
 
 
 def _writable_dir(path: Path) -> Path:
@@ -150,12 +153,53 @@ def _lesion_table(run: Run, lesion: "bool | pd.DataFrame") -> tuple[pd.DataFrame
         return None, str(exc)
 
 
-def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFrame" = False) -> AnalysisResult:
+DIAGNOSTIC_NAMES = ("landscape", "landscape_2d", "shattered", "signal", "lesions_k")
+
+
+def _diagnostics(run: Run, diagnostics, landscape_2d: bool, progress=None):
+    """The diagnostics to report (computed now, or given), or why there are none."""
+    if diagnostics is False or diagnostics is None:
+        return None, None
+    if diagnostics is not True:
+        return diagnostics, None
+    from ..diagnostics import diagnose_run  # imports torch: only when diagnostics are asked for
+
+    trials = [{"trial_id": r.trial_id, "arm": str(r.arm), "seed": r.seed} for r in run.ok.itertuples()]
+    try:
+        return diagnose_run(run.run_dir, trials, landscape_2d=landscape_2d, progress=progress), None
+    except AblateError as exc:
+        return None, str(exc)
+
+
+def _write_diagnostics(run: Run, diag, out_dir: Path, figs: dict, captions: dict) -> None:
+    folder = out_dir / "diagnostics"
+    if diag is None:
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        for name, table in diag.tables().items():
+            atomic_write_text(folder / f"{name}.csv", table.to_csv(index=False))
+    with F.theme():
+        made = diagnostic_figures(run, diag) if diag is not None else {}
+        for name in DIAGNOSTIC_NAMES:
+            fig = made.get(name)
+            if fig is None:
+                for ext in ("png", "pdf"):
+                    (out_dir / "figures" / f"{name}.{ext}").unlink(missing_ok=True)
+                continue
+            figs[name] = F.save(fig, out_dir / "figures", name)
+            captions[name] = " ".join([DIAGNOSTIC_CAPTIONS[name], *F.notes(fig)])
+
+
+def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFrame" = False,
+            diagnostics=False, landscape_2d: bool = False, progress=None) -> AnalysisResult:
     """Analyse a study run folder; writes into `out` (default run_dir/analysis) and returns what it wrote.
 
     lesion=True also runs the lesion study (ablate.lesion.lesion_run) on the final-stage trials that
     saved weights.pt; a DataFrame in lesion_run's format is reported as given. When the lesion study
     cannot run (no weights.pt), everything else is still written and `skipped["lesion"]` says why.
+    diagnostics=True computes ablate.diagnostics on the reported trials (landscape_2d adds the 2-D plane);
+    a Diagnostics object is reported as given; if they cannot run, `skipped["diagnostics"]` says why.
+    `progress(i, n, trial)` is called before each trial's diagnostics.
     """
     run = load_run(Path(run_dir))
     out_dir = _writable_dir(Path(out) if out is not None else run.run_dir / "analysis")
@@ -164,6 +208,7 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     best = supported_best(run, comparisons)
     fact = factorial(run)
     lesion_table, lesion_skip = _lesion_table(run, lesion)
+    diag, diag_skip = _diagnostics(run, diagnostics, landscape_2d, progress)
     figs, captions, skipped = make_figures(run, out_dir / "figures", fact)
     lesion_csv = None
     if lesion_table is not None:
@@ -179,6 +224,9 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
         (out_dir / "lesion.csv").unlink(missing_ok=True)
         if lesion_skip:
             skipped["lesion"] = lesion_skip
+    _write_diagnostics(run, diag, out_dir, figs, captions)
+    if diag_skip:
+        skipped["diagnostics"] = diag_skip
     paths = {"summary_csv": out_dir / "summary.csv", "summary_tex": out_dir / "summary.tex",
              "comparisons_csv": out_dir / "comparisons.csv", "report": out_dir / "report.md"}
     atomic_write_text(paths["summary_csv"], to_csv(summary))
@@ -190,7 +238,7 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
         else:
             frame = getattr(fact, name).drop(columns=["diffs"], errors="ignore")
             atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-    text = report_markdown(run, summary, comparisons, best, figs, captions, skipped, out_dir, lesion_table, fact)
+    text = report_markdown(run, summary, comparisons, best, figs, captions, skipped, out_dir, lesion_table, fact, diag)
     atomic_write_text(paths["report"], text)
     table = to_text(summary, run, best)
     if fact is not None:
@@ -199,7 +247,7 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     return AnalysisResult(run_dir=run.run_dir, out_dir=out_dir, figures=figs, captions=captions, skipped=skipped,
                           lesion_csv=lesion_csv, missing=run.missing_lines(), winner=best, table=table,
                           summary=summary, comparisons=comparisons, effects=fact and fact.effects,
-                          interactions=fact and fact.interactions, **paths)
+                          interactions=fact and fact.interactions, diagnostics=diag, **paths)
 
 
 # --- report.md -------------------------------------------------------------------------------------
@@ -241,7 +289,7 @@ def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
 
 def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
                     figs: dict[str, list[Path]], captions: dict[str, str], skipped: dict[str, str], out_dir: Path,
-                    lesion_table: pd.DataFrame | None = None, fact: Factorial | None = None) -> str:
+                    lesion_table: pd.DataFrame | None = None, fact: Factorial | None = None, diag=None) -> str:
     study, m = run.study, run.manifest
     md = [f"# Study `{study.name}`: analysis", ""]
     if fact is not None:
@@ -273,6 +321,8 @@ def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
     if lesion_table is not None:
         intro, *per_arm = lesion_lines(run, lesion_table)
         md += ["## Lesion study", "", intro, ""] + [f"- {line}" for line in per_arm] + ["", "Full table: `lesion.csv`.", ""]
+    if diag is not None:
+        md += ["## Diagnostics", ""] + diagnostics_lines(run, diag)
     md += ["## Figures", ""]
     for name, paths in figs.items():
         rel = Path(os.path.relpath(paths[0], out_dir)).as_posix()
