@@ -5,7 +5,8 @@ From the best-dev weights (trials/<id>/weights.pt):
 - landscape: training loss (cross-entropy, eval-mode BatchNorm) on the first LANDSCAPE_IMAGES images of the
   trial's training subset along LANDSCAPE_DIRECTIONS filter-normalised random directions, at
   LANDSCAPE_POINTS points over [-1, 1]; its curvature at 0 (the sharpness number); with landscape_2d a
-  LANDSCAPE_2D_POINTS x LANDSCAPE_2D_POINTS plane spanned by the first two directions (first seed only).
+  LANDSCAPE_2D_POINTS x LANDSCAPE_2D_POINTS plane spanned by the first two directions (first seed only), on
+  the first LANDSCAPE_2D_IMAGES images.
 - lesions_k: test accuracy with k blocks dropped at once (LESION_SAMPLES random sets per k).
 From the trial's own seeded initialisation (seed_everything(cfg.seed), then build_model):
 - shattered: BatchNorm statistics fixed on the first BATCH_IMAGES training images, then the gradient of a fixed
@@ -38,6 +39,7 @@ LANDSCAPE_IMAGES = 128
 LANDSCAPE_POINTS = 41
 LANDSCAPE_DIRECTIONS = 2
 LANDSCAPE_2D_POINTS = 21
+LANDSCAPE_2D_IMAGES = 64  # the plane's 441 points on half the images: within a minute per arm for ResNet-56
 SHARPNESS_WINDOW = 0.25
 LINE_POINTS = 256
 MAX_LAG = 64
@@ -50,6 +52,7 @@ LESION_SEED = 0
 DIAGNOSTICS = ("landscape", "landscape_2d", "shattered", "signal", "lesions_k")
 SETTINGS = dict(LANDSCAPE_IMAGES=LANDSCAPE_IMAGES, LANDSCAPE_POINTS=LANDSCAPE_POINTS,
                 LANDSCAPE_DIRECTIONS=LANDSCAPE_DIRECTIONS, LANDSCAPE_2D_POINTS=LANDSCAPE_2D_POINTS,
+                LANDSCAPE_2D_IMAGES=LANDSCAPE_2D_IMAGES,
                 SHARPNESS_WINDOW=SHARPNESS_WINDOW, LINE_POINTS=LINE_POINTS, MAX_LAG=MAX_LAG, BATCH_IMAGES=BATCH_IMAGES,
                 LESION_SAMPLES=LESION_SAMPLES, LESION_KS=LESION_KS)
 
@@ -151,7 +154,8 @@ def _diagnose_trial(folder: Path, data_dir, device, landscape_2d: bool):
     x, y = train_x[:LANDSCAPE_IMAGES], train_y[:LANDSCAPE_IMAGES]
     out["landscape"], out["sharpness"], dirs = timed("landscape", lambda: _landscape(model, x, y))
     if landscape_2d:
-        out["landscape_2d"] = timed("landscape_2d", lambda: _plane(model, x, y, dirs))
+        out["landscape_2d"] = timed("landscape_2d", lambda: _plane(model, x[:LANDSCAPE_2D_IMAGES],
+                                                                   y[:LANDSCAPE_2D_IMAGES], dirs))
     test_x, test_y = splits.test.x.to(dev), splits.test.y.to(dev)
     n_blocks = len(model.blocks())
 

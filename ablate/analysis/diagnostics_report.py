@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from . import stats
-from .context import CHANCE, title
+from .context import CHANCE, readable_arm, title
 from .figures import arm_handles, clip, label, legend_below, note, run_styles
 from .load import Run, arm_value
 from .tables import Fmt
@@ -34,6 +34,11 @@ CAPTIONS = {
     "lesions_k": "Lesions of k blocks (Veit et al. 2016): test accuracy with k blocks, drawn at random, dropped at once "
                  "(mean over draws and seeds; thin: each seed); dotted: chance.",
 }
+
+
+def _label(run: Run, arm: str) -> str:
+    """'depth 20, plain', 'residual, stage 1 only': the arm's factor levels in words (arm names get long)."""
+    return readable_arm(run, arm) if run.study.factor_names else label(arm)
 
 
 def _arms(run: Run, frame: pd.DataFrame) -> list[str]:
@@ -73,7 +78,7 @@ def landscape_figure(run: Run, land: pd.DataFrame, sharp: pd.DataFrame) -> Figur
         if ci.n:
             err = None if math.isnan(ci.low) else [[ci.mean - ci.low], [ci.high - ci.mean]]
             ax_s.errorbar(ci.mean, i, xerr=err, fmt="D", color="black", ms=8, capsize=6, lw=2)
-    ax_s.set_yticks(range(len(arms)), [label(a) for a in arms])
+    ax_s.set_yticks(range(len(arms)), [_label(run, a) for a in arms])
     ax_s.set_ylim(len(arms) - 0.5, -0.5)
     ax_s.set(xlabel="curvature at 0 (nats per α²)", title="sharpness: mean ± 95 % CI over seeds")
     if (sharp["curvature"] > 0).all():
@@ -83,7 +88,7 @@ def landscape_figure(run: Run, land: pd.DataFrame, sharp: pd.DataFrame) -> Figur
             note(fig, "Curvature intervals that reach 0 or below run to the left edge of the log axis; the report "
                       "gives them in full.")
     fig.suptitle(title(run, "loss landscape of the best-dev weights"))
-    legend_below(fig, arm_handles(arms, styles), [label(a) for a in arms], ncol=min(len(arms), 3))
+    legend_below(fig, arm_handles(arms, styles), [_label(run, a) for a in arms], ncol=min(len(arms), 3))
     return fig
 
 
@@ -107,7 +112,7 @@ def landscape_2d_figure(run: Run, plane: pd.DataFrame) -> Figure | None:
         ax.contour(table.columns, table.index, np.log10(table.to_numpy().clip(1e-8)), levels=levels, colors="white",
                    linewidths=0.4)
         ax.plot([0], [0], marker="x", color="red", ms=10, mew=2)
-        ax.set(title=f"{label(arm)} (seed {int(sub['seed'].iloc[0])})", xlabel="direction 1 (α)", ylabel="direction 2 (β)")
+        ax.set(title=f"{_label(run, arm)} (seed {int(sub['seed'].iloc[0])})", xlabel="direction 1 (α)", ylabel="direction 2 (β)")
         ax.grid(False)
     for ax in axes[len(arms):]:
         ax.set_visible(False)
@@ -150,10 +155,10 @@ def shattered_figure(run: Run, acf: pd.DataFrame) -> Figure | None:
         ax_1.set_xticks(sorted({int(arm_value(run, a, "depth")) for a in arms}))
         ax_1.set_xlabel("depth (weighted layers)")
     else:
-        ax_1.set_xticks(range(len(arms)), [label(a) for a in arms], rotation=30, ha="right")
+        ax_1.set_xticks(range(len(arms)), [_label(run, a) for a in arms], rotation=30, ha="right")
     ax_1.set(ylabel="lag-1 autocorrelation", title="lag 1: mean ± 95 % CI over seeds", ylim=(-1.05, 1.05))
     fig.suptitle(title(run, "shattered gradients at initialisation"))
-    legend_below(fig, arm_handles(arms, styles), [label(a) for a in arms], ncol=min(len(arms), 3))
+    legend_below(fig, arm_handles(arms, styles), [_label(run, a) for a in arms], ncol=min(len(arms), 3))
     return fig
 
 
@@ -181,7 +186,7 @@ def signal_figure(run: Run, sig: pd.DataFrame) -> Figure | None:
         ax.set(xlabel="block (index from the input)", title=name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title(run, "signal propagation at initialisation, one batch in train mode"))
-    legend_below(fig, arm_handles(arms, styles), [label(a) for a in arms], ncol=min(len(arms), 3))
+    legend_below(fig, arm_handles(arms, styles), [_label(run, a) for a in arms], ncol=min(len(arms), 3))
     return fig
 
 
@@ -208,7 +213,7 @@ def lesions_k_figure(run: Run, les: pd.DataFrame) -> Figure | None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="blocks dropped at once (k)", ylabel="test accuracy (%)", ylim=(0, 100))
     fig.suptitle(title(run, "lesions of k random blocks at test time (best-dev weights)"))
-    legend_below(fig, arm_handles(arms, styles), [label(a) for a in arms], ncol=min(len(arms), 3))
+    legend_below(fig, arm_handles(arms, styles), [_label(run, a) for a in arms], ncol=min(len(arms), 3))
     return fig
 
 
@@ -259,7 +264,9 @@ def diagnostics_lines(run: Run, diag) -> list[str]:
                          f"weights {_ci_text(f, sub['loss_at_0'])} nats.")
         if len(diag.landscape_2d):
             lines += ["", f"2-D: a {s['LANDSCAPE_2D_POINTS']}×{s['LANDSCAPE_2D_POINTS']} grid over [-1, 1]² in the plane "
-                          "of the first two directions, first seed of each arm." + _cost_text(diag, "landscape_2d")]
+                          f"of the first two directions, first seed of each arm, on the first "
+                          f"{s.get('LANDSCAPE_2D_IMAGES', s['LANDSCAPE_IMAGES'])} training images."
+                          + _cost_text(diag, "landscape_2d")]
         lines.append("")
     if len(diag.shattered):
         lines += ["### Shattered gradients", "",

@@ -180,7 +180,9 @@ def effects_figure(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) 
         ax.set_xlabel(", ".join(others) if others else "")
     ax.set_ylabel("difference in test accuracy (pp)")
     against = f" against {other}" if other else ""
-    ax.set_title(title(run, f"effect of {d.focus}{against} (paired by seed; mean ± 95 % CI (t), dots: seeds)"))
+    first = mine.iloc[0]
+    fig.suptitle(title(run, f"{effect_name(d.focus, first['level'], first['reference'])}{against}"))
+    ax.set_title("paired by seed: mean ± 95 % CI (t), dots = seeds", fontsize="medium")
     legend_below(fig, handles, names, ncol=min(len(names), 2))
     note(fig, "Each point is the mean over seeds of the paired difference between two cells that differ only in "
               f"{d.focus}; the dotted line is no difference.")
