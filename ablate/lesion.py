@@ -35,7 +35,7 @@ from .errors import AblateError
 from .models import BasicBlock, IdentityShortcut, build_model
 from .runs import read_metrics
 from .outputs import load_weights
-from .trial import TrialConfig, _evaluate
+from .trial import TrialConfig, _evaluate, recorded_device
 
 REPLACEMENTS = ("identity", "projection", "zero-pad", "zero-pad-added")
 ROW_COLUMNS = ("block", "block_index", "block_type", "replacement", "test_acc", "lesioned_acc", "drop", "changed")
@@ -93,7 +93,7 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
     # 'auto' may resolve differently on this machine; the recorded dataset is the one the weights saw.
     dataset = metrics.get("dataset") if cfg.dataset == "auto" and metrics.get("dataset") else cfg.dataset
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(recorded_device(metrics, device))
     threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ablate.errors import AblateError
 
 FAMILIES: dict[str, tuple[int, ...]] = {"imagenet": (10, 18, 34), "cifar": (20, 32, 44, 56, 110)}
+DEFAULT_DEPTH = {"imagenet": 18, "cifar": 20}  # a family's depth when none is given
 SHORTCUTS = ("projection", "identity")
 
 _IMAGENET_BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}

@@ -123,6 +123,7 @@ class Planner:
         self.dirty = True
         self.rows = {registry_key(r): r for r in read_registry(self.run_dir)}
         self.arms = {a.name: a for a in study.arms}
+        self.on_register = None  # called with (registry row, config) for each newly registered result
         self.optuna: dict[str, ArmSampler] = {}
         if study.space:
             names = study_names or {a.name: a.name for a in study.arms}
@@ -280,6 +281,8 @@ class Planner:
         if old is None or any(old.get(k) != row.get(k) for k in ("status", "best_dev_acc", "test_acc")):
             append_registry(self.run_dir, row)
             self.rows[key] = row
+            if self.on_register is not None:
+                self.on_register(row, planned.config)
 
     def cleanup(self) -> None:
         """Checkpoints of trials that are final (left when a crash came between the final record and their

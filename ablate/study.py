@@ -21,8 +21,9 @@ from .space import Halving, Param, check_keys, check_setting_names, is_int, need
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 BUDGETS = ("smoke", "default", "full")
-SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "resample_data", "budgets",
-             "budget"}
+SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "resample_data",
+             "keep_weights", "budgets", "budget"}
+KEEP_WEIGHTS = ("none", "final", "all")
 SEARCH_OVERRIDES = ("trials", "round", "startup", "halving")
 BUDGET_KEYS = {"base", "seeds", "grid", *SEARCH_OVERRIDES}
 DEFAULT_THREADS = 1
@@ -56,6 +57,11 @@ class Study:
     resample_data: bool = False
     # A run folder made before rounds existed (asynchronous ASHA); it can be analysed but not resumed.
     legacy: bool = False
+    # Which trials save their best-dev weights (weights.pt): none, the final stage (for lesions), or all.
+    keep_weights: str = "final"
+
+    def keeps_weights(self, stage: str) -> bool:
+        return self.keep_weights == "all" or (self.keep_weights == "final" and stage != "tune")
 
     @property
     def stages(self) -> list[str]:
@@ -219,12 +225,15 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
 
     resample_data = raw.get("resample_data", False)
     need(isinstance(resample_data, bool), source, "resample_data must be true or false")
+    keep_weights = raw.get("keep_weights", "final")
+    need(keep_weights in KEEP_WEIGHTS, source, f"keep_weights must be one of {', '.join(KEEP_WEIGHTS)} (which trials save "
+         f"weights.pt), got {keep_weights!r}")
 
     study = Study(
         name=name, description=str(raw.get("description", "")).strip(), base=base, arms=arms,
         factor_names=factor_names, space=space, trials_per_arm=trials, sampler_seed=sampler_seed,
         round_size=round_size, startup=startup, halving=halving, grid=grid, seeds=list(seeds),
-        budget=raw["budget"], raw=raw, resample_data=resample_data, legacy=legacy,
+        budget=raw["budget"], raw=raw, resample_data=resample_data, legacy=legacy, keep_weights=keep_weights,
     )
     _check_arm_configs(study, source)
     return study

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import TrialConfig  # noqa: F401  (re-exported: the config's historical home)
+from .errors import AblateError
 from .telemetry import GradTelemetry
 
 STATUSES = ("ok", "diverged", "paused")
@@ -68,6 +69,27 @@ class TrialResult:
         # Reading fields directly instead of dataclasses.asdict: asdict would deep-copy the curves
         # and telemetry rows only to throw them away.
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._NOT_SCALAR}
+
+
+def recorded_device(metrics: dict[str, Any], device: str | torch.device | None) -> str:
+    """The device to rerun on: the one asked for, else the one the trial recorded (CPU for old records).
+    A trial recorded on CUDA cannot be rerun on CUDA without a GPU: say so instead of silently using the CPU."""
+    if device is not None:
+        return str(device)
+    recorded = str(metrics.get("device") or "cpu")
+    if recorded.startswith("cuda") and not torch.cuda.is_available():
+        raise AblateError(f"this trial ran on {recorded} and no CUDA GPU is available here; pass --device cpu to "
+                          "rerun it on the CPU (its numbers will then differ slightly from the recorded ones)")
+    return "cuda" if recorded.startswith("cuda") else "cpu"
+
+
+def deterministic_cuda() -> None:
+    """The same trial gives the same numbers on the same GPU: deterministic cuDNN kernels, no autotuning,
+    no TF32 (which would round matmuls and convolutions to 10-bit mantissas)."""
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def seed_everything(seed: int) -> None:
@@ -127,6 +149,8 @@ def run_trial(
     if config.threads:
         torch.set_num_threads(config.threads)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        deterministic_cuda()
     splits = load_splits(
         config.dataset, data_dir, config.train_size, config.dev_size, config.test_size,
         seed=config.data_seed, image_size=config.image_size,
@@ -272,8 +296,6 @@ def _checkpoint(config, model, optimizer, shuffle, order, order_epoch, step, los
 
 
 def _restore(ckpt, config, model, optimizer, shuffle, loss_buf, result, telemetry, device):
-    from .errors import AblateError
-
     if ckpt.get("version") != CHECKPOINT_VERSION or ckpt.get("trial_id") != config.trial_id():
         raise AblateError(f"checkpoint is for trial {ckpt.get('trial_id')} (version {ckpt.get('version')}), "
                           f"not {config.trial_id()}; delete it to rerun the trial from the start")

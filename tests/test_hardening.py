@@ -141,14 +141,18 @@ def test_sigkill_at_three_points_then_resume_loses_nothing_and_reruns_nothing(tm
         prefix[:] = [l for l in raw_registry_lines(run_dir) if l.endswith("}")]
 
     proc = start(spec, "--out", run_dir)
+    stale = []  # Ray session folders the kills left behind (in /tmp, recorded in the run folder)
     for name, predicate in kill_points:
         at_start = read_registry(run_dir) if (run_dir / "spec.yaml").exists() else []
         wait_until(proc, run_dir, lambda rows: predicate(rows, at_start))
         kill_tree(proc)
         check_nothing_lost_or_rerun(f"after the kill {name}")
+        stale.append(Path((run_dir / ".ray_tmp").read_text()))
+        assert stale[-1].is_dir()
         proc = start("--resume", run_dir)
     assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
     check_nothing_lost_or_rerun("after the last resume")
+    assert not any(p.exists() for p in stale) and not (run_dir / ".ray_tmp").exists()  # nothing piles up in /tmp
 
     rows = read_registry(run_dir)
     assert counts(rows) == expected

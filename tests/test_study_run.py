@@ -34,11 +34,21 @@ def snapshot(run_dir):
     return {p: p.stat().st_mtime_ns for p in (run_dir / "trials").rglob("*") if p.is_file()}
 
 
+def long_path(base, length):
+    """A run folder whose absolute path is exactly `length` characters (Ray's socket paths once broke
+    at 35-42 characters of run folder, when its session files lived inside it)."""
+    base = base.resolve()
+    pad = length - len(str(base)) - 1
+    assert pad > 0, (base, length)
+    return base / ("r" * pad)
+
+
 def test_end_to_end_study_then_resume_runs_nothing_new(tmp_path):
     spec = write_spec(tmp_path / "tiny.yaml")
-    run_dir = tmp_path / "run"
-    result = invoke("study", spec, "--out", run_dir, "--cpus", "2")
+    run_dir = long_path(tmp_path, 120)
+    result = invoke("study", spec, "--out", run_dir, "--cpus", "2", "--tensorboard")
     assert result.exit_code == 0, result.output
+    assert len(str(run_dir)) == 120
 
     rows = read_registry(run_dir)
     assert sorted((r["stage"], r["arm"]) for r in rows) == sorted(
@@ -78,6 +88,24 @@ def test_end_to_end_study_then_resume_runs_nothing_new(tmp_path):
         assert sorted(t.user_attrs["index"] for t in study.trials) == [0, 1]
     # Ray's own logs and session files live in a temporary folder that is gone when the study ends
     assert not (run_dir / "ray").exists() and not (run_dir / ".ray_tmp").exists()
+
+    # every trial ran where Ray put it: no GPU share, so the CPU
+    assert {json.loads((run_dir / "trials" / r["trial_id"] / "metrics.json").read_text())["device"] for r in rows} == {"cpu"}
+    # the closing table is analyze's own table
+    from ablate.analysis import terminal_table
+
+    assert terminal_table(run_dir) in result.output
+    analysed = invoke("analyze", run_dir)
+    assert analysed.exit_code == 0 and terminal_table(run_dir) in analysed.output
+    # TensorBoard event files per trial: curves and hyper-parameters
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = sorted(p.parent for p in (run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    names = {str(p.relative_to(run_dir / "tensorboard")) for p in runs}
+    assert {"confirm/residual=true/seed0", "tune/residual=false/r0-i1"} <= names and len(names) == 8
+    acc = EventAccumulator(str(run_dir / "tensorboard" / "confirm" / "residual=true" / "seed0")).Reload()
+    assert {"train/loss", "dev/accuracy", "dev/loss"} <= set(acc.Tags()["scalars"])
+    assert len(acc.Scalars("train/loss")) == TrialConfig.from_dict({**TINY, "seed": 0}).total_steps()
 
     before, registry = snapshot(run_dir), (run_dir / "trials.jsonl").read_text()
     again = invoke("study", "--resume", run_dir)

@@ -249,6 +249,14 @@ def export(run_dir: Path, fmt: str) -> str:
     return to_markdown(summary, run, best) + "\n" + caption(run, summary, delta=False) + "\n"
 
 
+def terminal_table(run_dir: Path) -> str:
+    """The table `analyze` prints, from the same code: what `study` shows when it ends."""
+    run = load_run(Path(run_dir))
+    summary = summarize(run)
+    best = supported_best(run, compare(run, load_predictions(run)))
+    return to_text(summary, run, best)
+
+
 def arm_slug(arm: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", arm.replace("=", "-").replace(",", "_")).strip("-_") or "arm"
 

@@ -20,7 +20,7 @@ def trial_device(gpu_ids: list) -> str:
 
 
 def run_work(work: Work, run_dir: str | Path, data_dir: str | None, device: str = "cpu",
-             where: dict[str, Any] | None = None):
+             where: dict[str, Any] | None = None, keep: bool | None = None):
     """Run one Work item and write its trial folder: a paused segment (checkpoint) or a finished trial.
     Knows nothing of Ray; the trainable below adds where the trial ran."""
     from ..trial import run_trial
@@ -33,8 +33,8 @@ def run_work(work: Work, run_dir: str | Path, data_dir: str | None, device: str 
     # A continuation starts from the checkpoint the last segment left; when there is none (lost or
     # damaged), the trial starts over, which gives the same numbers, only later.
     checkpoint = read_checkpoint(folder) if work.resume else None
-    # Final-stage runs keep their best-dev weights for the lesion study; tuning runs need none.
-    keep = work.stage in ("confirm", "grid")
+    # By default final-stage runs keep their best-dev weights (for the lesion study), tuning runs none.
+    keep = work.stage in ("confirm", "grid") if keep is None else keep
     try:
         result = run_trial(cfg, data_dir=data_dir, device=device, keep_best_state=keep,
                            stop_after_evals=work.stop_after_evals, resume=checkpoint)
@@ -63,5 +63,5 @@ def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
     work = Work.from_dict(params["work"])
     where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
     device = trial_device(ray.get_gpu_ids())
-    result = run_work(work, job["run_dir"], job["data_dir"], device, where)
+    result = run_work(work, job["run_dir"], job["data_dir"], device, where, keep=work.stage in job["keep_weights"])
     tune.report({"best_dev_acc": result.best_dev_acc, "evaluations": len(result.eval_steps), "status": result.status})
