@@ -346,7 +346,11 @@ def _print_plan(spec, resources) -> None:
         typer.echo(f"grid: {spec.grid}")
     per_arm = len(spec.seeds) * (len(spec.grid_points()) if spec.grid else 1)
     final = spec.stages[-1]
-    typer.echo(f"stage {final}: {per_arm} trials per arm x {len(spec.arms)} arms = {per_arm * len(spec.arms)} trials (seeds {spec.seeds})")
+    if spec.seed_rule:
+        typer.echo(f"stage {final}: at most {per_arm} trials per arm x {len(spec.arms)} arms = {per_arm * len(spec.arms)} "
+                   f"trials ({spec.seed_rule.text()}; the estimate below assumes the most)")
+    else:
+        typer.echo(f"stage {final}: {per_arm} trials per arm x {len(spec.arms)} arms = {per_arm * len(spec.arms)} trials (seeds {spec.seeds})")
     device = f"each on a {resources.gpu_share():g} share of a GPU" if resources.gpus else "on the CPU"
     typer.echo(f"resources: {resources.cpus} CPUs, {resources.gpus} GPUs; {resources.threads} threads per trial "
                f"(from the spec), {resources.concurrency()} trials at a time {device}; dataset {spec.base['dataset']}")

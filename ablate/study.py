@@ -30,6 +30,23 @@ DEFAULT_THREADS = 1
 
 
 @dataclass(frozen=True)
+class SeedRule:
+    """Seeds are added `step` at a time, from `min` up to `max`, until the 95 % t-interval of every paired
+    difference the study is about (test accuracy, in percentage points) is at most `half_width` wide on
+    each side. It stops on precision, never on significance: the rule looks at the spread of the
+    differences, not at whether they exclude zero, so it does not inflate false positives."""
+
+    min: int
+    max: int
+    half_width: float
+    step: int = 1
+
+    def text(self) -> str:
+        return (f"seeds added {self.step} at a time from {self.min} up to {self.max} until the 95 % CI of every "
+                f"compared paired difference is within ±{self.half_width:g} pp")
+
+
+@dataclass(frozen=True)
 class Arm:
     name: str
     settings: dict[str, Any]
@@ -59,6 +76,8 @@ class Study:
     legacy: bool = False
     # Which trials save their best-dev weights (weights.pt): none, the final stage (for lesions), or all.
     keep_weights: str = "final"
+    # Adaptive confirmation: `seeds` are the candidates, run in order until the rule says enough.
+    seed_rule: SeedRule | None = None
 
     def keeps_weights(self, stage: str) -> bool:
         return self.keep_weights == "all" or (self.keep_weights == "final" and stage != "tune")
@@ -218,10 +237,7 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
         need(isinstance(values, list) and values, source, f"grid.{key} must be a non-empty list")
     need(not (space and grid), source, "use either search (tuned) or grid (fixed values), not both")
 
-    seeds = raw.get("seeds")
-    need(isinstance(seeds, list) and len(seeds) > 0, source, "seeds must be a non-empty list of integers (the confirm-stage seeds)")
-    need(all(isinstance(s, int) and not isinstance(s, bool) for s in seeds), source, "seeds must be integers")
-    need(len(set(seeds)) == len(seeds), source, "seeds must not repeat")
+    seeds, seed_rule = _parse_seeds(raw.get("seeds"), source)
 
     resample_data = raw.get("resample_data", False)
     need(isinstance(resample_data, bool), source, "resample_data must be true or false")
@@ -234,9 +250,34 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
         factor_names=factor_names, space=space, trials_per_arm=trials, sampler_seed=sampler_seed,
         round_size=round_size, startup=startup, halving=halving, grid=grid, seeds=list(seeds),
         budget=raw["budget"], raw=raw, resample_data=resample_data, legacy=legacy, keep_weights=keep_weights,
+        seed_rule=seed_rule,
     )
     _check_arm_configs(study, source)
     return study
+
+
+SEED_RULE_KEYS = {"min", "max", "half_width", "step", "start"}
+
+
+def _parse_seeds(seeds: Any, source: str) -> tuple[list[int], SeedRule | None]:
+    """A list of seeds, or {min, max, half_width[, step, start]}: the seeds start, start + 1, ... are
+    candidates and the rule decides how many run."""
+    if isinstance(seeds, dict):
+        check_keys(seeds, SEED_RULE_KEYS, source, "seeds")
+        low, high, width = seeds.get("min"), seeds.get("max"), seeds.get("half_width")
+        step, start = seeds.get("step", 1), seeds.get("start", 0)
+        need(is_int(low) and low >= 2, source, f"seeds.min must be an integer >= 2 (a paired CI needs 2 seeds), got {low!r}")
+        need(is_int(high) and high >= low, source, f"seeds.max must be an integer >= seeds.min ({low}), got {high!r}")
+        need(isinstance(width, (int, float)) and not isinstance(width, bool) and math.isfinite(width) and width > 0,
+             source, f"seeds.half_width must be a positive number of percentage points, got {width!r}")
+        need(is_int(step) and step >= 1, source, f"seeds.step must be an integer >= 1, got {step!r}")
+        need(is_int(start), source, f"seeds.start must be an integer, got {start!r}")
+        return list(range(start, start + high)), SeedRule(low, high, float(width), step)
+    need(isinstance(seeds, list) and len(seeds) > 0, source, "seeds must be a non-empty list of integers (the confirm-"
+         "stage seeds), or {min: 3, max: 10, half_width: 1.0} to add seeds until the CIs are that narrow")
+    need(all(is_int(s) for s in seeds), source, "seeds must be integers")
+    need(len(set(seeds)) == len(seeds), source, "seeds must not repeat")
+    return list(seeds), None
 
 
 def _legacy_asha(raw: dict, data: dict, source: str) -> bool:
@@ -339,13 +380,27 @@ class PlannedTrial:
         return self.config.trial_id()
 
 
-def plan_fixed_stage(study: Study, stage: str, best_params: dict[str, dict[str, Any]] | None = None) -> list[PlannedTrial]:
-    """The trials of a stage without a search: confirm (best params per arm × seeds) or grid."""
+def compared_pairs(study: Study) -> list[tuple[str, str]]:
+    """The paired differences a study is about: arms that differ in exactly one factor (every pair when the
+    arms are listed explicitly)."""
+    arms = study.arms
+    pairs = []
+    for i, a in enumerate(arms):
+        for b in arms[i + 1:]:
+            if not study.factor_names or sum(a.settings.get(f) != b.settings.get(f) for f in study.factor_names) == 1:
+                pairs.append((a.name, b.name))
+    return pairs
+
+
+def plan_fixed_stage(study: Study, stage: str, best_params: dict[str, dict[str, Any]] | None = None,
+                     seeds: list[int] | None = None) -> list[PlannedTrial]:
+    """The trials of a stage without a search: confirm (best params per arm × seeds) or grid; `seeds`
+    (default: all of the spec's) is what an adaptive rule has decided so far."""
     planned = []
     for arm in study.arms:
         points = study.grid_points() if stage == "grid" else [dict((best_params or {}).get(arm.name, {}))]
         for point in points:
-            for seed in study.seeds:
+            for seed in study.seeds if seeds is None else seeds:
                 data = {"data_seed": seed} if study.resample_data else {}
                 cfg = study.arm_config(arm, **point, seed=seed, **data)
                 planned.append(PlannedTrial(stage, arm.name, cfg, dict(point)))

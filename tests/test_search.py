@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import optuna
+import pytest
 
 from ablate.runs import read_registry, trials_csv
 from ablate.search import FINISHED, Planner, remaining
@@ -217,3 +218,26 @@ def test_rungs_follow_each_arms_own_length(tmp_path):
                      for r in rows if r["arm"] == arm)
         rungs = Halving().rungs(total)  # eval_every 1: one evaluation per step
         assert ran == sorted([rungs[0], total]), (arm, ran, rungs)
+
+
+@pytest.mark.parametrize("half_width, expect", [(1000.0, 2), (1e-9, 4)])
+def test_adaptive_seeds_stop_on_precision_or_at_max(tmp_path, half_width, expect):
+    from ablate.intervals import t_half_width
+
+    study = make_study(trials=2, round=2, halving=False)
+    doc = dict(study.raw)
+    doc.pop("budget")
+    doc["seeds"] = {"min": 2, "max": 4, "half_width": half_width}
+    study = parse_study(doc, source="test")
+    assert study.seeds == [0, 1, 2, 3] and study.seed_rule.min == 2
+    drive(study, tmp_path / "run", "lifo", stop_after=9)  # killed on the way, then resumed
+    drive(study, tmp_path / "run", "random", seed=2)
+    rows = read_registry(tmp_path / "run")
+    confirm = {(r["arm"], r["seed"]): r["test_acc"] for r in rows if r["stage"] == "confirm"}
+    assert sorted({s for _, s in confirm}) == list(range(expect))
+    diffs = [100 * (confirm[("residual=true", s)] - confirm[("residual=false", s)]) for s in range(expect)]
+    width = t_half_width(diffs)
+    assert width <= half_width or expect == 4  # stopped on precision, or ran out of seeds
+    if expect == 4:  # with one seed fewer the interval was still too wide
+        assert t_half_width(diffs[:3]) > half_width
+    assert Planner(study, tmp_path / "run").remaining() == {"tune": 0, "confirm": 0}
