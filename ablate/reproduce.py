@@ -160,7 +160,11 @@ def reproduce(config_path: str | os.PathLike, data_dir: str | os.PathLike | None
         report.notes.append(f"metrics.json names trial {recorded['trial_id']} but config.yaml hashes to "
                             f"{report.trial_id}: the config was edited or written by another ablate version")
     device = recorded_device(recorded, device)
-    result = run_trial(cfg, data_dir=data_dir, device=device)
+    run_cfg = cfg
+    if cfg.dataset == "auto" and recorded.get("dataset") in ("mnist", "digits"):
+        # `auto` may resolve otherwise on this machine; the recorded numbers came from this dataset.
+        run_cfg = cfg.replace(dataset=recorded["dataset"])
+    result = run_trial(run_cfg, data_dir=data_dir, device=device)
     report.result = result
     for key, value in (("threads", result.threads), ("device", result.device)):
         if key in recorded and recorded[key] != value:

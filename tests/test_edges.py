@@ -242,3 +242,17 @@ def test_reproduce_reruns_on_the_recorded_device_and_says_so_when_it_cannot(tmp_
     assert "this trial ran on cuda and no CUDA GPU is available here; pass --device cpu" in line
     forced = invoke("reproduce", tmp_path / "run", "--device", "cpu")
     assert "recorded with device=cuda, rerun with device=cpu" in forced.output
+
+
+def test_exported_configs_can_be_reproduced_anywhere(finished_run, tmp_path):
+    import shutil
+
+    _, run_dir = finished_run
+    result = invoke("export", run_dir, "--format", "csv", "--configs", tmp_path / "sent")
+    assert result.exit_code == 0, result.output
+    index = (tmp_path / "sent" / "index.csv").read_text().splitlines()
+    assert index[0] == "folder,arm,seed,trial_id,status,test_acc,dataset" and len(index) == 1 + 4
+    folder = tmp_path / "sent" / index[1].split(",")[0]
+    elsewhere = shutil.copytree(folder, tmp_path / "collaborator" / "inbox" / folder.name)  # the run folder is not there
+    checked = invoke("reproduce", elsewhere / "config.yaml")
+    assert checked.exit_code == 0 and "identical" in checked.output.splitlines()[0], checked.output
