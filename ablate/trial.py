@@ -118,6 +118,15 @@ def _evaluate(model, split_x, split_y, memory_format, batch: int = 500, predicti
     return (correct / n, total_loss / n, preds) if predictions else (correct / n, total_loss / n)
 
 
+def model_for(config: TrialConfig, splits) -> torch.nn.Module:
+    """The trial's model with its own seeded initialisation (what a fused member gets too)."""
+    from .models import build_model
+
+    seed_everything(config.seed)
+    return build_model(config.family, config.depth, residual=config.residual, shortcut=config.shortcut,
+                       in_channels=splits.in_channels, num_classes=splits.num_classes)
+
+
 def run_trial(
     config: TrialConfig,
     report: Callable[[dict[str, Any]], None] | None = None,
@@ -143,7 +152,6 @@ def run_trial(
     before its update); telemetry only reads, so the training is the same with it off.
     """
     from .data import load_splits
-    from .models import build_model
 
     t_start = time.perf_counter()
     if config.threads:
@@ -155,11 +163,7 @@ def run_trial(
         config.dataset, data_dir, config.train_size, config.dev_size, config.test_size,
         seed=config.data_seed, image_size=config.image_size,
     )
-    seed_everything(config.seed)
-    model = build_model(
-        config.family, config.depth, residual=config.residual, shortcut=config.shortcut,
-        in_channels=splits.in_channels, num_classes=splits.num_classes,
-    )
+    model = model_for(config, splits)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format).train()
     optimizer = torch.optim.SGD(
