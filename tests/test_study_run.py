@@ -169,3 +169,51 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert "stage confirm: 3 trials per arm x 2 arms = 6 trials" in result.output
     assert "lr: loguniform [0.001, 0.5]" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_optuna_dashboard_shows_each_arms_study_with_its_trials(tmp_path):
+    """The real optuna-dashboard, on loopback, serves the run's optuna.db: one study per arm, each trial
+    labelled with its arm, stage, round, index, trial id and run folder."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    exe = shutil.which("optuna-dashboard")
+    if exe is None:
+        pytest.skip("optuna-dashboard is not installed (pip install optuna-dashboard)")
+    spec = write_spec(tmp_path / "tiny.yaml", base={**TINY, "family": "cifar", "depth": 20, "dataset": "digits",
+                                                    "image_size": 16}, seeds=[0])
+    run_dir = tmp_path / "run"
+    assert invoke("study", spec, "--out", run_dir).exit_code == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([exe, f"sqlite:///{run_dir / 'optuna.db'}", "--host", "127.0.0.1", "--port", str(port),
+                               "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        summaries = None
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    summaries = json.load(r)["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert summaries is not None, "the dashboard did not answer"
+        assert sorted(s["study_name"] for s in summaries) == ["residual=false", "residual=true"]
+        for s in summaries:
+            attrs = {a["key"]: a["value"] for a in s["user_attrs"]}
+            assert attrs["arm"] == s["study_name"] and attrs["run_dir"] == str(run_dir.resolve())
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{s['study_id']}", timeout=5) as r:
+                trials = json.load(r)["trials"]
+            rows = {r["trial_id"]: r for r in read_registry(run_dir) if r["stage"] == "tune" and r["arm"] == s["study_name"]}
+            assert len(trials) == 2
+            for t in trials:
+                attrs = {a["key"]: a["value"] for a in t["user_attrs"]}
+                assert attrs["stage"] == "tune" and attrs["arm"] == s["study_name"] and attrs["trial_id"] in rows
+                assert {"round", "index", "run_dir"} <= attrs.keys()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
