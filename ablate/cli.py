@@ -284,6 +284,7 @@ def study(
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user@host/db (default: optuna.db in the run folder)."),
     retries: int = typer.Option(1, help="Times a crashed trial (worker died or raised) is retried before it is recorded as an error."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files (curves, hyper-parameters) to RUN/tensorboard."),
+    fuse: str = typer.Option("auto", help="Train trials that differ only in seed/lr/momentum/weight decay as one model batched over them: auto (on a GPU when measured faster, never on a CPU), off, or the members per model."),
 ) -> None:
     """Run a study: per-arm search in reproducible rounds (Optuna TPE through Ray Tune, optional successive
     halving), then the best config of each arm over seeds."""
@@ -301,11 +302,12 @@ def study(
 
         check_available()
     plan = L.prepare(name, resume, budget=budget, dataset=dataset, out=out, data_dir=data_dir, cpus=cpus, gpus=gpus,
-                     gpus_per_trial=gpus_per_trial, address=address, storage=storage, retries=retries)
+                     gpus_per_trial=gpus_per_trial, address=address, storage=storage, retries=retries, fuse=fuse)
     for note in plan.notes:
         typer.echo(f"warning: {note}", err=True)
     if dry_run:
         _print_plan(plan.spec, plan.resources)
+        typer.echo(f"fusing: {plan.manifest['fuse']['why']}")
         return
     run_dir = L.start(plan, out)
     error_folder(run_dir)
@@ -313,7 +315,7 @@ def study(
     t0 = time.perf_counter()
     try:
         run_study(plan.spec, run_dir, plan.resources, str(data_dir) if data_dir else None, storage=storage,
-                  retries=retries, run_id=plan.run_id, tensorboard=tensorboard)
+                  retries=retries, run_id=plan.run_id, tensorboard=tensorboard, fuse=plan.fuse)
     except StudyInterrupted:
         typer.echo(f"interrupted: what finished is kept in {run_dir}; finish it with: ablate study --resume {run_dir}",
                    err=True)

@@ -18,32 +18,14 @@ import copy
 import math
 import os
 import time
-from dataclasses import fields
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import TrialConfig
+from .config import TrialConfig, fusable
 from .telemetry import GradTelemetry
 from .trial import TrialResult, _evaluate, deterministic_cuda, model_for
-
-FUSABLE = ("seed", "lr", "momentum", "weight_decay")  # what may differ between members of one fused trial
-
-
-def fusable(configs: list[TrialConfig]) -> str | None:
-    """Why these trials cannot be fused (None: they can)."""
-    if len(configs) < 2:
-        return "fusing needs at least 2 trials"
-    first = configs[0].to_dict()
-    for cfg in configs[1:]:
-        other = [f.name for f in fields(cfg) if f.name not in FUSABLE and getattr(cfg, f.name) != first[f.name]]
-        if other:
-            return f"the trials differ in {', '.join(other)} (only {', '.join(FUSABLE)} may differ)"
-    if len({c.trial_id() for c in configs}) < len(configs):
-        return "a trial appears twice"
-    return None
-
 
 def _per_member(values: list[float], like: torch.Tensor) -> torch.Tensor:
     """A [K, 1, 1, ...] tensor that broadcasts one value per member over a stacked parameter."""
@@ -199,3 +181,54 @@ def run_fused(configs: list[TrialConfig], *, device: str | torch.device | None =
         r.total_seconds = time.perf_counter() - t_start
     return results
 
+
+def measure(config: TrialConfig, k: int, device: str | torch.device, steps: int = 6) -> tuple[float, float]:
+    """Seconds per training step of one trial alone and of k fused members, on random data of the config's
+    shape (the median of the last steps; the first pay one-off costs). What `study --fuse auto` decides by."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from .models import build_model
+
+    device = torch.device(device)
+    shape = (config.batch_size, 1, config.image_size, config.image_size)
+
+    def timed(step) -> float:
+        times = []
+        for _ in range(steps):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times[2:]))
+
+    def make():
+        return build_model(config.family, config.depth, residual=config.residual, shortcut=config.shortcut).to(device)
+
+    single = make().train()
+    opt = torch.optim.SGD(single.parameters(), lr=0.01)
+    x, y = torch.randn(shape, device=device), torch.randint(0, 10, shape[:1], device=device)
+
+    def one():
+        loss = F.cross_entropy(single(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    params, buffers = stack_module_state([make().train() for _ in range(k)])
+    params = {n: p.detach().requires_grad_() for n, p in params.items()}
+    shell = copy.deepcopy(single).to("meta")
+    batched = vmap(lambda p, b, xx: functional_call(shell, (p, b), (xx,)), in_dims=(0, 0, 0))
+    xs, ys = x.expand(k, *shape).contiguous(), y.expand(k, -1).reshape(-1)
+
+    def fused():
+        loss = F.cross_entropy(batched(params, buffers, xs).flatten(0, 1), ys)
+        loss.backward()
+        with torch.no_grad():
+            for p in params.values():
+                p.sub_(0.01 * p.grad)
+                p.grad = None
+
+    return timed(one), timed(fused)

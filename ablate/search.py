@@ -15,11 +15,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .config import TrialConfig
+from .config import TrialConfig, fusable
 from .errors import AblateError
 from .outputs import CHECKPOINT, PAUSED, atomic_write_text
 from .runs import (append_registry, best_params, read_metrics, read_registry, registry_key, registry_row)
@@ -44,6 +44,7 @@ class Work:
     index: int | None = None
     stop_after_evals: int | None = None
     resume: bool = False
+    group: str | None = None  # trials of one group run fused, as one model batched over its members
 
     @property
     def trial_id(self) -> str:
@@ -52,7 +53,7 @@ class Work:
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "arm": self.arm, "config": self.config.to_dict(), "params": self.params,
                 "round": self.round, "index": self.index, "stop_after_evals": self.stop_after_evals,
-                "resume": self.resume}
+                "resume": self.resume, "group": self.group}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Work":
@@ -114,8 +115,10 @@ class Planner:
     continues exactly where a killed one stopped.
     """
 
-    def __init__(self, study: Study, run_dir: Path, storage: str | None = None, study_names: dict[str, str] | None = None):
+    def __init__(self, study: Study, run_dir: Path, storage: str | None = None, study_names: dict[str, str] | None = None,
+                 fuse: int = 1):
         self.study, self.run_dir = study, Path(run_dir)
+        self.fuse = fuse  # members per fused group (1: no fusing)
         self.trials_dir = self.run_dir / "trials"
         self.failed: set[str] = set()
         self.in_flight: dict[str, Work] = {}
@@ -147,6 +150,16 @@ class Planner:
             raise AblateError(f"the study in {self.run_dir} has work left but none can start; this is a bug in "
                               "ablate, please report it with the run folder")
         return None
+
+    def take_group(self, work: Work) -> list[Work]:
+        """The ready members of `work`'s fused group besides it, now handed out with it."""
+        if work.group is None:
+            return []
+        mates = [w for w in self.ready if w.group == work.group and w.trial_id not in self.in_flight]
+        for w in mates:
+            self.ready.remove(w)
+            self.in_flight[w.trial_id] = w
+        return mates
 
     def finished(self, work: Work, failed: bool = False) -> None:
         self.in_flight.pop(work.trial_id, None)
@@ -240,7 +253,12 @@ class Planner:
             contenders = [t for t in contenders if t in keep]
         behind = [t for t in contenders if not outcome[t].final]
         if behind:
-            return [self._work(arm, first[t], outcome[t], None) for t in behind], False
+            work = [self._work(arm, first[t], outcome[t], None) for t in behind]
+            if not halving:  # trials that run from start to end in one piece can be fused
+                groups = dict(zip(contenders, self._groups([first[t].config for t in contenders],
+                                                          f"tune:{arm}:{proposals[0].round}")))
+                work = [replace(w, group=groups[w.trial_id]) for w in work]
+            return work, False
         for p in proposals:
             repeat = earlier.get(p.trial_id) or ((first[p.trial_id].round, first[p.trial_id].index)
                                                  if first[p.trial_id] is not p else None)
@@ -270,14 +288,32 @@ class Planner:
 
     def _fixed(self, plan: list[PlannedTrial]) -> list[Work]:
         """Confirm or grid trials: each runs once, to the end; a config that already finished is reused."""
+        groups = self._groups([p.config for p in plan], f"{plan[0].stage}:{plan[0].arm}" if plan else "")
         work = []
-        for p in plan:
+        for p, group in zip(plan, groups):
             outcome = self._outcome(p.trial_id)
             if outcome.final and outcome.status != "stopped":
                 self._register(p, outcome)
             else:
-                work.append(Work(p.stage, p.arm, p.config, dict(p.params)))
+                work.append(Work(p.stage, p.arm, p.config, dict(p.params), group=group))
         return work
+
+    def _groups(self, configs: list[TrialConfig], prefix: str) -> list[str | None]:
+        """Fused groups over a plan, decided by the plan alone (finished trials included), so a resumed study
+        fuses the same members together: consecutive runs of up to `fuse` trials that may be fused."""
+        out: list[str | None] = [None] * len(configs)
+        if self.fuse < 2:
+            return out
+        start, number = 0, 0
+        while start < len(configs):
+            end = start + 1
+            while end < len(configs) and end - start < self.fuse and fusable(configs[start:end + 1]) is None:
+                end += 1
+            if end - start >= 2:
+                out[start:end] = [f"{prefix}:{number}"] * (end - start)
+                number += 1
+            start = end
+        return out
 
     def _outcome(self, trial_id: str) -> Outcome:
         return read_outcome(self.trials_dir / trial_id, failed=trial_id in self.failed)

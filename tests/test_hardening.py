@@ -166,6 +166,25 @@ def test_sigkill_at_three_points_then_resume_loses_nothing_and_reruns_nothing(tm
     print(f"kill points: {len(kill_points)}; finished-trial checks across kills: {checked}; trials: {len(rows)}")
 
 
+def test_a_fused_study_killed_and_resumed_loses_nothing_and_fuses_the_same_groups(tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", trials=2, seeds=(0, 1, 2), halving=False)
+    reference = tmp_path / "uninterrupted"
+    proc = start(spec, "--out", reference, "--fuse", "2")
+    assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
+    run_dir = tmp_path / "killed"
+    proc = start(spec, "--out", run_dir, "--fuse", "2")
+    wait_until(proc, run_dir, lambda rows: len(rows) >= 2)
+    kill_tree(proc)
+    proc = start("--resume", run_dir, "--fuse", "2")
+    assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
+    assert (run_dir / "trials.csv").read_text() == (reference / "trials.csv").read_text()
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert manifest["fuse"] == {"members": 2, "why": "up to 2 trials per fused model, as asked"}
+    partners = [json.loads((reference / "trials" / r["trial_id"] / "metrics.json").read_text()).get("fused_with")
+                for r in read_registry(reference)]
+    assert sum(1 for p in partners if p) == 8 and partners.count(None) == 2  # seed 2 of each arm ran alone
+
+
 def listening_sockets(pids):
     """(address, port, pid) of every listening TCP socket owned by `pids`, from /proc."""
     inodes = {}

@@ -173,10 +173,12 @@ class Progress:
 
 
 def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str | None,
-              storage: str | None = None, retries: int = 1, run_id: str = "", tensorboard: bool = False) -> None:
-    """Every stage of the study in one Tuner, skipping what the run folder already holds."""
+              storage: str | None = None, retries: int = 1, run_id: str = "", tensorboard: bool = False,
+              fuse: int = 1) -> None:
+    """Every stage of the study in one Tuner, skipping what the run folder already holds; with fuse >= 2,
+    groups of up to `fuse` trials that may be fused train as one model (ablate.fused)."""
     with RunLock(run_dir):
-        planner = Planner(study, run_dir, storage, optuna_study_names(study, run_id, storage))
+        planner = Planner(study, run_dir, storage, optuna_study_names(study, run_id, storage), fuse=fuse)
         if tensorboard:
             from ..tensorboard import write_trial
 
