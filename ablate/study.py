@@ -10,8 +10,9 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -19,7 +20,18 @@ from .errors import AblateError
 from .config import TrialConfig
 from .space import Halving, Param, check_keys, check_setting_names, is_int, need, parse_halving, parse_space  # noqa: F401
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+
+def _shipped_studies() -> Traversable:
+    """The shipped specs: package data `ablate/studies/` in an installed wheel (pyproject.toml maps the repository's
+    top-level `studies/` there), else that top-level folder itself when running from a source checkout."""
+    packaged = resources.files(__package__).joinpath("studies")
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "studies"
+
+
+STUDIES_DIR = _shipped_studies()
 BUDGETS = ("smoke", "default", "full")
 SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "resample_data",
              "keep_weights", "budgets", "budget"}
@@ -130,25 +142,26 @@ class Study:
         return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
 
 
-def list_studies(directory: Path = STUDIES_DIR) -> list[tuple[str, str]]:
+def list_studies(directory: Traversable = STUDIES_DIR) -> list[tuple[str, str]]:
     out = []
-    for path in sorted(directory.glob("*.yaml")):
+    specs = [p for p in directory.iterdir() if p.name.endswith(".yaml")] if directory.is_dir() else []
+    for path in sorted(specs, key=lambda p: p.name):
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             desc = str(data.get("description", "")).strip().splitlines()[0] if isinstance(data, dict) and data.get("description") else ""
         except yaml.YAMLError:
             desc = "(malformed YAML)"
-        out.append((path.stem, desc))
+        out.append((path.name[: -len(".yaml")], desc))
     return out
 
 
-def find_spec(name_or_path: str, directory: Path = STUDIES_DIR) -> Path:
+def find_spec(name_or_path: str, directory: Traversable = STUDIES_DIR) -> Path | Traversable:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise AblateError(f"study spec {path} not found")
         return path
-    candidate = directory / f"{name_or_path}.yaml"
+    candidate = directory.joinpath(f"{name_or_path}.yaml")
     if candidate.is_file():
         return candidate
     names = ", ".join(n for n, _ in list_studies(directory)) or "(none)"
@@ -172,7 +185,7 @@ def read_yaml(path: Path) -> Any:
 
 def load_study(name_or_path: str | Path, budget: str = "default") -> Study:
     path = find_spec(str(name_or_path))
-    return parse_study(read_yaml(path), budget=budget, source=str(path), default_name=path.stem)
+    return parse_study(read_yaml(path), budget=budget, source=str(path), default_name=Path(path.name).stem)
 
 
 def parse_study(data: Any, budget: str = "default", source: str = "spec", default_name: str = "study") -> Study:

@@ -1,4 +1,4 @@
-"""Real studies through Ray Tune + Optuna on tiny budgets (MNIST from the shared data root)."""
+"""Real studies through Ray Tune + Optuna on tiny budgets (MNIST-format files written by the tests)."""
 import json
 
 import optuna
@@ -10,6 +10,7 @@ from ablate.cli import app
 from ablate.runs import read_registry
 from ablate.trial import TrialConfig
 
+pytestmark = pytest.mark.usefixtures("fake_mnist_env")  # `mnist` and `auto` read MNIST-format files of the tests
 runner = CliRunner()
 TINY = {"family": "imagenet", "depth": 18, "dataset": "mnist", "train_size": 128, "dev_size": 64,
         "test_size": 64, "batch_size": 64, "epochs": 2, "eval_every": 1, "seed": 100}
