@@ -26,6 +26,7 @@ NO_MNIST_REASON = (f"needs the real MNIST, not found under {_looked_in}/MNIST/ra
                    "holding MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte")
 _EMPTY_DATA_ROOT = None if REAL_MNIST else Path(tempfile.mkdtemp(prefix="ablate-test-data-"))
 os.environ[DATA_DIR_ENV] = str(REAL_MNIST or _EMPTY_DATA_ROOT)
+os.environ["ABLATE_OFFLINE"] = "1"  # whatever the network, no test downloads anything
 
 
 def pytest_configure(config):

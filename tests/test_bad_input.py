@@ -1,5 +1,4 @@
 """The bad-input catalogue: every case ends in one line on stderr, exit code 2, no traceback, no new files."""
-import os
 import subprocess
 from pathlib import Path
 
