@@ -6,6 +6,7 @@ inside every arm (or a fixed grid), the seeds of the confirm stage and named bud
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import json
 import math
@@ -164,8 +165,11 @@ def find_spec(name_or_path: str, directory: Traversable = STUDIES_DIR) -> Path |
     candidate = directory.joinpath(f"{name_or_path}.yaml")
     if candidate.is_file():
         return candidate
-    names = ", ".join(n for n, _ in list_studies(directory)) or "(none)"
-    raise AblateError(f"unknown study {name_or_path!r}; valid studies: {names} (or a path to a .yaml spec)")
+    known = [n for n, _ in list_studies(directory)]
+    close = difflib.get_close_matches(name_or_path, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise AblateError(f"unknown study {name_or_path!r}; {hint}valid studies: {', '.join(known) or '(none)'} "
+                      "(or a path to a .yaml spec)")
 
 
 def read_yaml(path: Path) -> Any:

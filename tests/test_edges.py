@@ -256,3 +256,10 @@ def test_exported_configs_can_be_reproduced_anywhere(finished_run, tmp_path):
     elsewhere = shutil.copytree(folder, tmp_path / "collaborator" / "inbox" / folder.name)  # the run folder is not there
     checked = invoke("reproduce", elsewhere / "config.yaml")
     assert checked.exit_code == 0 and "identical" in checked.output.splitlines()[0], checked.output
+
+
+def test_a_mistyped_study_name_gets_a_suggestion():
+    line = one_line_error(invoke("study", "residual-ablaton", "--dry-run"))
+    assert "unknown study 'residual-ablaton'; did you mean 'residual-ablation'?" in line
+    line = one_line_error(invoke("study", "zzz", "--dry-run"))
+    assert "did you mean" not in line and "valid studies:" in line
