@@ -1,12 +1,16 @@
 """The `ablate` command line: a thin layer over the package.
 
-Bad input of any kind ends in one line on stderr and exit code 2, with nothing written.
+Bad input of any kind ends in one line on stderr and exit code 2, with nothing written. A failure of
+ablate's own ends in one line and exit code 1, its traceback written to a file the line names (the
+command's output folder when it has one). Ctrl-C ends in exit code 130.
 """
 from __future__ import annotations
 
 import functools
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -55,15 +59,48 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+class _Crash:
+    """Where the traceback of an unexpected failure goes: set by a command once it has an output folder."""
+
+    folder: Path | None = None
+
+
+def error_folder(folder: Path) -> None:
+    _Crash.folder = Path(folder)
+
+
+def _crash(exc: BaseException) -> None:
+    text = "".join(traceback.format_exception(exc))
+    folder = _Crash.folder if _Crash.folder is not None and _Crash.folder.is_dir() else None
+    target = folder / "error.txt" if folder else Path(tempfile.gettempdir()) / f"ablate-error-{_timestamp()}.txt"
+    try:
+        target.write_text(text, encoding="utf-8")
+        where = f"the full traceback is in {target}"
+    except OSError:
+        where = "the traceback could not be written"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    typer.echo(f"error: {type(exc).__name__}{': ' + first if first else ''} (a failure inside ablate, not of your "
+               f"input; {where})", err=True)
+    raise typer.Exit(1)
+
+
 def handles_errors(func):
-    """Turn the toolkit's own errors into one line and exit 2."""
+    """The toolkit's own errors: one line, exit 2. Anything else: one line, exit 1, traceback in a file."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        _Crash.folder = None
         try:
             return func(*args, **kwargs)
         except AblateError as exc:
             fail(str(exc))
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130)
+        except Exception as exc:  # noqa: BLE001  every other failure still ends in one line
+            _crash(exc)
 
     return wrapper
 
@@ -72,8 +109,31 @@ def main() -> None:
     app()
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"ablate {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print ablate's version and exit.")) -> None:
+    """Ablation studies of residual connections: train, tune, analyse."""
+
+
 def _timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _d(name: str) -> str:
+    """' (default X)' for a trial setting, from TrialConfig itself (the flags default to None so that a
+    --config file is not overridden by flags that were not given)."""
+    from .config import TrialConfig
+
+    value = getattr(TrialConfig, name)
+    return f" (default {str(value).lower() if isinstance(value, bool) else value})"
 
 
 # --- train -----------------------------------------------------------------------------------------
@@ -81,27 +141,27 @@ def _timestamp() -> str:
 @handles_errors
 def train(
     config: Optional[Path] = typer.Option(None, "--config", help="Trial YAML (e.g. a study's trials/<id>/config.yaml); flags override it."),
-    family: Optional[str] = typer.Option(None, help="Model family: imagenet (reference layout) or cifar."),
-    depth: Optional[int] = typer.Option(None, help="Network depth (imagenet: 10/18/34, cifar: 20/32/44/56/110)."),
-    residual: Optional[bool] = typer.Option(None, "--residual/--plain", help="With or without residual connections."),
-    shortcut: Optional[str] = typer.Option(None, help="projection (1x1 conv + BN where a block reshapes), identity (parameter-free) or projection-all (1x1 conv + BN on every block)."),
-    block: Optional[str] = typer.Option(None, help="basic (post-activation) or preact (full pre-activation)."),
+    family: Optional[str] = typer.Option(None, help="Model family: imagenet (reference layout) or cifar" + _d("family") + "."),
+    depth: Optional[int] = typer.Option(None, help="Network depth (imagenet: 10/18/34, cifar: 20/32/44/56/110) (default 18 for imagenet, 20 for cifar)."),
+    residual: Optional[bool] = typer.Option(None, "--residual/--plain", help="With or without residual connections" + _d("residual") + "."),
+    shortcut: Optional[str] = typer.Option(None, help="projection (1x1 conv + BN where a block reshapes), identity (parameter-free) or projection-all (1x1 conv + BN on every block)" + _d("shortcut") + "."),
+    block: Optional[str] = typer.Option(None, help="basic (post-activation) or preact (full pre-activation)" + _d("block") + "."),
     residual_stages: Optional[str] = typer.Option(None, help="Stages that keep residual connections, e.g. 3,4 (default: all)."),
-    norm: Optional[str] = typer.Option(None, help="batch (BatchNorm) or none."),
-    zero_init_residual: Optional[bool] = typer.Option(None, "--zero-init-residual/--no-zero-init-residual", help="Start each residual branch's last BN scale at 0."),
-    lr: Optional[float] = typer.Option(None, help="SGD learning rate."),
-    momentum: Optional[float] = typer.Option(None, help="SGD momentum."),
-    weight_decay: Optional[float] = typer.Option(None, help="SGD weight decay."),
-    batch_size: Optional[int] = typer.Option(None, help="Mini-batch size."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs."),
-    eval_every: Optional[int] = typer.Option(None, help="Evaluate on dev every N steps."),
-    dataset: Optional[str] = typer.Option(None, help="auto, mnist or digits."),
-    train_size: Optional[int] = typer.Option(None, help="Training images."),
-    dev_size: Optional[int] = typer.Option(None, help="Dev images (from the training split)."),
-    test_size: Optional[int] = typer.Option(None, help="Test images (from the test split)."),
-    data_seed: Optional[int] = typer.Option(None, help="Seed of the subset draw."),
-    seed: Optional[int] = typer.Option(None, help="Training seed (init, shuffling)."),
-    threads: Optional[int] = typer.Option(None, help="Torch threads (0 = all cores)."),
+    norm: Optional[str] = typer.Option(None, help="batch (BatchNorm) or none" + _d("norm") + "."),
+    zero_init_residual: Optional[bool] = typer.Option(None, "--zero-init-residual/--no-zero-init-residual", help="Start each residual branch's last BN scale at 0" + _d("zero_init_residual") + "."),
+    lr: Optional[float] = typer.Option(None, help="SGD learning rate" + _d("lr") + "."),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum" + _d("momentum") + "."),
+    weight_decay: Optional[float] = typer.Option(None, help="SGD weight decay" + _d("weight_decay") + "."),
+    batch_size: Optional[int] = typer.Option(None, help="Mini-batch size" + _d("batch_size") + "."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs" + _d("epochs") + "."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate on dev every N steps" + _d("eval_every") + "."),
+    dataset: Optional[str] = typer.Option(None, help="auto, mnist or digits" + _d("dataset") + "."),
+    train_size: Optional[int] = typer.Option(None, help="Training images" + _d("train_size") + "."),
+    dev_size: Optional[int] = typer.Option(None, help="Dev images (from the training split)" + _d("dev_size") + "."),
+    test_size: Optional[int] = typer.Option(None, help="Test images (from the test split)" + _d("test_size") + "."),
+    data_seed: Optional[int] = typer.Option(None, help="Seed of the subset draw" + _d("data_seed") + "."),
+    seed: Optional[int] = typer.Option(None, help="Training seed (init, shuffling)" + _d("seed") + "."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads (0 = all cores)" + _d("threads") + "."),
     data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/train/<time>-<trial id>)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
@@ -114,7 +174,11 @@ def train(
     from .outputs import write_trial_folder
     from .trial import TrialConfig, run_trial
 
+    from .models import DEFAULT_DEPTH
+
     base = TrialConfig.from_yaml_file(config).to_dict() if config else {}
+    if depth is None and family is not None and family != base.get("family", TrialConfig.family):
+        depth = DEFAULT_DEPTH.get(family)  # another family: its own default depth, not the config's
     given = dict(
         family=family, depth=depth, residual=residual, shortcut=shortcut, block=block, residual_stages=residual_stages,
         norm=norm, zero_init_residual=zero_init_residual, lr=lr, momentum=momentum,
@@ -141,6 +205,8 @@ def train(
     def report(m: dict) -> None:
         bar.set_postfix(loss=f"{m['train_loss']:.3f}", dev_acc=f"{m['dev_acc']:.3f}", best=f"{m['best_dev_acc']:.3f}")
 
+    folder.mkdir(parents=True, exist_ok=True)
+    error_folder(folder)  # a failure from here on leaves its traceback in the run folder
     try:
         result = run_trial(cfg, report, device=device, data_dir=data_dir, progress=progress, keep_best_state=save_weights)
     finally:
@@ -172,7 +238,7 @@ def _check_device(device: str | None) -> None:
 @handles_errors
 def summary(
     family: str = typer.Option("imagenet", help="Model family: imagenet or cifar."),
-    depth: int = typer.Option(18, help="Network depth."),
+    depth: Optional[int] = typer.Option(None, help="Network depth (default 18 for imagenet, 20 for cifar)."),
     plain: bool = typer.Option(False, "--plain", help="Without residual connections."),
     shortcut: str = typer.Option("projection", help="projection, identity or projection-all."),
     block: str = typer.Option("basic", help="basic or preact."),
@@ -185,8 +251,9 @@ def summary(
 ) -> None:
     """Per-layer table (output shape, params, MACs) and totals; MACs counted by torch's FlopCounterMode."""
     from .config import coerce_stages
-    from .models import build_model, format_summary, summarize
+    from .models import DEFAULT_DEPTH, build_model, format_summary, summarize
 
+    depth = DEFAULT_DEPTH.get(family, 18) if depth is None else depth
     if input_size < 8:
         fail(f"--input-size must be at least 8, got {input_size}")
     model = build_model(family, depth, residual=not plain, shortcut=shortcut, in_channels=in_channels,
@@ -227,11 +294,13 @@ def study(
     address: Optional[str] = typer.Option(None, help="Attach to a running Ray cluster (HOST:PORT) instead of starting one."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user@host/db (default: optuna.db in the run folder)."),
     retries: int = typer.Option(1, help="Times a crashed trial (worker died or raised) is retried before it is recorded as an error."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files (curves, hyper-parameters) to RUN/tensorboard."),
+    fuse: str = typer.Option("auto", help="Train trials that differ only in seed/lr/momentum/weight decay as one model batched over them: auto (on a GPU when measured faster, never on a CPU), off, or the members per model."),
 ) -> None:
     """Run a study: per-arm search in reproducible rounds (Optuna TPE through Ray Tune, optional successive
     halving), then the best config of each arm over seeds."""
     from . import launch as L
-    from .runs import arm_summary, read_registry
+    from .runs import read_registry
     from .study import list_studies
     from .tune import StudyInterrupted, run_study
 
@@ -239,29 +308,38 @@ def study(
         for study_name, description in list_studies():
             typer.echo(f"{study_name:20s} {description}")
         return
+    if tensorboard:
+        from .tensorboard import check_available
+
+        check_available()
     plan = L.prepare(name, resume, budget=budget, dataset=dataset, out=out, data_dir=data_dir, cpus=cpus, gpus=gpus,
-                     gpus_per_trial=gpus_per_trial, address=address, storage=storage, retries=retries)
+                     gpus_per_trial=gpus_per_trial, address=address, storage=storage, retries=retries, fuse=fuse)
     for note in plan.notes:
         typer.echo(f"warning: {note}", err=True)
     if dry_run:
         _print_plan(plan.spec, plan.resources)
+        typer.echo(f"fusing: {plan.manifest['fuse']['why']}")
         return
     run_dir = L.start(plan, out)
+    error_folder(run_dir)
     typer.echo(f"study {plan.spec.name} ({plan.spec.budget}) -> {run_dir}", err=True)
     t0 = time.perf_counter()
     try:
         run_study(plan.spec, run_dir, plan.resources, str(data_dir) if data_dir else None, storage=storage,
-                  retries=retries, run_id=plan.run_id)
+                  retries=retries, run_id=plan.run_id, tensorboard=tensorboard, fuse=plan.fuse)
     except StudyInterrupted:
         typer.echo(f"interrupted: what finished is kept in {run_dir}; finish it with: ablate study --resume {run_dir}",
                    err=True)
         raise typer.Exit(130)
     rows = read_registry(run_dir)
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / 'trials.csv'}")
-    for row in arm_summary(plan.spec, rows):
-        best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["best"].items())
-        typer.echo(f"  {row['arm']:32s} {best:16s} test acc {row['test_acc_mean']:.4f} ± {row['test_acc_std']:.4f} "
-                   f"(n={row['n']}/{row['trials']})")
+    from .analysis import terminal_table
+
+    try:
+        typer.echo(terminal_table(run_dir))
+    except AblateError as exc:  # e.g. every final-stage trial failed: the run is still complete
+        typer.echo(f"no table: {exc}", err=True)
+    typer.echo(f"figures, statistics and a report: ablate analyze {run_dir}")
 
 
 def _print_plan(spec, resources) -> None:
@@ -281,9 +359,18 @@ def _print_plan(spec, resources) -> None:
         typer.echo(f"grid: {spec.grid}")
     per_arm = len(spec.seeds) * (len(spec.grid_points()) if spec.grid else 1)
     final = spec.stages[-1]
-    typer.echo(f"stage {final}: {per_arm} trials per arm x {len(spec.arms)} arms = {per_arm * len(spec.arms)} trials (seeds {spec.seeds})")
+    if spec.seed_rule:
+        typer.echo(f"stage {final}: at most {per_arm} trials per arm x {len(spec.arms)} arms = {per_arm * len(spec.arms)} "
+                   f"trials ({spec.seed_rule.text()}; the estimate below assumes the most)")
+    else:
+        typer.echo(f"stage {final}: {per_arm} trials per arm x {len(spec.arms)} arms = {per_arm * len(spec.arms)} trials (seeds {spec.seeds})")
+    device = f"each on a {resources.gpu_share():g} share of a GPU" if resources.gpus else "on the CPU"
     typer.echo(f"resources: {resources.cpus} CPUs, {resources.gpus} GPUs; {resources.threads} threads per trial "
-               f"(from the spec), {resources.concurrency()} trials at a time; dataset {spec.base['dataset']}")
+               f"(from the spec), {resources.concurrency()} trials at a time {device}; dataset {spec.base['dataset']}")
+    from .estimate import estimate
+
+    for line in estimate(spec, resources.concurrency()).lines():
+        typer.echo(line)
 
 
 # --- analysis --------------------------------------------------------------------------------------
@@ -299,13 +386,19 @@ def analyze_cmd(
     """Figures, summary tables, statistics and a report for a finished (or partly finished) study."""
     from .analysis import analyze, latest_run
 
+    if out is not None and out.is_dir() and any(out.iterdir()) and not (out / "report.md").is_file():
+        fail(f"{out} is not empty and holds no earlier analysis (no report.md); choose an empty or new --out")
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"{out} is a file; pass a folder for --out")
     if landscape_2d and not diagnostics:
         fail("--landscape-2d adds to --diagnostics; pass both")
+
     def progress(i: int, n: int, trial: dict) -> None:
         typer.echo(f"diagnostics {i + 1}/{n}: {trial['arm']}, seed {trial['seed']}", err=True)
 
     result = analyze(run_dir or latest_run(), out, lesion=lesion, diagnostics=diagnostics, landscape_2d=landscape_2d,
                      progress=progress)
+    error_folder(result.out_dir)
     typer.echo(result.table)
     for line in result.missing:
         typer.echo(f"missing: {line}", err=True)
@@ -324,9 +417,13 @@ def export_cmd(
     """Print the summary table for a paper, and optionally copy the exact trial configs behind it."""
     from .analysis import export, export_configs
 
-    typer.echo(export(run_dir, fmt), nl=False)
-    if configs is not None:
-        typer.echo(f"copied {len(export_configs(run_dir, configs))} configs to {configs}", err=True)
+    if configs is not None and configs.exists() and not configs.is_dir():
+        fail(f"{configs} exists and is not a folder; pass a folder for --configs")
+    text = export(run_dir, fmt)  # everything is checked and made before anything is printed or copied
+    copied = export_configs(run_dir, configs) if configs is not None else None
+    typer.echo(text, nl=False)
+    if copied is not None:
+        typer.echo(f"copied {len(copied)} configs to {configs}", err=True)
 
 
 @app.command()
@@ -334,7 +431,7 @@ def export_cmd(
 def reproduce(
     config: Path = typer.Argument(..., help="A trial's config.yaml (RUN_DIR/trials/<id>/config.yaml) or its folder."),
     data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda ... (default: cuda if available)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda ... (default: the device the trial recorded)."),
 ) -> None:
     """Rerun one trial and compare with what was recorded; exit 0 iff identical."""
     from .reproduce import reproduce as rerun

@@ -215,3 +215,20 @@ def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
     if not ok:
         raise AblateError(f"{source}: {key} must be {kind.__name__}, got {value!r}")
     return value
+
+
+FUSABLE = ("seed", "lr", "momentum", "weight_decay")  # what may differ between members of one fused trial
+
+
+def fusable(configs: list[TrialConfig]) -> str | None:
+    """Why these trials cannot be fused (None: they can)."""
+    if len(configs) < 2:
+        return "fusing needs at least 2 trials"
+    first = configs[0].to_dict()
+    for cfg in configs[1:]:
+        other = [f.name for f in fields(cfg) if f.name not in FUSABLE and getattr(cfg, f.name) != first[f.name]]
+        if other:
+            return f"the trials differ in {', '.join(other)} (only {', '.join(FUSABLE)} may differ)"
+    if len({c.trial_id() for c in configs}) < len(configs):
+        return "a trial appears twice"
+    return None

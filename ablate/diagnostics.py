@@ -8,7 +8,7 @@ From the best-dev weights (trials/<id>/weights.pt):
   LANDSCAPE_2D_POINTS x LANDSCAPE_2D_POINTS plane spanned by the first two directions (first seed only), on
   the first LANDSCAPE_2D_IMAGES images.
 - lesions_k: test accuracy with k blocks dropped at once (LESION_SAMPLES random sets per k).
-From the trial's own seeded initialisation (seed_everything(cfg.seed), then build_model):
+From the trial's own seeded initialisation (ablate.trial.model_for, as the trial began):
 - shattered: BatchNorm statistics fixed on the first BATCH_IMAGES training images, then the gradient of a fixed
   random projection of the logits with respect to the input at LINE_POINTS points on the line between two
   training images of different classes; its autocorrelation up to MAX_LAG.
@@ -32,8 +32,8 @@ import torch
 
 from . import probes
 from .errors import AblateError
-from .lesion import load_trial, seeded_model
-from .trial import _evaluate
+from .lesion import load_trial
+from .trial import _evaluate, model_for
 
 LANDSCAPE_IMAGES = 128
 LANDSCAPE_POINTS = 41
@@ -143,7 +143,7 @@ def _diagnose_trial(folder: Path, data_dir, device, landscape_2d: bool):
         return result
 
     def fresh():
-        return seeded_model(cfg, splits).to(dev, memory_format=fmt)
+        return model_for(cfg, splits).to(dev, memory_format=fmt)
 
     out["shattered"] = timed("shattered", lambda: _shattered(fresh(), train_x, train_y, splits.num_classes))
     out["signal"] = timed("signal", lambda: probes.signal_propagation(fresh().train(), train_x[:BATCH_IMAGES]))

@@ -19,6 +19,44 @@ from .sampler import check_storage, mask_url
 from .tune import Resources, check_address
 
 
+FUSE_MEMBERS = 4  # members per fused group when `--fuse auto` decides to fuse
+
+
+def fuse_plan(option: str, res: Resources, spec: Study) -> tuple[int, str]:
+    """How many trials train as one fused model (1: none), and why, in words for the manifest."""
+    option = str(option).strip().lower()
+    tuning = ""
+    if spec.space and spec.halving:
+        tuning = ("; tuning trials are not fused: halving pauses them at rungs with a checkpoint each, so only "
+                  "confirm and grid trials are")
+    if option == "off":
+        return 1, "off"
+    if option.isdigit():
+        k = int(option)
+        if k < 2:
+            raise AblateError(f"--fuse {option}: a fused group needs at least 2 members; use --fuse off not to fuse")
+        return k, f"up to {k} trials per fused model, as asked" + tuning
+    if option != "auto":
+        raise AblateError(f"--fuse must be auto, off or a number of members (2 or more), got {option!r}")
+    if res.gpus == 0 or res.address:
+        where = "on a CPU" if res.gpus == 0 else "when attached to a cluster (nothing to measure here)"
+        return 1, (f"auto: not fused {where}; on a CPU a fused model was measured slower than its members trained in "
+                   "turn (benchmarks/gpu_check.sh measures both)")
+    from .fused import measure
+
+    cfg = spec.arm_config(spec.arms[0], **{k: v[0] for k, v in spec.grid.items()})
+    single, fused = measure(cfg, FUSE_MEMBERS, "cuda")
+    slots = max(1, round(1 / res.gpu_share()))
+    # Separately, `slots` trials share a GPU at best `slots` times as fast as one; fused, k members take `fused`.
+    gain = FUSE_MEMBERS * single / min(slots, FUSE_MEMBERS) / fused
+    if gain > 1:
+        return FUSE_MEMBERS, (f"auto: {FUSE_MEMBERS} trials per fused model, measured on this GPU: one step of "
+                              f"{FUSE_MEMBERS} fused members {fused * 1e3:.1f} ms against {single * 1e3:.1f} ms for one "
+                              f"trial alone ({gain:.2f}x the best case of {slots} separate trials per GPU)" + tuning)
+    return 1, (f"auto: not fused, measured on this GPU: {FUSE_MEMBERS} fused members {fused * 1e3:.1f} ms a step "
+               f"against {single * 1e3:.1f} ms for one trial alone")
+
+
 @dataclass
 class Launch:
     spec: Study
@@ -27,6 +65,7 @@ class Launch:
     run_id: str
     storage: str | None
     retries: int
+    fuse: int = 1
     notes: list[str] = field(default_factory=list)  # warnings for the user, one line each
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -61,7 +100,7 @@ def _visible_gpus() -> int:
 
 def prepare(name: str | None, resume: Path | None, *, budget: str | None, dataset: str | None, out: Path | None,
             data_dir: Path | None, cpus: int | None, gpus: int | None, gpus_per_trial: float | None,
-            address: str | None, storage: str | None, retries: int) -> Launch:
+            address: str | None, storage: str | None, retries: int, fuse: str = "auto") -> Launch:
     """Read and check everything; write nothing."""
     from .data import load_splits
 
@@ -101,9 +140,11 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
         check_storage(storage)
     info = {"cpus": res.cpus, "gpus": res.gpus, "gpu_share": res.gpu_share(), "threads_per_trial": res.threads,
             "trials_at_once": res.concurrency(), "address": res.address, "storage": mask_url(storage) if storage else None}
+    members, why = fuse_plan(fuse, res, spec)
     record = manifest(spec, splits.dataset, info)
-    record.update({"run_id": run_id, "dataset_requested": requested, "sampler": spec.sampler_text()})
-    return Launch(spec, res, run_dir, run_id, storage, retries, notes, record)
+    record.update({"run_id": run_id, "dataset_requested": requested, "sampler": spec.sampler_text(),
+                   "fuse": {"members": members, "why": why}})
+    return Launch(spec, res, run_dir, run_id, storage, retries, members, notes, record)
 
 
 def start(launch: Launch, out: Path | None) -> Path:

@@ -36,10 +36,10 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .errors import AblateError
-from .models import Block, IdentityShortcut, build_model, model_kwargs
+from .models import Block, IdentityShortcut
 from .runs import read_metrics
 from .outputs import load_weights
-from .trial import TrialConfig, _evaluate
+from .trial import TrialConfig, _evaluate, model_for, recorded_device
 
 REPLACEMENTS = ("identity", "projection", "zero-pad", "zero-pad-added")
 ROW_COLUMNS = ("block", "block_index", "block_type", "replacement", "test_acc", "lesioned_acc", "drop", "changed")
@@ -84,19 +84,10 @@ class TrialModel:
     memory_format: torch.memory_format
 
 
-def seeded_model(cfg: TrialConfig, splits: Any) -> torch.nn.Module:
-    """The trial's own initialisation: seed_everything(cfg.seed), then build_model, as ablate.trial.run_trial does."""
-    from .trial import seed_everything
-
-    seed_everything(cfg.seed)
-    return build_model(cfg.family, cfg.depth, **model_kwargs(cfg), in_channels=splits.in_channels,
-                       num_classes=splits.num_classes)
-
-
 def load_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
                device: str | torch.device | None = None, weights: bool = True) -> TrialModel:
-    """The trial's model in eval mode: its best-dev weights (weights.pt), or with weights=False its own seeded
-    initialisation (seed_everything(cfg.seed), then build_model, as ablate.trial.run_trial does)."""
+    """The trial's model in eval mode on the device asked for, else the one it was trained on: its best-dev weights
+    (weights.pt), or with weights=False its own seeded initialisation (ablate.trial.model_for, as the trial began)."""
     from .data import load_splits
 
     folder = Path(folder)
@@ -112,14 +103,14 @@ def load_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = N
     dataset = metrics.get("dataset") if cfg.dataset == "auto" and metrics.get("dataset") else cfg.dataset
     splits = load_splits(dataset, data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
                          seed=cfg.data_seed, image_size=cfg.image_size)
-    model = seeded_model(cfg, splits)
+    model = model_for(cfg, splits)
     if state is not None:
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise AblateError(f"{weights_path} does not fit the model in {config_path} "
                               f"({str(exc).splitlines()[0]}); pass the folder the weights were trained in") from None
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(recorded_device(metrics, device))
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format).eval()
     return TrialModel(cfg, splits, model, device, memory_format)

@@ -18,7 +18,7 @@ import torch
 
 from .errors import AblateError
 from .telemetry import GRAD_NORM_COLUMNS
-from .trial import TrialConfig, TrialResult, run_trial
+from .trial import TrialConfig, TrialResult, recorded_device, run_trial
 
 SCALARS = ("status", "dataset", "steps", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_train_loss")
 REPRODUCIBLE = ("ok", "diverged")
@@ -159,7 +159,12 @@ def reproduce(config_path: str | os.PathLike, data_dir: str | os.PathLike | None
     if recorded.get("trial_id") not in (None, report.trial_id):
         report.notes.append(f"metrics.json names trial {recorded['trial_id']} but config.yaml hashes to "
                             f"{report.trial_id}: the config was edited or written by another ablate version")
-    result = run_trial(cfg, data_dir=data_dir, device=device)
+    device = recorded_device(recorded, device)
+    run_cfg = cfg
+    if cfg.dataset == "auto" and recorded.get("dataset") in ("mnist", "digits"):
+        # `auto` may resolve otherwise on this machine; the recorded numbers came from this dataset.
+        run_cfg = cfg.replace(dataset=recorded["dataset"])
+    result = run_trial(run_cfg, data_dir=data_dir, device=device)
     report.result = result
     for key, value in (("threads", result.threads), ("device", result.device)):
         if key in recorded and recorded[key] != value:
@@ -198,3 +203,4 @@ def reproduce(config_path: str | os.PathLike, data_dir: str | os.PathLike | None
         for name in then:
             report.differences += _series_difference(name, then[name], now[name], "row")
     return report
+

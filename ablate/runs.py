@@ -149,7 +149,10 @@ def create_run_dir(study: Study, out: Path | None, files: dict[str, str]) -> Pat
     """Make the run folder with its first files in one step: it either does not exist or holds spec.yaml."""
     run_dir = out or Path("runs") / study.name / time.strftime("%Y%m%d-%H%M%S")
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise AblateError(f"run folder {run_dir} exists and is not empty; use --resume {run_dir} to finish it, or another --out")
+        if (run_dir / "spec.yaml").is_file():
+            raise AblateError(f"run folder {run_dir} holds a study run already; use --resume {run_dir} to finish it, "
+                              "or another --out")
+        raise AblateError(f"{run_dir} exists and is not empty (and is not a study run folder); choose another --out")
     created = [p for p in [*reversed(run_dir.parents)] if not p.exists()]
     staging = None
     try:
@@ -174,23 +177,6 @@ def open_run_dir(run_dir: Path) -> Path:
     if not (run_dir / "spec.yaml").is_file():
         raise AblateError(f"{run_dir} is not a study run folder (no spec.yaml); pass a folder made by 'study'")
     return run_dir
-
-
-def arm_summary(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per arm: tuned parameters, and the final stage's test accuracy mean ± std over its finished trials."""
-    final = study.stages[-1]
-    tuned = best_params(study, rows) if study.space else {}
-    out = []
-    for arm in study.arms:
-        accs = [r["test_acc"] for r in rows if r["stage"] == final and r["arm"] == arm.name
-                and r.get("status") == "ok" and r.get("test_acc") is not None]
-        n = len(accs)
-        mean = sum(accs) / n if n else float("nan")
-        std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (n - 1)) if n > 1 else float("nan")
-        planned = sum(1 for r in rows if r["stage"] == final and r["arm"] == arm.name)
-        out.append({"arm": arm.name, "best": tuned.get(arm.name, {}), "n": n, "trials": planned,
-                    "test_acc_mean": mean, "test_acc_std": std})
-    return out
 
 
 def read_metrics(folder: Path) -> dict[str, Any] | None:

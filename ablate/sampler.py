@@ -40,6 +40,11 @@ class ArmSampler:
         self.study, self.arm, self.run_dir = study, arm, run_dir
         self.ostudy = optuna.create_study(study_name=study_name, storage=optuna.storages.RDBStorage(storage_url),
                                           direction="maximize", load_if_exists=True)
+        # What a dashboard shows of the study: whose arm it is, where its run folder lives, what proposed.
+        for key, value in {"ablate_study": study.name, "arm": arm, "run_dir": str(run_dir.resolve()),
+                           "sampler": study.sampler_text()}.items():
+            if self.ostudy.user_attrs.get(key) != value:
+                self.ostudy.set_user_attr(key, value)
         self.space = {p.name: _distribution(optuna, p) for p in study.space}
         self.arm_obj = next(a for a in study.arms if a.name == arm)
 

@@ -15,16 +15,17 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .config import TrialConfig
+from .config import TrialConfig, fusable
 from .errors import AblateError
 from .outputs import CHECKPOINT, PAUSED, atomic_write_text
 from .runs import (append_registry, best_params, read_metrics, read_registry, registry_key, registry_row)
 from .sampler import ArmSampler, Proposal, storage_url
-from .study import PlannedTrial, Study, plan_fixed_stage
+from .intervals import t_half_width
+from .study import PlannedTrial, Study, compared_pairs, plan_fixed_stage
 
 FINISHED = "FINISHED"  # Planner.next: nothing is left to hand out and nothing is running
 STAGE_ORDER = ("tune", "grid", "confirm")
@@ -43,6 +44,7 @@ class Work:
     index: int | None = None
     stop_after_evals: int | None = None
     resume: bool = False
+    group: str | None = None  # trials of one group run fused, as one model batched over its members
 
     @property
     def trial_id(self) -> str:
@@ -51,7 +53,7 @@ class Work:
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "arm": self.arm, "config": self.config.to_dict(), "params": self.params,
                 "round": self.round, "index": self.index, "stop_after_evals": self.stop_after_evals,
-                "resume": self.resume}
+                "resume": self.resume, "group": self.group}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Work":
@@ -113,16 +115,20 @@ class Planner:
     continues exactly where a killed one stopped.
     """
 
-    def __init__(self, study: Study, run_dir: Path, storage: str | None = None, study_names: dict[str, str] | None = None):
+    def __init__(self, study: Study, run_dir: Path, storage: str | None = None, study_names: dict[str, str] | None = None,
+                 fuse: int = 1):
         self.study, self.run_dir = study, Path(run_dir)
+        self.fuse = fuse  # members per fused group (1: no fusing)
         self.trials_dir = self.run_dir / "trials"
         self.failed: set[str] = set()
         self.in_flight: dict[str, Work] = {}
         self.ready: list[Work] = []
         self.done = False
         self.dirty = True
+        self.seeds, self.seeds_final = list(study.seeds), True
         self.rows = {registry_key(r): r for r in read_registry(self.run_dir)}
         self.arms = {a.name: a for a in study.arms}
+        self.on_register = None  # called with (registry row, config) for each newly registered result
         self.optuna: dict[str, ArmSampler] = {}
         if study.space:
             names = study_names or {a.name: a.name for a in study.arms}
@@ -144,6 +150,16 @@ class Planner:
             raise AblateError(f"the study in {self.run_dir} has work left but none can start; this is a bug in "
                               "ablate, please report it with the run folder")
         return None
+
+    def take_group(self, work: Work) -> list[Work]:
+        """The ready members of `work`'s fused group besides it, now handed out with it."""
+        if work.group is None:
+            return []
+        mates = [w for w in self.ready if w.group == work.group and w.trial_id not in self.in_flight]
+        for w in mates:
+            self.ready.remove(w)
+            self.in_flight[w.trial_id] = w
+        return mates
 
     def finished(self, work: Work, failed: bool = False) -> None:
         self.in_flight.pop(work.trial_id, None)
@@ -169,6 +185,19 @@ class Planner:
     def refresh(self) -> None:
         """Recompute the ready work from the run folder (asking, telling, stopping and registering on the way)."""
         self.dirty = False
+        while True:
+            # An adaptive seed rule decides from the registered results how many seeds run; registering
+            # results found on disk can move that decision on, so plan again until it settles.
+            self.seeds = decided_seeds(self.study, list(self.rows.values()))[0]
+            per_arm, complete = self._plan()
+            seeds, self.seeds_final = decided_seeds(self.study, list(self.rows.values()))
+            if seeds == self.seeds:
+                break
+        # Arms take turns, so every arm's rounds move on side by side.
+        self.ready = _interleave(per_arm)
+        self.done = complete and self.seeds_final and not self.in_flight
+
+    def _plan(self) -> tuple[list[list[Work]], bool]:
         per_arm: list[list[Work]] = []
         complete = True
         if self.study.space:
@@ -179,14 +208,12 @@ class Planner:
                 complete &= tuned and not work
                 per_arm.append(work)
         else:
-            plan = plan_fixed_stage(self.study, self.study.stages[-1])
+            plan = plan_fixed_stage(self.study, self.study.stages[-1], seeds=self.seeds)
             for arm in self.study.arms:
                 work = self._fixed([p for p in plan if p.arm == arm.name])
                 complete &= not work
                 per_arm.append(work)
-        # Arms take turns, so every arm's rounds move on side by side.
-        self.ready = _interleave(per_arm)
-        self.done = complete and not self.in_flight
+        return per_arm, complete
 
     def _tune_arm(self, arm: str) -> tuple[list[Work], bool]:
         """Ready tuning work of an arm, and whether its tuning is complete."""
@@ -226,7 +253,12 @@ class Planner:
             contenders = [t for t in contenders if t in keep]
         behind = [t for t in contenders if not outcome[t].final]
         if behind:
-            return [self._work(arm, first[t], outcome[t], None) for t in behind], False
+            work = [self._work(arm, first[t], outcome[t], None) for t in behind]
+            if not halving:  # trials that run from start to end in one piece can be fused
+                groups = dict(zip(contenders, self._groups([first[t].config for t in contenders],
+                                                          f"tune:{arm}:{proposals[0].round}")))
+                work = [replace(w, group=groups[w.trial_id]) for w in work]
+            return work, False
         for p in proposals:
             repeat = earlier.get(p.trial_id) or ((first[p.trial_id].round, first[p.trial_id].index)
                                                  if first[p.trial_id] is not p else None)
@@ -252,18 +284,36 @@ class Planner:
         best = best_params(self.study, rows).get(arm)
         if best is None:
             return []  # no tuning trial of this arm finished: nothing to confirm
-        return [p for p in plan_fixed_stage(self.study, "confirm", {arm: best}) if p.arm == arm]
+        return [p for p in plan_fixed_stage(self.study, "confirm", {arm: best}, seeds=self.seeds) if p.arm == arm]
 
     def _fixed(self, plan: list[PlannedTrial]) -> list[Work]:
         """Confirm or grid trials: each runs once, to the end; a config that already finished is reused."""
+        groups = self._groups([p.config for p in plan], f"{plan[0].stage}:{plan[0].arm}" if plan else "")
         work = []
-        for p in plan:
+        for p, group in zip(plan, groups):
             outcome = self._outcome(p.trial_id)
             if outcome.final and outcome.status != "stopped":
                 self._register(p, outcome)
             else:
-                work.append(Work(p.stage, p.arm, p.config, dict(p.params)))
+                work.append(Work(p.stage, p.arm, p.config, dict(p.params), group=group))
         return work
+
+    def _groups(self, configs: list[TrialConfig], prefix: str) -> list[str | None]:
+        """Fused groups over a plan, decided by the plan alone (finished trials included), so a resumed study
+        fuses the same members together: consecutive runs of up to `fuse` trials that may be fused."""
+        out: list[str | None] = [None] * len(configs)
+        if self.fuse < 2:
+            return out
+        start, number = 0, 0
+        while start < len(configs):
+            end = start + 1
+            while end < len(configs) and end - start < self.fuse and fusable(configs[start:end + 1]) is None:
+                end += 1
+            if end - start >= 2:
+                out[start:end] = [f"{prefix}:{number}"] * (end - start)
+                number += 1
+            start = end
+        return out
 
     def _outcome(self, trial_id: str) -> Outcome:
         return read_outcome(self.trials_dir / trial_id, failed=trial_id in self.failed)
@@ -280,6 +330,8 @@ class Planner:
         if old is None or any(old.get(k) != row.get(k) for k in ("status", "best_dev_acc", "test_acc")):
             append_registry(self.run_dir, row)
             self.rows[key] = row
+            if self.on_register is not None:
+                self.on_register(row, planned.config)
 
     def cleanup(self) -> None:
         """Checkpoints of trials that are final (left when a crash came between the final record and their
@@ -295,19 +347,62 @@ class Planner:
 
 
 def remaining(study: Study, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Trials still to finish per stage, from the registry rows alone (reads and writes nothing)."""
+    """Trials still to finish per stage, from the registry rows alone (reads and writes nothing). With an
+    adaptive seed rule that has not stopped yet, the next round of seeds counts as left to run."""
     count = lambda stage, arm: sum(1 for r in rows if r["stage"] == stage and r["arm"] == arm)  # noqa: E731
+    seeds, stopped = decided_seeds(study, rows)
+    seeds_left = len(seeds) + (0 if stopped or study.seed_rule is None else
+                               min(study.seed_rule.step, study.seed_rule.max - len(seeds)))
     out = {}
     for stage in study.stages:
-        per_arm = {"tune": study.trials_per_arm, "confirm": len(study.seeds),
-                   "grid": len(study.grid_points()) * len(study.seeds)}[stage]
+        per_arm = {"tune": study.trials_per_arm, "confirm": seeds_left,
+                   "grid": len(study.grid_points()) * seeds_left}[stage]
         out[stage] = sum(max(0, per_arm - count(stage, a.name)) for a in study.arms)
     if study.space:
         # An arm whose tuning finished with no usable trial has no confirm runs to wait for.
         tuned = best_params(study, rows)
-        out["confirm"] -= sum(len(study.seeds) for a in study.arms
+        out["confirm"] -= sum(seeds_left for a in study.arms
                               if count("tune", a.name) >= study.trials_per_arm and a.name not in tuned)
     return out
+
+
+def decided_seeds(study: Study, rows: list[dict[str, Any]]) -> tuple[list[int], bool]:
+    """The seeds the final stage runs so far, and whether that is all of them.
+
+    Without a seed rule: the spec's seeds. With one: the first `min`, then `step` more each time every
+    arm has finished the current seeds and some compared paired difference (test accuracy, in pp, paired
+    by seed and grid point) still has a 95 % t-interval wider than `half_width` on each side, up to `max`.
+    Arms with no trial in the final stage (their tuning produced nothing usable) take no part.
+    """
+    rule = study.seed_rule
+    if rule is None:
+        return list(study.seeds), True
+    final = study.stages[-1]
+    results: dict[tuple, float | None] = {}  # (arm, grid point, seed) -> test accuracy (None: failed)
+    for r in rows:
+        if r["stage"] == final:
+            point = tuple(sorted((r.get("params") or {}).items())) if final == "grid" else ()
+            ok = r.get("status") == "ok" and r.get("test_acc") is not None
+            results[(r["arm"], point, r.get("seed"))] = r["test_acc"] if ok else None
+    points = [tuple(sorted(p.items())) for p in study.grid_points()] if final == "grid" else [()]
+    tuned = set(best_params(study, rows)) if study.space else {a.name for a in study.arms}
+    arms = [a.name for a in study.arms if a.name in tuned]
+    n = rule.min
+    while True:
+        seeds = study.seeds[:n]
+        if any((a, p, s) not in results for a in arms for p in points for s in seeds):
+            return seeds, False
+        widths = []
+        for a, b in compared_pairs(study):
+            if a not in arms or b not in arms:
+                continue
+            for p in points:
+                diffs = [100 * (results[(a, p, s)] - results[(b, p, s)]) for s in seeds
+                         if results[(a, p, s)] is not None and results[(b, p, s)] is not None]
+                widths.append(t_half_width(diffs))
+        if all(w <= rule.half_width for w in widths) or n >= rule.max:
+            return seeds, True
+        n = min(n + rule.step, rule.max)
 
 
 def _round_sizes(study: Study) -> list[int]:

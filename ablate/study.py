@@ -6,12 +6,14 @@ inside every arm (or a fixed grid), the seeds of the confirm stage and named bud
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import json
 import math
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -19,13 +21,42 @@ from .errors import AblateError
 from .config import TrialConfig
 from .space import Halving, Param, check_keys, check_setting_names, is_int, need, parse_halving, parse_space  # noqa: F401
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+
+def _shipped_studies() -> Traversable:
+    """The shipped specs: package data `ablate/studies/` in an installed wheel (pyproject.toml maps the repository's
+    top-level `studies/` there), else that top-level folder itself when running from a source checkout."""
+    packaged = resources.files(__package__).joinpath("studies")
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "studies"
+
+
+STUDIES_DIR = _shipped_studies()
 BUDGETS = ("smoke", "default", "full")
-SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "resample_data", "budgets",
-             "budget"}
+SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "resample_data",
+             "keep_weights", "budgets", "budget"}
+KEEP_WEIGHTS = ("none", "final", "all")
 SEARCH_OVERRIDES = ("trials", "round", "startup", "halving")
 BUDGET_KEYS = {"base", "seeds", "grid", *SEARCH_OVERRIDES}
 DEFAULT_THREADS = 1
+
+
+@dataclass(frozen=True)
+class SeedRule:
+    """Seeds are added `step` at a time, from `min` up to `max`, until the 95 % t-interval of every paired
+    difference the study is about (test accuracy, in percentage points) is at most `half_width` wide on
+    each side. It stops on precision, never on significance: the rule looks at the spread of the
+    differences, not at whether they exclude zero, so it does not inflate false positives."""
+
+    min: int
+    max: int
+    half_width: float
+    step: int = 1
+
+    def text(self) -> str:
+        return (f"seeds added {self.step} at a time from {self.min} up to {self.max} until the 95 % CI of every "
+                f"compared paired difference is within ±{self.half_width:g} pp")
 
 
 @dataclass(frozen=True)
@@ -56,6 +87,13 @@ class Study:
     resample_data: bool = False
     # A run folder made before rounds existed (asynchronous ASHA); it can be analysed but not resumed.
     legacy: bool = False
+    # Which trials save their best-dev weights (weights.pt): none, the final stage (for lesions), or all.
+    keep_weights: str = "final"
+    # Adaptive confirmation: `seeds` are the candidates, run in order until the rule says enough.
+    seed_rule: SeedRule | None = None
+
+    def keeps_weights(self, stage: str) -> bool:
+        return self.keep_weights == "all" or (self.keep_weights == "final" and stage != "tune")
 
     @property
     def stages(self) -> list[str]:
@@ -105,29 +143,33 @@ class Study:
         return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
 
 
-def list_studies(directory: Path = STUDIES_DIR) -> list[tuple[str, str]]:
+def list_studies(directory: Traversable = STUDIES_DIR) -> list[tuple[str, str]]:
     out = []
-    for path in sorted(directory.glob("*.yaml")):
+    specs = [p for p in directory.iterdir() if p.name.endswith(".yaml")] if directory.is_dir() else []
+    for path in sorted(specs, key=lambda p: p.name):
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             desc = str(data.get("description", "")).strip().splitlines()[0] if isinstance(data, dict) and data.get("description") else ""
         except yaml.YAMLError:
             desc = "(malformed YAML)"
-        out.append((path.stem, desc))
+        out.append((path.name[: -len(".yaml")], desc))
     return out
 
 
-def find_spec(name_or_path: str, directory: Path = STUDIES_DIR) -> Path:
+def find_spec(name_or_path: str, directory: Traversable = STUDIES_DIR) -> Path | Traversable:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise AblateError(f"study spec {path} not found")
         return path
-    candidate = directory / f"{name_or_path}.yaml"
+    candidate = directory.joinpath(f"{name_or_path}.yaml")
     if candidate.is_file():
         return candidate
-    names = ", ".join(n for n, _ in list_studies(directory)) or "(none)"
-    raise AblateError(f"unknown study {name_or_path!r}; valid studies: {names} (or a path to a .yaml spec)")
+    known = [n for n, _ in list_studies(directory)]
+    close = difflib.get_close_matches(name_or_path, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise AblateError(f"unknown study {name_or_path!r}; {hint}valid studies: {', '.join(known) or '(none)'} "
+                      "(or a path to a .yaml spec)")
 
 
 def read_yaml(path: Path) -> Any:
@@ -147,7 +189,7 @@ def read_yaml(path: Path) -> Any:
 
 def load_study(name_or_path: str | Path, budget: str = "default") -> Study:
     path = find_spec(str(name_or_path))
-    return parse_study(read_yaml(path), budget=budget, source=str(path), default_name=path.stem)
+    return parse_study(read_yaml(path), budget=budget, source=str(path), default_name=Path(path.name).stem)
 
 
 def parse_study(data: Any, budget: str = "default", source: str = "spec", default_name: str = "study") -> Study:
@@ -212,22 +254,47 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
         need(isinstance(values, list) and values, source, f"grid.{key} must be a non-empty list")
     need(not (space and grid), source, "use either search (tuned) or grid (fixed values), not both")
 
-    seeds = raw.get("seeds")
-    need(isinstance(seeds, list) and len(seeds) > 0, source, "seeds must be a non-empty list of integers (the confirm-stage seeds)")
-    need(all(isinstance(s, int) and not isinstance(s, bool) for s in seeds), source, "seeds must be integers")
-    need(len(set(seeds)) == len(seeds), source, "seeds must not repeat")
+    seeds, seed_rule = _parse_seeds(raw.get("seeds"), source)
 
     resample_data = raw.get("resample_data", False)
     need(isinstance(resample_data, bool), source, "resample_data must be true or false")
+    keep_weights = raw.get("keep_weights", "final")
+    need(keep_weights in KEEP_WEIGHTS, source, f"keep_weights must be one of {', '.join(KEEP_WEIGHTS)} (which trials save "
+         f"weights.pt), got {keep_weights!r}")
 
     study = Study(
         name=name, description=str(raw.get("description", "")).strip(), base=base, arms=arms,
         factor_names=factor_names, space=space, trials_per_arm=trials, sampler_seed=sampler_seed,
         round_size=round_size, startup=startup, halving=halving, grid=grid, seeds=list(seeds),
-        budget=raw["budget"], raw=raw, resample_data=resample_data, legacy=legacy,
+        budget=raw["budget"], raw=raw, resample_data=resample_data, legacy=legacy, keep_weights=keep_weights,
+        seed_rule=seed_rule,
     )
     _check_arm_configs(study, source)
     return study
+
+
+SEED_RULE_KEYS = {"min", "max", "half_width", "step", "start"}
+
+
+def _parse_seeds(seeds: Any, source: str) -> tuple[list[int], SeedRule | None]:
+    """A list of seeds, or {min, max, half_width[, step, start]}: the seeds start, start + 1, ... are
+    candidates and the rule decides how many run."""
+    if isinstance(seeds, dict):
+        check_keys(seeds, SEED_RULE_KEYS, source, "seeds")
+        low, high, width = seeds.get("min"), seeds.get("max"), seeds.get("half_width")
+        step, start = seeds.get("step", 1), seeds.get("start", 0)
+        need(is_int(low) and low >= 2, source, f"seeds.min must be an integer >= 2 (a paired CI needs 2 seeds), got {low!r}")
+        need(is_int(high) and high >= low, source, f"seeds.max must be an integer >= seeds.min ({low}), got {high!r}")
+        need(isinstance(width, (int, float)) and not isinstance(width, bool) and math.isfinite(width) and width > 0,
+             source, f"seeds.half_width must be a positive number of percentage points, got {width!r}")
+        need(is_int(step) and step >= 1, source, f"seeds.step must be an integer >= 1, got {step!r}")
+        need(is_int(start), source, f"seeds.start must be an integer, got {start!r}")
+        return list(range(start, start + high)), SeedRule(low, high, float(width), step)
+    need(isinstance(seeds, list) and len(seeds) > 0, source, "seeds must be a non-empty list of integers (the confirm-"
+         "stage seeds), or {min: 3, max: 10, half_width: 1.0} to add seeds until the CIs are that narrow")
+    need(all(is_int(s) for s in seeds), source, "seeds must be integers")
+    need(len(set(seeds)) == len(seeds), source, "seeds must not repeat")
+    return list(seeds), None
 
 
 def _legacy_asha(raw: dict, data: dict, source: str) -> bool:
@@ -330,13 +397,27 @@ class PlannedTrial:
         return self.config.trial_id()
 
 
-def plan_fixed_stage(study: Study, stage: str, best_params: dict[str, dict[str, Any]] | None = None) -> list[PlannedTrial]:
-    """The trials of a stage without a search: confirm (best params per arm × seeds) or grid."""
+def compared_pairs(study: Study) -> list[tuple[str, str]]:
+    """The paired differences a study is about: arms that differ in exactly one factor (every pair when the
+    arms are listed explicitly)."""
+    arms = study.arms
+    pairs = []
+    for i, a in enumerate(arms):
+        for b in arms[i + 1:]:
+            if not study.factor_names or sum(a.settings.get(f) != b.settings.get(f) for f in study.factor_names) == 1:
+                pairs.append((a.name, b.name))
+    return pairs
+
+
+def plan_fixed_stage(study: Study, stage: str, best_params: dict[str, dict[str, Any]] | None = None,
+                     seeds: list[int] | None = None) -> list[PlannedTrial]:
+    """The trials of a stage without a search: confirm (best params per arm × seeds) or grid; `seeds`
+    (default: all of the spec's) is what an adaptive rule has decided so far."""
     planned = []
     for arm in study.arms:
         points = study.grid_points() if stage == "grid" else [dict((best_params or {}).get(arm.name, {}))]
         for point in points:
-            for seed in study.seeds:
+            for seed in study.seeds if seeds is None else seeds:
                 data = {"data_seed": seed} if study.resample_data else {}
                 cfg = study.arm_config(arm, **point, seed=seed, **data)
                 planned.append(PlannedTrial(stage, arm.name, cfg, dict(point)))

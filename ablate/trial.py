@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import TrialConfig  # noqa: F401  (re-exported: the config's historical home)
+from .errors import AblateError
 from .telemetry import GradTelemetry
 
 STATUSES = ("ok", "diverged", "paused")
@@ -70,6 +71,27 @@ class TrialResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._NOT_SCALAR}
 
 
+def recorded_device(metrics: dict[str, Any], device: str | torch.device | None) -> str:
+    """The device to rerun on: the one asked for, else the one the trial recorded (CPU for old records).
+    A trial recorded on CUDA cannot be rerun on CUDA without a GPU: say so instead of silently using the CPU."""
+    if device is not None:
+        return str(device)
+    recorded = str(metrics.get("device") or "cpu")
+    if recorded.startswith("cuda") and not torch.cuda.is_available():
+        raise AblateError(f"this trial ran on {recorded} and no CUDA GPU is available here; pass --device cpu to "
+                          "rerun it on the CPU (its numbers will then differ slightly from the recorded ones)")
+    return "cuda" if recorded.startswith("cuda") else "cpu"
+
+
+def deterministic_cuda() -> None:
+    """The same trial gives the same numbers on the same GPU: deterministic cuDNN kernels, no autotuning,
+    no TF32 (which would round matmuls and convolutions to 10-bit mantissas)."""
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -94,6 +116,15 @@ def _evaluate(model, split_x, split_y, memory_format, batch: int = 500, predicti
                 preds += pred.tolist()
     model.train()
     return (correct / n, total_loss / n, preds) if predictions else (correct / n, total_loss / n)
+
+
+def model_for(config: TrialConfig, splits) -> torch.nn.Module:
+    """The trial's model with its own seeded initialisation (what a fused member gets too)."""
+    from .models import build_model, model_kwargs
+
+    seed_everything(config.seed)
+    return build_model(config.family, config.depth, **model_kwargs(config),
+                       in_channels=splits.in_channels, num_classes=splits.num_classes)
 
 
 def run_trial(
@@ -121,21 +152,18 @@ def run_trial(
     before its update); telemetry only reads, so the training is the same with it off.
     """
     from .data import load_splits
-    from .models import build_model, model_kwargs
 
     t_start = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        deterministic_cuda()
     splits = load_splits(
         config.dataset, data_dir, config.train_size, config.dev_size, config.test_size,
         seed=config.data_seed, image_size=config.image_size,
     )
-    seed_everything(config.seed)
-    model = build_model(
-        config.family, config.depth, **model_kwargs(config),
-        in_channels=splits.in_channels, num_classes=splits.num_classes,
-    )
+    model = model_for(config, splits)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format).train()
     optimizer = torch.optim.SGD(
@@ -272,8 +300,6 @@ def _checkpoint(config, model, optimizer, shuffle, order, order_epoch, step, los
 
 
 def _restore(ckpt, config, model, optimizer, shuffle, loss_buf, result, telemetry, device):
-    from .errors import AblateError
-
     if ckpt.get("version") != CHECKPOINT_VERSION or ckpt.get("trial_id") != config.trial_id():
         raise AblateError(f"checkpoint is for trial {ckpt.get('trial_id')} (version {ckpt.get('version')}), "
                           f"not {config.trial_id()}; delete it to rerun the trial from the start")

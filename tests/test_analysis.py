@@ -343,8 +343,10 @@ def test_export_configs_copies_every_final_stage_config(runs, tmp_path):
     rows = [json.loads(l) for l in (runs["depth"] / "trials.jsonl").read_text().splitlines()]
     assert len(paths) == len([r for r in rows if r["stage"] == "confirm"]) == 8
     for path in paths:
-        m = re.fullmatch(r"depth-(\d+)_residual-(true|false)_seed(\d+)_([0-9a-f]{12})\.yaml", path.name)
-        assert m, path.name
+        m = re.fullmatch(r"depth-(\d+)_residual-(true|false)_seed(\d+)_([0-9a-f]{12})", path.parent.name)
+        assert m and path.name == "config.yaml", path
+        # what the trial recorded travels with it, so `reproduce` can check it anywhere
+        assert {"metrics.json", "curves.csv"} <= {p.name for p in path.parent.iterdir()}
         cfg = TrialConfig.from_yaml_file(path)
         assert cfg.trial_id() == m.group(4) and cfg.depth == int(m.group(1))
         assert cfg.residual == (m.group(2) == "true") and cfg.seed == int(m.group(3))

@@ -1,5 +1,4 @@
 """The bad-input catalogue: every case ends in one line on stderr, exit code 2, no traceback, no new files."""
-import os
 import subprocess
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from ablate.cli import app
 from ablate.study import load_study
 from ablate.trial import TrialConfig
 
-MNIST = Path(os.environ["ABLATE_DATA_DIR"]) / "MNIST" / "raw"
+pytestmark = pytest.mark.usefixtures("fake_mnist_env")  # `auto` and `--dataset mnist` find MNIST-format files, offline
 SMALL = ["--train-size", "64", "--dev-size", "32", "--test-size", "32", "--epochs", "1"]
 GOOD_SPEC = {
     "description": "x", "base": {"family": "imagenet", "depth": 18, "train_size": 64, "dev_size": 32, "test_size": 32},
@@ -25,24 +24,24 @@ def spec_with(**over):
     return yaml.safe_dump({**GOOD_SPEC, **over})
 
 
-def mnist_copy(root: Path, damage) -> Path:
-    """A data root whose MNIST has one damaged file; the others link to the real ones."""
+def mnist_copy(root: Path, source: Path, damage) -> Path:
+    """A data root whose MNIST has one damaged file; the others link to those of the source root."""
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for f in MNIST.iterdir():
+    for f in (source / "MNIST" / "raw").iterdir():
         (raw / f.name).symlink_to(f)
     damage(raw)
     return root
 
 
 def truncate_images(raw: Path):
-    data = (MNIST / "train-images-idx3-ubyte").read_bytes()
+    data = (raw / "train-images-idx3-ubyte").read_bytes()
     (raw / "train-images-idx3-ubyte").unlink()
     (raw / "train-images-idx3-ubyte").write_bytes(data[: len(data) // 2])
 
 
 def bad_magic(raw: Path):
-    data = bytearray((MNIST / "t10k-labels-idx1-ubyte").read_bytes())
+    data = bytearray((raw / "t10k-labels-idx1-ubyte").read_bytes())
     data[2:4] = b"\x0d\x0d"
     (raw / "t10k-labels-idx1-ubyte").unlink()
     (raw / "t10k-labels-idx1-ubyte").write_bytes(bytes(data))
@@ -54,7 +53,7 @@ def empty_file(raw: Path):
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
+def inputs(tmp_path_factory, fake_mnist):
     """Bad input files, made once; the tests check that nothing new appears beside them."""
     d = tmp_path_factory.mktemp("inputs")
     files = {
@@ -84,9 +83,9 @@ def inputs(tmp_path_factory):
     (d / "empty-run" / "spec.yaml").write_text(load_study("residual-ablation", "smoke").resolved_yaml())
     (d / "lonely").mkdir()  # a trial config with no recorded result beside it
     (d / "lonely" / "config.yaml").write_text(TrialConfig().to_yaml())
-    mnist_copy(d / "truncated", truncate_images)
-    mnist_copy(d / "bad-magic", bad_magic)
-    mnist_copy(d / "empty-labels", empty_file)
+    mnist_copy(d / "truncated", fake_mnist, truncate_images)
+    mnist_copy(d / "bad-magic", fake_mnist, bad_magic)
+    mnist_copy(d / "empty-labels", fake_mnist, empty_file)
     readonly = d / "readonly"
     readonly.mkdir()
     if subprocess.run(["chattr", "+i", str(readonly)], capture_output=True).returncode != 0:

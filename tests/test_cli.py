@@ -41,9 +41,9 @@ def test_train_writes_a_run_folder_whose_config_reloads(tmp_path):
         assert second[key] == metrics[key]
 
 
-def test_auto_dataset_records_mnist_when_available(tmp_path):
+def test_auto_dataset_records_mnist_when_available(tmp_path, fake_mnist):
     out = tmp_path / "run"
-    result = invoke("train", *SMALL, "--out", out)
+    result = invoke("train", *SMALL, "--data-dir", fake_mnist, "--out", out)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "metrics.json").read_text())["dataset"] == "mnist"
 
@@ -60,6 +60,7 @@ def test_auto_dataset_records_mnist_when_available(tmp_path):
     (["--config", "does-not-exist.yaml"], "cannot read config"),
     (["--epochs", "many"], "Invalid value for '--epochs'"),
 ])
+@pytest.mark.usefixtures("fake_mnist_env")  # MNIST is there, so the sizes are what is checked
 def test_bad_train_input_is_one_line_exit_2_and_leaves_no_folder(tmp_path, args, fragment):
     out = tmp_path / "run"
     result = invoke("train", *args, "--out", out)

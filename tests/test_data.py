@@ -1,4 +1,3 @@
-import os
 import shutil
 import time
 from pathlib import Path
@@ -10,9 +9,7 @@ import torch.nn.functional as F
 from ablate import data
 from ablate.data import DATA_DIR_ENV, DATASETS, AblateError, load_splits, resolve_data_dir
 
-MNIST_DIR = Path(os.environ[DATA_DIR_ENV])
-RAW = MNIST_DIR / "MNIST" / "raw"
-needs_mnist = pytest.mark.skipif(not (RAW / "train-images-idx3-ubyte").is_file(), reason=f"no MNIST under {RAW}")
+needs_mnist = pytest.mark.mnist  # the real MNIST under $ABLATE_DATA_DIR, else skipped (tests/conftest.py)
 
 
 def rows(x: torch.Tensor) -> set[bytes]:
@@ -62,9 +59,8 @@ def test_mnist_cached_reload_is_fast():
     assert time.perf_counter() - t < 1.0
 
 
-@needs_mnist
-def test_auto_with_real_data_is_mnist():
-    s = load_splits("auto")
+def test_auto_with_real_data_is_mnist(fake_mnist):
+    s = load_splits("auto", data_dir=fake_mnist, download=False)
     assert s.dataset == "mnist" and s.note is None
 
 
@@ -133,12 +129,11 @@ def test_mnist_with_empty_dir_raises(tmp_path):
         load_splits("mnist", data_dir=tmp_path / "nowhere", download=False)
 
 
-@needs_mnist
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(train_size=59_900, dev_size=200), "exceeds the 60000"),
-        (dict(test_size=10_001), "exceeds the 10000"),
+        pytest.param(dict(train_size=59_900, dev_size=200), "exceeds the 60000", marks=needs_mnist),
+        pytest.param(dict(test_size=10_001), "exceeds the 10000", marks=needs_mnist),
         (dict(train_size=0), "train_size must be an integer >= 1"),
         (dict(dev_size=-5), "dev_size"),
         (dict(test_size=2.5), "test_size"),
@@ -165,16 +160,15 @@ def test_unknown_dataset(name):
     assert DATASETS == ("auto", "mnist", "digits")
 
 
-def _copy_mnist(tmp_path: Path) -> Path:
+def _copy_mnist(tmp_path: Path, source: Path) -> Path:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for f in RAW.iterdir():
+    for f in (source / "MNIST" / "raw").iterdir():
         if f.name in data._MNIST_FILES:
             shutil.copyfile(f, raw / f.name)
     return raw
 
 
-@needs_mnist
 @pytest.mark.parametrize(
     "name, damage",
     [
@@ -184,8 +178,8 @@ def _copy_mnist(tmp_path: Path) -> Path:
         ("train-labels-idx1-ubyte", lambda b: b"\x00\x00\x09\x99" + b[4:]),
     ],
 )
-def test_corrupt_mnist_raises_ablate_error(tmp_path, name, damage):
-    raw = _copy_mnist(tmp_path)
+def test_corrupt_mnist_raises_ablate_error(tmp_path, name, damage, fake_mnist):
+    raw = _copy_mnist(tmp_path, fake_mnist)
     target = raw / name
     target.write_bytes(damage(target.read_bytes()))
     for dataset in ("mnist", "auto"):  # a broken MNIST is reported, not silently swapped for digits
@@ -193,11 +187,10 @@ def test_corrupt_mnist_raises_ablate_error(tmp_path, name, damage):
             load_splits(dataset, data_dir=tmp_path, download=False)
 
 
-@needs_mnist
-def test_intact_copy_loads(tmp_path):
-    _copy_mnist(tmp_path)
+def test_intact_copy_loads(tmp_path, fake_mnist):
+    _copy_mnist(tmp_path, fake_mnist)
     s = load_splits("mnist", data_dir=tmp_path, download=False, train_size=10, dev_size=10, test_size=10)
-    ref = load_splits("mnist", train_size=10, dev_size=10, test_size=10)
+    ref = load_splits("mnist", data_dir=fake_mnist, download=False, train_size=10, dev_size=10, test_size=10)
     assert torch.equal(s.train.x, ref.train.x) and torch.equal(s.test.y, ref.test.y)
 
 

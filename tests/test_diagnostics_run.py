@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from ablate.analysis import analyze
 from ablate.cli import app
 from ablate.diagnostics import LANDSCAPE_DIRECTIONS, LANDSCAPE_POINTS, MAX_LAG, diagnose_run
-from ablate.lesion import load_trial, seeded_model
+from ablate.lesion import load_trial
+from ablate.trial import model_for
 from ablate.runs import read_registry
 
 SPEC = {"description": "tiny plain vs residual", "seeds": [0, 1],
@@ -64,13 +65,13 @@ def test_landscape_centre_and_intact_lesion_row_are_the_trained_model(run, analy
 
 
 def test_the_initialisation_is_the_trials_own(run):
-    """The weight norms of seeded_model equal the ones the trial logged at step 0 (grad_norms.csv), before any update."""
+    """The weight norms of model_for equal the ones the trial logged at step 0 (grad_norms.csv), before any update."""
     for row in (r for r in read_registry(run) if r["stage"] == "confirm"):
         folder = run / "trials" / row["trial_id"]
         trial = load_trial(folder, weights=False)
         logged = pd.read_csv(folder / "grad_norms.csv")
         logged = logged[(logged["step"] == 0) & (logged["kind"] == "layer")].set_index("layer")["weight_norm"]
-        params = dict(seeded_model(trial.cfg, trial.splits).named_parameters())
+        params = dict(model_for(trial.cfg, trial.splits).named_parameters())
         for layer, norm in logged.items():
             assert params[f"{layer}.weight"].norm().item() == pytest.approx(norm, rel=1e-5), layer
         trained = load_trial(folder).model.state_dict()

@@ -141,14 +141,18 @@ def test_sigkill_at_three_points_then_resume_loses_nothing_and_reruns_nothing(tm
         prefix[:] = [l for l in raw_registry_lines(run_dir) if l.endswith("}")]
 
     proc = start(spec, "--out", run_dir)
+    stale = []  # Ray session folders the kills left behind (in /tmp, recorded in the run folder)
     for name, predicate in kill_points:
         at_start = read_registry(run_dir) if (run_dir / "spec.yaml").exists() else []
         wait_until(proc, run_dir, lambda rows: predicate(rows, at_start))
         kill_tree(proc)
         check_nothing_lost_or_rerun(f"after the kill {name}")
+        stale.append(Path((run_dir / ".ray_tmp").read_text()))
+        assert stale[-1].is_dir()
         proc = start("--resume", run_dir)
     assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
     check_nothing_lost_or_rerun("after the last resume")
+    assert not any(p.exists() for p in stale) and not (run_dir / ".ray_tmp").exists()  # nothing piles up in /tmp
 
     rows = read_registry(run_dir)
     assert counts(rows) == expected
@@ -160,6 +164,25 @@ def test_sigkill_at_three_points_then_resume_loses_nothing_and_reruns_nothing(tm
     # every finished trial's row, byte for byte, as in the uninterrupted run
     assert (run_dir / "trials.csv").read_text() == (reference / "trials.csv").read_text()
     print(f"kill points: {len(kill_points)}; finished-trial checks across kills: {checked}; trials: {len(rows)}")
+
+
+def test_a_fused_study_killed_and_resumed_loses_nothing_and_fuses_the_same_groups(tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", trials=2, seeds=(0, 1, 2), halving=False)
+    reference = tmp_path / "uninterrupted"
+    proc = start(spec, "--out", reference, "--fuse", "2")
+    assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
+    run_dir = tmp_path / "killed"
+    proc = start(spec, "--out", run_dir, "--fuse", "2")
+    wait_until(proc, run_dir, lambda rows: len(rows) >= 2)
+    kill_tree(proc)
+    proc = start("--resume", run_dir, "--fuse", "2")
+    assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
+    assert (run_dir / "trials.csv").read_text() == (reference / "trials.csv").read_text()
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert manifest["fuse"] == {"members": 2, "why": "up to 2 trials per fused model, as asked"}
+    partners = [json.loads((reference / "trials" / r["trial_id"] / "metrics.json").read_text()).get("fused_with")
+                for r in read_registry(reference)]
+    assert sum(1 for p in partners if p) == 8 and partners.count(None) == 2  # seed 2 of each arm ran alone
 
 
 def listening_sockets(pids):

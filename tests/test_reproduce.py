@@ -10,7 +10,7 @@ from ablate.outputs import write_trial_folder
 from ablate.reproduce import reproduce
 from ablate.trial import TrialConfig, run_trial
 
-SMALL = dict(dataset="mnist", family="cifar", depth=20, image_size=16, train_size=128, dev_size=64, test_size=64,
+SMALL = dict(dataset="digits", family="cifar", depth=20, image_size=16, train_size=128, dev_size=64, test_size=64,
              batch_size=32, epochs=2, eval_every=3, lr=0.05, threads=2)
 
 

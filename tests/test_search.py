@@ -8,11 +8,12 @@ import random
 from pathlib import Path
 
 import optuna
+import pytest
 
 from ablate.runs import read_registry, trials_csv
 from ablate.search import FINISHED, Planner, remaining
 from ablate.study import Halving, parse_study
-from ablate.tune.worker import run_work
+from ablate.tune.worker import run_works
 
 BASE = {"family": "cifar", "depth": 20, "dataset": "digits", "train_size": 96, "dev_size": 48, "test_size": 48,
         "batch_size": 32, "epochs": 2, "eval_every": 1, "image_size": 16, "seed": 100}
@@ -26,11 +27,13 @@ def make_study(**search):
     return parse_study(doc, source="test")
 
 
-def drive(study, run_dir: Path, order: str = "fifo", stop_after: int | None = None, seed: int = 0) -> int:
+def drive(study, run_dir: Path, order: str = "fifo", stop_after: int | None = None, seed: int = 0,
+          fuse: int = 1) -> int:
     """Run the planner's work in this process, `order` deciding which ready item goes first (fifo, lifo,
-    random); with stop_after, stop (as a crash would) after that many segments. Returns segments run."""
+    random); with stop_after, stop (as a crash would) after that many segments. Returns segments run (a
+    fused group counts once, as one Ray trial would)."""
     run_dir.mkdir(exist_ok=True)
-    planner = Planner(study, run_dir)
+    planner = Planner(study, run_dir, fuse=fuse)
     rng = random.Random(seed)
     done = 0
     pending = []
@@ -39,14 +42,15 @@ def drive(study, run_dir: Path, order: str = "fifo", stop_after: int | None = No
             work = planner.next()
             if work is None or work == FINISHED:
                 break
-            pending.append(work)
+            pending.append([work, *planner.take_group(work)])
         if not pending:
             assert work == FINISHED
             return done
         pick = {"fifo": 0, "lifo": -1, "random": rng.randrange(len(pending))}[order]
-        work = pending.pop(pick)
-        run_work(work, run_dir, None)
-        planner.finished(work)
+        works = pending.pop(pick)
+        run_works(works, run_dir, None)
+        for work in works:
+            planner.finished(work)
         done += 1
         if stop_after is not None and done >= stop_after:
             return done
@@ -217,3 +221,54 @@ def test_rungs_follow_each_arms_own_length(tmp_path):
                      for r in rows if r["arm"] == arm)
         rungs = Halving().rungs(total)  # eval_every 1: one evaluation per step
         assert ran == sorted([rungs[0], total]), (arm, ran, rungs)
+
+
+@pytest.mark.parametrize("half_width, expect", [(1000.0, 2), (1e-9, 4)])
+def test_adaptive_seeds_stop_on_precision_or_at_max(tmp_path, half_width, expect):
+    from ablate.intervals import t_half_width
+
+    study = make_study(trials=2, round=2, halving=False)
+    doc = dict(study.raw)
+    doc.pop("budget")
+    doc["seeds"] = {"min": 2, "max": 4, "half_width": half_width}
+    study = parse_study(doc, source="test")
+    assert study.seeds == [0, 1, 2, 3] and study.seed_rule.min == 2
+    drive(study, tmp_path / "run", "lifo", stop_after=9)  # killed on the way, then resumed
+    drive(study, tmp_path / "run", "random", seed=2)
+    rows = read_registry(tmp_path / "run")
+    confirm = {(r["arm"], r["seed"]): r["test_acc"] for r in rows if r["stage"] == "confirm"}
+    assert sorted({s for _, s in confirm}) == list(range(expect))
+    diffs = [100 * (confirm[("residual=true", s)] - confirm[("residual=false", s)]) for s in range(expect)]
+    width = t_half_width(diffs)
+    assert width <= half_width or expect == 4  # stopped on precision, or ran out of seeds
+    if expect == 4:  # with one seed fewer the interval was still too wide
+        assert t_half_width(diffs[:3]) > half_width
+    assert Planner(study, tmp_path / "run").remaining() == {"tune": 0, "confirm": 0}
+
+
+def test_fused_groups_are_fixed_by_the_plan_so_order_and_crashes_change_nothing(tmp_path):
+    study = make_study(trials=4, round=2, startup=2, halving=False)
+    doc = dict(study.raw)
+    doc.pop("budget")
+    doc["seeds"] = [0, 1, 2]
+    study = parse_study(doc, source="test")
+    straight = drive(study, tmp_path / "fifo", fuse=2)
+    reference = csv_of(study, tmp_path / "fifo")
+    drive(study, tmp_path / "random", "random", seed=4, fuse=2)
+    assert csv_of(study, tmp_path / "random") == reference
+    for kill_after in (1, 2, 3):
+        drive(study, tmp_path / "killed", "lifo", stop_after=kill_after, fuse=2)
+    drive(study, tmp_path / "killed", fuse=2)
+    assert csv_of(study, tmp_path / "killed") == reference
+    rows = read_registry(tmp_path / "fifo")
+    fused_with = {r["trial_id"]: json.loads((tmp_path / "fifo" / "trials" / r["trial_id"] / "metrics.json").read_text())
+                  .get("fused_with") for r in rows}
+    # each round's 2 proposals ran as one model; an arm's confirm seeds 0 and 1 together, seed 2 alone
+    for r in rows:
+        partner = fused_with[r["trial_id"]]
+        if r["stage"] == "confirm" and r["seed"] == 2:
+            assert partner is None
+        else:
+            assert partner and len(partner) == 1
+    # 2 arms x (2 tuning rounds + 2 confirm groups): 8 Ray trials instead of 14 single ones
+    assert straight == 8 and len(rows) == 14

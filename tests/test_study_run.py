@@ -1,4 +1,4 @@
-"""Real studies through Ray Tune + Optuna on tiny budgets (MNIST from the shared data root)."""
+"""Real studies through Ray Tune + Optuna on tiny budgets (MNIST-format files written by the tests)."""
 import json
 
 import optuna
@@ -10,6 +10,7 @@ from ablate.cli import app
 from ablate.runs import read_registry
 from ablate.trial import TrialConfig
 
+pytestmark = pytest.mark.usefixtures("fake_mnist_env")  # `mnist` and `auto` read MNIST-format files of the tests
 runner = CliRunner()
 TINY = {"family": "imagenet", "depth": 18, "dataset": "mnist", "train_size": 128, "dev_size": 64,
         "test_size": 64, "batch_size": 64, "epochs": 2, "eval_every": 1, "seed": 100}
@@ -34,11 +35,21 @@ def snapshot(run_dir):
     return {p: p.stat().st_mtime_ns for p in (run_dir / "trials").rglob("*") if p.is_file()}
 
 
+def long_path(base, length):
+    """A run folder whose absolute path is exactly `length` characters (Ray's socket paths once broke
+    at 35-42 characters of run folder, when its session files lived inside it)."""
+    base = base.resolve()
+    pad = length - len(str(base)) - 1
+    assert pad > 0, (base, length)
+    return base / ("r" * pad)
+
+
 def test_end_to_end_study_then_resume_runs_nothing_new(tmp_path):
     spec = write_spec(tmp_path / "tiny.yaml")
-    run_dir = tmp_path / "run"
-    result = invoke("study", spec, "--out", run_dir, "--cpus", "2")
+    run_dir = long_path(tmp_path, 120)
+    result = invoke("study", spec, "--out", run_dir, "--cpus", "2", "--tensorboard")
     assert result.exit_code == 0, result.output
+    assert len(str(run_dir)) == 120
 
     rows = read_registry(run_dir)
     assert sorted((r["stage"], r["arm"]) for r in rows) == sorted(
@@ -78,6 +89,24 @@ def test_end_to_end_study_then_resume_runs_nothing_new(tmp_path):
         assert sorted(t.user_attrs["index"] for t in study.trials) == [0, 1]
     # Ray's own logs and session files live in a temporary folder that is gone when the study ends
     assert not (run_dir / "ray").exists() and not (run_dir / ".ray_tmp").exists()
+
+    # every trial ran where Ray put it: no GPU share, so the CPU
+    assert {json.loads((run_dir / "trials" / r["trial_id"] / "metrics.json").read_text())["device"] for r in rows} == {"cpu"}
+    # the closing table is analyze's own table
+    from ablate.analysis import terminal_table
+
+    assert terminal_table(run_dir) in result.output
+    analysed = invoke("analyze", run_dir)
+    assert analysed.exit_code == 0 and terminal_table(run_dir) in analysed.output
+    # TensorBoard event files per trial: curves and hyper-parameters
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = sorted(p.parent for p in (run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    names = {str(p.relative_to(run_dir / "tensorboard")) for p in runs}
+    assert {"confirm/residual=true/seed0", "tune/residual=false/r0-i1"} <= names and len(names) == 8
+    acc = EventAccumulator(str(run_dir / "tensorboard" / "confirm" / "residual=true" / "seed0")).Reload()
+    assert {"train/loss", "dev/accuracy", "dev/loss"} <= set(acc.Tags()["scalars"])
+    assert len(acc.Scalars("train/loss")) == TrialConfig.from_dict({**TINY, "seed": 0}).total_steps()
 
     before, registry = snapshot(run_dir), (run_dir / "trials.jsonl").read_text()
     again = invoke("study", "--resume", run_dir)
@@ -141,3 +170,51 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert "stage confirm: 3 trials per arm x 2 arms = 6 trials" in result.output
     assert "lr: loguniform [0.001, 0.5]" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_optuna_dashboard_shows_each_arms_study_with_its_trials(tmp_path):
+    """The real optuna-dashboard, on loopback, serves the run's optuna.db: one study per arm, each trial
+    labelled with its arm, stage, round, index, trial id and run folder."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    exe = shutil.which("optuna-dashboard")
+    if exe is None:
+        pytest.skip("optuna-dashboard is not installed (pip install optuna-dashboard)")
+    spec = write_spec(tmp_path / "tiny.yaml", base={**TINY, "family": "cifar", "depth": 20, "dataset": "digits",
+                                                    "image_size": 16}, seeds=[0])
+    run_dir = tmp_path / "run"
+    assert invoke("study", spec, "--out", run_dir).exit_code == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([exe, f"sqlite:///{run_dir / 'optuna.db'}", "--host", "127.0.0.1", "--port", str(port),
+                               "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        summaries = None
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    summaries = json.load(r)["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert summaries is not None, "the dashboard did not answer"
+        assert sorted(s["study_name"] for s in summaries) == ["residual=false", "residual=true"]
+        for s in summaries:
+            attrs = {a["key"]: a["value"] for a in s["user_attrs"]}
+            assert attrs["arm"] == s["study_name"] and attrs["run_dir"] == str(run_dir.resolve())
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{s['study_id']}", timeout=5) as r:
+                trials = json.load(r)["trials"]
+            rows = {r["trial_id"]: r for r in read_registry(run_dir) if r["stage"] == "tune" and r["arm"] == s["study_name"]}
+            assert len(trials) == 2
+            for t in trials:
+                attrs = {a["key"]: a["value"] for a in t["user_attrs"]}
+                assert attrs["stage"] == "tune" and attrs["arm"] == s["study_name"] and attrs["trial_id"] in rows
+                assert {"round", "index", "run_dir"} <= attrs.keys()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

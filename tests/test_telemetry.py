@@ -15,7 +15,7 @@ from ablate.outputs import write_trial_folder
 from ablate.telemetry import GRAD_NORM_COLUMNS, GradTelemetry
 from ablate.trial import TrialConfig, run_trial, seed_everything
 
-SMALL = dict(dataset="mnist", train_size=128, dev_size=64, test_size=64, batch_size=32, epochs=2, eval_every=3,
+SMALL = dict(dataset="digits", train_size=128, dev_size=64, test_size=64, batch_size=32, epochs=2, eval_every=3,
              threads=2, lr=0.05)
 
 

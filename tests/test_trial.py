@@ -9,9 +9,9 @@ from ablate.trial import TrialConfig, run_trial
 SMALL = dict(train_size=256, dev_size=64, test_size=64, batch_size=32, eval_every=4, threads=2)
 
 
-def test_short_training_lowers_the_loss_on_mnist():
+def test_short_training_lowers_the_loss_on_mnist(fake_mnist):
     cfg = TrialConfig(dataset="mnist", epochs=3, lr=0.05, **SMALL)
-    result = run_trial(cfg)
+    result = run_trial(cfg, data_dir=fake_mnist)
     assert result.status == "ok" and result.dataset == "mnist"
     steps_per_epoch = 256 // 32
     assert len(result.train_loss) == 3 * steps_per_epoch == result.steps
@@ -25,13 +25,13 @@ def test_short_training_lowers_the_loss_on_mnist():
     assert result.best_dev_acc == max(result.dev_acc)
 
 
-def test_same_config_gives_identical_metrics():
+def test_same_config_gives_identical_metrics(fake_mnist):
     cfg = TrialConfig(dataset="mnist", epochs=1, lr=0.02, seed=7, **SMALL)
-    a, b = run_trial(cfg), run_trial(cfg)
+    a, b = run_trial(cfg, data_dir=fake_mnist), run_trial(cfg, data_dir=fake_mnist)
     assert a.train_loss == b.train_loss
     assert a.dev_acc == b.dev_acc and a.dev_loss == b.dev_loss
     assert (a.test_acc, a.test_loss) == (b.test_acc, b.test_loss)
-    c = run_trial(cfg.replace(seed=8))
+    c = run_trial(cfg.replace(seed=8), data_dir=fake_mnist)
     assert c.train_loss != a.train_loss
 
 

@@ -356,25 +356,46 @@ def export(run_dir: Path, fmt: str) -> str:
     return to_markdown(summary, run, best) + "\n" + caption(run, summary, delta=False) + "\n"
 
 
+def terminal_table(run_dir: Path) -> str:
+    """The table `analyze` prints, from the same code: what `study` shows when it ends."""
+    run = load_run(Path(run_dir))
+    summary = summarize(run)
+    best = supported_best(run, compare(run, load_predictions(run)))
+    return to_text(summary, run, best)
+
+
 def arm_slug(arm: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", arm.replace("=", "-").replace(",", "_")).strip("-_") or "arm"
 
 
+RECORDS = ("metrics.json", "curves.csv", "grad_norms.csv", "predictions.csv")
+
+
 def export_configs(run_dir: Path, dest: Path) -> list[Path]:
-    """Copy every final-stage trial's config.yaml to dest/<arm-slug>_seed<seed>_<trial_id>.yaml."""
+    """Every final-stage trial as dest/<arm-slug>_seed<seed>_<trial_id>/: its config.yaml (runnable with
+    `train --config`) with what it recorded beside it (metrics.json, curves.csv, grad_norms.csv,
+    predictions.csv), so `reproduce dest/<folder>` can check it anywhere; dest/index.csv lists them.
+    Returns the config paths."""
     run = load_run(Path(run_dir))
     dest = Path(dest)
     if dest.exists() and not dest.is_dir():
         raise AblateError(f"{dest} exists and is not a folder; pass a folder for the configs")
     rows = run.trials[run.trials["stage"] == run.final_stage]
-    sources = [(r, run.run_dir / "trials" / r.trial_id / "config.yaml") for r in rows.itertuples()]
-    sources = [(r, p) for r, p in sources if p.is_file()]
+    sources = [(r, run.run_dir / "trials" / r.trial_id) for r in rows.itertuples()]
+    sources = [(r, folder) for r, folder in sources if (folder / "config.yaml").is_file()]
     if not sources:
         raise AblateError(f"no {run.final_stage}-stage trial of {run.run_dir} has a config.yaml to export")
     _writable_dir(dest)
-    out = []
-    for r, src in sorted(sources, key=lambda x: (str(x[0].arm), x[0].seed, x[0].trial_id)):
-        target = dest / f"{arm_slug(str(r.arm))}_seed{r.seed}_{r.trial_id}.yaml"
-        shutil.copyfile(src, target)
-        out.append(target)
+    out, index = [], ["folder,arm,seed,trial_id,status,test_acc,dataset"]
+    for r, folder in sorted(sources, key=lambda x: (str(x[0].arm), x[0].seed, x[0].trial_id)):
+        name = f"{arm_slug(str(r.arm))}_seed{r.seed}_{r.trial_id}"
+        target = dest / name
+        target.mkdir(exist_ok=True)
+        for file in ("config.yaml", *RECORDS):
+            if (folder / file).is_file():
+                shutil.copyfile(folder / file, target / file)
+        out.append(target / "config.yaml")
+        acc = "" if pd.isna(r.test_acc) else f"{r.test_acc:.6g}"
+        index.append(f"{name},{r.arm},{r.seed},{r.trial_id},{r.status},{acc},{getattr(r, 'dataset', '') or ''}")
+    atomic_write_text(dest / "index.csv", "\n".join(index) + "\n")
     return out

@@ -173,10 +173,16 @@ class Progress:
 
 
 def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str | None,
-              storage: str | None = None, retries: int = 1, run_id: str = "") -> None:
-    """Every stage of the study in one Tuner, skipping what the run folder already holds."""
+              storage: str | None = None, retries: int = 1, run_id: str = "", tensorboard: bool = False,
+              fuse: int = 1) -> None:
+    """Every stage of the study in one Tuner, skipping what the run folder already holds; with fuse >= 2,
+    groups of up to `fuse` trials that may be fused train as one model (ablate.fused)."""
     with RunLock(run_dir):
-        planner = Planner(study, run_dir, storage, optuna_study_names(study, run_id, storage))
+        planner = Planner(study, run_dir, storage, optuna_study_names(study, run_id, storage), fuse=fuse)
+        if tensorboard:
+            from ..tensorboard import write_trial
+
+            planner.on_register = lambda row, config: write_trial(run_dir, row, config.to_dict())
         planner.refresh()
         try:
             if planner.done:  # a finished study resumes without starting Ray
@@ -212,7 +218,8 @@ def _fit(study, run_dir, resources, data_dir, planner, retries, tmp) -> None:
     from .ray_ext import PlannerSearch
     from .worker import train_trainable
 
-    job = {"run_dir": str(run_dir.resolve()), "data_dir": data_dir}
+    job = {"run_dir": str(run_dir.resolve()), "data_dir": data_dir,
+           "keep_weights": [stage for stage in ("tune", "grid", "confirm") if study.keeps_weights(stage)]}
     fn = tune.with_resources(tune.with_parameters(train_trainable, job=job),
                              {"cpu": resources.cpus_per_trial(), "gpu": resources.gpu_share()})
     progress = Progress(study, planner)

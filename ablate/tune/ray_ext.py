@@ -25,13 +25,15 @@ class PlannerSearch(Searcher):
             return Searcher.FINISHED
         if work is None:
             return None
-        self.works[trial_id] = work
-        return {"work": work.to_dict()}
+        works = [work, *self.planner.take_group(work)]  # a fused group goes out as one Ray trial
+        self.works[trial_id] = works
+        return {"works": [w.to_dict() for w in works]}
 
     def on_trial_complete(self, trial_id, result=None, error=False):
-        work = self.works.pop(trial_id, None)
-        if work is not None:
-            self.planner.finished(work, failed=error)
+        works = self.works.pop(trial_id, None)
+        if works:
+            for work in works:
+                self.planner.finished(work, failed=error)
             self.planner.refresh()
             if self.on_change is not None:
                 self.on_change()

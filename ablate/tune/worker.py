@@ -20,7 +20,7 @@ def trial_device(gpu_ids: list) -> str:
 
 
 def run_work(work: Work, run_dir: str | Path, data_dir: str | None, device: str = "cpu",
-             where: dict[str, Any] | None = None):
+             where: dict[str, Any] | None = None, keep: bool | None = None):
     """Run one Work item and write its trial folder: a paused segment (checkpoint) or a finished trial.
     Knows nothing of Ray; the trainable below adds where the trial ran."""
     from ..trial import run_trial
@@ -33,8 +33,8 @@ def run_work(work: Work, run_dir: str | Path, data_dir: str | None, device: str 
     # A continuation starts from the checkpoint the last segment left; when there is none (lost or
     # damaged), the trial starts over, which gives the same numbers, only later.
     checkpoint = read_checkpoint(folder) if work.resume else None
-    # Final-stage runs keep their best-dev weights for the lesion study; tuning runs need none.
-    keep = work.stage in ("confirm", "grid")
+    # By default final-stage runs keep their best-dev weights (for the lesion study), tuning runs none.
+    keep = work.stage in ("confirm", "grid") if keep is None else keep
     try:
         result = run_trial(cfg, data_dir=data_dir, device=device, keep_best_state=keep,
                            stop_after_evals=work.stop_after_evals, resume=checkpoint)
@@ -55,13 +55,43 @@ def run_work(work: Work, run_dir: str | Path, data_dir: str | None, device: str 
     return result
 
 
+def run_works(works: list[Work], run_dir: str | Path, data_dir: str | None, device: str = "cpu",
+              where: dict[str, Any] | None = None, keep_stages: tuple[str, ...] = ("confirm", "grid")) -> list:
+    """One Work alone, or the members of a fused group as one model (ablate.fused): each member's trial folder
+    is the one it would have written alone, with the ids of the trials it was fused with."""
+    if len(works) == 1:
+        return [run_work(works[0], run_dir, data_dir, device, where, keep=works[0].stage in keep_stages)]
+    from ..fused import run_fused
+
+    where = {"started_at": time.time(), **(where or {})}
+    folders = [Path(run_dir) / "trials" / w.trial_id for w in works]
+    for work, folder in zip(works, folders):
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "config.yaml", work.config.to_yaml())
+    try:
+        results = run_fused([w.config for w in works], device=device, data_dir=data_dir,
+                            keep_best_state=any(w.stage in keep_stages for w in works))
+    except Exception as exc:
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        for work, folder in zip(works, folders):
+            atomic_write_text(folder / "error.txt", "".join(traceback.format_exception(exc)))
+            atomic_write_text(folder / "metrics.json", json.dumps(
+                {"trial_id": work.trial_id, "status": "error", "error": text, "device": device, **where}))
+        raise
+    ids = [w.trial_id for w in works]
+    for work, folder, result in zip(works, folders, results):
+        extra = {**where, "ended_at": time.time(), "fused_with": [i for i in ids if i != work.trial_id]}
+        write_trial_folder(folder, work.config, result, extra=extra, plot=False, weights=work.stage in keep_stages)
+    return results
+
+
 def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
-    """Ray Tune function trainable: one Work item on the device Ray allocated to it."""
+    """Ray Tune function trainable: one Work item, or one fused group of them, on the device Ray allocated."""
     import ray
     from ray import tune
 
-    work = Work.from_dict(params["work"])
+    works = [Work.from_dict(w) for w in params["works"]]
     where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
     device = trial_device(ray.get_gpu_ids())
-    result = run_work(work, job["run_dir"], job["data_dir"], device, where)
-    tune.report({"best_dev_acc": result.best_dev_acc, "evaluations": len(result.eval_steps), "status": result.status})
+    results = run_works(works, job["run_dir"], job["data_dir"], device, where, tuple(job["keep_weights"]))
+    tune.report({"best_dev_acc": max(r.best_dev_acc for r in results), "members": len(results)})

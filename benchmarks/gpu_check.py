@@ -1,0 +1,125 @@
+"""What one GPU does for ablate, measured side by side in one run, printed as one table.
+
+Rows (img/s = training images per second, summed over the trials that run together):
+  one trial, fp32 eager        the trial runner as a study runs it (ResNet18, 1x32x32, batch 64)
+  K packed processes           K separate trial processes sharing the device
+  K fused members              K trials as one vmapped model (ablate.fused), one process
+  study residual-ablation      wall time of `study residual-ablation --gpus 1` (only where Ray is installed)
+Data: scikit-learn's digits resized to 32x32 (nothing to download). Needs only torch, torchvision,
+numpy, scikit-learn, PyYAML (no Ray, no Optuna for the trial-level rows).
+
+    PYTHONPATH=. python benchmarks/gpu_check.py [--device cuda] [--ks 4 8 16] [--steps 60]
+    PYTHONPATH=. python benchmarks/gpu_check.py --device cpu --ks 2 --steps 8   # the script itself, on a CPU
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ablate.config import TrialConfig  # noqa: E402
+
+BATCH = 64
+
+CHILD = r"""
+import json, sys, time
+sys.path.insert(0, {root!r})
+from ablate.config import TrialConfig
+from ablate.trial import run_trial
+cfg = TrialConfig.from_dict(json.loads({cfg!r}))
+stamps = {{}}
+run_trial(cfg, device={device!r}, progress=lambda s, t: stamps.__setitem__(s, time.perf_counter()))
+print(json.dumps({{"first": stamps[2], "last": stamps[max(stamps)], "steps": max(stamps) - 2}}))
+"""
+
+
+def config(steps: int, threads: int, **over) -> TrialConfig:
+    """Whole batches of digits (at most 20 a pass: digits has 1,437 training images), as many passes as
+    `steps` needs, no evaluation inside the timed steps (only after the last one)."""
+    per_epoch = min(steps, 20)
+    return TrialConfig(dataset="digits", train_size=BATCH * per_epoch, dev_size=64, test_size=64, batch_size=BATCH,
+                       epochs=-(-steps // per_epoch), eval_every=10**6, image_size=32, threads=threads, **over)
+
+
+def one_trial(cfg: TrialConfig, device: str) -> float:
+    from ablate.trial import run_trial
+
+    stamps: dict[int, float] = {}
+    run_trial(cfg, device=device, progress=lambda s, t: stamps.__setitem__(s, time.perf_counter()))
+    last = max(stamps)
+    return BATCH * (last - 2) / (stamps[last] - stamps[2])
+
+
+def packed(cfg: TrialConfig, device: str, k: int) -> float:
+    """K trial processes at once; img/s over the span in which all of them were training."""
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), cfg=json.dumps(cfg.replace(seed=s).to_dict()),
+                                                                  device=device)],
+                              stdout=subprocess.PIPE, text=True) for s in range(k)]
+    out = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError("a packed trial process failed")
+    span = max(o["last"] for o in out) - min(o["first"] for o in out)
+    return BATCH * sum(o["steps"] for o in out) / span
+
+
+def fused(cfg: TrialConfig, device: str, k: int) -> float:
+    from ablate.fused import run_fused
+
+    results = run_fused([cfg.replace(seed=s) for s in range(k)], device=device)
+    return k * BATCH * cfg.total_steps() / results[0].train_seconds
+
+
+def study_seconds(device: str) -> str:
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("optuna") is None:
+        return "skipped: Ray or Optuna not installed here"
+    import tempfile
+
+    gpus = ["--gpus", "1"] if device.startswith("cuda") else []
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        run = subprocess.run([sys.executable, str(ROOT / "cli.py"), "study", "residual-ablation", "--dataset", "digits",
+                              "--out", str(Path(tmp) / "run"), *gpus], cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+    return f"{wall:.1f} s wall" if run.returncode == 0 else f"failed: {run.stderr.strip().splitlines()[-1:]}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--ks", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--steps", type=int, default=60, help="training steps per measurement")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-study", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("error: no CUDA GPU here; pass --device cpu to check the script itself")
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({os.cpu_count()} cores)"
+    cfg = config(args.steps, args.threads)
+    one_trial(cfg.replace(train_size=BATCH * 4, epochs=1), args.device)  # warm-up: imports, data cache, allocator
+    rows = [("one trial, fp32 eager", one_trial(cfg, args.device))]
+    for k in args.ks:
+        rows.append((f"{k} packed processes", packed(cfg, args.device, k)))
+    for k in args.ks:
+        rows.append((f"{k} fused members", fused(cfg, args.device, k)))
+    base = rows[0][1]
+    print(f"device: {name}; ResNet18 (imagenet, residual), 1x32x32, batch {BATCH}, {cfg.total_steps()} steps, "
+          f"{args.threads} thread(s) per process; torch {torch.__version__}")
+    print(f"{'what':28s} {'img/s':>10s} {'x one trial':>12s}")
+    for what, ips in rows:
+        print(f"{what:28s} {ips:10.0f} {ips / base:12.2f}")
+    if not args.no_study:
+        print(f"{'study residual-ablation':28s} {study_seconds(args.device)}")
+
+
+if __name__ == "__main__":
+    main()
