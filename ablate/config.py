@@ -60,7 +60,7 @@ class TrialConfig:
         self.validate()
 
     def validate(self) -> None:
-        from .data import DATASETS
+        from .datasets import check_dataset
         from .models import FAMILIES, check_axes
 
         if self.family not in FAMILIES:
@@ -73,8 +73,7 @@ class TrialConfig:
         if stages != self.residual_stages:
             # A sorted tuple, however it was given: hashable, and [4, 3] and [3, 4] are one model with one id.
             object.__setattr__(self, "residual_stages", stages)
-        if self.dataset not in DATASETS:
-            raise AblateError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(DATASETS)}")
+        check_dataset(self.dataset)
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):

@@ -46,6 +46,12 @@ class TrialResult:
     scored_train_acc: float = float("nan")
     scored_train_loss: float = float("nan")
     segments: int = 1  # run_trial calls that made this result (1 + continuations after pauses)
+    # What the model saw: classes, input channels, and the per-channel scaling x = (pixel - mean) / std of the
+    # pixels in [0, 1] (0.5 and 0.5 for greyscale; the training subset's statistics for colour images).
+    num_classes: int = 10
+    in_channels: int = 1
+    channel_mean: list[float] = field(default_factory=lambda: [0.5])
+    channel_std: list[float] = field(default_factory=lambda: [0.5])
     train_loss: list[float] = field(default_factory=list)  # one per step, step = index + 1
     eval_steps: list[int] = field(default_factory=list)
     dev_loss: list[float] = field(default_factory=list)
@@ -187,6 +193,8 @@ def run_trial(
         status="ok", dataset=splits.dataset, device=str(device), threads=torch.get_num_threads(),
         best_dev_acc=-1.0, best_step=0, test_acc=float("nan"), test_loss=float("nan"),
         final_train_loss=float("nan"), train_seconds=0.0, total_seconds=0.0, steps=0,
+        num_classes=splits.num_classes, in_channels=splits.in_channels, channel_mean=list(splits.mean),
+        channel_std=list(splits.std),
     )
     best_state = None
     telemetry = GradTelemetry(model) if config.telemetry else None

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ablate import data
+from ablate import data, datasets
 from ablate.data import DATA_DIR_ENV, DATASETS, AblateError, load_splits, resolve_data_dir
 
 needs_mnist = pytest.mark.mnist  # the real MNIST under $ABLATE_DATA_DIR, else skipped (tests/conftest.py)
@@ -114,7 +114,7 @@ def test_auto_with_empty_dir_falls_back_quickly(tmp_path):
 
 
 def test_auto_with_empty_dir_offline_download_attempt_is_bounded(tmp_path):
-    if data._network_reachable(data._mirror_hosts()):
+    if datasets.network_reachable(datasets._hosts(datasets.SOURCES["mnist"].urls())):
         pytest.skip("network reachable: this test checks the offline path, and would download MNIST")
     t = time.perf_counter()
     s = load_splits("auto", data_dir=tmp_path)
@@ -153,18 +153,18 @@ def test_digits_too_large():
         load_splits("digits", test_size=361)
 
 
-@pytest.mark.parametrize("name", ["fashion", "", None, "MNIST"])
+@pytest.mark.parametrize("name", ["fashion", "", None, "MNIST", "folder:", "folder:  ", "cifar-10"])
 def test_unknown_dataset(name):
-    with pytest.raises(AblateError, match="auto, mnist, digits"):
+    with pytest.raises(AblateError, match="auto, mnist, digits, fashion-mnist, kmnist, cifar10, cifar100, folder:PATH"):
         load_splits(name)
-    assert DATASETS == ("auto", "mnist", "digits")
+    assert DATASETS == ("auto", "mnist", "digits", "fashion-mnist", "kmnist", "cifar10", "cifar100", "folder:PATH")
 
 
 def _copy_mnist(tmp_path: Path, source: Path) -> Path:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for f in (source / "MNIST" / "raw").iterdir():
-        if f.name in data._MNIST_FILES:
+        if f.name in datasets.SOURCES["mnist"].files:
             shutil.copyfile(f, raw / f.name)
     return raw
 

@@ -69,7 +69,7 @@ def test_config_yaml_round_trip_and_hash(tmp_path):
     ({"lr": -0.1}, "lr must be a positive"),
     ({"batch_size": 0}, "batch_size must be positive"),
     ({"epochs": -1}, "epochs must be positive"),
-    ({"dataset": "cifar10"}, "unknown dataset"),
+    ({"dataset": "cifar-10"}, "unknown dataset"),
     ({"shortcut": "dense"}, "unknown shortcut"),
     ({"momentum": 1.5}, "momentum"),
     ({"learning_rate": 0.1}, "unknown setting"),

@@ -1,0 +1,300 @@
+"""Every dataset format on small files written here in the real on-disk layout: IDX (Fashion-MNIST, KMNIST),
+CIFAR's pickled batches, folders of PNG/JPEG images. Nothing is downloaded."""
+import pickle
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+
+from ablate import datasets
+from ablate.data import load_splits
+from ablate.errors import AblateError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- writers of the real layouts -----------------------------------------------------------------
+def write_idx(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = (0x800 + array.ndim).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(head + array.astype(np.uint8).tobytes())
+
+
+def make_idx(root: Path, folder: str, n_train: int = 40, n_test: int = 20, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+              "t10k-labels-idx1-ubyte": np.arange(n_test) % 10}
+    for name, array in arrays.items():
+        write_idx(root / folder / "raw" / name, array)
+    return arrays
+
+
+def _batch_bytes(batch: dict) -> bytes:
+    # The real files were written by Python 2's cPickle from numpy < 2: they name numpy.core.multiarray.
+    return pickle.dumps(batch, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+
+
+def make_cifar(root: Path, hundred: bool = False, per_batch: int = 12, n_test: int = 16, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    classes, key = (100, "fine_labels") if hundred else (10, "labels")
+    folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]
+    written = {}
+    for name, n in [(name, per_batch * (5 if hundred else 1)) for name in names] + [("test" if hundred else "test_batch", n_test)]:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, classes, n)]
+        batch = {"batch_label": f"{name} of 1", key: labels, "data": data, "filenames": [f"{i}.png" for i in range(n)]}
+        if hundred:
+            batch["coarse_labels"] = [v // 5 for v in labels]
+        (folder / name).write_bytes(_batch_bytes(batch))
+        written[name] = (data, labels)
+    meta = {"fine_label_names": [f"c{i}" for i in range(100)]} if hundred else {"label_names": [f"c{i}" for i in range(10)]}
+    (folder / ("meta" if hundred else "batches.meta")).write_bytes(_batch_bytes(meta))
+    return written
+
+
+def make_folder(path: Path, classes=("cat", "dog", "emu"), per_class: int = 6, mode: str = "RGB",
+                sizes=((20, 20), (24, 16))) -> None:
+    rng = np.random.default_rng(0)
+    for part, n in (("train", per_class), ("test", 2)):
+        for c in classes:
+            (path / part / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                w, h = sizes[i % len(sizes)]
+                shape = (h, w, 3) if mode == "RGB" else (h, w)
+                img = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+                img.save(path / part / c / f"{i}.{'png' if i % 2 else 'jpg'}")
+    (path / "train" / "notes.txt").write_text("not an image")
+    (path / "train" / classes[0] / "README").write_text("ignored")
+
+
+def one_line(exc: pytest.ExceptionInfo) -> str:
+    text = str(exc.value)
+    assert "\n" not in text and "Traceback" not in text
+    return text
+
+
+def rows(x: torch.Tensor) -> list[bytes]:
+    return [img.numpy().tobytes() for img in x]
+
+
+# --- IDX: Fashion-MNIST and KMNIST ---------------------------------------------------------------
+@pytest.mark.parametrize("name, folder", [("fashion-mnist", "FashionMNIST"), ("kmnist", "KMNIST")])
+def test_idx_datasets_read_their_own_folder(tmp_path, name, folder):
+    arrays = make_idx(tmp_path, folder)
+    s = load_splits(name, tmp_path, train_size=25, dev_size=10, test_size=20, image_size=28, download=False)
+    assert (s.dataset, s.num_classes, s.in_channels, s.note, s.mean, s.std) == (name, 10, 1, None, (0.5,), (0.5,))
+    assert s.train.x.shape == (25, 1, 28, 28) and s.test.x.shape == (20, 1, 28, 28)
+    # pixel p reads as 2 p / 255 - 1, and every image keeps its own label
+    written = {img.astype(np.uint8).tobytes(): int(y) for img, y in
+               zip(arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"])}
+    for x, y in zip(torch.cat([s.train.x, s.dev.x]), torch.cat([s.train.y, s.dev.y])):
+        pixels = ((x[0] + 1) / 2 * 255).round().to(torch.uint8).numpy().tobytes()
+        assert written[pixels] == int(y)
+    test = sorted(rows(((s.test.x[:, 0] + 1) / 2 * 255).round().to(torch.uint8)))
+    assert test == sorted(img.astype(np.uint8).tobytes() for img in arrays["t10k-images-idx3-ubyte"])
+    with pytest.raises(AblateError, match="exceeds the 40 training images"):
+        load_splits(name, tmp_path, train_size=35, dev_size=10, download=False)
+
+
+@pytest.mark.parametrize("file, damage", [("train-images-idx3-ubyte", lambda b: b[:-7]),
+                                          ("t10k-labels-idx1-ubyte", lambda b: b"\x00\x00\x09\x99" + b[4:])])
+def test_corrupt_idx_files_are_refused_naming_the_file(tmp_path, file, damage):
+    make_idx(tmp_path, "FashionMNIST")
+    target = tmp_path / "FashionMNIST" / "raw" / file
+    target.write_bytes(damage(target.read_bytes()))
+    with pytest.raises(AblateError) as err:
+        load_splits("fashion-mnist", tmp_path, train_size=10, dev_size=5, test_size=5, download=False)
+    text = one_line(err)
+    assert str(target) in text and "Fashion-MNIST" in text and "FashionMNIST/raw" in text and "digits" not in text
+
+
+def test_idx_labels_out_of_range_are_refused(tmp_path):
+    arrays = make_idx(tmp_path, "KMNIST")
+    write_idx(tmp_path / "KMNIST" / "raw" / "train-labels-idx1-ubyte", arrays["train-labels-idx1-ubyte"] + 5)
+    with pytest.raises(AblateError, match="outside 0..9"):
+        load_splits("kmnist", tmp_path, train_size=10, dev_size=5, test_size=5, download=False)
+
+
+@pytest.mark.parametrize("name, where, files", [
+    ("fashion-mnist", "FashionMNIST/raw", "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte"),
+    ("kmnist", "KMNIST/raw", "t10k-labels-idx1-ubyte"),
+    ("cifar10", "cifar-10-batches-py", "data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch"),
+    ("cifar100", "cifar-100-python", "train, test"),
+])
+def test_missing_files_offline_name_the_files_and_where_they_go(tmp_path, name, where, files):
+    with pytest.raises(datasets.Unavailable) as err:
+        load_splits(name, tmp_path, download=False)
+    text = one_line(err)
+    assert files in text and f"in {tmp_path.resolve() / where}" in text and "--data-dir" in text
+    if name.startswith("cifar"):
+        assert f"{name.replace('cifar', 'cifar-')}-python.tar.gz" in text  # the archive may be dropped in instead
+
+
+# --- CIFAR's pickled batches ---------------------------------------------------------------------
+def test_cifar10_batches_read_as_rgb_planes_and_normalised_by_the_training_subset(tmp_path):
+    written = make_cifar(tmp_path)
+    s = load_splits("cifar10", tmp_path, train_size=40, dev_size=20, test_size=16, image_size=32, download=False)
+    assert (s.dataset, s.num_classes, s.in_channels) == ("cifar10", 10, 3)
+    assert s.train.x.shape == (40, 3, 32, 32) and s.train.x.dtype == torch.float32
+    # the training subset has mean 0 and standard deviation 1 in every channel; dev and test use its statistics
+    assert torch.allclose(s.train.x.double().mean(dim=(0, 2, 3)), torch.zeros(3, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(s.train.x.double().std(dim=(0, 2, 3), unbiased=False), torch.ones(3, dtype=torch.float64),
+                          atol=1e-5)
+    mean, std = torch.tensor(s.mean).view(1, 3, 1, 1), torch.tensor(s.std).view(1, 3, 1, 1)
+    data, labels = written["test_batch"]
+    by_image = {row.tobytes(): y for row, y in zip(data, labels)}
+    pixels = (s.test.x * std + mean) * 255
+    assert torch.allclose(pixels, pixels.round(), atol=1e-3)
+    for img, y in zip(pixels.round().to(torch.uint8), s.test.y):
+        assert by_image[img.reshape(-1).numpy().tobytes()] == int(y)  # rows are R, G, B planes of 32 x 32
+    train_rows = {row.tobytes() for name in written if name != "test_batch" for row in written[name][0]}
+    back = ((s.train.x * std + mean) * 255).round().to(torch.uint8)
+    assert {img.reshape(-1).numpy().tobytes() for img in back} <= train_rows
+
+
+def test_cifar100_reads_fine_labels(tmp_path):
+    written = make_cifar(tmp_path, hundred=True, per_batch=20)
+    s = load_splits("cifar100", tmp_path, train_size=80, dev_size=20, test_size=16, image_size=16, download=False)
+    assert (s.dataset, s.num_classes, s.in_channels, s.train.x.shape) == ("cifar100", 100, 3, (80, 3, 16, 16))
+    assert sorted(s.train.y.tolist() + s.dev.y.tolist()) == sorted(written["train"][1])
+    assert max(written["train"][1]) > 9
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:3000])
+
+
+def _garble(path: Path) -> None:
+    path.write_bytes(b"\x80\x02}q\x00garbage" * 10)
+
+
+def _no_data(path: Path) -> None:
+    path.write_bytes(_batch_bytes({"labels": [1, 2], "data": np.zeros((2, 100), np.uint8)}))
+
+
+def _bad_labels(path: Path) -> None:
+    path.write_bytes(_batch_bytes({"labels": [3, 10], "data": np.zeros((2, 3072), np.uint8)}))
+
+
+def _short_labels(path: Path) -> None:
+    path.write_bytes(_batch_bytes({"labels": [3], "data": np.zeros((2, 3072), np.uint8)}))
+
+
+@pytest.mark.parametrize("damage, fragment", [(_truncate, "truncated or corrupt"), (_garble, "truncated or corrupt"),
+                                              (_no_data, "(N, 3072) uint8"), (_bad_labels, "outside 0..9"),
+                                              (_short_labels, "one 'labels' entry per image")])
+def test_partial_or_corrupt_cifar_files_are_refused_in_one_line(tmp_path, damage, fragment):
+    make_cifar(tmp_path)
+    target = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    damage(target)
+    with pytest.raises(AblateError) as err:
+        load_splits("cifar10", tmp_path, train_size=10, dev_size=5, test_size=5, download=False)
+    text = one_line(err)
+    assert str(target) in text and fragment in text
+
+
+def test_a_batch_file_that_would_run_code_is_refused_without_running_it(tmp_path):
+    make_cifar(tmp_path)
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (subprocess.call, (["touch", str(marker)],))  # pickled as commands.call
+
+    target = tmp_path / "cifar-10-batches-py" / "test_batch"
+    target.write_bytes(pickle.dumps({"labels": [1], "data": Payload()}, protocol=2))
+    with pytest.raises(AblateError, match="call, which a CIFAR batch never holds"):
+        load_splits("cifar10", tmp_path, train_size=10, dev_size=5, test_size=5, download=False)
+    assert not marker.exists()
+
+
+# --- folders of images ---------------------------------------------------------------------------
+def test_a_folder_of_colour_images_of_mixed_sizes(tmp_path, monkeypatch):
+    make_folder(tmp_path / "pics")
+    monkeypatch.chdir(tmp_path)
+    s = load_splits("folder:pics", train_size=12, dev_size=6, test_size=6, image_size=16)
+    assert s.dataset == f"folder:{(tmp_path / 'pics').resolve()}"  # absolute: runs from any folder
+    assert (s.num_classes, s.in_channels, s.train.x.shape, s.test.x.shape) == (3, 3, (12, 3, 16, 16), (6, 3, 16, 16))
+    assert sorted(s.train.y.tolist() + s.dev.y.tolist()) == [0] * 6 + [1] * 6 + [2] * 6  # cat, dog, emu: sorted
+    assert sorted(s.test.y.tolist()) == [0, 0, 1, 1, 2, 2]
+    # each image is resized on its own (antialiased bilinear, as MNIST), then normalised per channel
+    mean, std = torch.tensor(s.mean).view(1, 3, 1, 1), torch.tensor(s.std).view(1, 3, 1, 1)
+    expected = []
+    for c in ("cat", "dog", "emu"):
+        for f in sorted((tmp_path / "pics" / "test" / c).iterdir()):
+            x = torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+            x = F.interpolate(x[None], size=(16, 16), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+            expected.append(((x - mean) / std)[0])
+    got = sorted(rows(s.test.x))
+    assert len(got) == 6
+    for e in expected:
+        assert any(torch.allclose(e, g, atol=1e-5) for g in s.test.x)
+
+
+def test_a_folder_of_greyscale_images_is_one_channel_in_minus_one_to_one(tmp_path):
+    make_folder(tmp_path / "grey", classes=("a", "b"), mode="L", sizes=((16, 16),))
+    s = load_splits(f"folder:{tmp_path / 'grey'}", train_size=8, dev_size=4, test_size=4, image_size=16)
+    assert (s.num_classes, s.in_channels, s.mean, s.std) == (2, 1, (0.5,), (0.5,))
+    k = (s.train.x + 1) / 2 * 255  # native size: the pixel grid survives
+    assert torch.allclose(k, k.round(), atol=1e-3) and s.train.x.min() >= -1 and s.train.x.max() <= 1
+
+
+@pytest.mark.parametrize("breakage, fragment", [
+    (lambda p: (p / "test").rename(p / "tests"), "has no test/ folder"),
+    (lambda p: (p / "test" / "yak").mkdir(), "test/yak is a class with no training images"),
+    (lambda p: [f.unlink() for f in (p / "train" / "dog").iterdir()], "train/dog holds no .png/.jpg/.jpeg images"),
+    (lambda p: (p / "train" / "cat" / "1.png").write_bytes((p / "train" / "cat" / "1.png").read_bytes()[:60]),
+     "cat/1.png could not be read"),
+    (lambda p: (p / "train" / "emu" / "0.jpg").write_bytes(b"not a jpeg"), "emu/0.jpg could not be read"),
+])
+def test_broken_image_folders_are_refused_in_one_line(tmp_path, breakage, fragment):
+    make_folder(tmp_path / "pics")
+    breakage(tmp_path / "pics")
+    with pytest.raises(AblateError) as err:
+        load_splits(f"folder:{tmp_path / 'pics'}", train_size=5, dev_size=2, test_size=2, image_size=16)
+    assert fragment in one_line(err)
+
+
+def test_a_missing_folder_says_what_layout_is_expected(tmp_path):
+    with pytest.raises(AblateError, match="image folder .*nowhere not found; pass folder:PATH with PATH holding train"):
+        load_splits(f"folder:{tmp_path / 'nowhere'}")
+
+
+# --- the study engine ---------------------------------------------------------------------------
+TINY = dict(family="cifar", depth=20, train_size=16, dev_size=8, test_size=6, batch_size=8, epochs=1, eval_every=2,
+            threads=1, image_size=16)
+
+SPEC = {"description": "a CIFAR spec tried elsewhere", "base": {**TINY, "dataset": "cifar10"},
+        "factors": {"residual": {"values": [True, False]}}, "seeds": [0]}
+
+
+@pytest.mark.parametrize("name", ["mnist", "digits", "fashion-mnist", "kmnist", "cifar10", "cifar100", "folder"])
+def test_study_dataset_overrides_the_spec_for_every_dataset(tmp_path, monkeypatch, name):
+    from ablate import launch
+
+    data = tmp_path / "data"
+    if name in ("fashion-mnist", "kmnist", "mnist"):
+        make_idx(data, {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}[name])
+    elif name.startswith("cifar"):
+        make_cifar(data, hundred=name == "cifar100", per_batch=20)
+    elif name == "folder":
+        make_folder(tmp_path / "pics", per_class=8)
+        monkeypatch.chdir(tmp_path)
+        name = "folder:pics"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    plan = launch.prepare(str(spec), None, budget="default", dataset=name, out=None, data_dir=data, cpus=1, gpus=0,
+                          gpus_per_trial=None, address=None, storage=None, retries=0)
+    expected = f"folder:{tmp_path / 'pics'}" if name.startswith("folder:") else name
+    assert plan.spec.base["dataset"] == expected and plan.manifest["dataset"] == expected
+    assert plan.manifest["dataset_requested"] == name
+    assert yaml.safe_load(plan.spec.resolved_yaml())["base"]["dataset"] == expected
