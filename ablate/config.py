@@ -55,12 +55,21 @@ class TrialConfig:
     residual_stages: tuple[int, ...] | None = None  # stages (1-based) that keep residual connections; None = all
     norm: str = "batch"  # batch | none
     zero_init_residual: bool = False  # each residual branch's last BN scale starts at 0
+    # training recipe (at their defaults these stay out of the trial id: see _HASH_NEUTRAL_DEFAULTS)
+    schedule: str = "constant"  # learning rate over training: constant | step | cosine (see learning_rate)
+    warmup_steps: int = 0  # the first N steps ramp the learning rate linearly up to lr
+    milestones: tuple[float, ...] = (0.5, 0.75)  # step schedule: fractions of training at which the lr drops
+    milestone_factor: float = 0.1  # step schedule: what the lr is multiplied by at each milestone
+    nesterov: bool = False  # Nesterov momentum (needs momentum > 0)
+    augment: str = "none"  # none | crop (4-pixel padded random crop) | crop-flip (and horizontal flip)
 
     def __post_init__(self) -> None:
+        if isinstance(self.milestones, list):  # hashable, as a frozen config must be
+            object.__setattr__(self, "milestones", tuple(self.milestones))
         self.validate()
 
     def validate(self) -> None:
-        from .datasets import check_dataset
+        from .datasets import NO_FLIP, check_dataset
         from .models import FAMILIES, check_axes
 
         if self.family not in FAMILIES:
@@ -94,10 +103,31 @@ class TrialConfig:
             raise AblateError(f"image_size must be at least 8, got {self.image_size}")
         if self.threads < 0:
             raise AblateError(f"threads must be >= 0 (0 = all cores), got {self.threads}")
+        self._validate_recipe(NO_FLIP)
         if self.schema > SCHEMA_VERSION:
             raise AblateError(
                 f"config schema {self.schema} is newer than this toolkit's ({SCHEMA_VERSION}); upgrade ablate"
             )
+
+    def _validate_recipe(self, no_flip: tuple[str, ...]) -> None:
+        if self.schedule not in SCHEDULES:
+            raise AblateError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+        if self.augment not in AUGMENTS:
+            raise AblateError(f"unknown augment {self.augment!r}; valid: {', '.join(AUGMENTS)}")
+        if self.augment == "crop-flip" and self.dataset in no_flip:
+            raise AblateError(f"augment crop-flip mirrors images, and a mirrored digit or character is not the same "
+                              f"class; use augment crop (or none) with dataset {self.dataset}")
+        if self.nesterov and self.momentum <= 0:
+            raise AblateError("nesterov needs momentum > 0; set momentum (e.g. 0.9) or drop nesterov")
+        if self.warmup_steps < 0 or self.warmup_steps >= self.total_steps():
+            raise AblateError(f"warmup_steps must be from 0 to fewer than the trial's {self.total_steps()} steps, "
+                              f"got {self.warmup_steps}")
+        m = self.milestones
+        if not (m and all(isinstance(v, float) and 0 < v < 1 for v in m) and list(m) == sorted(set(m))):
+            raise AblateError(f"milestones must be increasing fractions of training strictly between 0 and 1, such as "
+                              f"[0.5, 0.75], got {list(m)}")
+        if not self.milestone_factor > 0:
+            raise AblateError(f"milestone_factor must be a positive number, got {self.milestone_factor}")
 
     # --- the training schedule, known without loading any data -----------------------------------
     def batches(self) -> list[tuple[int, int]]:
@@ -120,6 +150,30 @@ class TrialConfig:
         total = self.total_steps()
         steps = list(range(self.eval_every, total + 1, self.eval_every))
         return steps if steps and steps[-1] == total else [*steps, total]
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of update `step` (1 .. total_steps, as in curves.csv).
+
+        constant: lr. step: lr times milestone_factor for every milestone m with step > round(m * total_steps)
+        (He et al.'s /10 "at 32k iterations" of 64k: update 32,001 on). cosine: lr * (1 + cos(pi * p)) / 2, p
+        going from 0 at the first update after warm-up to (n - 1) / n at the last of its n updates. Warm-up
+        multiplies the first warmup_steps updates by step / warmup_steps.
+        """
+        total, warm = self.total_steps(), self.warmup_steps
+        rate = self.lr
+        if self.schedule == "step":
+            rate *= self.milestone_factor ** sum(step > round(m * total) for m in self.milestones)
+        elif self.schedule == "cosine" and step > warm:
+            rate *= (1 + math.cos(math.pi * (step - 1 - warm) / (total - warm))) / 2
+        if step <= warm:
+            rate *= step / warm
+        return rate
+
+    def learning_rates(self) -> list[float] | None:
+        """The learning rate of every update (index step - 1); None when it never changes from lr."""
+        if self.schedule == "constant" and not self.warmup_steps:
+            return None
+        return [self.learning_rate(step) for step in range(1, self.total_steps() + 1)]
 
     # --- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -174,8 +228,11 @@ class TrialConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+SCHEDULES = ("constant", "step", "cosine")
+AUGMENTS = ("none", "crop", "crop-flip")
 _HASH_NEUTRAL_DEFAULTS = {"telemetry": True, "block": "basic", "residual_stages": None, "norm": "batch",
-                          "zero_init_residual": False}
+                          "zero_init_residual": False, "schedule": "constant", "warmup_steps": 0,
+                          "milestones": (0.5, 0.75), "milestone_factor": 0.1, "nesterov": False, "augment": "none"}
 
 
 def coerce_stages(value: Any, source: str) -> tuple[int, ...] | None:
@@ -211,6 +268,11 @@ def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
             value, ok = float(value), True
     elif kind is str:
         ok = isinstance(value, str)
+    elif kind is tuple:  # a list of numbers (YAML writes a tuple as a list)
+        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     for v in value):
+            value, ok = tuple(float(v) for v in value), True
+        kind = list
     if not ok:
         raise AblateError(f"{source}: {key} must be {kind.__name__}, got {value!r}")
     return value

@@ -158,6 +158,7 @@ def run_trial(
     before its update); telemetry only reads, so the training is the same with it off.
     """
     from .data import load_splits
+    from .recipes import Augmenter
 
     t_start = time.perf_counter()
     if config.threads:
@@ -173,8 +174,15 @@ def run_trial(
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format).train()
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
     )
+    # The schedule is a function of the step, worked out once: a step only sets a number, and a continued
+    # trial resumes it from the step it restored.
+    rates = config.learning_rates()
+    # Padding is black: the value a zero pixel has after the split's scaling.
+    augment = None if config.augment == "none" else Augmenter(
+        config.augment, [-m / s for m, s in zip(splits.mean, splits.std)], device, config.seed)
     # Every split lives on the device for the whole trial: no host copies inside the loop.
     train_x = splits.train.x.to(device, memory_format=memory_format)
     train_y = splits.train.y.to(device)
@@ -204,7 +212,7 @@ def run_trial(
     if resume is not None:
         total_before = resume["total_seconds"]
         step, order_epoch, seconds_before, best_state = _restore(
-            resume, config, model, optimizer, shuffle, loss_buf, result, telemetry, device)
+            resume, config, model, optimizer, shuffle, loss_buf, result, telemetry, device, augment)
         checked = step
         order = resume["order"].to(device) if resume["order"] is not None else None
 
@@ -215,6 +223,10 @@ def run_trial(
             order, order_epoch = torch.randperm(n, generator=shuffle).to(device), epoch
         start, end = batches[step % steps_per_epoch]
         idx = order[start:end]
+        x = train_x[idx] if augment is None else augment(train_x[idx], memory_format)
+        if rates is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = rates[step]
         # Telemetry labels: 0 is the first batch's gradients (initialisation), then every evaluation step.
         labels: tuple[int, ...] = ()
         if telemetry is not None:
@@ -225,11 +237,11 @@ def run_trial(
         if labels:
             telemetry.arm()
             try:
-                logits = model(train_x[idx])
+                logits = model(x)
             finally:
                 telemetry.disarm()
         else:
-            logits = model(train_x[idx])
+            logits = model(x)
         loss = F.cross_entropy(logits, train_y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -268,7 +280,7 @@ def run_trial(
     if result.status == "paused":
         result.total_seconds = total_before + time.perf_counter() - t_start
         result.checkpoint = _checkpoint(config, model, optimizer, shuffle, order, order_epoch, step, loss_buf,
-                                        result, best_state, telemetry)
+                                        result, best_state, telemetry, augment)
         result.best_dev_acc = max(result.best_dev_acc, 0.0)
         return result
     if telemetry is not None:
@@ -291,7 +303,7 @@ def run_trial(
 
 
 def _checkpoint(config, model, optimizer, shuffle, order, order_epoch, step, loss_buf, result, best_state,
-                telemetry) -> dict[str, Any]:
+                telemetry, augment) -> dict[str, Any]:
     """What a continuation needs, as CPU tensors and plain values (torch.save-able with weights_only)."""
     cpu = lambda state: {k: v.detach().cpu().clone() for k, v in state.items()}  # noqa: E731
     return {
@@ -304,16 +316,20 @@ def _checkpoint(config, model, optimizer, shuffle, order, order_epoch, step, los
         "best_dev_acc": result.best_dev_acc, "best_step": result.best_step,
         "best_state": None if best_state is None else cpu(best_state),
         "telemetry": [] if telemetry is None else telemetry.state(),
+        # The learning rate needs nothing more: it is a function of `step`.
+        "augment_generator": None if augment is None else augment.generator.get_state(),
     }
 
 
-def _restore(ckpt, config, model, optimizer, shuffle, loss_buf, result, telemetry, device):
+def _restore(ckpt, config, model, optimizer, shuffle, loss_buf, result, telemetry, device, augment):
     if ckpt.get("version") != CHECKPOINT_VERSION or ckpt.get("trial_id") != config.trial_id():
         raise AblateError(f"checkpoint is for trial {ckpt.get('trial_id')} (version {ckpt.get('version')}), "
                           f"not {config.trial_id()}; delete it to rerun the trial from the start")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     shuffle.set_state(ckpt["generator"])
+    if augment is not None:
+        augment.generator.set_state(ckpt["augment_generator"])
     step = int(ckpt["step"])
     loss_buf[:step] = ckpt["losses"].to(device)
     result.train_loss = ckpt["losses"].tolist()

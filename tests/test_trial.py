@@ -96,8 +96,15 @@ PAUSABLE = dict(dataset="digits", family="cifar", depth=20, image_size=16, train
                 batch_size=32, epochs=3, eval_every=4, lr=0.05, momentum=0.9, threads=1)
 
 
-def test_a_paused_trial_continues_bit_for_bit():
-    cfg = TrialConfig(**PAUSABLE)
+# Pauses fall mid-warm-up (step 4 of 6) and on the milestone (step 8 of 15: round(0.5 * 15) = 8), and the
+# augmentation generator is part of the checkpoint.
+RECIPE = dict(schedule="step", warmup_steps=6, milestones=[0.5], nesterov=True, augment="crop")
+
+
+@pytest.mark.parametrize("recipe", [{}, RECIPE, dict(schedule="cosine", warmup_steps=2, augment="crop")],
+                         ids=["constant", "step-warmup-nesterov-crop", "cosine-crop"])
+def test_a_paused_trial_continues_bit_for_bit(recipe):
+    cfg = TrialConfig(**PAUSABLE, **recipe)
     full = run_trial(cfg)
     first = run_trial(cfg, stop_after_evals=2)
     assert first.status == "paused" and first.eval_steps == [4, 8] and first.steps == 8
