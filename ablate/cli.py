@@ -155,7 +155,8 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="Mini-batch size" + _d("batch_size") + "."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs" + _d("epochs") + "."),
     eval_every: Optional[int] = typer.Option(None, help="Evaluate on dev every N steps" + _d("eval_every") + "."),
-    dataset: Optional[str] = typer.Option(None, help="auto, mnist or digits" + _d("dataset") + "."),
+    dataset: Optional[str] = typer.Option(None, help="auto, mnist, digits, fashion-mnist, kmnist, cifar10, cifar100, or "
+                                          "folder:PATH (PATH/train/<class>/*.png|jpg, PATH/test/<class>/...)" + _d("dataset") + "."),
     train_size: Optional[int] = typer.Option(None, help="Training images" + _d("train_size") + "."),
     dev_size: Optional[int] = typer.Option(None, help="Dev images (from the training split)" + _d("dev_size") + "."),
     test_size: Optional[int] = typer.Option(None, help="Test images (from the test split)" + _d("test_size") + "."),
@@ -166,11 +167,23 @@ def train(
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/train/<time>-<trial id>)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     save_weights: bool = typer.Option(False, "--save-weights", help="Also save the best-dev weights as weights.pt."),
+    schedule: Optional[str] = typer.Option(None, help="Learning rate over training: constant, step (times "
+                                           "--milestone-factor at each milestone) or cosine (to zero)" + _d("schedule") + "."),
+    warmup_steps: Optional[int] = typer.Option(None, help="Ramp the learning rate linearly up to --lr over the first N steps" + _d("warmup_steps") + "."),
+    milestones: Optional[str] = typer.Option(None, help="Step schedule: fractions of training at which the learning rate "
+                                             "drops, comma-separated (default 0.5,0.75)."),
+    milestone_factor: Optional[float] = typer.Option(None, help="Step schedule: factor applied at each milestone" + _d("milestone_factor") + "."),
+    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov", help="Nesterov momentum (needs --momentum > 0)" + _d("nesterov") + "."),
+    augment: Optional[str] = typer.Option(None, help="On-device augmentation drawn from the seed: none, crop (random "
+                                          "crop after padding by 4 black pixels) or crop-flip (and mirror left-right). "
+                                          "Never flip digits or characters: a mirrored 2 is no digit, so crop-flip is "
+                                          "refused with mnist, digits, kmnist and auto" + _d("augment") + "."),
 ) -> None:
     """Train one model and write config.yaml, metrics.json, curves.csv, grad_norms.csv and curves.png."""
     from tqdm import tqdm
 
     from .data import load_splits
+    from .datasets import canonical_dataset
     from .outputs import write_trial_folder
     from .trial import TrialConfig, run_trial
 
@@ -184,9 +197,12 @@ def train(
         norm=norm, zero_init_residual=zero_init_residual, lr=lr, momentum=momentum,
         weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, eval_every=eval_every,
         dataset=dataset, train_size=train_size, dev_size=dev_size, test_size=test_size,
-        data_seed=data_seed, seed=seed, threads=threads,
+        data_seed=data_seed, seed=seed, threads=threads, schedule=schedule, warmup_steps=warmup_steps,
+        milestones=_fractions("--milestones", milestones), milestone_factor=milestone_factor, nesterov=nesterov,
+        augment=augment,
     )
     cfg = TrialConfig.from_dict({**base, **{k: v for k, v in given.items() if v is not None}}, source="flags")
+    cfg = cfg.replace(dataset=canonical_dataset(cfg.dataset))  # folder:PATH made absolute: it runs from anywhere
     folder = out or Path("runs") / "train" / f"{_timestamp()}-{cfg.trial_id()}"
     if folder.exists() and any(folder.iterdir()):
         fail(f"run folder {folder} exists and is not empty; choose another --out")
@@ -218,6 +234,16 @@ def train(
         f"in {result.total_seconds:.1f} s"
     )
     typer.echo(f"wrote {folder}")
+
+
+def _fractions(flag: str, text: str | None) -> list[float] | None:
+    """'0.5,0.75' -> [0.5, 0.75]; the config checks the values."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise AblateError(f"{flag} must be comma-separated numbers such as 0.5,0.75, got {text!r}") from None
 
 
 def _check_device(device: str | None) -> None:
@@ -286,7 +312,7 @@ def study(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print arms, search, trial counts and resources; run nothing."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<study>/<time>)."),
     resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run folder: only what is missing runs."),
-    dataset: Optional[str] = typer.Option(None, help="Override the spec's dataset: auto, mnist or digits."),
+    dataset: Optional[str] = typer.Option(None, help="Override the spec's dataset: auto, mnist, digits, fashion-mnist, kmnist, cifar10, cifar100 or folder:PATH."),
     data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
     cpus: Optional[int] = typer.Option(None, help="CPUs to use (default: all)."),
     gpus: Optional[int] = typer.Option(None, help="GPUs to use, a whole number (default: all visible)."),

@@ -132,7 +132,7 @@ CASES = [
     ("summary --num-classes 1", "num_classes"),
     ("study nope", "unknown study 'nope'; valid studies:"),
     ("study residual-ablation --budget huge", "unknown budget 'huge'"),
-    ("study residual-ablation --dataset cifar10", "unknown dataset 'cifar10'"),
+    ("study residual-ablation --dataset cifar-10", "unknown dataset 'cifar-10'"),
     ("study {d}/spec-factor.yaml", "unknown factor(s) residuals"),
     ("study {d}/spec-requires.yaml", "requires 'plain', which is not a factor"),
     ("study {d}/spec-bounds.yaml", "empty range"),

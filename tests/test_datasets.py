@@ -1,7 +1,9 @@
 """Every dataset format on small files written here in the real on-disk layout: IDX (Fashion-MNIST, KMNIST),
 CIFAR's pickled batches, folders of PNG/JPEG images. Nothing is downloaded."""
+import json
 import pickle
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import yaml
 from PIL import Image
 
 from ablate import datasets
+from ablate.config import TrialConfig
 from ablate.data import load_splits
 from ablate.errors import AblateError
 
@@ -269,11 +272,58 @@ def test_a_missing_folder_says_what_layout_is_expected(tmp_path):
         load_splits(f"folder:{tmp_path / 'nowhere'}")
 
 
-# --- the study engine ---------------------------------------------------------------------------
+# --- the command line and the study engine -------------------------------------------------------
+def _cli(*args: str, cwd: Path, env_dir: Path) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(REPO), "ABLATE_DATA_DIR": str(env_dir), "PATH": "/usr/bin:/bin",
+           "RAY_USAGE_STATS_ENABLED": "0", "HOME": str(cwd)}
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
 TINY = dict(family="cifar", depth=20, train_size=16, dev_size=8, test_size=6, batch_size=8, epochs=1, eval_every=2,
             threads=1, image_size=16)
 
-SPEC = {"description": "a CIFAR spec tried elsewhere", "base": {**TINY, "dataset": "cifar10"},
+
+def test_train_on_cifar_with_a_recipe_records_the_normalisation_and_classes(tmp_path):
+    make_cifar(tmp_path / "data")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**TINY, "dataset": "cifar10"}))
+    done = _cli("train", "--config", "c.yaml", "--schedule", "step", "--milestones", "0.5", "--warmup-steps", "1",
+                "--augment", "crop-flip", "--momentum", "0.9", "--nesterov", "--out", "run", cwd=tmp_path,
+                env_dir=tmp_path / "data")
+    assert done.returncode == 0, done.stderr
+    cfg = TrialConfig.from_yaml_file(tmp_path / "run" / "config.yaml")
+    assert (cfg.schedule, cfg.milestones, cfg.warmup_steps, cfg.augment, cfg.nesterov) == ("step", (0.5,), 1,
+                                                                                          "crop-flip", True)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["num_classes"] == 10 and metrics["in_channels"] == 3 and metrics["dataset"] == "cifar10"
+    assert len(metrics["channel_mean"]) == 3 and all(0 < s for s in metrics["channel_std"])
+
+
+def test_train_on_a_relative_folder_records_its_absolute_path(tmp_path):
+    make_folder(tmp_path / "pics", per_class=8)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**TINY, "dataset": "folder:pics"}))
+    done = _cli("train", "--config", "c.yaml", "--out", "run", cwd=tmp_path, env_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert TrialConfig.from_yaml_file(tmp_path / "run" / "config.yaml").dataset == f"folder:{tmp_path / 'pics'}"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_classes"] == 3
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--dataset", "digits", "--augment", "crop-flip"], "a mirrored digit or character is not the same class"),
+    (["--dataset", "digits", "--milestones", "half"], "--milestones must be comma-separated numbers"),
+    (["--dataset", "digits", "--schedule", "linear"], "unknown schedule 'linear'"),
+    (["--dataset", "digits", "--nesterov"], "nesterov needs momentum > 0"),
+    (["--dataset", "cifar10"], "CIFAR-10 was not found under"),
+    (["--dataset", "folder:"], "unknown dataset 'folder:'"),
+])
+def test_bad_recipe_or_dataset_flags_exit_2_in_one_line_and_write_nothing(tmp_path, args, fragment):
+    done = _cli("train", *args, "--out", "run", cwd=tmp_path, env_dir=tmp_path / "empty")
+    assert done.returncode == 2 and fragment in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+SPEC = {"description": "a CIFAR spec tried elsewhere", "base": {**TINY, "dataset": "cifar10", "augment": "crop"},
         "factors": {"residual": {"values": [True, False]}}, "seeds": [0]}
 
 
@@ -298,3 +348,4 @@ def test_study_dataset_overrides_the_spec_for_every_dataset(tmp_path, monkeypatc
     assert plan.spec.base["dataset"] == expected and plan.manifest["dataset"] == expected
     assert plan.manifest["dataset_requested"] == name
     assert yaml.safe_load(plan.spec.resolved_yaml())["base"]["dataset"] == expected
+
