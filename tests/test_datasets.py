@@ -349,3 +349,43 @@ def test_study_dataset_overrides_the_spec_for_every_dataset(tmp_path, monkeypatc
     assert plan.manifest["dataset_requested"] == name
     assert yaml.safe_load(plan.spec.resolved_yaml())["base"]["dataset"] == expected
 
+
+# --- the analysis names the dataset and its chance level -----------------------------------------
+def _run_on(tmp_path, dataset: str, description: str, **metrics):
+    from test_analysis_builder import BASE, build_run, spec_doc
+
+    doc = spec_doc(base={**BASE, "dataset": dataset}, description=description, seeds=[0, 1])
+    trials = [{"arm": "residual=true", "seed": s, "test_acc": 0.5, **metrics} for s in (0, 1)]
+    trials += [{"arm": "residual=false", "seed": 0, "test_acc": 0.4, **metrics},
+               {"arm": "residual=false", "seed": 1, "status": "diverged", "test_acc": None, **metrics}]
+    return build_run(tmp_path / "run", trials, doc=doc)
+
+
+@pytest.mark.parametrize("dataset, metrics, name, classes", [
+    ("cifar100", {"num_classes": 100, "in_channels": 3}, "CIFAR-100", 100),
+    ("cifar100", {}, "CIFAR-100", 100),  # recorded before trials wrote num_classes: known from the name
+    ("fashion-mnist", {"num_classes": 10}, "Fashion-MNIST", 10),
+    ("folder:/data/pets", {"num_classes": 4, "in_channels": 3}, "images in /data/pets", 4),
+    ("mnist", {}, "MNIST", 10),
+])
+def test_the_analysis_scores_failures_at_the_datasets_own_chance(tmp_path, dataset, metrics, name, classes):
+    from ablate.analysis import analyze
+    from ablate.analysis.context import chance, dataset_name
+    from ablate.analysis.load import load_run
+
+    run = load_run(_run_on(tmp_path, dataset, "a study", **metrics))
+    assert dataset_name(run) == name and chance(run) == 1 / classes
+    result = analyze(run.run_dir)
+    row = result.summary.set_index("arm").loc["residual=false"]
+    assert row["test_acc_all_mean"] == pytest.approx((0.4 + 1 / classes) / 2)
+    assert f"each failure scored at chance ({100 / classes:g} %)" in result.report.read_text()
+
+
+def test_a_description_naming_fashion_mnist_does_not_name_mnist(tmp_path):
+    from ablate.analysis.context import dataset_lines
+    from ablate.analysis.load import load_run
+
+    run = load_run(_run_on(tmp_path, "fashion-mnist", "ResNets on Fashion-MNIST", num_classes=10))
+    assert dataset_lines(run) == []
+    run = load_run(_run_on(tmp_path / "other", "mnist", "He et al. 2016 on CIFAR-10"))
+    assert dataset_lines(run) == ["Note: the spec's description names CIFAR-10, but this run used MNIST."]

@@ -196,3 +196,22 @@ def test_warmup_nesterov_and_augmentation_each_change_the_training_and_repeat_ex
     seeded = [run_trial(TrialConfig(**TINY, lr=0.05, augment="crop", seed=s)).train_loss for s in (1, 2)]
     assert seeded[0] != seeded[1]
 
+
+def test_the_reports_protocol_states_the_recipe(tmp_path):
+    from test_analysis_builder import BASE, build_run, spec_doc
+
+    from ablate.analysis import analyze
+
+    recipe = dict(dataset="cifar10", lr=0.1, momentum=0.9, nesterov=True, schedule="step", warmup_steps=40,
+                  augment="crop-flip")
+    doc = spec_doc(base={**BASE, **recipe}, seeds=[0, 1])
+    trials = [{"arm": a, "seed": s, "test_acc": 0.9, "in_channels": 3} for a in ("residual=true", "residual=false")
+              for s in (0, 1)]
+    md = analyze(build_run(tmp_path / "run", trials, doc=doc)).report.read_text()
+    line = next(l for l in md.splitlines() if l.startswith("Protocol:"))
+    for text in ("SGD with Nesterov momentum (lr 0.1, momentum 0.9", "learning rate times 0.1 at 50 %/75 % of "
+                 "training after 40 steps of linear warm-up", "random crops after padding by 4 black pixels and "
+                 "horizontal flips", "CIFAR-10 (32×32 colour photographs, 10 classes)",
+                 "normalised per channel by the training subset's mean and standard deviation"):
+        assert text in line, text
+    assert "not converged" not in line and "no data augmentation" not in line

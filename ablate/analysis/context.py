@@ -2,23 +2,60 @@
 and the precision the numbers carry. Shared by the report, the tables and the figure titles."""
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
 
 from .load import Run, arm_value
 
-NUM_CLASSES = 10  # both datasets (MNIST, scikit-learn digits) are the ten digits
-CHANCE = 1 / NUM_CLASSES
-DATASET_NAMES = {"mnist": "MNIST", "digits": "scikit-learn digits"}
+DATASET_NAMES = {"mnist": "MNIST", "digits": "scikit-learn digits", "fashion-mnist": "Fashion-MNIST",
+                 "kmnist": "Kuzushiji-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 DATASET_DETAILS = {"mnist": "MNIST (28×28 handwritten digits)",
-                   "digits": "scikit-learn's digits (8×8 handwritten digits, 1,797 images)"}
+                   "digits": "scikit-learn's digits (8×8 handwritten digits, 1,797 images)",
+                   "fashion-mnist": "Fashion-MNIST (28×28 greyscale clothing, 10 classes)",
+                   "kmnist": "Kuzushiji-MNIST (28×28 cursive Japanese characters, 10 classes)",
+                   "cifar10": "CIFAR-10 (32×32 colour photographs, 10 classes)",
+                   "cifar100": "CIFAR-100 (32×32 colour photographs, 100 fine classes)"}
+# Classes of the named datasets; a folder of images records its own in each trial's metrics.json.
+DATASET_CLASSES = {"mnist": 10, "digits": 10, "fashion-mnist": 10, "kmnist": 10, "cifar10": 10, "cifar100": 100}
 FAMILY_NAMES = {"imagenet": "ResNet-{d}", "cifar": "CIFAR-style ResNet-{d}"}
+FOLDER = "folder:"
+
+
+def _short(d: str) -> str:
+    return f"images in {d[len(FOLDER):]}" if d.startswith(FOLDER) else DATASET_NAMES.get(d, d)
 
 
 def dataset_name(run: Run) -> str:
     """Short name of the dataset actually used (for titles and captions)."""
-    return " + ".join(DATASET_NAMES.get(d, d) for d in run.dataset.split(" + "))
+    return " + ".join(_short(d) for d in run.dataset.split(" + "))
+
+
+def recorded(run: Run, key: str) -> int | None:
+    """An integer the reported trials recorded in their metrics.json (the first found), or None."""
+    for row in run.ok.itertuples():
+        try:
+            value = json.loads((run.run_dir / "trials" / row.trial_id / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, dict) and isinstance(value.get(key), int) and not isinstance(value.get(key), bool):
+            return value[key]
+    return None
+
+
+def num_classes(run: Run) -> int:
+    """Classes of the dataset the reported trials used: as their metrics.json recorded it, else known from the
+    dataset's name (runs made before trials recorded it), else 10 (every dataset of those runs had ten)."""
+    value = recorded(run, "num_classes")
+    if value is not None and value >= 2:
+        return value
+    return max((DATASET_CLASSES.get(d, 10) for d in run.dataset.split(" + ")), default=10)
+
+
+def chance(run: Run) -> float:
+    """Accuracy of guessing one class for every image: 1 / number of classes."""
+    return 1 / num_classes(run)
 
 
 def model_name(run: Run) -> str:
@@ -123,14 +160,48 @@ def protocol(run: Run) -> str:
           else "chosen per arm from a grid" if "lr" in run.study.grid else f"{val('lr'):g}")
     size = val("image_size")
     data = run.dataset.split(" + ")
-    source = "; ".join(DATASET_DETAILS.get(d, d) for d in data)
+    source = "; ".join(DATASET_DETAILS.get(d, _short(d)) for d in data)
+    sgd = "SGD with Nesterov momentum" if val("nesterov") is True else "plain SGD"
     return (f"Protocol: {model_name(run)} ({val('family')} layout, {val('shortcut')} shortcuts where residual), "
-            f"plain SGD (lr {lr}, momentum {val('momentum')}, weight decay {val('weight_decay')}, batch {val('batch_size')}, "
-            f"constant learning rate), {steps_text} steps ({val('epochs')} epochs over {val('train_size')} training "
-            f"images), no data augmentation; dev set {val('dev_size')} images from the training split, evaluated "
-            f"every {val('eval_every')} steps; test set {val('test_size')} images; data {source}, resized to "
-            f"{size}×{size}. The numbers describe this short protocol (budget {run.study.budget}), not converged "
-            "training.")
+            f"{sgd} (lr {lr}, momentum {val('momentum')}, weight decay {val('weight_decay')}, batch {val('batch_size')}, "
+            f"{schedule_text(val)}), {steps_text} steps ({val('epochs')} epochs over {val('train_size')} training "
+            f"images), {augment_text(val('augment'))}; dev set {val('dev_size')} images from the training split, "
+            f"evaluated every {val('eval_every')} steps; test set {val('test_size')} images; data {source}, resized to "
+            f"{size}×{size}, {scaling_text(run)}. The numbers describe this "
+            + (f"short protocol (budget {run.study.budget}), not converged training." if val("schedule") == "constant"
+               else f"protocol (budget {run.study.budget})."))
+
+
+def schedule_text(val) -> str:
+    """The learning-rate schedule in words, from a setting getter (`val(key)`, 'varies by arm' when arms differ)."""
+    kind, warm = val("schedule"), val("warmup_steps")
+    if kind == "step":
+        marks = val("milestones")
+        marks = "/".join(f"{100 * m:g} %" for m in marks) if isinstance(marks, (list, tuple)) else str(marks)
+        text = f"learning rate times {val('milestone_factor')} at {marks} of training"
+    elif kind == "cosine":
+        text = "cosine decay of the learning rate to zero"
+    elif kind == "constant":
+        text = "constant learning rate"
+    else:
+        text = f"learning-rate schedule {kind}"
+    if warm == "varies by arm" or (isinstance(warm, int) and warm > 0):
+        text += f" after {warm} steps of linear warm-up"
+    return text
+
+
+def augment_text(kind: Any) -> str:
+    return {"none": "no data augmentation",
+            "crop": "random crops after padding by 4 black pixels (on the device, drawn from the seed)",
+            "crop-flip": "random crops after padding by 4 black pixels and horizontal flips (on the device, drawn "
+                         "from the seed)"}.get(kind, f"augmentation {kind}")
+
+
+def scaling_text(run: Run) -> str:
+    """How pixels were scaled: colour images per channel (the statistics are in each trial's metrics.json)."""
+    channels = recorded(run, "in_channels") or (3 if any(d.startswith("cifar") for d in run.dataset.split(" + ")) else 1)
+    return ("normalised per channel by the training subset's mean and standard deviation (channel_mean, channel_std "
+            "in each trial's metrics.json)" if channels == 3 else "scaled to [-1, 1]")
 
 
 def search_line(run: Run) -> str:
@@ -168,7 +239,9 @@ def dataset_lines(run: Run) -> list[str]:
         lines.append(f"**Warning**: the trials of this run used different datasets ({counts}); numbers from "
                      "different datasets are not comparable. A study resumed on another machine (or after "
                      "`ABLATE_DATA_DIR` changed) can do this when the spec says `dataset: auto`.")
-    named = {d for d, name in DATASET_NAMES.items() if re.search(rf"\b{re.escape(name)}\b", run.study.description)}
+    # A name counts as a word of its own: "MNIST" inside "Fashion-MNIST" does not name MNIST.
+    named = {d for d, name in DATASET_NAMES.items()
+             if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", run.study.description)}
     if named and not named & set(used or [run.dataset]):
         lines.append(f"Note: the spec's description names {', '.join(DATASET_NAMES[d] for d in sorted(named))}, "
                      f"but this run used {dataset_name(run)}.")

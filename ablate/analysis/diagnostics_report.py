@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from . import stats
-from .context import CHANCE, readable_arm, title
+from .context import chance, readable_arm, title
 from .figures import arm_handles, clip, label, legend_below, note, run_styles
 from .load import Run, arm_value
 from .tables import Fmt
@@ -209,7 +209,7 @@ def lesions_k_figure(run: Run, les: pd.DataFrame) -> Figure | None:
             ax.plot(one["k"], 100 * one["accuracy"], color=st["color"], ls=st["ls"], lw=0.8, alpha=0.4)
         mean = sub.groupby("k")["accuracy"].mean()
         ax.plot(mean.index, 100 * mean.to_numpy(), color=st["color"], ls=st["ls"], marker=st["marker"], lw=2.2, ms=6)
-    ax.axhline(100 * CHANCE, color="black", ls=":", lw=1.5)
+    ax.axhline(100 * chance(run), color="black", ls=":", lw=1.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="blocks dropped at once (k)", ylabel="test accuracy (%)", ylim=(0, 100))
     fig.suptitle(title(run, "lesions of k random blocks at test time (best-dev weights)"))
@@ -303,7 +303,7 @@ def diagnostics_lines(run: Run, diag) -> list[str]:
                   f"as in the one-block lesion study), for up to {s['LESION_KS']} values of k from 1 to the number of "
                   f"blocks, {s['LESION_SAMPLES']} distinct random sets of blocks per k (all of them when fewer exist); "
                   "per seed the mean over the sets, then mean and t-interval over seeds, as Veit et al. 2016. Chance "
-                  f"is {100 * CHANCE:g} %." + _cost_text(diag, "lesions_k"), ""]
+                  f"is {100 * chance(run):g} %." + _cost_text(diag, "lesions_k"), ""]
         per = _per_seed_k(diag.lesions_k)
         for arm in _arms(run, per):
             sub = per[per["arm"] == arm]

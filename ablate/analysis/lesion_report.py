@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from . import stats
-from .context import CHANCE, title
+from .context import chance, title
 from .figures import FEW_SEEDS, arm_handles, clip, label, legend_below, note, run_styles
 from .load import Run
 from .tables import Fmt
@@ -84,6 +84,7 @@ def lesion_figure(run: Run, table: pd.DataFrame) -> Figure:
     styles = run_styles(run)
     intact = table[table["block"] == "none"].groupby("arm", observed=True)["test_acc"].mean()
     few = len(blocks) > 0 and int(blocks["n"].max()) <= FEW_SEEDS
+    level = chance(run)
     fig = Figure(figsize=(11, 6.2), layout="constrained")
     ax = fig.subplots()
     for arm in arms:
@@ -100,7 +101,7 @@ def lesion_figure(run: Run, table: pd.DataFrame) -> Figure:
             ax.fill_between(x, clip(fig, low, 0, 100), clip(fig, high, 0, 100), color=st["color"], alpha=0.15, lw=0)
         if arm in intact:
             ax.axhline(100 * intact[arm], color=st["color"], ls="--", lw=1.5)
-    ax.axhline(100 * CHANCE, color="black", ls=":", lw=1.5)
+    ax.axhline(100 * level, color="black", ls=":", lw=1.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="dropped block (index from the input)", ylabel="test accuracy with the block dropped (%)",
            title=title(run, "lesion study: one block dropped at test time (mean over seeds"
@@ -111,7 +112,7 @@ def lesion_figure(run: Run, table: pd.DataFrame) -> Figure:
     extra = [Line2D([], [], color="grey", ls="--", lw=1.5), Line2D([], [], color="black", ls=":", lw=1.5),
              Line2D([], [], color="grey", marker="o", ls="", mfc="none", mew=2, ms=8)]
     legend_below(fig, arm_handles(arms, styles) + extra,
-                 [label(a) for a in arms] + ["intact model", f"chance ({100 * CHANCE:g} %)",
+                 [label(a) for a in arms] + ["intact model", f"chance ({100 * level:g} %)",
                                              "downsampling block (replaced by a shortcut)"],
                  ncol=min(len(arms) + 3, 3))
     for kind in dict.fromkeys(_lesions(table)["replacement"]):
@@ -123,6 +124,7 @@ def lesion_figure(run: Run, table: pd.DataFrame) -> Figure:
 def lesion_lines(run: Run, table: pd.DataFrame) -> list[str]:
     """The intro (what was done and what replaced each block), then one bullet per arm and block type."""
     f = Fmt.of(run)
+    level = chance(run)
     types = per_type(table)
     used = _lesions(table).groupby("replacement", sort=False)["arm"].agg(lambda a: sorted({str(x) for x in a}))
     replaced = "; ".join(f"{REPLACED_BY.get(kind, kind)} [{kind}: " + ", ".join(f"`{a}`" for a in arms) + "]"
@@ -130,7 +132,7 @@ def lesion_lines(run: Run, table: pd.DataFrame) -> list[str]:
     lines = [f"Each residual block of each final-stage model (best-dev weights) was dropped in turn at test time "
              f"(Veit et al. 2016) and the model scored on its test images. A dropped block was replaced by: {replaced}. "
              f"Per seed the mean over the blocks of one type, then the mean and 95 % t-interval over seeds; chance is "
-             f"{100 * CHANCE:g} % ({round(1 / CHANCE)} classes), and a lesioned accuracy within {100 * NEAR_CHANCE:g} pp "
+             f"{100 * level:g} % ({round(1 / level)} classes), and a lesioned accuracy within {100 * NEAR_CHANCE:g} pp "
              "of it is called at chance."]
     for arm in run.arm_names:
         intact = table[(table["arm"] == arm) & (table["block"] == "none")]["test_acc"]
@@ -140,7 +142,7 @@ def lesion_lines(run: Run, table: pd.DataFrame) -> list[str]:
         for r in sub.itertuples():
             les_ci = "" if np.isnan(r.lesioned_low) else f" (95 % CI {f.acc(r.lesioned_low)} to {f.acc(r.lesioned_high)} %)"
             drop_ci = "" if np.isnan(r.drop_low) else f" (95 % CI {f.ci(r.drop_low, r.drop_high)} pp)"
-            at_chance = abs(r.lesioned_mean - CHANCE) <= NEAR_CHANCE
+            at_chance = abs(r.lesioned_mean - level) <= NEAR_CHANCE
             changed = "n/a" if np.isnan(r.changed_mean) else f"{100 * r.changed_mean:.0f} %"
             text = (f"`{arm}`, {r.blocks} {r.block_type} block(s) ({r.seeds} seed(s)): intact {f.pct(intact.mean())}; "
                     f"lesioned {f.pct(r.lesioned_mean)}{les_ci}; drop {f.pp(r.drop_mean)} pp{drop_ci}; predictions "

@@ -10,7 +10,7 @@ import pandas as pd
 
 from . import stats
 from .compare import ALPHA, BOOTSTRAP_SEED
-from .context import CHANCE
+from .context import chance
 from .load import Run, completed
 from .summary import DEGRADE_RULE, degradation
 from .tables import Fmt, fmt_p, loss_pm, p_eq
@@ -105,7 +105,7 @@ def failure_lines(run: Run, summary: pd.DataFrame) -> list[str]:
         parts += [f"{other} finished without a test score"] if other else []
         lines.append(f"`{r.arm}`: {r.failed} of {r.finished} finished run(s) failed ({', '.join(parts)}). Mean test "
                      f"accuracy over its {r.n} completed run(s): {f.pct(r.test_acc_mean)}; over all {r.finished} runs, "
-                     f"each failure scored at chance ({100 * CHANCE:g} %): {f.pct(r.test_acc_all_mean)}.")
+                     f"each failure scored at chance ({100 * chance(run):g} %): {f.pct(r.test_acc_all_mean)}.")
     return lines
 
 

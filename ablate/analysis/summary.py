@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from . import stats
-from .context import CHANCE
+from .context import chance
 from .load import Run, arm_value, series_of
 
 # Per arm: mean, SD and 95 % t-interval over the scored seeds of each of these registry columns.
@@ -38,7 +38,7 @@ def summarize(run: Run) -> pd.DataFrame:
             ci = stats.mean_ci(ok[metric])
             row.update({f"{metric}_mean": ci.mean, f"{metric}_std": stats.std(ok[metric]),
                         f"{metric}_ci_low": ci.low, f"{metric}_ci_high": ci.high})
-        scored = rep["test_acc"].where((rep["status"] == "ok") & rep["test_acc"].notna(), CHANCE)
+        scored = rep["test_acc"].where((rep["status"] == "ok") & rep["test_acc"].notna(), chance(run))
         ci = stats.mean_ci(scored)
         row.update({"test_acc_all_mean": ci.mean, "test_acc_all_ci_low": ci.low, "test_acc_all_ci_high": ci.high})
         row.update({"best_step_median": float(ok["best_step"].median()) if ok["best_step"].notna().any() else math.nan,
