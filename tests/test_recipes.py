@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from ablate.config import TrialConfig
 from ablate.errors import AblateError
 from ablate.recipes import PAD, Augmenter, augment_seed, crop_flip
+from ablate.study import load_study
 from ablate.trial import run_trial
 
 # 1000 images at batch 100 for 10 epochs: 100 steps, so a fraction of training is a step count.
@@ -64,6 +65,32 @@ def test_cosine_schedule_with_warmup_by_hand():
         assert cfg.learning_rate(step) == pytest.approx(lr, rel=1e-12), step
     rates = cfg.learning_rates()
     assert all(a >= b for a, b in zip(rates[20:], rates[21:])) and rates[-1] > 0
+
+
+def test_he2016_full_budget_drops_the_rate_at_half_and_three_quarters_of_its_iterations():
+    spec = load_study("he2016", "full")
+    cfg = spec.arm_config(spec.arms[0], seed=0)
+    total = cfg.total_steps()
+    assert 64_000 <= total <= 64_500  # He et al.: 64k iterations
+    half, three_quarters = round(0.5 * total), round(0.75 * total)
+    assert cfg.learning_rate(1) == pytest.approx(0.1 / 400)
+    assert cfg.learning_rate(400) == 0.1 and cfg.learning_rate(half) == 0.1
+    assert cfg.learning_rate(half + 1) == pytest.approx(0.01)
+    assert cfg.learning_rate(three_quarters + 1) == pytest.approx(0.001)
+    assert (cfg.dataset, cfg.train_size, cfg.dev_size, cfg.test_size, cfg.batch_size, cfg.momentum, cfg.weight_decay,
+            cfg.augment, cfg.shortcut, cfg.family) == ("cifar10", 45_000, 5_000, 10_000, 128, 0.9, 1e-4, "crop-flip",
+                                                       "identity", "cifar")
+    assert sorted({(a.settings["depth"], a.settings["residual"]) for a in spec.arms}) == \
+        sorted((d, r) for d in (20, 32, 44, 56, 110) for r in (False, True))
+    assert "Table 6" in spec.description and "8.75" in spec.description and "6.43" in spec.description
+
+
+def test_he2016_smoke_budget_runs_on_mnist_and_default_is_shorter_than_full():
+    smoke, default, full = (load_study("he2016", b) for b in ("smoke", "default", "full"))
+    smoke.pin(dataset="mnist")  # what study --dataset mnist does: no digit is ever mirrored
+    steps = [s.arm_config(s.arms[0], seed=0).total_steps() for s in (smoke, default, full)]
+    assert steps[0] < 100 < steps[1] < steps[2]
+    assert all(smoke.arm_config(a, seed=0).augment == "crop" for a in smoke.arms)
 
 
 @pytest.mark.parametrize("change, fragment", [
