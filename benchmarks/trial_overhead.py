@@ -4,7 +4,11 @@ Both sides train ResNet18 on the same in-memory MNIST subset; each repetition ti
 (the first step pays one-off allocation). Repetitions alternate runner/bare so drift hits both.
 Prints the median seconds per step of each and their ratio (target <= 1.05).
 
+With a recipe (--schedule, --warmup-steps, --augment, --nesterov) the bare loop does the same work: it sets
+the scheduled learning rate before each step and augments each batch with the same on-device Augmenter.
+
     python benchmarks/trial_overhead.py [--steps 48] [--reps 5] [--threads 2]
+    python benchmarks/trial_overhead.py --schedule cosine --warmup-steps 8 --augment crop --nesterov
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import torch.nn.functional as F
 
 from ablate.data import load_splits
 from ablate.models import build_model
+from ablate.recipes import Augmenter
 from ablate.trial import TrialConfig, run_trial, seed_everything
 
 
@@ -31,18 +36,28 @@ def time_bare(cfg: TrialConfig) -> float:
     torch.set_num_threads(cfg.threads)
     splits = load_splits(cfg.dataset, None, cfg.train_size, cfg.dev_size, cfg.test_size, seed=cfg.data_seed)
     seed_everything(cfg.seed)
-    model = build_model(cfg.family, cfg.depth, residual=cfg.residual, shortcut=cfg.shortcut)
+    model = build_model(cfg.family, cfg.depth, residual=cfg.residual, shortcut=cfg.shortcut,
+                        in_channels=splits.in_channels, num_classes=splits.num_classes)
     model = model.to(memory_format=torch.channels_last).train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     x = splits.train.x.contiguous(memory_format=torch.channels_last)
     y = splits.train.y
     gen = torch.Generator().manual_seed(cfg.seed)
+    rates = cfg.learning_rates()
+    augment = None if cfg.augment == "none" else Augmenter(
+        cfg.augment, [-m / s for m, s in zip(splits.mean, splits.std)], torch.device("cpu"), cfg.seed)
     stamps = []
+    step = 0
     for _ in range(cfg.epochs):
         order = torch.randperm(len(y), generator=gen)
         for start in range(0, len(y), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            batch = x[idx] if augment is None else augment(x[idx])
+            if rates is not None:
+                for group in opt.param_groups:
+                    group["lr"] = rates[step]
+            step += 1
+            loss = F.cross_entropy(model(batch), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -57,11 +72,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--dataset", default="auto")
+    parser.add_argument("--schedule", default="constant", help="constant, step or cosine")
+    parser.add_argument("--warmup-steps", type=int, default=0)
+    parser.add_argument("--augment", default="none", help="none, crop or crop-flip (not on digits)")
+    parser.add_argument("--nesterov", action="store_true", help="Nesterov momentum 0.9 (else momentum 0)")
     args = parser.parse_args()
     batch = 64
     # Training size = whole batches so both loops take exactly `steps` steps; no dev evaluation inside.
     cfg = TrialConfig(dataset=args.dataset, train_size=batch * args.steps, dev_size=64, test_size=64,
-                      epochs=1, eval_every=10**9, threads=args.threads, batch_size=batch)
+                      epochs=1, eval_every=10**9, threads=args.threads, batch_size=batch, schedule=args.schedule,
+                      warmup_steps=args.warmup_steps, augment=args.augment, nesterov=args.nesterov,
+                      momentum=0.9 if args.nesterov else 0.0)
     # Warm-up: imports, data cache, allocator and CPU clocks settle before anything is timed.
     time_runner(cfg)
     time_bare(cfg)
@@ -70,7 +91,8 @@ def main() -> None:
         runner.append(time_runner(cfg))
         bare.append(time_bare(cfg))
     r, b = statistics.median(runner), statistics.median(bare)
-    print(f"model ResNet18 (imagenet, residual), batch {batch}, threads {args.threads}, {args.steps} steps x {args.reps} reps")
+    print(f"model ResNet18 (imagenet, residual), batch {batch}, threads {args.threads}, {args.steps} steps x {args.reps} reps; "
+          f"recipe: schedule {cfg.schedule}, warm-up {cfg.warmup_steps}, augment {cfg.augment}, nesterov {cfg.nesterov}")
     print(f"runner: {r * 1000:.1f} ms/step ({batch / r:.0f} img/s)   per rep: {', '.join(f'{v*1000:.1f}' for v in runner)}")
     print(f"bare:   {b * 1000:.1f} ms/step ({batch / b:.0f} img/s)   per rep: {', '.join(f'{v*1000:.1f}' for v in bare)}")
     print(f"ratio runner/bare: {r / b:.3f} (target <= 1.05)")
