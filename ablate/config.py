@@ -230,9 +230,10 @@ class TrialConfig:
 
 SCHEDULES = ("constant", "step", "cosine")
 AUGMENTS = ("none", "crop", "crop-flip")
+RECIPE_DEFAULTS = {"schedule": "constant", "warmup_steps": 0, "milestones": (0.5, 0.75), "milestone_factor": 0.1,
+                   "nesterov": False, "augment": "none"}
 _HASH_NEUTRAL_DEFAULTS = {"telemetry": True, "block": "basic", "residual_stages": None, "norm": "batch",
-                          "zero_init_residual": False, "schedule": "constant", "warmup_steps": 0,
-                          "milestones": (0.5, 0.75), "milestone_factor": 0.1, "nesterov": False, "augment": "none"}
+                          "zero_init_residual": False, **RECIPE_DEFAULTS}
 
 
 def coerce_stages(value: Any, source: str) -> tuple[int, ...] | None:
@@ -286,6 +287,10 @@ def fusable(configs: list[TrialConfig]) -> str | None:
     if len(configs) < 2:
         return "fusing needs at least 2 trials"
     first = configs[0].to_dict()
+    recipe = [key for key, default in RECIPE_DEFAULTS.items() if first[key] != default]
+    if recipe:  # ablate.fused trains at a constant rate with plain momentum on unaugmented batches
+        return f"fused training has no learning-rate schedule, Nesterov momentum or augmentation, and these trials " \
+               f"set {', '.join(recipe)}"
     for cfg in configs[1:]:
         other = [f.name for f in fields(cfg) if f.name not in FUSABLE and getattr(cfg, f.name) != first[f.name]]
         if other:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .config import TrialConfig, fusable
 from .telemetry import GradTelemetry
-from .trial import TrialResult, _evaluate, deterministic_cuda, model_for
+from .trial import TrialResult, _evaluate, data_record, deterministic_cuda, model_for
 
 def _per_member(values: list[float], like: torch.Tensor) -> torch.Tensor:
     """A [K, 1, 1, ...] tensor that broadcasts one value per member over a stacked parameter."""
@@ -79,9 +79,10 @@ def run_fused(configs: list[TrialConfig], *, device: str | torch.device | None =
     use_wd = any(c.weight_decay for c in configs)
     use_momentum = any(c.momentum for c in configs)
 
-    results = [TrialResult(status="ok", dataset=splits.dataset, device=str(device), threads=torch.get_num_threads(),
+    results = [TrialResult(status="ok", device=str(device), threads=torch.get_num_threads(),
                            best_dev_acc=-1.0, best_step=0, test_acc=float("nan"), test_loss=float("nan"),
-                           final_train_loss=float("nan"), train_seconds=0.0, total_seconds=0.0, steps=0)
+                           final_train_loss=float("nan"), train_seconds=0.0, total_seconds=0.0, steps=0,
+                           **data_record(splits))
                for _ in configs]
     live = list(range(k))  # members that have not diverged
     checked = [0] * k

@@ -124,6 +124,12 @@ def _evaluate(model, split_x, split_y, memory_format, batch: int = 500, predicti
     return (correct / n, total_loss / n, preds) if predictions else (correct / n, total_loss / n)
 
 
+def data_record(splits) -> dict[str, Any]:
+    """What a TrialResult records of the data it trained on (for single and fused trials alike)."""
+    return {"dataset": splits.dataset, "num_classes": splits.num_classes, "in_channels": splits.in_channels,
+            "channel_mean": list(splits.mean), "channel_std": list(splits.std)}
+
+
 def model_for(config: TrialConfig, splits) -> torch.nn.Module:
     """The trial's model with its own seeded initialisation (what a fused member gets too)."""
     from .models import build_model, model_kwargs
@@ -198,11 +204,9 @@ def run_trial(
     loss_buf = torch.zeros(total_steps, device=device)
 
     result = TrialResult(
-        status="ok", dataset=splits.dataset, device=str(device), threads=torch.get_num_threads(),
+        status="ok", device=str(device), threads=torch.get_num_threads(),
         best_dev_acc=-1.0, best_step=0, test_acc=float("nan"), test_loss=float("nan"),
-        final_train_loss=float("nan"), train_seconds=0.0, total_seconds=0.0, steps=0,
-        num_classes=splits.num_classes, in_channels=splits.in_channels, channel_mean=list(splits.mean),
-        channel_std=list(splits.std),
+        final_train_loss=float("nan"), train_seconds=0.0, total_seconds=0.0, steps=0, **data_record(splits),
     )
     best_state = None
     telemetry = GradTelemetry(model) if config.telemetry else None

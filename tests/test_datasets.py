@@ -274,7 +274,7 @@ def test_a_missing_folder_says_what_layout_is_expected(tmp_path):
 
 # --- the command line and the study engine -------------------------------------------------------
 def _cli(*args: str, cwd: Path, env_dir: Path) -> subprocess.CompletedProcess:
-    env = {"PYTHONPATH": str(REPO), "ABLATE_DATA_DIR": str(env_dir), "PATH": "/usr/bin:/bin",
+    env = {"PYTHONPATH": str(REPO), "ABLATE_DATA_DIR": str(env_dir), "ABLATE_OFFLINE": "1", "PATH": "/usr/bin:/bin",
            "RAY_USAGE_STATS_ENABLED": "0", "HOME": str(cwd)}
     return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
@@ -389,3 +389,17 @@ def test_a_description_naming_fashion_mnist_does_not_name_mnist(tmp_path):
     assert dataset_lines(run) == []
     run = load_run(_run_on(tmp_path / "other", "mnist", "He et al. 2016 on CIFAR-10"))
     assert dataset_lines(run) == ["Note: the spec's description names CIFAR-10, but this run used MNIST."]
+
+
+def test_fused_members_record_the_colour_data_they_trained_on(tmp_path):
+    from ablate.fused import run_fused
+    from ablate.trial import run_trial
+
+    make_cifar(tmp_path, per_batch=12)
+    cfg = TrialConfig(dataset="cifar10", family="cifar", depth=20, image_size=8, train_size=32, dev_size=16,
+                      test_size=16, batch_size=16, epochs=1, eval_every=2, threads=1, channels_last=False)
+    single = run_trial(cfg, data_dir=tmp_path)
+    fused = run_fused([cfg, cfg.replace(seed=1)], data_dir=tmp_path)
+    for result in (single, *fused):
+        assert (result.dataset, result.num_classes, result.in_channels) == ("cifar10", 10, 3)
+        assert result.channel_mean == single.channel_mean and len(result.channel_std) == 3

@@ -242,3 +242,14 @@ def test_the_reports_protocol_states_the_recipe(tmp_path):
                  "normalised per channel by the training subset's mean and standard deviation"):
         assert text in line, text
     assert "not converged" not in line and "no data augmentation" not in line
+
+
+def test_trials_with_a_recipe_are_never_fused():
+    from ablate.config import fusable
+
+    base = TrialConfig(**TINY, lr=0.05, momentum=0.9)
+    assert fusable([base, base.replace(seed=1)]) is None
+    for change in (dict(schedule="cosine"), dict(warmup_steps=2), dict(nesterov=True), dict(augment="crop")):
+        cfg = base.replace(**change)
+        why = fusable([cfg, cfg.replace(seed=1)])
+        assert why is not None and next(iter(change)) in why, change
