@@ -140,7 +140,7 @@ def test_diverging_trial_is_recorded_and_the_study_goes_on(tmp_path):
 @pytest.mark.parametrize("args, fragment", [
     (["nope"], "unknown study 'nope'; valid studies:"),
     (["residual-ablation", "--budget", "huge"], "unknown budget 'huge'"),
-    (["residual-ablation", "--dataset", "cifar10"], "unknown dataset"),
+    (["residual-ablation", "--dataset", "svhn"], "unknown dataset"),
     (["residual-ablation", "--address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127.0.0.1:1"),
     (["residual-ablation", "--cpus", "0"], "--cpus must be at least 1"),
     (["--resume", "."], "is not a study run folder"),
