@@ -277,7 +277,8 @@ def summary(
 ) -> None:
     """Per-layer table (output shape, params, MACs) and totals; MACs counted by torch's FlopCounterMode."""
     from .config import coerce_stages
-    from .models import DEFAULT_DEPTH, build_model, format_summary, summarize
+    from .model_summary import format_summary, summarize
+    from .models import DEFAULT_DEPTH, build_model
 
     depth = DEFAULT_DEPTH.get(family, 18) if depth is None else depth
     if input_size < 8:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ablate import datasets as D
-from ablate.datasets import DATASETS, OFFLINE_ENV, check_dataset  # noqa: F401  (re-exported)
+from ablate.datasets import check_dataset
 from ablate.errors import AblateError
 
 DATA_DIR_ENV = "ABLATE_DATA_DIR"

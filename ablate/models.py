@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.errors import AblateError
-from ablate.model_summary import LayerRow, ModelSummary, format_summary, summarize  # noqa: F401  (re-exported)
 
 FAMILIES: dict[str, tuple[int, ...]] = {"imagenet": (10, 18, 34), "cifar": (20, 32, 44, 56, 110)}
 DEFAULT_DEPTH = {"imagenet": 18, "cifar": 20}  # a family's depth when none is given

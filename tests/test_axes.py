@@ -7,7 +7,8 @@ from torch import nn
 
 from ablate.errors import AblateError
 from ablate.lesion import dropped
-from ablate.models import BasicBlock, IdentityShortcut, PreActBlock, build_model, summarize
+from ablate.model_summary import summarize
+from ablate.models import BasicBlock, IdentityShortcut, PreActBlock, build_model
 
 REFERENCE_PARAMS = 11_175_434  # ResNet18, projection shortcuts, 1 input channel, 10 classes (tests/test_models.py)
 

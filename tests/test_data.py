@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ablate import data, datasets
-from ablate.data import DATA_DIR_ENV, DATASETS, AblateError, load_splits, resolve_data_dir
+from ablate import datasets
+from ablate.data import DATA_DIR_ENV, AblateError, load_splits, resolve_data_dir
+from ablate.datasets import DATASETS
 
 needs_mnist = pytest.mark.mnist  # the real MNIST under $ABLATE_DATA_DIR, else skipped (tests/conftest.py)
 

@@ -4,14 +4,13 @@ import torch
 from torch import nn
 
 from ablate.errors import AblateError
+from ablate.model_summary import format_summary, summarize
 from ablate.models import (
     FAMILIES,
     SHORTCUTS,
     BasicBlock,
     ResNet,
     build_model,
-    format_summary,
-    summarize,
     torchvision_state_dict_to_ablate,
     verify_torchvision,
 )
