@@ -288,6 +288,18 @@ def canonical_dataset(name: str) -> str:
     return f"{FOLDER}{folder_path(name)}" if name.startswith(FOLDER) else name
 
 
+def expected_shape(name: str) -> tuple[int, int]:
+    """(input channels, classes) a dataset gives the model, known without reading it: for a folder, its class
+    folders counted and 3 channels assumed (the larger, RGB case) when it cannot be seen without decoding."""
+    if name in ("cifar10", "cifar100"):
+        return 3, 10 if name == "cifar10" else 100
+    if name.startswith(FOLDER):
+        train = folder_path(name) / "train"
+        classes = sum(1 for c in train.iterdir() if c.is_dir() and not c.name.startswith(".")) if train.is_dir() else 0
+        return 3, max(classes, 2)
+    return 1, 10
+
+
 def _images_in(part: Path) -> dict[str, list[Path]]:
     classes = sorted(p for p in part.iterdir() if p.is_dir() and not p.name.startswith("."))
     return {c.name: sorted(f for f in c.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))

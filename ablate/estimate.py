@@ -44,8 +44,17 @@ def _duration(seconds: float) -> str:
 
 
 def _arch(cfg: TrialConfig) -> str:
-    return (f"{cfg.family}-{cfg.depth} {'residual' if cfg.residual else 'plain'}"
-            f"{' ' + cfg.shortcut if cfg.residual else ''} {cfg.image_size}px batch {cfg.batch_size}")
+    """What a step's cost depends on, in words: the model with every axis that is not the default, the input
+    (channels x size, classes) and the batch."""
+    from .datasets import expected_shape
+
+    extra = [f"{cfg.block} blocks" if cfg.block != "basic" else "", f"{cfg.norm} norm" if cfg.norm != "batch" else "",
+             f"residual stages {list(cfg.residual_stages)}" if cfg.residual and cfg.residual_stages is not None else "",
+             "zero-init" if cfg.zero_init_residual else ""]
+    channels, classes = expected_shape(cfg.dataset)
+    return " ".join(x for x in (f"{cfg.family}-{cfg.depth}", "residual" if cfg.residual else "plain",
+                                cfg.shortcut if cfg.residual else "", *extra,
+                                f"{channels}x{cfg.image_size}px {classes} classes batch {cfg.batch_size}") if x)
 
 
 def _round_steps(study: Study, cfg: TrialConfig, size: int) -> int:
@@ -78,21 +87,27 @@ def planned(study: Study) -> list[tuple[str, TrialConfig, int]]:
     return out
 
 
-def _seconds_per_step(cfg: TrialConfig, in_channels: int = 1) -> float:
+def _model(cfg: TrialConfig):
+    from .datasets import expected_shape
+    from .models import build_model, model_kwargs
+
+    channels, classes = expected_shape(cfg.dataset)
+    return build_model(cfg.family, cfg.depth, **model_kwargs(cfg), in_channels=channels, num_classes=classes), channels, classes
+
+
+def _seconds_per_step(cfg: TrialConfig) -> float:
     import torch
     import torch.nn.functional as F
-
-    from .models import build_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
     try:
-        model = build_model(cfg.family, cfg.depth, residual=cfg.residual, shortcut=cfg.shortcut, in_channels=in_channels)
+        model, in_channels, classes = _model(cfg)
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         model = model.to(memory_format=memory_format).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         x = torch.randn(cfg.batch_size, in_channels, cfg.image_size, cfg.image_size).contiguous(memory_format=memory_format)
-        y = torch.randint(0, 10, (cfg.batch_size,))
+        y = torch.randint(0, classes, (cfg.batch_size,))
         times = []
         for _ in range(5):
             t0 = time.perf_counter()
@@ -107,9 +122,7 @@ def _seconds_per_step(cfg: TrialConfig, in_channels: int = 1) -> float:
 
 
 def _state_bytes(cfg: TrialConfig) -> int:
-    from .models import build_model
-
-    model = build_model(cfg.family, cfg.depth, residual=cfg.residual, shortcut=cfg.shortcut)
+    model = _model(cfg)[0]
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 

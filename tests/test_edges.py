@@ -265,3 +265,15 @@ def test_a_mistyped_study_name_gets_a_suggestion():
     assert "unknown study 'residual-ablaton'; did you mean 'residual-ablation'?" in line
     line = one_line_error(invoke("study", "zzz", "--dry-run"))
     assert "did you mean" not in line and "valid studies:" in line
+
+
+def test_the_estimate_builds_the_model_the_dataset_needs():
+    # A 100-class RGB dataset widens the stem and the classifier: the weights the estimate counts grow with them.
+    from ablate.config import TrialConfig
+    from ablate.estimate import _arch, _state_bytes
+
+    mnist, cifar = TrialConfig(dataset="mnist"), TrialConfig(dataset="cifar100")
+    # 2 more input channels of the 7x7, 64-filter stem; 90 more classes of the 512-wide classifier (fp32)
+    assert _state_bytes(cifar) - _state_bytes(mnist) == 4 * (2 * 64 * 7 * 7 + 90 * (512 + 1))
+    assert "3x32px 100 classes" in _arch(cifar) and "1x32px 10 classes" in _arch(mnist)
+    assert "preact blocks" in _arch(TrialConfig(block="preact"))
