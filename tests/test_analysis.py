@@ -7,6 +7,8 @@ import json
 import math
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,46 +16,56 @@ import pandas as pd
 import pytest
 import yaml
 from scipy import stats as st
-from typer.testing import CliRunner
 
 from ablate.analysis import analyze, export, export_configs, latest_run
 from ablate.analysis.figures_grad import grad_ratios
 from ablate.analysis.load import load_grad_norms, load_run
 from ablate.analysis.summary import summarize
 from ablate.analysis.tables import latex_escape, to_latex
-from ablate.cli import app
 from ablate.errors import AblateError
 from ablate.trial import TrialConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY = {"dataset": "digits", "train_size": 128, "dev_size": 64, "test_size": 64, "batch_size": 64,
         "epochs": 2, "eval_every": 1, "seed": 100}
 
 
-def run_study(tmp: Path, name: str, doc: dict) -> Path:
+def start_study(tmp: Path, name: str, doc: dict) -> tuple[Path, subprocess.Popen]:
+    """A real study through the command line, in its own process: the module's studies run side by side
+    (each spends most of its seconds starting Ray and its workers)."""
     spec = tmp / f"{name}.yaml"
     spec.write_text(yaml.safe_dump(doc))
     out = tmp / name
-    result = CliRunner().invoke(app, ["study", str(spec), "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "study", str(spec), "--out", str(out), "--cpus", "1"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return out, proc
+
+
+def finish(started: tuple[Path, subprocess.Popen]) -> Path:
+    out, proc = started
+    output = proc.communicate(timeout=900)[0]
+    assert proc.returncode == 0, output[-3000:]
     return out
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("analysis")
-    tuned = run_study(tmp, "tuned", {
+    tuned = start_study(tmp, "tuned", {
         "description": "tiny residual vs plain, lr tuned", "base": {"family": "cifar", "depth": 20, **TINY},
         "factors": {"residual": {"values": [True, False]}},
         "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
                    "trials": 2, "sampler_seed": 0},
         "seeds": [0, 1, 2]})
-    depth = run_study(tmp, "depth", {
+    depth = start_study(tmp, "depth", {
         "description": "tiny depth study", "base": {"family": "cifar", "shortcut": "identity", "lr": 0.05, **TINY},
         "factors": {"depth": {"values": [20, 32]}, "residual": {"values": [True, False]}},
         "seeds": [0, 1]})
-    grid = run_study(tmp, "grid", {
+    grid = start_study(tmp, "grid", {
         "description": "tiny lr grid", "base": {"family": "cifar", "depth": 20, **TINY},
         "factors": {"residual": {"values": [True, False]}}, "grid": {"lr": [0.02, 0.2]}, "seeds": [0, 1]})
+    tuned, depth, grid = finish(tuned), finish(depth), finish(grid)
     return {"tmp": tmp, "tuned": tuned, "depth": depth, "grid": grid,
             "tuned_result": analyze(tuned), "depth_result": analyze(depth, tmp / "depth-analysis")}
 
