@@ -4,6 +4,7 @@ URLs it lives in (the run folder's SQLite file, or a server database shared by a
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,13 +142,21 @@ def check_storage(url: str) -> None:
     """Fail fast, before any folder exists, when the Optuna storage cannot be opened."""
     import optuna
 
-    try:
-        optuna.storages.RDBStorage(storage_url(url))
-    except AblateError:
-        raise
-    except Exception as exc:  # SQLAlchemy raises many kinds; all mean the same to the user
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AblateError(f"cannot open Optuna storage {mask_url(url)!r}: {reason}") from None
+    # Two studies that open a fresh database at once both create Optuna's tables; the slower one's CREATE
+    # fails on what the faster one just made. The tables then exist, so opening again succeeds.
+    races = ("duplicate key", "already exists", "unique constraint")
+    for attempt in range(5):
+        try:
+            optuna.storages.RDBStorage(storage_url(url))
+            return
+        except AblateError:
+            raise
+        except Exception as exc:  # SQLAlchemy raises many kinds; all mean the same to the user
+            if attempt < 4 and any(r in str(exc).lower() for r in races):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AblateError(f"cannot open Optuna storage {mask_url(url)!r}: {reason}") from None
 
 
 def mask_url(url: str) -> str:

@@ -88,12 +88,10 @@ def test_a_study_in_postgresql_is_killed_resumed_and_kept_apart_from_a_second_ru
 
     spec = tmp_path / "pg.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
-    # The reference: the same spec with the run folder's own SQLite database.
-    reference = tmp_path / "sqlite"
-    assert study(spec, "--out", reference).returncode == 0
-    expected = (reference / "trials.csv").read_text()
-
-    first = tmp_path / "first"
+    # Side by side (each spends most of its time starting Ray): the reference, the same spec with the run
+    # folder's own SQLite database; a second run in the same PostgreSQL database; the run that is killed.
+    reference, first, second = tmp_path / "sqlite", tmp_path / "first", tmp_path / "second"
+    others = [start(spec, "--out", reference), start(spec, "--out", second, "--storage", postgres)]
     proc = start(spec, "--out", first, "--storage", postgres)
     wait_until(proc, first, lambda rows: sum(r["stage"] == "tune" for r in rows) >= 2)
     kill_tree(proc)
@@ -101,12 +99,11 @@ def test_a_study_in_postgresql_is_killed_resumed_and_kept_apart_from_a_second_ru
     assert missing.returncode == 2 and "pass --storage" in missing.stderr, missing.stderr
     resumed = study("--resume", first, "--storage", postgres)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for other in others:
+        assert other.wait(timeout=600) == 0, other.stdout.read()[-3000:]
+    expected = (reference / "trials.csv").read_text()
     assert (first / "trials.csv").read_text() == expected
     assert not (first / "optuna.db").exists()
-
-    second = tmp_path / "second"
-    again = study(spec, "--out", second, "--storage", postgres)
-    assert again.returncode == 0, again.stderr[-3000:]
     assert (second / "trials.csv").read_text() == expected
 
     url = postgres.replace("postgresql://", "postgresql+psycopg://")
@@ -119,3 +116,20 @@ def test_a_study_in_postgresql_is_killed_resumed_and_kept_apart_from_a_second_ru
     manifest = (first / "manifest.json").read_text()
     assert "postgresql://postgres@127.0.0.1" in manifest
     print(f"PostgreSQL studies: {sorted(names)}; {len(read_registry(first))} trials in the resumed run")
+
+
+def test_studies_opening_a_fresh_database_at_once_all_get_in(postgres):
+    # Each creates Optuna's tables; without a retry, the slower ones fail on what the fastest just made.
+    fresh = postgres.rsplit("/", 1)[0] + "/race"
+    url = postgres.replace("postgresql://", "postgresql+psycopg://")
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("CREATE DATABASE race"))
+    engine.dispose()
+    code = f"from ablate.sampler import check_storage; check_storage({fresh!r}); print('opened')"
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 and "opened" in out for p, out in zip(procs, outputs)), outputs
