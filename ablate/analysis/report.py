@@ -19,6 +19,7 @@ from .factorial import Factorial, factorial
 from .factorial_report import answer_lines, effects_figure
 from .figures_tuning import tuning_landscape
 from .lesion_report import check_table, lesion_figure
+from .power import add_power, check_min_effect
 from .load import Run, load_curves, load_grad_norms, load_predictions, load_run
 from .report_text import CAPTIONS, report_markdown
 from .summary import summarize
@@ -142,7 +143,8 @@ def _write_diagnostics(run: Run, diag, out_dir: Path, figs: dict, captions: dict
 
 
 def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFrame" = False,
-            diagnostics=False, landscape_2d: bool = False, progress=None) -> AnalysisResult:
+            diagnostics=False, landscape_2d: bool = False, progress=None, min_effect: float | None = None
+            ) -> AnalysisResult:
     """Analyse a study run folder; writes into `out` (default run_dir/analysis) and returns what it wrote.
 
     lesion=True also runs the lesion study (ablate.lesion.lesion_run) on the final-stage trials that
@@ -150,12 +152,14 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     cannot run (no weights.pt), everything else is still written and `skipped["lesion"]` says why.
     diagnostics=True computes ablate.diagnostics on the reported trials (landscape_2d adds the 2-D plane);
     a Diagnostics object is reported as given; if they cannot run, `skipped["diagnostics"]` says why.
-    `progress(i, n, trial)` is called before each trial's diagnostics.
+    `progress(i, n, trial)` is called before each trial's diagnostics. `min_effect` (percentage points): the
+    difference the seeds-for-power line asks about, instead of the observed one.
     """
+    check_min_effect(min_effect)
     run = load_run(Path(run_dir))
     out_dir = writable_dir(Path(out) if out is not None else run.run_dir / "analysis")
     summary = summarize(run)
-    comparisons = compare(run, load_predictions(run))
+    comparisons = add_power(compare(run, load_predictions(run)), min_effect)
     best = supported_best(run, comparisons)
     fact = factorial(run)
     lesion_table, lesion_skip = _lesion_table(run, lesion)
@@ -189,7 +193,8 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
         else:
             frame = getattr(fact, name).drop(columns=["diffs"], errors="ignore")
             atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-    text = report_markdown(run, summary, comparisons, best, figs, captions, skipped, out_dir, lesion_table, fact, diag)
+    text = report_markdown(run, summary, comparisons, best, figs, captions, skipped, out_dir, lesion_table, fact, diag,
+                           min_effect)
     atomic_write_text(paths["report"], text)
     table = to_text(summary, run, best)
     if fact is not None:

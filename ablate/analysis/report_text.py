@@ -13,6 +13,7 @@ from .factorial_report import answer_lines, effects_section
 from .figures_tuning import lr_param
 from .lesion_report import lesion_lines
 from .load import Run, load_curves
+from .seeding import seeds_section
 from .sections import checkpoint_lines, comparison_lines, depth_lines, failure_lines, pairs_table, tuning_lines
 from .tables import fmt_param, table_note, to_markdown
 
@@ -77,7 +78,17 @@ def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
 
 def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
                     figs: dict[str, list[Path]], captions: dict[str, str], skipped: dict[str, str], out_dir: Path,
-                    lesion_table: pd.DataFrame | None = None, fact: Factorial | None = None, diag=None) -> str:
+                    lesion_table: pd.DataFrame | None = None, fact: Factorial | None = None, diag=None,
+                    min_effect: float | None = None) -> str:
+    """report.md: every section, then the figures (as relative links to their PNG and PDF files)."""
+    body = report_body(run, summary, comparisons, best, lesion_table, fact, diag, min_effect)
+    return "\n".join(body + figure_lines(figs, captions, skipped, out_dir))
+
+
+def report_body(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
+                lesion_table: pd.DataFrame | None = None, fact: Factorial | None = None, diag=None,
+                min_effect: float | None = None) -> list[str]:
+    """report.md's lines up to the figures (report.html renders the same lines)."""
     study, m = run.study, run.manifest
     md = [f"# Study `{study.name}`: analysis", ""]
     if fact is not None:
@@ -86,7 +97,7 @@ def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
         md += [f"Spec description: {study.description}", ""]
     used = "datasets" if len(run.datasets) > 1 else "dataset"
     md.append(f"{model_name(run)} on **{dataset_name(run)}** (the {used} the trials actually used). Run folder "
-              f"`{run.run_dir}`; budget {study.budget}; stages {' → '.join(study.stages)}; seeds {study.seeds}; "
+              f"`{run.run_dir}`; budget {study.budget}; stages {' → '.join(study.stages)}; seeds {run.seeds}; "
               f"git commit {m.get('git_commit', 'unknown')}.")
     for line in dataset_lines(run) + resume_lines(run):
         md += ["", line]
@@ -101,6 +112,7 @@ def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
     if fact is not None:
         md += ["## Factor effects", ""] + effects_section(run, fact.design, fact.effects, fact.interactions) + [""]
     md += results_section(run, summary, comparisons, best, fact is not None)
+    md += seeds_section(run, comparisons, min_effect)
     md += ["## Checkpoints", ""] + checkpoint_lines(run, load_curves(run)) + [""]
     if "tune" in study.stages:
         md += ["## Tuning", ""] + tuning_lines(run, lr_param(run)) + [""]
@@ -111,11 +123,15 @@ def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
         md += ["## Lesion study", "", intro, ""] + [f"- {line}" for line in per_arm] + ["", "Full table: `lesion.csv`.", ""]
     if diag is not None:
         md += ["## Diagnostics", ""] + diagnostics_lines(run, diag)
-    md += ["## Figures", ""]
+    return md
+
+
+def figure_lines(figs: dict[str, list[Path]], captions: dict[str, str], skipped: dict[str, str], out_dir: Path) -> list[str]:
+    md = ["## Figures", ""]
     for name, paths in figs.items():
         rel = Path(os.path.relpath(paths[0], out_dir)).as_posix()
         pdf = Path(os.path.relpath(paths[1], out_dir)).as_posix()
         md += [f"![{name}]({rel})", "", f"*{captions.get(name, CAPTIONS.get(name, name))}* ([PDF]({pdf}))", ""]
     if skipped:
         md += ["Not drawn:", ""] + [f"- {name}: {why}" for name, why in skipped.items()] + [""]
-    return "\n".join(md)
+    return md
