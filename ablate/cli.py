@@ -434,7 +434,7 @@ def analyze_cmd(
         typer.echo(f"missing: {line}", err=True)
     for name, why in result.skipped.items():
         typer.echo(f"skipped {name}: {why}", err=True)
-    typer.echo(f"wrote {result.report}")
+    typer.echo(f"wrote {result.report}, {result.html.name}, {result.methods.name} and {result.references.name}")
 
 
 @app.command("export")

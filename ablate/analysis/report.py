@@ -21,7 +21,10 @@ from .figures_tuning import tuning_landscape
 from .lesion_report import check_table, lesion_figure
 from .power import add_power, check_min_effect
 from .load import Run, load_curves, load_grad_norms, load_predictions, load_run
-from .report_text import CAPTIONS, report_markdown
+from .html_report import report_html
+from .methods import methods
+from .report_text import CAPTIONS, figure_lines, report_body
+from .runinfo import facts
 from .summary import summarize
 from .tables import to_csv, to_latex, to_text
 
@@ -34,6 +37,9 @@ class AnalysisResult:
     summary_csv: Path
     summary_tex: Path
     comparisons_csv: Path
+    html: Path                           # report.html: the report in one self-contained file
+    methods: Path                        # methods.md: the methods paragraph, with citation keys
+    references: Path                     # references.bib: the works methods.md cites
     figures: dict[str, list[Path]]       # name -> [png, pdf]
     captions: dict[str, str]             # name -> the caption under it in report.md
     lesion_csv: Path | None              # the lesion table, when a lesion study was asked for and ran
@@ -183,7 +189,8 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     if diag_skip:
         skipped["diagnostics"] = diag_skip
     paths = {"summary_csv": out_dir / "summary.csv", "summary_tex": out_dir / "summary.tex",
-             "comparisons_csv": out_dir / "comparisons.csv", "report": out_dir / "report.md"}
+             "comparisons_csv": out_dir / "comparisons.csv", "report": out_dir / "report.md",
+             "html": out_dir / "report.html", "methods": out_dir / "methods.md", "references": out_dir / "references.bib"}
     atomic_write_text(paths["summary_csv"], to_csv(summary))
     atomic_write_text(paths["summary_tex"], to_latex(summary, run, comparisons, best))
     atomic_write_text(paths["comparisons_csv"], comparisons.to_csv(index=False))
@@ -193,9 +200,14 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
         else:
             frame = getattr(fact, name).drop(columns=["diffs"], errors="ignore")
             atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-    text = report_markdown(run, summary, comparisons, best, figs, captions, skipped, out_dir, lesion_table, fact, diag,
-                           min_effect)
-    atomic_write_text(paths["report"], text)
+    body = report_body(run, summary, comparisons, best, lesion_table, fact, diag, min_effect)
+    atomic_write_text(paths["report"], "\n".join(body + figure_lines(figs, captions, skipped, out_dir)))
+    run_facts = facts(run)
+    text = methods(run, comparisons, lesion=lesion_table is not None, diag=diag, f=run_facts)
+    atomic_write_text(paths["methods"], text.markdown())
+    atomic_write_text(paths["references"], text.bib())
+    atomic_write_text(paths["html"], report_html(run, body, figs, captions, skipped, text, run_facts,
+                                                   comparisons))
     table = to_text(summary, run, best)
     if fact is not None:
         answer = [line.replace("**", "") for line in answer_lines(run, fact.design, fact.effects, fact.interactions)]
