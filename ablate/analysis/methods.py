@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,8 +107,10 @@ def _training(run: Run, cite: _Cites) -> str:
         chosen = "; ".join(f"{readable_arm(run, a)}: " + ", ".join(f"{k} {fmt_param(v)}" for k, v in p.items())
                            for a, p in run.selected.items())
         lr_text = f"{sched}, {how} per variant ({chosen})"
+    elif _val(run, "schedule") == "constant":
+        lr_text = f"constant learning rate of {fmt_param(_val(run, 'lr'))}"
     else:
-        lr_text = f"{sched}, learning rate {fmt_param(_val(run, 'lr'))}"
+        lr_text = f"{sched} (base learning rate {fmt_param(_val(run, 'lr'))})"
     every = _val(run, "eval_every")
     every = "step" if every == 1 else f"{_num(every)} steps"
     return (f"Training: {sgd} in PyTorch {cite('paszke2019pytorch')} with batch {_val(run, 'batch_size')}, momentum "
@@ -214,17 +217,21 @@ def _machine(run: Run, f: RunFacts) -> str:
     sched = ", ".join(x for x in (f"{_plural(threads, 'thread')} per trial" if threads else "",
                                   f"up to {at_once} trials at once" if at_once else "") if x)
     sessions = len(f.sessions)
-    wall = duration(f.wall_seconds) + (f" over {sessions} sessions (launch and resumes)" if sessions > 1 else "")
+    over = f" over {sessions} sessions (launch and resumes)" if sessions > 1 else ""
+    wall = (f"the study took {duration(f.wall_seconds)} of wall time{over} from launch to its last trial"
+            if f.wall_seconds is not None else "its wall time was not recorded")
+    busy = (f"{duration(f.trial_seconds)} of trial time summed over its {f.trials} trials" if f.trial_seconds is not None
+            else f"the run times of its {f.trials} trials were not recorded")
     return (f"Hardware: trials ran {where} ({'; '.join(parts)}; devices recorded by the trials: {devices}"
-            f"{'; ' + sched if sched else ''}); the study took {wall} of wall time from launch to its last trial, "
-            f"{duration(f.trial_seconds)} of trial time summed over its {f.trials} trials.")
+            f"{'; ' + sched if sched else ''}); {wall}, {busy}.")
 
 
 def _software(f: RunFacts) -> str:
     commit = f.manifest.get("git_commit") or "unknown"
     ablate = f.packages.get("ablate")
-    return (f"Software: {versions_text(f) or 'versions not recorded'}; ablate {ablate or 'n/a'} (git commit "
-            f"{commit}); analysis with {analysis_versions_text(f)}.")
+    launch = versions_text(f) or "package versions not recorded at launch"
+    return (f"Software: {launch}; ablate{' ' + ablate if ablate else ''} (git commit {commit}); analysis with "
+            f"{analysis_versions_text(f)}.")
 
 
 def methods(run: Run, comparisons: pd.DataFrame, lesion: bool = False, diag=None, f: RunFacts | None = None) -> Methods:
@@ -233,4 +240,7 @@ def methods(run: Run, comparisons: pd.DataFrame, lesion: bool = False, diag=None
     f = f or facts(run)
     parts = [_model(run, cite), _data(run, cite), _training(run, cite), _search(run, cite), _seeds(run),
              _statistics(run, comparisons, cite), _diagnostics(lesion, diag, cite), _machine(run, f), _software(f)]
-    return Methods(" ".join(p for p in parts if p), cite.keys)
+    text = " ".join(p for p in parts if p)
+    # references.bib lists the works in the order the paragraph first cites them
+    order = list(dict.fromkeys(re.findall(r"@([A-Za-z0-9_]+)", text)))
+    return Methods(text, [k for k in order if k in cite.keys])

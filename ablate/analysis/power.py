@@ -25,6 +25,7 @@ from ..errors import AblateError
 POWER = 0.8
 ALPHA = 0.05
 MAX_SEEDS = 10_000
+ZERO = 1e-12  # accuracies are fractions k/N: a mean difference this small is 0 up to float rounding
 COLUMNS = ["power_target", "power_target_pp", "seeds_needed", "seeds_needed_normal", "power_achieved", "power_note"]
 
 
@@ -64,7 +65,7 @@ def seeds_for_power(effect: float, sd: float, n_observed: int, power: float = PO
         return SeedsNeeded(None, math.nan, None, f"cannot be estimated: the {n_observed} paired differences are all "
                            "equal (SD 0), so the t-test's power is undefined; an SD of 0 from so few seeds does not "
                            "mean the next seeds will agree as well, so run more seeds to measure the spread")
-    if effect == 0:
+    if abs(effect) <= ZERO:
         return SeedsNeeded(None, math.nan, None, "cannot be estimated: the observed mean difference is 0, so there is "
                            "no difference to detect; name the smallest difference that matters with "
                            "`analyze --min-effect PP`")
