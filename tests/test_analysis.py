@@ -1,7 +1,7 @@
 """ablate.analysis on real tiny study runs (scikit-learn's digits, the real study engine through the CLI).
 
-Two runs are made once per session: a tuned residual-vs-plain study (tune + confirm stages) and a
-depth study (confirm stage only). Every other case works on copies of them.
+The tuned residual-vs-plain study (tune + confirm stages) is made once per session (conftest.py's `tuned_study`);
+a depth study and a grid study (confirm or grid stage only) once per module. Every other case works on copies.
 """
 import json
 import math
@@ -12,41 +12,21 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from scipy import stats as st
-from typer.testing import CliRunner
 
 from ablate.analysis import analyze, export, export_configs, latest_run
 from ablate.analysis.figures_grad import grad_ratios
 from ablate.analysis.load import load_grad_norms, load_run
 from ablate.analysis.summary import summarize
 from ablate.analysis.tables import latex_escape, to_latex
-from ablate.cli import app
 from ablate.errors import AblateError
 from ablate.trial import TrialConfig
-
-TINY = {"dataset": "digits", "train_size": 128, "dev_size": 64, "test_size": 64, "batch_size": 64,
-        "epochs": 2, "eval_every": 1, "seed": 100}
-
-
-def run_study(tmp: Path, name: str, doc: dict) -> Path:
-    spec = tmp / f"{name}.yaml"
-    spec.write_text(yaml.safe_dump(doc))
-    out = tmp / name
-    result = CliRunner().invoke(app, ["study", str(spec), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+from study_runs import TINY, run_study
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tuned_study, tuned_analysis):
     tmp = tmp_path_factory.mktemp("analysis")
-    tuned = run_study(tmp, "tuned", {
-        "description": "tiny residual vs plain, lr tuned", "base": {"family": "cifar", "depth": 20, **TINY},
-        "factors": {"residual": {"values": [True, False]}},
-        "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
-                   "trials": 2, "sampler_seed": 0},
-        "seeds": [0, 1, 2]})
     depth = run_study(tmp, "depth", {
         "description": "tiny depth study", "base": {"family": "cifar", "shortcut": "identity", "lr": 0.05, **TINY},
         "factors": {"depth": {"values": [20, 32]}, "residual": {"values": [True, False]}},
@@ -54,8 +34,8 @@ def runs(tmp_path_factory):
     grid = run_study(tmp, "grid", {
         "description": "tiny lr grid", "base": {"family": "cifar", "depth": 20, **TINY},
         "factors": {"residual": {"values": [True, False]}}, "grid": {"lr": [0.02, 0.2]}, "seeds": [0, 1]})
-    return {"tmp": tmp, "tuned": tuned, "depth": depth, "grid": grid,
-            "tuned_result": analyze(tuned), "depth_result": analyze(depth, tmp / "depth-analysis")}
+    return {"tmp": tmp, "tuned": tuned_study, "depth": depth, "grid": grid,
+            "tuned_result": tuned_analysis, "depth_result": analyze(depth, tmp / "depth-analysis")}
 
 
 def copy_run(src: Path, dest: Path) -> Path:
@@ -83,7 +63,8 @@ def test_analyze_writes_every_output(runs):
     assert result.out_dir == runs["tuned"] / "analysis"
     assert_figures(result, ["test_accuracy", "curves", "grad_profile", "grad_heatmap", "tuning"])
     assert result.skipped == {} and result.missing == []
-    for path in (result.summary_csv, result.summary_tex, result.report, result.comparisons_csv):
+    for path in (result.summary_csv, result.summary_tex, result.report, result.comparisons_csv, result.html,
+                 result.methods, result.references):
         assert path.parent == result.out_dir and path.stat().st_size > 100
 
 
@@ -281,6 +262,8 @@ def test_lesion_study_is_drawn_and_reported(runs, tmp_path):
         assert len(rows) == 1 + 3 * (depth - 2) // 6 and (rows["block"] == "none").sum() == 1
     md = result.report.read_text()
     assert "## Lesion study" in md and "![lesion](figures/lesion.png)" in md
+    # the methods paragraph names the lesion study and cites it (and the bib has the entry)
+    assert "[@veit2016residual]" in result.methods.read_text() and "@inproceedings{veit2016residual," in result.references.read_text()
     lesions = table[table["block"] != "none"]
     for (arm, kind), rows in lesions.groupby(["arm", "block_type"]):
         per_seed = rows.groupby("trial_id")["drop"].mean()
