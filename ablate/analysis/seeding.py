@@ -111,12 +111,12 @@ def power_lines(run: Run, comparisons: pd.DataFrame, min_effect: float | None = 
     lines += ["| arm A | arm B | seed pairs run | A − B (pp) | SD of differences (pp) | difference to detect (pp) | "
               "seeds needed (noncentral t) | power at that n | normal approximation |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    notes = []
+    notes: dict[str, list[str]] = {}  # reason -> the pairs it applies to
     for c in shown.itertuples():
         sd = "n/a" if pd.isna(c.diff_sd) else f"{100 * c.diff_sd:.2f}"
         if pd.isna(c.seeds_needed):
             needed, achieved = "cannot be estimated" if c.power_note.startswith("cannot") else f"> {MAX_SEEDS:,}", "n/a"
-            notes.append(f"`{c.arm_a}` vs `{c.arm_b}`: {c.power_note}.")
+            notes.setdefault(c.power_note, []).append(f"`{c.arm_a}` vs `{c.arm_b}`")
         else:
             needed, achieved = f"{int(c.seeds_needed)}", f"{100 * c.power_achieved:.1f} %"
         normal = "n/a" if pd.isna(c.seeds_needed_normal) else f"{int(c.seeds_needed_normal):,}"
@@ -124,7 +124,7 @@ def power_lines(run: Run, comparisons: pd.DataFrame, min_effect: float | None = 
         lines.append(f"| `{c.arm_a}` | `{c.arm_b}` | {int(c.n_pairs)} | {f.pp(c.diff)} | {sd} | {detect} | {needed} | "
                      f"{achieved} | {normal} |")
     if notes:
-        lines += [""] + [f"- {n}" for n in notes]
+        lines += [""] + [f"- {', '.join(pairs)}: {why}." for why, pairs in notes.items()]
     return lines
 
 
