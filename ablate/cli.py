@@ -327,9 +327,13 @@ def analyze_cmd(
     lesion: bool = typer.Option(False, "--lesion", help="Also drop each residual block in turn at test time (needs weights.pt)."),
     diagnostics: bool = typer.Option(False, "--diagnostics", help="Also measure loss landscapes, shattered gradients, signal propagation and k-block lesions per arm (see README for the cost)."),
     landscape_2d: bool = typer.Option(False, "--landscape-2d", help="With --diagnostics: add a 21x21 loss landscape plane per arm."),
+    min_effect: Optional[float] = typer.Option(None, "--min-effect", metavar="PP", help="The difference (percentage points of test accuracy) the seeds-for-80%-power line asks about (default: the observed one)."),
 ) -> None:
-    """Figures, summary tables, statistics and a report for a finished (or partly finished) study."""
+    """Figures, summary tables, statistics, report.md, report.html, methods.md and references.bib for a finished (or partly finished) study."""
     from .analysis import analyze, latest_run
+    from .analysis.power import check_min_effect
+
+    check_min_effect(min_effect)
 
     if out is not None and out.is_dir() and any(out.iterdir()) and not (out / "report.md").is_file():
         fail(f"{out} is not empty and holds no earlier analysis (no report.md); choose an empty or new --out")
@@ -342,14 +346,14 @@ def analyze_cmd(
         typer.echo(f"diagnostics {i + 1}/{n}: {trial['arm']}, seed {trial['seed']}", err=True)
 
     result = analyze(run_dir or latest_run(), out, lesion=lesion, diagnostics=diagnostics, landscape_2d=landscape_2d,
-                     progress=progress)
+                     progress=progress, min_effect=min_effect)
     error_folder(result.out_dir)
     typer.echo(result.table)
     for line in result.missing:
         typer.echo(f"missing: {line}", err=True)
     for name, why in result.skipped.items():
         typer.echo(f"skipped {name}: {why}", err=True)
-    typer.echo(f"wrote {result.report}")
+    typer.echo(f"wrote {result.report}, {result.html.name}, {result.methods.name} and {result.references.name}")
 
 
 @app.command("export")

@@ -130,6 +130,32 @@ def git_commit() -> str:
         return "unknown"
 
 
+def hardware(gpus: int = 0) -> dict[str, Any]:
+    """The machine the study was launched on, for a methods section: CPU model, logical CPUs, memory, and the
+    names of the visible GPUs (only asked of torch when there are some)."""
+    cpu = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
+    except OSError:
+        pass
+    memory = None
+    try:
+        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)
+    except (AttributeError, OSError, ValueError):
+        pass
+    names: list[str] = []
+    if gpus:
+        try:
+            import torch
+
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        except Exception:  # noqa: BLE001  a description of the machine must never stop a study
+            names = []
+    return {"cpu": cpu or platform.processor() or None, "logical_cpus": os.cpu_count(), "memory_gib": memory,
+            "gpus": names}
+
+
 def manifest(study: Study, dataset: str, resources: dict[str, Any]) -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:
@@ -142,6 +168,7 @@ def manifest(study: Study, dataset: str, resources: dict[str, Any]) -> dict[str,
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "host": socket.gethostname(),
         "platform": platform.platform(), "python": platform.python_version(), "packages": versions,
         "git_commit": git_commit(), "dataset": dataset, "resources": resources,
+        "hardware": hardware(int(resources.get("gpus") or 0)),
     }
 
 

@@ -79,3 +79,19 @@ def fake_mnist_env(fake_mnist, monkeypatch) -> Path:
     this process and in the Ray workers a study starts (they inherit its environment)."""
     monkeypatch.setenv(DATA_DIR_ENV, str(fake_mnist))
     return fake_mnist
+
+
+@pytest.fixture(scope="session")
+def tuned_study(tmp_path_factory) -> Path:
+    """A real tiny study (study_runs.TUNED: residual vs plain, lr tuned, 3 seeds) made once per session."""
+    from study_runs import TUNED, run_study
+
+    return run_study(tmp_path_factory.mktemp("tuned-study"), "tuned", TUNED)
+
+
+@pytest.fixture(scope="session")
+def tuned_analysis(tuned_study):
+    """`analyze` of `tuned_study` into its analysis/ folder, once per session: read it, never write into it."""
+    from ablate.analysis import analyze
+
+    return analyze(tuned_study)

@@ -1,20 +1,17 @@
 """ablate.analysis on real tiny study runs (scikit-learn's digits, the real study engine through the CLI).
 
-Two runs are made once per session: a tuned residual-vs-plain study (tune + confirm stages) and a
-depth study (confirm stage only). Every other case works on copies of them.
+The tuned residual-vs-plain study (tune + confirm stages) is made once per session (conftest.py's `tuned_study`);
+a depth study and a grid study (confirm or grid stage only) once per module. Every other case works on copies.
 """
 import json
 import math
 import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from scipy import stats as st
 
 from ablate.analysis import analyze, export, export_configs, latest_run
@@ -24,40 +21,12 @@ from ablate.analysis.summary import summarize
 from ablate.analysis.tables import latex_escape, to_latex
 from ablate.errors import AblateError
 from ablate.trial import TrialConfig
-
-ROOT = Path(__file__).resolve().parent.parent
-
-TINY = {"dataset": "digits", "train_size": 128, "dev_size": 64, "test_size": 64, "batch_size": 64,
-        "epochs": 2, "eval_every": 1, "seed": 100}
-
-
-def start_study(tmp: Path, name: str, doc: dict) -> tuple[Path, subprocess.Popen]:
-    """A real study through the command line, in its own process: the module's studies run side by side
-    (each spends most of its seconds starting Ray and its workers)."""
-    spec = tmp / f"{name}.yaml"
-    spec.write_text(yaml.safe_dump(doc))
-    out = tmp / name
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "study", str(spec), "--out", str(out), "--cpus", "1"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return out, proc
-
-
-def finish(started: tuple[Path, subprocess.Popen]) -> Path:
-    out, proc = started
-    output = proc.communicate(timeout=900)[0]
-    assert proc.returncode == 0, output[-3000:]
-    return out
+from study_runs import TINY, finish, start_study
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("analysis")
-    tuned = start_study(tmp, "tuned", {
-        "description": "tiny residual vs plain, lr tuned", "base": {"family": "cifar", "depth": 20, **TINY},
-        "factors": {"residual": {"values": [True, False]}},
-        "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
-                   "trials": 2, "sampler_seed": 0},
-        "seeds": [0, 1, 2]})
     depth = start_study(tmp, "depth", {
         "description": "tiny depth study", "base": {"family": "cifar", "shortcut": "identity", "lr": 0.05, **TINY},
         "factors": {"depth": {"values": [20, 32]}, "residual": {"values": [True, False]}},
@@ -65,9 +34,11 @@ def runs(tmp_path_factory):
     grid = start_study(tmp, "grid", {
         "description": "tiny lr grid", "base": {"family": "cifar", "depth": 20, **TINY},
         "factors": {"residual": {"values": [True, False]}}, "grid": {"lr": [0.02, 0.2]}, "seeds": [0, 1]})
-    tuned, depth, grid = finish(tuned), finish(depth), finish(grid)
-    return {"tmp": tmp, "tuned": tuned, "depth": depth, "grid": grid,
-            "tuned_result": analyze(tuned), "depth_result": analyze(depth, tmp / "depth-analysis")}
+    # the session's tuned study (if not made yet) runs while these two do
+    tuned_study, tuned_analysis = request.getfixturevalue("tuned_study"), request.getfixturevalue("tuned_analysis")
+    depth, grid = finish(depth), finish(grid)
+    return {"tmp": tmp, "tuned": tuned_study, "depth": depth, "grid": grid,
+            "tuned_result": tuned_analysis, "depth_result": analyze(depth, tmp / "depth-analysis")}
 
 
 def copy_run(src: Path, dest: Path) -> Path:
@@ -95,7 +66,8 @@ def test_analyze_writes_every_output(runs):
     assert result.out_dir == runs["tuned"] / "analysis"
     assert_figures(result, ["test_accuracy", "curves", "grad_profile", "grad_heatmap", "tuning"])
     assert result.skipped == {} and result.missing == []
-    for path in (result.summary_csv, result.summary_tex, result.report, result.comparisons_csv):
+    for path in (result.summary_csv, result.summary_tex, result.report, result.comparisons_csv, result.html,
+                 result.methods, result.references):
         assert path.parent == result.out_dir and path.stat().st_size > 100
 
 
@@ -293,6 +265,8 @@ def test_lesion_study_is_drawn_and_reported(runs, tmp_path):
         assert len(rows) == 1 + 3 * (depth - 2) // 6 and (rows["block"] == "none").sum() == 1
     md = result.report.read_text()
     assert "## Lesion study" in md and "![lesion](figures/lesion.png)" in md
+    # the methods paragraph names the lesion study and cites it (and the bib has the entry)
+    assert "[@veit2016residual]" in result.methods.read_text() and "@inproceedings{veit2016residual," in result.references.read_text()
     lesions = table[table["block"] != "none"]
     for (arm, kind), rows in lesions.groupby(["arm", "block_type"]):
         per_seed = rows.groupby("trial_id")["drop"].mean()

@@ -234,3 +234,19 @@ def interactions(d: Design, eff: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=INTERACTION_COLUMNS)
     out["p_holm"] = stats.holm(out["p_sign_flip"].tolist()) if len(out) else []
     return out
+
+
+@dataclass
+class Factorial:
+    design: Design
+    effects: pd.DataFrame
+    interactions: pd.DataFrame
+
+
+def factorial(run: Run) -> "Factorial | None":
+    """Each factor's effects and the interaction, for a study of two or more factors (grid parameters count)."""
+    d = design(run)
+    if d is None:
+        return None
+    eff = effects(d)
+    return Factorial(d, eff, interactions(d, eff))

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..errors import AblateError
 from ..runs import best_params, open_run_dir, read_registry
+from ..search import decided_seeds
 from ..config import TrialConfig
 from ..study import Study, parse_study, read_yaml
 
@@ -40,6 +41,10 @@ class Run:
     completeness: pd.DataFrame      # per stage and arm: finished vs planned
     manifest: dict[str, Any] = field(default_factory=dict)
     resumes: list[dict[str, Any]] = field(default_factory=list)   # manifest-resume-*.json, oldest first
+    # The final stage's seeds: the spec's list, or with an adaptive seed rule (`seeds: {min, max, half_width}`)
+    # the ones the rule has decided from the registered results (search.decided_seeds), and whether it is done.
+    seeds: list[int] = field(default_factory=list)
+    seeds_final: bool = True
 
     @property
     def arm_names(self) -> list[str]:
@@ -92,6 +97,7 @@ def load_run(run_dir: Path) -> Run:
     rows = read_registry(run_dir)
     trials = _trials_frame(study, rows)
     final = study.stages[-1]
+    seeds, seeds_final = decided_seeds(study, rows)
     selected = _selected_params(study, trials, final, rows)
     reported = _reported_rows(study, trials, final, selected)
     if reported.empty or not ((reported["status"] == "ok") & reported["test_acc"].notna()).any():
@@ -103,7 +109,8 @@ def load_run(run_dir: Path) -> Run:
         data = _read_json(path)
         if data is not None:
             resumes.append({"file": path.name, **data})
-    return Run(run_dir, study, trials, final, reported, selected, _completeness(study, trials), manifest, resumes)
+    return Run(run_dir, study, trials, final, reported, selected, _completeness(study, trials, seeds), manifest, resumes,
+               seeds, seeds_final)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -188,9 +195,10 @@ def _reported_rows(study: Study, trials: pd.DataFrame, final: str, selected: dic
     return rows[keep].copy()
 
 
-def _completeness(study: Study, trials: pd.DataFrame) -> pd.DataFrame:
-    planned = {"tune": study.trials_per_arm, "confirm": len(study.seeds),
-               "grid": len(study.grid_points()) * len(study.seeds)}
+def _completeness(study: Study, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFrame:
+    """Per stage and arm: planned vs finished trials. The final stage plans the seeds decided so far (all of the
+    spec's, or an adaptive rule's), not the rule's candidates up to its maximum."""
+    planned = {"tune": study.trials_per_arm, "confirm": len(seeds), "grid": len(study.grid_points()) * len(seeds)}
     out = []
     for stage in study.stages:
         for arm in study.arms:

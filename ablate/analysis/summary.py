@@ -30,7 +30,7 @@ def summarize(run: Run) -> pd.DataFrame:
         row.update({k: run.selected.get(arm.name, {}).get(k) for k in run.param_names})
         # For a grid study an arm reports one grid point, so its seeds are what is planned for it.
         datasets = sorted(rep["dataset"].dropna().astype(str).unique())
-        row.update({"dataset": " + ".join(datasets) or run.dataset, "planned": len(study.seeds), "finished": len(rep),
+        row.update({"dataset": " + ".join(datasets) or run.dataset, "planned": len(run.seeds), "finished": len(rep),
                     "n": len(ok), "diverged": int((rep["status"] == "diverged").sum()),
                     "error": int((rep["status"] == "error").sum())})
         row["failed"] = row["finished"] - row["n"]

@@ -198,7 +198,7 @@ def caption(run: Run, summary: pd.DataFrame, delta: bool = True) -> str:
         return "per-arm" if x is None else str(x)
 
     steps = sorted({int(s) for s in summary["total_steps"].dropna()})
-    seeds = len(run.study.seeds)
+    seeds = len(run.seeds)
     return (f"Test accuracy (%) of {model_name(run)} on {dataset_name(run)}: {v('train_size')} training, "
             f"{v('dev_size')} dev and {v('test_size')} test images at {v('image_size')}×{v('image_size')} px, "
             f"{'/'.join(map(str, steps)) or '?'} SGD steps of batch {v('batch_size')}; mean ± half-width of the "

@@ -1,0 +1,89 @@
+"""The summary table for a paper (LaTeX, CSV, Markdown), the terminal table, and the exported trial configs."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import AblateError
+from ..outputs import atomic_write_text
+from .compare import compare, supported_best
+from .load import load_predictions, load_run
+from .summary import summarize
+from .tables import caption, to_csv, to_latex, to_markdown, to_text
+
+FORMATS = ("latex", "csv", "markdown")
+
+
+def writable_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AblateError(f"cannot create output folder {path}: {exc.strerror or exc}; choose another --out") from None
+    if not os.access(path, os.W_OK):
+        raise AblateError(f"output folder {path} is not writable; choose another --out")
+    return path
+
+
+def export(run_dir: Path, fmt: str) -> str:
+    """The summary table as LaTeX, CSV or Markdown text (no figures drawn); each names the dataset used."""
+    key = str(fmt).lower()
+    if key not in FORMATS:
+        raise AblateError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    run = load_run(Path(run_dir))
+    summary = summarize(run)
+    if key == "csv":
+        return to_csv(summary)
+    comparisons = compare(run, load_predictions(run))
+    best = supported_best(run, comparisons)
+    if key == "latex":
+        return to_latex(summary, run, comparisons, best)
+    return to_markdown(summary, run, best) + "\n" + caption(run, summary, delta=False) + "\n"
+
+
+def terminal_table(run_dir: Path) -> str:
+    """The table `analyze` prints, from the same code: what `study` shows when it ends."""
+    run = load_run(Path(run_dir))
+    summary = summarize(run)
+    best = supported_best(run, compare(run, load_predictions(run)))
+    return to_text(summary, run, best)
+
+
+def arm_slug(arm: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", arm.replace("=", "-").replace(",", "_")).strip("-_") or "arm"
+
+
+RECORDS = ("metrics.json", "curves.csv", "grad_norms.csv", "predictions.csv")
+
+
+def export_configs(run_dir: Path, dest: Path) -> list[Path]:
+    """Every final-stage trial as dest/<arm-slug>_seed<seed>_<trial_id>/: its config.yaml (runnable with
+    `train --config`) with what it recorded beside it (metrics.json, curves.csv, grad_norms.csv,
+    predictions.csv), so `reproduce dest/<folder>` can check it anywhere; dest/index.csv lists them.
+    Returns the config paths."""
+    run = load_run(Path(run_dir))
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise AblateError(f"{dest} exists and is not a folder; pass a folder for the configs")
+    rows = run.trials[run.trials["stage"] == run.final_stage]
+    sources = [(r, run.run_dir / "trials" / r.trial_id) for r in rows.itertuples()]
+    sources = [(r, folder) for r, folder in sources if (folder / "config.yaml").is_file()]
+    if not sources:
+        raise AblateError(f"no {run.final_stage}-stage trial of {run.run_dir} has a config.yaml to export")
+    writable_dir(dest)
+    out, index = [], ["folder,arm,seed,trial_id,status,test_acc,dataset"]
+    for r, folder in sorted(sources, key=lambda x: (str(x[0].arm), x[0].seed, x[0].trial_id)):
+        name = f"{arm_slug(str(r.arm))}_seed{r.seed}_{r.trial_id}"
+        target = dest / name
+        target.mkdir(exist_ok=True)
+        for file in ("config.yaml", *RECORDS):
+            if (folder / file).is_file():
+                shutil.copyfile(folder / file, target / file)
+        out.append(target / "config.yaml")
+        acc = "" if pd.isna(r.test_acc) else f"{r.test_acc:.6g}"
+        index.append(f"{name},{r.arm},{r.seed},{r.trial_id},{r.status},{acc},{getattr(r, 'dataset', '') or ''}")
+    atomic_write_text(dest / "index.csv", "\n".join(index) + "\n")
+    return out

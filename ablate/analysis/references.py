@@ -1,0 +1,211 @@
+"""BibTeX entries of the works methods.md may cite; references.bib gets those a run used, in order of citation."""
+from __future__ import annotations
+
+ENTRIES = {
+    "he2016deep": """@inproceedings{he2016deep,
+  author = {He, Kaiming and Zhang, Xiangyu and Ren, Shaoqing and Sun, Jian},
+  title = {Deep Residual Learning for Image Recognition},
+  booktitle = {Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR)},
+  pages = {770--778},
+  year = {2016},
+  doi = {10.1109/CVPR.2016.90}
+}""",
+    "he2016identity": """@inproceedings{he2016identity,
+  author = {He, Kaiming and Zhang, Xiangyu and Ren, Shaoqing and Sun, Jian},
+  title = {Identity Mappings in Deep Residual Networks},
+  booktitle = {Computer Vision -- ECCV 2016},
+  series = {Lecture Notes in Computer Science},
+  volume = {9908},
+  pages = {630--645},
+  publisher = {Springer},
+  year = {2016},
+  doi = {10.1007/978-3-319-46493-0_38}
+}""",
+    "paszke2019pytorch": """@inproceedings{paszke2019pytorch,
+  author = {Paszke, Adam and Gross, Sam and Massa, Francisco and Lerer, Adam and Bradbury, James and Chanan, Gregory
+            and Killeen, Trevor and Lin, Zeming and Gimelshein, Natalia and Antiga, Luca and Desmaison, Alban
+            and K{\\"o}pf, Andreas and Yang, Edward and DeVito, Zachary and Raison, Martin and Tejani, Alykhan
+            and Chilamkurthy, Sasank and Steiner, Benoit and Fang, Lu and Bai, Junjie and Chintala, Soumith},
+  title = {{PyTorch}: An Imperative Style, High-Performance Deep Learning Library},
+  booktitle = {Advances in Neural Information Processing Systems},
+  volume = {32},
+  pages = {8024--8035},
+  year = {2019}
+}""",
+    "akiba2019optuna": """@inproceedings{akiba2019optuna,
+  author = {Akiba, Takuya and Sano, Shotaro and Yanase, Toshihiko and Ohta, Takeru and Koyama, Masanori},
+  title = {Optuna: A Next-generation Hyperparameter Optimization Framework},
+  booktitle = {Proceedings of the 25th ACM SIGKDD International Conference on Knowledge Discovery \\& Data Mining},
+  pages = {2623--2631},
+  year = {2019},
+  doi = {10.1145/3292500.3330701}
+}""",
+    "liaw2018tune": """@article{liaw2018tune,
+  author = {Liaw, Richard and Liang, Eric and Nishihara, Robert and Moritz, Philipp and Gonzalez, Joseph E.
+            and Stoica, Ion},
+  title = {Tune: A Research Platform for Distributed Model Selection and Training},
+  journal = {arXiv preprint arXiv:1807.05118},
+  year = {2018}
+}""",
+    "bergstra2011algorithms": """@inproceedings{bergstra2011algorithms,
+  author = {Bergstra, James and Bardenet, R{\\'e}mi and Bengio, Yoshua and K{\\'e}gl, Bal{\\'a}zs},
+  title = {Algorithms for Hyper-Parameter Optimization},
+  booktitle = {Advances in Neural Information Processing Systems},
+  volume = {24},
+  pages = {2546--2554},
+  year = {2011}
+}""",
+    "li2020system": """@inproceedings{li2020system,
+  author = {Li, Liam and Jamieson, Kevin and Rostamizadeh, Afshin and Gonina, Ekaterina and Ben-tzur, Jonathan
+            and Hardt, Moritz and Recht, Benjamin and Talwalkar, Ameet},
+  title = {A System for Massively Parallel Hyperparameter Tuning},
+  booktitle = {Proceedings of Machine Learning and Systems},
+  volume = {2},
+  pages = {230--246},
+  year = {2020}
+}""",
+    "loshchilov2017sgdr": """@inproceedings{loshchilov2017sgdr,
+  author = {Loshchilov, Ilya and Hutter, Frank},
+  title = {{SGDR}: Stochastic Gradient Descent with Warm Restarts},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year = {2017}
+}""",
+    "holm1979simple": """@article{holm1979simple,
+  author = {Holm, Sture},
+  title = {A Simple Sequentially Rejective Multiple Test Procedure},
+  journal = {Scandinavian Journal of Statistics},
+  volume = {6},
+  number = {2},
+  pages = {65--70},
+  year = {1979}
+}""",
+    "mcnemar1947note": """@article{mcnemar1947note,
+  author = {McNemar, Quinn},
+  title = {Note on the Sampling Error of the Difference Between Correlated Proportions or Percentages},
+  journal = {Psychometrika},
+  volume = {12},
+  number = {2},
+  pages = {153--157},
+  year = {1947},
+  doi = {10.1007/BF02295996}
+}""",
+    "li2018visualizing": """@inproceedings{li2018visualizing,
+  author = {Li, Hao and Xu, Zheng and Taylor, Gavin and Studer, Christoph and Goldstein, Tom},
+  title = {Visualizing the Loss Landscape of Neural Nets},
+  booktitle = {Advances in Neural Information Processing Systems},
+  volume = {31},
+  pages = {6389--6399},
+  year = {2018}
+}""",
+    "balduzzi2017shattered": """@inproceedings{balduzzi2017shattered,
+  author = {Balduzzi, David and Frean, Marcus and Leary, Lennox and Lewis, J. P. and Ma, Kurt Wan-Duo
+            and McWilliams, Brian},
+  title = {The Shattered Gradients Problem: If resnets are the answer, then what is the question?},
+  booktitle = {Proceedings of the 34th International Conference on Machine Learning},
+  series = {Proceedings of Machine Learning Research},
+  volume = {70},
+  pages = {342--350},
+  year = {2017}
+}""",
+    "brock2021characterizing": """@inproceedings{brock2021characterizing,
+  author = {Brock, Andrew and De, Soham and Smith, Samuel L.},
+  title = {Characterizing Signal Propagation to Close the Performance Gap in Unnormalized {ResNets}},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year = {2021}
+}""",
+    "veit2016residual": """@inproceedings{veit2016residual,
+  author = {Veit, Andreas and Wilber, Michael J. and Belongie, Serge},
+  title = {Residual Networks Behave Like Ensembles of Relatively Shallow Networks},
+  booktitle = {Advances in Neural Information Processing Systems},
+  volume = {29},
+  pages = {550--558},
+  year = {2016}
+}""",
+    "lecun1998gradient": """@article{lecun1998gradient,
+  author = {LeCun, Yann and Bottou, L{\\'e}on and Bengio, Yoshua and Haffner, Patrick},
+  title = {Gradient-Based Learning Applied to Document Recognition},
+  journal = {Proceedings of the IEEE},
+  volume = {86},
+  number = {11},
+  pages = {2278--2324},
+  year = {1998},
+  doi = {10.1109/5.726791}
+}""",
+    "alpaydin1998optical": """@misc{alpaydin1998optical,
+  author = {Alpaydin, Ethem and Kaynak, Cenk},
+  title = {Optical Recognition of Handwritten Digits},
+  howpublished = {UCI Machine Learning Repository},
+  year = {1998}
+}""",
+    "pedregosa2011scikit": """@article{pedregosa2011scikit,
+  author = {Pedregosa, Fabian and Varoquaux, Ga{\\"e}l and Gramfort, Alexandre and Michel, Vincent
+            and Thirion, Bertrand and Grisel, Olivier and Blondel, Mathieu and Prettenhofer, Peter and Weiss, Ron
+            and Dubourg, Vincent and Vanderplas, Jake and Passos, Alexandre and Cournapeau, David
+            and Brucher, Matthieu and Perrot, Matthieu and Duchesnay, {\\'E}douard},
+  title = {Scikit-learn: Machine Learning in {P}ython},
+  journal = {Journal of Machine Learning Research},
+  volume = {12},
+  pages = {2825--2830},
+  year = {2011}
+}""",
+    "xiao2017fashion": """@article{xiao2017fashion,
+  author = {Xiao, Han and Rasul, Kashif and Vollgraf, Roland},
+  title = {Fashion-{MNIST}: a Novel Image Dataset for Benchmarking Machine Learning Algorithms},
+  journal = {arXiv preprint arXiv:1708.07747},
+  year = {2017}
+}""",
+    "clanuwat2018deep": """@article{clanuwat2018deep,
+  author = {Clanuwat, Tarin and Bober-Irizar, Mikel and Kitamoto, Asanobu and Lamb, Alex and Yamamoto, Kazuaki
+            and Ha, David},
+  title = {Deep Learning for Classical {J}apanese Literature},
+  journal = {arXiv preprint arXiv:1812.01718},
+  year = {2018}
+}""",
+    "krizhevsky2009learning": """@techreport{krizhevsky2009learning,
+  author = {Krizhevsky, Alex},
+  title = {Learning Multiple Layers of Features from Tiny Images},
+  institution = {University of Toronto},
+  year = {2009}
+}""",
+}
+
+
+def bibtex(keys: list[str]) -> str:
+    """references.bib: the entries of `keys`, in that order."""
+    return "\n\n".join(ENTRIES[k] for k in keys) + "\n"
+
+
+ACCENTS = {"\\\"o": "ö", "\\\"e": "ë", "\\'e": "é", "\\'E": "É", "\\'a": "á", "\\&": "&"}
+
+
+def fields(key: str) -> dict[str, str]:
+    """The fields of an entry as plain text (braces dropped, the accents used above turned into letters)."""
+    entry = ENTRIES[key]
+    out: dict[str, str] = {}
+    i = entry.index(",") + 1
+    while True:
+        eq = entry.find("=", i)
+        if eq < 0:
+            return out
+        name = entry[i:eq].strip().strip(",").strip()
+        start = entry.index("{", eq)
+        depth, j = 0, start
+        while True:
+            depth += {"{": 1, "}": -1}.get(entry[j], 0)
+            if depth == 0:
+                break
+            j += 1
+        value = entry[start + 1:j]
+        for tex, letter in ACCENTS.items():
+            value = value.replace("{" + tex + "}", letter).replace(tex, letter)
+        out[name] = " ".join(value.replace("{", "").replace("}", "").split())
+        i = j + 1
+
+
+def plain(key: str) -> str:
+    """'Authors (year). Title. Venue.' for a reader."""
+    f = fields(key)
+    venue = f.get("booktitle") or f.get("journal") or f.get("howpublished") or f.get("institution") or ""
+    authors = f.get("author", "").replace(" and ", "; ")
+    title = f.get("title", "")
+    return f"{authors} ({f.get('year', 'n.d.')}). {title}{'' if title.endswith(('?', '!', '.')) else '.'} {venue}."

@@ -1,0 +1,137 @@
+"""report.md: the text of the analysis, section by section, with the figures and their captions."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from .context import dataset_lines, dataset_name, model_name, protocol, resume_lines, search_line, test_images_line
+from .diagnostics_report import diagnostics_lines
+from .factorial_report import answer_lines, effects_section
+from .figures_tuning import lr_param
+from .lesion_report import lesion_lines
+from .load import Run, load_curves
+from .seeding import seeds_section
+from .sections import checkpoint_lines, comparison_lines, depth_lines, failure_lines, pairs_table, tuning_lines
+from .tables import fmt_param, table_note, to_markdown
+
+if TYPE_CHECKING:
+    from .factorial import Factorial
+
+CAPTIONS = {
+    "test_accuracy": "Test accuracy (best-dev checkpoint) per arm: every seed as a dot; black diamond = mean with its "
+                     "95 % t-interval.",
+    "curves": "Mini-batch training loss and dev accuracy over training, per arm.",
+    "grad_profile": "Gradient norm per main-path layer (projection shortcuts left out), raw ‖g‖ and relative ‖g‖/‖w‖, "
+                    "at initialisation and at the last logged step.",
+    "grad_heatmap": "Gradient norm per main-path layer and logged step, one panel per arm, one shared log colour "
+                    "scale; each column is drawn at its real step.",
+    "depth": "Train loss and test accuracy against depth, plain vs residual (mean ± 95 % t-interval, dots: seeds).",
+    "depth_grad_ratio": "Input-side over output-side gradient at initialisation, against depth.",
+    "tuning": "Tuning stage: best dev accuracy of every tuning trial against the learning rate; lines join each arm's "
+              "completed trials in lr order (its learning-rate sensitivity); star = chosen for the confirm stage.",
+    "lr_grid": "Test accuracy against the learning rate over the grid, mean ± 95 % t-interval (dots = seeds).",
+    "lesion": "Lesion study: test accuracy with one block dropped at test time, per block; dashed = intact model, "
+              "dotted = chance.",
+    "effects": "Effect of the focus factor against the other factor: paired difference in test accuracy between cells "
+               "that differ only in the focus factor, mean ± 95 % t-interval over seeds, dots = seeds.",
+}
+
+
+MAX_ARMS_PAIRED = 4  # above this many arms the all-pairs table leaves the report (it stays in comparisons.csv)
+
+
+def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
+                    factorial_study: bool = False) -> list[str]:
+    """'## Results': protocol, test images, the table, failures, comparisons (no winner without support)."""
+    search = [search_line(run), ""] if run.study.space else []
+    md = ["## Results", "", protocol(run), "", *search, test_images_line(run), "", to_markdown(summary, run, best),
+          table_note(run) + " Full precision in `summary.csv`.", ""]
+    picks = "; ".join(f"`{a}`: " + ", ".join(f"{k} = {fmt_param(v)}" for k, v in p.items())
+                      for a, p in run.selected.items())
+    if run.study.grid:
+        md += [f"Each arm is reported at its grid point with the best mean **dev** accuracy over seeds ({picks}); "
+               "choosing by test accuracy would bias the reported numbers.", ""]
+    elif run.study.space:
+        md += [f"Tuned parameters (best dev accuracy in the tuning stage): {picks}.", ""]
+    failures = failure_lines(run, summary)
+    if failures:
+        md += ["Failed runs:", ""] + [f"- {line}" for line in failures] + [""]
+    md += ["### Comparisons", ""]
+    if len(run.arm_names) > MAX_ARMS_PAIRED:
+        # Many arms: the pairs (Holm over all of them) stay in comparisons.csv; the factor effects answer the question.
+        md += [f"With {len(run.arm_names)} arms there are {len(comparisons)} pairs of arms; every pair is compared by "
+               "seed in `comparisons.csv` (paired difference, t-interval, exact sign-flip test Holm-corrected over "
+               "all pairs, per-image analysis, verdict)." + (" The factor effects above compare the cells that differ "
+                                                             "in one factor only." if factorial_study else ""), ""]
+    else:
+        md += comparison_lines(run, comparisons) + [""]
+        if len(comparisons) > 1:
+            md += ["All pairs (p-values Holm-corrected over all pairs; full detail in `comparisons.csv`):", "",
+                   pairs_table(run, comparisons)]
+    md.append(f"**Best arm: `{best}`**, better than every other arm with the data's support." if best else
+              "No arm is shown to be better than every other: the ranking by mean is not supported by the data.")
+    return md + [""]
+
+
+def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
+                    figs: dict[str, list[Path]], captions: dict[str, str], skipped: dict[str, str], out_dir: Path,
+                    lesion_table: pd.DataFrame | None = None, fact: Factorial | None = None, diag=None,
+                    min_effect: float | None = None) -> str:
+    """report.md: every section, then the figures (as relative links to their PNG and PDF files)."""
+    body = report_body(run, summary, comparisons, best, lesion_table, fact, diag, min_effect)
+    return "\n".join(body + figure_lines(figs, captions, skipped, out_dir))
+
+
+def report_body(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
+                lesion_table: pd.DataFrame | None = None, fact: Factorial | None = None, diag=None,
+                min_effect: float | None = None) -> list[str]:
+    """report.md's lines up to the figures (report.html renders the same lines)."""
+    study, m = run.study, run.manifest
+    md = [f"# Study `{study.name}`: analysis", ""]
+    if fact is not None:
+        md += ["## Answer", ""] + answer_lines(run, fact.design, fact.effects, fact.interactions) + [""]
+    if study.description:
+        md += [f"Spec description: {study.description}", ""]
+    used = "datasets" if len(run.datasets) > 1 else "dataset"
+    md.append(f"{model_name(run)} on **{dataset_name(run)}** (the {used} the trials actually used). Run folder "
+              f"`{run.run_dir}`; budget {study.budget}; stages {' → '.join(study.stages)}; seeds {run.seeds}; "
+              f"git commit {m.get('git_commit', 'unknown')}.")
+    for line in dataset_lines(run) + resume_lines(run):
+        md += ["", line]
+    md += ["", "## Completeness", ""]
+    missing = run.missing_lines()
+    if missing:
+        md.append("This run is **incomplete**; the numbers below use only the finished trials. Missing:")
+        md += [""] + [f"- {line}" for line in missing]
+    else:
+        md.append("Every planned trial has a result.")
+    md.append("")
+    if fact is not None:
+        md += ["## Factor effects", ""] + effects_section(run, fact.design, fact.effects, fact.interactions) + [""]
+    md += results_section(run, summary, comparisons, best, fact is not None)
+    md += seeds_section(run, comparisons, min_effect)
+    md += ["## Checkpoints", ""] + checkpoint_lines(run, load_curves(run)) + [""]
+    if "tune" in study.stages:
+        md += ["## Tuning", ""] + tuning_lines(run, lr_param(run)) + [""]
+    if run.is_depth_study():
+        md += ["## Depth", ""] + depth_lines(run, summary) + [""]
+    if lesion_table is not None:
+        intro, *per_arm = lesion_lines(run, lesion_table)
+        md += ["## Lesion study", "", intro, ""] + [f"- {line}" for line in per_arm] + ["", "Full table: `lesion.csv`.", ""]
+    if diag is not None:
+        md += ["## Diagnostics", ""] + diagnostics_lines(run, diag)
+    return md
+
+
+def figure_lines(figs: dict[str, list[Path]], captions: dict[str, str], skipped: dict[str, str], out_dir: Path) -> list[str]:
+    md = ["## Figures", ""]
+    for name, paths in figs.items():
+        rel = Path(os.path.relpath(paths[0], out_dir)).as_posix()
+        pdf = Path(os.path.relpath(paths[1], out_dir)).as_posix()
+        md += [f"![{name}]({rel})", "", f"*{captions.get(name, CAPTIONS.get(name, name))}* ([PDF]({pdf}))", ""]
+    if skipped:
+        md += ["Not drawn:", ""] + [f"- {name}: {why}" for name, why in skipped.items()] + [""]
+    return md

@@ -1,0 +1,43 @@
+"""Tiny real studies (scikit-learn's digits, the real engine through the CLI) shared by the analysis tests.
+
+The tuned residual-vs-plain study is made once per test session (the `tuned_study` and `tuned_analysis`
+fixtures of conftest.py), so every test module that reads it shares one run and one analysis."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = {"dataset": "digits", "train_size": 128, "dev_size": 64, "test_size": 64, "batch_size": 64,
+        "epochs": 2, "eval_every": 1, "seed": 100}
+TUNED = {"description": "tiny residual vs plain, lr tuned", "base": {"family": "cifar", "depth": 20, **TINY},
+         "factors": {"residual": {"values": [True, False]}},
+         "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
+                    "trials": 2, "sampler_seed": 0},
+         "seeds": [0, 1, 2]}
+
+
+def start_study(tmp: Path, name: str, doc: dict) -> tuple[Path, subprocess.Popen]:
+    """A real study through the command line, in its own process, so that several run side by side (each
+    spends most of its seconds starting Ray and its workers)."""
+    spec = tmp / f"{name}.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    out = tmp / name
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "study", str(spec), "--out", str(out), "--cpus", "1"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return out, proc
+
+
+def finish(started: tuple[Path, subprocess.Popen]) -> Path:
+    out, proc = started
+    output = proc.communicate(timeout=900)[0]
+    assert proc.returncode == 0, output[-3000:]
+    return out
+
+
+def run_study(tmp: Path, name: str, doc: dict) -> Path:
+    return finish(start_study(tmp, name, doc))
