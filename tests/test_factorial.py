@@ -89,8 +89,13 @@ def test_the_depth_report_answers_in_its_first_lines(tmp_path):
     assert len(written) == len(result.effects) == 3 + 4 and "diffs" not in written
     assert len(pd.read_csv(result.out_dir / "interactions.csv")) == 2
     # 6 arms: the all-pairs table (15 pairs) leaves the report and stays in comparisons.csv
-    results = md[md.index("## Results"):]
+    results = md[md.index("## Results"):md.index("## Seeds")]
     assert "| arm A | arm B |" not in results and "there are 15 pairs of arms" in results
+    # the seeds-for-power table keeps to the 9 pairs that differ in one factor (3 residual, 3 x 2 depth)
+    seeds = md[md.index("## Seeds"):]
+    seeds = seeds[:seeds.index("\n## ", 5)] if "\n## " in seeds[5:] else seeds
+    assert "Shown: the 9 pairs of arms that differ in one factor" in seeds
+    assert sum(1 for line in seeds.splitlines() if line.startswith("| `")) == 9
     assert len(pd.read_csv(result.comparisons_csv)) == 15
     assert "residual minus plain" in result.table  # the terminal summary leads with the answer too
 
