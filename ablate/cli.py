@@ -178,6 +178,9 @@ def train(
                                           "crop after padding by 4 black pixels) or crop-flip (and mirror left-right). "
                                           "Never flip digits or characters: a mirrored 2 is no digit, so crop-flip is "
                                           "refused with mnist, digits, kmnist and auto" + _d("augment") + "."),
+    precision: Optional[str] = typer.Option(None, help="Training forward passes in fp32 or bf16 (autocast)" + _d("precision") + "."),
+    compile_mode: Optional[str] = typer.Option(None, "--compile", help="torch.compile the model for training: none, "
+                                               "default or reduce-overhead (CUDA graphs)" + _d("compile") + "."),
 ) -> None:
     """Train one model and write config.yaml, metrics.json, curves.csv, grad_norms.csv and curves.png."""
     from tqdm import tqdm
@@ -199,7 +202,7 @@ def train(
         dataset=dataset, train_size=train_size, dev_size=dev_size, test_size=test_size,
         data_seed=data_seed, seed=seed, threads=threads, schedule=schedule, warmup_steps=warmup_steps,
         milestones=_fractions("--milestones", milestones), milestone_factor=milestone_factor, nesterov=nesterov,
-        augment=augment,
+        augment=augment, precision=precision, compile=compile_mode,
     )
     cfg = TrialConfig.from_dict({**base, **{k: v for k, v in given.items() if v is not None}}, source="flags")
     cfg = cfg.replace(dataset=canonical_dataset(cfg.dataset))  # folder:PATH made absolute: it runs from anywhere
