@@ -319,7 +319,7 @@ def study(
     data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
     cpus: Optional[int] = typer.Option(None, help="CPUs to use (default: all)."),
     gpus: Optional[int] = typer.Option(None, help="GPUs to use, a whole number (default: all visible)."),
-    gpus_per_trial: Optional[float] = typer.Option(None, help="GPU share per trial (default 0.25: four trials per GPU)."),
+    gpus_per_trial: Optional[float] = typer.Option(None, help="GPU share per trial (default: chosen from img/s measured for 1, 2, 4 and 8 trials at once on the GPU; see the dry run)."),
     address: Optional[str] = typer.Option(None, help="Attach to a running Ray cluster (HOST:PORT) instead of starting one."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user@host/db (default: optuna.db in the run folder)."),
     retries: int = typer.Option(1, help="Times a crashed trial (worker died or raised) is retried before it is recorded as an error."),
@@ -347,7 +347,8 @@ def study(
         typer.echo(f"warning: {note}", err=True)
     if dry_run:
         _print_plan(plan.spec, plan.resources)
-        typer.echo(f"fusing: {plan.manifest['fuse']['why']}")
+        for line in plan.gpu.lines():  # trials per GPU, cores per trial, fusing, and where the numbers came from
+            typer.echo(line)
         return
     run_dir = L.start(plan, out)
     error_folder(run_dir)
