@@ -44,8 +44,10 @@ def _duration(seconds: float) -> str:
 
 
 def _arch(cfg: TrialConfig) -> str:
+    execution = "" if cfg.precision == "fp32" else f" {cfg.precision}"
+    execution += "" if cfg.compile == "none" else " (eager; compiled trials differ)"
     return (f"{cfg.family}-{cfg.depth} {'residual' if cfg.residual else 'plain'}"
-            f"{' ' + cfg.shortcut if cfg.residual else ''} {cfg.image_size}px batch {cfg.batch_size}")
+            f"{' ' + cfg.shortcut if cfg.residual else ''} {cfg.image_size}px batch {cfg.batch_size}{execution}")
 
 
 def _round_steps(study: Study, cfg: TrialConfig, size: int) -> int:
@@ -82,6 +84,7 @@ def _seconds_per_step(cfg: TrialConfig, in_channels: int = 1) -> float:
     import torch
     import torch.nn.functional as F
 
+    from .execution import TrainForward
     from .models import build_model
 
     threads = torch.get_num_threads()
@@ -93,10 +96,12 @@ def _seconds_per_step(cfg: TrialConfig, in_channels: int = 1) -> float:
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         x = torch.randn(cfg.batch_size, in_channels, cfg.image_size, cfg.image_size).contiguous(memory_format=memory_format)
         y = torch.randint(0, 10, (cfg.batch_size,))
+        # The trial's precision; eager even for a compiled trial (a compile here would cost more than it tells).
+        forward = TrainForward(model, cfg.replace(compile="none"), torch.device("cpu"), tuple(x.shape))
         times = []
         for _ in range(5):
             t0 = time.perf_counter()
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(forward(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -119,3 +119,16 @@ def test_bf16_on_a_cpu_keeps_overhanging_convolutions_in_fp32():
     for r in bf16.grad_norms:
         if r["step"] == 0 and r["kind"] == "layer":
             assert r["grad_norm"] == pytest.approx(at_init[r["layer"]], rel=0.1), r["layer"]
+
+
+def test_the_report_and_the_estimate_name_the_execution_settings():
+    from ablate.analysis.context import execution_text
+    from ablate.estimate import _arch
+
+    settings = {"precision": "fp32", "compile": "none"}
+    assert execution_text(settings.get) == ""  # fp32 eager, the default, goes unmentioned as before
+    settings.update(precision="bf16", compile="reduce-overhead")
+    assert execution_text(settings.get) == ("; training forward passes in bf16 autocast (evaluation in fp32); trained "
+                                            "through torch.compile (mode reduce-overhead)")
+    assert _arch(TrialConfig()) == "imagenet-18 residual projection 32px batch 64"
+    assert _arch(TrialConfig(precision="bf16", compile="default")).endswith("batch 64 bf16 (eager; compiled trials differ)")
