@@ -132,3 +132,13 @@ def test_the_report_and_the_estimate_name_the_execution_settings():
                                             "through torch.compile (mode reduce-overhead)")
     assert _arch(TrialConfig()) == "imagenet-18 residual projection 32px batch 64"
     assert _arch(TrialConfig(precision="bf16", compile="default")).endswith("batch 64 bf16 (eager; compiled trials differ)")
+
+
+def test_a_compiled_trial_paused_and_continued_computes_what_an_uninterrupted_one_does():
+    cfg = TINY.replace(compile="default", precision="bf16")
+    whole = run_trial(cfg)
+    first = run_trial(cfg, stop_after_evals=1)
+    assert first.status == "paused" and first.steps == 4
+    rest = run_trial(cfg, resume=first.checkpoint)
+    assert rest.status == "ok" and rest.train_loss == whole.train_loss and rest.dev_acc == whole.dev_acc
+    assert rest.test_acc == whole.test_acc
