@@ -96,6 +96,9 @@ def train(
                                           "crop after padding by 4 black pixels) or crop-flip (and mirror left-right). "
                                           "Never flip digits or characters: a mirrored 2 is no digit, so crop-flip is "
                                           "refused with mnist, digits, kmnist and auto" + _d("augment") + "."),
+    precision: Optional[str] = typer.Option(None, help="Training forward passes in fp32 or bf16 (autocast)" + _d("precision") + "."),
+    compile_mode: Optional[str] = typer.Option(None, "--compile", help="torch.compile the model for training: none, "
+                                               "default or reduce-overhead (CUDA graphs)" + _d("compile") + "."),
 ) -> None:
     """Train one model and write config.yaml, metrics.json, curves.csv, grad_norms.csv and curves.png."""
     from tqdm import tqdm
@@ -117,7 +120,7 @@ def train(
         dataset=dataset, train_size=train_size, dev_size=dev_size, test_size=test_size,
         data_seed=data_seed, seed=seed, threads=threads, schedule=schedule, warmup_steps=warmup_steps,
         milestones=_fractions("--milestones", milestones), milestone_factor=milestone_factor, nesterov=nesterov,
-        augment=augment,
+        augment=augment, precision=precision, compile=compile_mode,
     )
     cfg = TrialConfig.from_dict({**base, **{k: v for k, v in given.items() if v is not None}}, source="flags")
     cfg = cfg.replace(dataset=canonical_dataset(cfg.dataset))  # folder:PATH made absolute: it runs from anywhere
@@ -235,7 +238,7 @@ def study(
     data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
     cpus: Optional[int] = typer.Option(None, help="CPUs to use (default: all)."),
     gpus: Optional[int] = typer.Option(None, help="GPUs to use, a whole number (default: all visible)."),
-    gpus_per_trial: Optional[float] = typer.Option(None, help="GPU share per trial (default 0.25: four trials per GPU)."),
+    gpus_per_trial: Optional[float] = typer.Option(None, help="GPU share per trial (default: chosen from img/s measured for 1, 2, 4 and 8 trials at once on the GPU; see the dry run)."),
     address: Optional[str] = typer.Option(None, help="Attach to a running Ray cluster (HOST:PORT) instead of starting one."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user@host/db (default: optuna.db in the run folder)."),
     retries: int = typer.Option(1, help="Times a crashed trial (worker died or raised) is retried before it is recorded as an error."),
@@ -263,7 +266,8 @@ def study(
         typer.echo(f"warning: {note}", err=True)
     if dry_run:
         _print_plan(plan.spec, plan.resources)
-        typer.echo(f"fusing: {plan.manifest['fuse']['why']}")
+        for line in plan.gpu.lines():  # trials per GPU, cores per trial, fusing, and where the numbers came from
+            typer.echo(line)
         return
     run_dir = L.start(plan, out)
     error_folder(run_dir)

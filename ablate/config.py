@@ -62,6 +62,9 @@ class TrialConfig:
     milestone_factor: float = 0.1  # step schedule: what the lr is multiplied by at each milestone
     nesterov: bool = False  # Nesterov momentum (needs momentum > 0)
     augment: str = "none"  # none | crop (4-pixel padded random crop) | crop-flip (and horizontal flip)
+    # how the training steps execute (ablate.execution; at their defaults these stay out of the trial id too)
+    precision: str = "fp32"  # fp32 | bf16 (training forward passes under torch.autocast to bfloat16)
+    compile: str = "none"  # none | default | reduce-overhead (torch.compile of the model for training steps)
 
     def __post_init__(self) -> None:
         if isinstance(self.milestones, list):  # hashable, as a frozen config must be
@@ -104,6 +107,10 @@ class TrialConfig:
         if self.threads < 0:
             raise AblateError(f"threads must be >= 0 (0 = all cores), got {self.threads}")
         self._validate_recipe(NO_FLIP)
+        if self.precision not in PRECISIONS:
+            raise AblateError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.compile not in COMPILES:
+            raise AblateError(f"unknown compile {self.compile!r}; valid: {', '.join(COMPILES)}")
         if self.schema > SCHEMA_VERSION:
             raise AblateError(
                 f"config schema {self.schema} is newer than this toolkit's ({SCHEMA_VERSION}); upgrade ablate"
@@ -232,8 +239,11 @@ SCHEDULES = ("constant", "step", "cosine")
 AUGMENTS = ("none", "crop", "crop-flip")
 RECIPE_DEFAULTS = {"schedule": "constant", "warmup_steps": 0, "milestones": (0.5, 0.75), "milestone_factor": 0.1,
                    "nesterov": False, "augment": "none"}
+PRECISIONS = ("fp32", "bf16")
+COMPILES = ("none", "default", "reduce-overhead")
+EXECUTION_DEFAULTS = {"precision": "fp32", "compile": "none"}
 _HASH_NEUTRAL_DEFAULTS = {"telemetry": True, "block": "basic", "residual_stages": None, "norm": "batch",
-                          "zero_init_residual": False, **RECIPE_DEFAULTS}
+                          "zero_init_residual": False, **RECIPE_DEFAULTS, **EXECUTION_DEFAULTS}
 
 
 def coerce_stages(value: Any, source: str) -> tuple[int, ...] | None:
@@ -291,6 +301,9 @@ def fusable(configs: list[TrialConfig]) -> str | None:
     if recipe:  # ablate.fused trains at a constant rate with plain momentum on unaugmented batches
         return f"fused training has no learning-rate schedule, Nesterov momentum or augmentation, and these trials " \
                f"set {', '.join(recipe)}"
+    execution = [f"{key} {first[key]}" for key, default in EXECUTION_DEFAULTS.items() if first[key] != default]
+    if execution:  # ablate.fused trains in fp32 through vmap, uncompiled: it would not compute what these ask
+        return f"fused training runs in fp32 without torch.compile, and these trials set {', '.join(execution)}"
     for cfg in configs[1:]:
         other = [f.name for f in fields(cfg) if f.name not in FUSABLE and getattr(cfg, f.name) != first[f.name]]
         if other:

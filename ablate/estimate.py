@@ -54,7 +54,9 @@ def _arch(cfg: TrialConfig) -> str:
     channels, classes = expected_shape(cfg.dataset)
     return " ".join(x for x in (f"{cfg.family}-{cfg.depth}", "residual" if cfg.residual else "plain",
                                 cfg.shortcut if cfg.residual else "", *extra,
-                                f"{channels}x{cfg.image_size}px {classes} classes batch {cfg.batch_size}") if x)
+                                f"{channels}x{cfg.image_size}px {classes} classes batch {cfg.batch_size}",
+                                cfg.precision if cfg.precision != "fp32" else "",
+                                "(eager; compiled trials differ)" if cfg.compile != "none" else "") if x)
 
 
 def _round_steps(study: Study, cfg: TrialConfig, size: int) -> int:
@@ -99,6 +101,8 @@ def _seconds_per_step(cfg: TrialConfig) -> float:
     import torch
     import torch.nn.functional as F
 
+    from .execution import TrainForward
+
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
     try:
@@ -108,10 +112,12 @@ def _seconds_per_step(cfg: TrialConfig) -> float:
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         x = torch.randn(cfg.batch_size, in_channels, cfg.image_size, cfg.image_size).contiguous(memory_format=memory_format)
         y = torch.randint(0, classes, (cfg.batch_size,))
+        # The trial's precision; eager even for a compiled trial (a compile here would cost more than it tells).
+        forward = TrainForward(model, cfg.replace(compile="none"), torch.device("cpu"), tuple(x.shape))
         times = []
         for _ in range(5):
             t0 = time.perf_counter()
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(forward(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -3,6 +3,7 @@ the run folder and its manifest. All checks happen before any file is written.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AblateError
+from .gpu_plan import GpuPlan, decide
 from .outputs import atomic_write_text
 from .runs import create_run_dir, manifest, open_run_dir
 from .study import Study, load_study, parse_study, read_yaml
@@ -22,8 +24,11 @@ from .tune import Resources, check_address
 FUSE_MEMBERS = 4  # members per fused group when `--fuse auto` decides to fuse
 
 
-def fuse_plan(option: str, res: Resources, spec: Study) -> tuple[int, str]:
-    """How many trials train as one fused model (1: none), and why, in words for the manifest."""
+def fuse_plan(option: str, res: Resources, spec: Study, table: dict[int, float] | None = None) -> tuple[int, str]:
+    """How many trials train as one fused model (1: none), and why, in words for the manifest. `table` is the
+    GPU plan's measured total img/s per count of separate trials at once, when it measured one."""
+    from .config import fusable
+
     option = str(option).strip().lower()
     tuning = ""
     if spec.space and spec.halving:
@@ -31,30 +36,39 @@ def fuse_plan(option: str, res: Resources, spec: Study) -> tuple[int, str]:
                   "confirm and grid trials are")
     if option == "off":
         return 1, "off"
+    if option != "auto" and not option.isdigit():
+        raise AblateError(f"--fuse must be auto, off or a number of members (2 or more), got {option!r}")
+    if option.isdigit() and int(option) < 2:
+        raise AblateError(f"--fuse {option}: a fused group needs at least 2 members; use --fuse off not to fuse")
+    cfg = spec.arm_config(spec.arms[0], **{k: v[0] for k, v in spec.grid.items()})
+    why_not = fusable([cfg, cfg.replace(seed=cfg.seed + 1)])
+    if why_not:
+        return 1, f"{option}: not fused: {why_not}"
     if option.isdigit():
         k = int(option)
-        if k < 2:
-            raise AblateError(f"--fuse {option}: a fused group needs at least 2 members; use --fuse off not to fuse")
         return k, f"up to {k} trials per fused model, as asked" + tuning
-    if option != "auto":
-        raise AblateError(f"--fuse must be auto, off or a number of members (2 or more), got {option!r}")
     if res.gpus == 0 or res.address:
         where = "on a CPU" if res.gpus == 0 else "when attached to a cluster (nothing to measure here)"
         return 1, (f"auto: not fused {where}; on a CPU a fused model was measured slower than its members trained in "
                    "turn (benchmarks/gpu_check.sh measures both)")
     from .fused import measure
 
-    cfg = spec.arm_config(spec.arms[0], **{k: v[0] for k, v in spec.grid.items()})
     single, fused = measure(cfg, FUSE_MEMBERS, "cuda")
+    fused_ips = FUSE_MEMBERS * cfg.batch_size / fused
     slots = max(1, round(1 / res.gpu_share()))
-    # Separately, `slots` trials share a GPU at best `slots` times as fast as one; fused, k members take `fused`.
-    gain = FUSE_MEMBERS * single / min(slots, FUSE_MEMBERS) / fused
+    if table and slots in table:
+        # Against what the chosen number of separate trials per GPU was measured to do together.
+        gain, against = fused_ips / table[slots], f"{table[slots]:,.0f} img/s measured for {slots} separate trials at once"
+    else:
+        # Separately, `slots` trials share a GPU at best `slots` times as fast as one.
+        gain = FUSE_MEMBERS * single / min(slots, FUSE_MEMBERS) / fused
+        against = f"the best case of {slots} separate trials per GPU ({single * 1e3:.1f} ms a step alone)"
     if gain > 1:
-        return FUSE_MEMBERS, (f"auto: {FUSE_MEMBERS} trials per fused model, measured on this GPU: one step of "
-                              f"{FUSE_MEMBERS} fused members {fused * 1e3:.1f} ms against {single * 1e3:.1f} ms for one "
-                              f"trial alone ({gain:.2f}x the best case of {slots} separate trials per GPU)" + tuning)
-    return 1, (f"auto: not fused, measured on this GPU: {FUSE_MEMBERS} fused members {fused * 1e3:.1f} ms a step "
-               f"against {single * 1e3:.1f} ms for one trial alone")
+        return FUSE_MEMBERS, (f"auto: {FUSE_MEMBERS} trials per fused model, measured on this GPU: {FUSE_MEMBERS} fused "
+                              f"members {fused_ips:,.0f} img/s ({fused * 1e3:.1f} ms a step), {gain:.2f}x {against}"
+                              + tuning)
+    return 1, (f"auto: not fused, measured on this GPU: {FUSE_MEMBERS} fused members {fused_ips:,.0f} img/s "
+               f"({fused * 1e3:.1f} ms a step), {gain:.2f}x {against}")
 
 
 @dataclass
@@ -66,6 +80,7 @@ class Launch:
     storage: str | None
     retries: int
     fuse: int = 1
+    gpu: GpuPlan | None = None  # trials per GPU, cores per trial, and where those numbers came from
     notes: list[str] = field(default_factory=list)  # warnings for the user, one line each
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -138,13 +153,20 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
         check_address(res.address)
     if storage is not None:
         check_storage(storage)
+    gpu = decide(res.cpus, res.gpus, res.threads, _first_config(spec), splits.in_channels, gpus_per_trial, res.address)
+    if res.gpus:
+        res = dataclasses.replace(res, gpus_per_trial=gpu.gpu_share, trial_cpus=gpu.cpus_per_trial)
     info = {"cpus": res.cpus, "gpus": res.gpus, "gpu_share": res.gpu_share(), "threads_per_trial": res.threads,
-            "trials_at_once": res.concurrency(), "address": res.address, "storage": mask_url(storage) if storage else None}
-    members, why = fuse_plan(fuse, res, spec)
+            "cpus_per_trial": res.cpus_per_trial(), "trials_at_once": res.concurrency(), "address": res.address,
+            "storage": mask_url(storage) if storage else None}
+    members, why = fuse_plan(fuse, res, spec, gpu.table)
+    gpu.fuse = why
     record = manifest(spec, splits.dataset, info)
     record.update({"run_id": run_id, "dataset_requested": requested, "sampler": spec.sampler_text(),
-                   "fuse": {"members": members, "why": why}})
-    return Launch(spec, res, run_dir, run_id, storage, retries, members, notes, record)
+                   "fuse": {"members": members, "why": why},
+                   "gpu_plan": {"trials_per_gpu": gpu.trials_per_gpu, "source": gpu.source,
+                                "img_per_s": {str(k): round(v, 1) for k, v in sorted(gpu.table.items())}}})
+    return Launch(spec, res, run_dir, run_id, storage, retries, members, gpu, notes, record)
 
 
 def start(launch: Launch, out: Path | None) -> Path:

@@ -161,9 +161,11 @@ def run_trial(
     it, bit for bit as if it had never stopped (on the same device and thread count).
     With config.telemetry, result.grad_norms holds GradTelemetry rows for step 0 (the first
     batch's gradients, before any update) and every evaluation step (that step's gradients,
-    before its update); telemetry only reads, so the training is the same with it off.
+    before its update); telemetry only reads, so the training is the same with it off (except with
+    config.compile: telemetry steps run eagerly, and eager and compiled kernels round differently).
     """
     from .data import load_splits
+    from .execution import TrainForward
     from .recipes import Augmenter
 
     t_start = time.perf_counter()
@@ -196,6 +198,8 @@ def run_trial(
     test_x, test_y = splits.test.x.to(device), splits.test.y.to(device)
     n = train_y.numel()
     batches = config.batches()
+    # fp32 or bf16 autocast, eager or compiled (ablate.execution); evaluations always run the eager fp32 model.
+    forward = TrainForward(model, config, device, (batches[0][1] - batches[0][0], *train_x.shape[1:]))
     steps_per_epoch = len(batches)
     total_steps = steps_per_epoch * config.epochs
     eval_at = set(config.evaluation_steps())
@@ -241,11 +245,11 @@ def run_trial(
         if labels:
             telemetry.arm()
             try:
-                logits = model(x)
+                logits = forward(x, eager=True)  # its hooks read the block outputs: never through a compiled graph
             finally:
                 telemetry.disarm()
         else:
-            logits = model(x)
+            logits = forward(x)
         loss = F.cross_entropy(logits, train_y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -2,14 +2,21 @@
 
 Rows (img/s = training images per second, summed over the trials that run together):
   one trial, fp32 eager        the trial runner as a study runs it (ResNet18, 1x32x32, batch 64)
+  one trial, bf16 eager        the same trial with precision: bf16 (autocast)
+  one trial, fp32 compiled ... with compile: default, and with compile: reduce-overhead (CUDA graphs);
+                               the first compiled step (the compile itself) is not timed
+  one trial, bf16 compiled ... with both (not with --smoke)
   K packed processes           K separate trial processes sharing the device
   K fused members              K trials as one vmapped model (ablate.fused), one process
+  N at once (gpu plan)         on CUDA: ablate.gpu_plan's measurement of 1, 2, 4, 8 concurrent training loops,
+                               the count a study would choose, written to the cache a study reads
   study residual-ablation      wall time of `study residual-ablation --gpus 1` (only where Ray is installed)
 Data: scikit-learn's digits resized to 32x32 (nothing to download). Needs only torch, torchvision,
 numpy, scikit-learn, PyYAML (no Ray, no Optuna for the trial-level rows).
 
     PYTHONPATH=. python benchmarks/gpu_check.py [--device cuda] [--ks 4 8 16] [--steps 60]
-    PYTHONPATH=. python benchmarks/gpu_check.py --device cpu --ks 2 --steps 8   # the script itself, on a CPU
+    PYTHONPATH=. python benchmarks/gpu_check.py --device cpu --ks 2 --steps 8   # ResNet18 on a CPU
+    PYTHONPATH=. python benchmarks/gpu_check.py --device cpu --smoke            # every row, a tiny model: the script itself
 """
 from __future__ import annotations
 
@@ -41,21 +48,43 @@ print(json.dumps({{"first": stamps[2], "last": stamps[max(stamps)], "steps": max
 """
 
 
+SMOKE = {"family": "imagenet", "depth": 10, "image_size": 8}  # compiles in seconds, not minutes, on a CPU
+VARIANTS = [("fp32", "none"), ("bf16", "none"), ("fp32", "default"), ("fp32", "reduce-overhead"),
+            ("bf16", "reduce-overhead")]
+
+
 def config(steps: int, threads: int, **over) -> TrialConfig:
     """Whole batches of digits (at most 20 a pass: digits has 1,437 training images), as many passes as
     `steps` needs, no evaluation inside the timed steps (only after the last one)."""
     per_epoch = min(steps, 20)
     return TrialConfig(dataset="digits", train_size=BATCH * per_epoch, dev_size=64, test_size=64, batch_size=BATCH,
-                       epochs=-(-steps // per_epoch), eval_every=10**6, image_size=32, threads=threads, **over)
+                       epochs=-(-steps // per_epoch), eval_every=10**6, threads=threads, **{"image_size": 32, **over})
+
+
+def variant_name(precision: str, compile_mode: str) -> str:
+    return f"one trial, {precision} " + ("eager" if compile_mode == "none" else f"compiled {compile_mode}")
 
 
 def one_trial(cfg: TrialConfig, device: str) -> float:
+    """img/s from the end of step 2 to the end of the last step: step 1 (telemetry, eager) and step 2 (the
+    compile, when compiled) are not timed."""
     from ablate.trial import run_trial
 
     stamps: dict[int, float] = {}
     run_trial(cfg, device=device, progress=lambda s, t: stamps.__setitem__(s, time.perf_counter()))
     last = max(stamps)
     return BATCH * (last - 2) / (stamps[last] - stamps[2])
+
+
+def gpu_plan_rows(cfg: TrialConfig) -> list[tuple[str, float]]:
+    """ablate.gpu_plan's own measurement on this GPU (1, 2, 4, 8 training loops at once), cached for studies."""
+    from ablate import gpu_plan
+
+    table = gpu_plan.measure_table(cfg, 1, "cuda")
+    where = gpu_plan.write_cache(gpu_plan.shape_key(cfg, 1, gpu_plan.device_name()), table)
+    chosen = gpu_plan.choose(table)
+    print(f"gpu plan: {chosen} trial(s) per GPU would be chosen; cached in {where}")
+    return [(f"{k} at once (gpu plan){' *' if k == chosen else ''}", v) for k, v in sorted(table.items())]
 
 
 def packed(cfg: TrialConfig, device: str, k: int) -> float:
@@ -98,27 +127,35 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="training steps per measurement")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-study", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="ResNet-10 at 8x8 instead of ResNet18 at 32x32: every "
+                        "row runs on a CPU in a minute or two (checks the script; its numbers describe nothing)")
     args = parser.parse_args()
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("error: no CUDA GPU here; pass --device cpu to check the script itself")
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({os.cpu_count()} cores)"
-    cfg = config(args.steps, args.threads)
+    cfg = config(args.steps, args.threads, **(SMOKE if args.smoke else {}))
     one_trial(cfg.replace(train_size=BATCH * 4, epochs=1), args.device)  # warm-up: imports, data cache, allocator
-    rows = [("one trial, fp32 eager", one_trial(cfg, args.device))]
+    variants = VARIANTS[:-1] if args.smoke else VARIANTS  # smoke: one compile fewer
+    rows = [(variant_name(p, c), one_trial(cfg.replace(precision=p, compile=c), args.device)) for p, c in variants]
     for k in args.ks:
         rows.append((f"{k} packed processes", packed(cfg, args.device, k)))
     for k in args.ks:
         rows.append((f"{k} fused members", fused(cfg, args.device, k)))
+    if args.device.startswith("cuda"):
+        rows += gpu_plan_rows(cfg)
     base = rows[0][1]
-    print(f"device: {name}; ResNet18 (imagenet, residual), 1x32x32, batch {BATCH}, {cfg.total_steps()} steps, "
+    model = f"{cfg.family} ResNet-{cfg.depth} (residual), 1x{cfg.image_size}x{cfg.image_size}"
+    print(f"device: {name}; {model}, batch {BATCH}, {cfg.total_steps()} steps, "
           f"{args.threads} thread(s) per process; torch {torch.__version__}")
-    print(f"{'what':28s} {'img/s':>10s} {'x one trial':>12s}")
+    print(f"{'what':42s} {'img/s':>10s} {'x one trial':>12s}")
     for what, ips in rows:
-        print(f"{what:28s} {ips:10.0f} {ips / base:12.2f}")
+        print(f"{what:42s} {ips:10.0f} {ips / base:12.2f}")
+    if not args.device.startswith("cuda"):
+        print(f"{'N at once (gpu plan)':42s} not measured: no GPU")
     if not args.no_study:
-        print(f"{'study residual-ablation':28s} {study_seconds(args.device)}")
+        print(f"{'study residual-ablation':42s} {study_seconds(args.device)}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from ablate.config import RECIPE_DEFAULTS, TrialConfig
+from ablate.config import EXECUTION_DEFAULTS, RECIPE_DEFAULTS, TrialConfig
 from ablate.errors import AblateError
 from ablate.study import load_study, parse_study
 from ablate.trial import run_trial
@@ -16,7 +16,8 @@ NEW = {"block": "preact", "residual_stages": [2], "norm": "none", "zero_init_res
 
 def old_id(cfg: TrialConfig) -> str:
     """The id a config.yaml written before the new axes existed had: the hash of its fields then."""
-    before = {k: v for k, v in cfg.to_dict().items() if k not in ("telemetry", *NEW, *RECIPE_DEFAULTS)}
+    before = {k: v for k, v in cfg.to_dict().items() if k not in ("telemetry", *NEW, *RECIPE_DEFAULTS,
+                                                                    *EXECUTION_DEFAULTS)}
     return hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 

@@ -167,7 +167,7 @@ def protocol(run: Run) -> str:
             f"{schedule_text(val)}), {steps_text} steps ({val('epochs')} epochs over {val('train_size')} training "
             f"images), {augment_text(val('augment'))}; dev set {val('dev_size')} images from the training split, "
             f"evaluated every {val('eval_every')} steps; test set {val('test_size')} images; data {source}, resized to "
-            f"{size}×{size}, {scaling_text(run)}. The numbers describe this "
+            f"{size}×{size}, {scaling_text(run)}{execution_text(val)}. The numbers describe this "
             + (f"short protocol (budget {run.study.budget}), not converged training." if val("schedule") == "constant"
                else f"protocol (budget {run.study.budget})."))
 
@@ -188,6 +188,19 @@ def schedule_text(val) -> str:
     if warm == "varies by arm" or (isinstance(warm, int) and warm > 0):
         text += f" after {warm} steps of linear warm-up"
     return text
+
+
+def execution_text(val) -> str:
+    """'' for fp32 eager training (the default); else how the training steps ran (evaluation is always fp32)."""
+    precision, mode = val("precision"), val("compile")
+    parts = []
+    if precision != "fp32":
+        parts.append("training forward passes in bf16 autocast (evaluation in fp32)" if precision == "bf16"
+                     else f"precision {precision}")
+    if mode != "none":
+        parts.append(f"trained through torch.compile (mode {mode})" if mode in ("default", "reduce-overhead")
+                     else f"compile {mode}")
+    return "".join(f"; {p}" for p in parts)
 
 
 def augment_text(kind: Any) -> str:
