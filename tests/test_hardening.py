@@ -29,9 +29,18 @@ def write_spec(path, trials=3, seeds=(0, 1), halving=True):
     return path
 
 
-def start(*args):
-    return subprocess.Popen([sys.executable, CLI, "study", *map(str, args)], cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+def start(*args, log=None):
+    """A study process. With `log` (a path) its output goes to that file: a process nobody reads while it
+    runs must not block on a full pipe; `output(proc)` reads it either way."""
+    out = open(log, "w") if log else subprocess.PIPE
+    proc = subprocess.Popen([sys.executable, CLI, "study", *map(str, args)], cwd=ROOT, env=ENV,
+                            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc.log = log
+    return proc
+
+
+def output(proc):
+    return Path(proc.log).read_text()[-3000:] if proc.log else proc.stdout.read()[-3000:]
 
 
 def descendants(pid):
@@ -107,13 +116,9 @@ def test_sigkill_at_three_points_then_resume_loses_nothing_and_reruns_nothing(tm
     spec = write_spec(tmp_path / "spec.yaml", seeds=(0, 1, 2))
     reference, one_cpu = tmp_path / "uninterrupted", tmp_path / "one-cpu"
     # side by side: each spends most of its time starting Ray and its workers
-    procs = [start(spec, "--out", reference, "--cpus", "2"), start(spec, "--out", one_cpu, "--cpus", "1")]
-    for proc in procs:
-        assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
-    expected = counts(read_registry(reference))
-    assert (one_cpu / "trials.csv").read_text() == (reference / "trials.csv").read_text()
-    assert expected == {("tune", "residual=true"): 3, ("tune", "residual=false"): 3,
-                        ("confirm", "residual=true"): 3, ("confirm", "residual=false"): 3}
+    # (and beside the run that is killed below)
+    references = [start(spec, "--out", reference, "--cpus", "2", log=tmp_path / "reference.log"),
+                  start(spec, "--out", one_cpu, "--cpus", "1", log=tmp_path / "one-cpu.log")]
 
     run_dir = tmp_path / "killed"
     def n(rows, stage):
@@ -151,6 +156,12 @@ def test_sigkill_at_three_points_then_resume_loses_nothing_and_reruns_nothing(tm
         proc = start("--resume", run_dir)
     assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
     check_nothing_lost_or_rerun("after the last resume")
+    for ref in references:
+        assert ref.wait(timeout=600) == 0, output(ref)
+    expected = counts(read_registry(reference))
+    assert (one_cpu / "trials.csv").read_text() == (reference / "trials.csv").read_text()
+    assert expected == {("tune", "residual=true"): 3, ("tune", "residual=false"): 3,
+                        ("confirm", "residual=true"): 3, ("confirm", "residual=false"): 3}
     assert not any(p.exists() for p in stale) and not (run_dir / ".ray_tmp").exists()  # nothing piles up in /tmp
 
     rows = read_registry(run_dir)
@@ -168,12 +179,12 @@ def test_sigkill_at_three_points_then_resume_loses_nothing_and_reruns_nothing(tm
 def test_a_fused_study_killed_and_resumed_loses_nothing_and_fuses_the_same_groups(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", trials=2, seeds=(0, 1, 2), halving=False)
     reference, run_dir = tmp_path / "uninterrupted", tmp_path / "killed"
-    uninterrupted = start(spec, "--out", reference, "--fuse", "2")  # runs beside the killed one
+    uninterrupted = start(spec, "--out", reference, "--fuse", "2", log=tmp_path / "reference.log")  # beside the killed one
     proc = start(spec, "--out", run_dir, "--fuse", "2")
     wait_until(proc, run_dir, lambda rows: len(rows) >= 2)
     kill_tree(proc)
     proc = start("--resume", run_dir, "--fuse", "2")
-    assert uninterrupted.wait(timeout=600) == 0, uninterrupted.stdout.read()[-3000:]
+    assert uninterrupted.wait(timeout=600) == 0, output(uninterrupted)
     assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
     assert (run_dir / "trials.csv").read_text() == (reference / "trials.csv").read_text()
     manifest = json.loads((reference / "manifest.json").read_text())

@@ -84,14 +84,15 @@ def study(*args, timeout=600):
 
 
 def test_a_study_in_postgresql_is_killed_resumed_and_kept_apart_from_a_second_run(postgres, tmp_path):
-    from test_hardening import kill_tree, start, wait_until
+    from test_hardening import kill_tree, output, start, wait_until
 
     spec = tmp_path / "pg.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
     # Side by side (each spends most of its time starting Ray): the reference, the same spec with the run
     # folder's own SQLite database; a second run in the same PostgreSQL database; the run that is killed.
     reference, first, second = tmp_path / "sqlite", tmp_path / "first", tmp_path / "second"
-    others = [start(spec, "--out", reference), start(spec, "--out", second, "--storage", postgres)]
+    others = [start(spec, "--out", reference, log=tmp_path / "sqlite.log"),
+              start(spec, "--out", second, "--storage", postgres, log=tmp_path / "second.log")]
     proc = start(spec, "--out", first, "--storage", postgres)
     wait_until(proc, first, lambda rows: sum(r["stage"] == "tune" for r in rows) >= 2)
     kill_tree(proc)
@@ -100,7 +101,7 @@ def test_a_study_in_postgresql_is_killed_resumed_and_kept_apart_from_a_second_ru
     resumed = study("--resume", first, "--storage", postgres)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for other in others:
-        assert other.wait(timeout=600) == 0, other.stdout.read()[-3000:]
+        assert other.wait(timeout=600) == 0, output(other)
     expected = (reference / "trials.csv").read_text()
     assert (first / "trials.csv").read_text() == expected
     assert not (first / "optuna.db").exists()
