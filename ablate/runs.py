@@ -156,13 +156,19 @@ def hardware(gpus: int = 0) -> dict[str, Any]:
             "gpus": names}
 
 
-def manifest(study: Study, dataset: str, resources: dict[str, Any]) -> dict[str, Any]:
+def package_versions(names) -> dict[str, str | None]:
+    """Installed version of each package (None where it is not installed)."""
     versions = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    return versions
+
+
+def manifest(study: Study, dataset: str, resources: dict[str, Any]) -> dict[str, Any]:
+    versions = package_versions(PACKAGES)
     return {
         "study": study.name, "budget": study.budget, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "host": socket.gethostname(),

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import metadata
 from typing import Any
 
 from .context import recorded
 from .load import Run
+from ..runs import package_versions
 
 ANALYSIS_PACKAGES = ("scipy", "seaborn", "matplotlib", "markdown-it-py")
 PACKAGE_NAMES = {"ablate": "ablate", "torch": "PyTorch", "torchvision": "torchvision", "ray": "Ray",
@@ -75,12 +75,7 @@ def facts(run: Run) -> RunFacts:
     sessions = [t for t in (_epoch(m.get("started_at")) for m in [run.manifest, *run.resumes]) if t is not None]
     devices = run.trials["device"].dropna().astype(str).value_counts() if "device" in run.trials else {}
     trial_times = _column(run, "total_seconds")
-    analysis = {}
-    for name in ANALYSIS_PACKAGES:
-        try:
-            analysis[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            analysis[name] = None
+    analysis = package_versions(ANALYSIS_PACKAGES)
     nodes = run.trials["node"].dropna().nunique() if "node" in run.trials else 0
     return RunFacts(spec_text, sessions, wall_time(sessions, _column(run, "ended_at")),
                     sum(trial_times) if trial_times else None, len(run.trials),
