@@ -155,11 +155,7 @@ def run_fused(configs: list[TrialConfig], *, device: str | torch.device | None =
             checked[m] = step
             view.load_state_dict(state_of(m))
             dev_acc, dev_loss = _evaluate(view, dev_x, dev_y, memory_format)
-            r.eval_steps.append(step)
-            r.dev_acc.append(dev_acc)
-            r.dev_loss.append(dev_loss)
-            if dev_acc > r.best_dev_acc:
-                r.best_dev_acc, r.best_step = dev_acc, step
+            if r.record_evaluation(step, dev_acc, dev_loss):
                 best[m] = {name: t.detach().clone() for name, t in state_of(m).items()}
     train_seconds = time.perf_counter() - t_train
     for m, (cfg, r) in enumerate(zip(configs, results)):

@@ -57,6 +57,16 @@ class TrialResult:
     dev_loss: list[float] = field(default_factory=list)
     dev_acc: list[float] = field(default_factory=list)
     error: str | None = None
+
+    def record_evaluation(self, step: int, dev_acc: float, dev_loss: float) -> bool:
+        """Append one dev evaluation; True when it is the best so far (the checkpoint to keep)."""
+        self.eval_steps.append(step)
+        self.dev_acc.append(dev_acc)
+        self.dev_loss.append(dev_loss)
+        if dev_acc > self.best_dev_acc:
+            self.best_dev_acc, self.best_step = dev_acc, step
+            return True
+        return False
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     # Tidy rows of grad_norms.csv (see GRAD_NORM_COLUMNS); empty when telemetry is off.
     grad_norms: list[dict[str, Any]] = field(default_factory=list, repr=False)
@@ -269,11 +279,7 @@ def run_trial(
             break
         checked = step
         dev_acc, dev_loss = _evaluate(model, dev_x, dev_y, memory_format)
-        result.eval_steps.append(step)
-        result.dev_acc.append(dev_acc)
-        result.dev_loss.append(dev_loss)
-        if dev_acc > result.best_dev_acc:
-            result.best_dev_acc, result.best_step = dev_acc, step
+        if result.record_evaluation(step, dev_acc, dev_loss):
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if report is not None:
             report({

@@ -9,6 +9,7 @@ from ablate.errors import AblateError
 from ablate.lesion import dropped
 from ablate.model_summary import summarize
 from ablate.models import BasicBlock, IdentityShortcut, PreActBlock, build_model
+from test_models import randomize_bn
 
 REFERENCE_PARAMS = 11_175_434  # ResNet18, projection shortcuts, 1 input channel, 10 classes (tests/test_models.py)
 
@@ -23,16 +24,6 @@ def bn(c):  # a BatchNorm's parameters: scale and shift per channel
 
 def conv3(i, o):
     return 9 * i * o
-
-
-def randomize_bn(module: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                for t in (m.weight, m.bias, m.running_mean):
-                    t.copy_(torch.rand(t.shape, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
 def main_path_layers(model) -> int:
