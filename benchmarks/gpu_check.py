@@ -7,8 +7,8 @@ Rows (img/s = training images per second, summed over the trials that run togeth
                                the first compiled step (the compile itself) is not timed
   one trial, bf16 compiled ... with both (not with --smoke)
   K packed processes           K separate trial processes sharing the device
-  K fused members              K trials as one vmapped model (ablate.fused), one process
-  N at once (gpu plan)         on CUDA: ablate.gpu_plan's measurement of 1, 2, 4, 8 concurrent training loops,
+  K fused members              K trials as one vmapped model (ablate.train.fused), one process
+  N at once (gpu plan)         on CUDA: ablate.execute.gpu_plan's measurement of 1, 2, 4, 8 concurrent training loops,
                                the count a study would choose, written to the cache a study reads
   study residual-ablation      wall time of `study residual-ablation --gpus 1` (only where Ray is installed)
 Data: scikit-learn's digits resized to 32x32 (nothing to download). Needs only torch, torchvision,
@@ -32,15 +32,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ablate.config import TrialConfig  # noqa: E402
+from ablate.spec.trial_config import TrialConfig
 
 BATCH = 64
 
 CHILD = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
-from ablate.config import TrialConfig
-from ablate.trial import run_trial
+from ablate.spec.trial_config import TrialConfig
+from ablate.train.loop import run_trial
 cfg = TrialConfig.from_dict(json.loads({cfg!r}))
 stamps = {{}}
 run_trial(cfg, device={device!r}, progress=lambda s, t: stamps.__setitem__(s, time.perf_counter()))
@@ -68,7 +68,7 @@ def variant_name(precision: str, compile_mode: str) -> str:
 def one_trial(cfg: TrialConfig, device: str) -> float:
     """img/s from the end of step 2 to the end of the last step: step 1 (telemetry, eager) and step 2 (the
     compile, when compiled) are not timed."""
-    from ablate.trial import run_trial
+    from ablate.train.loop import run_trial
 
     stamps: dict[int, float] = {}
     run_trial(cfg, device=device, progress=lambda s, t: stamps.__setitem__(s, time.perf_counter()))
@@ -77,8 +77,8 @@ def one_trial(cfg: TrialConfig, device: str) -> float:
 
 
 def gpu_plan_rows(cfg: TrialConfig) -> list[tuple[str, float]]:
-    """ablate.gpu_plan's own measurement on this GPU (1, 2, 4, 8 training loops at once), cached for studies."""
-    from ablate import gpu_plan
+    """ablate.execute.gpu_plan's own measurement on this GPU (1, 2, 4, 8 training loops at once), cached for studies."""
+    from ablate.execute import gpu_plan
 
     table = gpu_plan.measure_table(cfg, 1, "cuda")
     where = gpu_plan.write_cache(gpu_plan.shape_key(cfg, 1, gpu_plan.device_name()), table)
@@ -100,7 +100,7 @@ def packed(cfg: TrialConfig, device: str, k: int) -> float:
 
 
 def fused(cfg: TrialConfig, device: str, k: int) -> float:
-    from ablate.fused import run_fused
+    from ablate.train.fused import run_fused
 
     results = run_fused([cfg.replace(seed=s) for s in range(k)], device=device)
     return k * BATCH * cfg.total_steps() / results[0].train_seconds

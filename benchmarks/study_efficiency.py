@@ -17,10 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from ablate.data import load_splits
-from ablate.runs import read_registry
-from ablate.study import load_study
-from ablate.tune import Resources, run_study
+from ablate.data.splits import load_splits
+from ablate.engine.run_folder import read_registry
+from ablate.spec.study_spec import load_study
+from ablate.engine.resources import Resources
+from ablate.engine.study_runner import run_study
 
 
 def main() -> None:

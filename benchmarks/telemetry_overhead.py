@@ -25,8 +25,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ablate.models import build_model
-from ablate.trial import GradTelemetry, TrialConfig, run_trial
+from ablate.models.resnet import build_model
+from ablate.train.loop import GradTelemetry, run_trial
+from ablate.spec.trial_config import TrialConfig
 
 
 def component_seconds(threads: int, reps: int = 15) -> tuple[float, float]:

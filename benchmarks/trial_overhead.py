@@ -20,10 +20,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ablate.data import load_splits
-from ablate.models import build_model
-from ablate.recipes import Augmenter
-from ablate.trial import TrialConfig, run_trial, seed_everything
+from ablate.data.splits import load_splits
+from ablate.models.resnet import build_model
+from ablate.train.augment import Augmenter
+from ablate.spec.trial_config import TrialConfig
+from ablate.train.loop import run_trial
+from ablate.train.device import seed_everything
 
 
 def time_runner(cfg: TrialConfig) -> float:

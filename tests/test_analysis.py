@@ -20,7 +20,7 @@ from ablate.analysis.load import load_grad_norms, load_run
 from ablate.analysis.summary import summarize
 from ablate.analysis.tables import latex_escape, to_latex
 from ablate.errors import AblateError
-from ablate.trial import TrialConfig
+from ablate.spec.trial_config import TrialConfig
 from study_runs import TINY, finish, start_study
 
 

@@ -1,7 +1,7 @@
 """Constructed study run folders with known right answers, for the analysis tests (no training, no data).
 
 `build_run` writes what the study engine writes: spec.yaml (resolved), manifest.json, trials.jsonl
-(through ablate.runs.append_registry) and trials/<id>/ with config.yaml, metrics.json and, on request,
+(through ablate.engine.run_folder.append_registry) and trials/<id>/ with config.yaml, metrics.json and, on request,
 curves.csv, grad_norms.csv and predictions.csv. Trial ids are the configs' own hashes, as the engine's.
 The tests in this file check that the engine's readers accept what it writes.
 """
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ablate.runs import append_registry, read_registry
-from ablate.study import parse_study
+from ablate.engine.run_folder import append_registry, read_registry
+from ablate.spec.study_spec import parse_study
 
 BASE = {"family": "imagenet", "depth": 18, "shortcut": "projection", "dataset": "digits", "train_size": 1000,
         "dev_size": 200, "test_size": 200, "batch_size": 64, "epochs": 5, "eval_every": 15, "seed": 100}

@@ -207,8 +207,8 @@ def test_lesion_report_is_per_block_type_with_cis_chance_and_replacements(tmp_pa
 def test_train_curves_png_names_the_model_and_the_dataset_actually_used():
     from PIL import Image
 
-    from ablate.outputs import plot_curves
-    from ablate.trial import TrialResult
+    from ablate.train.trial_files import plot_curves
+    from ablate.train.result import TrialResult
 
     result = TrialResult(status="ok", dataset="digits", device="cpu", threads=1, best_dev_acc=0.9, best_step=30,
                          test_acc=0.915, test_loss=0.3, final_train_loss=0.2, train_seconds=1.0, total_seconds=1.0,

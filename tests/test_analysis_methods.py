@@ -15,9 +15,9 @@ from ablate.analysis.load import load_run
 from ablate.analysis.methods import methods
 from ablate.analysis.references import ENTRIES, fields
 from ablate.analysis.runinfo import duration
-from ablate.config import TrialConfig
-from ablate.models import build_model, model_kwargs
-from ablate.study import parse_study
+from ablate.spec.trial_config import TrialConfig
+from ablate.models.resnet import build_model, model_kwargs
+from ablate.spec.study_spec import parse_study
 from test_analysis_builder import BASE, build_run, spec_doc
 
 RES, PLAIN = "residual=true", "residual=false"

@@ -15,7 +15,7 @@ from ablate.analysis.compare import compare
 from ablate.analysis.load import load_run
 from ablate.analysis.power import add_power, seeds_for_power, t_test_power
 from ablate.analysis.seeding import power_lines, rule_lines
-from ablate.cli import app
+from ablate.cli.app import app
 from test_analysis_builder import build_run, spec_doc
 
 RES, PLAIN = "residual=true", "residual=false"

@@ -10,7 +10,7 @@ from scipy import stats as st
 from typer.testing import CliRunner
 
 from ablate.analysis import analyze, export
-from ablate.cli import app
+from ablate.cli.app import app
 from test_analysis_builder import build_run, spec_doc
 
 RES, PLAIN = "residual=true", "residual=false"

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from ablate.errors import AblateError
-from ablate.lesion import dropped
-from ablate.model_summary import summarize
-from ablate.models import BasicBlock, IdentityShortcut, PreActBlock, build_model
+from ablate.probes.lesion import dropped
+from ablate.models.summary import summarize
+from ablate.models.resnet import BasicBlock, IdentityShortcut, PreActBlock, build_model
 from test_models import randomize_bn
 
 REFERENCE_PARAMS = 11_175_434  # ResNet18, projection shortcuts, 1 input channel, 10 classes (tests/test_models.py)

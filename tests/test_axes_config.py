@@ -6,10 +6,10 @@ import json
 import pytest
 import yaml
 
-from ablate.config import EXECUTION_DEFAULTS, RECIPE_DEFAULTS, TrialConfig
+from ablate.spec.trial_config import EXECUTION_DEFAULTS, RECIPE_DEFAULTS, TrialConfig
 from ablate.errors import AblateError
-from ablate.study import load_study, parse_study
-from ablate.trial import run_trial
+from ablate.spec.study_spec import load_study, parse_study
+from ablate.train.loop import run_trial
 
 NEW = {"block": "preact", "residual_stages": [2], "norm": "none", "zero_init_residual": True}
 
@@ -114,7 +114,7 @@ def test_a_trial_builds_the_variant_its_config_names():
 def _invoke(*args):
     from typer.testing import CliRunner
 
-    from ablate.cli import app
+    from ablate.cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 

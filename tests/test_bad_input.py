@@ -6,9 +6,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ablate.cli import app
-from ablate.study import load_study
-from ablate.trial import TrialConfig
+from ablate.cli.app import app
+from ablate.spec.study_spec import load_study
+from ablate.spec.trial_config import TrialConfig
 
 pytestmark = pytest.mark.usefixtures("fake_mnist_env")  # `auto` and `--dataset mnist` find MNIST-format files, offline
 SMALL = ["--train-size", "64", "--dev-size", "32", "--test-size", "32", "--epochs", "1"]

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ablate.cli import app
-from ablate.trial import TrialConfig
+from ablate.cli.app import app
+from ablate.spec.trial_config import TrialConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()

@@ -17,8 +17,9 @@ import pytest
 import torch
 import yaml
 
-from ablate.runs import read_registry
-from ablate.trial import TrialConfig, run_trial
+from ablate.engine.run_folder import read_registry
+from ablate.spec.trial_config import TrialConfig
+from ablate.train.loop import run_trial
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")]

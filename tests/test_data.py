@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ablate import datasets
-from ablate.data import DATA_DIR_ENV, AblateError, load_splits, resolve_data_dir
-from ablate.datasets import DATASETS
+from ablate.data import readers as datasets
+from ablate.data.splits import DATA_DIR_ENV, AblateError, load_splits, resolve_data_dir
+from ablate.data.registry import DATASETS
 
 needs_mnist = pytest.mark.mnist  # the real MNIST under $ABLATE_DATA_DIR, else skipped (tests/conftest.py)
 

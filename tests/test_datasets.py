@@ -13,9 +13,9 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
-from ablate import datasets
-from ablate.config import TrialConfig
-from ablate.data import load_splits
+from ablate.data import readers as datasets
+from ablate.spec.trial_config import TrialConfig
+from ablate.data.splits import load_splits
 from ablate.errors import AblateError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -329,7 +329,7 @@ SPEC = {"description": "a CIFAR spec tried elsewhere", "base": {**TINY, "dataset
 
 @pytest.mark.parametrize("name", ["mnist", "digits", "fashion-mnist", "kmnist", "cifar10", "cifar100", "folder"])
 def test_study_dataset_overrides_the_spec_for_every_dataset(tmp_path, monkeypatch, name):
-    from ablate import launch
+    from ablate.execute import launch
 
     data = tmp_path / "data"
     if name in ("fashion-mnist", "kmnist", "mnist"):
@@ -392,8 +392,8 @@ def test_a_description_naming_fashion_mnist_does_not_name_mnist(tmp_path):
 
 
 def test_fused_members_record_the_colour_data_they_trained_on(tmp_path):
-    from ablate.fused import run_fused
-    from ablate.trial import run_trial
+    from ablate.train.fused import run_fused
+    from ablate.train.loop import run_trial
 
     make_cifar(tmp_path, per_batch=12)
     cfg = TrialConfig(dataset="cifar10", family="cifar", depth=20, image_size=8, train_size=32, dev_size=16,

@@ -1,4 +1,4 @@
-"""The diagnostics' measurements (ablate.probes) on models whose answer is known: a linear model, a quadratic
+"""The diagnostics' measurements (ablate.probes.measurements) on models whose answer is known: a linear model, a quadratic
 one, a network with nothing to normalise, ResNets whose residual branches are zeroed (each block is then
 its skip path alone, so the deep network computes what a shallow one does)."""
 import contextlib
@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate import probes
-from ablate.lesion import dropped
-from ablate.models import build_model
+from ablate.probes import measurements as probes
+from ablate.probes.lesion import dropped
+from ablate.models.resnet import build_model
 
 
 def linear_model(seed=0):

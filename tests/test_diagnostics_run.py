@@ -9,11 +9,11 @@ import yaml
 from typer.testing import CliRunner
 
 from ablate.analysis import analyze
-from ablate.cli import app
-from ablate.diagnostics import LANDSCAPE_DIRECTIONS, LANDSCAPE_POINTS, MAX_LAG, diagnose_run
-from ablate.lesion import load_trial
-from ablate.trial import model_for
-from ablate.runs import read_registry
+from ablate.cli.app import app
+from ablate.probes.diagnostics import LANDSCAPE_DIRECTIONS, LANDSCAPE_POINTS, MAX_LAG, diagnose_run
+from ablate.probes.lesion import load_trial
+from ablate.train.loop import model_for
+from ablate.engine.run_folder import read_registry
 
 SPEC = {"description": "tiny plain vs residual", "seeds": [0, 1],
         "base": {"family": "cifar", "depth": 20, "shortcut": "identity", "dataset": "digits", "image_size": 8,

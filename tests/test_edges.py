@@ -13,10 +13,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from ablate.cli import app
-from ablate.runs import read_registry
-from ablate.tune import RAY_TMP_RECORD, Resources, _temp_dir
-from ablate.tune.worker import trial_device
+from ablate.cli.app import app
+from ablate.engine.run_folder import read_registry
+from ablate.engine.ray_adapter.session import RAY_TMP_RECORD, _temp_dir
+from ablate.engine.resources import Resources
+from ablate.engine.run_work import trial_device
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(ROOT / "cli.py")
@@ -210,12 +211,12 @@ def test_non_finite_numbers_are_refused(tmp_path, flag, value, fragment):
 
 
 def test_a_failure_of_ablates_own_is_one_line_exit_1_with_the_traceback_in_the_run_folder(tmp_path, monkeypatch):
-    import ablate.trial
+    import ablate.train.loop
 
     def broken(*args, **kwargs):  # a fault injected into the real command, to see how it ends
         raise RuntimeError("boom inside the trial")
 
-    monkeypatch.setattr(ablate.trial, "run_trial", broken)
+    monkeypatch.setattr(ablate.train.loop, "run_trial", broken)
     result = invoke("train", *SMALL, "--out", tmp_path / "run")
     assert result.exit_code == 1 and "Traceback" not in result.output
     line, = [l for l in result.output.splitlines() if not l.startswith("train:") and l.strip()]  # past the progress bar
@@ -224,7 +225,7 @@ def test_a_failure_of_ablates_own_is_one_line_exit_1_with_the_traceback_in_the_r
 
 
 def test_keep_weights_decides_which_trials_save_weights(tmp_path):
-    from ablate.study import parse_study
+    from ablate.spec.study_spec import parse_study
 
     doc = yaml.safe_load(spec_file(tmp_path / "s.yaml").read_text())
     for keep, tune, final in (("none", False, False), ("final", False, True), ("all", True, True)):
@@ -269,8 +270,8 @@ def test_a_mistyped_study_name_gets_a_suggestion():
 
 def test_the_estimate_builds_the_model_the_dataset_needs():
     # A 100-class RGB dataset widens the stem and the classifier: the weights the estimate counts grow with them.
-    from ablate.config import TrialConfig
-    from ablate.estimate import _arch, _state_bytes
+    from ablate.spec.trial_config import TrialConfig
+    from ablate.execute.estimate import _arch, _state_bytes
 
     mnist, cifar = TrialConfig(dataset="mnist"), TrialConfig(dataset="cifar100")
     # 2 more input channels of the 7x7, 64-filter stem; 90 more classes of the 512-wide classifier (fp32)

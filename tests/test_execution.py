@@ -6,14 +6,14 @@ about 20-40 s of the 2-core test machine (inductor's C++ compile; later ones hit
 import pytest
 from typer.testing import CliRunner
 
-from ablate.cli import app
-from ablate.config import TrialConfig
+from ablate.cli.app import app
+from ablate.spec.trial_config import TrialConfig
 from ablate.errors import AblateError
-from ablate.fused import fusable, run_fused
-from ablate.outputs import write_trial_folder
-from ablate.reproduce import reproduce
-from ablate.study import parse_study
-from ablate.trial import run_trial
+from ablate.train.fused import fusable, run_fused
+from ablate.train.trial_files import write_trial_folder
+from ablate.train.reproduce import reproduce
+from ablate.spec.study_spec import parse_study
+from ablate.train.loop import run_trial
 
 # 80 images at batch 32: batches of 32, 32 and a ragged 16 every epoch; evaluations (and telemetry) at 4, 8, 9.
 TINY = TrialConfig(dataset="digits", family="imagenet", depth=10, image_size=8, train_size=80, dev_size=32,
@@ -101,11 +101,11 @@ def test_a_compiled_trial_compiles_once_however_many_epochs_and_reproduces(tmp_p
 
 def test_bf16_on_a_cpu_keeps_overhanging_convolutions_in_fp32():
     """torch's CPU bf16 convolution gives inf/nan weight gradients for a 3x3 kernel on a 1x1 input (see
-    ablate.execution): such layers run in fp32, so every gradient of the trial stays finite and near fp32's."""
+    ablate.train.forward): such layers run in fp32, so every gradient of the trial stays finite and near fp32's."""
     import math
 
-    from ablate.execution import overhanging_convs
-    from ablate.models import build_model
+    from ablate.train.forward import overhanging_convs
+    from ablate.models.resnet import build_model
 
     model = build_model("imagenet", 10, in_channels=1, num_classes=10)
     assert overhanging_convs(model, (2, 1, 8, 8)) == ["stages.1.0.conv2", "stages.2.0.conv1", "stages.2.0.conv2",
@@ -123,7 +123,7 @@ def test_bf16_on_a_cpu_keeps_overhanging_convolutions_in_fp32():
 
 def test_the_report_and_the_estimate_name_the_execution_settings():
     from ablate.analysis.context import execution_text
-    from ablate.estimate import _arch
+    from ablate.execute.estimate import _arch
 
     settings = {"precision": "fp32", "compile": "none"}
     assert execution_text(settings.get) == ""  # fp32 eager, the default, goes unmentioned as before

@@ -1,4 +1,4 @@
-"""Fused trials (ablate.fused): K trials as one vmapped model give what the same trials give alone.
+"""Fused trials (ablate.train.fused): K trials as one vmapped model give what the same trials give alone.
 
 Tolerance, stated: the first two steps' training losses within 1e-5 (the batched kernels sum in another
 order, so float rounding differs), the gradient telemetry at initialisation within 1e-4 relative, and, on
@@ -8,11 +8,11 @@ step. Later losses drift further apart: early training of these nets amplifies a
 """
 import pytest
 
-from ablate.config import TrialConfig
+from ablate.spec.trial_config import TrialConfig
 from ablate.errors import AblateError
-from ablate.fused import fusable, run_fused
-from ablate.outputs import write_trial_folder
-from ablate.trial import run_trial
+from ablate.train.fused import fusable, run_fused
+from ablate.train.trial_files import write_trial_folder
+from ablate.train.loop import run_trial
 
 BASE = TrialConfig(dataset="digits", family="cifar", depth=20, image_size=16, train_size=192, dev_size=96,
                    test_size=96, batch_size=32, epochs=1, eval_every=3, lr=0.01, threads=1, channels_last=False)

@@ -1,14 +1,14 @@
-"""Trials per GPU from measured throughput (ablate.gpu_plan): the choice on given tables, the cache, the
+"""Trials per GPU from measured throughput (ablate.execute.gpu_plan): the choice on given tables, the cache, the
 measuring machinery on the CPU, and what the dry run prints where there is no GPU."""
 import pytest
 from typer.testing import CliRunner
 
-from ablate.cli import app
-from ablate.config import TrialConfig
-from ablate.gpu_plan import choose, decide, measure_table, plan, read_cache, shape_key, write_cache
-from ablate.launch import fuse_plan
-from ablate.study import parse_study
-from ablate.tune import Resources
+from ablate.cli.app import app
+from ablate.spec.trial_config import TrialConfig
+from ablate.execute.gpu_plan import choose, decide, measure_table, plan, read_cache, shape_key, write_cache
+from ablate.execute.fuse_plan import fuse_plan
+from ablate.spec.study_spec import parse_study
+from ablate.engine.resources import Resources
 
 # total img/s of 1, 2, 4 and 8 trials at once, shaped like small models on a large GPU
 SATURATES_AT_4 = {1: 1000.0, 2: 1900.0, 4: 2500.0, 8: 2600.0}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablate.runs import read_registry
+from ablate.engine.run_folder import read_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(ROOT / "cli.py")
@@ -270,9 +270,9 @@ def test_a_crashed_worker_is_retried_and_the_study_completes(tmp_path):
 
 
 def test_a_trial_that_raises_is_recorded_with_its_error(tmp_path):
-    from ablate.search import Work
-    from ablate.trial import TrialConfig
-    from ablate.tune.worker import run_work
+    from ablate.engine.planner import Work
+    from ablate.spec.trial_config import TrialConfig
+    from ablate.engine.run_work import run_work
 
     cfg = TrialConfig(dataset="mnist", train_size=64, dev_size=32, test_size=32, epochs=1)
     empty = tmp_path / "no-data"

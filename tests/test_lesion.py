@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from ablate.errors import AblateError
-from ablate.lesion import RUN_COLUMNS, dropped, lesion_run, lesion_trial, replacement_for
-from ablate.models import IdentityShortcut, build_model
-from ablate.outputs import load_weights, write_trial_folder
-from ablate.runs import append_registry
-from ablate.trial import TrialConfig, run_trial
+from ablate.probes.lesion import RUN_COLUMNS, dropped, lesion_run, lesion_trial, replacement_for
+from ablate.models.resnet import IdentityShortcut, build_model
+from ablate.train.trial_files import load_weights, write_trial_folder
+from ablate.engine.run_folder import append_registry
+from ablate.spec.trial_config import TrialConfig
+from ablate.train.loop import run_trial
 
 # cifar-20 at 16x16: small enough for seconds on two cores, trained well enough that removing a
 # block has something to destroy.
@@ -124,7 +125,7 @@ def test_a_dropped_block_computes_only_its_shortcut_path_and_is_restored(run_dir
 
 
 def test_changed_is_the_share_of_test_predictions_the_lesion_changed(run_dir, lesions):
-    from ablate.data import load_splits
+    from ablate.data.splits import load_splits
 
     cfg = TrialConfig(**TRAIN, residual=False)
     splits = load_splits(cfg.dataset, None, cfg.train_size, cfg.dev_size, cfg.test_size, seed=cfg.data_seed,

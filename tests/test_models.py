@@ -4,16 +4,10 @@ import torch
 from torch import nn
 
 from ablate.errors import AblateError
-from ablate.model_summary import format_summary, summarize
-from ablate.models import (
-    FAMILIES,
-    SHORTCUTS,
-    BasicBlock,
-    ResNet,
-    build_model,
-    torchvision_state_dict_to_ablate,
-    verify_torchvision,
-)
+from ablate.models.summary import format_summary, summarize
+from ablate.models.registry import FAMILIES, SHORTCUTS
+from ablate.models.resnet import BasicBlock, ResNet, build_model
+from ablate.models.torchvision_check import torchvision_state_dict_to_ablate, verify_torchvision
 
 REFERENCE_PARAMS = 11_175_434
 REFERENCE_MACS = 35_561_472

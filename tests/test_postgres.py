@@ -18,7 +18,7 @@ import optuna
 import pytest
 import yaml
 
-from ablate.runs import read_registry
+from ablate.engine.run_folder import read_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(ROOT / "cli.py")
@@ -129,7 +129,7 @@ def test_studies_opening_a_fresh_database_at_once_all_get_in(postgres):
     with engine.connect() as conn:
         conn.execute(sqlalchemy.text("CREATE DATABASE race"))
     engine.dispose()
-    code = f"from ablate.sampler import check_storage; check_storage({fresh!r}); print('opened')"
+    code = f"from ablate.engine.storage import check_storage; check_storage({fresh!r}); print('opened')"
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for _ in range(4)]
     outputs = [p.communicate(timeout=120)[0] for p in procs]

@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ablate.config import TrialConfig
+from ablate.spec.trial_config import TrialConfig
 from ablate.errors import AblateError
-from ablate.recipes import PAD, Augmenter, augment_seed, crop_flip
-from ablate.study import load_study
-from ablate.trial import run_trial
+from ablate.train.augment import PAD, Augmenter, augment_seed, crop_flip
+from ablate.spec.study_spec import load_study
+from ablate.train.loop import run_trial
 
 # 1000 images at batch 100 for 10 epochs: 100 steps, so a fraction of training is a step count.
 HUNDRED = dict(train_size=1000, batch_size=100, epochs=10, lr=0.1)
@@ -245,7 +245,7 @@ def test_the_reports_protocol_states_the_recipe(tmp_path):
 
 
 def test_trials_with_a_recipe_are_never_fused():
-    from ablate.config import fusable
+    from ablate.spec.trial_config import fusable
 
     base = TrialConfig(**TINY, lr=0.05, momentum=0.9)
     assert fusable([base, base.replace(seed=1)]) is None

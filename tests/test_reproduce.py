@@ -6,9 +6,10 @@ import shutil
 import pytest
 
 from ablate.errors import AblateError
-from ablate.outputs import write_trial_folder
-from ablate.reproduce import reproduce
-from ablate.trial import TrialConfig, run_trial
+from ablate.train.trial_files import write_trial_folder
+from ablate.train.reproduce import reproduce
+from ablate.spec.trial_config import TrialConfig
+from ablate.train.loop import run_trial
 
 SMALL = dict(dataset="digits", family="cifar", depth=20, image_size=16, train_size=128, dev_size=64, test_size=64,
              batch_size=32, epochs=2, eval_every=3, lr=0.05, threads=2)

@@ -1,4 +1,4 @@
-"""The planner of ablate.search, driven without Ray: rounds, halving, determinism, resume, repeats.
+"""The planner of ablate.engine.planner, driven without Ray: rounds, halving, determinism, resume, repeats.
 
 Work items run in this process through the same function the Ray workers call (run_work), in
 orders chosen by the test, so the results can be shown not to depend on that order.
@@ -10,10 +10,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from ablate.runs import read_registry, trials_csv
-from ablate.search import FINISHED, Planner, remaining
-from ablate.study import Halving, parse_study
-from ablate.tune.worker import run_works
+from ablate.engine.run_folder import read_registry, trials_csv
+from ablate.engine.planner import FINISHED, Planner, remaining
+from ablate.spec.study_spec import Halving, parse_study
+from ablate.engine.run_work import run_works
 
 BASE = {"family": "cifar", "depth": 20, "dataset": "digits", "train_size": 96, "dev_size": 48, "test_size": 48,
         "batch_size": 32, "epochs": 2, "eval_every": 1, "image_size": 16, "seed": 100}
@@ -129,7 +129,7 @@ def test_later_rounds_are_asked_after_earlier_results_are_told(tmp_path):
 def test_tpe_proposals_depend_on_the_results_it_was_told(tmp_path):
     """Two arms whose first rounds score in opposite orders get different TPE proposals in round 2 (and the
     same random startup proposals in round 1): the sampler used the results."""
-    from ablate.search import ArmSampler, Outcome
+    from ablate.engine.planner import ArmSampler, Outcome
 
     study = make_study(trials=6, round=3, startup=3, halving=False)
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -152,7 +152,7 @@ def test_tpe_proposals_depend_on_the_results_it_was_told(tmp_path):
 
 
 def test_a_round_asked_halfway_before_a_crash_is_asked_again_identically(tmp_path):
-    from ablate.search import ArmSampler
+    from ablate.engine.planner import ArmSampler
 
     study = make_study(trials=4, round=2, startup=0, halving=False)
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -209,7 +209,7 @@ def test_rungs_follow_each_arms_own_length(tmp_path):
     doc = dict(doc_study.raw)
     doc.pop("budget")
     doc["factors"] = {"epochs": {"values": [1, 3]}}
-    from ablate.study import parse_study as parse
+    from ablate.spec.study_spec import parse_study as parse
 
     study = parse(doc, source="test")
     drive(study, tmp_path / "run")

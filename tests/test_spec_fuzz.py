@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ablate.errors import AblateError
-from ablate.study import BUDGETS, STUDIES_DIR, parse_study
+from ablate.spec.study_spec import BUDGETS, STUDIES_DIR, parse_study
 
 SHIPPED = [yaml.safe_load(p.read_text()) for p in sorted(STUDIES_DIR.glob("*.yaml"))]
 RUNS = {"documents": 0, "loaded": 0, "rejected": 0}

@@ -7,8 +7,9 @@ import pytest
 import yaml
 
 from ablate.errors import AblateError
-from ablate.runs import append_registry, read_registry, registry_row, trials_csv
-from ablate.study import BUDGETS, list_studies, load_study, parse_study, plan_fixed_stage
+from ablate.engine.run_folder import append_registry, read_registry, registry_row, trials_csv
+from ablate.spec.study_spec import BUDGETS, list_studies, load_study, parse_study
+from ablate.engine.trial_plan import plan_fixed_stage
 
 BASE = {"family": "imagenet", "depth": 18, "train_size": 128, "dev_size": 64, "test_size": 64, "epochs": 1}
 SEARCH = {"space": {"lr": {"distribution": "loguniform", "low": 0.001, "high": 0.5}}, "trials": 2}
@@ -126,7 +127,8 @@ def test_registry_survives_a_cut_last_line_and_feeds_trials_csv(tmp_path):
 
 
 def test_resample_data_draws_each_seeds_subsets_from_the_seed():
-    from ablate.study import parse_study, plan_fixed_stage
+    from ablate.spec.study_spec import parse_study
+    from ablate.engine.trial_plan import plan_fixed_stage
 
     doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "studies" / "lr-sweep.yaml").read_text())
     doc["seeds"] = [3, 4]

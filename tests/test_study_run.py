@@ -6,9 +6,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ablate.cli import app
-from ablate.runs import read_registry
-from ablate.trial import TrialConfig
+from ablate.cli.app import app
+from ablate.engine.run_folder import read_registry
+from ablate.spec.trial_config import TrialConfig
 
 pytestmark = pytest.mark.usefixtures("fake_mnist_env")  # `mnist` and `auto` read MNIST-format files of the tests
 runner = CliRunner()

@@ -8,12 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ablate.data import load_splits
-from ablate.config import _HASH_NEUTRAL_DEFAULTS
-from ablate.models import build_model
-from ablate.outputs import write_trial_folder
-from ablate.telemetry import GRAD_NORM_COLUMNS, GradTelemetry
-from ablate.trial import TrialConfig, run_trial, seed_everything
+from ablate.data.splits import load_splits
+from ablate.spec.trial_config import _HASH_NEUTRAL_DEFAULTS
+from ablate.models.resnet import build_model
+from ablate.train.trial_files import write_trial_folder
+from ablate.train.telemetry import GRAD_NORM_COLUMNS, GradTelemetry
+from ablate.spec.trial_config import TrialConfig
+from ablate.train.loop import run_trial
+from ablate.train.device import seed_everything
 
 SMALL = dict(dataset="digits", train_size=128, dev_size=64, test_size=64, batch_size=32, epochs=2, eval_every=3,
              threads=2, lr=0.05)

@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from ablate.errors import AblateError
-from ablate.trial import TrialConfig, run_trial
+from ablate.spec.trial_config import TrialConfig
+from ablate.train.loop import run_trial
 
 SMALL = dict(train_size=256, dev_size=64, test_size=64, batch_size=32, eval_every=4, threads=2)
 

@@ -1,4 +1,4 @@
-"""Figures and report paragraphs of `analyze --diagnostics`, from the tables ablate.diagnostics computes.
+"""Figures and report paragraphs of `analyze --diagnostics`, from the tables ablate.probes.diagnostics computes.
 
 Each paragraph says what was measured, on what and how, and gives the numbers per arm (mean and 95 %
 t-interval over seeds); none of them draws a conclusion for the reader. Every figure overlays the arms

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import AblateError
-from ..outputs import atomic_write_text
+from ablate.errors import AblateError
+from ablate.atomic_files import atomic_write_text
 from .compare import compare, supported_best
 from .load import load_predictions, load_run
 from .summary import summarize

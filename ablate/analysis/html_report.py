@@ -16,7 +16,7 @@ import pandas as pd
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from ..study import compared_pairs
+from ablate.spec.study_spec import compared_pairs
 from .load import Run
 from .methods import Methods
 from .references import plain

@@ -1,4 +1,4 @@
-"""The lesion study's figure and report section, from the table ablate.lesion.lesion_run returns.
+"""The lesion study's figure and report section, from the table ablate.probes.lesion.lesion_run returns.
 
 Columns used: trial_id, arm, seed, block, block_index, replacement, test_acc, lesioned_acc, drop;
 block_type and changed when present (older tables lack them: those numbers read n/a). The row

@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import AblateError
-from ..runs import best_params, open_run_dir, read_registry
-from ..search import decided_seeds
-from ..config import TrialConfig
-from ..study import Study, parse_study, read_yaml
+from ablate.errors import AblateError
+from ablate.engine.selection import best_params
+from ablate.engine.run_folder import open_run_dir, read_registry
+from ablate.engine.planner import decided_seeds
+from ablate.spec.trial_config import TrialConfig
+from ablate.spec.study_spec import Study, parse_study
+from ablate.spec.reading import read_yaml
 
 TIMESTAMP = re.compile(r"^(\d{8}-\d{6})")
 # Registry columns read as numbers; older run folders lack some of them (they read as NaN: "n/a").

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy import stats as _st
 
-from ..errors import AblateError
+from ablate.errors import AblateError
 
 POWER = 0.8
 ALPHA = 0.05

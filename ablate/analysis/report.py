@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import AblateError
-from ..outputs import atomic_write_text
+from ablate.errors import AblateError
+from ablate.atomic_files import atomic_write_text
 from . import figures as F
 from . import figures_grad as G
 from .compare import compare, supported_best
@@ -51,7 +51,7 @@ class AnalysisResult:
     comparisons: pd.DataFrame = field(repr=False)
     effects: pd.DataFrame | None = field(default=None, repr=False)        # factorial studies: factorial.effects
     interactions: pd.DataFrame | None = field(default=None, repr=False)   # and factorial.interactions
-    diagnostics: object | None = field(default=None, repr=False)          # ablate.diagnostics.Diagnostics, if asked for
+    diagnostics: object | None = field(default=None, repr=False)          # ablate.probes.diagnostics.Diagnostics, if asked for
 
 
 def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None
@@ -103,7 +103,7 @@ def _lesion_table(run: Run, lesion: "bool | pd.DataFrame") -> tuple[pd.DataFrame
         return check_table(lesion), None
     if not lesion:
         return None, None
-    from ..lesion import lesion_run  # imports torch: only when a lesion study is asked for
+    from ablate.probes.lesion import lesion_run
 
     try:
         return lesion_run(run.run_dir), None
@@ -120,7 +120,7 @@ def _diagnostics(run: Run, diagnostics, landscape_2d: bool, progress=None):
         return None, None
     if diagnostics is not True:
         return diagnostics, None
-    from ..diagnostics import diagnose_run  # imports torch: only when diagnostics are asked for
+    from ablate.probes.diagnostics import diagnose_run
 
     trials = [{"trial_id": r.trial_id, "arm": str(r.arm), "seed": r.seed} for r in run.ok.itertuples()]
     try:
@@ -153,10 +153,10 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
             ) -> AnalysisResult:
     """Analyse a study run folder; writes into `out` (default run_dir/analysis) and returns what it wrote.
 
-    lesion=True also runs the lesion study (ablate.lesion.lesion_run) on the final-stage trials that
+    lesion=True also runs the lesion study (ablate.probes.lesion.lesion_run) on the final-stage trials that
     saved weights.pt; a DataFrame in lesion_run's format is reported as given. When the lesion study
     cannot run (no weights.pt), everything else is still written and `skipped["lesion"]` says why.
-    diagnostics=True computes ablate.diagnostics on the reported trials (landscape_2d adds the 2-D plane);
+    diagnostics=True computes ablate.probes.diagnostics on the reported trials (landscape_2d adds the 2-D plane);
     a Diagnostics object is reported as given; if they cannot run, `skipped["diagnostics"]` says why.
     `progress(i, n, trial)` is called before each trial's diagnostics. `min_effect` (percentage points): the
     difference the seeds-for-power line asks about, instead of the observed one.

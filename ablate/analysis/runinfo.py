@@ -9,7 +9,7 @@ from typing import Any
 
 from .context import recorded
 from .load import Run
-from ..runs import package_versions
+from ablate.engine.manifest import package_versions
 
 ANALYSIS_PACKAGES = ("scipy", "seaborn", "matplotlib", "markdown-it-py")
 PACKAGE_NAMES = {"ablate": "ablate", "torch": "PyTorch", "torchvision": "torchvision", "ray": "Ray",
@@ -99,8 +99,8 @@ def param_counts(run: Run) -> dict[str, int | None]:
     classes the trials recorded; None for an arm whose model cannot be built."""
     import torch
 
-    from ..errors import AblateError
-    from ..models import build_model, model_kwargs
+    from ablate.errors import AblateError
+    from ablate.models.resnet import build_model, model_kwargs
 
     channels, classes = recorded(run, "in_channels") or 1, recorded(run, "num_classes") or 10
     out: dict[str, int | None] = {}

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..intervals import t_half_width
-from ..study import compared_pairs
+from ablate.intervals import t_half_width
+from ablate.spec.study_spec import compared_pairs
 from .load import Run
 from .power import ALPHA, MAX_SEEDS, POWER
 from .tables import Fmt

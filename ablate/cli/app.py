@@ -1,0 +1,397 @@
+"""The `ablate` command line: a thin layer over the package.
+
+Bad input of any kind ends in one line on stderr and exit code 2, with nothing written. A failure of
+ablate's own ends in one line and exit code 1, its traceback written to a file the line names (the
+command's output folder when it has one). Ctrl-C ends in exit code 130.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ablate.cli.errors import OneLineErrors, _timestamp, error_folder, fail, handles_errors
+from ablate.errors import AblateError
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Ablation studies of residual connections: train, tune, analyse.",
+)
+
+
+def main() -> None:
+    app()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ablate import __version__
+
+        typer.echo(f"ablate {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print ablate's version and exit.")) -> None:
+    """Ablation studies of residual connections: train, tune, analyse."""
+
+
+def _d(name: str) -> str:
+    """' (default X)' for a trial setting, from TrialConfig itself (the flags default to None so that a
+    --config file is not overridden by flags that were not given)."""
+    from ablate.spec.trial_config import TrialConfig
+
+    value = getattr(TrialConfig, name)
+    return f" (default {str(value).lower() if isinstance(value, bool) else value})"
+
+
+# --- train -----------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", help="Trial YAML (e.g. a study's trials/<id>/config.yaml); flags override it."),
+    family: Optional[str] = typer.Option(None, help="Model family: imagenet (reference layout) or cifar" + _d("family") + "."),
+    depth: Optional[int] = typer.Option(None, help="Network depth (imagenet: 10/18/34, cifar: 20/32/44/56/110) (default 18 for imagenet, 20 for cifar)."),
+    residual: Optional[bool] = typer.Option(None, "--residual/--plain", help="With or without residual connections" + _d("residual") + "."),
+    shortcut: Optional[str] = typer.Option(None, help="projection (1x1 conv + BN where a block reshapes), identity (parameter-free) or projection-all (1x1 conv + BN on every block)" + _d("shortcut") + "."),
+    block: Optional[str] = typer.Option(None, help="basic (post-activation) or preact (full pre-activation)" + _d("block") + "."),
+    residual_stages: Optional[str] = typer.Option(None, help="Stages that keep residual connections, e.g. 3,4 (default: all)."),
+    norm: Optional[str] = typer.Option(None, help="batch (BatchNorm) or none" + _d("norm") + "."),
+    zero_init_residual: Optional[bool] = typer.Option(None, "--zero-init-residual/--no-zero-init-residual", help="Start each residual branch's last BN scale at 0" + _d("zero_init_residual") + "."),
+    lr: Optional[float] = typer.Option(None, help="SGD learning rate" + _d("lr") + "."),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum" + _d("momentum") + "."),
+    weight_decay: Optional[float] = typer.Option(None, help="SGD weight decay" + _d("weight_decay") + "."),
+    batch_size: Optional[int] = typer.Option(None, help="Mini-batch size" + _d("batch_size") + "."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs" + _d("epochs") + "."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate on dev every N steps" + _d("eval_every") + "."),
+    dataset: Optional[str] = typer.Option(None, help="auto, mnist, digits, fashion-mnist, kmnist, cifar10, cifar100, or "
+                                          "folder:PATH (PATH/train/<class>/*.png|jpg, PATH/test/<class>/...)" + _d("dataset") + "."),
+    train_size: Optional[int] = typer.Option(None, help="Training images" + _d("train_size") + "."),
+    dev_size: Optional[int] = typer.Option(None, help="Dev images (from the training split)" + _d("dev_size") + "."),
+    test_size: Optional[int] = typer.Option(None, help="Test images (from the test split)" + _d("test_size") + "."),
+    data_seed: Optional[int] = typer.Option(None, help="Seed of the subset draw" + _d("data_seed") + "."),
+    seed: Optional[int] = typer.Option(None, help="Training seed (init, shuffling)" + _d("seed") + "."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads (0 = all cores)" + _d("threads") + "."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/train/<time>-<trial id>)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+    save_weights: bool = typer.Option(False, "--save-weights", help="Also save the best-dev weights as weights.pt."),
+    schedule: Optional[str] = typer.Option(None, help="Learning rate over training: constant, step (times "
+                                           "--milestone-factor at each milestone) or cosine (to zero)" + _d("schedule") + "."),
+    warmup_steps: Optional[int] = typer.Option(None, help="Ramp the learning rate linearly up to --lr over the first N steps" + _d("warmup_steps") + "."),
+    milestones: Optional[str] = typer.Option(None, help="Step schedule: fractions of training at which the learning rate "
+                                             "drops, comma-separated (default 0.5,0.75)."),
+    milestone_factor: Optional[float] = typer.Option(None, help="Step schedule: factor applied at each milestone" + _d("milestone_factor") + "."),
+    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov", help="Nesterov momentum (needs --momentum > 0)" + _d("nesterov") + "."),
+    augment: Optional[str] = typer.Option(None, help="On-device augmentation drawn from the seed: none, crop (random "
+                                          "crop after padding by 4 black pixels) or crop-flip (and mirror left-right). "
+                                          "Never flip digits or characters: a mirrored 2 is no digit, so crop-flip is "
+                                          "refused with mnist, digits, kmnist and auto" + _d("augment") + "."),
+    precision: Optional[str] = typer.Option(None, help="Training forward passes in fp32 or bf16 (autocast)" + _d("precision") + "."),
+    compile_mode: Optional[str] = typer.Option(None, "--compile", help="torch.compile the model for training: none, "
+                                               "default or reduce-overhead (CUDA graphs)" + _d("compile") + "."),
+) -> None:
+    """Train one model and write config.yaml, metrics.json, curves.csv, grad_norms.csv and curves.png."""
+    from tqdm import tqdm
+
+    from ablate.data.splits import load_splits
+    from ablate.data.registry import canonical_dataset
+    from ablate.train.trial_files import write_trial_folder
+    from ablate.spec.trial_config import TrialConfig
+    from ablate.train.loop import run_trial
+
+    from ablate.models.registry import DEFAULT_DEPTH
+
+    base = TrialConfig.from_yaml_file(config).to_dict() if config else {}
+    if depth is None and family is not None and family != base.get("family", TrialConfig.family):
+        depth = DEFAULT_DEPTH.get(family)  # another family: its own default depth, not the config's
+    given = dict(
+        family=family, depth=depth, residual=residual, shortcut=shortcut, block=block, residual_stages=residual_stages,
+        norm=norm, zero_init_residual=zero_init_residual, lr=lr, momentum=momentum,
+        weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, eval_every=eval_every,
+        dataset=dataset, train_size=train_size, dev_size=dev_size, test_size=test_size,
+        data_seed=data_seed, seed=seed, threads=threads, schedule=schedule, warmup_steps=warmup_steps,
+        milestones=_fractions("--milestones", milestones), milestone_factor=milestone_factor, nesterov=nesterov,
+        augment=augment, precision=precision, compile=compile_mode,
+    )
+    cfg = TrialConfig.from_dict({**base, **{k: v for k, v in given.items() if v is not None}}, source="flags")
+    cfg = cfg.replace(dataset=canonical_dataset(cfg.dataset))  # folder:PATH made absolute: it runs from anywhere
+    folder = out or Path("runs") / "train" / f"{_timestamp()}-{cfg.trial_id()}"
+    if folder.exists() and any(folder.iterdir()):
+        fail(f"run folder {folder} exists and is not empty; choose another --out")
+    _check_device(device)
+    # Loading first surfaces data problems before anything is written; the data cache makes it free.
+    splits = load_splits(cfg.dataset, data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
+                         seed=cfg.data_seed, image_size=cfg.image_size)
+    if splits.note:
+        typer.echo(f"warning: {splits.note}", err=True)
+    bar = tqdm(total=None, unit="step", desc="train", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(step: int, total: int) -> None:
+        bar.total = total
+        bar.update(step - bar.n)
+
+    def report(m: dict) -> None:
+        bar.set_postfix(loss=f"{m['train_loss']:.3f}", dev_acc=f"{m['dev_acc']:.3f}", best=f"{m['best_dev_acc']:.3f}")
+
+    folder.mkdir(parents=True, exist_ok=True)
+    error_folder(folder)  # a failure from here on leaves its traceback in the run folder
+    try:
+        result = run_trial(cfg, report, device=device, data_dir=data_dir, progress=progress, keep_best_state=save_weights)
+    finally:
+        bar.close()
+    write_trial_folder(folder, cfg, result, weights=save_weights)
+    typer.echo(
+        f"{result.status}: test accuracy {result.test_acc:.4f}, test loss {result.test_loss:.4f} "
+        f"(best dev {result.best_dev_acc:.4f} at step {result.best_step}/{result.steps}, dataset {result.dataset}) "
+        f"in {result.total_seconds:.1f} s"
+    )
+    typer.echo(f"wrote {folder}")
+
+
+def _fractions(flag: str, text: str | None) -> list[float] | None:
+    """'0.5,0.75' -> [0.5, 0.75]; the config checks the values."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise AblateError(f"{flag} must be comma-separated numbers such as 0.5,0.75, got {text!r}") from None
+
+
+def _check_device(device: str | None) -> None:
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise AblateError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AblateError(f"device {device!r} asked for but no CUDA GPU is available; use --device cpu")
+
+
+# --- models ----------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def summary(
+    family: str = typer.Option("imagenet", help="Model family: imagenet or cifar."),
+    depth: Optional[int] = typer.Option(None, help="Network depth (default 18 for imagenet, 20 for cifar)."),
+    plain: bool = typer.Option(False, "--plain", help="Without residual connections."),
+    shortcut: str = typer.Option("projection", help="projection, identity or projection-all."),
+    block: str = typer.Option("basic", help="basic or preact."),
+    residual_stages: Optional[str] = typer.Option(None, help="Stages that keep residual connections, e.g. 3,4 (default: all)."),
+    norm: str = typer.Option("batch", help="batch or none."),
+    zero_init_residual: bool = typer.Option(False, "--zero-init-residual", help="Start each residual branch's last BN scale at 0."),
+    in_channels: int = typer.Option(1, help="Input channels."),
+    num_classes: int = typer.Option(10, help="Output classes."),
+    input_size: int = typer.Option(32, help="Input height and width."),
+) -> None:
+    """Per-layer table (output shape, params, MACs) and totals; MACs counted by torch's FlopCounterMode."""
+    from ablate.spec.trial_config import coerce_stages
+    from ablate.models.summary import format_summary, summarize
+    from ablate.models.registry import DEFAULT_DEPTH
+    from ablate.models.resnet import build_model
+
+    depth = DEFAULT_DEPTH.get(family, 18) if depth is None else depth
+    if input_size < 8:
+        fail(f"--input-size must be at least 8, got {input_size}")
+    model = build_model(family, depth, residual=not plain, shortcut=shortcut, in_channels=in_channels,
+                        num_classes=num_classes, block=block, residual_stages=coerce_stages(residual_stages, "flags"),
+                        norm=norm, zero_init_residual=zero_init_residual)
+    typer.echo(format_summary(summarize(model, in_channels=in_channels, input_size=input_size)))
+
+
+@app.command("verify-torchvision")
+@handles_errors
+def verify_torchvision_cmd(
+    seed: int = typer.Option(0, help="Seed for the weights and the input batch."),
+    tolerance: float = typer.Option(1e-5, help="Largest allowed absolute difference."),
+) -> None:
+    """Copy torchvision's resnet18 weights into ablate's ResNet18 and compare outputs (exit 0 iff equal within tolerance)."""
+    from ablate.models.torchvision_check import verify_torchvision
+
+    diff = verify_torchvision(seed=seed)
+    verdict = "match" if diff <= tolerance else "MISMATCH"
+    typer.echo(f"max |torchvision - ablate| = {diff:.3e} (tolerance {tolerance:g}): {verdict}")
+    raise typer.Exit(0 if diff <= tolerance else 1)
+
+
+# --- studies ---------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def study(
+    name: Optional[str] = typer.Argument(None, help="Study name from studies/ or a path to a spec .yaml; omit to list them."),
+    budget: Optional[str] = typer.Option(None, help="smoke, default or full (default: default)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print arms, search, trial counts and resources; run nothing."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<study>/<time>)."),
+    resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run folder: only what is missing runs."),
+    dataset: Optional[str] = typer.Option(None, help="Override the spec's dataset: auto, mnist, digits, fashion-mnist, kmnist, cifar10, cifar100 or folder:PATH."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
+    cpus: Optional[int] = typer.Option(None, help="CPUs to use (default: all)."),
+    gpus: Optional[int] = typer.Option(None, help="GPUs to use, a whole number (default: all visible)."),
+    gpus_per_trial: Optional[float] = typer.Option(None, help="GPU share per trial (default: chosen from img/s measured for 1, 2, 4 and 8 trials at once on the GPU; see the dry run)."),
+    address: Optional[str] = typer.Option(None, help="Attach to a running Ray cluster (HOST:PORT) instead of starting one."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user@host/db (default: optuna.db in the run folder)."),
+    retries: int = typer.Option(1, help="Times a crashed trial (worker died or raised) is retried before it is recorded as an error."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files (curves, hyper-parameters) to RUN/tensorboard."),
+    fuse: str = typer.Option("auto", help="Train trials that differ only in seed/lr/momentum/weight decay as one model batched over them: auto (on a GPU when measured faster, never on a CPU), off, or the members per model."),
+) -> None:
+    """Run a study: per-arm search in reproducible rounds (Optuna TPE through Ray Tune, optional successive
+    halving), then the best config of each arm over seeds."""
+    from ablate.execute import launch as L
+    from ablate.engine.run_folder import read_registry
+    from ablate.spec.study_spec import list_studies
+    from ablate.engine.study_runner import StudyInterrupted, run_study
+
+    if name is None and resume is None:
+        for study_name, description in list_studies():
+            typer.echo(f"{study_name:20s} {description}")
+        return
+    if tensorboard:
+        from ablate.engine.tensorboard import check_available
+
+        check_available()
+    plan = L.prepare(name, resume, budget=budget, dataset=dataset, out=out, data_dir=data_dir, cpus=cpus, gpus=gpus,
+                     gpus_per_trial=gpus_per_trial, address=address, storage=storage, retries=retries, fuse=fuse)
+    for note in plan.notes:
+        typer.echo(f"warning: {note}", err=True)
+    if dry_run:
+        _print_plan(plan.spec, plan.resources)
+        for line in plan.gpu.lines():  # trials per GPU, cores per trial, fusing, and where the numbers came from
+            typer.echo(line)
+        return
+    run_dir = L.start(plan, out)
+    error_folder(run_dir)
+    typer.echo(f"study {plan.spec.name} ({plan.spec.budget}) -> {run_dir}", err=True)
+    t0 = time.perf_counter()
+    try:
+        run_study(plan.spec, run_dir, plan.resources, str(data_dir) if data_dir else None, storage=storage,
+                  retries=retries, run_id=plan.run_id, tensorboard=tensorboard, fuse=plan.fuse)
+    except StudyInterrupted:
+        typer.echo(f"interrupted: what finished is kept in {run_dir}; finish it with: ablate study --resume {run_dir}",
+                   err=True)
+        raise typer.Exit(130)
+    rows = read_registry(run_dir)
+    typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / 'trials.csv'}")
+    from ablate.analysis import terminal_table
+
+    try:
+        typer.echo(terminal_table(run_dir))
+    except AblateError as exc:  # e.g. every final-stage trial failed: the run is still complete
+        typer.echo(f"no table: {exc}", err=True)
+    typer.echo(f"figures, statistics and a report: ablate analyze {run_dir}")
+
+
+def _print_plan(spec, resources) -> None:
+    typer.echo(f"study {spec.name} (budget {spec.budget}): {spec.description}")
+    typer.echo(f"arms ({len(spec.arms)}):")
+    for arm in spec.arms:
+        typer.echo(f"  {arm.name}: {arm.settings}")
+    if spec.space:
+        typer.echo("search space:")
+        for p in spec.space:
+            bounds = f"{list(p.choices)}" if p.choices else f"[{p.low:g}, {p.high:g}]"
+            typer.echo(f"  {p.name}: {p.distribution} {bounds}")
+        typer.echo(f"stage tune: {spec.trials_per_arm} trials per arm x {len(spec.arms)} arms = "
+                   f"{spec.trials_per_arm * len(spec.arms)} trials")
+        typer.echo(f"sampler: {spec.sampler_text()}")
+    if spec.grid:
+        typer.echo(f"grid: {spec.grid}")
+    per_arm = len(spec.seeds) * (len(spec.grid_points()) if spec.grid else 1)
+    final = spec.stages[-1]
+    if spec.seed_rule:
+        typer.echo(f"stage {final}: at most {per_arm} trials per arm x {len(spec.arms)} arms = {per_arm * len(spec.arms)} "
+                   f"trials ({spec.seed_rule.text()}; the estimate below assumes the most)")
+    else:
+        typer.echo(f"stage {final}: {per_arm} trials per arm x {len(spec.arms)} arms = {per_arm * len(spec.arms)} trials (seeds {spec.seeds})")
+    device = f"each on a {resources.gpu_share():g} share of a GPU" if resources.gpus else "on the CPU"
+    typer.echo(f"resources: {resources.cpus} CPUs, {resources.gpus} GPUs; {resources.threads} threads per trial "
+               f"(from the spec), {resources.concurrency()} trials at a time {device}; dataset {spec.base['dataset']}")
+    from ablate.execute.estimate import estimate
+
+    for line in estimate(spec, resources.concurrency()).lines():
+        typer.echo(line)
+
+
+# --- analysis --------------------------------------------------------------------------------------
+@app.command("analyze")
+@handles_errors
+def analyze_cmd(
+    run_dir: Optional[Path] = typer.Argument(None, help="Study run folder (default: the newest under runs/)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default RUN_DIR/analysis)."),
+    lesion: bool = typer.Option(False, "--lesion", help="Also drop each residual block in turn at test time (needs weights.pt)."),
+    diagnostics: bool = typer.Option(False, "--diagnostics", help="Also measure loss landscapes, shattered gradients, signal propagation and k-block lesions per arm (see README for the cost)."),
+    landscape_2d: bool = typer.Option(False, "--landscape-2d", help="With --diagnostics: add a 21x21 loss landscape plane per arm."),
+    min_effect: Optional[float] = typer.Option(None, "--min-effect", metavar="PP", help="The difference (percentage points of test accuracy) the seeds-for-80%-power line asks about (default: the observed one)."),
+) -> None:
+    """Figures, summary tables, statistics, report.md, report.html, methods.md and references.bib for a finished (or partly finished) study."""
+    from ablate.analysis import analyze, latest_run
+    from ablate.analysis.power import check_min_effect
+
+    check_min_effect(min_effect)
+
+    if out is not None and out.is_dir() and any(out.iterdir()) and not (out / "report.md").is_file():
+        fail(f"{out} is not empty and holds no earlier analysis (no report.md); choose an empty or new --out")
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"{out} is a file; pass a folder for --out")
+    if landscape_2d and not diagnostics:
+        fail("--landscape-2d adds to --diagnostics; pass both")
+
+    def progress(i: int, n: int, trial: dict) -> None:
+        typer.echo(f"diagnostics {i + 1}/{n}: {trial['arm']}, seed {trial['seed']}", err=True)
+
+    result = analyze(run_dir or latest_run(), out, lesion=lesion, diagnostics=diagnostics, landscape_2d=landscape_2d,
+                     progress=progress, min_effect=min_effect)
+    error_folder(result.out_dir)
+    typer.echo(result.table)
+    for line in result.missing:
+        typer.echo(f"missing: {line}", err=True)
+    for name, why in result.skipped.items():
+        typer.echo(f"skipped {name}: {why}", err=True)
+    typer.echo(f"wrote {result.report}, {result.html.name}, {result.methods.name} and {result.references.name}")
+
+
+@app.command("export")
+@handles_errors
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="Study run folder."),
+    fmt: str = typer.Option("latex", "--format", help="latex, csv or markdown."),
+    configs: Optional[Path] = typer.Option(None, "--configs", help="Also copy every confirm-stage trial config here."),
+) -> None:
+    """Print the summary table for a paper, and optionally copy the exact trial configs behind it."""
+    from ablate.analysis import export, export_configs
+
+    if configs is not None and configs.exists() and not configs.is_dir():
+        fail(f"{configs} exists and is not a folder; pass a folder for --configs")
+    text = export(run_dir, fmt)  # everything is checked and made before anything is printed or copied
+    copied = export_configs(run_dir, configs) if configs is not None else None
+    typer.echo(text, nl=False)
+    if copied is not None:
+        typer.echo(f"copied {len(copied)} configs to {configs}", err=True)
+
+
+@app.command()
+@handles_errors
+def reproduce(
+    config: Path = typer.Argument(..., help="A trial's config.yaml (RUN_DIR/trials/<id>/config.yaml) or its folder."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda ... (default: the device the trial recorded)."),
+) -> None:
+    """Rerun one trial and compare with what was recorded; exit 0 iff identical."""
+    from ablate.train.reproduce import reproduce as rerun
+
+    _check_device(device)
+    report = rerun(config, data_dir, device=device)
+    typer.echo(report.format())
+    raise typer.Exit(0 if report.identical else 1)

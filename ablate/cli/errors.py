@@ -1,0 +1,97 @@
+"""How the `ablate` command line fails: bad input of any kind ends in one line on stderr and exit code 2,
+with nothing written; a failure of ablate's own ends in one line and exit code 1, its traceback written to
+a file the line names (the command's output folder when it has one); Ctrl-C ends in exit code 130."""
+from __future__ import annotations
+
+import functools
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from ablate.errors import AblateError
+
+
+class OneLineErrors(TyperGroup):
+    """Bad flags become one line on stderr and exit 2, under the console script and Typer's test runner alike."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except TyperException as exc:
+            if isinstance(exc, (typer.Exit, typer.Abort)) or not hasattr(exc, "format_message"):
+                raise
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                typer.echo(exc.format_message())
+                return 0 if not standalone_mode else sys.exit(0)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+            rv = 2
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            rv = 130
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+class _Crash:
+    """Where the traceback of an unexpected failure goes: set by a command once it has an output folder."""
+
+    folder: Path | None = None
+
+
+def error_folder(folder: Path) -> None:
+    _Crash.folder = Path(folder)
+
+
+def _crash(exc: BaseException) -> None:
+    text = "".join(traceback.format_exception(exc))
+    folder = _Crash.folder if _Crash.folder is not None and _Crash.folder.is_dir() else None
+    target = folder / "error.txt" if folder else Path(tempfile.gettempdir()) / f"ablate-error-{_timestamp()}.txt"
+    try:
+        target.write_text(text, encoding="utf-8")
+        where = f"the full traceback is in {target}"
+    except OSError:
+        where = "the traceback could not be written"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    typer.echo(f"error: {type(exc).__name__}{': ' + first if first else ''} (a failure inside ablate, not of your "
+               f"input; {where})", err=True)
+    raise typer.Exit(1)
+
+
+def handles_errors(func):
+    """The toolkit's own errors: one line, exit 2. Anything else: one line, exit 1, traceback in a file."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        _Crash.folder = None
+        try:
+            return func(*args, **kwargs)
+        except AblateError as exc:
+            fail(str(exc))
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130)
+        except Exception as exc:  # noqa: BLE001  every other failure still ends in one line
+            _crash(exc)
+
+    return wrapper
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")

@@ -1,0 +1,2 @@
+"""Datasets: the registry of names, the file readers, and the seeded in-memory train/dev/test subsets.
+"""

@@ -1,0 +1,28 @@
+"""The live progress line of a running study: finished trials per stage and the trials running now."""
+from __future__ import annotations
+
+import sys
+
+from ablate.engine.planner import Planner
+from ablate.spec.study_spec import Study
+
+
+class Progress:
+    """The live progress line: finished trials per stage (a tuning trial counts once, however many segments)."""
+
+    def __init__(self, study: Study, planner: Planner):
+        from tqdm import tqdm
+
+        self.study, self.planner = study, planner
+        self.totals = {stage: planner.counts().get(stage, 0) + n for stage, n in planner.remaining().items()}
+        self.bar = tqdm(total=sum(self.totals.values()), desc=study.name, unit="trial", file=sys.stderr,
+                        dynamic_ncols=True, initial=sum(planner.counts().values()))
+
+    def refresh(self) -> None:
+        counts = self.planner.counts()
+        self.bar.n = sum(counts.values())
+        stages = " ".join(f"{s} {counts.get(s, 0)}/{n}" for s, n in self.totals.items())
+        self.bar.set_postfix_str(f"{stages} | running {len(self.planner.in_flight)}")
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,21 @@
+"""The Ray Tune trainable: one segment of one trial, written to run_dir/trials/<id>/ by the worker itself."""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from ablate.engine.planner import Work
+from ablate.engine.run_work import run_works, trial_device
+
+
+def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
+    """Ray Tune function trainable: one Work item, or one fused group of them, on the device Ray allocated."""
+    import ray
+    from ray import tune
+
+    works = [Work.from_dict(w) for w in params["works"]]
+    where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
+    device = trial_device(ray.get_gpu_ids())
+    results = run_works(works, job["run_dir"], job["data_dir"], device, where, tuple(job["keep_weights"]))
+    tune.report({"best_dev_acc": max(r.best_dev_acc for r in results), "members": len(results)})

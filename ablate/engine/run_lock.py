@@ -1,0 +1,29 @@
+"""One study process per run folder: a second one (say, a --resume while the first still runs) is refused."""
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+
+from ablate.errors import AblateError
+
+
+class RunLock:
+    """One study process per run folder: a second one (say, a --resume while the first still runs) is refused."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+        self.fh = None
+
+    def __enter__(self):
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.close()
+            raise AblateError(f"{self.path.parent} is in use by another study process; wait for it to end "
+                              "(or stop it) before resuming") from None
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()

@@ -1,0 +1,86 @@
+"""Runs one work item of the planner (a trial segment, or a fused group of trials) and writes its trial folder:
+a paused segment's checkpoint, or a finished trial. Knows nothing of Ray.
+"""
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ablate.atomic_files import atomic_write_text
+from ablate.train.trial_files import read_checkpoint, write_paused, write_trial_folder
+from ablate.engine.planner import Work
+
+
+def trial_device(gpu_ids: list) -> str:
+    """The device Ray allocated to this trial: its GPU when it was given a share of one, else the CPU
+    (whatever else the machine has: a trial with no GPU share must not use one)."""
+    return "cuda" if gpu_ids else "cpu"
+
+
+def run_work(work: Work, run_dir: str | Path, data_dir: str | None, device: str = "cpu",
+             where: dict[str, Any] | None = None, keep: bool | None = None):
+    """Run one Work item and write its trial folder: a paused segment (checkpoint) or a finished trial.
+    Knows nothing of Ray; the trainable below adds where the trial ran."""
+    from ablate.train.loop import run_trial
+
+    cfg = work.config
+    folder = Path(run_dir) / "trials" / work.trial_id
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "config.yaml", cfg.to_yaml())
+    where = {"started_at": time.time(), **(where or {})}
+    # A continuation starts from the checkpoint the last segment left; when there is none (lost or
+    # damaged), the trial starts over, which gives the same numbers, only later.
+    checkpoint = read_checkpoint(folder) if work.resume else None
+    # By default final-stage runs keep their best-dev weights (for the lesion study), tuning runs none.
+    keep = work.stage in ("confirm", "grid") if keep is None else keep
+    try:
+        result = run_trial(cfg, data_dir=data_dir, device=device, keep_best_state=keep,
+                           stop_after_evals=work.stop_after_evals, resume=checkpoint)
+    except Exception as exc:
+        # Recorded for the driver, then raised so that Ray retries the trial (FailureConfig); a retry
+        # that succeeds overwrites this, one that does not leaves the error in the registry, and the
+        # whole traceback stays beside it.
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        atomic_write_text(folder / "error.txt", "".join(traceback.format_exception(exc)))
+        atomic_write_text(folder / "metrics.json", json.dumps(
+            {"trial_id": work.trial_id, "status": "error", "error": text, "device": device, **where}))
+        raise
+    extra = {**where, "ended_at": time.time()}
+    if result.status == "paused":
+        write_paused(folder, cfg, result, extra=extra)
+    else:
+        write_trial_folder(folder, cfg, result, extra=extra, plot=False, weights=keep)
+    return result
+
+
+def run_works(works: list[Work], run_dir: str | Path, data_dir: str | None, device: str = "cpu",
+              where: dict[str, Any] | None = None, keep_stages: tuple[str, ...] = ("confirm", "grid")) -> list:
+    """One Work alone, or the members of a fused group as one model (ablate.train.fused): each member's trial folder
+    is the one it would have written alone, with the ids of the trials it was fused with."""
+    if len(works) == 1:
+        return [run_work(works[0], run_dir, data_dir, device, where, keep=works[0].stage in keep_stages)]
+    from ablate.train.fused import run_fused
+
+    where = {"started_at": time.time(), **(where or {})}
+    folders = [Path(run_dir) / "trials" / w.trial_id for w in works]
+    for work, folder in zip(works, folders):
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "config.yaml", work.config.to_yaml())
+    try:
+        results = run_fused([w.config for w in works], device=device, data_dir=data_dir,
+                            keep_best_state=any(w.stage in keep_stages for w in works))
+    except Exception as exc:
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        for work, folder in zip(works, folders):
+            atomic_write_text(folder / "error.txt", "".join(traceback.format_exception(exc)))
+            atomic_write_text(folder / "metrics.json", json.dumps(
+                {"trial_id": work.trial_id, "status": "error", "error": text, "device": device, **where}))
+        raise
+    ids = [w.trial_id for w in works]
+    for work, folder, result in zip(works, folders, results):
+        extra = {**where, "ended_at": time.time(), "fused_with": [i for i in ids if i != work.trial_id]}
+        write_trial_folder(folder, work.config, result, extra=extra, plot=False, weights=work.stage in keep_stages)
+    return results

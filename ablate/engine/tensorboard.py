@@ -1,0 +1,66 @@
+"""TensorBoard event files for a study's trials (`study --tensorboard`), written from each trial's own
+records when it is registered: its curves (train loss per step, dev loss and accuracy per evaluation)
+and its hyper-parameters with its results, so TensorBoard's HPARAMS tab can compare trials.
+
+Open them with `tensorboard --logdir RUN/tensorboard`. Needs the `tensorboard` package
+(`pip install 'ablate[tensorboard]'`).
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import AblateError
+
+FOLDER = "tensorboard"
+HPARAM_METRICS = ("best_dev_acc", "test_acc", "final_test_acc", "steps")
+
+
+def check_available() -> None:
+    if importlib.util.find_spec("tensorboard") is None:
+        raise AblateError("--tensorboard needs the tensorboard package: pip install 'ablate[tensorboard]'")
+
+
+def run_name(row: dict[str, Any]) -> str:
+    """stage/arm/which: tune/residual=true/r0-i1, confirm/residual=true/seed0, grid/.../lr=0.01-seed0."""
+    arm = re.sub(r"[^A-Za-z0-9=.,_-]+", "-", str(row["arm"]))
+    if row.get("round") is not None:
+        which = f"r{row['round']}-i{row['index']}"
+    else:
+        point = "-".join(f"{k}={v}" for k, v in (row.get("params") or {}).items() if row["stage"] == "grid")
+        which = f"{point + '-' if point else ''}seed{row.get('seed')}"
+    return f"{row['stage']}/{arm}/{which}"
+
+
+def write_trial(run_dir: Path, row: dict[str, Any], settings: dict[str, Any]) -> Path:
+    """Event files for one registered trial (a registry row), from its folder's curves.csv."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = Path(run_dir) / "trials" / row["trial_id"]
+    dest = Path(run_dir) / FOLDER / run_name(row)
+    if dest.exists():
+        for old in dest.glob("events.out.tfevents.*"):
+            old.unlink()  # a trial registered again (a retried error) replaces its events
+    writer = SummaryWriter(log_dir=str(dest))
+    try:
+        try:
+            with open(folder / "curves.csv", newline="", encoding="utf-8") as fh:
+                for r in csv.DictReader(fh):
+                    step = int(r["step"])
+                    if r.get("train_loss"):
+                        writer.add_scalar("train/loss", float(r["train_loss"]), step)
+                    if r.get("dev_acc"):
+                        writer.add_scalar("dev/accuracy", float(r["dev_acc"]), step)
+                        writer.add_scalar("dev/loss", float(r["dev_loss"]), step)
+        except OSError:
+            pass  # a trial that failed before its first step has no curves
+        hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.items()}
+        hparams.update({"stage": row["stage"], "arm": str(row["arm"]), "status": str(row.get("status"))})
+        metrics = {f"result/{k}": float(row[k]) for k in HPARAM_METRICS if isinstance(row.get(k), (int, float))}
+        writer.add_hparams(hparams, metrics, run_name=".")
+    finally:
+        writer.close()
+    return dest

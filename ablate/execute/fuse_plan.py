@@ -1,0 +1,119 @@
+"""Whether a study fuses trials (`--fuse auto|off|K`), and the step-time measurement `auto` decides by.
+
+Fused trials (ablate.train.fused) train K trials that share one architecture as one model batched over K. On a
+CPU that was measured slower than running the members in turn, so `auto` never fuses there; on a GPU it fuses
+when one step of K fused members is measured faster than the chosen number of separate trials.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+from ablate.engine.resources import Resources
+from ablate.errors import AblateError
+from ablate.spec.study_spec import Study
+from ablate.spec.trial_config import TrialConfig
+
+
+FUSE_MEMBERS = 4  # members per fused group when `--fuse auto` decides to fuse
+
+
+def fuse_plan(option: str, res: Resources, spec: Study, table: dict[int, float] | None = None) -> tuple[int, str]:
+    """How many trials train as one fused model (1: none), and why, in words for the manifest. `table` is the
+    GPU plan's measured total img/s per count of separate trials at once, when it measured one."""
+    from ablate.spec.trial_config import fusable
+
+    option = str(option).strip().lower()
+    tuning = ""
+    if spec.space and spec.halving:
+        tuning = ("; tuning trials are not fused: halving pauses them at rungs with a checkpoint each, so only "
+                  "confirm and grid trials are")
+    if option == "off":
+        return 1, "off"
+    if option != "auto" and not option.isdigit():
+        raise AblateError(f"--fuse must be auto, off or a number of members (2 or more), got {option!r}")
+    if option.isdigit() and int(option) < 2:
+        raise AblateError(f"--fuse {option}: a fused group needs at least 2 members; use --fuse off not to fuse")
+    cfg = spec.arm_config(spec.arms[0], **{k: v[0] for k, v in spec.grid.items()})
+    why_not = fusable([cfg, cfg.replace(seed=cfg.seed + 1)])
+    if why_not:
+        return 1, f"{option}: not fused: {why_not}"
+    if option.isdigit():
+        k = int(option)
+        return k, f"up to {k} trials per fused model, as asked" + tuning
+    if res.gpus == 0 or res.address:
+        where = "on a CPU" if res.gpus == 0 else "when attached to a cluster (nothing to measure here)"
+        return 1, (f"auto: not fused {where}; on a CPU a fused model was measured slower than its members trained in "
+                   "turn (benchmarks/gpu_check.sh measures both)")
+
+    single, fused = measure(cfg, FUSE_MEMBERS, "cuda")
+    fused_ips = FUSE_MEMBERS * cfg.batch_size / fused
+    slots = max(1, round(1 / res.gpu_share()))
+    if table and slots in table:
+        # Against what the chosen number of separate trials per GPU was measured to do together.
+        gain, against = fused_ips / table[slots], f"{table[slots]:,.0f} img/s measured for {slots} separate trials at once"
+    else:
+        # Separately, `slots` trials share a GPU at best `slots` times as fast as one.
+        gain = FUSE_MEMBERS * single / min(slots, FUSE_MEMBERS) / fused
+        against = f"the best case of {slots} separate trials per GPU ({single * 1e3:.1f} ms a step alone)"
+    if gain > 1:
+        return FUSE_MEMBERS, (f"auto: {FUSE_MEMBERS} trials per fused model, measured on this GPU: {FUSE_MEMBERS} fused "
+                              f"members {fused_ips:,.0f} img/s ({fused * 1e3:.1f} ms a step), {gain:.2f}x {against}"
+                              + tuning)
+    return 1, (f"auto: not fused, measured on this GPU: {FUSE_MEMBERS} fused members {fused_ips:,.0f} img/s "
+               f"({fused * 1e3:.1f} ms a step), {gain:.2f}x {against}")
+
+
+def measure(config: TrialConfig, k: int, device: str, steps: int = 6) -> tuple[float, float]:
+    """Seconds per training step of one trial alone and of k fused members, on random data of the config's
+    shape (the median of the last steps; the first pay one-off costs). What `study --fuse auto` decides by."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from ablate.models.resnet import build_model
+
+    device = torch.device(device)
+    shape = (config.batch_size, 1, config.image_size, config.image_size)
+
+    def timed(step) -> float:
+        times = []
+        for _ in range(steps):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times[2:]))
+
+    def make():
+        return build_model(config.family, config.depth, residual=config.residual, shortcut=config.shortcut).to(device)
+
+    single = make().train()
+    opt = torch.optim.SGD(single.parameters(), lr=0.01)
+    x, y = torch.randn(shape, device=device), torch.randint(0, 10, shape[:1], device=device)
+
+    def one():
+        loss = F.cross_entropy(single(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    params, buffers = stack_module_state([make().train() for _ in range(k)])
+    params = {n: p.detach().requires_grad_() for n, p in params.items()}
+    shell = copy.deepcopy(single).to("meta")
+    batched = vmap(lambda p, b, xx: functional_call(shell, (p, b), (xx,)), in_dims=(0, 0, 0))
+    xs, ys = x.expand(k, *shape).contiguous(), y.expand(k, -1).reshape(-1)
+
+    def fused():
+        loss = F.cross_entropy(batched(params, buffers, xs).flatten(0, 1), ys)
+        loss.backward()
+        with torch.no_grad():
+            for p in params.values():
+                p.sub_(0.01 * p.grad)
+                p.grad = None
+
+    return timed(one), timed(fused)

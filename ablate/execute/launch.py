@@ -1,0 +1,171 @@
+"""Everything `study` decides before it runs anything: the spec (new or resumed), the resources, the data,
+the run folder and its manifest. All checks happen before any file is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import AblateError
+from ablate.execute.gpu_plan import GpuPlan, decide
+from ablate.atomic_files import atomic_write_text
+from ablate.engine.run_folder import create_run_dir, open_run_dir
+from ablate.engine.manifest import manifest
+from ablate.spec.study_spec import Study, load_study, parse_study
+from ablate.spec.reading import read_yaml
+from ablate.engine.storage import check_storage, mask_url
+from ablate.engine.resources import Resources
+from ablate.engine.ray_adapter.session import check_address
+from ablate.execute.fuse_plan import fuse_plan
+
+
+@dataclass
+class Launch:
+    spec: Study
+    resources: Resources
+    run_dir: Path | None  # None until a new run folder is created
+    run_id: str
+    storage: str | None
+    retries: int
+    fuse: int = 1
+    gpu: GpuPlan | None = None  # trials per GPU, cores per trial, and where those numbers came from
+    notes: list[str] = field(default_factory=list)  # warnings for the user, one line each
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resumed(self) -> bool:
+        return self.run_dir is not None
+
+
+def resources(cpus: int | None, gpus: int | None, gpus_per_trial: float | None, address: str | None,
+              threads: int) -> Resources:
+    total = os.cpu_count() or 1
+    if cpus is not None and cpus < 1:
+        raise AblateError(f"--cpus must be at least 1, got {cpus}")
+    if gpus is not None and gpus < 0:
+        raise AblateError(f"--gpus must be >= 0, got {gpus}")
+    if gpus_per_trial is not None and not (0 < gpus_per_trial <= 1):
+        raise AblateError(f"--gpus-per-trial must be in (0, 1], got {gpus_per_trial}")
+    visible = _visible_gpus()
+    if address is None and gpus is not None and gpus > visible:
+        raise AblateError(f"--gpus {gpus} asked for, but this machine has {visible} GPU(s) visible; "
+                          f"use --gpus {visible} or fewer")
+    return Resources(cpus=min(cpus or total, total) if address is None else (cpus or total),
+                     gpus=visible if gpus is None else gpus, gpus_per_trial=gpus_per_trial, address=address,
+                     threads=threads)
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def prepare(name: str | None, resume: Path | None, *, budget: str | None, dataset: str | None, out: Path | None,
+            data_dir: Path | None, cpus: int | None, gpus: int | None, gpus_per_trial: float | None,
+            address: str | None, storage: str | None, retries: int, fuse: str = "auto") -> Launch:
+    """Read and check everything; write nothing."""
+    from ablate.data.splits import load_splits
+
+    notes: list[str] = []
+    if retries < 0:
+        raise AblateError(f"--retries must be >= 0, got {retries}")
+    if resume is not None:
+        run_dir = open_run_dir(resume)
+        spec = parse_study(read_yaml(run_dir / "spec.yaml"), source=str(run_dir / "spec.yaml"))
+        _check_resume(spec, run_dir, name, budget, dataset, out)
+        recorded = _read_manifest(run_dir)
+        run_id = recorded.get("run_id") or run_dir.name
+        _check_resume_storage(recorded, storage, run_dir)
+        requested = recorded.get("dataset_requested")
+    else:
+        run_dir = None
+        spec = load_study(name, budget or "default")
+        requested = spec.base.get("dataset", "auto")
+        if dataset is not None:
+            spec.pin(dataset=dataset)
+            requested = dataset
+            _first_config(spec)  # validates the name
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    res = resources(cpus, gpus, gpus_per_trial, address, int(spec.base["threads"]))
+    base = _first_config(spec)
+    splits = load_splits(base.dataset, data_dir, base.train_size, base.dev_size, base.test_size,
+                         seed=base.data_seed, image_size=base.image_size)
+    if splits.note:
+        notes.append(splits.note)
+    if resume is not None and requested == "auto" and spec.base["dataset"] == "digits":
+        notes.append("this run started on digits because MNIST was not available then; it continues on digits "
+                     "(a run never changes its dataset)")
+    spec.pin(dataset=splits.dataset)
+    if res.address:
+        check_address(res.address)
+    if storage is not None:
+        check_storage(storage)
+    gpu = decide(res.cpus, res.gpus, res.threads, _first_config(spec), splits.in_channels, gpus_per_trial, res.address)
+    if res.gpus:
+        res = dataclasses.replace(res, gpus_per_trial=gpu.gpu_share, trial_cpus=gpu.cpus_per_trial)
+    info = {"cpus": res.cpus, "gpus": res.gpus, "gpu_share": res.gpu_share(), "threads_per_trial": res.threads,
+            "cpus_per_trial": res.cpus_per_trial(), "trials_at_once": res.concurrency(), "address": res.address,
+            "storage": mask_url(storage) if storage else None}
+    members, why = fuse_plan(fuse, res, spec, gpu.table)
+    gpu.fuse = why
+    record = manifest(spec, splits.dataset, info)
+    record.update({"run_id": run_id, "dataset_requested": requested, "sampler": spec.sampler_text(),
+                   "fuse": {"members": members, "why": why},
+                   "gpu_plan": {"trials_per_gpu": gpu.trials_per_gpu, "source": gpu.source,
+                                "img_per_s": {str(k): round(v, 1) for k, v in sorted(gpu.table.items())}}})
+    return Launch(spec, res, run_dir, run_id, storage, retries, members, gpu, notes, record)
+
+
+def start(launch: Launch, out: Path | None) -> Path:
+    """Create the new run folder (spec.yaml and manifest.json at once), or record the resume in the old one."""
+    text = json.dumps(launch.manifest, indent=2) + "\n"
+    if launch.run_dir is None:
+        launch.run_dir = create_run_dir(launch.spec, out, {"spec.yaml": launch.spec.resolved_yaml(), "manifest.json": text})
+    else:
+        atomic_write_text(launch.run_dir / f"manifest-resume-{time.strftime('%Y%m%d-%H%M%S')}.json", text)
+    return launch.run_dir
+
+
+def _first_config(spec: Study):
+    return spec.arm_config(spec.arms[0], **{k: v[0] for k, v in spec.grid.items()})
+
+
+def _read_manifest(run_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _check_resume(spec: Study, run_dir: Path, name: str | None, budget: str | None, dataset: str | None,
+                  out: Path | None) -> None:
+    if spec.legacy:
+        raise AblateError(f"{run_dir} was made by an older ablate whose search was asynchronous (ASHA); it cannot be "
+                          "resumed reproducibly; analyse it as it is, or start a new run")
+    if name is not None:
+        named = load_study(name).name
+        if named != spec.name:
+            raise AblateError(f"{run_dir} is a run of study {spec.name!r}, not {named!r}; drop the name or pass "
+                              f"{spec.name}")
+    for flag, value in (("--budget", budget), ("--dataset", dataset), ("--out", out)):
+        if value is not None:
+            was = {"--budget": f"budget {spec.budget}", "--dataset": f"dataset {spec.base.get('dataset')}",
+                   "--out": f"folder {run_dir}"}[flag]
+            raise AblateError(f"{flag} cannot change when resuming (this run has {was}); drop {flag}")
+
+
+def _check_resume_storage(recorded: dict[str, Any], storage: str | None, run_dir: Path) -> None:
+    was = (recorded.get("resources") or {}).get("storage")
+    if was and storage is None:
+        raise AblateError(f"{run_dir} keeps its Optuna studies in {was}; pass --storage with that URL to resume it")
+    if storage is not None and was != mask_url(storage):
+        raise AblateError(f"{run_dir} keeps its Optuna studies in {was or 'its own optuna.db'}, not {mask_url(storage)}; "
+                          "resume with the storage it was started with")

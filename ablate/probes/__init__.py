@@ -1,0 +1,2 @@
+"""Measurements on trained or initial networks: lesions, loss landscapes, shattered gradients, signal propagation.
+"""

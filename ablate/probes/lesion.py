@@ -1,0 +1,189 @@
+"""Lesion study (Veit et al. 2016): drop one residual block at test time and measure what accuracy it costs.
+
+Dropping a block removes its residual branch F(x) and keeps only the path around it:
+
+- `identity`: shapes match and the skip is the identity, so the block's input passes unchanged (in a
+  basic block followed by its closing ReLU, which changes nothing: every basic block's input is the
+  output of a ReLU or a max-pool of one).
+- `projection`: the block has a 1x1 projection shortcut (where it reshapes, or on every block with
+  `projection-all`); a basic block becomes ReLU(BN(conv1x1(x))), its own shortcut followed by the
+  ReLU that ends it, a pre-activation block conv1x1(ReLU(BN1(x))), as its shortcut reads it.
+- `zero-pad`: shapes change and the block has an option-A shortcut (an identity-shortcut net): that
+  shortcut, subsample + zero-pad channels. Its output is a subsample of non-negative values and
+  zeros, so no ReLU is needed.
+- `zero-pad-added`: shapes change in a plain net, which has no shortcut at all: a parameter-free
+  `IdentityShortcut` is built for the lesion. It is not part of the trained network, so this
+  lesion is not like for like with a residual net's (which keeps its own trained shortcut).
+
+The replacement is the block's own `bypass` (ablate.models): its skip path, what the block computes
+with the residual branch removed. Each row also says which kind of block it is (`same-shape` or
+`downsampling`, from its shapes) and what share of the test predictions the lesion changed
+(`changed`), so a lesion that drops accuracy to chance and one that changes nothing can be told
+apart from the accuracies alone.
+
+The swap is a temporary instance-level `forward` on the block (`dropped`), undone on exit, so
+the model's code and weights stay untouched. Accuracy is measured by the same evaluation the
+trial runner used for its test score, so with nothing dropped it equals the recorded test_acc.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from ablate.errors import AblateError
+from ablate.models.resnet import Block, IdentityShortcut
+from ablate.engine.run_folder import read_metrics
+from ablate.train.trial_files import load_weights
+from ablate.spec.trial_config import TrialConfig
+from ablate.train.loop import _evaluate, model_for
+from ablate.train.device import recorded_device
+
+REPLACEMENTS = ("identity", "projection", "zero-pad", "zero-pad-added")
+ROW_COLUMNS = ("block", "block_index", "block_type", "replacement", "test_acc", "lesioned_acc", "drop", "changed")
+RUN_COLUMNS = ("trial_id", "arm", "seed", "residual", *ROW_COLUMNS)
+
+
+def reshapes(block: Block) -> bool:
+    return block.conv1.stride[0] != 1 or block.conv1.in_channels != block.conv2.out_channels
+
+
+def replacement_for(block: Block) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """What a dropped block computes instead: (kind, function of the block's input)."""
+    shortcut = block.shortcut
+    if shortcut is None:
+        if not reshapes(block):
+            return "identity", block.bypass
+        added = IdentityShortcut(block.conv1.in_channels, block.conv2.out_channels, block.conv1.stride[0])
+        return "zero-pad-added", lambda x: block.bypass(x, added)
+    return ("zero-pad" if isinstance(shortcut, IdentityShortcut) else "projection"), block.bypass
+
+
+@contextlib.contextmanager
+def dropped(block: Block) -> Iterator[str]:
+    """Within the block, the residual branch is gone; yields the replacement kind."""
+    kind, forward = replacement_for(block)
+    # An instance attribute shadows the class's forward for this block only; nn.Module.__call__ finds it.
+    block.forward = forward
+    try:
+        yield kind
+    finally:
+        del block.forward
+
+
+@dataclass
+class TrialModel:
+    """A trial's model rebuilt from its folder, with the data subsets it was trained and scored on."""
+
+    cfg: TrialConfig
+    splits: Any
+    model: torch.nn.Module
+    device: torch.device
+    memory_format: torch.memory_format
+
+
+def load_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
+               device: str | torch.device | None = None, weights: bool = True) -> TrialModel:
+    """The trial's model in eval mode on the device asked for, else the one it was trained on: its best-dev weights
+    (weights.pt), or with weights=False its own seeded initialisation (ablate.train.loop.model_for, as the trial began)."""
+    from ablate.data.splits import load_splits
+
+    folder = Path(folder)
+    config_path, weights_path = folder / "config.yaml", folder / "weights.pt"
+    if not config_path.is_file():
+        raise AblateError(f"no config.yaml in {folder}; pass a trial folder (run_dir/trials/<trial_id>)")
+    if weights and not weights_path.is_file():
+        raise AblateError(f"no weights.pt in {folder}; retrain the trial with its weights saved (train --save-weights)")
+    cfg = TrialConfig.from_yaml_file(config_path)
+    state = load_weights(weights_path) if weights else None
+    metrics = read_metrics(folder) or {}
+    # 'auto' may resolve differently on this machine; the recorded dataset is the one the weights saw.
+    dataset = metrics.get("dataset") if cfg.dataset == "auto" and metrics.get("dataset") else cfg.dataset
+    splits = load_splits(dataset, data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
+                         seed=cfg.data_seed, image_size=cfg.image_size)
+    model = model_for(cfg, splits)
+    if state is not None:
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise AblateError(f"{weights_path} does not fit the model in {config_path} "
+                              f"({str(exc).splitlines()[0]}); pass the folder the weights were trained in") from None
+    device = torch.device(recorded_device(metrics, device))
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format).eval()
+    return TrialModel(cfg, splits, model, device, memory_format)
+
+
+def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
+                 device: str | torch.device | None = None) -> list[dict[str, Any]]:
+    """Lesion every residual block of one trial's best-dev weights, one block at a time.
+
+    Rows (ROW_COLUMNS): the first, block "none" (block_index -1, replacement "none"), drops nothing
+    and is the check that the reloaded model scores the recorded test accuracy; then one row per
+    block in forward order. test_acc is the intact model's accuracy measured now, drop =
+    test_acc - lesioned_acc, changed = share of test images whose predicted class differs from
+    the intact model's.
+    """
+    threads_before = torch.get_num_threads()
+    try:
+        trial = load_trial(folder, data_dir, device=device)
+        if trial.cfg.threads:
+            torch.set_num_threads(trial.cfg.threads)
+        model = trial.model
+        test_x, test_y = trial.splits.test.x.to(trial.device), trial.splits.test.y.to(trial.device)
+
+        def score() -> tuple[float, torch.Tensor]:
+            acc, _, pred = _evaluate(model, test_x, test_y, trial.memory_format, predictions=True)
+            return acc, torch.tensor(pred)
+
+        intact, intact_pred = score()
+        rows = [{"block": "none", "block_index": -1, "block_type": "none", "replacement": "none", "test_acc": intact,
+                 "lesioned_acc": intact, "drop": 0.0, "changed": 0.0}]
+        for index, (name, block) in enumerate(model.blocks()):
+            with dropped(block) as kind:
+                acc, pred = score()
+            rows.append({"block": name, "block_index": index,
+                         "block_type": "downsampling" if reshapes(block) else "same-shape", "replacement": kind,
+                         "test_acc": intact, "lesioned_acc": acc, "drop": intact - acc,
+                         "changed": float((pred != intact_pred).float().mean())})
+    finally:
+        torch.set_num_threads(threads_before)
+    return rows
+
+
+def lesion_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
+               device: str | torch.device | None = None):
+    """Lesion every trial of a study run's final stage (confirm, else grid) that saved weights.pt.
+
+    Returns a pandas DataFrame with RUN_COLUMNS, trials ordered by arm, seed and trial id.
+    """
+    import pandas as pd
+
+    from ablate.engine.run_folder import REGISTRY, read_registry
+
+    run_dir = Path(run_dir)
+    if not (run_dir / REGISTRY).is_file():
+        raise AblateError(f"no {REGISTRY} in {run_dir}; pass a study run folder (made by 'study')")
+    rows = read_registry(run_dir)
+    stages = {r["stage"] for r in rows}
+    final = next((s for s in ("confirm", "grid") if s in stages), None)
+    if final is None:
+        raise AblateError(f"{run_dir} has no confirm or grid trials yet; finish the study (study --resume {run_dir})")
+    trials = sorted((r for r in rows if r["stage"] == final),
+                    key=lambda r: (str(r.get("arm")), r.get("seed") or 0, r["trial_id"]))
+    out = []
+    for row in trials:
+        folder = run_dir / "trials" / row["trial_id"]
+        if not (folder / "weights.pt").is_file():
+            continue
+        cfg = TrialConfig.from_yaml_file(folder / "config.yaml")
+        for lesion in lesion_trial(folder, data_dir, device=device):
+            out.append({"trial_id": row["trial_id"], "arm": row.get("arm"), "seed": row.get("seed"),
+                        "residual": cfg.residual, **lesion})
+    if not out:
+        raise AblateError(f"no {final} trial in {run_dir} has weights.pt; rerun that stage with weights saved")
+    return pd.DataFrame(out, columns=list(RUN_COLUMNS))

@@ -1,0 +1,343 @@
+"""Study specs: validation on load, budgets, expansion into arms, and the pairs of arms a study compares.
+
+A spec names factors (ablation axes) whose valid combinations are the arms, a search space tuned
+inside every arm (or a fixed grid), the seeds of the confirm stage and named budgets.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from ablate.errors import AblateError
+from ablate.spec.trial_config import TrialConfig
+from ablate.spec.seed_rule import SeedRule, parse_seeds
+from ablate.spec.search_space import Halving, Param, parse_halving, parse_space
+from ablate.spec.reading import check_keys, check_setting_names, is_int, need
+from ablate.spec.reading import read_yaml
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+
+def _shipped_studies() -> Traversable:
+    """The shipped specs: package data `ablate/studies/` in an installed wheel (pyproject.toml maps the repository's
+    top-level `studies/` there), else that top-level folder itself when running from a source checkout."""
+    packaged = resources.files("ablate").joinpath("studies")
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "studies"
+
+
+STUDIES_DIR = _shipped_studies()
+BUDGETS = ("smoke", "default", "full")
+SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "resample_data",
+             "keep_weights", "budgets", "budget"}
+KEEP_WEIGHTS = ("none", "final", "all")
+SEARCH_OVERRIDES = ("trials", "round", "startup", "halving")
+BUDGET_KEYS = {"base", "seeds", "grid", *SEARCH_OVERRIDES}
+DEFAULT_THREADS = 1
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    settings: dict[str, Any]
+
+
+@dataclass
+class Study:
+    name: str
+    description: str
+    base: dict[str, Any]
+    arms: list[Arm]
+    factor_names: list[str]
+    space: list[Param]
+    trials_per_arm: int
+    sampler_seed: int
+    round_size: int
+    startup: int
+    halving: Halving | None
+    grid: dict[str, list]
+    seeds: list[int]
+    budget: str
+    raw: dict[str, Any] = field(repr=False)
+    # True: each confirm/grid seed also draws its own train/dev/test subsets (data_seed = seed), so the
+    # spread over seeds includes the choice of images; False: every seed sees the same images.
+    resample_data: bool = False
+    # A run folder made before rounds existed (asynchronous ASHA); it can be analysed but not resumed.
+    legacy: bool = False
+    # Which trials save their best-dev weights (weights.pt): none, the final stage (for lesions), or all.
+    keep_weights: str = "final"
+    # Adaptive confirmation: `seeds` are the candidates, run in order until the rule says enough.
+    seed_rule: SeedRule | None = None
+
+    def keeps_weights(self, stage: str) -> bool:
+        return self.keep_weights == "all" or (self.keep_weights == "final" and stage != "tune")
+
+    @property
+    def stages(self) -> list[str]:
+        if self.space:
+            return ["tune", "confirm"]
+        return ["grid"] if self.grid else ["confirm"]
+
+    def varied(self) -> list[str]:
+        """Parameters that differ between trials: the columns trials.csv gets."""
+        names = list(self.factor_names) + [p.name for p in self.space] + list(self.grid)
+        for arm in self.arms:
+            names += [k for k in arm.settings if k not in names]
+        return list(dict.fromkeys(names))
+
+    def pin(self, **settings: Any) -> None:
+        """Fix base settings decided at launch (threads, the dataset `auto` chose) so spec.yaml reproduces them."""
+        self.base = {**self.base, **settings}
+        self.raw["base"] = {**(self.raw.get("base") or {}), **settings}
+
+    def arm_config(self, arm: Arm, **params: Any) -> TrialConfig:
+        return TrialConfig.from_dict({**self.base, **arm.settings, **params}, source=f"study {self.name}, arm {arm.name}")
+
+    def sampler_text(self) -> str:
+        """What proposes the tuning trials, in words (for the manifest, the dry run and the report)."""
+        if not self.space:
+            return "none (fixed configurations)"
+        rounds = math.ceil(self.trials_per_arm / self.round_size)
+        # A round is proposed after every earlier round was told: TPE takes over in the first round that
+        # follows at least `startup` results.
+        first_tpe = next((r for r in range(rounds) if r * self.round_size >= self.startup), None)
+        if first_tpe is None:
+            text = f"all {self.trials_per_arm} proposals random (TPE would need {self.startup} results first)"
+        else:
+            text = f"Optuna TPE, {self.startup} random startup trials (TPE from round {first_tpe + 1} of {rounds})"
+        text += f", rounds of {self.round_size}, sampler seed {self.sampler_seed}"
+        if self.halving:
+            text += f"; synchronous successive halving in each round (eta {self.halving.eta}, first rung at >= " \
+                    f"{self.halving.min_evals} evaluations)"
+        return text
+
+    def resolved_yaml(self) -> str:
+        """The spec as run: budget applied, so the file alone reproduces the study."""
+        return yaml.safe_dump(self.raw, sort_keys=False)
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        keys = list(self.grid)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
+
+
+def list_studies(directory: Traversable = STUDIES_DIR) -> list[tuple[str, str]]:
+    out = []
+    specs = [p for p in directory.iterdir() if p.name.endswith(".yaml")] if directory.is_dir() else []
+    for path in sorted(specs, key=lambda p: p.name):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            desc = str(data.get("description", "")).strip().splitlines()[0] if isinstance(data, dict) and data.get("description") else ""
+        except yaml.YAMLError:
+            desc = "(malformed YAML)"
+        out.append((path.name[: -len(".yaml")], desc))
+    return out
+
+
+def find_spec(name_or_path: str, directory: Traversable = STUDIES_DIR) -> Path | Traversable:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise AblateError(f"study spec {path} not found")
+        return path
+    candidate = directory.joinpath(f"{name_or_path}.yaml")
+    if candidate.is_file():
+        return candidate
+    known = [n for n, _ in list_studies(directory)]
+    close = difflib.get_close_matches(name_or_path, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise AblateError(f"unknown study {name_or_path!r}; {hint}valid studies: {', '.join(known) or '(none)'} "
+                      "(or a path to a .yaml spec)")
+
+
+def load_study(name_or_path: str | Path, budget: str = "default") -> Study:
+    path = find_spec(str(name_or_path))
+    return parse_study(read_yaml(path), budget=budget, source=str(path), default_name=Path(path.name).stem)
+
+
+def parse_study(data: Any, budget: str = "default", source: str = "spec", default_name: str = "study") -> Study:
+    """Validate a spec document and apply a budget. Any problem raises AblateError naming it."""
+    need(isinstance(data, dict), source, f"a study spec must be a mapping, got {type(data).__name__}")
+    check_keys(data, SPEC_KEYS, source, "spec")
+    budgets = data.get("budgets") or {}
+    need(isinstance(budgets, dict), source, "budgets must be a mapping of budget name to overrides")
+    check_keys(budgets, set(BUDGETS), source, "budget")
+    need(budget in BUDGETS, source, f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGETS)}")
+    raw = copy.deepcopy({k: v for k, v in data.items() if k != "budgets"})
+    overrides = budgets.get(budget) or {}
+    need(isinstance(overrides, dict), source, f"budget {budget!r} must be a mapping")
+    check_keys(overrides, BUDGET_KEYS, source, f"budget {budget!r}")
+    if "base" in overrides:
+        need(isinstance(overrides["base"], dict), source, f"budget {budget!r}: base must be a mapping")
+        need(isinstance(raw.get("base") or {}, dict), source, "base must be a mapping of trial settings")
+        raw["base"] = {**(raw.get("base") or {}), **overrides["base"]}
+    if any(k in overrides for k in SEARCH_OVERRIDES):
+        need(isinstance(raw.get("search"), dict), source, f"budget {budget!r} sets search options but the spec has no search")
+        raw["search"] = {**raw["search"], **{k: overrides[k] for k in SEARCH_OVERRIDES if k in overrides}}
+    for key in ("seeds", "grid"):
+        if key in overrides:
+            raw[key] = overrides[key]
+    # A resolved spec (spec.yaml of a run) has no budgets left and records the one it was made with.
+    raw["budget"] = data["budget"] if not budgets and data.get("budget") in BUDGETS else budget
+    name = str(raw.get("name") or default_name)
+    raw["name"] = name
+
+    base = raw.get("base") or {}
+    need(isinstance(base, dict), source, "base must be a mapping of trial settings")
+    check_setting_names(base, source, "base setting(s)")  # values are checked per arm below
+    # A trial's numbers depend on its thread count, so the spec fixes it (the machine only decides how
+    # many trials run at once); spec.yaml of a run records it.
+    threads = base.get("threads", DEFAULT_THREADS)
+    need(is_int(threads) and threads >= 1, source, f"base.threads must be an integer >= 1 in a study (a trial's "
+          f"results depend on its thread count), got {threads!r}")
+    base = raw["base"] = {**base, "threads": threads}
+
+    legacy = _legacy_asha(raw, data, source)
+    factor_names, arms = _expand_arms(raw, source)
+    space = parse_space(raw.get("search"), source)
+    search = raw.get("search") or {}
+    trials = search.get("trials", 0) if space else 0
+    round_size = startup = 0
+    halving = None
+    if space:
+        need(is_int(trials) and trials >= 1, source, f"search.trials must be a positive integer, got {trials!r}")
+        round_size = search.get("round", min(4, trials))
+        need(is_int(round_size) and 1 <= round_size <= trials, source,
+              f"search.round (proposals per round) must be an integer from 1 to search.trials ({trials}), got {round_size!r}")
+        startup = search.get("startup", min(10, max(1, trials // 2)))
+        need(is_int(startup) and startup >= 0, source, f"search.startup (random trials before TPE) must be an integer >= 0, got {startup!r}")
+        halving = parse_halving(search.get("halving", False), source)
+    sampler_seed = search.get("sampler_seed", 0)
+    need(is_int(sampler_seed), source, "search.sampler_seed must be an integer")
+
+    grid = raw.get("grid") or {}
+    need(isinstance(grid, dict), source, "grid must be a mapping of setting to a list of values")
+    check_setting_names(grid, source, "grid setting(s)")
+    for key, values in grid.items():
+        need(isinstance(values, list) and values, source, f"grid.{key} must be a non-empty list")
+    need(not (space and grid), source, "use either search (tuned) or grid (fixed values), not both")
+
+    seeds, seed_rule = parse_seeds(raw.get("seeds"), source)
+
+    resample_data = raw.get("resample_data", False)
+    need(isinstance(resample_data, bool), source, "resample_data must be true or false")
+    keep_weights = raw.get("keep_weights", "final")
+    need(keep_weights in KEEP_WEIGHTS, source, f"keep_weights must be one of {', '.join(KEEP_WEIGHTS)} (which trials save "
+         f"weights.pt), got {keep_weights!r}")
+
+    study = Study(
+        name=name, description=str(raw.get("description", "")).strip(), base=base, arms=arms,
+        factor_names=factor_names, space=space, trials_per_arm=trials, sampler_seed=sampler_seed,
+        round_size=round_size, startup=startup, halving=halving, grid=grid, seeds=list(seeds),
+        budget=raw["budget"], raw=raw, resample_data=resample_data, legacy=legacy, keep_weights=keep_weights,
+        seed_rule=seed_rule,
+    )
+    _check_arm_configs(study, source)
+    return study
+
+
+def _legacy_asha(raw: dict, data: dict, source: str) -> bool:
+    """`search.asha` belonged to the asynchronous search that rounds replaced. A run folder's resolved
+    spec.yaml may still hold it (that run can be analysed); a spec to run may not."""
+    search = raw.get("search")
+    if not isinstance(search, dict) or "asha" not in search:
+        return False
+    resolved = not data.get("budgets") and data.get("budget") in BUDGETS
+    need(resolved, source, "search.asha was replaced by search.halving (synchronous successive halving inside "
+          "each round, reproducible); write halving: true or halving: false")
+    raw["search"] = {k: v for k, v in search.items() if k != "asha"}
+    return True
+
+
+def _check_arm_configs(study: Study, source: str) -> None:
+    """Every arm must give a valid trial config with every bound and choice of the search space and every
+    grid value (so a study cannot fail halfway through), and no two arms may give the same trials."""
+    probes = {p.name: ([p.low, p.high] if p.distribution != "choice" else list(p.choices)) for p in study.space}
+    probes.update({k: list(v) for k, v in study.grid.items()})
+    first = {k: v[0] for k, v in probes.items()}
+    seen: dict[TrialConfig, str] = {}
+    for arm in study.arms:
+        try:
+            for name, values in probes.items():
+                for value in values:
+                    study.arm_config(arm, **{**first, name: value})
+            for seed in study.seeds:
+                study.arm_config(arm, **first, seed=seed)
+            config = study.arm_config(arm, **first)
+        except AblateError as exc:
+            raise AblateError(f"{source}: arm {arm.name}: {exc}") from None
+        need(config not in seen, source, f"arms {seen.get(config)} and {arm.name} give identical trials; remove one "
+              "of them or make them differ (e.g. with requires)")
+        seen[config] = arm.name
+
+
+def _format_value(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _expand_arms(raw: dict, source: str) -> tuple[list[str], list[Arm]]:
+    factors, explicit = raw.get("factors"), raw.get("arms")
+    need(not (factors and explicit), source, "use either factors (combinations) or arms (an explicit list), not both")
+    if explicit:
+        need(isinstance(explicit, list), source, "arms must be a list of mappings, each with a name")
+        arms, names = [], set()
+        for i, entry in enumerate(explicit):
+            need(isinstance(entry, dict) and isinstance(entry.get("name"), str), source, f"arms[{i}] must be a mapping with a name")
+            settings = {k: v for k, v in entry.items() if k != "name"}
+            check_setting_names(settings, source, f"setting(s) in arm {entry['name']!r}:")
+            need(entry["name"] not in names, source, f"arm name {entry['name']!r} repeats")
+            names.add(entry["name"])
+            arms.append(Arm(entry["name"], settings))
+        varied = [k for k in dict.fromkeys(k for a in arms for k in a.settings)]
+        return varied, arms
+    if not factors:
+        return [], [Arm("all", {})]
+    need(isinstance(factors, dict), source, "factors must be a mapping of setting name to {values: [...], requires: {...}}")
+    check_setting_names(factors, source, "factor(s)")
+    parsed: list[tuple[str, list, dict]] = []
+    for name, body in factors.items():
+        if isinstance(body, list):
+            body = {"values": body}
+        need(isinstance(body, dict), source, f"factor {name}: expected {{values: [...]}}")
+        check_keys(body, {"values", "requires"}, source, f"factor {name}")
+        values = body.get("values")
+        need(isinstance(values, list) and values, source, f"factor {name}: values must be a non-empty list")
+        need(len({json.dumps(v, sort_keys=True, default=str) for v in values}) == len(values), source, f"factor {name}: values repeat")
+        requires = body.get("requires") or {}
+        need(isinstance(requires, dict), source, f"factor {name}: requires must be a mapping like {{residual: true}}")
+        for other, value in requires.items():
+            known = {n: vals for n, vals, _ in parsed}
+            need(other in known, source, f"factor {name} requires {other!r}, which is not a factor listed before it")
+            need(value in known[other], source, f"factor {name} requires {other}={_format_value(value)}, not one of its values {known[other]}")
+        parsed.append((name, values, requires))
+    partial: list[dict[str, Any]] = [{}]
+    for name, values, requires in parsed:
+        grown = []
+        for combo in partial:
+            if all(combo.get(k, object()) == v for k, v in requires.items()):
+                grown += [{**combo, name: v} for v in values]
+            else:
+                grown.append(combo)
+        partial = grown
+    arms = [Arm(",".join(f"{k}={_format_value(v)}" for k, v in combo.items()), combo) for combo in partial]
+    return [n for n, _, _ in parsed], arms
+
+
+def compared_pairs(study: Study) -> list[tuple[str, str]]:
+    """The paired differences a study is about: arms that differ in exactly one factor (every pair when the
+    arms are listed explicitly)."""
+    arms = study.arms
+    pairs = []
+    for i, a in enumerate(arms):
+        for b in arms[i + 1:]:
+            if not study.factor_names or sum(a.settings.get(f) != b.settings.get(f) for f in study.factor_names) == 1:
+                pairs.append((a.name, b.name))
+    return pairs

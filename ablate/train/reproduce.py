@@ -1,0 +1,209 @@
+"""Rerun a finished trial from its config.yaml and compare everything it recorded, value for value.
+
+On CPU with the same machine and thread count a trial is deterministic, so "identical" means
+bit for bit: floats are compared with ==, never with a tolerance (NaN matches NaN, and a null in
+metrics.json, JSON's spelling of NaN, matches NaN). Any difference is listed with both values.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ablate.errors import AblateError
+from ablate.train.telemetry import GRAD_NORM_COLUMNS
+from ablate.spec.trial_config import TrialConfig
+from ablate.train.result import TrialResult
+from ablate.train.device import recorded_device
+from ablate.train.loop import run_trial
+
+SCALARS = ("status", "dataset", "steps", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_train_loss")
+REPRODUCIBLE = ("ok", "diverged")
+
+
+@dataclass(frozen=True)
+class Difference:
+    name: str
+    recorded: Any
+    now: Any
+    abs_diff: float | None  # None where the values are not two finite numbers
+    note: str = ""
+
+    def format(self) -> str:
+        diff = "" if self.abs_diff is None else f"  abs diff {self.abs_diff:.6g}"
+        note = f"  ({self.note})" if self.note else ""
+        return f"{self.name}: recorded {self.recorded!r}, now {self.now!r}{diff}{note}"
+
+
+@dataclass
+class Report:
+    config_path: Path
+    trial_id: str
+    compared: list[str] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # context that is not a result: threads, device, edits
+    result: TrialResult | None = field(default=None, repr=False)
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+    def format(self) -> str:
+        head = (f"{self.config_path}: {'identical' if self.identical else f'{len(self.differences)} difference(s)'}"
+                f" (trial {self.trial_id}; compared {', '.join(self.compared)})")
+        return "\n".join([head, *("  " + d.format() for d in self.differences), *("  note: " + n for n in self.notes)])
+
+    __str__ = format
+
+
+def _same(recorded: Any, now: Any) -> bool:
+    return (_is_nan(recorded) and _is_nan(now)) or recorded == now
+
+
+def _is_nan(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _abs_diff(recorded: Any, now: Any) -> float | None:
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (recorded, now))
+    if numeric and math.isfinite(recorded) and math.isfinite(now):
+        return abs(float(recorded) - float(now))
+    return None
+
+
+def _float(text: str) -> float | None:
+    return None if text == "" else float(text)
+
+
+def _series_difference(name: str, recorded: dict, now: dict, label: str) -> list[Difference]:
+    """One Difference per series: its first differing point, with how many differ and the largest gap."""
+    if recorded.keys() != now.keys():
+        return [Difference(f"{name} {label}s", len(recorded), len(now), None,
+                           note=f"{len(recorded.keys() - now.keys())} recorded only, {len(now.keys() - recorded.keys())} now only")]
+    bad = [k for k in recorded if not _same(recorded[k], now[k])]
+    if not bad:
+        return []
+    gaps = [d for d in (_abs_diff(recorded[k], now[k]) for k in bad) if d is not None]
+    first = bad[0]
+    note = f"first of {len(bad)} differing {label}s" + (f"; largest abs diff {max(gaps):.6g}" if gaps else "")
+    return [Difference(f"{name} [{label} {first}]", recorded[first], now[first], _abs_diff(recorded[first], now[first]), note)]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except OSError as exc:
+        raise AblateError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _curves(rows: list[dict[str, str]], path: Path) -> dict[str, dict[int, float | None]]:
+    out: dict[str, dict[int, float | None]] = {"train_loss": {}, "dev_loss": {}, "dev_acc": {}}
+    try:
+        for row in rows:
+            step = int(row["step"])
+            out["train_loss"][step] = _float(row["train_loss"])
+            if row.get("dev_acc"):
+                out["dev_loss"][step] = _float(row["dev_loss"])
+                out["dev_acc"][step] = _float(row["dev_acc"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise AblateError(f"{path} is not a curves table ({exc}); pass a folder written by ablate") from None
+    return out
+
+
+def _grad_norms(rows: list[dict[str, str]], path: Path) -> dict[str, dict[tuple, float | None]]:
+    values = ("grad_norm", "weight_norm", "output_std")
+    out: dict[str, dict[tuple, float | None]] = {c: {} for c in values}
+    try:
+        for row in rows:
+            key = (int(row["step"]), row["layer"], row["kind"])
+            for c in values:
+                out[c][key] = _float(row[c])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise AblateError(f"{path} is not a grad_norms table ({exc}); expected columns {','.join(GRAD_NORM_COLUMNS)}") from None
+    return out
+
+
+def reproduce(config_path: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
+              device: str | torch.device | None = None) -> Report:
+    """Rerun the trial in config_path (a trial folder's config.yaml, or the folder) and compare.
+
+    Compared: the scalars in SCALARS against metrics.json, the train-loss curve and the dev curve
+    against curves.csv, and every value of grad_norms.csv when the folder has one.
+    """
+    path = Path(config_path)
+    if path.is_dir():
+        path = path / "config.yaml"
+    if not path.is_file():
+        raise AblateError(f"no config at {path}; pass a trial folder's config.yaml (trials/<id>/config.yaml)")
+    cfg = TrialConfig.from_yaml_file(path)
+    folder = path.parent
+    metrics_path = folder / "metrics.json"
+    if not metrics_path.is_file():
+        raise AblateError(f"no recorded metrics next to {path} (metrics.json missing); "
+                          "reproduce compares against a finished trial folder")
+    try:
+        recorded = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AblateError(f"cannot read {metrics_path} ({exc}); the trial folder is damaged, rerun the trial") from None
+    if not isinstance(recorded, dict):
+        raise AblateError(f"{metrics_path} is not a metrics mapping; pass a folder written by ablate")
+    if recorded.get("status") not in REPRODUCIBLE:
+        raise AblateError(f"{metrics_path} records status {recorded.get('status')!r}, not a finished trial "
+                          f"({' or '.join(REPRODUCIBLE)}); there is nothing complete to compare against")
+
+    report = Report(config_path=path, trial_id=cfg.trial_id())
+    if recorded.get("trial_id") not in (None, report.trial_id):
+        report.notes.append(f"metrics.json names trial {recorded['trial_id']} but config.yaml hashes to "
+                            f"{report.trial_id}: the config was edited or written by another ablate version")
+    device = recorded_device(recorded, device)
+    run_cfg = cfg
+    if cfg.dataset == "auto" and recorded.get("dataset") in ("mnist", "digits"):
+        # `auto` may resolve otherwise on this machine; the recorded numbers came from this dataset.
+        run_cfg = cfg.replace(dataset=recorded["dataset"])
+    result = run_trial(run_cfg, data_dir=data_dir, device=device)
+    report.result = result
+    for key, value in (("threads", result.threads), ("device", result.device)):
+        if key in recorded and recorded[key] != value:
+            report.notes.append(f"recorded with {key}={recorded[key]}, rerun with {key}={value}: "
+                                "float results may differ for that reason alone")
+
+    now_metrics = result.metrics()
+    for key in SCALARS:
+        report.compared.append(key)
+        if key not in recorded:
+            report.differences.append(Difference(key, None, now_metrics[key], None, note="absent from metrics.json"))
+        elif not _same(recorded[key], now_metrics[key]):
+            report.differences.append(Difference(key, recorded[key], now_metrics[key],
+                                                 _abs_diff(recorded[key], now_metrics[key])))
+
+    curves_path = folder / "curves.csv"
+    if curves_path.is_file():
+        then = _curves(_read_csv(curves_path), curves_path)
+        now = {"train_loss": dict(enumerate(result.train_loss, start=1)),
+               "dev_loss": dict(zip(result.eval_steps, result.dev_loss)),
+               "dev_acc": dict(zip(result.eval_steps, result.dev_acc))}
+        for name in ("train_loss", "dev_loss", "dev_acc"):
+            report.compared.append(f"{name} curve ({len(then[name])} steps)")
+            report.differences += _series_difference(name, then[name], now[name], "step")
+    else:
+        report.notes.append("no curves.csv next to the config: curves not compared")
+
+    norms_path = folder / "grad_norms.csv"
+    if norms_path.is_file():
+        then = _grad_norms(_read_csv(norms_path), norms_path)
+        now = {c: {} for c in then}
+        for row in result.grad_norms:
+            for c in now:
+                now[c][(row["step"], row["layer"], row["kind"])] = row[c]
+        report.compared.append(f"grad_norms.csv ({len(then['grad_norm'])} rows)")
+        for name in then:
+            report.differences += _series_difference(name, then[name], now[name], "row")
+    return report
+
