@@ -38,6 +38,16 @@ def pytest_unconfigure(config):
         shutil.rmtree(_EMPTY_DATA_ROOT, ignore_errors=True)
 
 
+# Fixtures made by a real study through the CLI (Ray, a subprocess): every test that uses one is slow.
+STUDY_FIXTURES = {"tuned_study", "tuned_analysis", "finished_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_runtest_setup(item):
     if REAL_MNIST is None and item.get_closest_marker("mnist") is not None:
         pytest.skip(NO_MNIST_REASON)
@@ -83,8 +93,8 @@ def fake_mnist_env(fake_mnist, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def tuned_study(tmp_path_factory) -> Path:
-    """A real tiny study (study_runs.TUNED: residual vs plain, lr tuned, 3 seeds) made once per session."""
-    from study_runs import TUNED, run_study
+    """A real tiny study (helpers.studies.TUNED: residual vs plain, lr tuned, 3 seeds) made once per session."""
+    from helpers.studies import TUNED, run_study
 
     return run_study(tmp_path_factory.mktemp("tuned-study"), "tuned", TUNED)
 

@@ -21,7 +21,9 @@ from ablate.analysis.summary import summarize
 from ablate.analysis.tables import latex_escape, to_latex
 from ablate.errors import AblateError
 from ablate.spec.trial_config import TrialConfig
-from study_runs import TINY, finish, start_study
+from helpers.studies import TINY, finish, start_study
+
+pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
 
 
 @pytest.fixture(scope="module")

@@ -1,91 +1,11 @@
-"""Constructed study run folders with known right answers, for the analysis tests (no training, no data).
-
-`build_run` writes what the study engine writes: spec.yaml (resolved), manifest.json, trials.jsonl
-(through ablate.engine.run_folder.append_registry) and trials/<id>/ with config.yaml, metrics.json and, on request,
-curves.csv, grad_norms.csv and predictions.csv. Trial ids are the configs' own hashes, as the engine's.
-The tests in this file check that the engine's readers accept what it writes.
-"""
+"""The constructed run folders of tests/helpers/runs.py read back through the engine's own readers."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
-import numpy as np
 import yaml
 
-from ablate.engine.run_folder import append_registry, read_registry
+from ablate.engine.run_folder import read_registry
 from ablate.spec.study_spec import parse_study
-
-BASE = {"family": "imagenet", "depth": 18, "shortcut": "projection", "dataset": "digits", "train_size": 1000,
-        "dev_size": 200, "test_size": 200, "batch_size": 64, "epochs": 5, "eval_every": 15, "seed": 100}
-RESIDUAL = {"residual": {"values": [True, False]}}
-
-
-def spec_doc(**overrides: Any) -> dict:
-    doc = {"name": "constructed", "description": "ResNet18 on MNIST with and without residual connections",
-           "base": dict(BASE), "factors": RESIDUAL, "seeds": [0, 1, 2], "budget": "default"}
-    doc.update(overrides)
-    return doc
-
-
-def predictions_for(labels: np.ndarray, correct: np.ndarray, correct_final: np.ndarray | None = None) -> str:
-    """predictions.csv text: a wrong prediction is (label + 1) mod 10."""
-    correct_final = correct if correct_final is None else correct_final
-    pred = np.where(correct, labels, (labels + 1) % 10)
-    final = np.where(correct_final, labels, (labels + 1) % 10)
-    lines = ["index,label,pred,pred_final"] + [f"{i},{y},{p},{q}" for i, (y, p, q) in enumerate(zip(labels, pred, final))]
-    return "\n".join(lines) + "\n"
-
-
-def build_run(root: Path, trials: list[dict], doc: dict | None = None, manifest: dict | None = None,
-              resumes: list[dict] | None = None) -> Path:
-    """A run folder. Each trial: arm, seed, stage (default: the final stage), status (default ok) and
-    any registry metrics (test_acc, final_test_acc, ...); optional `params`, `curves` (rows of
-    step/train_loss/dev_loss/dev_acc), `grad_norms` (rows of the grad_norms.csv columns), `correct`
-    (0/1 per test image, best-dev checkpoint; test_acc is then its mean), `correct_final`, `labels`."""
-    doc = doc or spec_doc()
-    study = parse_study(doc, source="constructed")
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "spec.yaml").write_text(study.resolved_yaml())
-    man = {"study": study.name, "budget": study.budget, "dataset": study.base.get("dataset"),
-           "git_commit": "0123456789abcdef0123456789abcdef01234567", "started_at": "2026-01-01T10:00:00+0000"}
-    (root / "manifest.json").write_text(json.dumps({**man, **(manifest or {})}))
-    for i, r in enumerate(resumes or []):
-        (root / f"manifest-resume-20260102-00000{i}.json").write_text(json.dumps({**man, **r}))
-    arms = {a.name: a for a in study.arms}
-    final = study.stages[-1]
-    for t in trials:
-        t = dict(t)
-        arm, seed, stage = t.pop("arm"), t.pop("seed", 0), t.pop("stage", final)
-        params = t.pop("params", {})
-        extra = {"data_seed": seed} if study.resample_data and stage != "tune" else {}
-        cfg = study.arm_config(arms[arm], **params, seed=seed, **extra)
-        folder = root / "trials" / cfg.trial_id()
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.yaml").write_text(cfg.to_yaml())
-        curves, grads = t.pop("curves", None), t.pop("grad_norms", None)
-        correct, correct_final, labels = t.pop("correct", None), t.pop("correct_final", None), t.pop("labels", None)
-        if correct is not None:
-            correct = np.asarray(correct, dtype=bool)
-            labels = np.arange(correct.size) % 10 if labels is None else np.asarray(labels)
-            (folder / "predictions.csv").write_text(
-                predictions_for(labels, correct, None if correct_final is None else np.asarray(correct_final, bool)))
-            t.setdefault("test_acc", float(correct.mean()))
-            if correct_final is not None:
-                t.setdefault("final_test_acc", float(np.mean(correct_final)))
-        if curves is not None:
-            (folder / "curves.csv").write_text("step,train_loss,dev_loss,dev_acc\n" + "".join(
-                f"{c['step']},{c.get('train_loss', '')},{c.get('dev_loss', '')},{c.get('dev_acc', '')}\n" for c in curves))
-        if grads is not None:
-            cols = ["step", "layer", "layer_index", "block", "kind", "grad_norm", "weight_norm", "output_std"]
-            (folder / "grad_norms.csv").write_text(",".join(cols) + "\n" + "".join(
-                ",".join(str(g.get(c, "")) for c in cols) + "\n" for g in grads))
-        metrics = {"status": "ok", "dataset": study.base.get("dataset"), "steps": cfg.total_steps(), **t}
-        (folder / "metrics.json").write_text(json.dumps({"trial_id": cfg.trial_id(), **metrics}))
-        append_registry(root, {"trial_id": cfg.trial_id(), "stage": stage, "arm": arm, "params": params, "seed": seed,
-                               **metrics})
-    return root
+from helpers.runs import build_run
 
 
 def test_built_folder_reads_back_through_the_engine(tmp_path):

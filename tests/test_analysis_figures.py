@@ -14,7 +14,7 @@ from ablate.analysis import figures as F
 from ablate.analysis import figures_grad as G
 from ablate.analysis.figures_tuning import tuning_landscape
 from ablate.analysis.load import load_curves, load_grad_norms, load_run
-from test_analysis_builder import build_run, spec_doc
+from helpers.runs import build_run, spec_doc
 
 RES, PLAIN = "residual=true", "residual=false"
 STEPS = [0, 15, 30, 45, 60, 75, 80]
@@ -44,6 +44,7 @@ def grad_run(tmp_path, with_weights=True):
     return build_run(tmp_path / "run", trials, doc=spec_doc(seeds=[0, 1]))
 
 
+@pytest.mark.slow
 def test_gradient_ratio_is_over_comparable_layers_and_the_caption_says_what_the_data_show(tmp_path):
     run = load_run(grad_run(tmp_path))
     grads = load_grad_norms(run)
@@ -142,6 +143,7 @@ def test_tuning_figure_draws_completed_trials_as_the_lr_sensitivity_line(tmp_pat
     assert "stopped before its last step" in legend and "scikit-learn digits" in ax.get_title()
 
 
+@pytest.mark.slow
 def test_depth_ratio_figure_uses_relative_norms_and_labels_only_major_ticks(tmp_path):
     doc = spec_doc(seeds=[0, 1], base={**spec_doc()["base"], "family": "cifar", "shortcut": "identity"},
                    factors={"depth": {"values": [20, 32]}, "residual": {"values": [True, False]}})

@@ -74,6 +74,7 @@ def chromium(page: Path, tmp: Path, *flags: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_report_html_is_one_file_that_links_to_nothing_outside_itself(tuned_analysis):
     text = tuned_analysis.html.read_text(encoding="utf-8")
     page = Page(text)
@@ -92,6 +93,7 @@ def test_report_html_is_one_file_that_links_to_nothing_outside_itself(tuned_anal
     assert text.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in text
 
 
+@pytest.mark.slow
 def test_report_html_says_what_report_md_says_with_the_runs_metadata(tuned_analysis, tuned_study):
     page = Page(tuned_analysis.html.read_text(encoding="utf-8"))
     words = page.words
@@ -125,6 +127,7 @@ def test_report_html_says_what_report_md_says_with_the_runs_metadata(tuned_analy
     assert " ".join(_plain(tuned_analysis.methods.read_text().split("\n\n")[1]).split()) in words
 
 
+@pytest.mark.slow
 @needs_browser
 def test_chromium_shows_every_figure_and_table_and_a_page_that_is_not_blank(tuned_analysis, tmp_path):
     # A copy with a probe script: once the page has loaded, it writes what the browser actually laid out.

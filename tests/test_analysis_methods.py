@@ -18,7 +18,7 @@ from ablate.analysis.runinfo import duration
 from ablate.spec.trial_config import TrialConfig
 from ablate.models.resnet import build_model, model_kwargs
 from ablate.spec.study_spec import parse_study
-from test_analysis_builder import BASE, build_run, spec_doc
+from helpers.runs import BASE, build_run, spec_doc
 
 RES, PLAIN = "residual=true", "residual=false"
 START = "2026-03-04T05:06:07+0000"
@@ -70,6 +70,7 @@ def test_every_number_of_the_methods_paragraph_comes_from_the_run_folder(tmp_pat
     assert "640 training" in changed and "777" not in changed and "cpu (6 trials)" in changed
 
 
+@pytest.mark.slow
 def test_the_smoke_study_methods_paragraph_and_its_references(tuned_analysis, tuned_study):
     text = tuned_analysis.methods.read_text()
     paragraph = text.split("\n\n")[1]

@@ -16,7 +16,7 @@ from ablate.analysis.load import load_run
 from ablate.analysis.power import add_power, seeds_for_power, t_test_power
 from ablate.analysis.seeding import power_lines, rule_lines
 from ablate.cli.app import app
-from test_analysis_builder import build_run, spec_doc
+from helpers.runs import build_run, spec_doc
 
 RES, PLAIN = "residual=true", "residual=false"
 
@@ -73,6 +73,7 @@ def test_the_report_says_cannot_be_estimated_for_no_spread_and_for_no_difference
         assert "| cannot be estimated | n/a |" in row and why in lines, lines
 
 
+@pytest.mark.slow
 def test_the_smoke_reports_power_line_is_the_noncentral_t_answer(tuned_analysis, tuned_study):
     trials = pd.read_csv(tuned_study / "trials.csv")
     confirm = trials[trials["stage"] == "confirm"].pivot(index="seed", columns="arm", values="test_acc")

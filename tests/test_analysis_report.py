@@ -11,7 +11,7 @@ from scipy import stats as st
 from ablate.analysis import analyze
 from ablate.analysis.context import acc_digits
 from ablate.analysis.load import load_run
-from test_analysis_builder import build_run, spec_doc
+from helpers.runs import build_run, spec_doc
 
 RES, PLAIN = "residual=true", "residual=false"
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from ablate.analysis import analyze, export
 from ablate.cli.app import app
-from test_analysis_builder import build_run, spec_doc
+from helpers.runs import build_run, spec_doc
 
 RES, PLAIN = "residual=true", "residual=false"
 

@@ -9,7 +9,7 @@ from ablate.errors import AblateError
 from ablate.probes.lesion import dropped
 from ablate.models.summary import summarize
 from ablate.models.resnet import BasicBlock, IdentityShortcut, PreActBlock, build_model
-from test_models import randomize_bn
+from helpers.models import randomize_bn
 
 REFERENCE_PARAMS = 11_175_434  # ResNet18, projection shortcuts, 1 input channel, 10 classes (tests/test_models.py)
 
@@ -251,6 +251,7 @@ def test_contradictory_axes_are_refused(kwargs, needle):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_summary_counts_the_new_variants():
     for kwargs in ({"block": "preact"}, {"shortcut": "projection-all"}, {"norm": "none"}):
         model = build_model(**kwargs)

@@ -2,6 +2,9 @@
 import subprocess
 import sys
 from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 

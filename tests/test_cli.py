@@ -109,6 +109,7 @@ def test_console_entry_point_gives_one_line_errors():
     assert proc.stderr.strip().startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_save_weights_then_reproduce_exactly(tmp_path):
     out = tmp_path / "run"
     result = invoke("train", "--dataset", "digits", *SMALL, "--save-weights", "--out", out)

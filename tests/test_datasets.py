@@ -284,6 +284,7 @@ TINY = dict(family="cifar", depth=20, train_size=16, dev_size=8, test_size=6, ba
             threads=1, image_size=16)
 
 
+@pytest.mark.slow
 def test_train_on_cifar_with_a_recipe_records_the_normalisation_and_classes(tmp_path):
     make_cifar(tmp_path / "data")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({**TINY, "dataset": "cifar10"}))
@@ -299,6 +300,7 @@ def test_train_on_cifar_with_a_recipe_records_the_normalisation_and_classes(tmp_
     assert len(metrics["channel_mean"]) == 3 and all(0 < s for s in metrics["channel_std"])
 
 
+@pytest.mark.slow
 def test_train_on_a_relative_folder_records_its_absolute_path(tmp_path):
     make_folder(tmp_path / "pics", per_class=8)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({**TINY, "dataset": "folder:pics"}))
@@ -316,6 +318,7 @@ def test_train_on_a_relative_folder_records_its_absolute_path(tmp_path):
     (["--dataset", "cifar10"], "CIFAR-10 was not found under"),
     (["--dataset", "folder:"], "unknown dataset 'folder:'"),
 ])
+@pytest.mark.slow
 def test_bad_recipe_or_dataset_flags_exit_2_in_one_line_and_write_nothing(tmp_path, args, fragment):
     done = _cli("train", *args, "--out", "run", cwd=tmp_path, env_dir=tmp_path / "empty")
     assert done.returncode == 2 and fragment in done.stderr
@@ -352,7 +355,7 @@ def test_study_dataset_overrides_the_spec_for_every_dataset(tmp_path, monkeypatc
 
 # --- the analysis names the dataset and its chance level -----------------------------------------
 def _run_on(tmp_path, dataset: str, description: str, **metrics):
-    from test_analysis_builder import BASE, build_run, spec_doc
+    from helpers.runs import BASE, build_run, spec_doc
 
     doc = spec_doc(base={**BASE, "dataset": dataset}, description=description, seeds=[0, 1])
     trials = [{"arm": "residual=true", "seed": s, "test_acc": 0.5, **metrics} for s in (0, 1)]

@@ -15,6 +15,8 @@ from ablate.probes.lesion import load_trial
 from ablate.train.loop import model_for
 from ablate.engine.run_folder import read_registry
 
+pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
+
 SPEC = {"description": "tiny plain vs residual", "seeds": [0, 1],
         "base": {"family": "cifar", "depth": 20, "shortcut": "identity", "dataset": "digits", "image_size": 8,
                  "train_size": 256, "dev_size": 64, "test_size": 64, "batch_size": 64, "epochs": 2, "eval_every": 2,

@@ -112,6 +112,7 @@ def test_ray_session_files_live_in_a_short_folder_whatever_the_run_folders_lengt
     shutil.rmtree(base)
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_says_how_to_resume_and_the_resume_finishes(tmp_path):
     spec = spec_file(tmp_path / "spec.yaml")
     run_dir = tmp_path / ("run-" + "y" * (41 - len(str(tmp_path)) - 5))  # 41 characters: it once crashed Ray
@@ -148,6 +149,7 @@ def finished_run(tmp_path_factory):
     return spec, tmp / "run"
 
 
+@pytest.mark.slow
 def test_resume_accepts_the_runs_own_name_and_refuses_what_it_cannot_change(finished_run, tmp_path):
     spec, run_dir = finished_run
     again = invoke("study", spec, "--resume", run_dir)

@@ -78,6 +78,7 @@ def test_bf16_trains_on_the_cpu_deterministically_and_reproduces(tmp_path):
     assert report.identical, report.format()
 
 
+@pytest.mark.slow
 def test_a_compiled_trial_compiles_once_however_many_epochs_and_reproduces(tmp_path):
     from torch._dynamo.utils import counters
 
@@ -134,6 +135,7 @@ def test_the_report_and_the_estimate_name_the_execution_settings():
     assert _arch(TrialConfig(precision="bf16", compile="default")).endswith("batch 64 bf16 (eager; compiled trials differ)")
 
 
+@pytest.mark.slow
 def test_a_compiled_trial_paused_and_continued_computes_what_an_uninterrupted_one_does():
     cfg = TINY.replace(compile="default", precision="bf16")
     whole = run_trial(cfg)

@@ -13,7 +13,7 @@ from ablate.analysis.factorial import design, effects, interactions
 from ablate.analysis.figures import run_styles
 from ablate.analysis.load import load_run
 from ablate.analysis.stats import holm
-from test_analysis_builder import spec_doc, build_run
+from helpers.runs import spec_doc, build_run
 
 SEEDS = list(range(7))  # 7 seeds: the exact sign-flip test can reach 2/2^7 = 0.0156, Holm over 3 still < 0.05
 CIFAR = {**spec_doc()["base"], "family": "cifar", "shortcut": "identity"}
@@ -70,6 +70,7 @@ def test_residual_effect_at_each_depth_and_its_growth_per_12_layers(tmp_path):
     assert dod["contrast"] == "depth 44 minus depth 20" and dod["estimate"] == pytest.approx(0.06)
 
 
+@pytest.mark.slow
 def test_the_depth_report_answers_in_its_first_lines(tmp_path):
     result = analyze(depth_run(tmp_path))
     md = result.report.read_text()

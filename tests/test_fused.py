@@ -24,6 +24,7 @@ def both():
     return run_fused(MEMBERS), [run_trial(c) for c in MEMBERS]
 
 
+@pytest.mark.slow
 def test_fused_members_match_the_same_trials_run_alone(both):
     fused, single = both
     for f, s in zip(fused, single):

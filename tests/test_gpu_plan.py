@@ -85,6 +85,7 @@ def test_the_cache_round_trips_per_gpu_and_trial_shape(tmp_path, monkeypatch):
     assert read_cache(key) is None  # a damaged cache is measured again, not trusted
 
 
+@pytest.mark.slow
 def test_the_measuring_processes_run_and_time_together_on_the_cpu():
     """Only the machinery: on a CPU the numbers say nothing about a GPU."""
     cfg = TrialConfig(family="cifar", depth=20, image_size=8, batch_size=8, threads=1)

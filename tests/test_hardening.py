@@ -12,12 +12,12 @@ import pytest
 import yaml
 
 from ablate.engine.run_folder import read_registry
+from helpers.processes import ENV, cmdline, descendants, finished_trials, kill_tree, output, raw_registry_lines, start, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(ROOT / "cli.py")
+pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
+
 TINY = {"family": "cifar", "depth": 20, "dataset": "digits", "image_size": 16, "train_size": 128, "dev_size": 64,
         "test_size": 64, "batch_size": 32, "epochs": 2, "eval_every": 2, "seed": 100}
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def write_spec(path, trials=3, seeds=(0, 1), halving=True):
@@ -27,84 +27,6 @@ def write_spec(path, trials=3, seeds=(0, 1), halving=True):
                    "trials": trials, "round": min(2, trials), "sampler_seed": 0, "halving": halving},
         "seeds": list(seeds)}))
     return path
-
-
-def start(*args, log=None):
-    """A study process. With `log` (a path) its output goes to that file: a process nobody reads while it
-    runs must not block on a full pipe; `output(proc)` reads it either way."""
-    out = open(log, "w") if log else subprocess.PIPE
-    proc = subprocess.Popen([sys.executable, CLI, "study", *map(str, args)], cwd=ROOT, env=ENV,
-                            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    proc.log = log
-    return proc
-
-
-def output(proc):
-    return Path(proc.log).read_text()[-3000:] if proc.log else proc.stdout.read()[-3000:]
-
-
-def descendants(pid):
-    children = collections.defaultdict(list)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children[int(fields[1])].append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def cmdline(pid):
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def kill_tree(proc):
-    """SIGKILL the study and every process it started, as a machine crash would."""
-    pids = [proc.pid, *descendants(proc.pid)]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(timeout=30)
-    deadline = time.time() + 20
-    while any(Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text(errors="ignore").lower()
-              for p in pids if Path(f"/proc/{p}/status").exists()) and time.time() < deadline:
-        time.sleep(0.1)
-
-
-def raw_registry_lines(run_dir):
-    path = run_dir / "trials.jsonl"
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def wait_until(proc, run_dir, predicate, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        rows = read_registry(run_dir) if (run_dir / "spec.yaml").exists() else []
-        if predicate(rows):
-            return rows
-        if proc.poll() is not None:
-            pytest.fail(f"study ended before the kill point: {proc.stdout.read()[-2000:]}")
-        time.sleep(0.05)
-    pytest.fail("kill point not reached in time")
-
-
-def finished_trials(run_dir):
-    out = {}
-    for path in (run_dir / "trials").glob("*/metrics.json"):
-        text = path.read_text()
-        if json.loads(text).get("status") in ("ok", "diverged"):
-            out[path.parent.name] = text
-    return out
 
 
 def counts(rows):

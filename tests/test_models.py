@@ -8,6 +8,7 @@ from ablate.models.summary import format_summary, summarize
 from ablate.models.registry import FAMILIES, SHORTCUTS
 from ablate.models.resnet import BasicBlock, ResNet, build_model
 from ablate.models.torchvision_check import torchvision_state_dict_to_ablate, verify_torchvision
+from helpers.models import randomize_bn
 
 REFERENCE_PARAMS = 11_175_434
 REFERENCE_MACS = 35_561_472
@@ -19,15 +20,6 @@ def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def randomize_bn(module: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics, so eval-mode BN is not the identity and mix-ups would show."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                for t in (m.weight, m.bias, m.running_mean):
-                    t.copy_(torch.rand(t.shape, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
 def residual_branch(block: BasicBlock, x: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,8 @@ import yaml
 
 from ablate.engine.run_folder import read_registry
 
+pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(ROOT / "cli.py")
 SPEC = {"description": "postgres storage", "base": {"family": "cifar", "depth": 20, "dataset": "digits",
@@ -84,7 +86,7 @@ def study(*args, timeout=600):
 
 
 def test_a_study_in_postgresql_is_killed_resumed_and_kept_apart_from_a_second_run(postgres, tmp_path):
-    from test_hardening import kill_tree, output, start, wait_until
+    from helpers.processes import kill_tree, output, start, wait_until
 
     spec = tmp_path / "pg.yaml"
     spec.write_text(yaml.safe_dump(SPEC))

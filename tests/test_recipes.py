@@ -213,6 +213,7 @@ def test_the_trial_trains_with_the_scheduled_rate():
     assert frozen.train_loss[:8] == moving.train_loss[:8]
 
 
+@pytest.mark.slow
 def test_warmup_nesterov_and_augmentation_each_change_the_training_and_repeat_exactly():
     base = run_trial(TrialConfig(**TINY, lr=0.05, momentum=0.9))
     for change in (dict(warmup_steps=8), dict(nesterov=True), dict(augment="crop")):
@@ -225,7 +226,7 @@ def test_warmup_nesterov_and_augmentation_each_change_the_training_and_repeat_ex
 
 
 def test_the_reports_protocol_states_the_recipe(tmp_path):
-    from test_analysis_builder import BASE, build_run, spec_doc
+    from helpers.runs import BASE, build_run, spec_doc
 
     from ablate.analysis import analyze
 

@@ -70,6 +70,7 @@ def test_rungs_lie_before_the_last_evaluation():
         assert all(r < evaluations for r in h.rungs(evaluations))
 
 
+@pytest.mark.slow
 def test_the_order_work_runs_in_changes_nothing(tmp_path):
     study = make_study()
     drive(study, tmp_path / "fifo", "fifo")
@@ -97,6 +98,7 @@ def test_the_order_work_runs_in_changes_nothing(tmp_path):
     assert remaining(study, rows) == {"tune": 0, "confirm": 0}
 
 
+@pytest.mark.slow
 def test_killed_at_any_point_and_resumed_gives_the_same_trials(tmp_path):
     study = make_study()
     total = drive(study, tmp_path / "straight")
@@ -110,6 +112,7 @@ def test_killed_at_any_point_and_resumed_gives_the_same_trials(tmp_path):
     assert segments == total  # nothing ran twice
 
 
+@pytest.mark.slow
 def test_later_rounds_are_asked_after_earlier_results_are_told(tmp_path):
     study = make_study(trials=6, round=2, startup=2)
     drive(study, tmp_path / "run")
@@ -168,6 +171,7 @@ def test_a_round_asked_halfway_before_a_crash_is_asked_again_identically(tmp_pat
     assert states.count("FAIL") == 2 and states.count("RUNNING") == 2
 
 
+@pytest.mark.slow
 def test_a_choice_space_with_repeats_finishes(tmp_path):
     study = make_study(space={"lr": {"distribution": "choice", "choices": [0.05, 0.1]}}, trials=4, round=2,
                        startup=2, halving=False)
@@ -181,6 +185,7 @@ def test_a_choice_space_with_repeats_finishes(tmp_path):
     assert Planner(study, tmp_path / "run").remaining() == {"tune": 0, "confirm": 0}
 
 
+@pytest.mark.slow
 def test_int_search_parameters_work(tmp_path):
     study = make_study(space={"batch_size": {"distribution": "int", "low": 16, "high": 48},
                               "lr": {"distribution": "loguniform", "low": 0.01, "high": 0.1}},
@@ -192,6 +197,7 @@ def test_int_search_parameters_work(tmp_path):
     assert all(isinstance(s, int) and 16 <= s <= 48 for s in sizes)
 
 
+@pytest.mark.slow
 def test_a_finished_run_reports_no_work_left_and_runs_nothing(tmp_path):
     study = make_study(trials=2, round=2)
     drive(study, tmp_path / "run")
@@ -202,6 +208,7 @@ def test_a_finished_run_reports_no_work_left_and_runs_nothing(tmp_path):
     assert {p: t for p, t in after.items() if p.name != "optuna.db"} == {p: t for p, t in before.items() if p.name != "optuna.db"}
 
 
+@pytest.mark.slow
 def test_rungs_follow_each_arms_own_length(tmp_path):
     """With epochs as a factor, the 2-epoch arm's trials are halved at rungs of their own length and the ones
     that go on run all their steps (not cut where the 1-epoch arm ends)."""
@@ -223,6 +230,7 @@ def test_rungs_follow_each_arms_own_length(tmp_path):
         assert ran == sorted([rungs[0], total]), (arm, ran, rungs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("half_width, expect", [(1000.0, 2), (1e-9, 4)])
 def test_adaptive_seeds_stop_on_precision_or_at_max(tmp_path, half_width, expect):
     from ablate.intervals import t_half_width
@@ -246,6 +254,7 @@ def test_adaptive_seeds_stop_on_precision_or_at_max(tmp_path, half_width, expect
     assert Planner(study, tmp_path / "run").remaining() == {"tune": 0, "confirm": 0}
 
 
+@pytest.mark.slow
 def test_fused_groups_are_fixed_by_the_plan_so_order_and_crashes_change_nothing(tmp_path):
     study = make_study(trials=4, round=2, startup=2, halving=False)
     doc = dict(study.raw)

@@ -10,7 +10,8 @@ from ablate.cli.app import app
 from ablate.engine.run_folder import read_registry
 from ablate.spec.trial_config import TrialConfig
 
-pytestmark = pytest.mark.usefixtures("fake_mnist_env")  # `mnist` and `auto` read MNIST-format files of the tests
+pytestmark = [pytest.mark.usefixtures("fake_mnist_env"),  # `mnist` and `auto` read MNIST-format files of the tests
+              pytest.mark.slow]  # real studies on Ray
 runner = CliRunner()
 TINY = {"family": "imagenet", "depth": 18, "dataset": "mnist", "train_size": 128, "dev_size": 64,
         "test_size": 64, "batch_size": 64, "epochs": 2, "eval_every": 1, "seed": 100}

@@ -10,6 +10,7 @@ from ablate.train.loop import run_trial
 SMALL = dict(train_size=256, dev_size=64, test_size=64, batch_size=32, eval_every=4, threads=2)
 
 
+@pytest.mark.slow
 def test_short_training_lowers_the_loss_on_mnist(fake_mnist):
     cfg = TrialConfig(dataset="mnist", epochs=3, lr=0.05, **SMALL)
     result = run_trial(cfg, data_dir=fake_mnist)
@@ -26,6 +27,7 @@ def test_short_training_lowers_the_loss_on_mnist(fake_mnist):
     assert result.best_dev_acc == max(result.dev_acc)
 
 
+@pytest.mark.slow
 def test_same_config_gives_identical_metrics(fake_mnist):
     cfg = TrialConfig(dataset="mnist", epochs=1, lr=0.02, seed=7, **SMALL)
     a, b = run_trial(cfg, data_dir=fake_mnist), run_trial(cfg, data_dir=fake_mnist)

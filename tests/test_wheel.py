@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
+
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.stem for p in (ROOT / "studies").glob("*.yaml"))
 SOURCES = ("pyproject.toml", "README.md", "ablate", "studies")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY = {"dataset": "digits", "train_size": 128, "dev_size": 64, "test_size": 64, "batch_size": 64,
         "epochs": 2, "eval_every": 1, "seed": 100}

@@ -1,0 +1,100 @@
+"""Studies as real processes, for the kill-and-resume tests: start, watch the run folder, kill the whole
+process tree."""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ablate.engine.run_folder import read_registry
+
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = str(ROOT / "cli.py")
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def start(*args, log=None):
+    """A study process. With `log` (a path) its output goes to that file: a process nobody reads while it
+    runs must not block on a full pipe; `output(proc)` reads it either way."""
+    out = open(log, "w") if log else subprocess.PIPE
+    proc = subprocess.Popen([sys.executable, CLI, "study", *map(str, args)], cwd=ROOT, env=ENV,
+                            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc.log = log
+    return proc
+
+
+def output(proc):
+    return Path(proc.log).read_text()[-3000:] if proc.log else proc.stdout.read()[-3000:]
+
+
+def descendants(pid):
+    children = collections.defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children[int(fields[1])].append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def kill_tree(proc):
+    """SIGKILL the study and every process it started, as a machine crash would."""
+    pids = [proc.pid, *descendants(proc.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+    deadline = time.time() + 20
+    while any(Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text(errors="ignore").lower()
+              for p in pids if Path(f"/proc/{p}/status").exists()) and time.time() < deadline:
+        time.sleep(0.1)
+
+
+def raw_registry_lines(run_dir):
+    path = run_dir / "trials.jsonl"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def wait_until(proc, run_dir, predicate, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = read_registry(run_dir) if (run_dir / "spec.yaml").exists() else []
+        if predicate(rows):
+            return rows
+        if proc.poll() is not None:
+            pytest.fail(f"study ended before the kill point: {proc.stdout.read()[-2000:]}")
+        time.sleep(0.05)
+    pytest.fail("kill point not reached in time")
+
+
+def finished_trials(run_dir):
+    out = {}
+    for path in (run_dir / "trials").glob("*/metrics.json"):
+        text = path.read_text()
+        if json.loads(text).get("status") in ("ok", "diverged"):
+            out[path.parent.name] = text
+    return out
+
