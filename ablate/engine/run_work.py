@@ -11,7 +11,7 @@ from typing import Any
 
 from ablate.atomic_files import atomic_write_text
 from ablate.train.trial_files import read_checkpoint, write_paused, write_trial_folder
-from ablate.engine.planner import Work
+from ablate.engine.trial_plan import TrialPlan
 
 
 def trial_device(gpu_ids: list) -> str:
@@ -20,9 +20,9 @@ def trial_device(gpu_ids: list) -> str:
     return "cuda" if gpu_ids else "cpu"
 
 
-def run_work(work: Work, run_dir: str | Path, data_dir: str | None, device: str = "cpu",
+def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device: str = "cpu",
              where: dict[str, Any] | None = None, keep: bool | None = None):
-    """Run one Work item and write its trial folder: a paused segment (checkpoint) or a finished trial.
+    """Run one TrialPlan and write its trial folder: a paused segment (checkpoint) or a finished trial.
     Knows nothing of Ray; the trainable below adds where the trial ran."""
     from ablate.train.loop import run_trial
 
@@ -56,9 +56,9 @@ def run_work(work: Work, run_dir: str | Path, data_dir: str | None, device: str 
     return result
 
 
-def run_works(works: list[Work], run_dir: str | Path, data_dir: str | None, device: str = "cpu",
+def run_works(works: list[TrialPlan], run_dir: str | Path, data_dir: str | None, device: str = "cpu",
               where: dict[str, Any] | None = None, keep_stages: tuple[str, ...] = ("confirm", "grid")) -> list:
-    """One Work alone, or the members of a fused group as one model (ablate.train.fused): each member's trial folder
+    """One TrialPlan alone, or the members of a fused group as one model (ablate.train.fused): each member's trial folder
     is the one it would have written alone, with the ids of the trials it was fused with."""
     if len(works) == 1:
         return [run_work(works[0], run_dir, data_dir, device, where, keep=works[0].stage in keep_stages)]
