@@ -191,9 +191,16 @@ def find_spec(name_or_path: str, directory: Traversable = STUDIES_DIR) -> Path |
                       "(or a path to a .yaml spec)")
 
 
-def load_study(name_or_path: str | Path, budget: str = "default") -> Study:
+def load_study(name_or_path: str | Path, budget: str = "default", sampler_seed: int | None = None) -> Study:
+    """A spec by name or path, with a budget applied; `sampler_seed` replaces search.sampler_seed (which seeds
+    everything random about the search: TPE's proposals and, with search.tuning_seeds, the tuning seeds)."""
     path = find_spec(str(name_or_path))
-    return parse_study(read_yaml(path), budget=budget, source=str(path), default_name=Path(path.name).stem)
+    data = read_yaml(path)
+    if sampler_seed is not None:
+        need(isinstance(data, dict) and isinstance(data.get("search"), dict), str(path),
+             "--sampler-seed needs a study with a search (this one has none)")
+        data = {**data, "search": {**data["search"], "sampler_seed": sampler_seed}}
+    return parse_study(data, budget=budget, source=str(path), default_name=Path(path.name).stem)
 
 
 def parse_study(data: Any, budget: str = "default", source: str = "spec", default_name: str = "study") -> Study:
