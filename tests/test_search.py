@@ -4,16 +4,14 @@ TrialPlans run in this process through the same function the Ray workers call (r
 orders chosen by the test, so the results can be shown not to depend on that order.
 """
 import json
-import random
-from pathlib import Path
 
 import optuna
 import pytest
 
-from ablate.engine.run_folder import read_registry, trials_csv
+from ablate.engine.run_folder import read_registry
 from ablate.engine.planner import FINISHED, Planner, remaining
 from ablate.spec.study_spec import Halving, parse_study
-from ablate.engine.run_work import run_works
+from helpers.planner import csv_of, drive
 
 BASE = {"family": "cifar", "depth": 20, "dataset": "digits", "train_size": 96, "dev_size": 48, "test_size": 48,
         "batch_size": 32, "epochs": 2, "eval_every": 1, "image_size": 16, "seed": 100}
@@ -25,39 +23,6 @@ def make_study(**search):
                       "trials": 4, "round": 2, "startup": 2, "halving": {"eta": 2}, **search},
            "seeds": [0, 1]}
     return parse_study(doc, source="test")
-
-
-def drive(study, run_dir: Path, order: str = "fifo", stop_after: int | None = None, seed: int = 0,
-          fuse: int = 1) -> int:
-    """Run the planner's work in this process, `order` deciding which ready item goes first (fifo, lifo,
-    random); with stop_after, stop (as a crash would) after that many segments. Returns segments run (a
-    fused group counts once, as one Ray trial would)."""
-    run_dir.mkdir(exist_ok=True)
-    planner = Planner(study, run_dir, fuse=fuse)
-    rng = random.Random(seed)
-    done = 0
-    pending = []
-    while True:
-        while True:  # take everything that is ready now, as a machine with many slots would
-            work = planner.next()
-            if work is None or work == FINISHED:
-                break
-            pending.append([work, *planner.take_group(work)])
-        if not pending:
-            assert work == FINISHED
-            return done
-        pick = {"fifo": 0, "lifo": -1, "random": rng.randrange(len(pending))}[order]
-        works = pending.pop(pick)
-        run_works(works, run_dir, None)
-        for work in works:
-            planner.finished(work)
-        done += 1
-        if stop_after is not None and done >= stop_after:
-            return done
-
-
-def csv_of(study, run_dir):
-    return trials_csv(study, read_registry(run_dir))
 
 
 def test_rungs_lie_at_or_after_half_of_training_and_before_the_last_evaluation():
