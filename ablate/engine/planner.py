@@ -31,7 +31,7 @@ from ablate.engine.trial_plan import TrialPlan, plan_fixed_stage
 from ablate.errors import AblateError
 from ablate.spec.study_spec import Study
 from ablate.spec.trial_config import TrialConfig, fusable
-from ablate.train.trial_files import CHECKPOINT, PAUSED
+from ablate.train.folder_layout import CHECKPOINT, PAUSED
 
 FINISHED = "FINISHED"  # Planner.next: nothing is left to hand out and nothing is running
 

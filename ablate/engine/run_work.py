@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from ablate.atomic_files import atomic_write_text
-from ablate.train.trial_files import read_checkpoint, write_paused, write_trial_folder
 from ablate.engine.trial_plan import TrialPlan
 
 
@@ -25,6 +24,7 @@ def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device:
     """Run one TrialPlan and write its trial folder: a paused segment (checkpoint) or a finished trial.
     Knows nothing of Ray; the trainable below adds where the trial ran."""
     from ablate.train.loop import run_trial
+    from ablate.train.trial_files import read_checkpoint, write_paused, write_trial_folder
 
     cfg = work.config
     folder = Path(run_dir) / "trials" / work.trial_id
@@ -63,6 +63,7 @@ def run_works(works: list[TrialPlan], run_dir: str | Path, data_dir: str | None,
     if len(works) == 1:
         return [run_work(works[0], run_dir, data_dir, device, where, keep=works[0].stage in keep_stages)]
     from ablate.train.fused import run_fused
+    from ablate.train.trial_files import write_trial_folder
 
     where = {"started_at": time.time(), **(where or {})}
     folders = [Path(run_dir) / "trials" / w.trial_id for w in works]
