@@ -192,7 +192,7 @@ def test_a_crashed_worker_is_retried_and_the_study_completes(tmp_path):
 
 
 def test_a_trial_that_raises_is_recorded_with_its_error(tmp_path):
-    from ablate.engine.planner import Work
+    from ablate.engine.trial_plan import TrialPlan
     from ablate.spec.trial_config import TrialConfig
     from ablate.engine.run_work import run_work
 
@@ -200,7 +200,7 @@ def test_a_trial_that_raises_is_recorded_with_its_error(tmp_path):
     empty = tmp_path / "no-data"
     empty.mkdir()
     with pytest.raises(Exception, match="MNIST"):
-        run_work(Work("tune", "a", cfg, {}), tmp_path / "run", str(empty))
+        run_work(TrialPlan("tune", "a", cfg, {}), tmp_path / "run", str(empty))
     folder = tmp_path / "run" / "trials" / cfg.trial_id()
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["status"] == "error" and "MNIST" in metrics["error"]

@@ -1,19 +1,17 @@
 """The planner of ablate.engine.planner, driven without Ray: rounds, halving, determinism, resume, repeats.
 
-Work items run in this process through the same function the Ray workers call (run_work), in
+TrialPlans run in this process through the same function the Ray workers call (run_work), in
 orders chosen by the test, so the results can be shown not to depend on that order.
 """
 import json
-import random
-from pathlib import Path
 
 import optuna
 import pytest
 
-from ablate.engine.run_folder import read_registry, trials_csv
+from ablate.engine.run_folder import read_registry
 from ablate.engine.planner import FINISHED, Planner, remaining
 from ablate.spec.study_spec import Halving, parse_study
-from ablate.engine.run_work import run_works
+from helpers.planner import csv_of, drive
 
 BASE = {"family": "cifar", "depth": 20, "dataset": "digits", "train_size": 96, "dev_size": 48, "test_size": 48,
         "batch_size": 32, "epochs": 2, "eval_every": 1, "image_size": 16, "seed": 100}
@@ -22,52 +20,20 @@ BASE = {"family": "cifar", "depth": 20, "dataset": "digits", "train_size": 96, "
 def make_study(**search):
     doc = {"description": "planner test", "base": dict(BASE), "factors": {"residual": {"values": [True, False]}},
            "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.5}},
-                      "trials": 4, "round": 2, "startup": 2, "halving": True, **search},
+                      "trials": 4, "round": 2, "startup": 2, "halving": {"eta": 2}, **search},
            "seeds": [0, 1]}
     return parse_study(doc, source="test")
 
 
-def drive(study, run_dir: Path, order: str = "fifo", stop_after: int | None = None, seed: int = 0,
-          fuse: int = 1) -> int:
-    """Run the planner's work in this process, `order` deciding which ready item goes first (fifo, lifo,
-    random); with stop_after, stop (as a crash would) after that many segments. Returns segments run (a
-    fused group counts once, as one Ray trial would)."""
-    run_dir.mkdir(exist_ok=True)
-    planner = Planner(study, run_dir, fuse=fuse)
-    rng = random.Random(seed)
-    done = 0
-    pending = []
-    while True:
-        while True:  # take everything that is ready now, as a machine with many slots would
-            work = planner.next()
-            if work is None or work == FINISHED:
-                break
-            pending.append([work, *planner.take_group(work)])
-        if not pending:
-            assert work == FINISHED
-            return done
-        pick = {"fifo": 0, "lifo": -1, "random": rng.randrange(len(pending))}[order]
-        works = pending.pop(pick)
-        run_works(works, run_dir, None)
-        for work in works:
-            planner.finished(work)
-        done += 1
-        if stop_after is not None and done >= stop_after:
-            return done
-
-
-def csv_of(study, run_dir):
-    return trials_csv(study, read_registry(run_dir))
-
-
-def test_rungs_lie_before_the_last_evaluation():
+def test_rungs_lie_at_or_after_half_of_training_and_before_the_last_evaluation():
     h = Halving(eta=2, min_evals=2)
-    assert h.rungs(6) == [2, 3]
+    assert h.rungs(6) == [3]  # 6 / 4 rounds up to 2: a third of training, too early
     assert h.rungs(4) == [2]
     assert h.rungs(2) == [] and h.rungs(1) == []
-    assert Halving(eta=3, min_evals=1).rungs(9) == [1, 3]
+    assert h.rungs(16) == [8] and Halving(eta=2, min_evals=2, min_fraction=0.75).rungs(16) == []
+    assert Halving(eta=3, min_evals=1).rungs(9) == []  # 9 / 3 = 3 evaluations is a third of training
     for evaluations in range(1, 40):
-        assert all(r < evaluations for r in h.rungs(evaluations))
+        assert all(evaluations / 2 <= r < evaluations for r in h.rungs(evaluations))
 
 
 @pytest.mark.slow
@@ -88,11 +54,11 @@ def test_the_order_work_runs_in_changes_nothing(tmp_path):
         for number in (0, 1):
             statuses = sorted(r["status"] for r in rows if r["arm"] == arm and r.get("round") == number)
             assert statuses in (["ok", "stopped"], ["diverged", "ok"], ["diverged", "stopped"]), statuses
-    # a trial that ran all its evaluations is never "stopped"; a stopped one stopped at the rung
+    # a trial that ran all its evaluations is never "stopped"; a stopped one stopped at the rung, half of training
     for r in rows:
         metrics = json.loads((tmp_path / "fifo" / "trials" / r["trial_id"] / "metrics.json").read_text())
         if r["status"] == "stopped":
-            assert metrics["stopped_at_evaluations"] == 2 and metrics["steps"] == 2
+            assert metrics["stopped_at_evaluations"] == 3 and metrics["steps"] == 3
         if r["status"] == "ok":
             assert metrics["steps"] == 6
     assert remaining(study, rows) == {"tune": 0, "confirm": 0}
@@ -132,41 +98,41 @@ def test_later_rounds_are_asked_after_earlier_results_are_told(tmp_path):
 def test_tpe_proposals_depend_on_the_results_it_was_told(tmp_path):
     """Two arms whose first rounds score in opposite orders get different TPE proposals in round 2 (and the
     same random startup proposals in round 1): the sampler used the results."""
-    from ablate.engine.planner import ArmSampler, Outcome
+    from ablate.engine.optuna_rounds import ArmSampler, PointOutcome
 
     study = make_study(trials=6, round=3, startup=3, halving=False)
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     first, second = {}, {}
     for name, good_first in (("a", True), ("b", False)):
         sampler = ArmSampler(study, "residual=true", url, name, tmp_path)
-        round0 = sampler.proposals(0, 3)
+        round0 = sampler.points(0, 3)
         lrs = [p.params["lr"] for p in round0]
         ranks = sorted(range(3), key=lambda i: lrs[i], reverse=not good_first)
         scores = [0.0] * 3
         for place, i in enumerate(ranks):
             scores[i] = [0.9, 0.5, 0.1][place]
-        sampler.tell(0, [Outcome("final", "ok", [s]) for s in scores])
-        first[name], second[name] = lrs, [p.params["lr"] for p in sampler.proposals(1, 3)]
+        sampler.tell(0, [PointOutcome("complete", s) for s in scores])
+        first[name], second[name] = lrs, [p.params["lr"] for p in sampler.points(1, 3)]
     assert first["a"] == first["b"]  # the random startup does not look at results
     assert second["a"] != second["b"]
     # asked again (a resumed run), a round's proposals come back unchanged
     again = ArmSampler(study, "residual=true", url, "a", tmp_path)
-    assert [p.params["lr"] for p in again.proposals(1, 3)] == second["a"]
+    assert [p.params["lr"] for p in again.points(1, 3)] == second["a"]
 
 
 def test_a_round_asked_halfway_before_a_crash_is_asked_again_identically(tmp_path):
-    from ablate.engine.planner import ArmSampler
+    from ablate.engine.optuna_rounds import ArmSampler
 
     study = make_study(trials=4, round=2, startup=0, halving=False)
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    whole = [p.params for p in ArmSampler(study, "residual=true", url, "whole", tmp_path).proposals(0, 2)]
+    whole = [p.params for p in ArmSampler(study, "residual=true", url, "whole", tmp_path).points(0, 2)]
     cut = ArmSampler(study, "residual=true", url, "cut", tmp_path)
     trial = cut.ostudy.ask(cut.space)  # the crash came after one ask of the round was recorded
     trial.set_user_attr("index", 0)
     trial.set_user_attr("round", 0)
     cut.ostudy.ask(cut.space).set_user_attr("index", 1)  # ... and another before its round was recorded
     again = ArmSampler(study, "residual=true", url, "cut", tmp_path)
-    assert [p.params for p in again.proposals(0, 2)] == whole
+    assert [p.params for p in again.points(0, 2)] == whole
     states = [t.state.name for t in again.ostudy.trials]
     assert states.count("FAIL") == 2 and states.count("RUNNING") == 2
 

@@ -1,5 +1,4 @@
 """Fuzzing the study-spec loader: any YAML document either loads or raises the toolkit's own error."""
-import pytest
 import copy
 
 import yaml

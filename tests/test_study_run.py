@@ -167,7 +167,7 @@ def test_malformed_spec_file_names_file_and_line(tmp_path):
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     result = invoke("study", "residual-ablation", "--dry-run", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
-    assert "stage tune: 8 trials per arm x 2 arms = 16 trials" in result.output
+    assert "stage tune: 8 points x 1 tuning seed = 8 trials per arm x 2 arms = 16 trials" in result.output
     assert "stage confirm: 3 trials per arm x 2 arms = 6 trials" in result.output
     assert "lr: loguniform [0.001, 0.5]" in result.output
     assert not (tmp_path / "run").exists()

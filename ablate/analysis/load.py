@@ -19,7 +19,7 @@ import pandas as pd
 from ablate.errors import AblateError
 from ablate.engine.selection import best_params
 from ablate.engine.run_folder import open_run_dir, read_registry
-from ablate.engine.planner import decided_seeds
+from ablate.engine.seed_decisions import decided_seeds
 from ablate.spec.trial_config import TrialConfig
 from ablate.spec.study_spec import Study, parse_study
 from ablate.spec.reading import read_yaml

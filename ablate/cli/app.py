@@ -233,6 +233,8 @@ def verify_torchvision_cmd(
 def study(
     name: Optional[str] = typer.Argument(None, help="Study name from studies/ or a path to a spec .yaml; omit to list them."),
     budget: Optional[str] = typer.Option(None, help="smoke, default or full (default: default)."),
+    sampler_seed: Optional[int] = typer.Option(None, "--sampler-seed", help="Replace the spec's search.sampler_seed: "
+                                               "it seeds TPE's proposals and which tuning seeds train each point."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print arms, search, trial counts and resources; run nothing."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<study>/<time>)."),
     resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run folder: only what is missing runs."),
@@ -263,7 +265,8 @@ def study(
 
         check_available()
     plan = L.prepare(name, resume, budget=budget, dataset=dataset, out=out, data_dir=data_dir, cpus=cpus, gpus=gpus,
-                     gpus_per_trial=gpus_per_trial, address=address, storage=storage, retries=retries, fuse=fuse)
+                     gpus_per_trial=gpus_per_trial, address=address, storage=storage, retries=retries, fuse=fuse,
+                     sampler_seed=sampler_seed)
     for note in plan.notes:
         typer.echo(f"warning: {note}", err=True)
     if dry_run:
@@ -303,8 +306,16 @@ def _print_plan(spec, resources) -> None:
         for p in spec.space:
             bounds = f"{list(p.choices)}" if p.choices else f"[{p.low:g}, {p.high:g}]"
             typer.echo(f"  {p.name}: {p.distribution} {bounds}")
-        typer.echo(f"stage tune: {spec.trials_per_arm} trials per arm x {len(spec.arms)} arms = "
-                   f"{spec.trials_per_arm * len(spec.arms)} trials")
+        if spec.sampler == "grid":
+            values = {p.name: list(dict.fromkeys(point[p.name] for point in spec.search_points)) for p in spec.space}
+            typer.echo("grid: " + "; ".join(f"{name} {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vs)}"
+                                            for name, vs in values.items()))
+        per_arm = spec.trials_per_arm * len(spec.tuning_seeds()) * spec.repeats
+        n_seeds = len(spec.tuning_seeds())
+        how = f"{spec.trials_per_arm} points x {n_seeds} tuning seed{'s' if n_seeds > 1 else ''}" + (
+            f" x {spec.repeats} repeats of the search" if spec.repeats > 1 else "")
+        typer.echo(f"stage tune: {how} = {per_arm} trials per arm x {len(spec.arms)} arms = "
+                   f"{per_arm * len(spec.arms)} trials")
         typer.echo(f"sampler: {spec.sampler_text()}")
     if spec.grid:
         typer.echo(f"grid: {spec.grid}")

@@ -1,14 +1,16 @@
 """What a study still has to run, decided in one place from the run folder and Optuna's storage.
 
-The tuning stage of every arm proceeds in rounds of a fixed size (the spec's `search.round`). A
-round's proposals are asked from a sampler seeded by (sampler seed, round number), after every
-earlier round's results were told, so they depend on the spec and those results alone. Inside a
-round, synchronous successive halving (`search.halving`) runs every live trial to the next rung (a
-number of dev evaluations; the trial pauses there with a checkpoint), ranks them all, and lets the
-best ceil(n / eta) go on from their checkpoints. When an arm's last round is done, its best
-configuration is rerun over the confirm seeds. Nothing here depends on timing or on how many
-trials run at once: a study gives the same trials on 1 CPU or 16, straight through or killed and
-resumed. No Ray here; the study engine executes the `Work` items handed out by `Planner.next`.
+The tuning stage of every arm proceeds in rounds of a fixed size (the spec's `search.round`; a grid is one
+round of all its points). A round's points are asked from a sampler seeded by (sampler seed, round number),
+after every earlier round's results were told, so they depend on the spec and those results alone. Each point
+trains under the study's tuning seeds and is scored by their mean (ablate.engine.selection). Inside a round,
+synchronous successive halving (`search.halving`) runs every live point's trials to the next rung (a number of
+dev evaluations; the trials pause there with a checkpoint), ranks the points, and lets the best ceil(n / eta)
+go on from their checkpoints. When an arm's last round is done, its best point is rerun over the confirm seeds;
+with `search.repeats`, the whole search runs again under the next sampler seeds, each repeat confirming its own
+choice. Nothing here depends on timing or on how many trials run at once: a study gives the same trials on 1
+CPU or 16, straight through or killed and resumed. No Ray here; the engine executes the TrialPlans handed out
+by `Planner.next`.
 """
 from __future__ import annotations
 
@@ -19,79 +21,51 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ablate.spec.trial_config import TrialConfig, fusable
-from ablate.errors import AblateError
-from ablate.train.trial_files import CHECKPOINT, PAUSED
 from ablate.atomic_files import atomic_write_text
+from ablate.engine.optuna_rounds import ArmSampler, PointOutcome, SearchPoint
 from ablate.engine.run_folder import append_registry, read_metrics, read_registry, registry_key, registry_row
-from ablate.engine.selection import best_params
-from ablate.engine.optuna_rounds import ArmSampler, Proposal
-from ablate.engine.storage import storage_url
 from ablate.engine.seed_decisions import decided_seeds, remaining
-from ablate.engine.trial_plan import PlannedTrial, plan_fixed_stage
+from ablate.engine.selection import best_params, params_key, point_score, seed_result
+from ablate.engine.storage import storage_url
+from ablate.engine.trial_plan import TrialPlan, plan_fixed_stage
+from ablate.errors import AblateError
 from ablate.spec.study_spec import Study
+from ablate.spec.trial_config import TrialConfig, fusable
+from ablate.train.folder_layout import CHECKPOINT, PAUSED
 
 FINISHED = "FINISHED"  # Planner.next: nothing is left to hand out and nothing is running
-STAGE_ORDER = ("tune", "grid", "confirm")
-
-
-@dataclass(frozen=True)
-class Work:
-    """One segment of one trial for the engine to run: to `stop_after_evals` evaluations (None: to the end),
-    continuing from the trial folder's checkpoint when `resume`."""
-
-    stage: str
-    arm: str
-    config: TrialConfig
-    params: dict[str, Any]
-    round: int | None = None
-    index: int | None = None
-    stop_after_evals: int | None = None
-    resume: bool = False
-    group: str | None = None  # trials of one group run fused, as one model batched over its members
-
-    @property
-    def trial_id(self) -> str:
-        return self.config.trial_id()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "arm": self.arm, "config": self.config.to_dict(), "params": self.params,
-                "round": self.round, "index": self.index, "stop_after_evals": self.stop_after_evals,
-                "resume": self.resume, "group": self.group}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Work":
-        return cls(**{**data, "config": TrialConfig.from_dict(data["config"])})
 
 
 @dataclass
 class Outcome:
-    """A trial folder as the planner sees it: new, paused at a rung, or final (ok/diverged/stopped/error)."""
+    """A trial folder as the planner sees it: new, paused at a rung, or final (ok/diverged/stopped/error), with
+    its dev curve so far."""
 
     state: str
     status: str | None = None
     dev_acc: list[float] = field(default_factory=list)
+    dev_loss: list[float] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def final(self) -> bool:
         return self.state == "final"
 
-    def value_at(self, rung: int | None = None) -> float:
-        """Best dev accuracy over the first `rung` evaluations (all of them with None); -inf for a trial that
-        diverged or failed, so that it never takes a place that a working trial could have."""
-        if self.status in ("diverged", "error"):
-            return -math.inf
-        seen = self.dev_acc if rung is None else self.dev_acc[:rung]
-        return max(seen, default=-math.inf)
+    def seed_result(self, rung: int | None = None):
+        """This trial as one tuning seed of its point, over its first `rung` evaluations (all with None)."""
+        cut = slice(None) if rung is None else slice(rung)
+        return seed_result(self.status if self.final else None, self.dev_acc[cut], self.dev_loss[cut])
 
 
-def _dev_curve(folder: Path) -> list[float]:
+def _dev_curve(folder: Path) -> tuple[list[float], list[float]]:
+    """Dev accuracy and loss of each evaluation so far (curves.csv: written by finished and paused trials)."""
     try:
         with open(folder / "curves.csv", newline="", encoding="utf-8") as fh:
-            return [float(r["dev_acc"]) for r in csv.DictReader(fh) if r.get("dev_acc")]
+            rows = [r for r in csv.DictReader(fh) if r.get("dev_acc")]
+        return [float(r["dev_acc"]) for r in rows], [float(r["dev_loss"]) if r.get("dev_loss") else math.inf
+                                                     for r in rows]
     except (OSError, ValueError, KeyError):
-        return []
+        return [], []
 
 
 def read_outcome(folder: Path, failed: bool = False) -> Outcome:
@@ -100,47 +74,50 @@ def read_outcome(folder: Path, failed: bool = False) -> Outcome:
     metrics = read_metrics(folder)
     status = metrics.get("status") if metrics else None
     if status in ("ok", "diverged", "stopped") or (status == "error" and failed):
-        return Outcome("final", status, _dev_curve(folder), metrics)
+        return Outcome("final", status, *_dev_curve(folder), metrics)
     try:
         paused = json.loads((folder / PAUSED).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         paused = None
     if isinstance(paused, dict) and (folder / CHECKPOINT).is_file():
-        return Outcome("paused", None, list(paused.get("dev_acc") or []), paused)
+        acc, loss = _dev_curve(folder)
+        acc = list(paused.get("dev_acc") or acc)
+        return Outcome("paused", None, acc, (loss + [math.inf] * len(acc))[:len(acc)], paused)
     return Outcome("new")
 
 
 class Planner:
     """Decides, from what the run folder holds, which trial segments can run now.
 
-    `next()` hands out one Work (None: wait for a running one; FINISHED: the study is done);
-    `finished(work, failed)` records that a handed-out segment ended (its folder says how).
+    `next()` hands out one TrialPlan (None: wait for a running one; FINISHED: the study is done);
+    `finished(plan, failed)` records that a handed-out segment ended (its folder says how).
     Every decision is recomputed from the folder, so a fresh planner over a half-finished run folder
     continues exactly where a killed one stopped.
     """
 
-    def __init__(self, study: Study, run_dir: Path, storage: str | None = None, study_names: dict[str, str] | None = None,
-                 fuse: int = 1):
+    def __init__(self, study: Study, run_dir: Path, storage: str | None = None,
+                 study_names: dict[tuple[str, int], str] | None = None, fuse: int = 1):
         self.study, self.run_dir = study, Path(run_dir)
         self.fuse = fuse  # members per fused group (1: no fusing)
         self.trials_dir = self.run_dir / "trials"
         self.failed: set[str] = set()
-        self.in_flight: dict[str, Work] = {}
-        self.ready: list[Work] = []
+        self.in_flight: dict[str, TrialPlan] = {}
+        self.ready: list[TrialPlan] = []
         self.done = False
         self.dirty = True
         self.seeds, self.seeds_final = list(study.seeds), True
         self.rows = {registry_key(r): r for r in read_registry(self.run_dir)}
         self.arms = {a.name: a for a in study.arms}
         self.on_register = None  # called with (registry row, config) for each newly registered result
-        self.optuna: dict[str, ArmSampler] = {}
+        self.optuna: dict[tuple[str, int], ArmSampler] = {}
         if study.space:
-            names = study_names or {a.name: a.name for a in study.arms}
+            names = study_names or default_study_names(study)
             url = storage_url(storage) if storage else f"sqlite:///{(self.run_dir / 'optuna.db').resolve()}"
-            self.optuna = {a.name: ArmSampler(study, a.name, url, names[a.name], self.run_dir) for a in study.arms}
+            self.optuna = {(a.name, r): ArmSampler(study, a.name, url, names[(a.name, r)], self.run_dir, r)
+                           for a in study.arms for r in range(study.repeats)}
 
     # --- the engine's side ---------------------------------------------------------------------
-    def next(self) -> Work | str | None:
+    def next(self) -> TrialPlan | str | None:
         if self.dirty:
             self.refresh()
         for i, work in enumerate(self.ready):
@@ -155,7 +132,7 @@ class Planner:
                               "ablate, please report it with the run folder")
         return None
 
-    def take_group(self, work: Work) -> list[Work]:
+    def take_group(self, work: TrialPlan) -> list[TrialPlan]:
         """The ready members of `work`'s fused group besides it, now handed out with it."""
         if work.group is None:
             return []
@@ -165,7 +142,7 @@ class Planner:
             self.in_flight[w.trial_id] = w
         return mates
 
-    def finished(self, work: Work, failed: bool = False) -> None:
+    def finished(self, work: TrialPlan, failed: bool = False) -> None:
         self.in_flight.pop(work.trial_id, None)
         if failed:
             self.failed.add(work.trial_id)
@@ -201,16 +178,21 @@ class Planner:
         self.ready = _interleave(per_arm)
         self.done = complete and self.seeds_final and not self.in_flight
 
-    def _plan(self) -> tuple[list[list[Work]], bool]:
-        per_arm: list[list[Work]] = []
+    def _plan(self) -> tuple[list[list[TrialPlan]], bool]:
+        per_arm: list[list[TrialPlan]] = []
         complete = True
         if self.study.space:
             for arm in self.study.arms:
-                work, tuned = self._tune_arm(arm.name)
-                if tuned:
-                    work += self._fixed(self._confirm_plan(arm.name))
-                complete &= tuned and not work
-                per_arm.append(work)
+                work: dict[str, TrialPlan] = {}  # by trial id: repeats that chose the same point share its trials
+                for repeat in range(self.study.repeats):
+                    tuning, tuned = self._tune_arm(arm.name, repeat)
+                    if tuned:
+                        tuning = self._fixed(self._confirm_plan(arm.name, repeat))
+                    for plan in tuning:
+                        work.setdefault(plan.trial_id, plan)
+                    complete &= tuned
+                complete &= not work
+                per_arm.append(list(work.values()))
         else:
             plan = plan_fixed_stage(self.study, self.study.stages[-1], seeds=self.seeds)
             for arm in self.study.arms:
@@ -219,59 +201,88 @@ class Planner:
                 per_arm.append(work)
         return per_arm, complete
 
-    def _tune_arm(self, arm: str) -> tuple[list[Work], bool]:
-        """Ready tuning work of an arm, and whether its tuning is complete."""
-        sampler = self.optuna[arm]
-        earlier: dict[str, tuple[int, int]] = {}  # trial id -> (round, index) of its first proposal in this arm
+    def _tune_arm(self, arm: str, repeat: int) -> tuple[list[TrialPlan], bool]:
+        """Ready tuning work of an arm's search (one repeat of it), and whether that search is complete."""
+        sampler = self.optuna[(arm, repeat)]
+        earlier: dict[str, tuple[int, int]] = {}  # params -> (round, index) of their first proposal in this search
         for number, size in enumerate(_round_sizes(self.study)):
-            proposals = sampler.proposals(number, size)
-            if proposals is None:
-                return [], False  # cannot happen after a completed round; kept for safety
-            work, done = self._round(arm, proposals, earlier)
-            for p in proposals:
-                earlier.setdefault(p.trial_id, (p.round, p.index))
+            points = sampler.points(number, size)
+            work, done = self._round(arm, repeat, points, earlier)
+            for p in points:
+                earlier.setdefault(params_key(p.params), (p.round, p.index))
             if not done:
                 return work, False
-            sampler.tell(number, [self._outcome(p.trial_id) for p in proposals])
+            trials = self._point_trials(arm, repeat, points)
+            sampler.tell(number, [self._point_outcome(trials[params_key(p.params)]) for p in points])
         return [], True
 
-    def _round(self, arm: str, proposals: list[Proposal], earlier: dict[str, tuple[int, int]]) -> tuple[list[Work], bool]:
-        first: dict[str, Proposal] = {}
-        for p in proposals:
-            first.setdefault(p.trial_id, p)  # a repeated proposal shares its trial with the first one
-        contenders = list(first)
-        outcome = {t: self._outcome(t) for t in contenders}
+    def _point_trials(self, arm: str, repeat: int, points: list[SearchPoint]) -> dict[str, list[TrialPlan]]:
+        """The trials of each distinct point of a round (one per tuning seed), by params; a point proposed again
+        shares the trials of its first proposal."""
+        out: dict[str, list[TrialPlan]] = {}
+        for p in points:
+            key = params_key(p.params)
+            if key not in out:
+                out[key] = [TrialPlan("tune", arm, self.study.arm_config(self.arms[arm], **p.params, seed=seed),
+                                      dict(p.params), p.round, p.index, repeat)
+                            for seed in self.study.tuning_seeds(repeat)]
+        return out
+
+    def _score(self, trials: list[TrialPlan], outcome: dict[str, Outcome], rung: int | None = None):
+        first = trials[0]
+        return point_score([outcome[t.trial_id].seed_result(rung) for t in trials], (first.round, first.index))
+
+    def _point_outcome(self, trials: list[TrialPlan]) -> PointOutcome:
+        """What Optuna is told of a finished point: complete with its score, pruned with its score after each
+        evaluation (halving stopped it), or failed (every seed failed)."""
+        outcomes = [self._outcome(t.trial_id) for t in trials]
+        if any(o.status == "stopped" for o in outcomes):
+            steps = min(len(o.dev_acc) for o in outcomes)
+            curve = tuple(point_score([o.seed_result(i) for o in outcomes], (0, 0)).acc for i in range(1, steps + 1))
+            return PointOutcome("pruned", curve=curve)
+        if all(o.status == "error" for o in outcomes):
+            return PointOutcome("failed")
+        return PointOutcome("complete", point_score([o.seed_result() for o in outcomes], (0, 0)).acc)
+
+    def _round(self, arm: str, repeat: int, points: list[SearchPoint],
+               earlier: dict[str, tuple[int, int]]) -> tuple[list[TrialPlan], bool]:
+        trials = self._point_trials(arm, repeat, points)
+        contenders = list(trials)
+        outcome = {t.trial_id: self._outcome(t.trial_id) for key in contenders for t in trials[key]}
         halving = self.study.halving
-        longest = max(len(first[t].config.evaluation_steps()) for t in contenders)
+        longest = max(len(t.config.evaluation_steps()) for key in contenders for t in trials[key])
         for rung in (halving.rungs(longest) if halving else []):
             if len(contenders) <= 1:
                 break  # a lone contender always goes on: no need to pause it at the remaining rungs
-            behind = [t for t in contenders if not outcome[t].final and len(outcome[t].dev_acc) < rung]
+            behind = [t for key in contenders for t in trials[key]
+                      if not outcome[t.trial_id].final and len(outcome[t.trial_id].dev_acc) < rung]
             if behind:
-                return [self._work(arm, first[t], outcome[t], rung) for t in behind], False
-            ranked = sorted(contenders, key=lambda t: (-outcome[t].value_at(rung), first[t].index))
+                return [t.segment(rung, outcome[t.trial_id].state == "paused") for t in behind], False
+            ranked = sorted(contenders, key=lambda key: self._score(trials[key], outcome, rung).rank())
             keep = set(ranked[: math.ceil(len(contenders) / halving.eta)])
-            for t in contenders:
-                if t not in keep and not outcome[t].final:
-                    outcome[t] = self._stop(t, outcome[t], rung)
-            contenders = [t for t in contenders if t in keep]
-        behind = [t for t in contenders if not outcome[t].final]
+            for key in contenders:
+                if key not in keep:
+                    for t in trials[key]:
+                        if not outcome[t.trial_id].final:
+                            outcome[t.trial_id] = self._stop(t.trial_id, outcome[t.trial_id], rung)
+            contenders = [key for key in contenders if key in keep]
+        behind = [t for key in contenders for t in trials[key] if not outcome[t.trial_id].final]
         if behind:
-            work = [self._work(arm, first[t], outcome[t], None) for t in behind]
+            work = [t.segment(None, outcome[t.trial_id].state == "paused") for t in behind]
             if not halving:  # trials that run from start to end in one piece can be fused
-                groups = dict(zip(contenders, self._groups([first[t].config for t in contenders],
-                                                          f"tune:{arm}:{proposals[0].round}")))
+                every = [t for key in contenders for t in trials[key]]
+                groups = dict(zip((t.trial_id for t in every),
+                                  self._groups([t.config for t in every], f"tune:{arm}:{repeat}:{points[0].round}")))
                 work = [replace(w, group=groups[w.trial_id]) for w in work]
             return work, False
-        for p in proposals:
-            repeat = earlier.get(p.trial_id) or ((first[p.trial_id].round, first[p.trial_id].index)
-                                                 if first[p.trial_id] is not p else None)
-            self._register(PlannedTrial("tune", arm, p.config, dict(p.params)), outcome[p.trial_id],
-                           round=p.round, index=p.index, repeat_of=repeat)
+        for p in points:
+            key = params_key(p.params)
+            first = trials[key][0]
+            repeat_of = earlier.get(key) or ((first.round, first.index) if (first.round, first.index) != (p.round, p.index)
+                                             else None)
+            for t in trials[key]:
+                self._register(replace(t, round=p.round, index=p.index), outcome[t.trial_id], repeat_of=repeat_of)
         return [], True
-
-    def _work(self, arm: str, p: Proposal, outcome: Outcome, stop: int | None) -> Work:
-        return Work("tune", arm, p.config, dict(p.params), p.round, p.index, stop, outcome.state == "paused")
 
     def _stop(self, trial_id: str, outcome: Outcome, rung: int) -> Outcome:
         """Halving stopped this trial at `rung`: its paused state becomes its final record."""
@@ -283,14 +294,13 @@ class Planner:
         (folder / PAUSED).unlink(missing_ok=True)
         return Outcome("final", "stopped", outcome.dev_acc, metrics)
 
-    def _confirm_plan(self, arm: str) -> list[PlannedTrial]:
-        rows = [r for r in self.rows.values() if r["stage"] == "tune" and r["arm"] == arm]
-        best = best_params(self.study, rows).get(arm)
+    def _confirm_plan(self, arm: str, repeat: int) -> list[TrialPlan]:
+        best = best_params(self.study, list(self.rows.values()), repeat).get(arm)
         if best is None:
             return []  # no tuning trial of this arm finished: nothing to confirm
         return [p for p in plan_fixed_stage(self.study, "confirm", {arm: best}, seeds=self.seeds) if p.arm == arm]
 
-    def _fixed(self, plan: list[PlannedTrial]) -> list[Work]:
+    def _fixed(self, plan: list[TrialPlan]) -> list[TrialPlan]:
         """Confirm or grid trials: each runs once, to the end; a config that already finished is reused."""
         groups = self._groups([p.config for p in plan], f"{plan[0].stage}:{plan[0].arm}" if plan else "")
         work = []
@@ -299,7 +309,7 @@ class Planner:
             if outcome.final and outcome.status != "stopped":
                 self._register(p, outcome)
             else:
-                work.append(Work(p.stage, p.arm, p.config, dict(p.params), group=group))
+                work.append(replace(p, group=group))
         return work
 
     def _groups(self, configs: list[TrialConfig], prefix: str) -> list[str | None]:
@@ -322,11 +332,11 @@ class Planner:
     def _outcome(self, trial_id: str) -> Outcome:
         return read_outcome(self.trials_dir / trial_id, failed=trial_id in self.failed)
 
-    def _register(self, planned: PlannedTrial, outcome: Outcome, round: int | None = None, index: int | None = None,
-                  repeat_of: tuple[int, int] | None = None) -> None:
-        row = registry_row(planned, outcome.metrics)
-        if round is not None:
-            row.update({"round": round, "index": index})
+    def _register(self, plan: TrialPlan, outcome: Outcome, repeat_of: tuple[int, int] | None = None) -> None:
+        row = registry_row(plan, outcome.metrics, repeats=self.study.repeats > 1)
+        if plan.stage == "tune":
+            result = outcome.seed_result()
+            row["best_dev_loss"] = result.loss_at_best if math.isfinite(result.loss_at_best) else None
         if repeat_of is not None:
             row["repeat_of"] = list(repeat_of)  # a repeated proposal: this (round, index) ran the trial
         key = registry_key(row)
@@ -335,7 +345,7 @@ class Planner:
             append_registry(self.run_dir, row)
             self.rows[key] = row
             if self.on_register is not None:
-                self.on_register(row, planned.config)
+                self.on_register(row, plan.config)
 
     def cleanup(self) -> None:
         """Checkpoints of trials that are final (left when a crash came between the final record and their
@@ -350,12 +360,19 @@ class Planner:
         return remaining(self.study, list(self.rows.values()))
 
 
+def default_study_names(study: Study, prefix: str = "") -> dict[tuple[str, int], str]:
+    """One Optuna study per arm and repeat of the search: the arm's name (and the repeat from the second on),
+    after `prefix` (a shared database needs the study and run in it)."""
+    return {(a.name, r): f"{prefix}{a.name}" + (f" (repeat {r})" if r else "") for a in study.arms
+            for r in range(study.repeats)}
+
+
 def _round_sizes(study: Study) -> list[int]:
     full, rest = divmod(study.trials_per_arm, study.round_size)
     return [study.round_size] * full + ([rest] if rest else [])
 
 
-def _interleave(groups: list[list[Work]]) -> list[Work]:
+def _interleave(groups: list[list[TrialPlan]]) -> list[TrialPlan]:
     out = []
     for i in range(max((len(g) for g in groups), default=0)):
         out += [g[i] for g in groups if i < len(g)]

@@ -14,7 +14,7 @@ from typing import Any
 
 from ablate.errors import AblateError
 from ablate.atomic_files import atomic_write_text
-from ablate.engine.trial_plan import PlannedTrial
+from ablate.engine.trial_plan import TrialPlan
 from ablate.spec.study_spec import Study
 
 
@@ -29,10 +29,10 @@ CSV_METRICS = ["status", "best_dev_acc", "best_step", "test_acc", "test_loss", "
 
 
 def registry_key(row: dict[str, Any]) -> tuple:
-    """What a registry row is about: a tuning proposal (arm, round, index: two proposals may share a trial),
-    else a trial of its stage."""
+    """What a registry row is about: one tuning seed of a proposed point (arm, repeat of the search, round, index,
+    seed: two proposals may share a trial), else a trial of its stage."""
     if row.get("round") is not None:
-        return (row["stage"], row["arm"], row["round"], row["index"])
+        return (row["stage"], row["arm"], row.get("repeat") or 0, row["round"], row["index"], row.get("seed"))
     return (row["stage"], row["trial_id"])
 
 
@@ -68,9 +68,15 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def registry_row(trial: PlannedTrial, metrics: dict[str, Any]) -> dict[str, Any]:
+def registry_row(trial: TrialPlan, metrics: dict[str, Any], repeats: bool = False) -> dict[str, Any]:
+    """A trial's registry row: what it is (stage, arm, params, seed; a tuning trial's round and index, and its
+    repeat of the search when the search repeats) and its results."""
     row = {"trial_id": trial.trial_id, "stage": trial.stage, "arm": trial.arm, "params": trial.params,
            "seed": trial.config.seed}
+    if trial.round is not None:
+        row.update({"round": trial.round, "index": trial.index})
+    if repeats and trial.stage == "tune":
+        row["repeat"] = trial.repeat
     for key in CSV_METRICS:
         value = metrics.get(key)
         row[key] = None if isinstance(value, float) and not math.isfinite(value) else value
@@ -84,14 +90,16 @@ def trials_csv(study: Study, rows: list[dict[str, Any]]) -> str:
     varied = study.varied()
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["trial_id", "stage", "arm", "round", "index", *varied, "seed", *RESULT_COLUMNS])
+    repeat = ["repeat"] if study.repeats > 1 else []  # the search's repeat, where it is repeated
+    writer.writerow(["trial_id", "stage", "arm", *repeat, "round", "index", *varied, "seed", *RESULT_COLUMNS])
     order = {s: i for i, s in enumerate(["tune", "grid", "confirm"])}
-    key = lambda r: (order.get(r["stage"], 9), arm_order.get(r["arm"], 99), str(r["arm"]),  # noqa: E731
+    key = lambda r: (order.get(r["stage"], 9), arm_order.get(r["arm"], 99), str(r["arm"]), r.get("repeat") or 0,  # noqa: E731
                      r.get("round") or 0, r.get("index") or 0, r.get("seed") or 0, r["trial_id"])
     for row in sorted(rows, key=key):
         values = {**study.base, **arm_settings.get(row["arm"], {}), **row.get("params", {})}
-        writer.writerow([row["trial_id"], row["stage"], row["arm"], _blank(row.get("round")), _blank(row.get("index")),
-                         *(values.get(k, "") for k in varied), row.get("seed"), *(_blank(row.get(k)) for k in RESULT_COLUMNS)])
+        writer.writerow([row["trial_id"], row["stage"], row["arm"], *([_blank(row.get("repeat"))] if repeat else []),
+                         _blank(row.get("round")), _blank(row.get("index")), *(values.get(k, "") for k in varied),
+                         row.get("seed"), *(_blank(row.get(k)) for k in RESULT_COLUMNS)])
     return buf.getvalue()
 
 

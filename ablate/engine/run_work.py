@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.atomic_files import atomic_write_text
-from ablate.train.trial_files import read_checkpoint, write_paused, write_trial_folder
-from ablate.engine.planner import Work
+from ablate.engine.trial_plan import TrialPlan
 
 
 def trial_device(gpu_ids: list) -> str:
@@ -20,11 +19,12 @@ def trial_device(gpu_ids: list) -> str:
     return "cuda" if gpu_ids else "cpu"
 
 
-def run_work(work: Work, run_dir: str | Path, data_dir: str | None, device: str = "cpu",
+def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device: str = "cpu",
              where: dict[str, Any] | None = None, keep: bool | None = None):
-    """Run one Work item and write its trial folder: a paused segment (checkpoint) or a finished trial.
+    """Run one TrialPlan and write its trial folder: a paused segment (checkpoint) or a finished trial.
     Knows nothing of Ray; the trainable below adds where the trial ran."""
     from ablate.train.loop import run_trial
+    from ablate.train.trial_files import read_checkpoint, write_paused, write_trial_folder
 
     cfg = work.config
     folder = Path(run_dir) / "trials" / work.trial_id
@@ -56,13 +56,14 @@ def run_work(work: Work, run_dir: str | Path, data_dir: str | None, device: str 
     return result
 
 
-def run_works(works: list[Work], run_dir: str | Path, data_dir: str | None, device: str = "cpu",
+def run_works(works: list[TrialPlan], run_dir: str | Path, data_dir: str | None, device: str = "cpu",
               where: dict[str, Any] | None = None, keep_stages: tuple[str, ...] = ("confirm", "grid")) -> list:
-    """One Work alone, or the members of a fused group as one model (ablate.train.fused): each member's trial folder
+    """One TrialPlan alone, or the members of a fused group as one model (ablate.train.fused): each member's trial folder
     is the one it would have written alone, with the ids of the trials it was fused with."""
     if len(works) == 1:
         return [run_work(works[0], run_dir, data_dir, device, where, keep=works[0].stage in keep_stages)]
     from ablate.train.fused import run_fused
+    from ablate.train.trial_files import write_trial_folder
 
     where = {"started_at": time.time(), **(where or {})}
     folders = [Path(run_dir) / "trials" / w.trial_id for w in works]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ablate.intervals import t_half_width
-from ablate.engine.selection import best_params
+from ablate.engine.selection import best_params, params_key
 from ablate.spec.study_spec import Study, compared_pairs
 
 
@@ -18,14 +18,24 @@ def remaining(study: Study, rows: list[dict[str, Any]]) -> dict[str, int]:
                                min(study.seed_rule.step, study.seed_rule.max - len(seeds)))
     out = {}
     for stage in study.stages:
-        per_arm = {"tune": study.trials_per_arm, "confirm": seeds_left,
+        per_arm = {"tune": study.trials_per_arm * len(study.tuning_seeds()) * study.repeats, "confirm": seeds_left,
                    "grid": len(study.grid_points()) * seeds_left}[stage]
         out[stage] = sum(max(0, per_arm - count(stage, a.name)) for a in study.arms)
     if study.space:
-        # An arm whose tuning finished with no usable trial has no confirm runs to wait for.
-        tuned = best_params(study, rows)
-        out["confirm"] -= sum(seeds_left for a in study.arms
-                              if count("tune", a.name) >= study.trials_per_arm and a.name not in tuned)
+        # Each repeat of the search confirms its own choice (repeats that chose one point share its trials); an arm
+        # whose tuning finished with no usable trial has no confirm runs to wait for.
+        done = study.trials_per_arm * len(study.tuning_seeds())
+        out["confirm"] = 0
+        for a in study.arms:
+            chosen = set()
+            for repeat in range(study.repeats):
+                tune = [r for r in rows if r["stage"] == "tune" and r["arm"] == a.name and (r.get("repeat") or 0) == repeat]
+                best = best_params(study, rows, repeat).get(a.name)
+                if best is not None:
+                    chosen.add(params_key(best))
+                elif len(tune) < done:
+                    chosen.add(f"not yet chosen {repeat}")
+            out["confirm"] += max(0, seeds_left * len(chosen) - count("confirm", a.name))
     return out
 
 
@@ -42,13 +52,15 @@ def decided_seeds(study: Study, rows: list[dict[str, Any]]) -> tuple[list[int], 
         return list(study.seeds), True
     final = study.stages[-1]
     results: dict[tuple, float | None] = {}  # (arm, grid point, seed) -> test accuracy (None: failed)
+    # With a repeated search, the seeds are decided on the answer's confirm runs (the first repeat's choices).
+    chosen = {arm: params_key(p) for arm, p in best_params(study, rows, 0).items()} if study.space else {}
     for r in rows:
-        if r["stage"] == final:
+        if r["stage"] == final and (not chosen or chosen.get(r["arm"]) == params_key(r.get("params") or {})):
             point = tuple(sorted((r.get("params") or {}).items())) if final == "grid" else ()
             ok = r.get("status") == "ok" and r.get("test_acc") is not None
             results[(r["arm"], point, r.get("seed"))] = r["test_acc"] if ok else None
     points = [tuple(sorted(p.items())) for p in study.grid_points()] if final == "grid" else [()]
-    tuned = set(best_params(study, rows)) if study.space else {a.name for a in study.arms}
+    tuned = set(chosen) if study.space else {a.name for a in study.arms}
     arms = [a.name for a in study.arms if a.name in tuned]
     n = rule.min
     while True:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ablate.errors import AblateError
 from ablate.engine.run_folder import write_trials_csv
-from ablate.engine.planner import Planner
+from ablate.engine.planner import Planner, default_study_names
 from ablate.spec.study_spec import Study
 from ablate.engine.resources import Resources
 from ablate.engine.run_lock import RunLock
@@ -21,10 +21,11 @@ class StudyInterrupted(Exception):
     """Ctrl-C (or SIGTERM) stopped the study; the run folder holds everything that finished."""
 
 
-def optuna_study_names(study: Study, run_id: str, storage: str | None) -> dict[str, str]:
-    """One Optuna study per arm. In the run folder's own optuna.db the arm's name is enough; in a shared
-    database the name also carries the study and the run, so two runs never feed on each other's trials."""
-    return {a.name: a.name if storage is None else f"{study.name}/{run_id}/{a.name}" for a in study.arms}
+def optuna_study_names(study: Study, run_id: str, storage: str | None) -> dict[tuple[str, int], str]:
+    """One Optuna study per arm (and repeat of the search). In the run folder's own optuna.db the arm's name is
+    enough; in a shared database the name also carries the study and the run, so two runs never feed on each
+    other's trials."""
+    return default_study_names(study, "" if storage is None else f"{study.name}/{run_id}/")
 
 
 def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str | None,

@@ -73,7 +73,9 @@ def _round_steps(study: Study, cfg: TrialConfig, size: int) -> int:
 
 
 def planned(study: Study) -> list[tuple[str, TrialConfig, int]]:
-    """(stage, config, training steps) for every trial the study plans, the search space at its first values."""
+    """(stage, config, training steps) for every trial the study plans, the search space at its first values:
+    each point under every tuning seed, each repeat of the search with its own confirm runs (at most: repeats
+    that choose the same point share them)."""
     first = {p.name: (p.low if p.distribution != "choice" else p.choices[0]) for p in study.space}
     out: list[tuple[str, TrialConfig, int]] = []
     if study.space:
@@ -81,9 +83,10 @@ def planned(study: Study) -> list[tuple[str, TrialConfig, int]]:
         sizes = [study.round_size] * full + ([rest] if rest else [])
         for arm in study.arms:
             cfg = study.arm_config(arm, **first)
-            out += [("tune", cfg, _round_steps(study, cfg, size)) for size in sizes]
+            out += [("tune", cfg, _round_steps(study, cfg, size) * len(study.tuning_seeds()))
+                    for size in sizes] * study.repeats
         best = {a.name: first for a in study.arms}
-        out += [("confirm", p.config, p.config.total_steps()) for p in plan_fixed_stage(study, "confirm", best)]
+        out += [("confirm", p.config, p.config.total_steps()) for p in plan_fixed_stage(study, "confirm", best)] * study.repeats
     else:
         stage = study.stages[-1]
         out += [(stage, p.config, p.config.total_steps()) for p in plan_fixed_stage(study, stage)]

@@ -69,7 +69,8 @@ def _visible_gpus() -> int:
 
 def prepare(name: str | None, resume: Path | None, *, budget: str | None, dataset: str | None, out: Path | None,
             data_dir: Path | None, cpus: int | None, gpus: int | None, gpus_per_trial: float | None,
-            address: str | None, storage: str | None, retries: int, fuse: str = "auto") -> Launch:
+            address: str | None, storage: str | None, retries: int, fuse: str = "auto",
+            sampler_seed: int | None = None) -> Launch:
     """Read and check everything; write nothing."""
     from ablate.data.splits import load_splits
 
@@ -79,14 +80,14 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
     if resume is not None:
         run_dir = open_run_dir(resume)
         spec = parse_study(read_yaml(run_dir / "spec.yaml"), source=str(run_dir / "spec.yaml"))
-        _check_resume(spec, run_dir, name, budget, dataset, out)
+        _check_resume(spec, run_dir, name, budget, dataset, out, sampler_seed)
         recorded = _read_manifest(run_dir)
         run_id = recorded.get("run_id") or run_dir.name
         _check_resume_storage(recorded, storage, run_dir)
         requested = recorded.get("dataset_requested")
     else:
         run_dir = None
-        spec = load_study(name, budget or "default")
+        spec = load_study(name, budget or "default", sampler_seed)
         requested = spec.base.get("dataset", "auto")
         if dataset is not None:
             spec.pin(dataset=dataset)
@@ -146,7 +147,7 @@ def _read_manifest(run_dir: Path) -> dict[str, Any]:
 
 
 def _check_resume(spec: Study, run_dir: Path, name: str | None, budget: str | None, dataset: str | None,
-                  out: Path | None) -> None:
+                  out: Path | None, sampler_seed: int | None = None) -> None:
     if spec.legacy:
         raise AblateError(f"{run_dir} was made by an older ablate whose search was asynchronous (ASHA); it cannot be "
                           "resumed reproducibly; analyse it as it is, or start a new run")
@@ -155,10 +156,10 @@ def _check_resume(spec: Study, run_dir: Path, name: str | None, budget: str | No
         if named != spec.name:
             raise AblateError(f"{run_dir} is a run of study {spec.name!r}, not {named!r}; drop the name or pass "
                               f"{spec.name}")
-    for flag, value in (("--budget", budget), ("--dataset", dataset), ("--out", out)):
+    for flag, value in (("--budget", budget), ("--dataset", dataset), ("--out", out), ("--sampler-seed", sampler_seed)):
         if value is not None:
             was = {"--budget": f"budget {spec.budget}", "--dataset": f"dataset {spec.base.get('dataset')}",
-                   "--out": f"folder {run_dir}"}[flag]
+                   "--out": f"folder {run_dir}", "--sampler-seed": f"sampler seed {spec.sampler_seed}"}[flag]
             raise AblateError(f"{flag} cannot change when resuming (this run has {was}); drop {flag}")
 
 

@@ -20,7 +20,7 @@ import yaml
 from ablate.errors import AblateError
 from ablate.spec.trial_config import TrialConfig
 from ablate.spec.seed_rule import SeedRule, parse_seeds
-from ablate.spec.search_space import Halving, Param, parse_halving, parse_space
+from ablate.spec.search_space import HALVING_MIN_POINTS, SAMPLERS, Halving, Param, grid_points, parse_halving, parse_space
 from ablate.spec.reading import check_keys, check_setting_names, is_int, need
 from ablate.spec.reading import read_yaml
 
@@ -40,7 +40,7 @@ BUDGETS = ("smoke", "default", "full")
 SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "resample_data",
              "keep_weights", "budgets", "budget"}
 KEEP_WEIGHTS = ("none", "final", "all")
-SEARCH_OVERRIDES = ("trials", "round", "startup", "halving")
+SEARCH_OVERRIDES = ("sampler", "trials", "points", "round", "startup", "tuning_seeds", "repeats", "halving")
 BUDGET_KEYS = {"base", "seeds", "grid", *SEARCH_OVERRIDES}
 DEFAULT_THREADS = 1
 
@@ -77,6 +77,18 @@ class Study:
     keep_weights: str = "final"
     # Adaptive confirmation: `seeds` are the candidates, run in order until the rule says enough.
     seed_rule: SeedRule | None = None
+    # What proposes the search points: TPE (rounds of proposals) or a fixed grid (every point at once).
+    sampler: str = "tpe"
+    search_points: list[dict[str, Any]] = field(default_factory=list)  # the grid's points, in order
+    # Each search point trains under this many tuning seeds and is scored by their mean dev accuracy.
+    tuning_seed_count: int = 1
+    # True when the spec names search.tuning_seeds: the tuning seeds then also follow the sampler seed (so a
+    # repeated search draws other seeds); False keeps the single tuning seed base.seed of older specs.
+    tuning_seeds_given: bool = False
+    # The whole search, repeated under sampler seeds sampler_seed, sampler_seed + 1, ... (repeat 0 is the answer;
+    # the others measure the tuning luck).
+    repeats: int = 1
+    halving_note: str = ""  # why halving is off although the spec asked for it
 
     def keeps_weights(self, stage: str) -> bool:
         return self.keep_weights == "all" or (self.keep_weights == "final" and stage != "tune")
@@ -102,22 +114,43 @@ class Study:
     def arm_config(self, arm: Arm, **params: Any) -> TrialConfig:
         return TrialConfig.from_dict({**self.base, **arm.settings, **params}, source=f"study {self.name}, arm {arm.name}")
 
+    def tuning_seeds(self, repeat: int = 0) -> list[int]:
+        """The seeds every search point of `repeat` trains under: base.seed, base.seed + 1, ... shifted by 1000 per
+        sampler seed (so that each repeat of the search, and each sampler seed, draws its own)."""
+        seed = int(self.base.get("seed", TrialConfig.seed))
+        if not self.tuning_seeds_given:
+            return [seed]
+        shift = 1000 * (self.sampler_seed + repeat)
+        return [seed + shift + i for i in range(self.tuning_seed_count)]
+
     def sampler_text(self) -> str:
         """What proposes the tuning trials, in words (for the manifest, the dry run and the report)."""
         if not self.space:
             return "none (fixed configurations)"
-        rounds = math.ceil(self.trials_per_arm / self.round_size)
-        # A round is proposed after every earlier round was told: TPE takes over in the first round that
-        # follows at least `startup` results.
-        first_tpe = next((r for r in range(rounds) if r * self.round_size >= self.startup), None)
-        if first_tpe is None:
-            text = f"all {self.trials_per_arm} proposals random (TPE would need {self.startup} results first)"
+        if self.sampler == "grid":
+            text = f"a fixed grid of {self.trials_per_arm} points"
         else:
-            text = f"Optuna TPE, {self.startup} random startup trials (TPE from round {first_tpe + 1} of {rounds})"
-        text += f", rounds of {self.round_size}, sampler seed {self.sampler_seed}"
+            rounds = math.ceil(self.trials_per_arm / self.round_size)
+            # A round is proposed after every earlier round was told: TPE takes over in the first round that
+            # follows at least `startup` results.
+            first_tpe = next((r for r in range(rounds) if r * self.round_size >= self.startup), None)
+            if first_tpe is None:
+                text = f"all {self.trials_per_arm} proposals random (TPE would need {self.startup} results first)"
+            else:
+                text = f"Optuna TPE, {self.startup} random startup trials (TPE from round {first_tpe + 1} of {rounds})"
+            text += f", rounds of {self.round_size}, sampler seed {self.sampler_seed}"
+        seeds = self.tuning_seeds()
+        if len(seeds) > 1:
+            text += (f"; each point trained under {len(seeds)} tuning seeds ({', '.join(map(str, seeds))}) and scored by "
+                     f"their mean dev accuracy (ties: lower mean dev loss, then the earlier point)")
+        if self.repeats > 1:
+            text += (f"; the whole search repeated under sampler seeds {self.sampler_seed} to "
+                     f"{self.sampler_seed + self.repeats - 1} to measure the tuning luck (the first is the answer)")
         if self.halving:
             text += f"; synchronous successive halving in each round (eta {self.halving.eta}, first rung at >= " \
-                    f"{self.halving.min_evals} evaluations)"
+                    f"{self.halving.min_evals} evaluations and >= {self.halving.min_fraction:.0%} of training)"
+        elif self.halving_note:
+            text += f"; {self.halving_note}"
         return text
 
     def resolved_yaml(self) -> str:
@@ -158,9 +191,16 @@ def find_spec(name_or_path: str, directory: Traversable = STUDIES_DIR) -> Path |
                       "(or a path to a .yaml spec)")
 
 
-def load_study(name_or_path: str | Path, budget: str = "default") -> Study:
+def load_study(name_or_path: str | Path, budget: str = "default", sampler_seed: int | None = None) -> Study:
+    """A spec by name or path, with a budget applied; `sampler_seed` replaces search.sampler_seed (which seeds
+    everything random about the search: TPE's proposals and, with search.tuning_seeds, the tuning seeds)."""
     path = find_spec(str(name_or_path))
-    return parse_study(read_yaml(path), budget=budget, source=str(path), default_name=Path(path.name).stem)
+    data = read_yaml(path)
+    if sampler_seed is not None:
+        need(isinstance(data, dict) and isinstance(data.get("search"), dict), str(path),
+             "--sampler-seed needs a study with a search (this one has none)")
+        data = {**data, "search": {**data["search"], "sampler_seed": sampler_seed}}
+    return parse_study(data, budget=budget, source=str(path), default_name=Path(path.name).stem)
 
 
 def parse_study(data: Any, budget: str = "default", source: str = "spec", default_name: str = "study") -> Study:
@@ -204,17 +244,42 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
     factor_names, arms = _expand_arms(raw, source)
     space = parse_space(raw.get("search"), source)
     search = raw.get("search") or {}
+    sampler = search.get("sampler", "tpe")
     trials = search.get("trials", 0) if space else 0
     round_size = startup = 0
-    halving = None
+    halving, halving_note, points = None, "", []
+    tuning, repeats = search.get("tuning_seeds", 1), search.get("repeats", 1)
     if space:
-        need(is_int(trials) and trials >= 1, source, f"search.trials must be a positive integer, got {trials!r}")
-        round_size = search.get("round", min(4, trials))
-        need(is_int(round_size) and 1 <= round_size <= trials, source,
-              f"search.round (proposals per round) must be an integer from 1 to search.trials ({trials}), got {round_size!r}")
-        startup = search.get("startup", min(10, max(1, trials // 2)))
-        need(is_int(startup) and startup >= 0, source, f"search.startup (random trials before TPE) must be an integer >= 0, got {startup!r}")
+        need(sampler in SAMPLERS, source, f"search.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        if sampler == "grid":
+            need("trials" not in search and "round" not in search and "startup" not in search, source,
+                 "a grid search has no trials, round or startup: it runs every point of the grid at once; set "
+                 "search.points (values per numeric parameter) instead")
+            per = search.get("points", 5)
+            need(is_int(per) and 2 <= per <= 100, source, f"search.points (values per numeric parameter of the grid) must "
+                 f"be an integer from 2 to 100, got {per!r}")
+            points = grid_points(space, per)
+            trials = round_size = len(points)
+        else:
+            need("points" not in search, source, "search.points belongs to the grid sampler (sampler: grid); TPE takes "
+                 "search.trials")
+            need(is_int(trials) and trials >= 1, source, f"search.trials must be a positive integer, got {trials!r}")
+            round_size = search.get("round", min(4, trials))
+            need(is_int(round_size) and 1 <= round_size <= trials, source,
+                  f"search.round (proposals per round) must be an integer from 1 to search.trials ({trials}), got {round_size!r}")
+            startup = search.get("startup", min(10, max(1, trials // 2)))
+            need(is_int(startup) and startup >= 0, source, f"search.startup (random trials before TPE) must be an integer >= 0, got {startup!r}")
         halving = parse_halving(search.get("halving", False), source)
+        if search.get("halving") is True and trials < HALVING_MIN_POINTS:
+            halving = None
+            halving_note = (f"no halving: a search of {trials} points (fewer than {HALVING_MIN_POINTS}) ranks every point "
+                            "at the end of training")
+        need(is_int(tuning) and 1 <= tuning <= 20, source, f"search.tuning_seeds (seeds each search point trains "
+             f"under; its score is their mean) must be an integer from 1 to 20, got {tuning!r}")
+        need(is_int(repeats) and 1 <= repeats <= 10, source, f"search.repeats (times the whole search runs, under "
+             f"successive sampler seeds) must be an integer from 1 to 10, got {repeats!r}")
+        need(repeats == 1 or "tuning_seeds" in search, source, "search.repeats needs search.tuning_seeds, so that each "
+             "repeat trains its points under its own seeds")
     sampler_seed = search.get("sampler_seed", 0)
     need(is_int(sampler_seed), source, "search.sampler_seed must be an integer")
 
@@ -238,8 +303,15 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
         factor_names=factor_names, space=space, trials_per_arm=trials, sampler_seed=sampler_seed,
         round_size=round_size, startup=startup, halving=halving, grid=grid, seeds=list(seeds),
         budget=raw["budget"], raw=raw, resample_data=resample_data, legacy=legacy, keep_weights=keep_weights,
-        seed_rule=seed_rule,
+        seed_rule=seed_rule, sampler=sampler, search_points=points, tuning_seed_count=tuning,
+        tuning_seeds_given="tuning_seeds" in search, repeats=repeats, halving_note=halving_note,
     )
+    if space and study.tuning_seeds_given:
+        tuning_seeds = {s for r in range(repeats) for s in study.tuning_seeds(r)}
+        overlap = sorted(tuning_seeds & set(study.seeds))
+        need(not overlap, source, f"the tuning seeds ({', '.join(map(str, sorted(tuning_seeds)))}) must differ from the "
+             f"confirm seeds, so that selection and confirmation are independent; {', '.join(map(str, overlap))} "
+             "is in both: change base.seed or the seeds")
     _check_arm_configs(study, source)
     return study
 
@@ -269,7 +341,8 @@ def _check_arm_configs(study: Study, source: str) -> None:
             for name, values in probes.items():
                 for value in values:
                     study.arm_config(arm, **{**first, name: value})
-            for seed in study.seeds:
+            tuning = [s for r in range(study.repeats) for s in study.tuning_seeds(r)] if study.space else []
+            for seed in [*study.seeds, *tuning]:
                 study.arm_config(arm, **first, seed=seed)
             config = study.arm_config(arm, **first)
         except AblateError as exc:

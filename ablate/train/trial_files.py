@@ -9,13 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ablate.errors import AblateError
 from ablate.train.telemetry import GRAD_NORM_COLUMNS
 from ablate.spec.trial_config import TrialConfig
 from ablate.train.result import TrialResult
 from ablate.atomic_files import atomic_write_bytes, atomic_write_text
+from ablate.train.folder_layout import CHECKPOINT, PAUSED
 
 
 def _json_safe(value: Any) -> Any:
@@ -56,6 +55,8 @@ def predictions_csv(result: TrialResult) -> str:
 
 
 def state_dict_bytes(state: dict[str, Any]) -> bytes:
+    import torch
+
     buf = io.BytesIO()
     torch.save(state, buf)
     return buf.getvalue()
@@ -64,6 +65,8 @@ def state_dict_bytes(state: dict[str, Any]) -> bytes:
 def load_weights(path: str | os.PathLike) -> dict[str, Any]:
     """weights.pt as saved by write_trial_folder; weights_only so a crafted file cannot run code."""
     import pickle
+
+    import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -149,8 +152,6 @@ def write_trial_folder(folder: str | os.PathLike, config: TrialConfig, result: T
     return folder
 
 
-CHECKPOINT = "resume.pt"
-PAUSED = "paused.json"
 
 
 def write_paused(folder: str | os.PathLike, config: TrialConfig, result: TrialResult,
@@ -174,6 +175,8 @@ def read_checkpoint(folder: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(folder) / CHECKPOINT
     if not path.is_file() or not (Path(folder) / PAUSED).is_file():
         return None
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001  a damaged checkpoint only costs a rerun of the segment

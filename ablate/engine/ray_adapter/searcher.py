@@ -10,7 +10,7 @@ from ablate.engine.planner import FINISHED, Planner
 
 
 class PlannerSearch(Searcher):
-    """Every Ray trial is one Work item of the planner: a tuning proposal's segment up to its rung, a confirm
+    """Every Ray trial is one TrialPlan of the planner: a tuning proposal's segment up to its rung, a confirm
     run or a grid point. The searcher holds no state of its own (the run folder does), so save/restore are
     no-ops and a resumed study is a fresh searcher over the same folder."""
 

@@ -5,16 +5,16 @@ import os
 import socket
 from typing import Any
 
-from ablate.engine.planner import Work
+from ablate.engine.trial_plan import TrialPlan
 from ablate.engine.run_work import run_works, trial_device
 
 
 def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
-    """Ray Tune function trainable: one Work item, or one fused group of them, on the device Ray allocated."""
+    """Ray Tune function trainable: one TrialPlan, or one fused group of them, on the device Ray allocated."""
     import ray
     from ray import tune
 
-    works = [Work.from_dict(w) for w in params["works"]]
+    works = [TrialPlan.from_dict(w) for w in params["works"]]
     where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
     device = trial_device(ray.get_gpu_ids())
     results = run_works(works, job["run_dir"], job["data_dir"], device, where, tuple(job["keep_weights"]))
