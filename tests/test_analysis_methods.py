@@ -16,7 +16,7 @@ from ablate.analysis.methods import methods
 from ablate.analysis.references import ENTRIES, fields
 from ablate.analysis.runinfo import duration
 from ablate.spec.trial_config import TrialConfig
-from ablate.models.resnet import build_model, model_kwargs
+from ablate.models.resnet import build_model
 from ablate.spec.study_spec import parse_study
 from helpers.runs import BASE, build_run, spec_doc
 
@@ -25,7 +25,7 @@ START = "2026-03-04T05:06:07+0000"
 
 
 def params_of(cfg: TrialConfig, channels: int = 1, classes: int = 10) -> int:
-    model = build_model(cfg.family, cfg.depth, **model_kwargs(cfg), in_channels=channels, num_classes=classes)
+    model = build_model(cfg.model, channels, classes)
     return sum(p.numel() for p in model.parameters())
 
 

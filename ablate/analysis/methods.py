@@ -11,6 +11,9 @@ from typing import Any
 import pandas as pd
 
 from .compare import ALPHA, BOOTSTRAP_SEED
+from ablate.data.registry import REGISTRY as DATASETS
+from ablate.models.registry import axis_text, neutral_defaults
+
 from .context import DATASET_DETAILS, augment_text, dataset_name, model_name, readable_arm, scaling_text, schedule_text
 from .load import Run, arm_value
 from .references import ENTRIES, bibtex
@@ -19,9 +22,6 @@ from .seeding import rule_outcome
 from .stats import EXACT_MAX_N, IMAGE_BOOTSTRAP_RESAMPLES
 from .tables import fmt_param
 
-DATASET_KEYS = {"mnist": ("lecun1998gradient",), "digits": ("alpaydin1998optical", "pedregosa2011scikit"),
-                "fashion-mnist": ("xiao2017fashion",), "kmnist": ("clanuwat2018deep",),
-                "cifar10": ("krizhevsky2009learning",), "cifar100": ("krizhevsky2009learning",)}
 
 
 @dataclass
@@ -75,13 +75,16 @@ def _model(run: Run, cite: _Cites) -> str:
     n = len(run.arm_names)
     family, shortcut = run.config_value("family"), run.config_value("shortcut")
     notes = ([f"{family} layout"] if family else []) + ([f"{shortcut} shortcuts in the residual blocks"] if shortcut else [])
+    # Axes every variant shares away from the reference model (GELU, pre-activation blocks ...), in the registry's words.
+    notes += [axis_text(name, value) for name, default in neutral_defaults().items() if name != "residual_stages"
+              and (value := run.config_value(name)) is not None and value != default]
     layout = f" ({', '.join(notes)})" if notes else ""
     return (f"We compared {_plural(n, 'variant')} of {model_name(run)}{layout} {cite(*keys)}: {variants}.")
 
 
 def _data(run: Run, cite: _Cites) -> str:
     names = run.dataset.split(" + ")
-    keys = list(dict.fromkeys(k for d in names for k in DATASET_KEYS.get(d, ())))
+    keys = list(dict.fromkeys(k for d in names for k in (DATASETS[d].cite if d in DATASETS else ())))
     source = "; ".join(DATASET_DETAILS.get(d, dataset_name(run)) for d in names)
     size = _val(run, "image_size")
     same = ("each seed drew its own subsets (data seed = seed)" if run.study.resample_data else
