@@ -131,7 +131,7 @@ def test_the_report_and_the_estimate_name_the_execution_settings():
     settings.update(precision="bf16", compile="reduce-overhead")
     assert execution_text(settings.get) == ("; training forward passes in bf16 autocast (evaluation in fp32); trained "
                                             "through torch.compile (mode reduce-overhead)")
-    assert _arch(TrialConfig()) == "imagenet-18 residual projection 1x32px 10 classes batch 64"
+    assert _arch(TrialConfig()) == "imagenet-18 residual-projection 1x32px 10 classes batch 64"
     assert _arch(TrialConfig(precision="bf16", compile="default")).endswith("batch 64 bf16 (eager; compiled trials differ)")
 
 
