@@ -53,12 +53,6 @@ def info(name: str) -> Dataset | None:
     return REGISTRY.get(AUTO_CHOICES[0] if name == AUTO else name)
 
 
-def title(name: str) -> str:
-    """The dataset's title, or the name itself where the registry has none (a folder)."""
-    entry = REGISTRY.get(name)
-    return entry.title if entry else name
-
-
 def may_mirror(name: str) -> bool:
     """Whether augment crop-flip may mirror this dataset's images: not digits or characters (auto may give either);
     a folder of images is the user's to judge."""
