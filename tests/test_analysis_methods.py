@@ -104,6 +104,19 @@ def test_the_smoke_study_methods_paragraph_and_its_references(tuned_analysis, tu
     assert bib_keys(bib) == keys
 
 
+def test_model_axes_every_variant_shares_are_named_in_the_protocol_and_the_methods(tmp_path):
+    from ablate.analysis.context import protocol
+
+    doc = spec_doc(base={**BASE, "family": "cifar", "depth": 20, "block": "preact", "activation": "gelu"})
+    run = build_with(tmp_path, "gelu", doc)
+    text = methods(run, compare(run)).text
+    assert "CIFAR-style ResNet-20 (cifar layout, projection shortcuts in the residual blocks, pre-activation blocks, " \
+           "GELU)" in text
+    assert "(cifar layout, projection shortcuts where residual, pre-activation blocks, GELU)" in protocol(run)
+    plain = build_with(tmp_path, "relu", spec_doc())  # the reference model: nothing added
+    assert "shortcuts where residual), plain SGD" in protocol(plain) and "GELU" not in methods(plain, compare(plain)).text
+
+
 def build_with(tmp_path, name, doc, trials=None, **kw):
     arms = [a.name for a in parse_study(doc, source="t").arms]
     trials = trials or [{"arm": a, "seed": s, "test_acc": 0.5 + 0.03 * i + 0.01 * s, **kw}

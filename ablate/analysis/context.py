@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from ablate.data.registry import FOLDER, REGISTRY as DATASETS
-from ablate.models.registry import FAMILY_TITLES, MODEL_AXES, axis_meta, axis_text
+from ablate.models.registry import FAMILY_TITLES, MODEL_AXES, axis_meta, axis_text, neutral_defaults
 
 from .load import Run, arm_value
 
@@ -62,6 +62,13 @@ def model_name(run: Run) -> str:
         stem = FAMILY_TITLES.get(family, family + "-{depth}").replace("-{depth}", "s")
         return f"{stem}, depths {depths[0]}–{depths[-1]}"
     return FAMILY_TITLES.get(family, family + "-{depth}").format(depth=depth)
+
+
+def shared_model_axes(run: Run) -> list[str]:
+    """The model axes every arm sets alike away from the reference model ('pre-activation blocks', 'GELU'), in the
+    words ModelSpec.describe() uses; the protocol and methods.md name them."""
+    return [axis_text(name, value) for name, default in neutral_defaults().items() if name != "residual_stages"
+            and (value := run.config_value(name)) is not None and value != default]
 
 
 def title(run: Run, what: str) -> str:
@@ -132,7 +139,8 @@ def protocol(run: Run) -> str:
     data = run.dataset.split(" + ")
     source = "; ".join(DATASET_DETAILS.get(d, _short(d)) for d in data)
     sgd = "SGD with Nesterov momentum" if val("nesterov") is True else "plain SGD"
-    return (f"Protocol: {model_name(run)} ({val('family')} layout, {val('shortcut')} shortcuts where residual), "
+    shared = "".join(f", {text}" for text in shared_model_axes(run))
+    return (f"Protocol: {model_name(run)} ({val('family')} layout, {val('shortcut')} shortcuts where residual{shared}), "
             f"{sgd} (lr {lr}, momentum {val('momentum')}, weight decay {val('weight_decay')}, batch {val('batch_size')}, "
             f"{schedule_text(val)}), {steps_text} steps ({val('epochs')} epochs over {val('train_size')} training "
             f"images), {augment_text(val('augment'))}; dev set {val('dev_size')} images from the training split, "

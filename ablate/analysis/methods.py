@@ -12,9 +12,9 @@ import pandas as pd
 
 from .compare import ALPHA, BOOTSTRAP_SEED
 from ablate.data.registry import REGISTRY as DATASETS
-from ablate.models.registry import axis_text, neutral_defaults
 
-from .context import DATASET_DETAILS, augment_text, dataset_name, model_name, readable_arm, scaling_text, schedule_text
+from .context import (DATASET_DETAILS, augment_text, dataset_name, model_name, readable_arm, scaling_text, schedule_text,
+                      shared_model_axes)
 from .load import Run, arm_value
 from .references import ENTRIES, bibtex
 from .runinfo import RunFacts, analysis_versions_text, duration, facts, param_counts, versions_text
@@ -75,9 +75,7 @@ def _model(run: Run, cite: _Cites) -> str:
     n = len(run.arm_names)
     family, shortcut = run.config_value("family"), run.config_value("shortcut")
     notes = ([f"{family} layout"] if family else []) + ([f"{shortcut} shortcuts in the residual blocks"] if shortcut else [])
-    # Axes every variant shares away from the reference model (GELU, pre-activation blocks ...), in the registry's words.
-    notes += [axis_text(name, value) for name, default in neutral_defaults().items() if name != "residual_stages"
-              and (value := run.config_value(name)) is not None and value != default]
+    notes += shared_model_axes(run)
     layout = f" ({', '.join(notes)})" if notes else ""
     return (f"We compared {_plural(n, 'variant')} of {model_name(run)}{layout} {cite(*keys)}: {variants}.")
 
