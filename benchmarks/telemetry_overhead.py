@@ -25,6 +25,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ablate.models.registry import ModelSpec
 from ablate.models.resnet import build_model
 from ablate.train.loop import GradTelemetry, run_trial
 from ablate.spec.trial_config import TrialConfig
@@ -34,7 +35,7 @@ def component_seconds(threads: int, reps: int = 15) -> tuple[float, float]:
     """(median seconds of a plain forward+backward, median extra seconds a recorded step adds)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = build_model("imagenet", 18).to(memory_format=torch.channels_last).train()
+    model = build_model(ModelSpec("imagenet", 18)).to(memory_format=torch.channels_last).train()
     x = torch.randn(64, 1, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (64,))
     telemetry = GradTelemetry(model)

@@ -39,8 +39,7 @@ def time_bare(cfg: TrialConfig) -> float:
     torch.set_num_threads(cfg.threads)
     splits = load_splits(cfg.dataset, None, cfg.train_size, cfg.dev_size, cfg.test_size, seed=cfg.data_seed)
     seed_everything(cfg.seed)
-    model = build_model(cfg.family, cfg.depth, residual=cfg.residual, shortcut=cfg.shortcut,
-                        in_channels=splits.in_channels, num_classes=splits.num_classes)
+    model = build_model(cfg.model, splits.in_channels, splits.num_classes)
     model = model.to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     x = splits.train.x.contiguous(memory_format=torch.channels_last)

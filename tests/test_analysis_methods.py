@@ -16,7 +16,7 @@ from ablate.analysis.methods import methods
 from ablate.analysis.references import ENTRIES, fields
 from ablate.analysis.runinfo import duration
 from ablate.spec.trial_config import TrialConfig
-from ablate.models.resnet import build_model, model_kwargs
+from ablate.models.resnet import build_model
 from ablate.spec.study_spec import parse_study
 from helpers.runs import BASE, build_run, spec_doc
 
@@ -25,7 +25,7 @@ START = "2026-03-04T05:06:07+0000"
 
 
 def params_of(cfg: TrialConfig, channels: int = 1, classes: int = 10) -> int:
-    model = build_model(cfg.family, cfg.depth, **model_kwargs(cfg), in_channels=channels, num_classes=classes)
+    model = build_model(cfg.model, channels, classes)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -102,6 +102,19 @@ def test_the_smoke_study_methods_paragraph_and_its_references(tuned_analysis, tu
                             "balduzzi2017shattered", "veit2016residual", "brock2021characterizing", "he2016identity"}
     bib = tuned_analysis.references.read_text()
     assert bib_keys(bib) == keys
+
+
+def test_model_axes_every_variant_shares_are_named_in_the_protocol_and_the_methods(tmp_path):
+    from ablate.analysis.context import protocol
+
+    doc = spec_doc(base={**BASE, "family": "cifar", "depth": 20, "block": "preact", "activation": "gelu"})
+    run = build_with(tmp_path, "gelu", doc)
+    text = methods(run, compare(run)).text
+    assert "CIFAR-style ResNet-20 (cifar layout, projection shortcuts in the residual blocks, pre-activation blocks, " \
+           "GELU)" in text
+    assert "(cifar layout, projection shortcuts where residual, pre-activation blocks, GELU)" in protocol(run)
+    plain = build_with(tmp_path, "relu", spec_doc())  # the reference model: nothing added
+    assert "shortcuts where residual), plain SGD" in protocol(plain) and "GELU" not in methods(plain, compare(plain)).text
 
 
 def build_with(tmp_path, name, doc, trials=None, **kw):

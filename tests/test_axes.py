@@ -8,8 +8,8 @@ from torch import nn
 from ablate.errors import AblateError
 from ablate.probes.lesion import dropped
 from ablate.models.summary import summarize
-from ablate.models.resnet import BasicBlock, IdentityShortcut, PreActBlock, build_model
-from helpers.models import randomize_bn
+from ablate.models.resnet import BasicBlock, IdentityShortcut, PreActBlock
+from helpers.models import build, randomize_bn
 
 REFERENCE_PARAMS = 11_175_434  # ResNet18, projection shortcuts, 1 input channel, 10 classes (tests/test_models.py)
 
@@ -38,10 +38,10 @@ def test_projection_all_adds_a_1x1_conv_and_bn_to_every_same_shape_block():
     # five blocks whose shape does not change: two in stage 1 (64), one in each of stages 2-4.
     added = 2 * (64 * 64 + bn(64)) + (128 * 128 + bn(128)) + (256 * 256 + bn(256)) + (512 * 512 + bn(512))
     assert added == 354_304
-    model = build_model(shortcut="projection-all")
+    model = build(shortcut="projection-all")
     assert n_params(model) == REFERENCE_PARAMS + added == 11_529_738
     assert all(isinstance(b.shortcut, nn.Sequential) for _, b in model.blocks())
-    assert n_params(build_model(shortcut="projection-all", residual=False)) == n_params(build_model(residual=False))
+    assert n_params(build(shortcut="projection-all", residual=False)) == n_params(build(residual=False))
 
 
 def test_no_batchnorm_removes_exactly_the_batchnorm_parameters():
@@ -49,7 +49,7 @@ def test_no_batchnorm_removes_exactly_the_batchnorm_parameters():
     blocks = 2 * 2 * (bn(64) + bn(128) + bn(256) + bn(512))  # two BNs in each of the two blocks per stage
     shortcuts = bn(128) + bn(256) + bn(512)  # the BN of each projection
     assert stem + blocks + shortcuts == 9_600
-    model = build_model(norm="none")
+    model = build(norm="none")
     assert n_params(model) == REFERENCE_PARAMS - 9_600 == 11_165_834
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
@@ -64,7 +64,7 @@ def test_preact_resnet18_counted_layer_by_layer():
     final = bn(512)  # the one BN (+ ReLU) after the last block
     fc = 512 * 10 + 10
     assert stem + stages + final + fc == 11_173_642
-    model = build_model(block="preact")
+    model = build(block="preact")
     assert n_params(model) == 11_173_642
     # Against the basic ResNet18: the stem BN (-128) and the projections' BNs (-1792) go, the final BN (+1024)
     # comes, and the first block of stages 2-4 normalises its narrower input (-128 -256 -512).
@@ -79,16 +79,16 @@ def test_cifar20_counts_basic_and_preact():
     stages = 3 * basic(16, 16) + basic(16, 32) + 2 * basic(32, 32) + basic(32, 64) + 2 * basic(64, 64)
     fc = 64 * 10 + 10
     assert stem + stages + fc == 269_434
-    assert n_params(build_model("cifar", 20, shortcut="identity")) == 269_434
+    assert n_params(build("cifar", 20, shortcut="identity")) == 269_434
     # Pre-activation: stem BN -32, narrower first BN in stages 2 and 3 (-32, -64), final BN +128: the same total.
-    assert n_params(build_model("cifar", 20, shortcut="identity", block="preact")) == 269_434 - 32 - 32 - 64 + 128
+    assert n_params(build("cifar", 20, shortcut="identity", block="preact")) == 269_434 - 32 - 32 - 64 + 128
 
 
 @pytest.mark.parametrize("stages,removed", [((1,), 3), ((2,), 2), ((3, 4), 1), ((2, 3, 4), 0)])
 def test_residual_stages_keep_projections_only_in_their_stages(stages, removed):
     projections = {2: 64 * 128 + bn(128), 3: 128 * 256 + bn(256), 4: 256 * 512 + bn(512)}
     kept = sum(p for s, p in projections.items() if s in stages)
-    model = build_model(residual_stages=list(stages))
+    model = build(residual_stages=list(stages))
     assert n_params(model) == REFERENCE_PARAMS - sum(projections.values()) + kept
     assert sum(1 for s in projections if s not in stages) == removed
     for name, block in model.blocks():
@@ -99,16 +99,16 @@ def test_residual_stages_keep_projections_only_in_their_stages(stages, removed):
 def test_every_variant_keeps_depth_weighted_layers_on_its_main_path():
     for kwargs in ({"block": "preact"}, {"shortcut": "projection-all"}, {"norm": "none"}, {"residual_stages": [2]},
                    {"block": "preact", "shortcut": "projection-all", "norm": "none"}):
-        assert main_path_layers(build_model("imagenet", 18, **kwargs)) == 18
-        assert main_path_layers(build_model("cifar", 32, **{**kwargs, "residual_stages": None})) == 32
+        assert main_path_layers(build("imagenet", 18, **kwargs)) == 18
+        assert main_path_layers(build("cifar", 32, **{**kwargs, "residual_stages": None})) == 32
 
 
 def test_zero_init_residual_zeroes_the_last_bn_scale_of_residual_branches_only():
-    model = build_model(zero_init_residual=True, residual_stages=[3, 4])
+    model = build(zero_init_residual=True, residual_stages=[3, 4])
     for name, block in model.blocks():
         scale = block.bn2.weight
         assert torch.count_nonzero(scale) == (0 if block.residual else scale.numel()), name
-    assert n_params(model) == n_params(build_model(residual_stages=[3, 4]))
+    assert n_params(model) == n_params(build(residual_stages=[3, 4]))
 
 
 # ---------------------------------------------------------------- what the blocks compute
@@ -144,13 +144,13 @@ def test_preact_identity_path_is_clean():
 
 
 def test_preact_network_layout():
-    cifar = build_model("cifar", 20, block="preact")
+    cifar = build("cifar", 20, block="preact")
     assert len(cifar.stem) == 1 and isinstance(cifar.stem[0], nn.Conv2d)
     assert isinstance(cifar.final[0], nn.BatchNorm2d) and isinstance(cifar.final[1], nn.ReLU)
     assert all(isinstance(b, PreActBlock) for _, b in cifar.blocks())
-    imagenet = build_model("imagenet", 18, block="preact")
+    imagenet = build("imagenet", 18, block="preact")
     assert [type(m) for m in imagenet.stem] == [nn.Conv2d, nn.MaxPool2d]
-    assert build_model().final is None  # the default model is untouched
+    assert build().final is None  # the default model is untouched
     x = torch.randn(3, 1, 16, 16)
     assert cifar(x).shape == imagenet(x).shape == (3, 10)
 
@@ -169,10 +169,10 @@ def test_without_batchnorm_each_image_is_computed_alone_even_in_train_mode():
     torch.manual_seed(0)
     x = torch.randn(4, 1, 16, 16)
     for block in ("basic", "preact"):
-        model = build_model("cifar", 20, norm="none", block=block).train()
+        model = build("cifar", 20, norm="none", block=block).train()
         with torch.no_grad():
             assert torch.allclose(model(x)[:1], model(x[:1]), atol=1e-5)
-    with_bn = build_model("cifar", 20).train()
+    with_bn = build("cifar", 20).train()
     with torch.no_grad():
         assert not torch.allclose(with_bn(x)[:1], with_bn(x[:1]), atol=1e-3)  # the comparison can fail
 
@@ -180,14 +180,14 @@ def test_without_batchnorm_each_image_is_computed_alone_even_in_train_mode():
 @pytest.mark.parametrize("block,shortcut", [("basic", "identity"), ("preact", "identity"), ("basic", "projection")])
 def test_zero_init_residual_makes_each_block_its_skip_path(block, shortcut):
     torch.manual_seed(0)
-    model = build_model("cifar", 20, shortcut=shortcut, block=block, zero_init_residual=True).train()
+    model = build("cifar", 20, shortcut=shortcut, block=block, zero_init_residual=True).train()
     x = torch.randn(4, 1, 16, 16)
     with torch.no_grad():
         out = model(x)
         with torch.no_grad(), _all_dropped(model):
             bypassed = model(x)
     assert torch.allclose(out, bypassed, atol=1e-5)
-    fresh = build_model("cifar", 20, shortcut=shortcut, block=block).train()
+    fresh = build("cifar", 20, shortcut=shortcut, block=block).train()
     with torch.no_grad(), _all_dropped(fresh):
         assert not torch.allclose(fresh(x), bypassed, atol=1e-3)  # another init gives another output
 
@@ -210,7 +210,7 @@ class _all_dropped:
                                     {"block": "preact", "shortcut": "projection-all"}])
 def test_a_dropped_block_keeps_exactly_its_skip_path(kwargs):
     torch.manual_seed(0)
-    model = build_model("cifar", 20, **kwargs)
+    model = build("cifar", 20, **kwargs)
     randomize_bn(model)
     model.eval()
     x = torch.randn(2, 16, 8, 8)
@@ -247,17 +247,17 @@ def test_a_dropped_block_keeps_exactly_its_skip_path(kwargs):
 ])
 def test_contradictory_axes_are_refused(kwargs, needle):
     with pytest.raises(AblateError, match=needle) as info:
-        build_model(**kwargs)
+        build(**kwargs)
     assert "\n" not in str(info.value)
 
 
 @pytest.mark.slow
 def test_summary_counts_the_new_variants():
     for kwargs in ({"block": "preact"}, {"shortcut": "projection-all"}, {"norm": "none"}):
-        model = build_model(**kwargs)
+        model = build(**kwargs)
         s = summarize(model, input_size=32)
         assert s.total_params == n_params(model) == sum(r.params for r in s.rows)
-    rows = {r.name: r for r in summarize(build_model(shortcut="projection-all"), input_size=32).rows}
+    rows = {r.name: r for r in summarize(build(shortcut="projection-all"), input_size=32).rows}
     assert rows["stages.0.0.shortcut.0"].macs == 64 * 64 * 8 * 8  # a 1x1 conv at 8x8 after the stem's /4
 
 

@@ -11,13 +11,17 @@ from ablate.errors import AblateError
 from ablate.spec.study_spec import load_study, parse_study
 from ablate.train.loop import run_trial
 
-NEW = {"block": "preact", "residual_stages": [2], "norm": "none", "zero_init_residual": True}
+NEW = {"block": "preact", "residual_stages": [2], "norm": "none", "zero_init_residual": True, "activation": "gelu"}
+# The settings a schema-1 config.yaml had, before telemetry, the new model axes, the recipe and the execution settings.
+SCHEMA_1 = ("family", "depth", "residual", "shortcut", "lr", "momentum", "weight_decay", "batch_size", "epochs",
+            "eval_every", "dataset", "train_size", "dev_size", "test_size", "image_size", "data_seed", "seed", "threads",
+            "channels_last", "schema")
 
 
 def old_id(cfg: TrialConfig) -> str:
     """The id a config.yaml written before the new axes existed had: the hash of its fields then."""
-    before = {k: v for k, v in cfg.to_dict().items() if k not in ("telemetry", *NEW, *RECIPE_DEFAULTS,
-                                                                    *EXECUTION_DEFAULTS)}
+    before = {k: v for k, v in cfg.to_dict().items() if k in SCHEMA_1}
+    assert not set(cfg.to_dict()) - set(SCHEMA_1) - {"telemetry", *NEW, *RECIPE_DEFAULTS, *EXECUTION_DEFAULTS}
     return hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
@@ -30,9 +34,9 @@ def test_defaults_keep_the_trial_ids_of_configs_written_before_the_axes():
     assert TrialConfig(family="cifar", depth=56, residual=False, shortcut="identity", lr=0.05).trial_id() == "24f1bd26b501"
     base = TrialConfig()
     ids = {base.trial_id()}
-    for key, value in {"block": "preact", "residual_stages": [3, 4], "norm": "none", "zero_init_residual": True}.items():
+    for key, value in {**NEW, "residual_stages": [3, 4]}.items():
         ids.add(base.replace(**{key: value}).trial_id())
-    assert len(ids) == 5  # each non-default value names another trial
+    assert len(ids) == 1 + len(NEW)  # each non-default value names another trial
 
 
 def test_residual_stages_round_trips_through_yaml_and_is_canonical(tmp_path):

@@ -220,6 +220,128 @@ def test_a_batch_file_that_would_run_code_is_refused_without_running_it(tmp_path
     assert not marker.exists()
 
 
+# --- what a file declares is checked against what the dataset is, before the payload is read -------------------
+def test_an_mnist_image_file_whose_header_says_14x56_is_refused_though_its_byte_count_is_right(tmp_path):
+    arrays = make_idx(tmp_path, "MNIST")
+    target = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    write_idx(target, arrays["train-images-idx3-ubyte"].reshape(40, 14, 56))  # the same bytes, another shape
+    with pytest.raises(AblateError) as err:
+        load_splits("mnist", tmp_path, train_size=10, dev_size=5, test_size=5, download=False)
+    text = one_line(err)
+    assert str(target) in text and "holds 14×56 images, but MNIST images are 28×28" in text
+    assert "delete it (or its MNIST/raw folder) and re-download, or use --dataset digits" in text
+
+
+def test_an_idx_image_file_must_hold_as_many_images_as_its_label_file_has_labels(tmp_path):
+    arrays = make_idx(tmp_path, "KMNIST")
+    write_idx(tmp_path / "KMNIST" / "raw" / "t10k-labels-idx1-ubyte", arrays["t10k-labels-idx1-ubyte"][:-1])
+    with pytest.raises(AblateError) as err:
+        load_splits("kmnist", tmp_path, train_size=10, dev_size=5, test_size=5, download=False)
+    assert "Kuzushiji-MNIST t10k files in" in one_line(err) and "(20 images, 19 labels)" in one_line(err)
+
+
+def test_an_idx_header_declaring_more_images_than_the_dataset_has_is_refused_unread(tmp_path):
+    make_idx(tmp_path, "FashionMNIST")
+    target = tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+    # 10,001 images of 28x28 declared, 16 bytes of header and a few of payload: refused on the header alone
+    target.write_bytes((0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (10_001, 28, 28)) + b"x")
+    with pytest.raises(AblateError) as err:
+        load_splits("fashion-mnist", tmp_path, train_size=10, dev_size=5, test_size=5, download=False)
+    assert str(target) in one_line(err) and "declares 10,001 items, more than the 10,000 the real file holds" in one_line(err)
+
+
+class _Declares:
+    """Pickles as numpy's _reconstruct(ndarray, shape, 'B'): an array of `shape` is made when loaded, whatever the
+    file holds (no BUILD follows to fill it, so numpy's own length check never runs)."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, self.shape, b"B"))
+
+
+def _peak_bytes(action) -> int:
+    import tracemalloc  # numpy reports its array memory to tracemalloc
+
+    tracemalloc.start()
+    try:
+        action()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_a_200_kb_cifar_pickle_declaring_200000_images_is_refused_before_anything_big_is_allocated(tmp_path):
+    make_cifar(tmp_path)
+    target = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    # 200,000 x 3,072 bytes = 614 MB declared; the labels pad the file to the issue's 200 KB
+    target.write_bytes(_batch_bytes({"data": _Declares((200_000, 3072)), "labels": list(range(10)) * 10_000}))
+    assert 150_000 < target.stat().st_size < 250_000
+
+    def load():
+        with pytest.raises(AblateError) as err:
+            load_splits("cifar10", tmp_path, train_size=10, dev_size=5, test_size=5, download=False)
+        text = one_line(err)
+        assert str(target) in text and "declares an array of shape (200000, 3072) (614,400,000 bytes)" in text
+        assert f"in {target.stat().st_size:,} bytes of file" in text and "delete it and re-download CIFAR-10" in text
+
+    assert _peak_bytes(load) < 20 * 2**20  # not the 614 MB (nor the 1.9 GB peak the issue measured)
+
+
+def test_a_cifar_pickle_that_repeats_one_string_into_gigabytes_is_refused(tmp_path):
+    import codecs
+
+    class Encoded:  # pickles as _codecs.encode(text, 'latin1'), the text itself stored once and referred to after
+        def __init__(self, text):
+            self.text = text
+
+        def __reduce__(self):
+            return (codecs.encode, (self.text, "latin1"))
+
+    make_cifar(tmp_path, hundred=True)
+    target = tmp_path / "cifar-100-python" / "test"
+    text = "x" * 100_000
+    target.write_bytes(_batch_bytes({"data": [Encoded(text) for _ in range(1_000)], "fine_labels": [0]}))
+    assert target.stat().st_size < 150_000  # 100 MB of bytes asked for by a file of 100 KB
+
+    def load():
+        with pytest.raises(AblateError) as err:
+            load_splits("cifar100", tmp_path, train_size=10, dev_size=5, test_size=5, download=False)
+        assert str(target) in one_line(err) and "bytes of text in" in one_line(err) and "CIFAR-100" in one_line(err)
+
+    assert _peak_bytes(load) < 20 * 2**20
+
+
+def test_a_cifar_batch_holding_more_images_than_the_real_file_is_refused(tmp_path):
+    make_cifar(tmp_path)
+    target = tmp_path / "cifar-10-batches-py" / "test_batch"
+    data = np.zeros((10_001, 3072), np.uint8)  # consistent, but one image more than a CIFAR-10 batch file holds
+    target.write_bytes(pickle.dumps({"data": data, "labels": [0] * 10_001}, protocol=4))
+    with pytest.raises(AblateError) as err:
+        load_splits("cifar10", tmp_path, train_size=10, dev_size=5, test_size=5, download=False)
+    assert str(target) in one_line(err) and "declares 10,001 images, more than the 10,000 the real file holds" in one_line(err)
+
+
+def test_train_on_a_crafted_cifar_file_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from ablate.cli.app import app
+
+    make_cifar(tmp_path / "data")
+    target = tmp_path / "data" / "cifar-10-batches-py" / "data_batch_2"
+    target.write_bytes(_batch_bytes({"data": _Declares((200_000, 3072)), "labels": [0]}))
+    result = CliRunner().invoke(app, ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"),
+                                      "--train-size", "10", "--dev-size", "5", "--test-size", "5",
+                                      "--out", str(tmp_path / "run")])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and str(target) in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 # --- folders of images ---------------------------------------------------------------------------
 def test_a_folder_of_colour_images_of_mixed_sizes(tmp_path, monkeypatch):
     make_folder(tmp_path / "pics")

@@ -12,7 +12,7 @@ from torch import nn
 
 from ablate.probes import measurements as probes
 from ablate.probes.lesion import dropped
-from ablate.models.resnet import build_model
+from helpers.models import build
 
 
 def linear_model(seed=0):
@@ -130,7 +130,7 @@ def test_white_noise_gradients_have_no_autocorrelation():
 
 
 def test_calibrated_batchnorm_holds_the_batch_statistics_and_inputs_stop_interacting():
-    model = build_model("cifar", 20)
+    model = build("cifar", 20)
     x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     probes.calibrate_batchnorm(model, x)
     assert not model.training
@@ -146,7 +146,7 @@ def test_calibrated_batchnorm_holds_the_batch_statistics_and_inputs_stop_interac
 def test_with_residual_branches_zeroed_the_gradient_is_the_skip_paths():
     """zero_init_residual: every block is its skip path, so the 56-layer net's input gradient equals that of the
     net with every block dropped: stem, subsample + zero-pad shortcuts, pool and classifier."""
-    model = build_model("cifar", 56, shortcut="identity", zero_init_residual=True)
+    model = build("cifar", 56, shortcut="identity", zero_init_residual=True)
     x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     probes.calibrate_batchnorm(model, x)
     line = probes.line_between(x[0], x[1], 64)
@@ -155,7 +155,7 @@ def test_with_residual_branches_zeroed_the_gradient_is_the_skip_paths():
     with all_dropped(model):
         shallow = probes.input_gradients(model, line, u)
     assert np.allclose(g, shallow, atol=1e-6)
-    plain = build_model("cifar", 56, shortcut="identity", residual=False)
+    plain = build("cifar", 56, shortcut="identity", residual=False)
     probes.calibrate_batchnorm(plain, x)
     deep = probes.autocorrelation(probes.input_gradients(plain, line, u), 1)[1]
     assert probes.autocorrelation(g, 1)[1] > deep  # the comparison can fail: a deep plain net's gradient differs
@@ -175,7 +175,7 @@ def test_channel_statistics_of_a_known_tensor():
 
 @pytest.mark.parametrize("block", ["basic", "preact"])
 def test_zeroed_residual_branches_have_zero_variance_and_pass_their_input_on(block):
-    model = build_model("cifar", 20, shortcut="identity", block=block, zero_init_residual=True).train()
+    model = build("cifar", 20, shortcut="identity", block=block, zero_init_residual=True).train()
     x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     rows = probes.signal_propagation(model, x)
     assert [r["block"] for r in rows] == [n for n, _ in model.blocks()]
@@ -184,13 +184,13 @@ def test_zeroed_residual_branches_have_zero_variance_and_pass_their_input_on(blo
     for i in same_shape:  # the block's output is its input: the previous block's output
         assert rows[i]["variance"] == pytest.approx(rows[i - 1]["variance"], rel=1e-9)
         assert rows[i]["sq_mean"] == pytest.approx(rows[i - 1]["sq_mean"], rel=1e-9)
-    fresh = probes.signal_propagation(build_model("cifar", 20, shortcut="identity", block=block).train(), x)
+    fresh = probes.signal_propagation(build("cifar", 20, shortcut="identity", block=block).train(), x)
     assert all(r["branch_variance"] > 0 for r in fresh)  # the comparison can fail
 
 
 def test_batchnorm_gives_unit_variance_branches_in_train_mode():
     # In train mode a basic block's branch ends with BN (scale 1, shift 0): each channel has mean 0, variance 1.
-    rows = probes.signal_propagation(build_model("cifar", 20).train(), torch.randn(64, 1, 8, 8))
+    rows = probes.signal_propagation(build("cifar", 20).train(), torch.randn(64, 1, 8, 8))
     assert all(r["branch_variance"] == pytest.approx(1.0, abs=1e-3) for r in rows)
 
 
@@ -201,7 +201,7 @@ def test_k_values_and_distinct_draws():
     assert probes.k_values(9) == list(range(1, 10))
     ks = probes.k_values(27)
     assert ks[0] == 1 and ks[-1] == 27 and len(ks) == 12 and ks == sorted(set(ks))
-    model = build_model("cifar", 20)
+    model = build("cifar", 20)
     rows = probes.k_lesions(model, lambda: 0.5, samples=5, rng=np.random.default_rng(0))
     assert rows[0] == {"k": 0, "sample": 0, "dropped": "", "accuracy": 0.5}
     ones = [r["dropped"] for r in rows if r["k"] == 1]
@@ -211,7 +211,7 @@ def test_k_values_and_distinct_draws():
 
 
 def test_with_residual_branches_zeroed_no_lesion_changes_anything():
-    model = build_model("cifar", 20, shortcut="identity", zero_init_residual=True)
+    model = build("cifar", 20, shortcut="identity", zero_init_residual=True)
     x = torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     probes.calibrate_batchnorm(model, x)
     with torch.no_grad():
@@ -223,7 +223,7 @@ def test_with_residual_branches_zeroed_no_lesion_changes_anything():
 
     rows = probes.k_lesions(model, score, samples=3, rng=np.random.default_rng(0))
     assert {r["accuracy"] for r in rows} == {1.0} and max(r["k"] for r in rows) == 9
-    plain = build_model("cifar", 20, residual=False)
+    plain = build("cifar", 20, residual=False)
     probes.calibrate_batchnorm(plain, x)
     with torch.no_grad():
         plain_labels = plain(x).argmax(1)

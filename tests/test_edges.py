@@ -279,4 +279,4 @@ def test_the_estimate_builds_the_model_the_dataset_needs():
     # 2 more input channels of the 7x7, 64-filter stem; 90 more classes of the 512-wide classifier (fp32)
     assert _state_bytes(cifar) - _state_bytes(mnist) == 4 * (2 * 64 * 7 * 7 + 90 * (512 + 1))
     assert "3x32px 100 classes" in _arch(cifar) and "1x32px 10 classes" in _arch(mnist)
-    assert "preact blocks" in _arch(TrialConfig(block="preact"))
+    assert "block=preact" in _arch(TrialConfig(block="preact"))  # the model's registry key names every axis

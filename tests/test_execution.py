@@ -106,13 +106,13 @@ def test_bf16_on_a_cpu_keeps_overhanging_convolutions_in_fp32():
     import math
 
     from ablate.train.forward import overhanging_convs
-    from ablate.models.resnet import build_model
+    from helpers.models import build
 
-    model = build_model("imagenet", 10, in_channels=1, num_classes=10)
+    model = build("imagenet", 10, in_channels=1, num_classes=10)
     assert overhanging_convs(model, (2, 1, 8, 8)) == ["stages.1.0.conv2", "stages.2.0.conv1", "stages.2.0.conv2",
                                                       "stages.3.0.conv1", "stages.3.0.conv2"]
     assert overhanging_convs(model, (2, 1, 32, 32)) == ["stages.3.0.conv2"]  # 3x3 on 1x1 (its conv1 sees 2x2)
-    assert overhanging_convs(build_model("cifar", 20), (2, 1, 8, 8)) == []
+    assert overhanging_convs(build("cifar", 20), (2, 1, 8, 8)) == []
     cfg = TINY.replace(precision="bf16", epochs=1)
     bf16, fp32 = run_trial(cfg), run_trial(cfg.replace(precision="fp32"))
     assert all(math.isfinite(r["grad_norm"]) and math.isfinite(r["weight_norm"]) for r in bf16.grad_norms)
@@ -131,7 +131,7 @@ def test_the_report_and_the_estimate_name_the_execution_settings():
     settings.update(precision="bf16", compile="reduce-overhead")
     assert execution_text(settings.get) == ("; training forward passes in bf16 autocast (evaluation in fp32); trained "
                                             "through torch.compile (mode reduce-overhead)")
-    assert _arch(TrialConfig()) == "imagenet-18 residual projection 1x32px 10 classes batch 64"
+    assert _arch(TrialConfig()) == "imagenet-18 residual-projection 1x32px 10 classes batch 64"
     assert _arch(TrialConfig(precision="bf16", compile="default")).endswith("batch 64 bf16 (eager; compiled trials differ)")
 
 

@@ -102,6 +102,37 @@ def test_fuse_auto_says_why_bf16_or_compiled_trials_are_not_fused():
     assert members == 1 and "not fused" in why
 
 
+def test_fuse_measurement_times_the_trials_own_model():
+    """measure builds the trial's model, every axis, for the data's channels and classes: its FLOPs grow with each."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ablate.execute.fuse_plan import measure
+
+    def flops(cfg, channels=1, classes=10):
+        with FlopCounterMode(display=False) as counter:
+            measure(cfg, 2, "cpu", steps=3, in_channels=channels, num_classes=classes)
+        return counter.get_total_flops()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        base = TrialConfig(family="cifar", depth=20, image_size=8, batch_size=4)
+        reference = flops(base)
+        assert flops(base, channels=3) > reference and flops(base, classes=100) > reference
+        assert flops(base.replace(shortcut="projection-all")) > reference
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_cache_key_names_every_model_axis():
+    base = TrialConfig()
+    keys = {shape_key(base.replace(**{axis: value}), 1, "GPU") for axis, value in
+            [("block", "basic"), ("block", "preact"), ("norm", "none"), ("activation", "gelu"),
+             ("zero_init_residual", True), ("residual_stages", [4]), ("shortcut", "identity")]}
+    assert len(keys) == 7 and shape_key(base, 1, "GPU") in keys
+
+
 def test_the_dry_run_prints_the_gpu_plan_and_says_nothing_was_measured_without_a_gpu():
     import torch
 

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from ablate.errors import AblateError
 from ablate.probes.lesion import RUN_COLUMNS, dropped, lesion_run, lesion_trial, replacement_for
-from ablate.models.resnet import IdentityShortcut, build_model
+from ablate.models.resnet import IdentityShortcut
+from helpers.models import build
 from ablate.train.trial_files import load_weights, write_trial_folder
 from ablate.engine.run_folder import append_registry
 from ablate.spec.trial_config import TrialConfig
@@ -72,7 +73,7 @@ def test_nothing_dropped_scores_exactly_the_recorded_test_accuracy(run_dir, lesi
 
 
 def test_each_block_is_dropped_once_with_the_right_replacement(lesions):
-    names = [name for name, _ in build_model("cifar", 20).blocks()]
+    names = [name for name, _ in build("cifar", 20).blocks()]
     downsampling = {"stages.1.0", "stages.2.0"}
     for residual, rows in lesions.items():
         assert [r["block"] for r in rows[1:]] == names
@@ -83,7 +84,7 @@ def test_each_block_is_dropped_once_with_the_right_replacement(lesions):
             assert r["replacement"] == expected
             assert r["block_type"] == ("downsampling" if r["block"] in downsampling else "same-shape")
             assert r["drop"] == r["test_acc"] - r["lesioned_acc"]
-    identity_net = build_model("cifar", 20, shortcut="identity")
+    identity_net = build("cifar", 20, shortcut="identity")
     kinds = [replacement_for(block)[0] for _, block in identity_net.blocks()]
     assert kinds == ["zero-pad" if n in downsampling else "identity" for n in names]
 
@@ -91,7 +92,7 @@ def test_each_block_is_dropped_once_with_the_right_replacement(lesions):
 def test_a_dropped_block_computes_only_its_shortcut_path_and_is_restored(run_dir):
     torch.manual_seed(0)
     for residual in (True, False):
-        model = build_model("cifar", 20, residual=residual)
+        model = build("cifar", 20, residual=residual)
         model.load_state_dict(load_weights(folder_of(run_dir, residual) / "weights.pt"))
         model.eval()
         x = torch.randn(4, 1, 16, 16)
@@ -130,7 +131,7 @@ def test_changed_is_the_share_of_test_predictions_the_lesion_changed(run_dir, le
     cfg = TrialConfig(**TRAIN, residual=False)
     splits = load_splits(cfg.dataset, None, cfg.train_size, cfg.dev_size, cfg.test_size, seed=cfg.data_seed,
                          image_size=cfg.image_size)
-    model = build_model("cifar", 20, residual=False)
+    model = build("cifar", 20, residual=False)
     model.load_state_dict(load_weights(folder_of(run_dir, False) / "weights.pt"))
     model = model.eval().to(memory_format=torch.channels_last)
     x = splits.test.x.contiguous(memory_format=torch.channels_last)

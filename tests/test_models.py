@@ -6,9 +6,9 @@ from torch import nn
 from ablate.errors import AblateError
 from ablate.models.summary import format_summary, summarize
 from ablate.models.registry import FAMILIES, SHORTCUTS
-from ablate.models.resnet import BasicBlock, ResNet, build_model
+from ablate.models.resnet import BasicBlock, ResNet
 from ablate.models.torchvision_check import torchvision_state_dict_to_ablate, verify_torchvision
-from helpers.models import randomize_bn
+from helpers.models import build, randomize_bn
 
 REFERENCE_PARAMS = 11_175_434
 REFERENCE_MACS = 35_561_472
@@ -118,8 +118,8 @@ def test_block_rejects_unknown_shortcut():
 
 def test_residual_toggle_changes_output_with_same_weights():
     torch.manual_seed(0)
-    residual = build_model("cifar", 20, residual=True, shortcut="identity")
-    plain = build_model("cifar", 20, residual=False, shortcut="identity")
+    residual = build("cifar", 20, residual=True, shortcut="identity")
+    plain = build("cifar", 20, residual=False, shortcut="identity")
     randomize_bn(residual)
     # Identity shortcuts carry no parameters, so the two nets have exactly the same keys.
     plain.load_state_dict(residual.state_dict(), strict=True)
@@ -130,8 +130,8 @@ def test_residual_toggle_changes_output_with_same_weights():
 
 
 def test_plain_reference_misses_only_shortcut_keys():
-    residual = build_model()
-    plain = build_model(residual=False)
+    residual = build()
+    plain = build(residual=False)
     result = plain.load_state_dict(residual.state_dict(), strict=False)
     assert result.missing_keys == []
     assert result.unexpected_keys and all(".shortcut." in k for k in result.unexpected_keys)
@@ -149,7 +149,7 @@ def main_path_weighted_layers(model: ResNet) -> int:
     "family,depth", [(f, d) for f, depths in FAMILIES.items() for d in depths]
 )
 def test_depth_counts_weighted_layers(family, depth):
-    model = build_model(family, depth)
+    model = build(family, depth)
     assert main_path_weighted_layers(model) == depth
     blocks = model.blocks()
     assert len(blocks) == (depth - 2) // 2
@@ -158,11 +158,11 @@ def test_depth_counts_weighted_layers(family, depth):
 
 
 def test_family_layouts():
-    net = build_model("imagenet", 34)
+    net = build("imagenet", 34)
     assert [len(s) for s in net.stages] == [3, 4, 6, 3]
     assert isinstance(net.stem[3], nn.MaxPool2d) and net.stem[0].kernel_size == (7, 7)
     assert net.fc.in_features == 512
-    cifar = build_model("cifar", 56)
+    cifar = build("cifar", 56)
     assert [len(s) for s in cifar.stages] == [9, 9, 9]
     assert [s[0].conv1.out_channels for s in cifar.stages] == [16, 32, 64]
     assert len(cifar.stem) == 3 and cifar.stem[0].bias is None
@@ -170,13 +170,13 @@ def test_family_layouts():
 
 
 def test_cifar110_forward():
-    model = build_model("cifar", 110, in_channels=1, num_classes=10)
+    model = build("cifar", 110, in_channels=1, num_classes=10)
     out = model(torch.randn(2, 1, 28, 28))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
 
 
 def test_imagenet_forward_on_mnist_sized_input():
-    out = build_model("imagenet", 10, num_classes=7)(torch.randn(2, 1, 28, 28))
+    out = build("imagenet", 10, num_classes=7)(torch.randn(2, 1, 28, 28))
     assert out.shape == (2, 7)
 
 
@@ -193,7 +193,7 @@ def test_imagenet_forward_on_mnist_sized_input():
 )
 def test_build_model_rejects_bad_input(kwargs, needle):
     with pytest.raises(AblateError, match=needle) as info:
-        build_model(**kwargs)
+        build(**kwargs)
     assert "\n" not in str(info.value)
 
 
@@ -201,19 +201,19 @@ def test_build_model_rejects_bad_input(kwargs, needle):
 
 
 def test_reference_parameter_count():
-    assert n_params(build_model()) == REFERENCE_PARAMS
+    assert n_params(build()) == REFERENCE_PARAMS
     # Turning off only the stem bias removes exactly its 64 parameters.
-    assert n_params(build_model(stem_bias=False)) == REFERENCE_PARAMS - 64
+    assert n_params(build(stem_bias=False)) == REFERENCE_PARAMS - 64
 
 
 def test_plain_and_identity_reference_drop_exactly_the_projections():
     assert PROJECTION_PARAMS == 173_824
-    assert n_params(build_model(residual=False)) == REFERENCE_PARAMS - PROJECTION_PARAMS
-    assert n_params(build_model(shortcut="identity")) == REFERENCE_PARAMS - PROJECTION_PARAMS
+    assert n_params(build(residual=False)) == REFERENCE_PARAMS - PROJECTION_PARAMS
+    assert n_params(build(shortcut="identity")) == REFERENCE_PARAMS - PROJECTION_PARAMS
 
 
 def test_reference_summary_totals_and_rows():
-    model = build_model().train()
+    model = build().train()
     summary = summarize(model, in_channels=1, input_size=32)
     assert model.training  # summarize must not leave the model switched to eval
     assert summary.total_params == REFERENCE_PARAMS
@@ -235,7 +235,7 @@ def test_reference_summary_totals_and_rows():
 
 
 def test_format_summary_lines():
-    summary = summarize(build_model(), in_channels=1, input_size=32)
+    summary = summarize(build(), in_channels=1, input_size=32)
     text = format_summary(summary)
     lines = text.splitlines()
     assert lines[0].split() == ["Layer", "Type", "Output", "shape", "Params", "MACs"]
@@ -247,7 +247,7 @@ def test_format_summary_lines():
 
 
 def test_summary_of_identity_model_shows_parameter_free_shortcut():
-    summary = summarize(build_model("cifar", 20, shortcut="identity"), input_size=28)
+    summary = summarize(build("cifar", 20, shortcut="identity"), input_size=28)
     shortcut_rows = [r for r in summary.rows if r.name.endswith(".shortcut")]
     assert [r.name for r in shortcut_rows] == ["stages.1.0.shortcut", "stages.2.0.shortcut"]
     assert all(r.params == 0 and r.kind == "IdentityShortcut" for r in shortcut_rows)
@@ -259,7 +259,7 @@ def test_summary_of_identity_model_shows_parameter_free_shortcut():
 )
 def test_summarize_rejects_bad_input(kwargs, needle):
     with pytest.raises(AblateError, match=needle):
-        summarize(build_model(), **kwargs)
+        summarize(build(), **kwargs)
 
 
 # ---------------------------------------------------------------- torchvision equivalence
@@ -281,7 +281,7 @@ def test_torchvision_mapping_covers_every_key():
 
     tv = torchvision.models.resnet18(weights=None)
     mapped = torchvision_state_dict_to_ablate(tv.state_dict())
-    ours = build_model("imagenet", 18, in_channels=3, num_classes=1000, stem_bias=False)
+    ours = build("imagenet", 18, in_channels=3, num_classes=1000, stem_bias=False)
     assert set(mapped) == set(ours.state_dict())
     assert "stages.1.0.shortcut.1.running_var" in mapped
     assert torch.equal(mapped["stages.1.0.shortcut.0.weight"], tv.layer2[0].downsample[0].weight)

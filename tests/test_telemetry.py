@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ablate.data.splits import load_splits
 from ablate.spec.trial_config import _HASH_NEUTRAL_DEFAULTS
-from ablate.models.resnet import build_model
+from helpers.models import build
 from ablate.train.trial_files import write_trial_folder
 from ablate.train.telemetry import GRAD_NORM_COLUMNS, GradTelemetry
 from ablate.spec.trial_config import TrialConfig
@@ -57,7 +57,7 @@ def test_columns_and_one_record_at_init_and_at_every_evaluation(trained):
     steps = sorted({int(r["step"]) for r in rows})
     assert steps == [0, *result.eval_steps] == [0, 3, 6, 8]
 
-    model = build_model(cfg.family, cfg.depth)
+    model = build(cfg.family, cfg.depth)
     order = forward_order(model)
     blocks = ["stem", *(name for name, _ in model.blocks()), "head"]
     for step in steps:
@@ -105,7 +105,7 @@ def test_step_zero_is_the_first_batch_gradient_before_any_update(trained):
     torch.set_num_threads(cfg.threads)
     splits = load_splits(cfg.dataset, None, cfg.train_size, cfg.dev_size, cfg.test_size, seed=cfg.data_seed)
     seed_everything(cfg.seed)
-    model = build_model(cfg.family, cfg.depth).to(memory_format=torch.channels_last).train()
+    model = build(cfg.family, cfg.depth).to(memory_format=torch.channels_last).train()
     order = torch.randperm(cfg.train_size, generator=torch.Generator().manual_seed(cfg.seed))
     idx = order[: cfg.batch_size]
     stds = []
@@ -136,7 +136,7 @@ def test_telemetry_off_writes_no_file_and_trains_identically(trained, tmp_path):
 
 
 def test_hooks_exist_only_while_armed():
-    model = build_model("cifar", 20)
+    model = build("cifar", 20)
     telemetry = GradTelemetry(model)
     telemetry.arm()
     assert sum(len(m._forward_hooks) for m in model.modules()) == 1 + len(model.blocks()) + 1

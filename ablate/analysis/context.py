@@ -7,20 +7,14 @@ import math
 import re
 from typing import Any
 
+from ablate.data.registry import FOLDER, REGISTRY as DATASETS
+from ablate.models.registry import FAMILY_TITLES, MODEL_AXES, axis_meta, axis_text, neutral_defaults
+
 from .load import Run, arm_value
 
-DATASET_NAMES = {"mnist": "MNIST", "digits": "scikit-learn digits", "fashion-mnist": "Fashion-MNIST",
-                 "kmnist": "Kuzushiji-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-DATASET_DETAILS = {"mnist": "MNIST (28×28 handwritten digits)",
-                   "digits": "scikit-learn's digits (8×8 handwritten digits, 1,797 images)",
-                   "fashion-mnist": "Fashion-MNIST (28×28 greyscale clothing, 10 classes)",
-                   "kmnist": "Kuzushiji-MNIST (28×28 cursive Japanese characters, 10 classes)",
-                   "cifar10": "CIFAR-10 (32×32 colour photographs, 10 classes)",
-                   "cifar100": "CIFAR-100 (32×32 colour photographs, 100 fine classes)"}
-# Classes of the named datasets; a folder of images records its own in each trial's metrics.json.
-DATASET_CLASSES = {"mnist": 10, "digits": 10, "fashion-mnist": 10, "kmnist": 10, "cifar10": 10, "cifar100": 100}
-FAMILY_NAMES = {"imagenet": "ResNet-{d}", "cifar": "CIFAR-style ResNet-{d}"}
-FOLDER = "folder:"
+# The named datasets' titles and descriptions, from the dataset registry.
+DATASET_NAMES = {name: d.title for name, d in DATASETS.items()}
+DATASET_DETAILS = {name: d.details for name, d in DATASETS.items()}
 
 
 def _short(d: str) -> str:
@@ -50,7 +44,7 @@ def num_classes(run: Run) -> int:
     value = recorded(run, "num_classes")
     if value is not None and value >= 2:
         return value
-    return max((DATASET_CLASSES.get(d, 10) for d in run.dataset.split(" + ")), default=10)
+    return max((DATASETS[d].classes if d in DATASETS else 10 for d in run.dataset.split(" + ")), default=10)
 
 
 def chance(run: Run) -> float:
@@ -65,9 +59,16 @@ def model_name(run: Run) -> str:
         return "ResNets"
     if depth is None:
         depths = sorted({int(arm_value(run, a, "depth")) for a in run.arm_names})
-        stem = FAMILY_NAMES.get(family, family + "-{d}").replace("-{d}", "s")
+        stem = FAMILY_TITLES.get(family, family + "-{depth}").replace("-{depth}", "s")
         return f"{stem}, depths {depths[0]}–{depths[-1]}"
-    return FAMILY_NAMES.get(family, family + "-{d}").format(d=depth)
+    return FAMILY_TITLES.get(family, family + "-{depth}").format(depth=depth)
+
+
+def shared_model_axes(run: Run) -> list[str]:
+    """The model axes every arm sets alike away from the reference model ('pre-activation blocks', 'GELU'), in the
+    words ModelSpec.describe() uses; the protocol and methods.md name them."""
+    return [axis_text(name, value) for name, default in neutral_defaults().items() if name != "residual_stages"
+            and (value := run.config_value(name)) is not None and value != default]
 
 
 def title(run: Run, what: str) -> str:
@@ -87,22 +88,10 @@ def acc_digits(run: Run) -> int:
 
 
 def level_text(factor: str, value: Any) -> str:
-    """A factor level in words: 'residual' / 'plain', 'stage 1 only', 'depth 20', 'lr 0.01', 'preact blocks'."""
-    if factor == "residual":
-        return "residual" if value else "plain"
-    if factor == "residual_stages":
-        if value is None:
-            return "all stages"
-        stages = list(value)
-        return f"stage {stages[0]} only" if len(stages) == 1 else "stages " + ", ".join(map(str, stages))
-    if factor == "shortcut":
-        return f"{value} shortcut"
-    if factor == "block":
-        return f"{value} blocks"
-    if factor == "norm":
-        return "no normalisation" if value == "none" else f"{value} norm"
-    if factor == "depth":
-        return f"depth {value}"
+    """A factor level in words: a model axis's as the model registry words it ('residual' / 'plain', 'stage 1
+    only', 'depth 20', 'pre-activation blocks', 'GELU'; what ModelSpec.describe() says), else 'lr 0.01'."""
+    if factor in MODEL_AXES:
+        return axis_text(factor, value)
     if isinstance(value, bool):
         return factor if value else f"no {factor}"
     if isinstance(value, float):
@@ -119,7 +108,9 @@ def context_text(context: dict[str, Any]) -> str:
             parts.append(f"in {text}")
         elif factor == "residual":
             parts.append(f"in the {text} net")
-        elif factor in ("block", "shortcut", "norm") or isinstance(value, bool):
+        elif factor == "family":
+            parts.append(f"in the {text}")
+        elif (factor in MODEL_AXES and axis_meta(factor).names is not None) or isinstance(value, bool):
             parts.append(f"with {text}")
         else:
             parts.append(f"at {text}")
@@ -131,21 +122,7 @@ def readable_arm(run: Run, arm: str) -> str:
     settings = next((a.settings for a in run.study.arms if a.name == arm), None)
     if not run.study.factor_names or not settings:
         return arm
-    parts = []
-    for key, value in settings.items():
-        if key == "residual":
-            parts.append("residual" if value else "plain")
-        elif key == "shortcut":
-            parts.append(f"{value} shortcut")
-        elif key == "depth":
-            parts.append(f"depth {value}")
-        elif key == "residual_stages":
-            parts.append(level_text(key, value))
-        elif isinstance(value, bool):
-            parts.append(key if value else f"no {key}")
-        else:
-            parts.append(f"{key} {value}")
-    return ", ".join(parts)
+    return ", ".join(level_text(key, value) for key, value in settings.items())
 
 
 def protocol(run: Run) -> str:
@@ -162,7 +139,8 @@ def protocol(run: Run) -> str:
     data = run.dataset.split(" + ")
     source = "; ".join(DATASET_DETAILS.get(d, _short(d)) for d in data)
     sgd = "SGD with Nesterov momentum" if val("nesterov") is True else "plain SGD"
-    return (f"Protocol: {model_name(run)} ({val('family')} layout, {val('shortcut')} shortcuts where residual), "
+    shared = "".join(f", {text}" for text in shared_model_axes(run))
+    return (f"Protocol: {model_name(run)} ({val('family')} layout, {val('shortcut')} shortcuts where residual{shared}), "
             f"{sgd} (lr {lr}, momentum {val('momentum')}, weight decay {val('weight_decay')}, batch {val('batch_size')}, "
             f"{schedule_text(val)}), {steps_text} steps ({val('epochs')} epochs over {val('train_size')} training "
             f"images), {augment_text(val('augment'))}; dev set {val('dev_size')} images from the training split, "
@@ -212,7 +190,8 @@ def augment_text(kind: Any) -> str:
 
 def scaling_text(run: Run) -> str:
     """How pixels were scaled: colour images per channel (the statistics are in each trial's metrics.json)."""
-    channels = recorded(run, "in_channels") or (3 if any(d.startswith("cifar") for d in run.dataset.split(" + ")) else 1)
+    channels = recorded(run, "in_channels") or max((DATASETS[d].channels if d in DATASETS else 1
+                                                      for d in run.dataset.split(" + ")), default=1)
     return ("normalised per channel by the training subset's mean and standard deviation (channel_mean, channel_std "
             "in each trial's metrics.json)" if channels == 3 else "scaled to [-1, 1]")
 

@@ -11,7 +11,10 @@ from typing import Any
 import pandas as pd
 
 from .compare import ALPHA, BOOTSTRAP_SEED
-from .context import DATASET_DETAILS, augment_text, dataset_name, model_name, readable_arm, scaling_text, schedule_text
+from ablate.data.registry import REGISTRY as DATASETS
+
+from .context import (DATASET_DETAILS, augment_text, dataset_name, model_name, readable_arm, scaling_text, schedule_text,
+                      shared_model_axes)
 from .load import Run, arm_value
 from .references import ENTRIES, bibtex
 from .runinfo import RunFacts, analysis_versions_text, duration, facts, param_counts, versions_text
@@ -19,9 +22,6 @@ from .seeding import rule_outcome
 from .stats import EXACT_MAX_N, IMAGE_BOOTSTRAP_RESAMPLES
 from .tables import fmt_param
 
-DATASET_KEYS = {"mnist": ("lecun1998gradient",), "digits": ("alpaydin1998optical", "pedregosa2011scikit"),
-                "fashion-mnist": ("xiao2017fashion",), "kmnist": ("clanuwat2018deep",),
-                "cifar10": ("krizhevsky2009learning",), "cifar100": ("krizhevsky2009learning",)}
 
 
 @dataclass
@@ -75,13 +75,14 @@ def _model(run: Run, cite: _Cites) -> str:
     n = len(run.arm_names)
     family, shortcut = run.config_value("family"), run.config_value("shortcut")
     notes = ([f"{family} layout"] if family else []) + ([f"{shortcut} shortcuts in the residual blocks"] if shortcut else [])
+    notes += shared_model_axes(run)
     layout = f" ({', '.join(notes)})" if notes else ""
     return (f"We compared {_plural(n, 'variant')} of {model_name(run)}{layout} {cite(*keys)}: {variants}.")
 
 
 def _data(run: Run, cite: _Cites) -> str:
     names = run.dataset.split(" + ")
-    keys = list(dict.fromkeys(k for d in names for k in DATASET_KEYS.get(d, ())))
+    keys = list(dict.fromkeys(k for d in names for k in (DATASETS[d].cite if d in DATASETS else ())))
     source = "; ".join(DATASET_DETAILS.get(d, dataset_name(run)) for d in names)
     size = _val(run, "image_size")
     same = ("each seed drew its own subsets (data seed = seed)" if run.study.resample_data else

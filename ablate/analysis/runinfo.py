@@ -100,7 +100,7 @@ def param_counts(run: Run) -> dict[str, int | None]:
     import torch
 
     from ablate.errors import AblateError
-    from ablate.models.resnet import build_model, model_kwargs
+    from ablate.models.resnet import build_model
 
     channels, classes = recorded(run, "in_channels") or 1, recorded(run, "num_classes") or 10
     out: dict[str, int | None] = {}
@@ -108,8 +108,7 @@ def param_counts(run: Run) -> dict[str, int | None]:
         try:
             cfg = run.study.arm_config(arm, **run.selected.get(arm.name, {}))
             with torch.device("meta"):
-                model = build_model(cfg.family, cfg.depth, **model_kwargs(cfg), in_channels=channels,
-                                    num_classes=classes)
+                model = build_model(cfg.model, channels, classes)
             out[arm.name] = sum(p.numel() for p in model.parameters())
         except (AblateError, TypeError, ValueError):
             out[arm.name] = None

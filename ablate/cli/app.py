@@ -14,6 +14,8 @@ from typing import Optional
 import typer
 
 from ablate.cli.errors import OneLineErrors, _timestamp, error_folder, fail, handles_errors
+from ablate.cli.model_options import axis_settings, model_options
+from ablate.data.registry import DATASETS, no_flip
 from ablate.errors import AblateError
 
 
@@ -57,24 +59,18 @@ def _d(name: str) -> str:
 # --- train -----------------------------------------------------------------------------------------
 @app.command()
 @handles_errors
+@model_options
 def train(
     config: Optional[Path] = typer.Option(None, "--config", help="Trial YAML (e.g. a study's trials/<id>/config.yaml); flags override it."),
-    family: Optional[str] = typer.Option(None, help="Model family: imagenet (reference layout) or cifar" + _d("family") + "."),
-    depth: Optional[int] = typer.Option(None, help="Network depth (imagenet: 10/18/34, cifar: 20/32/44/56/110) (default 18 for imagenet, 20 for cifar)."),
-    residual: Optional[bool] = typer.Option(None, "--residual/--plain", help="With or without residual connections" + _d("residual") + "."),
-    shortcut: Optional[str] = typer.Option(None, help="projection (1x1 conv + BN where a block reshapes), identity (parameter-free) or projection-all (1x1 conv + BN on every block)" + _d("shortcut") + "."),
-    block: Optional[str] = typer.Option(None, help="basic (post-activation) or preact (full pre-activation)" + _d("block") + "."),
-    residual_stages: Optional[str] = typer.Option(None, help="Stages that keep residual connections, e.g. 3,4 (default: all)."),
-    norm: Optional[str] = typer.Option(None, help="batch (BatchNorm) or none" + _d("norm") + "."),
-    zero_init_residual: Optional[bool] = typer.Option(None, "--zero-init-residual/--no-zero-init-residual", help="Start each residual branch's last BN scale at 0" + _d("zero_init_residual") + "."),
+    model_axes: dict = None,  # one option per model axis (ablate.cli.model_options): --family, --depth, --plain ...
     lr: Optional[float] = typer.Option(None, help="SGD learning rate" + _d("lr") + "."),
     momentum: Optional[float] = typer.Option(None, help="SGD momentum" + _d("momentum") + "."),
     weight_decay: Optional[float] = typer.Option(None, help="SGD weight decay" + _d("weight_decay") + "."),
     batch_size: Optional[int] = typer.Option(None, help="Mini-batch size" + _d("batch_size") + "."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs" + _d("epochs") + "."),
     eval_every: Optional[int] = typer.Option(None, help="Evaluate on dev every N steps" + _d("eval_every") + "."),
-    dataset: Optional[str] = typer.Option(None, help="auto, mnist, digits, fashion-mnist, kmnist, cifar10, cifar100, or "
-                                          "folder:PATH (PATH/train/<class>/*.png|jpg, PATH/test/<class>/...)" + _d("dataset") + "."),
+    dataset: Optional[str] = typer.Option(None, help=", ".join(DATASETS[:-1]) + ", or folder:PATH (PATH/train/<class>/"
+                                          "*.png|jpg, PATH/test/<class>/...)" + _d("dataset") + "."),
     train_size: Optional[int] = typer.Option(None, help="Training images" + _d("train_size") + "."),
     dev_size: Optional[int] = typer.Option(None, help="Dev images (from the training split)" + _d("dev_size") + "."),
     test_size: Optional[int] = typer.Option(None, help="Test images (from the test split)" + _d("test_size") + "."),
@@ -95,7 +91,7 @@ def train(
     augment: Optional[str] = typer.Option(None, help="On-device augmentation drawn from the seed: none, crop (random "
                                           "crop after padding by 4 black pixels) or crop-flip (and mirror left-right). "
                                           "Never flip digits or characters: a mirrored 2 is no digit, so crop-flip is "
-                                          "refused with mnist, digits, kmnist and auto" + _d("augment") + "."),
+                                          f"refused with {', '.join(no_flip())}" + _d("augment") + "."),
     precision: Optional[str] = typer.Option(None, help="Training forward passes in fp32 or bf16 (autocast)" + _d("precision") + "."),
     compile_mode: Optional[str] = typer.Option(None, "--compile", help="torch.compile the model for training: none, "
                                                "default or reduce-overhead (CUDA graphs)" + _d("compile") + "."),
@@ -109,14 +105,10 @@ def train(
     from ablate.spec.trial_config import TrialConfig
     from ablate.train.loop import run_trial
 
-    from ablate.models.registry import DEFAULT_DEPTH
-
     base = TrialConfig.from_yaml_file(config).to_dict() if config else {}
-    if depth is None and family is not None and family != base.get("family", TrialConfig.family):
-        depth = DEFAULT_DEPTH.get(family)  # another family: its own default depth, not the config's
     given = dict(
-        family=family, depth=depth, residual=residual, shortcut=shortcut, block=block, residual_stages=residual_stages,
-        norm=norm, zero_init_residual=zero_init_residual, lr=lr, momentum=momentum,
+        # another family without a depth: its own default depth, not the config's
+        **axis_settings(model_axes, base.get("family")), lr=lr, momentum=momentum,
         weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, eval_every=eval_every,
         dataset=dataset, train_size=train_size, dev_size=dev_size, test_size=test_size,
         data_seed=data_seed, seed=seed, threads=threads, schedule=schedule, warmup_steps=warmup_steps,
@@ -184,31 +176,22 @@ def _check_device(device: str | None) -> None:
 # --- models ----------------------------------------------------------------------------------------
 @app.command()
 @handles_errors
+@model_options
 def summary(
-    family: str = typer.Option("imagenet", help="Model family: imagenet or cifar."),
-    depth: Optional[int] = typer.Option(None, help="Network depth (default 18 for imagenet, 20 for cifar)."),
-    plain: bool = typer.Option(False, "--plain", help="Without residual connections."),
-    shortcut: str = typer.Option("projection", help="projection, identity or projection-all."),
-    block: str = typer.Option("basic", help="basic or preact."),
-    residual_stages: Optional[str] = typer.Option(None, help="Stages that keep residual connections, e.g. 3,4 (default: all)."),
-    norm: str = typer.Option("batch", help="batch or none."),
-    zero_init_residual: bool = typer.Option(False, "--zero-init-residual", help="Start each residual branch's last BN scale at 0."),
+    model_axes: dict = None,  # one option per model axis (ablate.cli.model_options): --family, --depth, --plain ...
     in_channels: int = typer.Option(1, help="Input channels."),
     num_classes: int = typer.Option(10, help="Output classes."),
     input_size: int = typer.Option(32, help="Input height and width."),
 ) -> None:
     """Per-layer table (output shape, params, MACs) and totals; MACs counted by torch's FlopCounterMode."""
-    from ablate.spec.trial_config import coerce_stages
     from ablate.models.summary import format_summary, summarize
-    from ablate.models.registry import DEFAULT_DEPTH
     from ablate.models.resnet import build_model
+    from ablate.spec.trial_config import TrialConfig
 
-    depth = DEFAULT_DEPTH.get(family, 18) if depth is None else depth
+    spec = TrialConfig.from_dict(axis_settings(model_axes), source="flags").model
     if input_size < 8:
         fail(f"--input-size must be at least 8, got {input_size}")
-    model = build_model(family, depth, residual=not plain, shortcut=shortcut, in_channels=in_channels,
-                        num_classes=num_classes, block=block, residual_stages=coerce_stages(residual_stages, "flags"),
-                        norm=norm, zero_init_residual=zero_init_residual)
+    model = build_model(spec, in_channels, num_classes)
     typer.echo(format_summary(summarize(model, in_channels=in_channels, input_size=input_size)))
 
 
@@ -238,7 +221,7 @@ def study(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print arms, search, trial counts and resources; run nothing."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<study>/<time>)."),
     resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run folder: only what is missing runs."),
-    dataset: Optional[str] = typer.Option(None, help="Override the spec's dataset: auto, mnist, digits, fashion-mnist, kmnist, cifar10, cifar100 or folder:PATH."),
+    dataset: Optional[str] = typer.Option(None, help=f"Override the spec's dataset: {', '.join(DATASETS[:-1])} or folder:PATH."),
     data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
     cpus: Optional[int] = typer.Option(None, help="CPUs to use (default: all)."),
     gpus: Optional[int] = typer.Option(None, help="GPUs to use, a whole number (default: all visible)."),

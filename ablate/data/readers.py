@@ -7,7 +7,9 @@
 - scikit-learn's 8x8 digits (bundled, offline).
 
 Missing files are downloaded into the data root through torchvision when the network allows; a file that is
-there but truncated or corrupt is refused with one line naming it, never silently replaced.
+there but truncated or corrupt is refused with one line naming it, never silently replaced. What a file declares
+(its images' size, how many it holds) is checked against what the dataset is (ablate.data.registry) before the
+payload is read, so a crafted or foreign file cannot make a reader allocate more than the real dataset needs.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from ablate.errors import AblateError
-from ablate.data.registry import FOLDER, folder_path
+from ablate.data.registry import FOLDER, REGISTRY, folder_path, info
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -72,6 +74,7 @@ class Source:
     folder: str  # under the data root, where the files live
     files: tuple[str, ...]  # needed in `folder`
     archives: tuple[str, ...]  # under the data root: torchvision unpacks these without the network
+    most: tuple[int, ...]  # the most images each of `files` may hold: what the real file holds
 
     def urls(self) -> list[str]:
         import torchvision
@@ -85,18 +88,28 @@ _IDX = {"train-images-idx3-ubyte": 3, "train-labels-idx1-ubyte": 1, "t10k-images
 _CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 
 
-def _idx_source(name: str, title: str, cls: str) -> Source:
-    return Source(name, title, cls, f"{cls}/raw", tuple(_IDX), tuple(f"{cls}/raw/{f}.gz" for f in _IDX))
+def _source(name: str, cls: str, folder: str, train: tuple[str, ...], test: tuple[str, ...],
+            archives: tuple[str, ...]) -> Source:
+    """The files of a dataset, train files first; the registry's split sizes bound what each may hold (the
+    training split spread evenly over its files)."""
+    d = REGISTRY[name]
+    most = tuple(d.train_images // len(train) for _ in train) + tuple(d.test_images for _ in test)
+    return Source(name, d.title, cls, folder, (*train, *test), archives, most)
+
+
+def _idx_source(name: str, cls: str) -> Source:
+    d = REGISTRY[name]  # each split is an image file and a label file of as many items
+    most = tuple(d.test_images if f.startswith("t10k") else d.train_images for f in _IDX)
+    return Source(name, d.title, cls, f"{cls}/raw", tuple(_IDX), tuple(f"{cls}/raw/{f}.gz" for f in _IDX), most)
 
 
 SOURCES = {
-    "mnist": _idx_source("mnist", "MNIST", "MNIST"),
-    "fashion-mnist": _idx_source("fashion-mnist", "Fashion-MNIST", "FashionMNIST"),
-    "kmnist": _idx_source("kmnist", "Kuzushiji-MNIST", "KMNIST"),
-    "cifar10": Source("cifar10", "CIFAR-10", "CIFAR10", "cifar-10-batches-py", (*_CIFAR10_TRAIN, "test_batch"),
-                      ("cifar-10-python.tar.gz",)),
-    "cifar100": Source("cifar100", "CIFAR-100", "CIFAR100", "cifar-100-python", ("train", "test"),
-                       ("cifar-100-python.tar.gz",)),
+    "mnist": _idx_source("mnist", "MNIST"),
+    "fashion-mnist": _idx_source("fashion-mnist", "FashionMNIST"),
+    "kmnist": _idx_source("kmnist", "KMNIST"),
+    "cifar10": _source("cifar10", "CIFAR10", "cifar-10-batches-py", _CIFAR10_TRAIN, ("test_batch",),
+                       ("cifar-10-python.tar.gz",)),
+    "cifar100": _source("cifar100", "CIFAR100", "cifar-100-python", ("train",), ("test",), ("cifar-100-python.tar.gz",)),
 }
 
 
@@ -161,9 +174,13 @@ def ensure(source: Source, root: Path, download: bool) -> None:
 
 
 # --- IDX (the MNIST family) ----------------------------------------------------------------------
-def check_idx(path: Path, ndim: int, title: str = "MNIST", folder: str = "MNIST/raw") -> int:
-    """Validate an IDX file's magic and length without reading it; torchvision's own checks are asserts and
-    reshape errors that name no file. Returns the item count."""
+def check_idx(path: Path, ndim: int, title: str = "MNIST", folder: str = "MNIST/raw", *,
+              image_size: int | None = None, most: int | None = None) -> int:
+    """Validate an IDX file's magic, dimensions and length from its header, without reading the payload;
+    torchvision's own checks are asserts and reshape errors that name no file. An image file's images must be
+    image_size x image_size (where given) and a file may hold at most `most` items (where given): a header
+    that says 14x56 with the right byte count is another dataset's file, not one to train on. Returns the item
+    count."""
     fix = f"delete it (or its {folder} folder) and re-download" + (", or use --dataset digits" if title == "MNIST" else "")
     try:
         size = path.stat().st_size
@@ -177,6 +194,12 @@ def check_idx(path: Path, ndim: int, title: str = "MNIST", folder: str = "MNIST/
     if magic != 0x800 + ndim:
         raise AblateError(f"{title} file {path} has bad magic 0x{magic:08x} (expected 0x{0x800 + ndim:08x}); {fix}")
     dims = [int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    if image_size is not None and ndim == 3 and dims[1:] != [image_size, image_size]:
+        raise AblateError(f"{title} file {path} holds {dims[1]}×{dims[2]} images, but {title} images are "
+                          f"{image_size}×{image_size}; it is corrupt or another dataset's file, {fix}")
+    if most is not None and dims[0] > most:
+        raise AblateError(f"{title} file {path} declares {dims[0]:,} items, more than the {most:,} the real file "
+                          f"holds; it is corrupt, {fix}")
     expected = len(head) + math.prod(dims)
     if size != expected:
         raise AblateError(f"{title} file {path} is truncated or corrupt ({size} bytes, header says {expected}); {fix}")
@@ -188,7 +211,9 @@ def read_idx(source: Source, root: Path) -> Raw:
     import torchvision
 
     raw = root / source.folder
-    counts = {name: check_idx(raw / name, ndim, source.title, source.folder) for name, ndim in _IDX.items()}
+    size, classes = REGISTRY[source.name].image_size, REGISTRY[source.name].classes
+    counts = {name: check_idx(raw / name, ndim, source.title, source.folder, image_size=size, most=most)
+              for (name, ndim), most in zip(_IDX.items(), source.most)}
     for part in ("train", "t10k"):
         n_img, n_lab = counts[f"{part}-images-idx3-ubyte"], counts[f"{part}-labels-idx1-ubyte"]
         if n_img != n_lab:
@@ -201,10 +226,11 @@ def read_idx(source: Source, root: Path) -> Raw:
     except (RuntimeError, AssertionError, ValueError, TypeError, OSError, IndexError) as e:
         raise AblateError(f"{source.title} files in {raw} could not be read ({first_line(e)}); re-download them") from None
     for name, y in (("train", train.targets), ("test", test.targets)):
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) > 9):
-            raise AblateError(f"{source.title} {name} labels in {raw} fall outside 0..9; the label file is corrupt, "
-                              "re-download it")
-    return Raw(train.data.unsqueeze(1), train.targets.long(), test.data.unsqueeze(1), test.targets.long(), 255.0, 10, 1)
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) > classes - 1):
+            raise AblateError(f"{source.title} {name} labels in {raw} fall outside 0..{classes - 1}; the label file is "
+                              "corrupt, re-download it")
+    return Raw(train.data.unsqueeze(1), train.targets.long(), test.data.unsqueeze(1), test.targets.long(), 255.0,
+               classes, 1)
 
 
 # --- CIFAR's pickled batches -------------------------------------------------------------------
@@ -213,32 +239,79 @@ def _numpy_reconstruct():
     return core.multiarray._reconstruct
 
 
-_PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-    ("_codecs", "encode"): lambda: __import__("codecs").encode,  # bytes as pickled by Python 3 at protocol 2
-}
+class _Oversized(Exception):
+    """What a batch file asks to be built exceeds what it could hold."""
+
+
+class _NdarrayName:
+    """Stands for numpy.ndarray in a batch file: the argument of _reconstruct, never called itself (calling
+    numpy.ndarray(shape) would allocate any shape a file names)."""
+
+    def __init__(self, *args, **kwargs):
+        raise pickle.UnpicklingError("it calls numpy.ndarray, which a CIFAR batch never does")
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """Builds dicts, lists, strings and numpy arrays only: a crafted batch file cannot run code."""
+    """Builds dicts, lists, strings and numpy arrays only: a crafted batch file cannot run code. Nor can it make the
+    reader allocate more than the file could hold: every array and byte string it asks for is counted against
+    `budget` (the file's size) before it is made, so a 200 KB file declaring 200,000 images is refused unread."""
+
+    def __init__(self, file, budget: int) -> None:
+        super().__init__(file, encoding="latin1")
+        self.left = budget
+
+    def _spend(self, nbytes: int, what: str) -> None:
+        if nbytes > self.left:
+            raise _Oversized(what)
+        self.left -= nbytes
+
+    def _reconstruct(self, subtype, shape, dtype):
+        # numpy pickles an array as _reconstruct(ndarray, (0,), b'b') and then sets its state from the file's bytes
+        # (whose length numpy checks against the shape); a shape here is allocated at once, so it is counted first.
+        if subtype is not _NdarrayName:
+            raise pickle.UnpicklingError("it reconstructs something other than a numpy array")
+        try:
+            dims = tuple(int(d) for d in (shape if isinstance(shape, tuple) else (shape,)))
+            itemsize = np.dtype(dtype).itemsize
+        except (TypeError, ValueError, OverflowError):
+            raise pickle.UnpicklingError(f"it declares an array of shape {shape!r} and type {dtype!r}") from None
+        if any(d < 0 for d in dims):
+            raise pickle.UnpicklingError(f"it declares an array of shape {dims}")
+        self._spend(math.prod(dims) * itemsize, f"an array of shape {dims} ({math.prod(dims) * itemsize:,} bytes)")
+        return _numpy_reconstruct()(np.ndarray, dims, dtype)
+
+    def _encode(self, text, encoding="utf-8"):
+        # Python 3 pickles bytes at protocol 2 as _codecs.encode(str, 'latin1'): one byte per character.
+        if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+            raise pickle.UnpicklingError(f"it encodes {type(text).__name__} as {encoding!r}, which a CIFAR batch never does")
+        self._spend(len(text), f"{len(text):,} bytes of text")
+        return text.encode("latin1")
 
     def find_class(self, module: str, name: str):
-        make = _PICKLE_GLOBALS.get((module, name))
-        if make is None:
-            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds")
-        return make()
+        if (module, name) in (("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")):
+            return self._reconstruct
+        if (module, name) == ("numpy", "ndarray"):
+            return _NdarrayName
+        if (module, name) == ("numpy", "dtype"):
+            return np.dtype
+        if (module, name) == ("_codecs", "encode"):
+            return self._encode
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds")
 
 
-def _read_batch(path: Path, label_key: str, num_classes: int, title: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_batch(path: Path, label_key: str, num_classes: int, title: str, most: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pickled batch: checked against what a CIFAR batch is (uint8 rows of 3072 bytes, at most `most` images,
+    one label in 0..num_classes-1 per image) before its images are copied."""
     fix = f"delete it and re-download {title}"
     try:
+        size = path.stat().st_size
         with open(path, "rb") as f:
-            batch = _ArrayUnpickler(f, encoding="latin1").load()
+            batch = _ArrayUnpickler(f, budget=size).load()
     except OSError as e:
         raise AblateError(f"cannot read {title} file {path} ({e.strerror or e}); check its permissions") from None
+    except _Oversized as e:
+        raise AblateError(f"{title} file {path} declares {e} in {size:,} bytes of file; it is corrupt or crafted, "
+                          f"{fix}") from None
     except Exception as e:  # noqa: BLE001  truncated or garbled pickles raise a zoo of types
         raise AblateError(f"{title} file {path} is truncated or corrupt ({first_line(e)}); {fix}") from None
     data = batch.get("data") if isinstance(batch, dict) else None
@@ -246,6 +319,9 @@ def _read_batch(path: Path, label_key: str, num_classes: int, title: str) -> tup
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise AblateError(f"{title} file {path} holds no (N, 3072) uint8 'data' array; it is corrupt or not a "
                           f"{title} batch, {fix}")
+    if len(data) > most:
+        raise AblateError(f"{title} file {path} declares {len(data):,} images, more than the {most:,} the real file "
+                          f"holds; it is corrupt or not a {title} batch, {fix}")
     try:
         y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     except (TypeError, ValueError, OverflowError):
@@ -260,23 +336,25 @@ def _read_batch(path: Path, label_key: str, num_classes: int, title: str) -> tup
 @functools.lru_cache(maxsize=2)
 def read_cifar(source: Source, root: Path) -> Raw:
     folder = root / source.folder
-    classes, key = (10, "labels") if source.name == "cifar10" else (100, "fine_labels")
-    parts = [_read_batch(folder / name, key, classes, source.title) for name in source.files]
+    d = REGISTRY[source.name]
+    key = "labels" if source.name == "cifar10" else "fine_labels"  # CIFAR-100's batches also hold coarse_labels
+    parts = [_read_batch(folder / name, key, d.classes, source.title, most)
+             for name, most in zip(source.files, source.most)]
     *train, test = parts
     return Raw(torch.cat([x for x, _ in train]), torch.cat([y for _, y in train]), test[0], test[1], 255.0,
-               classes, 3)
+               d.classes, d.channels)
 
 
 def expected_shape(name: str) -> tuple[int, int]:
-    """(input channels, classes) a dataset gives the model, known without reading it: for a folder, its class
-    folders counted and 3 channels assumed (the larger, RGB case) when it cannot be seen without decoding."""
-    if name in ("cifar10", "cifar100"):
-        return 3, 10 if name == "cifar10" else 100
+    """(input channels, classes) a dataset gives the model, known without reading it: a named one's from the
+    registry (auto's are MNIST's and digits' alike); for a folder, its class folders counted and 3 channels assumed
+    (the larger, RGB case) when it cannot be seen without decoding."""
     if name.startswith(FOLDER):
         train = folder_path(name) / "train"
         classes = sum(1 for c in train.iterdir() if c.is_dir() and not c.name.startswith(".")) if train.is_dir() else 0
         return 3, max(classes, 2)
-    return 1, 10
+    d = info(name)
+    return (d.channels, d.classes) if d else (1, 10)
 
 
 def _images_in(part: Path) -> dict[str, list[Path]]:
@@ -348,16 +426,21 @@ def read_digits() -> Raw:
     return Raw(x[train], y[train], x[test], y[test], 16.0, 10, 1)
 
 
+# The readers the registry names (its `reader` field), each given the dataset's files and the data root.
+READERS = {"idx": read_idx, "cifar": read_cifar}
+
+
 def read(name: str, root: Path, download: bool) -> Raw:
     """A named dataset from the data root (downloaded when missing and possible), or a folder of images."""
-    if name == "digits":
-        return read_digits()
     if name.startswith(FOLDER):
         path = folder_path(name)
         if not path.is_dir():
             raise AblateError(f"image folder {path} not found; pass folder:PATH with PATH holding train/<class>/ and "
                               "test/<class>/ folders of .png/.jpg images")
         return read_folder(path)
+    reader = REGISTRY[name].reader
+    if reader == "digits":  # bundled with scikit-learn: no files, nothing to download
+        return read_digits()
     source = SOURCES[name]
     ensure(source, root, download)
-    return read_cifar(source, root) if name.startswith("cifar") else read_idx(source, root)
+    return READERS[reader](source, root)

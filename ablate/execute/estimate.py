@@ -49,13 +49,8 @@ def _arch(cfg: TrialConfig) -> str:
     (channels x size, classes) and the batch."""
     from ablate.data.readers import expected_shape
 
-    extra = [f"{cfg.block} blocks" if cfg.block != "basic" else "", f"{cfg.norm} norm" if cfg.norm != "batch" else "",
-             f"residual stages {list(cfg.residual_stages)}" if cfg.residual and cfg.residual_stages is not None else "",
-             "zero-init" if cfg.zero_init_residual else ""]
     channels, classes = expected_shape(cfg.dataset)
-    return " ".join(x for x in (f"{cfg.family}-{cfg.depth}", "residual" if cfg.residual else "plain",
-                                cfg.shortcut if cfg.residual else "", *extra,
-                                f"{channels}x{cfg.image_size}px {classes} classes batch {cfg.batch_size}",
+    return " ".join(x for x in (cfg.model.key(), f"{channels}x{cfg.image_size}px {classes} classes batch {cfg.batch_size}",
                                 cfg.precision if cfg.precision != "fp32" else "",
                                 "(eager; compiled trials differ)" if cfg.compile != "none" else "") if x)
 
@@ -95,10 +90,10 @@ def planned(study: Study) -> list[tuple[str, TrialConfig, int]]:
 
 def _model(cfg: TrialConfig):
     from ablate.data.readers import expected_shape
-    from ablate.models.resnet import build_model, model_kwargs
+    from ablate.models.resnet import build_model
 
     channels, classes = expected_shape(cfg.dataset)
-    return build_model(cfg.family, cfg.depth, **model_kwargs(cfg), in_channels=channels, num_classes=classes), channels, classes
+    return build_model(cfg.model, channels, classes), channels, classes
 
 
 def _seconds_per_step(cfg: TrialConfig) -> float:

@@ -18,9 +18,11 @@ from ablate.spec.trial_config import TrialConfig
 FUSE_MEMBERS = 4  # members per fused group when `--fuse auto` decides to fuse
 
 
-def fuse_plan(option: str, res: Resources, spec: Study, table: dict[int, float] | None = None) -> tuple[int, str]:
+def fuse_plan(option: str, res: Resources, spec: Study, table: dict[int, float] | None = None,
+              in_channels: int = 1, num_classes: int = 10) -> tuple[int, str]:
     """How many trials train as one fused model (1: none), and why, in words for the manifest. `table` is the
-    GPU plan's measured total img/s per count of separate trials at once, when it measured one."""
+    GPU plan's measured total img/s per count of separate trials at once, when it measured one; `in_channels`
+    and `num_classes` are the study's data's (the launcher knows them), so the measured model is the trials' own."""
     from ablate.spec.trial_config import fusable
 
     option = str(option).strip().lower()
@@ -46,7 +48,7 @@ def fuse_plan(option: str, res: Resources, spec: Study, table: dict[int, float] 
         return 1, (f"auto: not fused {where}; on a CPU a fused model was measured slower than its members trained in "
                    "turn (benchmarks/gpu_check.sh measures both)")
 
-    single, fused = measure(cfg, FUSE_MEMBERS, "cuda")
+    single, fused = measure(cfg, FUSE_MEMBERS, "cuda", in_channels=in_channels, num_classes=num_classes)
     fused_ips = FUSE_MEMBERS * cfg.batch_size / fused
     slots = max(1, round(1 / res.gpu_share()))
     if table and slots in table:
@@ -64,9 +66,11 @@ def fuse_plan(option: str, res: Resources, spec: Study, table: dict[int, float] 
                f"({fused * 1e3:.1f} ms a step), {gain:.2f}x {against}")
 
 
-def measure(config: TrialConfig, k: int, device: str, steps: int = 6) -> tuple[float, float]:
+def measure(config: TrialConfig, k: int, device: str, steps: int = 6, *, in_channels: int = 1,
+            num_classes: int = 10) -> tuple[float, float]:
     """Seconds per training step of one trial alone and of k fused members, on random data of the config's
-    shape (the median of the last steps; the first pay one-off costs). What `study --fuse auto` decides by."""
+    shape (the median of the last steps; the first pay one-off costs): the trial's own model (every axis), for
+    `in_channels`-channel images of `num_classes` classes. What `study --fuse auto` decides by."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -75,7 +79,7 @@ def measure(config: TrialConfig, k: int, device: str, steps: int = 6) -> tuple[f
     from ablate.models.resnet import build_model
 
     device = torch.device(device)
-    shape = (config.batch_size, 1, config.image_size, config.image_size)
+    shape = (config.batch_size, in_channels, config.image_size, config.image_size)
 
     def timed(step) -> float:
         times = []
@@ -90,11 +94,11 @@ def measure(config: TrialConfig, k: int, device: str, steps: int = 6) -> tuple[f
         return float(np.median(times[2:]))
 
     def make():
-        return build_model(config.family, config.depth, residual=config.residual, shortcut=config.shortcut).to(device)
+        return build_model(config.model, in_channels, num_classes).to(device)
 
     single = make().train()
     opt = torch.optim.SGD(single.parameters(), lr=0.01)
-    x, y = torch.randn(shape, device=device), torch.randint(0, 10, shape[:1], device=device)
+    x, y = torch.randn(shape, device=device), torch.randint(0, num_classes, shape[:1], device=device)
 
     def one():
         loss = F.cross_entropy(single(x), y)

@@ -106,8 +106,7 @@ def shape_key(cfg: TrialConfig, in_channels: int, device_name: str) -> str:
     """What the throughput depends on: the GPU, torch, and the trial's model, input and execution settings."""
     import torch
 
-    return (f"{device_name} | torch {torch.__version__} | {cfg.family}-{cfg.depth} "
-            f"{'residual ' + cfg.shortcut if cfg.residual else 'plain'} {cfg.block} norm {cfg.norm} | "
+    return (f"{device_name} | torch {torch.__version__} | {cfg.model.key()} | "
             f"{in_channels}x{cfg.image_size}x{cfg.image_size} batch {cfg.batch_size} | {cfg.precision} compile "
             f"{cfg.compile}{' channels_last' if cfg.channels_last else ''}")
 
@@ -145,7 +144,7 @@ def _child(job: dict[str, Any]) -> None:
     import torch.nn.functional as F
 
     from ablate.train.forward import TrainForward
-    from ablate.models.resnet import build_model, model_kwargs
+    from ablate.models.resnet import build_model
     from ablate.train.device import deterministic_cuda
 
     cfg, device, c = TrialConfig.from_dict(job["config"]), torch.device(job["device"]), job["in_channels"]
@@ -153,7 +152,7 @@ def _child(job: dict[str, Any]) -> None:
     if device.type == "cuda":
         deterministic_cuda()
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = build_model(cfg.family, cfg.depth, **model_kwargs(cfg), in_channels=c).to(device, memory_format=fmt).train()
+    model = build_model(cfg.model, c).to(device, memory_format=fmt).train()
     shape = (cfg.batch_size, c, cfg.image_size, cfg.image_size)
     forward = TrainForward(model, cfg, device, shape)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=cfg.momentum)

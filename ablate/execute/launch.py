@@ -114,7 +114,7 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
     info = {"cpus": res.cpus, "gpus": res.gpus, "gpu_share": res.gpu_share(), "threads_per_trial": res.threads,
             "cpus_per_trial": res.cpus_per_trial(), "trials_at_once": res.concurrency(), "address": res.address,
             "storage": mask_url(storage) if storage else None}
-    members, why = fuse_plan(fuse, res, spec, gpu.table)
+    members, why = fuse_plan(fuse, res, spec, gpu.table, splits.in_channels, splits.num_classes)
     gpu.fuse = why
     record = manifest(spec, splits.dataset, info)
     record.update({"run_id": run_id, "dataset_requested": requested, "sampler": spec.sampler_text(),

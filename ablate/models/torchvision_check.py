@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ablate.errors import AblateError
+from ablate.models.registry import ModelSpec
 from ablate.models.resnet import build_model
 
 
@@ -67,8 +68,7 @@ def verify_torchvision(batch_size=4, image_size=64, seed=0, depth=18, copy_weigh
     torch.manual_seed(seed)
     reference = constructors[depth](weights=None)
     _randomize_batchnorm(reference)
-    ours = build_model("imagenet", depth, residual=True, shortcut="projection",
-                       in_channels=3, num_classes=1000, stem_bias=False)
+    ours = build_model(ModelSpec("imagenet", depth, residual=True, shortcut="projection"), 3, 1000, stem_bias=False)
     if copy_weights:
         ours.load_state_dict(torchvision_state_dict_to_ablate(reference.state_dict()), strict=True)
     reference.eval()

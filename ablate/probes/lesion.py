@@ -4,7 +4,7 @@ Dropping a block removes its residual branch F(x) and keeps only the path around
 
 - `identity`: shapes match and the skip is the identity, so the block's input passes unchanged (in a
   basic block followed by its closing ReLU, which changes nothing: every basic block's input is the
-  output of a ReLU or a max-pool of one).
+  output of a ReLU or a max-pool of one; with `activation: gelu` the closing GELU does change it).
 - `projection`: the block has a 1x1 projection shortcut (where it reshapes, or on every block with
   `projection-all`); a basic block becomes ReLU(BN(conv1x1(x))), its own shortcut followed by the
   ReLU that ends it, a pre-activation block conv1x1(ReLU(BN1(x))), as its shortcut reads it.

@@ -15,19 +15,18 @@ from typing import Any
 import yaml
 
 from ablate.errors import AblateError
+from ablate.models.registry import ModelSpec, coerce_stages, neutral_defaults
 
 SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
-class TrialConfig:
-    """Everything that decides what a trial computes; its hash names the trial."""
+class TrialConfig(ModelSpec):
+    """Everything that decides what a trial computes; its hash names the trial.
 
-    # model
-    family: str = "imagenet"
-    depth: int = 18
-    residual: bool = True
-    shortcut: str = "projection"
+    The model axes are ModelSpec's fields (ablate.models.registry), at the top level of the YAML as they always
+    were; `model` is them alone, the frozen ModelSpec that build_model takes."""
+
     # optimiser (SGD)
     lr: float = 0.01
     momentum: float = 0.0
@@ -50,11 +49,6 @@ class TrialConfig:
     # per-layer gradient/weight norms and per-block output std at init and every evaluation (grad_norms.csv)
     telemetry: bool = True
     schema: int = SCHEMA_VERSION
-    # model axes added after schema 1 (ablate.models; each default is the model trials had before them)
-    block: str = "basic"  # basic | preact (full pre-activation)
-    residual_stages: tuple[int, ...] | None = None  # stages (1-based) that keep residual connections; None = all
-    norm: str = "batch"  # batch | none
-    zero_init_residual: bool = False  # each residual branch's last BN scale starts at 0
     # training recipe (at their defaults these stay out of the trial id: see _HASH_NEUTRAL_DEFAULTS)
     schedule: str = "constant"  # learning rate over training: constant | step | cosine (see learning_rate)
     warmup_steps: int = 0  # the first N steps ramp the learning rate linearly up to lr
@@ -72,19 +66,9 @@ class TrialConfig:
         self.validate()
 
     def validate(self) -> None:
-        from ablate.data.registry import NO_FLIP, check_dataset
-        from ablate.models.registry import FAMILIES, check_axes
+        from ablate.data.registry import check_dataset
 
-        if self.family not in FAMILIES:
-            raise AblateError(f"unknown family {self.family!r}; valid families: {', '.join(FAMILIES)}")
-        if self.depth not in FAMILIES[self.family]:
-            valid = ", ".join(str(d) for d in FAMILIES[self.family])
-            raise AblateError(f"unknown depth {self.depth} for family {self.family!r}; valid depths: {valid}")
-        stages = check_axes(self.family, self.residual, self.shortcut, self.block, self.residual_stages, self.norm,
-                            self.zero_init_residual)
-        if stages != self.residual_stages:
-            # A sorted tuple, however it was given: hashable, and [4, 3] and [3, 4] are one model with one id.
-            object.__setattr__(self, "residual_stages", stages)
+        super().validate()  # the model axes
         check_dataset(self.dataset)
         for f in fields(self):
             value = getattr(self, f.name)
@@ -106,7 +90,7 @@ class TrialConfig:
             raise AblateError(f"image_size must be at least 8, got {self.image_size}")
         if self.threads < 0:
             raise AblateError(f"threads must be >= 0 (0 = all cores), got {self.threads}")
-        self._validate_recipe(NO_FLIP)
+        self._validate_recipe()
         if self.precision not in PRECISIONS:
             raise AblateError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         if self.compile not in COMPILES:
@@ -116,12 +100,14 @@ class TrialConfig:
                 f"config schema {self.schema} is newer than this toolkit's ({SCHEMA_VERSION}); upgrade ablate"
             )
 
-    def _validate_recipe(self, no_flip: tuple[str, ...]) -> None:
+    def _validate_recipe(self) -> None:
+        from ablate.data.registry import may_mirror
+
         if self.schedule not in SCHEDULES:
             raise AblateError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
         if self.augment not in AUGMENTS:
             raise AblateError(f"unknown augment {self.augment!r}; valid: {', '.join(AUGMENTS)}")
-        if self.augment == "crop-flip" and self.dataset in no_flip:
+        if self.augment == "crop-flip" and not may_mirror(self.dataset):
             raise AblateError(f"augment crop-flip mirrors images, and a mirrored digit or character is not the same "
                               f"class; use augment crop (or none) with dataset {self.dataset}")
         if self.nesterov and self.momentum <= 0:
@@ -242,22 +228,8 @@ RECIPE_DEFAULTS = {"schedule": "constant", "warmup_steps": 0, "milestones": (0.5
 PRECISIONS = ("fp32", "bf16")
 COMPILES = ("none", "default", "reduce-overhead")
 EXECUTION_DEFAULTS = {"precision": "fp32", "compile": "none"}
-_HASH_NEUTRAL_DEFAULTS = {"telemetry": True, "block": "basic", "residual_stages": None, "norm": "batch",
-                          "zero_init_residual": False, **RECIPE_DEFAULTS, **EXECUTION_DEFAULTS}
-
-
-def coerce_stages(value: Any, source: str) -> tuple[int, ...] | None:
-    """residual_stages: null, a list of stage numbers, or (from a command line) a string such as "3,4"."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = [int(part) for part in value.replace(" ", "").split(",") if part]
-        except ValueError:
-            raise AblateError(f"{source}: residual_stages must be stage numbers such as 3,4, got {value!r}") from None
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise AblateError(f"{source}: residual_stages must be a list of stage numbers or null, got {value!r}")
-    return tuple(value)
+# Settings added after schema 1 (the model axes' own from ModelSpec's metadata): out of the id at these defaults.
+_HASH_NEUTRAL_DEFAULTS = {"telemetry": True, **neutral_defaults(), **RECIPE_DEFAULTS, **EXECUTION_DEFAULTS}
 
 
 def _coerce(key: str, value: Any, kind: type, source: str) -> Any:

@@ -53,11 +53,10 @@ def data_record(splits) -> dict[str, Any]:
 
 def model_for(config: TrialConfig, splits) -> torch.nn.Module:
     """The trial's model with its own seeded initialisation (what a fused member gets too)."""
-    from ablate.models.resnet import build_model, model_kwargs
+    from ablate.models.resnet import build_model
 
     seed_everything(config.seed)
-    return build_model(config.family, config.depth, **model_kwargs(config),
-                       in_channels=splits.in_channels, num_classes=splits.num_classes)
+    return build_model(config.model, splits.in_channels, splits.num_classes)
 
 
 def run_trial(

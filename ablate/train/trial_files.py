@@ -80,7 +80,12 @@ def load_weights(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-DATASET_TITLES = {"mnist": "MNIST", "digits": "scikit-learn digits (8×8)"}
+def dataset_title(name: str) -> str:
+    """A named dataset as a figure names it, with its images' size: 'scikit-learn digits (8×8)'; a folder as given."""
+    from ablate.data.registry import REGISTRY
+
+    entry = REGISTRY.get(name)
+    return f"{entry.title} ({entry.image_size}×{entry.image_size})" if entry else name
 
 
 def plot_curves(result: TrialResult, title: str = "") -> bytes:
@@ -112,7 +117,7 @@ def plot_curves(result: TrialResult, title: str = "") -> bytes:
                 ax.axvline(result.best_step, color="grey", ls=":", lw=1.5)
             ax_acc.plot([], [], color="grey", ls=":", label=f"best dev (step {result.best_step}): the scored checkpoint")
         ax_acc.legend(loc="best")
-        dataset = DATASET_TITLES.get(result.dataset, result.dataset)
+        dataset = dataset_title(result.dataset)
         score = "" if not math.isfinite(result.test_acc) else f"; test accuracy {100 * result.test_acc:.1f} % (best-dev checkpoint)"
         heading = f"{title + ' on ' if title else ''}{dataset}{score}"
         fig.suptitle(heading)
