@@ -125,7 +125,7 @@ def build_with(tmp_path, name, doc, trials=None, **kw):
 
 
 SEARCH = {"space": {"lr": {"distribution": "loguniform", "low": 0.001, "high": 0.5}}, "trials": 4, "round": 2,
-          "startup": 2, "halving": True}
+          "startup": 2, "halving": {"eta": 2}}
 
 
 @pytest.mark.parametrize("case, doc, extra, want, unwanted", [

@@ -35,7 +35,7 @@ def invoke(*args):
 def spec_file(path, **over):
     doc = {"description": "edges", "base": dict(TINY), "factors": {"residual": {"values": [True, False]}},
            "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
-                      "trials": 4, "round": 2, "startup": 2, "halving": True},
+                      "trials": 4, "round": 2, "startup": 2, "halving": {"eta": 2}},
            "seeds": [0, 1]}
     doc.update(over)
     path.write_text(yaml.safe_dump(doc))
@@ -81,9 +81,9 @@ def test_the_dry_run_says_what_will_happen_and_what_it_costs():
     result = invoke("study", "residual-ablation", "--dry-run", "--dataset", "digits", "--cpus", "2")
     assert result.exit_code == 0, result.output
     assert "1 threads per trial (from the spec), 2 trials at a time on the CPU" in result.output
-    # 8 rounds of 2 proposals: 2 x 30 steps to the rung, then the better one to step 80 = 110 a round
-    assert "estimate: tune 880, confirm 480 training steps" in result.output
-    assert "disk: 6 weights.pt of 42.3 MB = 254 MB kept" in result.output
+    # a grid of 5 learning rates x 3 tuning seeds x 80 steps x 2 arms; at most 12 confirm seeds x 80 steps x 2 arms
+    assert "estimate: tune 2,400, confirm 1,920 training steps" in result.output
+    assert "disk: 24 weights.pt of 42.3 MB = 1016 MB kept" in result.output
 
 
 # --- run folders and Ray's temporary files ------------------------------------------------------

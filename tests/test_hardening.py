@@ -24,7 +24,7 @@ def write_spec(path, trials=3, seeds=(0, 1), halving=True):
     path.write_text(yaml.safe_dump({
         "description": "hardening", "base": dict(TINY), "factors": {"residual": {"values": [True, False]}},
         "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
-                   "trials": trials, "round": min(2, trials), "sampler_seed": 0, "halving": halving},
+                   "trials": trials, "round": min(2, trials), "sampler_seed": 0, "halving": {"eta": 2} if halving is True else halving},
         "seeds": list(seeds)}))
     return path
 

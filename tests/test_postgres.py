@@ -30,7 +30,7 @@ SPEC = {"description": "postgres storage", "base": {"family": "cifar", "depth": 
                                                     "image_size": 16, "seed": 100},
         "factors": {"residual": {"values": [True, False]}},
         "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.5}},
-                   "trials": 4, "round": 2, "startup": 2, "halving": True},
+                   "trials": 4, "round": 2, "startup": 2, "halving": {"eta": 2}},
         "seeds": [0]}
 
 

@@ -25,7 +25,7 @@ def write_spec(path, **over):
     doc = {"description": "tiny end-to-end study", "base": dict(TINY),
            "factors": {"residual": {"values": [True, False]}},
            "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
-                      "trials": 2, "round": 2, "sampler_seed": 0, "halving": True},
+                      "trials": 2, "round": 2, "sampler_seed": 0, "halving": {"eta": 2}},
            "seeds": [0, 1]}
     doc.update(over)
     path.write_text(yaml.safe_dump(doc))

@@ -274,6 +274,8 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
             halving = None
             halving_note = (f"no halving: a search of {trials} points (fewer than {HALVING_MIN_POINTS}) ranks every point "
                             "at the end of training")
+        need(is_int(base.get("seed", TrialConfig.seed)), source, f"base.seed (the tuning seed) must be an integer, got "
+             f"{base.get('seed')!r}")
         need(is_int(tuning) and 1 <= tuning <= 20, source, f"search.tuning_seeds (seeds each search point trains "
              f"under; its score is their mean) must be an integer from 1 to 20, got {tuning!r}")
         need(is_int(repeats) and 1 <= repeats <= 10, source, f"search.repeats (times the whole search runs, under "
