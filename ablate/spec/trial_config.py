@@ -74,7 +74,9 @@ class TrialConfig:
     def validate(self) -> None:
         from ablate.data.registry import NO_FLIP, check_dataset
         from ablate.models.registry import FAMILIES, check_axes
+        from ablate.spec.limits import check_config
 
+        check_config(self)  # the upper bounds first: nothing below counts batches of a train_size of 10^20
         if self.family not in FAMILIES:
             raise AblateError(f"unknown family {self.family!r}; valid families: {', '.join(FAMILIES)}")
         if self.depth not in FAMILIES[self.family]:
@@ -150,7 +152,8 @@ class TrialConfig:
         return bounds
 
     def total_steps(self) -> int:
-        return len(self.batches()) * self.epochs
+        n, b = self.train_size, self.batch_size  # len(self.batches()), without listing them
+        return (-(-n // b) - (n > b and n % b == 1)) * self.epochs
 
     def evaluation_steps(self) -> list[int]:
         """Steps after which the dev set is evaluated: every eval_every steps and after the last one."""
@@ -210,9 +213,10 @@ class TrialConfig:
 
     @classmethod
     def from_yaml_file(cls, path: str | os.PathLike) -> "TrialConfig":
+        from ablate.spec.reading import load_yaml, read_text
+
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
+            data = load_yaml(read_text(path), str(path))
         except OSError as exc:
             raise AblateError(f"cannot read config {path}: {exc.strerror or exc}") from None
         except UnicodeDecodeError:
