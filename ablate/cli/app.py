@@ -136,6 +136,8 @@ def train(
                          seed=cfg.data_seed, image_size=cfg.image_size)
     if splits.note:
         typer.echo(f"warning: {splits.note}", err=True)
+    _make_folder(folder)
+    error_folder(folder)  # a failure from here on leaves its traceback in the run folder
     bar = tqdm(total=None, unit="step", desc="train", file=sys.stderr, dynamic_ncols=True)
 
     def progress(step: int, total: int) -> None:
@@ -145,8 +147,6 @@ def train(
     def report(m: dict) -> None:
         bar.set_postfix(loss=f"{m['train_loss']:.3f}", dev_acc=f"{m['dev_acc']:.3f}", best=f"{m['best_dev_acc']:.3f}")
 
-    _make_folder(folder)
-    error_folder(folder)  # a failure from here on leaves its traceback in the run folder
     try:
         result = run_trial(cfg, report, device=device, data_dir=data_dir, progress=progress, keep_best_state=save_weights)
     finally:
