@@ -7,6 +7,7 @@ anything counts batches or steps. README.md ("Faults and hostile input") lists t
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ablate.errors import AblateError
@@ -22,7 +23,9 @@ MAX_IMAGE_SIZE = 1024  # pixels per side: ImageNet models train at 224
 MAX_CHANNELS = 64  # input channels (summary): images have 1, 3 or 4
 MAX_CLASSES = 100_000  # output classes (summary): ImageNet-21k has 21,841
 SEED_LIMIT = 2 ** 63  # seeds lie in [0, 2^63): torch's generators take a signed 64-bit seed
-MAX_LR = 100.0  # learning rate: SGD recipes use at most ~10; float32 weights overflow long before 1e38
+# learning rate: SGD recipes use at most ~10, and a trial made to diverge on purpose 10^6; far above that a
+# float32 step overflows at once (train --lr 1e300)
+MAX_LR = 1e6
 MAX_WEIGHT_DECAY = 1.0  # published recipes use 1e-5 .. 5e-4; at 1 the decay alone outweighs the gradient
 # A study: tuning trials per arm (search.trials, search.startup), confirm seeds (a list or the adaptive rule's
 # max), arms, grid points and trials in all; a year of a 100-GPU cluster at a minute per trial is ~5 x 10^7.
@@ -45,6 +48,10 @@ _CONFIG_MAXIMA = (("train_size", MAX_IMAGES), ("dev_size", MAX_IMAGES), ("test_s
                   ("lr", MAX_LR), ("weight_decay", MAX_WEIGHT_DECAY))
 
 
+def _show(value: int | float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -53,8 +60,8 @@ def check_config(config: Any) -> None:
     """The bounds of one trial config (a TrialConfig), before anything derived from them is computed."""
     for name, most in _CONFIG_MAXIMA:
         value = getattr(config, name)
-        if _number(value) and value > most:
-            raise AblateError(f"{name} must be at most {most:,}, got {value:,}")
+        if _number(value) and math.isfinite(value) and value > most:  # inf and nan: validate names them
+            raise AblateError(f"{name} must be at most {_show(most)}, got {_show(value)}")
     for name in ("seed", "data_seed"):
         check_seed(getattr(config, name), name)
     n, b, epochs = config.train_size, config.batch_size, config.epochs
