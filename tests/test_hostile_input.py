@@ -28,6 +28,9 @@ def spec(base=None, **over) -> str:
     return yaml.safe_dump({**SPEC, "base": {**SPEC["base"], **(base or {})}, **over})
 
 
+# "billion laughs": a few hundred bytes whose alias i stands for 10^9 x's
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n"
+                                                          for p, c in zip("abcdefgh", "bcdefghi"))
 # name -> text of the files the cases read (written once into the inputs folder)
 FILES = {
     "spec-train-size.yaml": spec({"train_size": HUGE}),
@@ -50,14 +53,12 @@ FILES = {
                                        "search": {**TUNED["search"], "trials": 100_000}}),
     "spec-duplicate.yaml": "description: x\nseeds: [0]\nseeds: [1, 2]\n",
     "spec-newline-key.yaml": yaml.safe_dump({**SPEC, "na\nme\x1b[31m": 1}),
-    "spec-bomb.yaml": "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi")) + "description: *i\n",
+    "spec-bomb.yaml": BOMB + "description: *i\n",
     "spec-deep.yaml": "description: " + "[" * 5000 + "]" * 5000 + "\n",
     "spec-large.yaml": "description: x\n" + "#" * (limits.MAX_SPEC_BYTES + 10) + "\n",
     "config-duplicate.yaml": "lr: 0.1\nepochs: 1\nlr: 0.2\n",
     "config-image-size.yaml": "image_size: 100000\n",
-    "config-bomb.yaml": "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi")),
+    "config-bomb.yaml": BOMB,
     "new\nline.yaml": "lr: 0.1\nlr: 0.2\n",
     "a-file": "not a folder\n",
 }

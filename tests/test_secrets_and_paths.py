@@ -4,7 +4,6 @@ names, grid values) is a slug that stays inside its parent. A real study in Post
 grepped file by file, is in test_postgres.py."""
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
