@@ -5,6 +5,7 @@ The test starts its own server (initdb into a temporary folder, then pg_ctl) and
 where PostgreSQL's server programs or the psycopg driver are not installed.
 """
 import glob
+import json
 import importlib.util
 import os
 import shutil
@@ -136,3 +137,36 @@ def test_studies_opening_a_fresh_database_at_once_all_get_in(postgres):
                               text=True) for _ in range(4)]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 and "opened" in out for p, out in zip(procs, outputs)), outputs
+
+
+def test_a_password_in_the_storage_url_reaches_no_file_and_no_message(postgres, tmp_path):
+    """The server trusts loopback, so it ignores the password; ablate must still keep it out of the manifest,
+    report.html and every other file of the run folder and its analysis, and out of everything it prints."""
+    import sqlalchemy
+
+    secret = "Hunter2-pg-secret"
+    url = postgres.replace("postgresql://", "postgresql+psycopg://")
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("CREATE DATABASE secrets"))
+    engine.dispose()
+    with_password = postgres.replace("postgres@", f"postgres:{secret}@").rsplit("/", 1)[0] + "/secrets"
+    spec = tmp_path / "pg.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "search": {**SPEC["search"], "trials": 2, "halving": False}}))
+    run_dir = tmp_path / "run"
+    ran = study(spec, "--out", run_dir, "--storage", with_password)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    analysed = subprocess.run([sys.executable, CLI, "analyze", str(run_dir)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+    assert analysed.returncode == 0, analysed.stderr[-3000:]
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert (run_dir / "analysis" / "report.html") in files and (run_dir / "manifest.json") in files
+    leaks = [str(p.relative_to(run_dir)) for p in files if secret.encode() in p.read_bytes()]
+    assert not leaks, leaks
+    for out in (ran.stdout, ran.stderr, analysed.stdout, analysed.stderr):
+        assert secret not in out
+    command = json.loads((run_dir / "manifest.json").read_text())["command"]
+    assert with_password.replace(secret, "***") in command  # the URL is still there to read, without its password
+    html = (run_dir / "analysis" / "report.html").read_text()
+    assert "postgres:***@127.0.0.1" in html
+    print(f"{len(files)} files of the run and its analysis hold no password; the command reads {' '.join(command)}")

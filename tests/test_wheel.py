@@ -62,7 +62,7 @@ def installed(tmp_path_factory):
     build = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                   "-w", tmp / "dist", src], cwd=tmp)
     assert build.returncode == 0, build.stdout + build.stderr
-    (wheel,) = (tmp / "dist").glob("ablate-*.whl")
+    (wheel,) = (tmp / "dist").glob("ablate_residuals-*.whl")  # the distribution's name (pyproject.toml)
 
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], check=True)

@@ -118,6 +118,8 @@ def train(
     cfg = TrialConfig.from_dict({**base, **{k: v for k, v in given.items() if v is not None}}, source="flags")
     cfg = cfg.replace(dataset=canonical_dataset(cfg.dataset))  # folder:PATH made absolute: it runs from anywhere
     folder = out or Path("runs") / "train" / f"{_timestamp()}-{cfg.trial_id()}"
+    if folder.exists() and not folder.is_dir():
+        fail(f"{folder} is a file; pass a folder for --out")
     if folder.exists() and any(folder.iterdir()):
         fail(f"run folder {folder} exists and is not empty; choose another --out")
     _check_device(device)
@@ -126,6 +128,8 @@ def train(
                          seed=cfg.data_seed, image_size=cfg.image_size)
     if splits.note:
         typer.echo(f"warning: {splits.note}", err=True)
+    _make_folder(folder)
+    error_folder(folder)  # a failure from here on leaves its traceback in the run folder
     bar = tqdm(total=None, unit="step", desc="train", file=sys.stderr, dynamic_ncols=True)
 
     def progress(step: int, total: int) -> None:
@@ -135,8 +139,6 @@ def train(
     def report(m: dict) -> None:
         bar.set_postfix(loss=f"{m['train_loss']:.3f}", dev_acc=f"{m['dev_acc']:.3f}", best=f"{m['best_dev_acc']:.3f}")
 
-    folder.mkdir(parents=True, exist_ok=True)
-    error_folder(folder)  # a failure from here on leaves its traceback in the run folder
     try:
         result = run_trial(cfg, report, device=device, data_dir=data_dir, progress=progress, keep_best_state=save_weights)
     finally:
@@ -160,7 +162,23 @@ def _fractions(flag: str, text: str | None) -> list[float] | None:
         raise AblateError(f"{flag} must be comma-separated numbers such as 0.5,0.75, got {text!r}") from None
 
 
+def _make_folder(folder: Path) -> None:
+    """Make the output folder before training, so that an unwritable --out costs nothing; a failure leaves
+    none of the parents it made."""
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        for parent in made:
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
+        raise AblateError(f"cannot create {folder}: {exc.strerror or exc}; choose another --out") from None
+
+
 def _check_device(device: str | None) -> None:
+    """cpu, cuda or cuda:N with a GPU N: ablate trains on nothing else (meta, mps, xla ... would fail mid-run)."""
     if device is None:
         return
     import torch
@@ -168,9 +186,14 @@ def _check_device(device: str | None) -> None:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise AblateError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index not in (None, 0)):
+        raise AblateError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise AblateError(f"device {device!r} asked for but no CUDA GPU is available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise AblateError(f"device {device!r} asked for but only {torch.cuda.device_count()} GPU(s) are visible "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
 
 
 # --- models ----------------------------------------------------------------------------------------
@@ -188,9 +211,14 @@ def summary(
     from ablate.models.resnet import build_model
     from ablate.spec.trial_config import TrialConfig
 
+    from ablate.spec import limits
+
     spec = TrialConfig.from_dict(axis_settings(model_axes), source="flags").model
     if input_size < 8:
         fail(f"--input-size must be at least 8, got {input_size}")
+    limits.check_at_most(input_size, limits.MAX_IMAGE_SIZE, "--input-size")
+    limits.check_at_most(in_channels, limits.MAX_CHANNELS, "--in-channels")
+    limits.check_at_most(num_classes, limits.MAX_CLASSES, "--num-classes")
     model = build_model(spec, in_channels, num_classes)
     typer.echo(format_summary(summarize(model, in_channels=in_channels, input_size=input_size)))
 
@@ -203,7 +231,9 @@ def verify_torchvision_cmd(
 ) -> None:
     """Copy torchvision's resnet18 weights into ablate's ResNet18 and compare outputs (exit 0 iff equal within tolerance)."""
     from ablate.models.torchvision_check import verify_torchvision
+    from ablate.spec.limits import check_seed
 
+    check_seed(seed, "--seed")
     diff = verify_torchvision(seed=seed)
     verdict = "match" if diff <= tolerance else "MISMATCH"
     typer.echo(f"max |torchvision - ablate| = {diff:.3e} (tolerance {tolerance:g}): {verdict}")

@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+from ablate.engine.storage import mask_text
 from ablate.errors import AblateError
 
 
@@ -31,7 +32,7 @@ class OneLineErrors(TyperGroup):
                 return 0 if not standalone_mode else sys.exit(0)
             ctx = getattr(exc, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+            typer.echo(one_line(f"error: {exc.format_message()}{hint}"), err=True)
             rv = 2
         except typer.Abort:
             typer.echo("aborted", err=True)
@@ -42,8 +43,14 @@ class OneLineErrors(TyperGroup):
 
 
 
+def one_line(message: str) -> str:
+    """A message as one line of plain text: a newline, a terminal escape or any other control character from a
+    file name or a spec key is shown escaped, and a storage password in a URL as ***."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in mask_text(message))
+
+
 def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(one_line(f"error: {message}"), err=True)
     raise typer.Exit(2)
 
 
@@ -58,7 +65,7 @@ def error_folder(folder: Path) -> None:
 
 
 def _crash(exc: BaseException) -> None:
-    text = "".join(traceback.format_exception(exc))
+    text = mask_text("".join(traceback.format_exception(exc)))
     folder = _Crash.folder if _Crash.folder is not None and _Crash.folder.is_dir() else None
     target = folder / "error.txt" if folder else Path(tempfile.gettempdir()) / f"ablate-error-{_timestamp()}.txt"
     try:
@@ -67,8 +74,8 @@ def _crash(exc: BaseException) -> None:
     except OSError:
         where = "the traceback could not be written"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    typer.echo(f"error: {type(exc).__name__}{': ' + first if first else ''} (a failure inside ablate, not of your "
-               f"input; {where})", err=True)
+    typer.echo(one_line(f"error: {type(exc).__name__}{': ' + first if first else ''} (a failure inside ablate, not "
+                        f"of your input; {where})"), err=True)
     raise typer.Exit(1)
 
 

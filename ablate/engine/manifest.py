@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ablate.engine.storage import mask_url
 from ablate.spec.study_spec import Study
 
 
@@ -66,10 +67,15 @@ def package_versions(names) -> dict[str, str | None]:
 
 
 def manifest(study: Study, dataset: str, resources: dict[str, Any]) -> dict[str, Any]:
-    versions = package_versions(PACKAGES)
+    from ablate import __version__
+
+    # This copy's version: the distribution is named ablate-residuals (pyproject.toml), and the name `ablate` on
+    # the package index belongs to another project, whose version would be reported if it were installed.
+    versions = {**package_versions(PACKAGES), "ablate": __version__}
     return {
         "study": study.name, "budget": study.budget, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "host": socket.gethostname(),
+        # without the password of a --storage URL (the command reaches report.html, which is meant to be sent)
+        "command": [Path(sys.argv[0]).name, *map(mask_url, sys.argv[1:])], "host": socket.gethostname(),
         "platform": platform.platform(), "python": platform.python_version(), "packages": versions,
         "git_commit": git_commit(), "dataset": dataset, "resources": resources,
         "hardware": hardware(int(resources.get("gpus") or 0)),

@@ -14,6 +14,7 @@ from typing import Any
 
 from ablate.errors import AblateError
 from ablate.atomic_files import atomic_write_text
+from ablate.slug import child
 from ablate.engine.trial_plan import TrialPlan
 from ablate.spec.study_spec import Study
 
@@ -109,7 +110,7 @@ def _blank(value: Any) -> Any:
 
 def create_run_dir(study: Study, out: Path | None, files: dict[str, str]) -> Path:
     """Make the run folder with its first files in one step: it either does not exist or holds spec.yaml."""
-    run_dir = out or Path("runs") / study.name / time.strftime("%Y%m%d-%H%M%S")
+    run_dir = out or child(Path("runs"), study.name) / time.strftime("%Y%m%d-%H%M%S")  # the name is spec text
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         if (run_dir / "spec.yaml").is_file():
             raise AblateError(f"run folder {run_dir} holds a study run already; use --resume {run_dir} to finish it, "

@@ -3,17 +3,17 @@ records when it is registered: its curves (train loss per step, dev loss and acc
 and its hyper-parameters with its results, so TensorBoard's HPARAMS tab can compare trials.
 
 Open them with `tensorboard --logdir RUN/tensorboard`. Needs the `tensorboard` package
-(`pip install 'ablate[tensorboard]'`).
+(`pip install 'tensorboard>=2.14'`, or `pip install -e '.[tensorboard]'` in ablate's checkout).
 """
 from __future__ import annotations
 
 import csv
 import importlib.util
-import re
 from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
+from ablate.slug import child, slug
 
 FOLDER = "tensorboard"
 HPARAM_METRICS = ("best_dev_acc", "test_acc", "final_test_acc", "steps")
@@ -21,18 +21,24 @@ HPARAM_METRICS = ("best_dev_acc", "test_acc", "final_test_acc", "steps")
 
 def check_available() -> None:
     if importlib.util.find_spec("tensorboard") is None:
-        raise AblateError("--tensorboard needs the tensorboard package: pip install 'ablate[tensorboard]'")
+        raise AblateError("--tensorboard needs the tensorboard package: pip install 'tensorboard>=2.14' (or, in "
+                          "ablate's checkout, pip install -e '.[tensorboard]')")
 
 
 def run_name(row: dict[str, Any]) -> str:
     """stage/arm/which: tune/residual=true/r0-i1, confirm/residual=true/seed0, grid/.../lr=0.01-seed0."""
-    arm = re.sub(r"[^A-Za-z0-9=.,_-]+", "-", str(row["arm"]))
+    return "/".join(slug(part) for part in _parts(row))
+
+
+def _parts(row: dict[str, Any]) -> tuple[str, str, str]:
+    """The folders of a trial's run, as text: arm names and grid values come from the spec (ablate.slug makes
+    each one folder inside the run's tensorboard/, whatever it holds: `folder:../../..` included)."""
     if row.get("round") is not None:
         which = f"r{row['round']}-i{row['index']}"
     else:
         point = "-".join(f"{k}={v}" for k, v in (row.get("params") or {}).items() if row["stage"] == "grid")
         which = f"{point + '-' if point else ''}seed{row.get('seed')}"
-    return f"{row['stage']}/{arm}/{which}"
+    return str(row["stage"]), str(row["arm"]), which
 
 
 def write_trial(run_dir: Path, row: dict[str, Any], settings: dict[str, Any]) -> Path:
@@ -40,7 +46,7 @@ def write_trial(run_dir: Path, row: dict[str, Any], settings: dict[str, Any]) ->
     from torch.utils.tensorboard import SummaryWriter
 
     folder = Path(run_dir) / "trials" / row["trial_id"]
-    dest = Path(run_dir) / FOLDER / run_name(row)
+    dest = child(Path(run_dir) / FOLDER, *_parts(row))
     if dest.exists():
         for old in dest.glob("events.out.tfevents.*"):
             old.unlink()  # a trial registered again (a retried error) replaces its events

@@ -19,6 +19,7 @@ from ablate.engine.run_folder import create_run_dir, open_run_dir
 from ablate.engine.manifest import manifest
 from ablate.spec.study_spec import Study, load_study, parse_study
 from ablate.spec.reading import read_yaml
+from ablate.spec.limits import MAX_RETRIES, check_at_most
 from ablate.engine.storage import check_storage, mask_url
 from ablate.engine.resources import Resources
 from ablate.engine.ray_adapter.session import check_address
@@ -77,6 +78,7 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
     notes: list[str] = []
     if retries < 0:
         raise AblateError(f"--retries must be >= 0, got {retries}")
+    check_at_most(retries, MAX_RETRIES, "--retries")
     if resume is not None:
         run_dir = open_run_dir(resume)
         spec = parse_study(read_yaml(run_dir / "spec.yaml"), source=str(run_dir / "spec.yaml"))

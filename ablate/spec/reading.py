@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from ablate.errors import AblateError
+from ablate.spec.limits import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES
 from ablate.spec.trial_config import TrialConfig
 
 CONFIG_FIELDS = {f.name for f in fields(TrialConfig)}
@@ -19,17 +20,74 @@ CONFIG_FIELDS = {f.name for f in fields(TrialConfig)}
 
 def read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except OSError as exc:
         raise AblateError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise AblateError(f"{path} is not UTF-8 text") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
         raise AblateError(f"malformed YAML in {path}{where}: {getattr(exc, 'problem', None) or exc}") from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden by the keys beside it
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (str, int, float, bool, type(None))):
+            if key in seen:
+                raise yaml.constructor.ConstructorError("while reading a mapping", node.start_mark,
+                                                        f"found duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_text(path: str | Path) -> str:
+    """A spec or config file's text; a file over MAX_SPEC_BYTES is refused after reading one byte more."""
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_SPEC_BYTES + 1)
+    need(len(data) <= MAX_SPEC_BYTES, str(path), f"larger than {MAX_SPEC_BYTES:,} bytes; a spec or config is a few "
+         "kilobytes")
+    return data.decode("utf-8")
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """A spec or config document: no repeated key, at most MAX_YAML_VALUES values with
+    every alias expanded, nested at most MAX_YAML_DEPTH deep. Malformed YAML raises yaml.YAMLError (the caller
+    names the file and line); the bounds raise AblateError."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506  a SafeLoader
+    except RecursionError:
+        raise AblateError(f"{source}: nested more than {MAX_YAML_DEPTH} levels deep") from None
+    budget = [MAX_YAML_VALUES]
+
+    def walk(value: Any, depth: int) -> None:
+        budget[0] -= 1
+        need(budget[0] >= 0, source, f"more than {MAX_YAML_VALUES:,} values (counting each use of an alias); a spec "
+             "or config holds a few hundred")
+        need(depth <= MAX_YAML_DEPTH, source, f"nested more than {MAX_YAML_DEPTH} levels deep")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(k, depth + 1)
+                walk(v, depth + 1)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, depth + 1)
+
+    walk(data, 0)
+    return data
 
 
 def need(cond: bool, source: str, message: str) -> None:

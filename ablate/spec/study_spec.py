@@ -23,6 +23,7 @@ from ablate.spec.seed_rule import SeedRule, parse_seeds
 from ablate.spec.search_space import HALVING_MIN_POINTS, SAMPLERS, Halving, Param, grid_points, parse_halving, parse_space
 from ablate.spec.reading import check_keys, check_setting_names, is_int, need
 from ablate.spec.reading import read_yaml
+from ablate.spec import limits
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -263,12 +264,14 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
         else:
             need("points" not in search, source, "search.points belongs to the grid sampler (sampler: grid); TPE takes "
                  "search.trials")
-            need(is_int(trials) and trials >= 1, source, f"search.trials must be a positive integer, got {trials!r}")
+            need(is_int(trials) and 1 <= trials <= limits.MAX_SEARCH_TRIALS, source, f"search.trials must be a positive "
+                 f"integer of at most {limits.MAX_SEARCH_TRIALS:,}, got {trials!r}")
             round_size = search.get("round", min(4, trials))
             need(is_int(round_size) and 1 <= round_size <= trials, source,
                   f"search.round (proposals per round) must be an integer from 1 to search.trials ({trials}), got {round_size!r}")
             startup = search.get("startup", min(10, max(1, trials // 2)))
-            need(is_int(startup) and startup >= 0, source, f"search.startup (random trials before TPE) must be an integer >= 0, got {startup!r}")
+            need(is_int(startup) and 0 <= startup <= limits.MAX_SEARCH_TRIALS, source, f"search.startup (random trials "
+                 f"before TPE) must be an integer from 0 to {limits.MAX_SEARCH_TRIALS:,}, got {startup!r}")
         halving = parse_halving(search.get("halving", False), source)
         if search.get("halving") is True and trials < HALVING_MIN_POINTS:
             halving = None
@@ -290,9 +293,16 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
     check_setting_names(grid, source, "grid setting(s)")
     for key, values in grid.items():
         need(isinstance(values, list) and values, source, f"grid.{key} must be a non-empty list")
+    fixed_points = math.prod(len(v) for v in grid.values())
+    need(fixed_points <= limits.MAX_GRID_POINTS, source, f"the grid has {fixed_points:,} points, more than "
+         f"{limits.MAX_GRID_POINTS:,}; tune with search instead, or split the study")
     need(not (space and grid), source, "use either search (tuned) or grid (fixed values), not both")
 
     seeds, seed_rule = parse_seeds(raw.get("seeds"), source)
+    searches = repeats if space else 1
+    total = len(arms) * (trials * tuning * searches if space else 0) + len(arms) * len(seeds) * fixed_points * searches
+    need(total <= limits.MAX_STUDY_TRIALS, source, f"the study would run up to {total:,} trials, more than "
+         f"{limits.MAX_STUDY_TRIALS:,}; use fewer arms, trials, seeds or grid points")
 
     resample_data = raw.get("resample_data", False)
     need(isinstance(resample_data, bool), source, "resample_data must be true or false")
@@ -344,7 +354,7 @@ def _check_arm_configs(study: Study, source: str) -> None:
                 for value in values:
                     study.arm_config(arm, **{**first, name: value})
             tuning = [s for r in range(study.repeats) for s in study.tuning_seeds(r)] if study.space else []
-            for seed in [*study.seeds, *tuning]:
+            for seed in {min(study.seeds), max(study.seeds), *tuning}:  # a seed is valid by its range alone
                 study.arm_config(arm, **first, seed=seed)
             config = study.arm_config(arm, **first)
         except AblateError as exc:
@@ -363,6 +373,7 @@ def _expand_arms(raw: dict, source: str) -> tuple[list[str], list[Arm]]:
     need(not (factors and explicit), source, "use either factors (combinations) or arms (an explicit list), not both")
     if explicit:
         need(isinstance(explicit, list), source, "arms must be a list of mappings, each with a name")
+        need(len(explicit) <= limits.MAX_ARMS, source, f"{len(explicit):,} arms, more than {limits.MAX_ARMS:,}")
         arms, names = [], set()
         for i, entry in enumerate(explicit):
             need(isinstance(entry, dict) and isinstance(entry.get("name"), str), source, f"arms[{i}] must be a mapping with a name")
@@ -401,6 +412,8 @@ def _expand_arms(raw: dict, source: str) -> tuple[list[str], list[Arm]]:
                 grown += [{**combo, name: v} for v in values]
             else:
                 grown.append(combo)
+            need(len(grown) <= limits.MAX_ARMS, source, f"the factors give more than {limits.MAX_ARMS:,} arms; "
+                 "ablate fewer factors or values at once")
         partial = grown
     arms = [Arm(",".join(f"{k}={_format_value(v)}" for k, v in combo.items()), combo) for combo in partial]
     return [n for n, _, _ in parsed], arms

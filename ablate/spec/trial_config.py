@@ -67,7 +67,9 @@ class TrialConfig(ModelSpec):
 
     def validate(self) -> None:
         from ablate.data.registry import check_dataset
+        from ablate.spec.limits import check_config
 
+        check_config(self)  # the upper bounds first: nothing below counts batches of a train_size of 10^20
         super().validate()  # the model axes
         check_dataset(self.dataset)
         for f in fields(self):
@@ -136,7 +138,8 @@ class TrialConfig(ModelSpec):
         return bounds
 
     def total_steps(self) -> int:
-        return len(self.batches()) * self.epochs
+        n, b = self.train_size, self.batch_size  # len(self.batches()), without listing them
+        return (-(-n // b) - (n > b and n % b == 1)) * self.epochs
 
     def evaluation_steps(self) -> list[int]:
         """Steps after which the dev set is evaluated: every eval_every steps and after the last one."""
@@ -196,9 +199,10 @@ class TrialConfig(ModelSpec):
 
     @classmethod
     def from_yaml_file(cls, path: str | os.PathLike) -> "TrialConfig":
+        from ablate.spec.reading import load_yaml, read_text
+
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
+            data = load_yaml(read_text(path), str(path))
         except OSError as exc:
             raise AblateError(f"cannot read config {path}: {exc.strerror or exc}") from None
         except UnicodeDecodeError:

@@ -1,0 +1,197 @@
+"""Hostile or careless input (issue 18, part 3): sizes far past any good-faith study, devices ablate cannot train
+on, output paths it cannot write, YAML with repeated keys, alias bombs or control characters, storage URLs
+carrying a password. Every case ends in one line on stderr, exit code 2, no traceback, no new file, within
+seconds (cases that used to hang run under an alarm) and with no password in the output."""
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ablate.cli.app import app
+from ablate.spec import limits
+from ablate.spec.trial_config import TrialConfig
+
+pytestmark = pytest.mark.usefixtures("fake_mnist_env")  # `auto` reads the tests' own MNIST-format files, offline
+SMALL = ["--dataset", "digits", "--train-size", "64", "--dev-size", "32", "--test-size", "32", "--epochs", "1"]
+SECRET = "hunter2secret"
+SPEC = {"description": "x", "base": {"family": "cifar", "depth": 20, "dataset": "digits", "train_size": 64,
+                                     "dev_size": 32, "test_size": 32, "epochs": 1},
+        "factors": {"residual": {"values": [True, False]}}, "seeds": [0, 1]}
+TUNED = {**SPEC, "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.001, "high": 0.3}}, "trials": 2}}
+HUGE = 10 ** 26  # train_size: 1e26 of the issue (YAML reads 1e26 without a point as text)
+
+
+def spec(base=None, **over) -> str:
+    return yaml.safe_dump({**SPEC, "base": {**SPEC["base"], **(base or {})}, **over})
+
+
+# "billion laughs": a few hundred bytes whose alias i stands for 10^9 x's
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n"
+                                                          for p, c in zip("abcdefgh", "bcdefghi"))
+# name -> text of the files the cases read (written once into the inputs folder)
+FILES = {
+    "spec-train-size.yaml": spec({"train_size": HUGE}),
+    "spec-epochs.yaml": spec({"epochs": 10 ** 12}),
+    "spec-steps.yaml": spec({"epochs": 10 ** 7, "batch_size": 2}),
+    "spec-threads.yaml": spec({"threads": 100_000}),
+    "spec-image-size.yaml": spec({"image_size": 100_000}),
+    "spec-lr.yaml": spec({"lr": 1e300}),
+    "spec-trials.yaml": yaml.safe_dump({**TUNED, "search": {**TUNED["search"], "trials": 10 ** 11}}),
+    "spec-startup.yaml": yaml.safe_dump({**TUNED, "search": {**TUNED["search"], "startup": 10 ** 11}}),
+    "spec-seed-rule.yaml": spec(seeds={"min": 3, "max": 10 ** 12, "half_width": 1.0}),
+    "spec-seed-start.yaml": spec(seeds={"min": 3, "max": 10, "half_width": 1.0, "start": 2 ** 63 - 5}),
+    "spec-seed-int64.yaml": spec(seeds=[0, 2 ** 64]),
+    "spec-seed-negative.yaml": spec(seeds=[0, -1]),
+    "spec-seed-count.yaml": spec(seeds=list(range(1001))),
+    "spec-arms.yaml": spec(factors={"seed": {"values": list(range(1001))}}),
+    "spec-arm-list.yaml": spec(factors=None, arms=[{"name": f"a{i}", "seed": i} for i in range(1001)]),
+    "spec-grid.yaml": spec(grid={"lr": [0.01 * (i + 1) for i in range(101)], "momentum": [i / 100 for i in range(100)]}),
+    "spec-total.yaml": yaml.safe_dump({**TUNED, "factors": {"data_seed": {"values": list(range(20))}},
+                                       "search": {**TUNED["search"], "trials": 100_000}}),
+    "spec-duplicate.yaml": "description: x\nseeds: [0]\nseeds: [1, 2]\n",
+    "spec-newline-key.yaml": yaml.safe_dump({**SPEC, "na\nme\x1b[31m": 1}),
+    "spec-bomb.yaml": BOMB + "description: *i\n",
+    "spec-deep.yaml": "description: " + "[" * 5000 + "]" * 5000 + "\n",
+    "spec-large.yaml": "description: x\n" + "#" * (limits.MAX_SPEC_BYTES + 10) + "\n",
+    "config-duplicate.yaml": "lr: 0.1\nepochs: 1\nlr: 0.2\n",
+    "config-image-size.yaml": "image_size: 100000\n",
+    "config-bomb.yaml": BOMB,
+    "new\nline.yaml": "lr: 0.1\nlr: 0.2\n",
+    "a-file": "not a folder\n",
+}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hostile")
+    for name, text in FILES.items():
+        (d / name).write_text(text, encoding="utf-8")
+    (d / "lonely").mkdir()  # a trial config with no recorded result beside it
+    (d / "lonely" / "config.yaml").write_text(TrialConfig().to_yaml())
+    return d
+
+
+# (arguments, separated by single spaces, with {d} = the inputs folder; a fragment the one line must contain)
+CASES = [
+    # sizes past their bounds (ablate/spec/limits.py)
+    (f"train --train-size {HUGE}", "train_size must be at most 2,000,000"),
+    ("train --epochs 1000000000000", "epochs must be at most 10,000,000"),
+    ("train --epochs 9000000 --train-size 1000 --batch-size 2", "more than 10,000,000 steps"),
+    ("train --batch-size 100000000", "batch_size must be at most 2,000,000"),
+    ("train --eval-every 100000000000", "eval_every must be at most 10,000,000"),
+    ("train --threads 100000", "threads must be at most 1,024"),
+    ("train --seed 9223372036854775808", "seed must be from 0 to 2^63 - 1"),
+    ("train --seed -1", "seed must be from 0 to 2^63 - 1"),
+    ("train --data-seed 100000000000000000000", "data_seed must be from 0 to 2^63 - 1"),
+    ("train --lr 1e300", "lr must be at most 1e+06, got 1e+300"),
+    ("train --weight-decay 5", "weight_decay must be at most 1"),
+    ("train --config {d}/config-image-size.yaml", "image_size must be at most 1,024"),
+    ("summary --input-size 100000", "--input-size must be at most 1,024"),
+    ("summary --in-channels 100000", "--in-channels must be at most 64"),
+    ("summary --num-classes 1000000000", "--num-classes must be at most 100,000"),
+    ("verify-torchvision --seed 99999999999999999999", "--seed must be from 0 to 2^63 - 1"),
+    ("study {d}/spec-train-size.yaml", "train_size must be at most 2,000,000"),
+    ("study {d}/spec-epochs.yaml", "epochs must be at most 10,000,000"),
+    ("study {d}/spec-steps.yaml", "more than 10,000,000 steps"),
+    ("study {d}/spec-threads.yaml", "threads must be at most 1,024"),
+    ("study {d}/spec-image-size.yaml", "image_size must be at most 1,024"),
+    ("study {d}/spec-lr.yaml", "lr must be at most 1e+06, got 1e+300"),
+    ("study {d}/spec-trials.yaml", "search.trials must be a positive integer of at most 100,000"),
+    ("study {d}/spec-startup.yaml", "search.startup (random trials before TPE) must be an integer from 0 to 100,000"),
+    ("study {d}/spec-seed-rule.yaml", "seeds.max must be an integer from seeds.min (3) to 1000"),
+    ("study {d}/spec-seed-start.yaml", "seeds.start must be an integer from 0 to 2^63 - seeds.max"),
+    ("study {d}/spec-seed-int64.yaml", "seed must be from 0 to 2^63 - 1, got 18446744073709551616"),
+    ("study {d}/spec-seed-negative.yaml", "seed must be from 0 to 2^63 - 1, got -1"),
+    ("study {d}/spec-seed-count.yaml", "1,001 seeds, more than 1000"),
+    ("study {d}/spec-arms.yaml", "the factors give more than 1,000 arms"),
+    ("study {d}/spec-arm-list.yaml", "1,001 arms, more than 1,000"),
+    ("study {d}/spec-grid.yaml", "the grid has 10,100 points, more than 10,000"),
+    ("study {d}/spec-total.yaml", "the study would run up to 2,000,040 trials, more than 1,000,000"),
+    ("study residual-ablation --retries 1000", "--retries must be at most 100"),
+    # devices ablate cannot train on, output folders it cannot make
+    ("train --device meta", "unknown device 'meta'; use cpu, cuda or cuda:N"),
+    ("train --device xla", "unknown device 'xla'"),
+    ("train --device mps", "unknown device 'mps'"),
+    ("train --device ipu", "unknown device 'ipu'"),
+    ("reproduce {d}/lonely/config.yaml --device meta", "unknown device 'meta'"),
+    ("train --out {d}/a-file", "a-file is a file; pass a folder for --out"),
+    ("train --out {d}/a-file/run", "cannot create {d}/a-file/run: Not a directory"),
+    ("train --out /proc/x/run", "cannot create /proc/x/run"),
+    # YAML: repeated keys, bombs, depth, size, control characters in keys and paths
+    ("train --config {d}/config-duplicate.yaml", "found duplicate key 'lr'"),
+    ("study {d}/spec-duplicate.yaml", "spec-duplicate.yaml, line 3: found duplicate key 'seeds'"),
+    ("train --config {d}/config-bomb.yaml", "more than 100,000 values (counting each use of an alias)"),
+    ("study {d}/spec-bomb.yaml", "more than 100,000 values (counting each use of an alias)"),
+    ("study {d}/spec-deep.yaml", "nested more than 50 levels deep"),
+    ("study {d}/spec-large.yaml", "larger than 1,048,576 bytes"),
+    ("study {d}/spec-newline-key.yaml", "unknown spec key(s) na\\nme\\x1b[31m"),
+    ("train --config {d}/new\nline.yaml", "new\\nline.yaml line 2: found duplicate key 'lr'"),
+    ("study {d}/new\nline.yaml", "new\\nline.yaml, line 2: found duplicate key 'lr'"),
+    ("train --config {d}/missing\n\x1b[2Jfile.yaml", "missing\\n\\x1b[2Jfile.yaml"),
+    # storage URLs carrying a password: refused, and the password is in no message
+    (f"study residual-ablation --storage postgresql://u:{SECRET}@127.0.0.1:1/db",
+     "cannot open Optuna storage 'postgresql://u:***@127.0.0.1:1/db'"),
+    (f"study residual-ablation --storage postgresql://:{SECRET}@127.0.0.1:1/db",
+     "cannot open Optuna storage 'postgresql://:***@127.0.0.1:1/db'"),
+    (f"study residual-ablation --storage postgresql://u@127.0.0.1:1/db?password={SECRET}",
+     "cannot open Optuna storage 'postgresql://u@127.0.0.1:1/db?password=***'"),
+    (f"study residual-ablation --storage postgresql://u:{SECRET}@127.0.0.1:port/db", "cannot open Optuna storage"),
+    (f"study residual-ablation --storage postgresql://u:{SECRET}@h@127.0.0.1:1/db", "cannot open Optuna storage"),
+]
+SECONDS = 60  # a case that used to hang (or grow memory at 150 MB/s) fails here instead
+
+
+class TookTooLong(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise TookTooLong(f"still running after {SECONDS} s")
+
+
+def tree(*roots):
+    return {p for root in roots for p in Path(root).rglob("*")}
+
+
+@pytest.mark.parametrize("command, fragment", CASES, ids=[c.replace("\n", "\\n") for c, _ in CASES])
+def test_hostile_input(command, fragment, inputs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default run folders would land here
+    args = command.format(d=inputs).split(" ")
+    if args[0] == "train" and "--config" not in args:
+        args = [args[0], *SMALL, *args[1:]]  # the case's own flags come last and win
+    before = tree(inputs, tmp_path)
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(SECONDS)
+    t0 = time.perf_counter()
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not isinstance(result.exception, TookTooLong), f"{command!r} ran past {SECONDS} s"
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1, result.output
+    expected = fragment.format(d=inputs).replace("\n", "\\n")
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    assert "Traceback" not in result.output and SECRET not in result.output
+    assert tree(inputs, tmp_path) == before, "hostile input left files behind"
+    print(f"{time.perf_counter() - t0:.2f} s: {lines[0][:120]}")
+
+
+def test_the_bounds_themselves_are_accepted():
+    """Each bound is a bound, not an off-by-one: the largest allowed value gives a valid config."""
+    top = TrialConfig(train_size=limits.MAX_IMAGES, batch_size=limits.MAX_IMAGES, threads=limits.MAX_THREADS,
+                      image_size=limits.MAX_IMAGE_SIZE, seed=limits.SEED_LIMIT - 1, data_seed=0, lr=limits.MAX_LR,
+                      weight_decay=limits.MAX_WEIGHT_DECAY, epochs=limits.MAX_STEPS, eval_every=limits.MAX_STEPS)
+    assert top.total_steps() == limits.MAX_STEPS
+
+
+@pytest.mark.parametrize("train_size, batch_size", [(2, 2), (3, 2), (64, 64), (65, 64), (66, 64), (128, 64),
+                                                    (129, 64), (130, 64), (1000, 7), (1001, 1000), (5, 9)])
+def test_total_steps_counts_the_batches_it_no_longer_lists(train_size, batch_size):
+    config = TrialConfig(train_size=train_size, batch_size=batch_size, epochs=3)
+    assert config.total_steps() == len(config.batches()) * 3
