@@ -6,6 +6,7 @@ command's output folder when it has one). Ctrl-C ends in exit code 130.
 """
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -252,8 +253,9 @@ def study(
     from ablate.execute import launch as L
     from ablate.engine.run_folder import read_registry
     from ablate.spec.study_spec import list_studies
-    from ablate.engine.study_runner import StudyInterrupted, run_study
+    from ablate.engine.study_runner import StudyInterrupted, StudyStopped, run_study, terminate_like_ctrl_c
 
+    terminate_like_ctrl_c()  # SIGTERM stops a study as Ctrl-C does, whenever it comes
     if name is None and resume is None:
         for study_name, description in list_studies():
             typer.echo(f"{study_name:20s} {description}")
@@ -271,17 +273,23 @@ def study(
         for line in plan.gpu.lines():  # trials per GPU, cores per trial, fusing, and where the numbers came from
             typer.echo(line)
         return
+    resumed = plan.resumed
     run_dir = L.start(plan, out)
-    error_folder(run_dir)
-    typer.echo(f"study {plan.spec.name} ({plan.spec.budget}) -> {run_dir}", err=True)
     t0 = time.perf_counter()
-    try:
+    try:  # from here on the run folder exists: an interruption says how to finish it
+        error_folder(run_dir)
+        typer.echo(f"study {plan.spec.name} ({plan.spec.budget}) -> {run_dir}", err=True)
         run_study(plan.spec, run_dir, plan.resources, str(data_dir) if data_dir else None, storage=storage,
-                  retries=retries, run_id=plan.run_id, tensorboard=tensorboard, fuse=plan.fuse)
-    except StudyInterrupted:
-        typer.echo(f"interrupted: what finished is kept in {run_dir}; finish it with: ablate study --resume {run_dir}",
-                   err=True)
-        raise typer.Exit(130)
+                  retries=retries, run_id=plan.run_id, tensorboard=tensorboard, fuse=plan.fuse,
+                  on_start=(lambda: L.record_resume(plan)) if resumed else None)
+    except (StudyInterrupted, KeyboardInterrupt) as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        typer.echo(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: what finished is kept in "
+                   f"{run_dir}; finish it with: ablate study --resume {run_dir}", err=True)
+        raise typer.Exit(128 + signum)
+    except StudyStopped as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(3)
     rows = read_registry(run_dir)
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / 'trials.csv'}")
     from ablate.analysis import terminal_table

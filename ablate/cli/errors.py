@@ -84,9 +84,10 @@ def handles_errors(func):
             fail(str(exc))
         except (typer.Exit, typer.Abort):
             raise
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where a command turns it into one (exit 143)
+            signum = getattr(exc, "signum", 2)
+            typer.echo("terminated" if signum == 15 else "interrupted", err=True)
+            raise typer.Exit(128 + signum)
         except Exception as exc:  # noqa: BLE001  every other failure still ends in one line
             _crash(exc)
 

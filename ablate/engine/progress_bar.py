@@ -24,5 +24,9 @@ class Progress:
         stages = " ".join(f"{s} {counts.get(s, 0)}/{n}" for s, n in self.totals.items())
         self.bar.set_postfix_str(f"{stages} | running {len(self.planner.in_flight)}")
 
+    def say(self, line: str) -> None:
+        """One line above the progress line."""
+        self.bar.write(line, file=sys.stderr)
+
     def close(self) -> None:
         self.bar.close()

@@ -3,8 +3,12 @@ by a cluster (PostgreSQL); URLs opened, checked before anything runs, and shown 
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from ablate.errors import AblateError
 
@@ -28,7 +32,24 @@ def storage_url(url: str) -> str:
 
 
 def check_storage(url: str) -> None:
-    """Fail fast, before any folder exists, when the Optuna storage cannot be opened."""
+    """Fail fast, before any folder exists, when the Optuna storage cannot be opened. A SQLite file that does
+    not exist yet is not made here (a dry run or a command refused later must leave none behind): only its
+    folder is checked; the study makes it when it starts (open_storage)."""
+    path = sqlite_path(url)
+    if path is not None:
+        if not path.exists():
+            folder = path.parent
+            if not folder.is_dir():
+                raise AblateError(f"cannot open Optuna storage {mask_url(url)!r}: folder {folder} does not exist")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise AblateError(f"cannot open Optuna storage {mask_url(url)!r}: folder {folder} is not writable")
+            return
+        check_sqlite_file(path)
+    open_storage(url)
+
+
+def open_storage(url: str) -> None:
+    """Open the storage, making Optuna's tables where they are missing."""
     import optuna
 
     # Two studies that open a fresh database at once both create Optuna's tables; the slower one's CREATE
@@ -46,6 +67,28 @@ def check_storage(url: str) -> None:
                 continue
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise AblateError(f"cannot open Optuna storage {mask_url(url)!r}: {reason}") from None
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:/// URL (None for any other storage, or an in-memory one)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    name = url[len("sqlite:///"):].split("?", 1)[0]
+    return Path(name) if name and name != ":memory:" else None
+
+
+def check_sqlite_file(path: Path) -> None:
+    """An existing SQLite file that SQLite can read; read-only, so it is never changed (nor made) here."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise AblateError(f"{path} is not a readable SQLite database ({exc}); it is the study's Optuna storage: "
+                          f"restore it from a backup, or move it aside (mv {path} {path}.damaged) and run again: "
+                          "the search is then asked again, round by round, from the results in the trial "
+                          "folders") from None
 
 
 def mask_url(url: str) -> str:

@@ -36,6 +36,8 @@ def _ray_env(address: str | None) -> None:
     # Ctrl-C reaches ablate, which stops Ray and says how to resume (Ray's own handler would suggest
     # Tuner.restore, which is not how a study resumes).
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # A failed trial gets one line of ablate's (ray_adapter.searcher), not Ray's traceback under Ray's trial id.
+    os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
     # Ray's own per-trial CSV/JSON/TensorBoard logs would duplicate curves.csv.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000000")
