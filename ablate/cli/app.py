@@ -253,7 +253,8 @@ def study(
     from ablate.execute import launch as L
     from ablate.engine.run_folder import read_registry
     from ablate.spec.study_spec import list_studies
-    from ablate.engine.study_runner import StudyInterrupted, StudyStopped, run_study, terminate_like_ctrl_c
+    from ablate.engine.interrupts import interrupt_signal, terminate_like_ctrl_c
+    from ablate.engine.study_runner import StudyInterrupted, StudyStopped, run_study
 
     terminate_like_ctrl_c()  # SIGTERM stops a study as Ctrl-C does, whenever it comes
     if name is None and resume is None:
@@ -283,7 +284,7 @@ def study(
                   retries=retries, run_id=plan.run_id, tensorboard=tensorboard, fuse=plan.fuse,
                   on_start=(lambda: L.record_resume(plan)) if resumed else None)
     except (StudyInterrupted, KeyboardInterrupt) as exc:
-        signum = getattr(exc, "signum", signal.SIGINT)
+        signum = interrupt_signal(exc)
         typer.echo(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: what finished is kept in "
                    f"{run_dir}; finish it with: ablate study --resume {run_dir}", err=True)
         raise typer.Exit(128 + signum)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import shutil
 import signal
-import threading
 from pathlib import Path
 from typing import Callable
 
 from ablate.errors import AblateError
 from ablate.engine.run_folder import write_trials_csv
+from ablate.engine.interrupts import interrupt_signal
 from ablate.engine.planner import Planner
 from ablate.engine.storage import open_storage
 from ablate.engine.trial_failures import INFRASTRUCTURE, describe, kind_of
@@ -28,22 +28,6 @@ class StudyInterrupted(Exception):
     def __init__(self, signum: int = signal.SIGINT):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so that both stop a study the same way."""
-
-    signum = signal.SIGTERM
-
-
-def terminate_like_ctrl_c() -> None:
-    """SIGTERM raises Terminated in the main thread (Ray's driver sets a handler of its own when it starts,
-    which ends the process in a stack dump: this one is set again after it)."""
-    def handler(signum, frame):
-        raise Terminated()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
 
 
 class StudyStopped(Exception):
@@ -80,7 +64,7 @@ def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str |
             _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorboard, fuse, on_start)
             ended = True
         except KeyboardInterrupt as exc:
-            raise StudyInterrupted(getattr(exc, "signum", signal.SIGINT)) from None
+            raise StudyInterrupted(interrupt_signal(exc)) from None
         except (AblateError, StudyStopped):
             raise
         except Exception as exc:
@@ -113,7 +97,6 @@ def _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorbo
     tmp = _temp_dir(run_dir)
     try:
         start_ray(resources, tmp)
-        terminate_like_ctrl_c()
         faults = _fit(study, run_dir, resources, data_dir, planner, retries, tmp)
     finally:
         stop_ray()
