@@ -277,12 +277,16 @@ def study(
     resumed = plan.resumed
     run_dir = L.start(plan, out)
     t0 = time.perf_counter()
+
+    def started() -> None:  # the study holds the run folder's lock and has work left
+        if resumed:
+            L.record_resume(plan)
+        typer.echo(f"study {plan.spec.name} ({plan.spec.budget}) -> {run_dir}", err=True)
+
     try:  # from here on the run folder exists: an interruption says how to finish it
         error_folder(run_dir)
-        typer.echo(f"study {plan.spec.name} ({plan.spec.budget}) -> {run_dir}", err=True)
         run_study(plan.spec, run_dir, plan.resources, str(data_dir) if data_dir else None, storage=storage,
-                  retries=retries, run_id=plan.run_id, tensorboard=tensorboard, fuse=plan.fuse,
-                  on_start=(lambda: L.record_resume(plan)) if resumed else None)
+                  retries=retries, run_id=plan.run_id, tensorboard=tensorboard, fuse=plan.fuse, on_start=started)
     except (StudyInterrupted, KeyboardInterrupt) as exc:
         signum = interrupt_signal(exc)
         typer.echo(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: what finished is kept in "
