@@ -223,6 +223,35 @@ def test_a_damaged_optuna_db_is_one_line_on_resume_and_no_matter_to_analyze(tmp_
     assert result.exit_code == 0, result.output
 
 
+def test_an_optuna_db_whose_writer_was_killed_mid_transaction_is_not_called_damaged(tmp_path):
+    """A SIGKILLed study leaves SQLite's rollback journal beside optuna.db; reading the file rolls it back first,
+    which a read-only open cannot do: the check must open it as any study would."""
+    import sqlite3
+
+    from ablate.engine.storage import check_sqlite_file
+
+    path = tmp_path / "optuna.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (x)")
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import sqlite3, time
+db = sqlite3.connect({str(path)!r}, isolation_level=None)
+db.execute("PRAGMA cache_size=1")
+db.execute("BEGIN")
+for i in range(20000):
+    db.execute("INSERT INTO t VALUES (?)", ("x" * 100,))
+print("mid-transaction", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "mid-transaction"
+    writer.kill()
+    writer.wait()
+    assert (tmp_path / "optuna.db-journal").stat().st_size > 0
+    check_sqlite_file(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM t").fetchone() == (0,)  # rolled back
+
+
 def test_a_read_only_run_folder_is_one_line_on_resume_and_analyze(tmp_path):
     run = finished_run(tmp_path)
     with read_only(run):

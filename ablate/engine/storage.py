@@ -78,11 +78,12 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def check_sqlite_file(path: Path) -> None:
-    """An existing SQLite file that SQLite can read; read-only, so it is never changed (nor made) here."""
+    """An existing SQLite file that SQLite can read (never made here: mode=rw opens only what exists; not
+    read-only, so that the journal a killed study left is rolled back, as SQLite does on any open)."""
     import sqlite3
 
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)) as db:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=rw", uri=True)) as db:
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
         raise AblateError(f"{path} is not a readable SQLite database ({exc}); it is the study's Optuna storage: "
