@@ -244,7 +244,7 @@ def study(
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPU share per trial (default: chosen from img/s measured for 1, 2, 4 and 8 trials at once on the GPU; see the dry run)."),
     address: Optional[str] = typer.Option(None, help="Attach to a running Ray cluster (HOST:PORT) instead of starting one."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user@host/db (default: optuna.db in the run folder)."),
-    retries: int = typer.Option(1, help="Times a crashed trial (worker died or raised) is retried before it is recorded as an error."),
+    retries: int = typer.Option(1, help="Times a failed trial is retried; then a failure its config raised on every attempt is its result (error), anything else (worker died, disk full, ...) stops the study (exit 3) for --resume."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files (curves, hyper-parameters) to RUN/tensorboard."),
     fuse: str = typer.Option("auto", help="Train trials that differ only in seed/lr/momentum/weight decay as one model batched over them: auto (on a GPU when measured faster, never on a CPU), off, or the members per model."),
 ) -> None:
