@@ -198,6 +198,30 @@ def test_a_row_cut_short_by_a_full_disk_is_skipped_and_the_next_one_is_whole(tmp
         disk.close()
 
 
+@pytest.mark.skipif(not can_mount(), reason="needs a tmpfs (mount rights) to fill a disk for real")
+def test_the_studys_own_write_failing_on_a_full_disk_stops_it_for_a_resume(tmp_path):
+    """Finished trials whose registry rows were lost are registered again on resume; with the disk full the
+    registry cannot take them: exit 3, one line with the cause and the resume command; with space, all is well."""
+    disk = Tmpfs(tmp_path / "disk", "1m")
+    try:
+        run = finished_run(disk.path)
+        (run / "trials.jsonl").write_bytes(b"")
+        with open(disk.path / "filler", "wb", buffering=0) as fh, pytest.raises(OSError, match="No space left"):
+            while True:
+                fh.write(b"x" * 4096)
+        result = invoke("study", "--resume", run)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 3, result.output
+        assert lines == [f"error: the study stopped: OSError: [Errno 28] No space left on device (the traceback could "
+                         f"not be written); once the cause is fixed, finish it with: ablate study --resume {run}"]
+        disk.resize("16m")
+        result = invoke("study", "--resume", run)
+        assert result.exit_code == 0, result.output
+        assert len(read_registry(run)) == 6 and len((run / "trials.csv").read_text().splitlines()) == 7
+    finally:
+        disk.close()
+
+
 def test_a_registry_with_garbage_bytes_is_refused_naming_the_file_and_the_line(tmp_path):
     run = finished_run(tmp_path)
     lines = (run / "trials.jsonl").read_bytes().split(b"\n")

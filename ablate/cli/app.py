@@ -2,7 +2,8 @@
 
 Bad input of any kind ends in one line on stderr and exit code 2, with nothing written. A failure of
 ablate's own ends in one line and exit code 1, its traceback written to a file the line names (the
-command's output folder when it has one). Ctrl-C ends in exit code 130.
+command's output folder when it has one). A study stopped by a fault of the machine ends in exit code 3 and
+the command that finishes it. Ctrl-C ends in exit code 130, SIGTERM in 143.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from ablate.cli.errors import OneLineErrors, _timestamp, error_folder, fail, handles_errors
+from ablate.cli.errors import OneLineErrors, _timestamp, error_folder, fail, handles_errors, save_traceback
 from ablate.errors import AblateError
 
 
@@ -292,8 +293,9 @@ def study(
         typer.echo(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: what finished is kept in "
                    f"{run_dir}; finish it with: ablate study --resume {run_dir}", err=True)
         raise typer.Exit(128 + signum)
-    except StudyStopped as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except StudyStopped as exc:  # a fault of the machine; a failed trial's traceback is in its own folder
+        where = f" ({save_traceback(exc.__cause__)})" if exc.__cause__ is not None else ""
+        typer.echo(f"error: {exc.what}{where}; {exc.hint}", err=True)
         raise typer.Exit(3)
     rows = read_registry(run_dir)
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / 'trials.csv'}")

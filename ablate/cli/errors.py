@@ -57,15 +57,20 @@ def error_folder(folder: Path) -> None:
     _Crash.folder = Path(folder)
 
 
-def _crash(exc: BaseException) -> None:
+def save_traceback(exc: BaseException) -> str:
+    """Write the traceback to error.txt in the command's output folder (else a temporary file); says where."""
     text = "".join(traceback.format_exception(exc))
     folder = _Crash.folder if _Crash.folder is not None and _Crash.folder.is_dir() else None
     target = folder / "error.txt" if folder else Path(tempfile.gettempdir()) / f"ablate-error-{_timestamp()}.txt"
     try:
         target.write_text(text, encoding="utf-8")
-        where = f"the full traceback is in {target}"
+        return f"the full traceback is in {target}"
     except OSError:
-        where = "the traceback could not be written"
+        return "the traceback could not be written"
+
+
+def _crash(exc: BaseException) -> None:
+    where = save_traceback(exc)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     typer.echo(f"error: {type(exc).__name__}{': ' + first if first else ''} (a failure inside ablate, not of your "
                f"input; {where})", err=True)

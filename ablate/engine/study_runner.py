@@ -43,7 +43,8 @@ class StudyStopped(Exception):
             what = (f"the study stopped: {n} trial{'s' if n > 1 else ''} failed for a reason outside "
                     f"{'their' if n > 1 else 'its'} config (above); nothing of {'their' if n > 1 else 'its'} "
                     "round was told to Optuna or decided")
-        super().__init__(f"{what}; once the cause is fixed, finish it with: ablate study --resume {run_dir}")
+        self.what, self.hint = what, f"once the cause is fixed, finish it with: ablate study --resume {run_dir}"
+        super().__init__(f"{what}; {self.hint}")
 
 
 def optuna_study_names(study: Study, run_id: str, storage: str | None) -> dict[str, str]:

@@ -115,7 +115,8 @@ class TrialErrors(Callback):
                 with open(trial.pickled_error_file, "rb") as fh:
                     exc = cloudpickle.load(fh)
                 text = str(exc)
-                reported = getattr(exc, "cause", None) or exc
+                cause = getattr(exc, "cause", None)  # a RayTaskError carries the worker's own exception
+                reported = cause if isinstance(cause, BaseException) else exc
         except Exception:  # noqa: BLE001  what Ray could not keep, the trial folder may still say
             pass
         self.searcher.judge(trial.trial_id, trial.num_failures, reported, text)
