@@ -12,7 +12,7 @@ from ray.tune.search import Searcher
 
 from ablate.atomic_files import atomic_write_text
 from ablate.engine import trial_failures
-from ablate.engine.planner import FINISHED, Planner, Work
+from ablate.engine.planner import FINISHED, Planner
 
 
 class PlannerSearch(Searcher):
@@ -28,8 +28,8 @@ class PlannerSearch(Searcher):
     def __init__(self, planner: Planner, on_change=None, say=print):
         super().__init__(metric="best_dev_acc", mode="max")
         self.planner, self.on_change, self.say = planner, on_change, say
-        self.works: dict[str, list[Work]] = {}
-        self.failing: dict[str, list[Work]] = {}  # Ray trial id -> its works, until TrialErrors judges them
+        self.works: dict[str, list] = {}  # Ray trial id -> the planner's work it runs
+        self.failing: dict[str, list] = {}  # Ray trial id -> its work, until TrialErrors judges it
         self.faults: list[str] = []  # one line per trial that failed for a reason outside its config
 
     def suggest(self, trial_id):
@@ -78,7 +78,7 @@ class PlannerSearch(Searcher):
                 self.say(line + "; the study stops when the trials running now end")
         self._changed()
 
-    def _folder(self, work: Work) -> Path:
+    def _folder(self, work) -> Path:
         return self.planner.trials_dir / work.trial_id
 
     def _changed(self) -> None:
@@ -122,7 +122,7 @@ class TrialErrors(Callback):
         self.searcher.judge(trial.trial_id, trial.num_failures, reported, text)
 
 
-def _label(work: Work) -> str:
+def _label(work) -> str:
     where = f"round {work.round}, index {work.index}" if work.round is not None else f"seed {work.config.seed}"
     return f"{work.trial_id} ({work.stage}, {work.arm}, {where})"
 
