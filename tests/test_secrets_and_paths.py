@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from ablate.cli.errors import one_line
-from ablate.engine.storage import mask_text, mask_url
+from ablate.messages import one_line
+from ablate.messages import mask_text, mask_url
 from ablate.slug import MAX_LENGTH, child, slug
 from ablate.spec.study_spec import parse_study
 

@@ -2,10 +2,12 @@
 
 Bad input of any kind ends in one line on stderr and exit code 2, with nothing written. A failure of
 ablate's own ends in one line and exit code 1, its traceback written to a file the line names (the
-command's output folder when it has one). Ctrl-C ends in exit code 130.
+command's output folder when it has one). A study stopped by a fault of the machine ends in exit code 3 and
+the command that finishes it. Ctrl-C ends in exit code 130, SIGTERM in 143.
 """
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,7 +15,8 @@ from typing import Optional
 
 import typer
 
-from ablate.cli.errors import OneLineErrors, _timestamp, error_folder, fail, handles_errors
+from ablate.cli.errors import OneLineErrors, _timestamp, error_folder, fail, handles_errors, save_traceback
+from ablate.messages import one_line
 from ablate.cli.model_options import axis_settings, model_options
 from ablate.data.registry import DATASETS, no_flip
 from ablate.errors import AblateError
@@ -258,7 +261,7 @@ def study(
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPU share per trial (default: chosen from img/s measured for 1, 2, 4 and 8 trials at once on the GPU; see the dry run)."),
     address: Optional[str] = typer.Option(None, help="Attach to a running Ray cluster (HOST:PORT) instead of starting one."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user@host/db (default: optuna.db in the run folder)."),
-    retries: int = typer.Option(1, help="Times a crashed trial (worker died or raised) is retried before it is recorded as an error."),
+    retries: int = typer.Option(1, help="Times a failed trial is retried; then a failure its config raised on every attempt is its result (error), anything else (worker died, disk full, ...) stops the study (exit 3) for --resume."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files (curves, hyper-parameters) to RUN/tensorboard."),
     fuse: str = typer.Option("auto", help="Train trials that differ only in seed/lr/momentum/weight decay as one model batched over them: auto (on a GPU when measured faster, never on a CPU), off, or the members per model."),
 ) -> None:
@@ -267,8 +270,10 @@ def study(
     from ablate.execute import launch as L
     from ablate.engine.run_folder import read_registry
     from ablate.spec.study_spec import list_studies
-    from ablate.engine.study_runner import StudyInterrupted, run_study
+    from ablate.engine.interrupts import interrupt_signal, terminate_like_ctrl_c
+    from ablate.engine.study_runner import StudyInterrupted, StudyStopped, run_study
 
+    terminate_like_ctrl_c()  # SIGTERM stops a study as Ctrl-C does, whenever it comes
     if name is None and resume is None:
         for study_name, description in list_studies():
             typer.echo(f"{study_name:20s} {description}")
@@ -287,17 +292,28 @@ def study(
         for line in plan.gpu.lines():  # trials per GPU, cores per trial, fusing, and where the numbers came from
             typer.echo(line)
         return
+    resumed = plan.resumed
     run_dir = L.start(plan, out)
-    error_folder(run_dir)
-    typer.echo(f"study {plan.spec.name} ({plan.spec.budget}) -> {run_dir}", err=True)
     t0 = time.perf_counter()
-    try:
+
+    def started() -> None:  # the study holds the run folder's lock and has work left
+        if resumed:
+            L.record_resume(plan)
+        typer.echo(f"study {plan.spec.name} ({plan.spec.budget}) -> {run_dir}", err=True)
+
+    try:  # from here on the run folder exists: an interruption says how to finish it
+        error_folder(run_dir)
         run_study(plan.spec, run_dir, plan.resources, str(data_dir) if data_dir else None, storage=storage,
-                  retries=retries, run_id=plan.run_id, tensorboard=tensorboard, fuse=plan.fuse)
-    except StudyInterrupted:
-        typer.echo(f"interrupted: what finished is kept in {run_dir}; finish it with: ablate study --resume {run_dir}",
-                   err=True)
-        raise typer.Exit(130)
+                  retries=retries, run_id=plan.run_id, tensorboard=tensorboard, fuse=plan.fuse, on_start=started)
+    except (StudyInterrupted, KeyboardInterrupt) as exc:
+        signum = interrupt_signal(exc)
+        typer.echo(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: what finished is kept in "
+                   f"{run_dir}; finish it with: ablate study --resume {run_dir}", err=True)
+        raise typer.Exit(128 + signum)
+    except StudyStopped as exc:  # a fault of the machine; a failed trial's traceback is in its own folder
+        where = f" ({save_traceback(exc.__cause__)})" if exc.__cause__ is not None else ""
+        typer.echo(one_line(f"error: {exc.what}{where}; {exc.hint}"), err=True)
+        raise typer.Exit(3)
     rows = read_registry(run_dir)
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / 'trials.csv'}")
     from ablate.analysis import terminal_table

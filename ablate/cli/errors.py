@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from ablate.engine.storage import mask_text
+from ablate.messages import mask_text, one_line
 from ablate.errors import AblateError
 
 
@@ -43,12 +43,6 @@ class OneLineErrors(TyperGroup):
 
 
 
-def one_line(message: str) -> str:
-    """A message as one line of plain text: a newline, a terminal escape or any other control character from a
-    file name or a spec key is shown escaped, and a storage password in a URL as ***."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in mask_text(message))
-
-
 def fail(message: str) -> None:
     typer.echo(one_line(f"error: {message}"), err=True)
     raise typer.Exit(2)
@@ -64,15 +58,21 @@ def error_folder(folder: Path) -> None:
     _Crash.folder = Path(folder)
 
 
-def _crash(exc: BaseException) -> None:
+def save_traceback(exc: BaseException) -> str:
+    """Write the traceback (passwords masked) to error.txt in the command's output folder (else a temporary
+    file); says where."""
     text = mask_text("".join(traceback.format_exception(exc)))
     folder = _Crash.folder if _Crash.folder is not None and _Crash.folder.is_dir() else None
     target = folder / "error.txt" if folder else Path(tempfile.gettempdir()) / f"ablate-error-{_timestamp()}.txt"
     try:
         target.write_text(text, encoding="utf-8")
-        where = f"the full traceback is in {target}"
+        return f"the full traceback is in {target}"
     except OSError:
-        where = "the traceback could not be written"
+        return "the traceback could not be written"
+
+
+def _crash(exc: BaseException) -> None:
+    where = save_traceback(exc)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     typer.echo(one_line(f"error: {type(exc).__name__}{': ' + first if first else ''} (a failure inside ablate, not "
                         f"of your input; {where})"), err=True)
@@ -91,9 +91,10 @@ def handles_errors(func):
             fail(str(exc))
         except (typer.Exit, typer.Abort):
             raise
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where a command turns it into one (exit 143)
+            signum = getattr(exc, "signum", 2)
+            typer.echo("terminated" if signum == 15 else "interrupted", err=True)
+            raise typer.Exit(128 + signum)
         except Exception as exc:  # noqa: BLE001  every other failure still ends in one line
             _crash(exc)
 

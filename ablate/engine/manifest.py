@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ablate.engine.storage import mask_url
+from ablate.messages import mask_url
 from ablate.spec.study_spec import Study
 
 

@@ -143,16 +143,11 @@ class Planner:
         return mates
 
     def finished(self, work: TrialPlan, failed: bool = False) -> None:
+        """`failed`: the trial failed for a reason of its config, and its metrics.json records the error (a
+        result). A failure of the machine is never reported here as failed: the trial stays unfinished."""
         self.in_flight.pop(work.trial_id, None)
         if failed:
             self.failed.add(work.trial_id)
-            folder = self.trials_dir / work.trial_id
-            if (read_metrics(folder) or {}).get("status") != "error":
-                # The worker died before it could say why (killed, out of memory): record that much.
-                folder.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(folder / "config.yaml", work.config.to_yaml())
-                atomic_write_text(folder / "metrics.json", json.dumps(
-                    {"trial_id": work.trial_id, "status": "error", "error": "the trial's worker died (retries exhausted)"}))
         self.dirty = True
 
     def counts(self) -> dict[str, int]:

@@ -5,6 +5,7 @@ import sys
 
 from ablate.engine.planner import Planner
 from ablate.spec.study_spec import Study
+from ablate.messages import one_line
 
 
 class Progress:
@@ -23,6 +24,10 @@ class Progress:
         self.bar.n = sum(counts.values())
         stages = " ".join(f"{s} {counts.get(s, 0)}/{n}" for s, n in self.totals.items())
         self.bar.set_postfix_str(f"{stages} | running {len(self.planner.in_flight)}")
+
+    def say(self, line: str) -> None:
+        """One line above the progress line (passwords masked, control characters shown escaped)."""
+        self.bar.write(one_line(line), file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()

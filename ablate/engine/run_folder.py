@@ -37,29 +37,55 @@ def registry_key(row: dict[str, Any]) -> tuple:
     return (row["stage"], row["trial_id"])
 
 
+ROW_START = '{"trial_id": '  # how every registry row begins (registry_row puts the trial id first)
+
+
 def read_registry(run_dir: Path) -> list[dict[str, Any]]:
-    """Rows appended as trials end. A line cut short by a crash is ignored; the last row per key wins."""
+    """Rows appended as trials end; the last row per key wins. A line cut short by a crash (the start of a row
+    that never ended) is ignored; anything else that is not a row means the file was damaged, and is refused."""
     path = Path(run_dir) / REGISTRY
-    if not path.exists():
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise AblateError(f"cannot read {path}: {exc.strerror or exc}") from None
     rows: dict[tuple, dict] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
             continue
-        if isinstance(row, dict) and "trial_id" in row and "stage" in row:
-            rows[registry_key(row)] = row
+        try:
+            row = json.loads(raw.decode("ascii"))  # rows are written as ASCII JSON
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            text = raw.decode("ascii", errors="replace")
+            if text.startswith(ROW_START) or ROW_START.startswith(text):
+                continue  # cut short by a crash: the trial is registered again from its folder
+            row = None
+        if not (isinstance(row, dict) and "trial_id" in row and "stage" in row):
+            raise AblateError(f"{path} is damaged: line {number} is not a trial record ({_excerpt(raw)}); delete "
+                              "that line (or restore the file from a backup): 'ablate study --resume' registers "
+                              "again every trial whose folder holds its result")
+        rows[registry_key(row)] = row
     return list(rows.values())
+
+
+def _excerpt(raw: bytes) -> str:
+    shown = raw[:24].decode("ascii", errors="replace").encode("unicode_escape").decode("ascii")
+    return f"it starts {shown!r}" + (f", {len(raw)} bytes" if len(raw) > 24 else "")
 
 
 def append_registry(run_dir: Path, row: dict[str, Any]) -> None:
     path = Path(run_dir) / REGISTRY
-    line = json.dumps(row, default=_json_default, allow_nan=False) + "\n"
-    # One write of a whole line with O_APPEND: a crash can only cut the last line, which readers skip.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    line = (json.dumps(row, default=_json_default, allow_nan=False) + "\n").encode("ascii")
+    # A whole line with O_APPEND, on a line of its own: a line that a crash cut short (readers skip it) must
+    # not swallow the start of this one.
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line.encode("utf-8"))
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        while line:  # a short write (a full disk) goes on where it stopped, or raises
+            line = line[os.write(fd, line):]
         os.fsync(fd)
     finally:
         os.close(fd)

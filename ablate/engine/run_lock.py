@@ -15,7 +15,11 @@ class RunLock:
         self.fh = None
 
     def __enter__(self):
-        self.fh = open(self.path, "a+")
+        try:
+            self.fh = open(self.path, "a+")
+        except OSError as exc:
+            raise AblateError(f"cannot write to run folder {self.path.parent} ({exc.strerror or exc}); a study "
+                              "writes its results there: make it writable, then run again") from None
         try:
             fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -3,13 +3,12 @@ a paused segment's checkpoint, or a finished trial. Knows nothing of Ray.
 """
 from __future__ import annotations
 
-import json
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 from ablate.atomic_files import atomic_write_text
+from ablate.engine import fault_hook, trial_failures
 from ablate.engine.trial_plan import TrialPlan
 
 
@@ -37,22 +36,21 @@ def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device:
     # By default final-stage runs keep their best-dev weights (for the lesion study), tuning runs none.
     keep = work.stage in ("confirm", "grid") if keep is None else keep
     try:
+        fault_hook.strike([work], "start")
         result = run_trial(cfg, data_dir=data_dir, device=device, keep_best_state=keep,
                            stop_after_evals=work.stop_after_evals, resume=checkpoint)
+        extra = {**where, "ended_at": time.time()}
+        fault_hook.strike([work], "write")
+        if result.status == "paused":
+            write_paused(folder, cfg, result, extra=extra)
+        else:
+            write_trial_folder(folder, cfg, result, extra=extra, plot=False, weights=keep)
     except Exception as exc:
-        # Recorded for the driver, then raised so that Ray retries the trial (FailureConfig); a retry
-        # that succeeds overwrites this, one that does not leaves the error in the registry, and the
-        # whole traceback stays beside it.
-        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        atomic_write_text(folder / "error.txt", "".join(traceback.format_exception(exc)))
-        atomic_write_text(folder / "metrics.json", json.dumps(
-            {"trial_id": work.trial_id, "status": "error", "error": text, "device": device, **where}))
+        # Recorded for the engine, then raised so that Ray retries the trial (FailureConfig); once the retries
+        # are spent the engine judges whether the failure is the config's (ablate.engine.trial_failures).
+        trial_failures.record_attempt(folder, exc, {"device": device, **where})
         raise
-    extra = {**where, "ended_at": time.time()}
-    if result.status == "paused":
-        write_paused(folder, cfg, result, extra=extra)
-    else:
-        write_trial_folder(folder, cfg, result, extra=extra, plot=False, weights=keep)
+    trial_failures.clear(folder)
     return result
 
 
@@ -71,17 +69,18 @@ def run_works(works: list[TrialPlan], run_dir: str | Path, data_dir: str | None,
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "config.yaml", work.config.to_yaml())
     try:
+        fault_hook.strike(works, "start")
         results = run_fused([w.config for w in works], device=device, data_dir=data_dir,
                             keep_best_state=any(w.stage in keep_stages for w in works))
+        ids = [w.trial_id for w in works]
+        fault_hook.strike(works, "write")
+        for work, folder, result in zip(works, folders, results):
+            extra = {**where, "ended_at": time.time(), "fused_with": [i for i in ids if i != work.trial_id]}
+            write_trial_folder(folder, work.config, result, extra=extra, plot=False, weights=work.stage in keep_stages)
     except Exception as exc:
-        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        for work, folder in zip(works, folders):
-            atomic_write_text(folder / "error.txt", "".join(traceback.format_exception(exc)))
-            atomic_write_text(folder / "metrics.json", json.dumps(
-                {"trial_id": work.trial_id, "status": "error", "error": text, "device": device, **where}))
+        for folder in folders:
+            trial_failures.record_attempt(folder, exc, {"device": device, **where})
         raise
-    ids = [w.trial_id for w in works]
-    for work, folder, result in zip(works, folders, results):
-        extra = {**where, "ended_at": time.time(), "fused_with": [i for i in ids if i != work.trial_id]}
-        write_trial_folder(folder, work.config, result, extra=extra, plot=False, weights=work.stage in keep_stages)
+    for folder in folders:
+        trial_failures.clear(folder)
     return results

@@ -3,11 +3,15 @@ by a cluster (PostgreSQL); URLs opened, checked before anything runs, and shown 
 """
 from __future__ import annotations
 
-import re
+import contextlib
+import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from ablate.errors import AblateError
+from ablate.messages import IN_URL, mask_text, mask_url
 
 if TYPE_CHECKING:
     pass
@@ -30,7 +34,24 @@ def storage_url(url: str) -> str:
 
 
 def check_storage(url: str) -> None:
-    """Fail fast, before any folder exists, when the Optuna storage cannot be opened."""
+    """Fail fast, before any folder exists, when the Optuna storage cannot be opened. A SQLite file that does
+    not exist yet is not made here (a dry run or a command refused later must leave none behind): only its
+    folder is checked; the study makes it when it starts (open_storage)."""
+    path = sqlite_path(url)
+    if path is not None:
+        if not path.exists():
+            folder = path.parent
+            if not folder.is_dir():
+                raise AblateError(f"cannot open Optuna storage {mask_url(url)!r}: folder {folder} does not exist")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise AblateError(f"cannot open Optuna storage {mask_url(url)!r}: folder {folder} is not writable")
+            return
+        check_sqlite_file(path)
+    open_storage(url)
+
+
+def open_storage(url: str) -> None:
+    """Open the storage, making Optuna's tables where they are missing."""
     import optuna
 
     # Two studies that open a fresh database at once both create Optuna's tables; the slower one's CREATE
@@ -50,37 +71,27 @@ def check_storage(url: str) -> None:
             raise AblateError(f"cannot open Optuna storage {mask_url(url)!r}: {_hide(reason, url)}") from None
 
 
-def _patterns(stop: str) -> tuple[re.Pattern, re.Pattern]:
-    """scheme://user:PASSWORD@ (user may be empty; the password runs to the last @, as it may hold an unescaped
-    @ or /) and a query parameter naming a secret (?password=, &sslpassword=, ;token= ...); `stop`: characters a
-    URL cannot hold where it sits (none in a string that is one URL; blanks and quotes in a message)."""
-    anything = f"[^{stop}]" if stop else "."
-    userinfo = re.compile(rf"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@{stop}]*):{anything}*@", re.DOTALL)
-    query = re.compile(rf"(?P<head>[?&;][^=&#{stop}]*(?:pass|pwd|secret|token)[^=&#{stop}]*=)[^&#{stop}]*",
-                       re.IGNORECASE | re.DOTALL)
-    return userinfo, query
+def sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:/// URL (None for any other storage, or an in-memory one)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    name = url[len("sqlite:///"):].split("?", 1)[0]
+    return Path(name) if name and name != ":memory:" else None
 
 
-_IN_URL = _patterns("")
-_IN_TEXT = _patterns("\\s'\"")
+def check_sqlite_file(path: Path) -> None:
+    """An existing SQLite file that SQLite can read (never made here: mode=rw opens only what exists; not
+    read-only, so that the journal a killed study left is rolled back, as SQLite does on any open)."""
+    import sqlite3
 
-
-def _mask(text: str, patterns: tuple[re.Pattern, re.Pattern]) -> str:
-    userinfo, query = patterns
-    return query.sub(r"\g<head>***", userinfo.sub(r"\g<head>:***@", text))
-
-
-def mask_url(url: str) -> str:
-    """A storage URL (or one command-line argument) with every password shown as ***: user:PASSWORD@,
-    :PASSWORD@, and any query parameter naming a pass, pwd, secret or token (?password=PASSWORD). Fit for a
-    manifest or a report."""
-    return _mask(url, _IN_URL)
-
-
-def mask_text(text: str) -> str:
-    """A message or a traceback with the password of every URL in it shown as *** (a URL ends at a blank or a
-    quote here)."""
-    return _mask(text, _IN_TEXT)
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=rw", uri=True)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise AblateError(f"{path} is not a readable SQLite database ({exc}); it is the study's Optuna storage: "
+                          f"restore it from a backup, or move it aside (mv {path} {path}.damaged) and run again: "
+                          "the search is then asked again, round by round, from the results in the trial "
+                          "folders") from None
 
 
 def _hide(message: str, url: str) -> str:
@@ -88,7 +99,7 @@ def _hide(message: str, url: str) -> str:
     apart from its URL (decoded, or cut where the driver's parser stopped)."""
     from urllib.parse import unquote
 
-    userinfo, query = _IN_URL
+    userinfo, query = IN_URL
     secrets = {url[m.end("head") + 1:m.end() - 1] for m in userinfo.finditer(url)}
     secrets |= {url[m.end("head"):m.end()] for m in query.finditer(url)}
     message = message.replace(url, mask_url(url))

@@ -5,11 +5,16 @@ from the run folder alone; a crash loses at most the segments in flight, and `--
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
+from typing import Callable
 
 from ablate.errors import AblateError
 from ablate.engine.run_folder import write_trials_csv
+from ablate.engine.interrupts import interrupt_signal
 from ablate.engine.planner import Planner, default_study_names
+from ablate.engine.storage import open_storage
+from ablate.engine.trial_failures import INFRASTRUCTURE, describe, kind_of
 from ablate.spec.study_spec import Study
 from ablate.engine.resources import Resources
 from ablate.engine.run_lock import RunLock
@@ -19,6 +24,27 @@ from ablate.engine.ray_adapter.tuner import _fit
 
 class StudyInterrupted(Exception):
     """Ctrl-C (or SIGTERM) stopped the study; the run folder holds everything that finished."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StudyStopped(Exception):
+    """Trials failed for reasons outside their configs (or the study's own files could not be written): the
+    study stopped with nothing of their rounds decided; `--resume` finishes it once the cause is gone."""
+
+    def __init__(self, run_dir: Path, faults: list[str], cause: str | None = None):
+        self.run_dir, self.faults, self.cause = run_dir, faults, cause
+        if cause:
+            what = f"the study stopped: {cause}"
+        else:
+            n = len(faults)
+            what = (f"the study stopped: {n} trial{'s' if n > 1 else ''} failed for a reason outside "
+                    f"{'their' if n > 1 else 'its'} config (above); nothing of {'their' if n > 1 else 'its'} "
+                    "round was told to Optuna or decided")
+        self.what, self.hint = what, f"once the cause is fixed, finish it with: ablate study --resume {run_dir}"
+        super().__init__(f"{what}; {self.hint}")
 
 
 def optuna_study_names(study: Study, run_id: str, storage: str | None) -> dict[tuple[str, int], str]:
@@ -30,33 +56,58 @@ def optuna_study_names(study: Study, run_id: str, storage: str | None) -> dict[t
 
 def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str | None,
               storage: str | None = None, retries: int = 1, run_id: str = "", tensorboard: bool = False,
-              fuse: int = 1) -> None:
+              fuse: int = 1, on_start: Callable[[], None] | None = None) -> None:
     """Every stage of the study in one Tuner, skipping what the run folder already holds; with fuse >= 2,
-    groups of up to `fuse` trials that may be fused train as one model (ablate.train.fused)."""
+    groups of up to `fuse` trials that may be fused train as one model (ablate.train.fused). `on_start` is
+    called once it is known that work is left (a resume records itself then: resuming a finished run is none)."""
     with RunLock(run_dir):
-        planner = Planner(study, run_dir, storage, optuna_study_names(study, run_id, storage), fuse=fuse)
-        if tensorboard:
-            from ablate.engine.tensorboard import write_trial
-
-            planner.on_register = lambda row, config: write_trial(run_dir, row, config.to_dict())
-        planner.refresh()
+        ended = False
         try:
-            if planner.done:  # a finished study resumes without starting Ray
-                return
-            tmp = _temp_dir(run_dir)
-            try:
-                start_ray(resources, tmp)
-                _fit(study, run_dir, resources, data_dir, planner, retries, tmp)
-            except KeyboardInterrupt:
-                raise StudyInterrupted() from None
-            finally:
-                stop_ray()
-                shutil.rmtree(tmp, ignore_errors=True)
-                (run_dir / RAY_TMP_RECORD).unlink(missing_ok=True)
-            if planner.done:
-                planner.cleanup()
-            else:
-                raise AblateError(f"the study stopped with work left (see the errors above); finish it with "
-                                  f"ablate study --resume {run_dir}")
+            _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorboard, fuse, on_start)
+            ended = True
+        except KeyboardInterrupt as exc:
+            raise StudyInterrupted(interrupt_signal(exc)) from None
+        except (AblateError, StudyStopped):
+            raise
+        except Exception as exc:
+            # The study's own writes failing (a full disk under trials.jsonl or optuna.db, no thread to be had)
+            # stop it like a trial's fault of the machine.
+            if kind_of(exc) != INFRASTRUCTURE:
+                raise
+            raise StudyStopped(run_dir, [], describe(exc)) from exc
         finally:
-            write_trials_csv(study, run_dir)
+            try:
+                write_trials_csv(study, run_dir)  # once, as the study ends, stops or is interrupted
+            except OSError as exc:
+                if ended:  # nothing else went wrong: say this
+                    raise StudyStopped(run_dir, [], f"trials.csv could not be written ({describe(exc)})") from exc
+
+
+def _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorboard, fuse, on_start) -> None:
+    if storage is not None:
+        open_storage(storage)  # a new SQLite file is made here, not when the command line was checked
+    planner = Planner(study, run_dir, storage, optuna_study_names(study, run_id, storage), fuse=fuse)
+    if tensorboard:
+        from ablate.engine.tensorboard import write_trial
+
+        planner.on_register = lambda row, config: write_trial(run_dir, row, config.to_dict())
+    planner.refresh()
+    if planner.done:  # a finished study resumes without starting Ray
+        return
+    if on_start is not None:
+        on_start()
+    tmp = _temp_dir(run_dir)
+    try:
+        start_ray(resources, tmp)
+        faults = _fit(study, run_dir, resources, data_dir, planner, retries, tmp)
+    finally:
+        stop_ray()
+        shutil.rmtree(tmp, ignore_errors=True)
+        (run_dir / RAY_TMP_RECORD).unlink(missing_ok=True)
+    if faults:
+        raise StudyStopped(run_dir, faults)
+    if planner.done:
+        planner.cleanup()
+    else:
+        raise AblateError(f"the study stopped with work left (see the errors above); finish it with "
+                          f"ablate study --resume {run_dir}")

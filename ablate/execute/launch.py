@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from ablate.engine.manifest import manifest
 from ablate.spec.study_spec import Study, load_study, parse_study
 from ablate.spec.reading import read_yaml
 from ablate.spec.limits import MAX_RETRIES, check_at_most
-from ablate.engine.storage import check_storage, mask_url
+from ablate.engine.storage import check_storage
+from ablate.messages import mask_url
 from ablate.engine.resources import Resources
 from ablate.engine.ray_adapter.session import check_address
 from ablate.execute.fuse_plan import fuse_plan
@@ -86,6 +88,7 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
         recorded = _read_manifest(run_dir)
         run_id = recorded.get("run_id") or run_dir.name
         _check_resume_storage(recorded, storage, run_dir)
+        _check_run_files(run_dir, storage)
         requested = recorded.get("dataset_requested")
     else:
         run_dir = None
@@ -127,13 +130,39 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
 
 
 def start(launch: Launch, out: Path | None) -> Path:
-    """Create the new run folder (spec.yaml and manifest.json at once), or record the resume in the old one."""
-    text = json.dumps(launch.manifest, indent=2) + "\n"
+    """Create the new run folder (spec.yaml and manifest.json at once); a resumed one is left as it is until
+    the study, holding the folder's lock, finds work left (record_resume)."""
     if launch.run_dir is None:
+        text = json.dumps(launch.manifest, indent=2) + "\n"
         launch.run_dir = create_run_dir(launch.spec, out, {"spec.yaml": launch.spec.resolved_yaml(), "manifest.json": text})
-    else:
-        atomic_write_text(launch.run_dir / f"manifest-resume-{time.strftime('%Y%m%d-%H%M%S')}.json", text)
     return launch.run_dir
+
+
+def record_resume(launch: Launch) -> None:
+    """A resume's own manifest beside the first one."""
+    text = json.dumps(launch.manifest, indent=2) + "\n"
+    atomic_write_text(launch.run_dir / f"manifest-resume-{time.strftime('%Y%m%d-%H%M%S')}.json", text)
+
+
+def _check_run_files(run_dir: Path, storage: str | None) -> None:
+    """What a resume needs of the run folder, before anything is written: it can be written to, its registry
+    is readable and so is its own Optuna database."""
+    from ablate.engine.run_folder import read_registry
+    from ablate.engine.storage import check_sqlite_file
+
+    for folder in (run_dir, run_dir / "trials"):
+        if not folder.is_dir():
+            continue
+        try:  # a real write: permission bits do not bind root, a read-only mount does
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise AblateError(f"cannot write to {folder} ({exc.strerror or exc}); a resume writes its results "
+                              "there: make the run folder writable, then resume") from None
+    read_registry(run_dir)
+    if storage is None and (run_dir / "optuna.db").exists():
+        check_sqlite_file(run_dir / "optuna.db")
 
 
 def _first_config(spec: Study):

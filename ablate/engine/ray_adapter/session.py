@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
 from ablate.errors import AblateError
 from ablate.atomic_files import atomic_write_text
+from ablate.engine.interrupts import Terminated, terminate_like_ctrl_c
 from ablate.engine.resources import Resources
 
 
@@ -33,9 +36,13 @@ def _ray_env(address: str | None) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # No C++ handler of fatal signals in the driver: it took SIGTERM for a crash (a stack dump, exit 134).
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     # Ctrl-C reaches ablate, which stops Ray and says how to resume (Ray's own handler would suggest
     # Tuner.restore, which is not how a study resumes).
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # A failed trial gets one line of ablate's (ray_adapter.searcher), not Ray's traceback under Ray's trial id.
+    os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
     # Ray's own per-trial CSV/JSON/TensorBoard logs would duplicate curves.csv.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000000")
@@ -69,16 +76,22 @@ def start_ray(resources: Resources, temp_dir: Path) -> None:
     _ray_env(resources.address)  # before Ray's first import: it reads these when imported
     import ray
 
-    if resources.address:
-        ray.init(address=resources.address, logging_level="WARNING", log_to_driver=False)
-        return
-    # Every Ray server binds the node address; 127.0.0.1 keeps them all off the network interfaces.
-    ray.init(num_cpus=resources.cpus, num_gpus=resources.gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             _temp_dir=str(temp_dir), logging_level="WARNING", log_to_driver=False)
+    try:
+        if resources.address:
+            ray.init(address=resources.address, logging_level="WARNING", log_to_driver=False)
+        else:
+            # Every Ray server binds the node address; 127.0.0.1 keeps them all off the network interfaces.
+            ray.init(num_cpus=resources.cpus, num_gpus=resources.gpus, include_dashboard=False,
+                     _node_ip_address="127.0.0.1", _temp_dir=str(temp_dir), logging_level="WARNING",
+                     log_to_driver=False)
+    except SystemExit as exc:  # Ray's own SIGTERM handler, set while it starts
+        if exc.code == signal.SIGTERM:
+            raise Terminated() from None
+        raise
+    terminate_like_ctrl_c()  # ablate's again, in place of Ray's
 
 
 def stop_ray() -> None:
-    import ray
-
-    if ray.is_initialized():
+    ray = sys.modules.get("ray")  # not imported again: an interrupt may have cut its import short
+    if ray is not None and hasattr(ray, "is_initialized") and ray.is_initialized():
         ray.shutdown()

@@ -1,0 +1,50 @@
+"""For tests only: make a chosen trial's worker fail the way a machine fails, where the real fault cannot be
+made on demand (threads cannot be exhausted for root, whom RLIMIT_NPROC does not bind).
+
+Off unless the environment variable ABLATE_TEST_FAULT holds a JSON object, e.g.
+`{"fault": "threads", "stage": "tune", "arm": "residual=true", "round": 1, "index": 0, "at": "start"}`: every
+attempt of each trial segment whose Work matches all the given keys (stage, arm, round, index, seed) fails at
+`at` (start: before training; write: after training, before the trial folder is written) with
+  enospc    OSError(ENOSPC), as a full disk gives;
+  threads   RuntimeError("can't start new thread"), as Python gives when no thread can be had;
+  memory    MemoryError;
+  kill      SIGKILL of the worker process itself;
+  config    ValueError, the same on every attempt (a failure of the config, for contrast).
+The study's Ray workers inherit the variable; a `--resume` without it runs the trial normally.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+
+VARIABLE = "ABLATE_TEST_FAULT"
+_KEYS = ("stage", "arm", "round", "index")
+
+
+def strike(works, at: str) -> None:
+    text = os.environ.get(VARIABLE)
+    if not text:
+        return
+    fault = json.loads(text)
+    if fault.get("at", "start") != at:
+        return
+    for work in works:
+        if all(fault[k] == getattr(work, k) for k in _KEYS if k in fault) and \
+                ("seed" not in fault or fault["seed"] == work.config.seed):
+            _raise(fault["fault"], f"trials/{work.trial_id}")
+
+
+def _raise(kind: str, where: str) -> None:
+    if kind == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where)
+    if kind == "threads":
+        raise RuntimeError("can't start new thread")
+    if kind == "memory":
+        raise MemoryError()
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "config":
+        raise ValueError(f"injected failure of the config of {where}")
+    raise ValueError(f"{VARIABLE}: unknown fault {kind!r}")

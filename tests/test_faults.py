@@ -1,0 +1,566 @@
+"""Faults never change the answer: a trial that fails for a reason outside its config (its worker killed, a full
+disk, no thread to be had) stops the study with one line, nothing of its round is told to Optuna or decided by
+halving, and `--resume` ends with the trials.csv of an uninterrupted run. Damaged run files and read-only
+folders get one line; SIGTERM is Ctrl-C."""
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ablate.cli.app import app
+from ablate.engine import fault_hook, trial_failures
+from ablate.engine.planner import Planner
+from ablate.engine.trial_plan import TrialPlan
+from ablate.engine.run_folder import append_registry, read_registry
+from ablate.engine.run_lock import RunLock
+from ablate.engine.run_work import run_work
+from ablate.errors import AblateError
+from ablate.spec.study_spec import parse_study
+from helpers.mounts import Tmpfs, can_mount, read_only
+from helpers.runs import build_run
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+TINY = {"family": "cifar", "depth": 20, "dataset": "digits", "image_size": 16, "train_size": 128, "dev_size": 64,
+        "test_size": 64, "batch_size": 32, "epochs": 2, "eval_every": 2, "seed": 100}
+SPEC = {"description": "faults", "base": dict(TINY), "factors": {"residual": {"values": [True, False]}},
+        "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
+                   "trials": 3, "round": 2, "sampler_seed": 0, "halving": True},
+        "seeds": [0, 1]}
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, code=2):
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == code, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def finished_run(tmp_path) -> Path:
+    """A constructed run folder whose every planned trial has its result (no search: seeds 0-2 per arm)."""
+    return build_run(tmp_path / "run", [{"arm": arm, "seed": s, "test_acc": 0.5 + s / 10, "best_dev_acc": 0.5}
+                                        for arm in ("residual=true", "residual=false") for s in (0, 1, 2)])
+
+
+# --- how a failure is judged --------------------------------------------------------------------
+def test_faults_of_the_machine_are_told_from_failures_of_the_config():
+    import sqlalchemy.exc
+    import torch
+
+    infrastructure = [OSError(errno.ENOSPC, "No space left on device"), MemoryError(),
+                      torch.OutOfMemoryError("CUDA out of memory"), RuntimeError("can't start new thread"),
+                      PermissionError(errno.EACCES, "Permission denied")]
+    for exc in infrastructure:
+        assert trial_failures.kind_of(exc) == "infrastructure", exc
+    # a library's own type around a full disk: SQLAlchemy around SQLite's "database or disk is full"
+    wrapped = sqlalchemy.exc.OperationalError("INSERT ...", {}, Exception("database or disk is full"))
+    assert trial_failures.kind_of(wrapped) == "infrastructure"
+    try:
+        try:
+            raise OSError(errno.EIO, "Input/output error")
+        except OSError as cause:
+            raise ValueError("could not save the checkpoint") from cause
+    except ValueError as exc:
+        assert trial_failures.kind_of(exc) == "infrastructure"  # its cause counts
+    for exc in (ValueError("lr must be positive"), AblateError("no MNIST"), RuntimeError("shape mismatch"),
+                ZeroDivisionError()):
+        assert trial_failures.kind_of(exc) == "config", exc
+
+
+def _attempt(folder, monkeypatch, fault, work):
+    monkeypatch.setenv(fault_hook.VARIABLE, json.dumps({"fault": fault}))
+    with pytest.raises(Exception):
+        run_work(work, folder, None)
+
+
+def test_only_a_failure_that_the_config_raises_again_is_a_result(tmp_path, monkeypatch):
+    study = parse_study(SPEC)
+    cfg = study.arm_config(study.arms[0], lr=0.05)
+    work = TrialPlan("tune", study.arms[0].name, cfg, {"lr": 0.05}, 0, 0)
+    folder = tmp_path / "run" / "trials" / cfg.trial_id()
+
+    _attempt(tmp_path / "run", monkeypatch, "config", work)
+    _attempt(tmp_path / "run", monkeypatch, "config", work)
+    attempts = trial_failures.read_attempts(folder)
+    assert [a["kind"] for a in attempts] == ["config", "config"] and attempts[0]["device"] == "cpu"
+    assert "Traceback" in (folder / "error.txt").read_text() and not (folder / "metrics.json").exists()
+    verdict = trial_failures.judge(folder, 2, ValueError(attempts[0]["error"]))
+    assert verdict.is_result and "ValueError: injected failure" in verdict.cause
+    assert trial_failures.judge(folder, 3, None).kind == "infrastructure"  # a third attempt died without a word
+
+    trial_failures.clear(folder)
+    _attempt(tmp_path / "run", monkeypatch, "config", work)
+    _attempt(tmp_path / "run", monkeypatch, "memory", work)  # failed differently: not the config's
+    assert trial_failures.judge(folder, 2, MemoryError()).kind == "infrastructure"
+    trial_failures.clear(folder)
+    _attempt(tmp_path / "run", monkeypatch, "threads", work)
+    _attempt(tmp_path / "run", monkeypatch, "threads", work)
+    verdict = trial_failures.judge(folder, 2, None)
+    assert verdict.kind == "infrastructure" and verdict.cause == "RuntimeError: can't start new thread"
+    trial_failures.clear(folder)
+    assert trial_failures.judge(folder, 1, None).kind == "infrastructure"  # died before it could write anything
+
+    _attempt(tmp_path / "run", monkeypatch, "enospc", work)
+    monkeypatch.delenv(fault_hook.VARIABLE)  # the retry succeeds: it forgets the failure it made good
+    run_work(work, tmp_path / "run", None)
+    assert not (folder / "failure.json").exists() and not (folder / "error.txt").exists()
+    assert json.loads((folder / "metrics.json").read_text())["status"] == "ok"
+
+
+def test_the_searcher_records_a_config_failure_and_stops_on_a_fault_of_the_machine(tmp_path, monkeypatch):
+    """PlannerSearch as Ray drives it (suggest, on_trial_complete with error, then TrialErrors' judge), without
+    starting Ray: a config failure is recorded and the study goes on; a fault hands out nothing more and leaves
+    the trial unfinished, its round untold."""
+    from ray.tune.search import Searcher
+
+    from ablate.engine.ray_adapter.searcher import PlannerSearch
+
+    study = parse_study({**SPEC, "search": {**SPEC["search"], "halving": False}})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    planner = Planner(study, run_dir)
+    said = []
+    searcher = PlannerSearch(planner, say=said.append)
+
+    config = searcher.suggest("ray_a")
+    [work] = [TrialPlan.from_dict(w) for w in config["works"]]
+    for _ in range(2):  # two attempts: Ray's retry
+        _attempt(run_dir, monkeypatch, "config", work)
+    searcher.on_trial_complete("ray_a", error=True)
+    searcher.judge("ray_a", 2, ValueError("injected"))
+    metrics = json.loads((run_dir / "trials" / work.trial_id / "metrics.json").read_text())
+    assert metrics["status"] == "error" and "injected failure" in metrics["error"]
+    assert not searcher.faults and "recorded as its result" in said[-1] and work.trial_id in said[-1]
+
+    config = searcher.suggest("ray_b")
+    [other] = [TrialPlan.from_dict(w) for w in config["works"]]
+    _attempt(run_dir, monkeypatch, "enospc", other)
+    searcher.on_trial_complete("ray_b", error=True)
+    searcher.judge("ray_b", 1, OSError(errno.ENOSPC, "No space left on device"))
+    folder = run_dir / "trials" / other.trial_id
+    assert not (folder / "metrics.json").exists() and other.trial_id not in planner.failed
+    assert len(searcher.faults) == 1 and other.trial_id in said[-1] and str(folder / "error.txt") in said[-1]
+    assert "ray_b" not in said[-1] and "No space left on device" in said[-1]
+    assert searcher.suggest("ray_c") == Searcher.FINISHED
+    # nothing of the failed trial's round was told: its Optuna trials still run
+    ostudy = planner.optuna[(other.arm, other.repeat)].ostudy
+    states = {t.state.name for t in ostudy.trials if t.user_attrs.get("round") == other.round}
+    assert states == {"RUNNING"}
+
+
+# --- the registry ---------------------------------------------------------------------------------
+def row(trial_id, **extra):
+    return {"trial_id": trial_id, "stage": "confirm", "arm": "a", "params": {}, "seed": 0, "status": "ok", **extra}
+
+
+def test_an_append_after_a_line_cut_short_starts_on_a_line_of_its_own(tmp_path):
+    append_registry(tmp_path, row("t1"))
+    with open(tmp_path / "trials.jsonl", "a") as fh:
+        fh.write('{"trial_id": "t2", "stage": "conf')  # what a crash mid-write leaves
+    append_registry(tmp_path, row("t3"))
+    assert [r["trial_id"] for r in read_registry(tmp_path)] == ["t1", "t3"]
+
+
+@pytest.mark.skipif(not can_mount(), reason="needs a tmpfs (mount rights) to fill a disk for real")
+def test_a_row_cut_short_by_a_full_disk_is_skipped_and_the_next_one_is_whole(tmp_path):
+    disk = Tmpfs(tmp_path / "disk", "8k")  # two pages
+    try:
+        append_registry(disk.path, row("t0"))
+        (disk.path / "filler").write_bytes(b"x" * 4096)  # the registry's page is the last one left
+        rows, cut = 0, None
+        while cut is None:
+            rows += 1
+            try:
+                append_registry(disk.path, row(f"t{rows}", error="x" * 300))
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                cut = f"t{rows}"
+        text = (disk.path / "trials.jsonl").read_text()
+        assert not text.endswith("\n") and text.rsplit("\n", 1)[1].startswith('{"trial_id": "%s"' % cut)  # a short write
+        disk.resize("64k")
+        append_registry(disk.path, row("after"))
+        ids = [r["trial_id"] for r in read_registry(disk.path)]
+        assert ids == [f"t{i}" for i in range(rows)] + ["after"]
+    finally:
+        disk.close()
+
+
+@pytest.mark.skipif(not can_mount(), reason="needs a tmpfs (mount rights) to fill a disk for real")
+def test_the_studys_own_write_failing_on_a_full_disk_stops_it_for_a_resume(tmp_path):
+    """Finished trials whose registry rows were lost are registered again on resume; with the disk full the
+    registry cannot take them: exit 3, one line with the cause and the resume command; with space, all is well."""
+    disk = Tmpfs(tmp_path / "disk", "1m")
+    try:
+        run = finished_run(disk.path)
+        (run / "trials.jsonl").write_bytes(b"")
+        with open(disk.path / "filler", "wb", buffering=0) as fh, pytest.raises(OSError, match="No space left"):
+            while True:
+                fh.write(b"x" * 4096)
+        result = invoke("study", "--resume", run)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 3, result.output
+        assert lines == [f"error: the study stopped: OSError: [Errno 28] No space left on device (the traceback could "
+                         f"not be written); once the cause is fixed, finish it with: ablate study --resume {run}"]
+        disk.resize("16m")
+        result = invoke("study", "--resume", run)
+        assert result.exit_code == 0, result.output
+        assert len(read_registry(run)) == 6 and len((run / "trials.csv").read_text().splitlines()) == 7
+    finally:
+        disk.close()
+
+
+def test_a_registry_with_garbage_bytes_is_refused_naming_the_file_and_the_line(tmp_path):
+    run = finished_run(tmp_path)
+    lines = (run / "trials.jsonl").read_bytes().split(b"\n")
+    lines[2] = b"\x00\x00\xff\xfe garbage \x13"
+    (run / "trials.jsonl").write_bytes(b"\n".join(lines))
+    with pytest.raises(AblateError, match=r"trials.jsonl is damaged: line 3 is not a trial record"):
+        read_registry(run)
+    before = sorted(p.name for p in run.iterdir())
+    for args in (("analyze", run), ("study", "--resume", run), ("export", run)):
+        line = one_line_error(invoke(*args))
+        assert f"{run / 'trials.jsonl'} is damaged: line 3" in line and "delete that line" in line, args
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+# --- run folders a resume cannot use --------------------------------------------------------------
+def test_a_damaged_optuna_db_is_one_line_on_resume_and_no_matter_to_analyze(tmp_path):
+    run = finished_run(tmp_path)
+    (run / "optuna.db").write_bytes(b"this is not a database" * 100)
+    line = one_line_error(invoke("study", "--resume", run))
+    assert f"{run / 'optuna.db'} is not a readable SQLite database" in line and "move it aside" in line
+    assert not list(run.glob("manifest-resume-*"))
+    result = invoke("analyze", run, "--out", tmp_path / "analysis")  # analysis reads the registry, not Optuna
+    assert result.exit_code == 0, result.output
+
+
+def test_an_optuna_db_whose_writer_was_killed_mid_transaction_is_not_called_damaged(tmp_path):
+    """A SIGKILLed study leaves SQLite's rollback journal beside optuna.db; reading the file rolls it back first,
+    which a read-only open cannot do: the check must open it as any study would."""
+    import sqlite3
+
+    from ablate.engine.storage import check_sqlite_file
+
+    path = tmp_path / "optuna.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (x)")
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import sqlite3, time
+db = sqlite3.connect({str(path)!r}, isolation_level=None)
+db.execute("PRAGMA cache_size=1")
+db.execute("BEGIN")
+for i in range(20000):
+    db.execute("INSERT INTO t VALUES (?)", ("x" * 100,))
+print("mid-transaction", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "mid-transaction"
+    writer.kill()
+    writer.wait()
+    assert (tmp_path / "optuna.db-journal").stat().st_size > 0
+    check_sqlite_file(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM t").fetchone() == (0,)  # rolled back
+
+
+def test_a_read_only_run_folder_is_one_line_on_resume_and_analyze(tmp_path):
+    run = finished_run(tmp_path)
+    with read_only(run):
+        line = one_line_error(invoke("study", "--resume", run))
+        assert f"cannot write to {run}" in line and "make the run folder writable" in line
+        line = one_line_error(invoke("analyze", run))
+        assert str(run / "analysis") in line and "--out" in line
+    assert not (run / "analysis").exists() and not list(run.glob("manifest-resume-*"))
+
+
+def test_a_refused_concurrent_resume_leaves_nothing_and_a_finished_run_is_not_resumed(tmp_path):
+    run = finished_run(tmp_path)
+    with RunLock(run):  # another study process holds the run
+        line = one_line_error(invoke("study", "--resume", run))
+        assert "is in use by another study process" in line
+    assert not list(run.glob("manifest-resume-*")) and not (run / "trials.csv").exists()
+    result = invoke("study", "--resume", run)
+    assert result.exit_code == 0, result.output
+    assert not list(run.glob("manifest-resume-*"))  # nothing was left to run: no resume to record
+    assert len((run / "trials.csv").read_text().splitlines()) == 7  # written on --resume all the same
+
+
+def test_a_new_sqlite_storage_is_made_by_the_study_not_by_a_dry_run_or_a_refused_command(tmp_path):
+    db = tmp_path / "new.db"
+    result = invoke("study", "residual-ablation", "--dataset", "digits", "--dry-run", "--storage", f"sqlite:///{db}")
+    assert result.exit_code == 0, result.output
+    assert not db.exists()
+    run = finished_run(tmp_path)
+    line = one_line_error(invoke("study", "residual-ablation", "--dataset", "digits", "--out", run,
+                                 "--storage", f"sqlite:///{db}"))
+    assert "holds a study run already" in line and not db.exists()
+    line = one_line_error(invoke("study", "residual-ablation", "--dataset", "digits", "--dry-run",
+                                 "--storage", f"sqlite:///{tmp_path / 'nowhere' / 'x.db'}"))
+    assert "does not exist" in line
+    (tmp_path / "junk.db").write_bytes(b"junk" * 1000)
+    line = one_line_error(invoke("study", "residual-ablation", "--dataset", "digits", "--dry-run",
+                                 "--storage", f"sqlite:///{tmp_path / 'junk.db'}"))
+    assert "junk.db is not a readable SQLite database" in line
+
+
+# --- real studies, faulted and resumed (slow) ----------------------------------------------------
+CLI = str(ROOT / "cli.py")
+RAY_TRIAL_ID = re.compile(r"\b[0-9a-f]{5}_\d{5}\b")  # how Ray Tune names its trials
+PROGRESS = re.compile(r"^\S+:\s+\d+%\|")  # the progress line's updates
+
+
+class Study:
+    """`ablate study ...` as a process, its stdout and stderr in files (nobody reads them while it runs)."""
+
+    def __init__(self, folder: Path, name: str, *args, env=None):
+        self.out, self.err = folder / f"{name}.out", folder / f"{name}.err"
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, CLI, "study", *map(str, args)], cwd=ROOT, stdout=out,
+                                         stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                         start_new_session=True)
+
+    def wait(self, timeout=900) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def lines(self) -> list[str]:
+        """stderr as the user reads it: the progress line left out."""
+        return [l for l in re.split(r"[\r\n]", self.stderr()) if l.strip() and not PROGRESS.match(l)]
+
+
+def fault(**spec) -> dict:
+    return {fault_hook.VARIABLE: json.dumps(spec)}
+
+
+def kill_workers(study: Study) -> int:
+    """SIGKILL the study's Ray trial workers (processes named ray::ImplicitFunc...)."""
+    from helpers.processes import cmdline, descendants
+
+    killed = 0
+    for pid in descendants(study.proc.pid):
+        if cmdline(pid).startswith("ray::ImplicitFunc"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+def untold_rounds(run_dir: Path, failed: list[str]) -> list[tuple]:
+    """(arm, round) of each failed tuning trial, checked to be untold: every Optuna trial of its round still RUNNING."""
+    import optuna
+
+    seen = []
+    for trial_id in failed:
+        for arm in ("residual=true", "residual=false"):
+            ostudy = optuna.load_study(study_name=arm, storage=f"sqlite:///{run_dir / 'optuna.db'}")
+            rounds = {t.user_attrs["round"] for t in ostudy.trials if t.user_attrs.get("trial_id") == trial_id
+                      and not t.user_attrs.get("abandoned")}
+            for number in rounds:
+                states = {t.state.name for t in ostudy.trials if t.user_attrs.get("round") == number
+                          and not t.user_attrs.get("abandoned")}
+                assert states == {"RUNNING"}, (arm, number, states)
+                seen.append((arm, number))
+    return seen
+
+
+def check_stopped(study: Study, run_dir: Path) -> list[str]:
+    """Exit 3; on stderr the banner, one line per failed trial (its ablate id, the cause, where the traceback
+    is), and the closing line with the resume command: no traceback, no Ray trial id. Returns the failed ids."""
+    text, lines = study.stderr(), study.lines()
+    assert study.proc.returncode == 3, text[-3000:]
+    assert "Traceback" not in text and not RAY_TRIAL_ID.search(text), text[-3000:]
+    assert lines[0] == f"study faults (default) -> {run_dir}", lines
+    assert lines[-1].startswith("error: the study stopped: ") and lines[-1].endswith(
+        f"once the cause is fixed, finish it with: ablate study --resume {run_dir}"), lines
+    failed = lines[1:-1]
+    ids = []
+    for line in failed:
+        match = re.match(r"trial ([0-9a-f]{12}) \((tune|confirm), residual=(true|false), (round \d+, index \d+, seed \d+|seed \d+)\) "
+                         r"failed (once|twice): ", line)
+        assert match, line
+        folder = run_dir / "trials" / match[1]
+        assert not (folder / "metrics.json").exists()  # not a result
+        assert f"traceback in {folder / 'error.txt'}" in line and (folder / "error.txt").stat().st_size > 0
+        ids.append(match[1])
+    assert not (run_dir / ".ray_tmp").exists()
+    return ids
+
+
+class Terminated:
+    """A study sent SIGTERM while Ray starts, resumed, sent SIGTERM again while its trials run: a small state
+    machine stepped by the fixture's watch loop."""
+
+    def __init__(self, tmp: Path, spec: Path, run: Path):
+        self.tmp, self.run, self.seen = tmp, run, []
+        self.moments = [("while Ray starts", lambda: (run / "spec.yaml").exists()),
+                        ("while trials run", lambda: len(read_registry(run)) >= 2)]
+        self.args = [spec, "--out", run, "--cpus", "1"]
+        self.study = Study(tmp, "terminated-0", *self.args)
+
+    @property
+    def done(self) -> bool:
+        return len(self.seen) == len(self.moments)
+
+    def step(self) -> None:
+        if self.done:
+            return
+        when, ready = self.moments[len(self.seen)]
+        if self.study.proc.poll() is None and not ready():
+            return
+        self.study.proc.send_signal(signal.SIGTERM)
+        code = self.study.wait(timeout=120)
+        self.seen.append({"when": when, "code": code, "lines": self.study.lines(), "stderr": self.study.stderr(),
+                          "trials_csv": (self.run / "trials.csv").exists()})
+        if not self.done:
+            (self.run / "trials.csv").unlink(missing_ok=True)
+            self.study = Study(self.tmp, f"terminated-{len(self.seen)}", "--resume", self.run)
+
+
+@pytest.fixture(scope="module")
+def faulted(tmp_path_factory):
+    """Side by side: an uninterrupted run, and runs whose trials meet a killed worker, a full disk and no thread
+    to be had, and one sent SIGTERM twice; each stops, and is then resumed (the disk grown first)."""
+    tmp = tmp_path_factory.mktemp("faults")
+    spec = tmp / "faults.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    runs = {name: tmp / name for name in ("reference", "killed", "disk", "threads", "terminated")}
+    disk = Tmpfs(tmp / "disk", "3m") if can_mount() else None
+    if disk is not None:
+        runs["disk"] = disk.path / "run"
+    started, terminated = [], None
+    try:
+        reference = Study(tmp, "reference", spec, "--out", runs["reference"], "--cpus", "2")
+        studies = {
+            "killed": Study(tmp, "killed", spec, "--out", runs["killed"], "--cpus", "1", "--retries", "0"),
+            "threads": Study(tmp, "threads", spec, "--out", runs["threads"], "--cpus", "1", env=fault(
+                fault="threads", stage="tune", arm="residual=false", round=0, index=0)),
+            # a real full disk where a tmpfs can be mounted, else the test hook's ENOSPC
+            "disk": Study(tmp, "disk", spec, "--out", runs["disk"], "--cpus", "2", env=None if disk else fault(
+                fault="enospc", stage="tune", arm="residual=true", round=1, index=0, at="write")),
+        }
+        terminated = Terminated(tmp, spec, runs["terminated"])
+        started += [reference, *studies.values()]
+        # The worker of a running trial is killed (with no retry allowed) once a trial has finished, and again
+        # while the study runs, until a kill found a trial at work.
+        killed, seen_csv = studies["killed"], []
+        deadline = time.time() + 900
+        while (killed.proc.poll() is None or not terminated.done) and time.time() < deadline:
+            if killed.proc.poll() is None and (runs["killed"] / "spec.yaml").exists() and read_registry(runs["killed"]):
+                if not seen_csv:  # trials have finished, the study runs on: no trials.csv yet
+                    seen_csv.append((runs["killed"] / "trials.csv").exists())
+                kill_workers(killed)
+            terminated.step()
+            time.sleep(0.2)
+        for study in studies.values():
+            study.wait()
+        stopped = {name: {"ids": check_stopped(study, runs[name]), "lines": study.lines()}
+                   for name, study in studies.items()}
+        stopped["killed"]["csv_while_running"] = seen_csv
+        stopped["disk"]["real"] = disk is not None
+        for name in studies:
+            stopped[name]["untold"] = untold_rounds(runs[name], stopped[name]["ids"])
+            stopped[name]["attempts"] = {i: trial_failures.read_attempts(runs[name] / "trials" / i)
+                                         for i in stopped[name]["ids"]}
+        stopped["terminated"] = {"moments": terminated.seen}
+        if disk is not None:
+            disk.resize("256m")
+        resumed = {name: Study(tmp, f"{name}-resumed", "--resume", runs[name]) for name in stopped}
+        started += resumed.values()
+        for name, study in resumed.items():
+            assert study.wait() == 0, study.stderr()[-3000:]
+            stopped[name]["resumed_csv"] = (runs[name] / "trials.csv").read_text()
+        assert reference.wait() == 0, reference.stderr()[-3000:]
+        yield {"runs": runs, "reference": (runs["reference"] / "trials.csv").read_text(), **stopped}
+    finally:
+        for study in started + ([terminated.study] if terminated else []):  # what a failed assertion left running
+            if study.proc.poll() is None:
+                os.killpg(study.proc.pid, signal.SIGKILL)
+                study.wait()
+        if disk is not None:
+            disk.close()
+
+
+@pytest.mark.slow
+def test_a_killed_worker_stops_the_study_and_resume_gives_the_uninterrupted_trials(faulted):
+    killed = faulted["killed"]
+    assert killed["ids"], killed["lines"]
+    assert all("its worker died without a word" in line for line in killed["lines"][1:-1])
+    assert all(a == [] for a in killed["attempts"].values())  # the worker could not say anything
+    assert killed["csv_while_running"] == [False]  # trials.csv is written when the study ends, not per trial
+    assert killed["resumed_csv"] == faulted["reference"]
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_study_and_resume_gives_the_uninterrupted_trials(faulted):
+    disk = faulted["disk"]
+    assert any("No space left on device" in line or "disk is full" in line for line in disk["lines"][1:]), disk["lines"]
+    if not disk["real"]:
+        assert len(disk["ids"]) == 1 and "(tune, residual=true, round 1, index 0)" in disk["lines"][1]
+        assert disk["untold"] == [("residual=true", 1)]
+    assert disk["resumed_csv"] == faulted["reference"]
+
+
+@pytest.mark.slow
+def test_no_thread_to_be_had_stops_the_study_and_resume_gives_the_uninterrupted_trials(faulted):
+    threads = faulted["threads"]
+    assert len(threads["ids"]) == 1, threads["lines"]
+    line = threads["lines"][1]
+    assert "(tune, residual=false, round 0, index 0) failed twice: RuntimeError: can't start new thread" in line
+    [attempts] = threads["attempts"].values()
+    assert [a["kind"] for a in attempts] == ["infrastructure", "infrastructure"]
+    assert threads["untold"] == [("residual=false", 0)]  # neither told to Optuna nor decided by halving
+    assert threads["resumed_csv"] == faulted["reference"]
+
+
+@pytest.mark.slow
+def test_a_damaged_optuna_db_moved_aside_is_asked_again_to_the_same_trials(faulted, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(faulted["runs"]["reference"], run)
+    trials = sorted(p.name for p in (run / "trials").iterdir())
+    (run / "optuna.db").write_bytes(b"\x00garbage" * 4096)
+    line = one_line_error(invoke("study", "--resume", run))
+    assert f"{run / 'optuna.db'} is not a readable SQLite database" in line
+    (run / "optuna.db").rename(run / "optuna.db.damaged")
+    result = invoke("study", "--resume", run)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (run / "trials").iterdir()) == trials  # nothing ran again
+    assert (run / "trials.csv").read_text() == faulted["reference"]
+    import optuna
+
+    for arm in ("residual=true", "residual=false"):
+        rebuilt, first = (optuna.load_study(study_name=arm, storage=f"sqlite:///{db}")
+                          for db in (run / "optuna.db", faulted["runs"]["reference"] / "optuna.db"))
+        assert [(t.params, t.state, t.value) for t in rebuilt.trials] == [(t.params, t.state, t.value) for t in first.trials]
+
+
+@pytest.mark.slow
+def test_sigterm_at_any_moment_exits_143_with_the_resume_hint_and_the_resume_finishes(faulted):
+    run, moments = faulted["runs"]["terminated"], faulted["terminated"]["moments"]
+    assert [m["when"] for m in moments] == ["while Ray starts", "while trials run"]
+    for moment in moments:
+        assert moment["code"] == 143, moment
+        assert moment["lines"][-1] == (f"terminated: what finished is kept in {run}; finish it with: "
+                                       f"ablate study --resume {run}"), moment
+        assert "Traceback" not in moment["stderr"] and "SIGTERM received" not in moment["stderr"], moment
+    assert moments[1]["trials_csv"]  # written when the study was interrupted
+    assert faulted["terminated"]["resumed_csv"] == faulted["reference"]
