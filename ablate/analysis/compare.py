@@ -21,6 +21,7 @@ import pandas as pd
 from . import stats
 from .load import Run
 from .tables import p_eq
+from .markdown_text import code
 
 ALPHA = 0.05
 BOOTSTRAP_SEED = 0
@@ -106,7 +107,7 @@ def verdict(c: dict, multiple: bool = False) -> tuple[str, str]:
     if reasons:
         return "inconclusive", "; ".join(reasons)
     better = c["arm_a"] if c["diff"] > 0 else c["arm_b"]
-    return "supported", f"`{better}` is higher: every interval excludes 0 and the {holm}sign-flip p < {ALPHA:g}"
+    return "supported", f"{code(better)} is higher: every interval excludes 0 and the {holm}sign-flip p < {ALPHA:g}"
 
 
 def supported_best(run: Run, comparisons: pd.DataFrame) -> str | None:

@@ -18,6 +18,7 @@ from .context import chance, readable_arm, title
 from .figures import arm_handles, clip, label, legend_below, note, run_styles
 from .load import Run, arm_value
 from .tables import Fmt
+from .markdown_text import code, plot_text, text
 
 CAPTIONS = {
     "landscape": "Loss landscape (Li et al. 2018) of the best-dev weights: training loss along filter-normalised random "
@@ -38,7 +39,7 @@ CAPTIONS = {
 
 def _label(run: Run, arm: str) -> str:
     """'depth 20, plain', 'residual, stage 1 only': the arm's factor levels in words (arm names get long)."""
-    return readable_arm(run, arm) if run.study.factor_names else label(arm)
+    return plot_text(readable_arm(run, arm)) if run.study.factor_names else label(arm)
 
 
 def _arms(run: Run, frame: pd.DataFrame) -> list[str]:
@@ -246,7 +247,7 @@ def diagnostics_lines(run: Run, diag) -> list[str]:
              "not verdicts. Per-trial values: `diagnostics/*.csv`; seconds per arm and diagnostic: "
              "`diagnostics/cost.csv`.", ""]
     for key, why in diag.skipped.items():
-        lines.append(f"- Left out ({key}): {why}.")
+        lines.append(f"- Left out ({text(key)}): {text(why)}.")
     if diag.skipped:
         lines.append("")
     if len(diag.sharpness):
@@ -260,7 +261,7 @@ def diagnostics_lines(run: Run, diag) -> list[str]:
                   "averaged over the directions." + _cost_text(diag, "landscape"), ""]
         for arm in _arms(run, diag.sharpness):
             sub = diag.sharpness[diag.sharpness["arm"] == arm]
-            lines.append(f"- `{arm}`: curvature {_ci_text(f, sub['curvature'])} nats per α²; loss at the trained "
+            lines.append(f"- {code(arm)}: curvature {_ci_text(f, sub['curvature'])} nats per α²; loss at the trained "
                          f"weights {_ci_text(f, sub['loss_at_0'])} nats.")
         if len(diag.landscape_2d):
             lines += ["", f"2-D: a {s['LANDSCAPE_2D_POINTS']}×{s['LANDSCAPE_2D_POINTS']} grid over [-1, 1]² in the plane "
@@ -279,7 +280,7 @@ def diagnostics_lines(run: Run, diag) -> list[str]:
                   + _cost_text(diag, "shattered"), ""]
         lag1 = diag.shattered[diag.shattered["lag"] == 1]
         for arm in _arms(run, lag1):
-            lines.append(f"- `{arm}`: lag-1 autocorrelation {_ci_text(f, lag1.loc[lag1['arm'] == arm, 'autocorrelation'])}.")
+            lines.append(f"- {code(arm)}: lag-1 autocorrelation {_ci_text(f, lag1.loc[lag1['arm'] == arm, 'autocorrelation'])}.")
         lines.append("")
     if len(diag.signal):
         lines += ["### Signal propagation", "",
@@ -292,7 +293,7 @@ def diagnostics_lines(run: Run, diag) -> list[str]:
             sub = diag.signal[diag.signal["arm"] == arm]
             last = sub[sub["block_index"] == sub["block_index"].max()]
             first = sub[sub["block_index"] == 0]
-            lines.append(f"- `{arm}` ({int(sub['block_index'].max()) + 1} blocks): output variance first block "
+            lines.append(f"- {code(arm)} ({int(sub['block_index'].max()) + 1} blocks): output variance first block "
                          f"{_ci_text(f, first['variance'])}, last block {_ci_text(f, last['variance'])}; squared channel "
                          f"mean at the last block {_ci_text(f, last['sq_mean'])}; residual branch variance at the last "
                          f"block {_ci_text(f, last['branch_variance'])}.")
@@ -311,7 +312,7 @@ def diagnostics_lines(run: Run, diag) -> list[str]:
             mid = min(ks[1:] or ks, key=lambda k: abs(k - ks[-1] / 2))
             parts = [f"k = {k}: {f.pct(sub.loc[sub['k'] == k, 'accuracy'].mean())}"
                      + _pp_ci(f, sub.loc[sub["k"] == k, "accuracy"]) for k in dict.fromkeys([0, 1, mid, ks[-1]])]
-            lines.append(f"- `{arm}` ({ks[-1]} blocks): " + "; ".join(parts) + ".")
+            lines.append(f"- {code(arm)} ({ks[-1]} blocks): " + "; ".join(parts) + ".")
         lines.append("")
     return lines
 

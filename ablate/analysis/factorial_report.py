@@ -16,6 +16,7 @@ from .factorial import Design, is_numeric, key, log_scale, trend_unit
 from .figures import MARKERS, clip, legend_below, note
 from .figures_tuning import _log_x
 from .load import Run
+from .markdown_text import text
 from .tables import Fmt, fmt_p, p_eq
 
 
@@ -31,7 +32,7 @@ def _seeds_text(eff: pd.DataFrame) -> str:
 
 
 def _effect_text(f: Fmt, r) -> str:
-    where = context_text(r.context)
+    where = text(context_text(r.context))
     ci = "" if math.isnan(r.ci_low) else f"{f.ci(r.ci_low, r.ci_high)} pp, "
     mark = ", **supported**" if r.verdict == "supported" else ""
     return f"{f.pp(r.diff)} pp{' ' + where if where else ''} ({ci}{p_eq(r.p_holm)}{mark})"
@@ -43,13 +44,13 @@ def _interaction_text(f: Fmt, r, name: str, rows: int) -> str:
     if r.kind == "linear trend":
         return (f"The effect ({name}) changes by **{f.pp(r.estimate)} pp {r.unit}**: mean over {r.n_seeds} seeds of "
                 f"each seed's least-squares slope against {r.other}, {ci}, {p}.")
-    return (f"Interaction: the effect ({name}) at {r.contrast}, paired by seed ({r.n_seeds} seeds): "
+    return (f"Interaction: the effect ({name}) at {text(r.contrast)}, paired by seed ({r.n_seeds} seeds): "
             f"**{f.pp(r.estimate)} pp** ({ci}, {p}).")
 
 
 def _interaction_name(r) -> str:
     return (f"the linear trend of the effect against {r.other}" if r.kind == "linear trend"
-            else f"the difference of the effect between {r.contrast.replace(' minus ', ' and ')}")
+            else f"the difference of the effect between {text(r.contrast.replace(' minus ', ' and '))}")
 
 
 def answer_lines(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) -> list[str]:
@@ -69,11 +70,11 @@ def answer_lines(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) ->
         for _, group in mine.groupby(mine["level"].map(key), sort=False):
             first = group.iloc[0]
             name = effect_name(factor, first["level"], first["reference"])
-            lines.append(f"- **{name}**: " + "; ".join(_effect_text(f, r) for r in group.itertuples()) + ".")
+            lines.append(f"- **{text(name)}**: " + "; ".join(_effect_text(f, r) for r in group.itertuples()) + ".")
         if factor == d.focus:
             for r in inter.itertuples():
                 name = effect_name(r.focus, r.level, d.reference(r.focus))
-                lines.append(f"- {_interaction_text(f, r, name, len(inter))}")
+                lines.append(f"- {_interaction_text(f, r, text(name), len(inter))}")
     supported = eff[eff["verdict"] == "supported"]
     held = inter[(inter["p_holm"] < ALPHA) & ((inter["ci_low"] > 0) | (inter["ci_high"] < 0))] if len(inter) else inter
     lines.append("")
@@ -85,7 +86,7 @@ def answer_lines(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) ->
                      "effects may be.")
     else:
         lines.append(f"Supported by the data (CI excludes 0 and Holm-corrected p < {ALPHA:g}): "
-                     + "; ".join(f"{effect_name(r.factor, r.level, r.reference)} {context_text(r.context)}".strip()
+                     + "; ".join(text(f"{effect_name(r.factor, r.level, r.reference)} {context_text(r.context)}".strip())
                                  for r in supported.itertuples())
                      + ("; " if len(supported) and len(held) else "")
                      + "; ".join(_interaction_name(r) for r in held.itertuples()) + ".")
@@ -95,7 +96,7 @@ def answer_lines(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) ->
 def effects_section(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) -> list[str]:
     """'## Factor effects': every effect and interaction as a table (full precision in the CSVs)."""
     f = Fmt.of(run)
-    refs = "; ".join(f"{x}: {level_text(x, d.reference(x))}" for x in d.factors)
+    refs = text("; ".join(f"{x}: {level_text(x, d.reference(x))}" for x in d.factors))
     grid = (" A grid parameter counts as a factor: each arm at each grid point is a cell, every grid point "
             "reported (not only the one chosen by dev accuracy).") if d.grid else ""
     lines = [f"Factors: {', '.join(d.factors)}; reference levels (false for a true/false factor, else the first value "
@@ -104,7 +105,7 @@ def effects_section(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame)
              "| factor | effect | where | seeds | difference (pp) | 95 % t-CI (pp) | sign-flip p | Holm p | verdict |",
              "|---|---|---|---:|---:|---:|---:|---:|---|"]
     for r in eff.itertuples():
-        lines.append(f"| {r.factor} | {effect_name(r.factor, r.level, r.reference)} | {context_text(r.context) or '–'} "
+        lines.append(f"| {r.factor} | {text(effect_name(r.factor, r.level, r.reference))} | {text(context_text(r.context)) or '–'} "
                      f"| {r.n_pairs} | {f.pp(r.diff)} | {f.ci(r.ci_low, r.ci_high)} | {fmt_p(r.p_sign_flip)} | "
                      f"{fmt_p(r.p_holm)} | {r.verdict} |")
     if len(inter):
@@ -112,8 +113,8 @@ def effects_section(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame)
                   "| effect | contrast | seeds | estimate (pp) | 95 % t-CI (pp) | sign-flip p | Holm p |",
                   "|---|---|---:|---:|---:|---:|---:|"]
         for r in inter.itertuples():
-            what = f"{r.contrast} ({r.unit})" if r.unit else r.contrast
-            lines.append(f"| {effect_name(r.focus, r.level, d.reference(r.focus))} | {what} | {r.n_seeds} | "
+            what = text(f"{r.contrast} ({r.unit})" if r.unit else r.contrast)
+            lines.append(f"| {text(effect_name(r.focus, r.level, d.reference(r.focus)))} | {what} | {r.n_seeds} | "
                          f"{f.pp(r.estimate)} | {f.ci(r.ci_low, r.ci_high)} | {fmt_p(r.p_sign_flip)} | "
                          f"{fmt_p(r.p_holm)} |")
     elif len(d.factors) == 2:

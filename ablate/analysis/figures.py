@@ -26,6 +26,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from . import stats
 from .context import title
 from .load import Run, series_of
+from .markdown_text import plot_text
 
 MARKERS = ["o", "s", "D", "^", "v", "P", "X", "*", "h", "<", ">", "p"]
 DPI = 200
@@ -54,7 +55,8 @@ def notes(fig: Figure) -> list[str]:
 
 
 def label(arm: str) -> str:
-    return arm.replace(",", ", ")
+    """An arm's name for a legend or tick label (spec text: never read as mathtext)."""
+    return plot_text(arm.replace(",", ", "))
 
 
 def arm_styles(arms: list[str]) -> dict[str, dict]:

@@ -22,6 +22,7 @@ from .methods import Methods
 from .references import plain
 from .runinfo import RunFacts, analysis_versions_text, duration, versions_text
 from .tables import Fmt
+from .markdown_text import code, text
 
 MAX_LEADS = 8
 STYLE = """
@@ -87,7 +88,7 @@ def _inline(text: str) -> str:
 def figure_html(name: str, png: Path, caption: str) -> str:
     data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
     return (f'<figure id="figure-{html.escape(name)}"><img src="data:image/png;base64,{data}" '
-            f'alt="{html.escape(name)}"><figcaption><b>{html.escape(name)}</b>: {_inline(caption)}</figcaption></figure>')
+            f'alt="{html.escape(name)}"><figcaption><b>{html.escape(name)}</b>: {_inline(text(caption))}</figcaption></figure>')
 
 
 def _row(key: str, value: str) -> str:
@@ -142,7 +143,7 @@ def lead_lines(run: Run, comparisons: pd.DataFrame) -> list[str]:
         if "seeds_needed" in rows:
             need = (f"; {int(c.seeds_needed)} seed pairs would detect a difference of {abs(c.power_target_pp):.{f.digits}f} "
                     f"pp with 80 % power" if not pd.isna(c.seeds_needed) else f"; seeds for 80 % power: {c.power_note}")
-        lines.append(f"`{c.arm_a}` minus `{c.arm_b}`: {f.pp(c.diff)} pp (95 % CI {f.ci(c.diff_ci_low, c.diff_ci_high)} "
+        lines.append(f"{code(c.arm_a)} minus {code(c.arm_b)}: {f.pp(c.diff)} pp (95 % CI {f.ci(c.diff_ci_low, c.diff_ci_high)} "
                      f"pp, {int(c.n_pairs)} seed pairs), **{c.verdict}**{need}.")
     if len(rows) > MAX_LEADS:
         lines.append(f"… {len(rows) - MAX_LEADS} more pairs in the Results and Seeds sections and `comparisons.csv`.")
@@ -154,7 +155,7 @@ def report_html(run: Run, body_md: list[str], figs: dict[str, list[Path]], capti
     """The whole page (a string); figures are read from their PNG files."""
     used: set[str] = {"glance", "run", "figures", "methods", "spec"}
     body, headings = markdown_html("\n".join(body_md), used)
-    title = headings[0][2] if headings else f"Study `{run.study.name}`: analysis"
+    title = headings[0][2] if headings else f"Study {code(run.study.name)}: analysis"
     names = list(figs)
     lead = names[:1]  # the first figure (test accuracy per arm) leads the page; the rest follow the text
     figures = [figure_html(name, figs[name][0], captions.get(name, name)) for name in names[1:]]

@@ -21,6 +21,7 @@ from .context import chance, title
 from .figures import FEW_SEEDS, arm_handles, clip, label, legend_below, note, run_styles
 from .load import Run
 from .tables import Fmt
+from .markdown_text import code
 
 NEEDED = {"trial_id", "arm", "seed", "block", "block_index", "replacement", "test_acc", "lesioned_acc", "drop"}
 NEAR_CHANCE = 0.05  # a lesioned accuracy within 5 pp of chance is "at chance"
@@ -127,7 +128,7 @@ def lesion_lines(run: Run, table: pd.DataFrame) -> list[str]:
     level = chance(run)
     types = per_type(table)
     used = _lesions(table).groupby("replacement", sort=False)["arm"].agg(lambda a: sorted({str(x) for x in a}))
-    replaced = "; ".join(f"{REPLACED_BY.get(kind, kind)} [{kind}: " + ", ".join(f"`{a}`" for a in arms) + "]"
+    replaced = "; ".join(f"{REPLACED_BY.get(kind, kind)} [{kind}: " + ", ".join(f"{code(a)}" for a in arms) + "]"
                          for kind, arms in used.items())
     lines = [f"Each residual block of each final-stage model (best-dev weights) was dropped in turn at test time "
              f"(Veit et al. 2016) and the model scored on its test images. A dropped block was replaced by: {replaced}. "
@@ -144,7 +145,7 @@ def lesion_lines(run: Run, table: pd.DataFrame) -> list[str]:
             drop_ci = "" if np.isnan(r.drop_low) else f" (95 % CI {f.ci(r.drop_low, r.drop_high)} pp)"
             at_chance = abs(r.lesioned_mean - level) <= NEAR_CHANCE
             changed = "n/a" if np.isnan(r.changed_mean) else f"{100 * r.changed_mean:.0f} %"
-            text = (f"`{arm}`, {r.blocks} {r.block_type} block(s) ({r.seeds} seed(s)): intact {f.pct(intact.mean())}; "
+            text = (f"{code(arm)}, {r.blocks} {r.block_type} block(s) ({r.seeds} seed(s)): intact {f.pct(intact.mean())}; "
                     f"lesioned {f.pct(r.lesioned_mean)}{les_ci}; drop {f.pp(r.drop_mean)} pp{drop_ci}; predictions "
                     f"changed: {changed}.")
             if at_chance:
@@ -155,6 +156,6 @@ def lesion_lines(run: Run, table: pd.DataFrame) -> list[str]:
     if "changed" in table and len(blocks):
         inert = blocks[blocks["changed_max"] == 0]
         if len(inert):
-            names = "; ".join(f"`{a}`: " + ", ".join(g["block"]) for a, g in inert.groupby("arm", sort=False, observed=True))
+            names = "; ".join(f"{code(a)}: " + ", ".join(g["block"]) for a, g in inert.groupby("arm", sort=False, observed=True))
             lines.append(f"Blocks whose removal changed no test prediction in any seed: {names}.")
     return lines

@@ -13,6 +13,7 @@ import pandas as pd
 from .compare import ALPHA, BOOTSTRAP_SEED
 from .context import DATASET_DETAILS, augment_text, dataset_name, model_name, readable_arm, scaling_text, schedule_text
 from .load import Run, arm_value
+from .markdown_text import text
 from .references import ENTRIES, bibtex
 from .runinfo import RunFacts, analysis_versions_text, duration, facts, param_counts, versions_text
 from .seeding import rule_outcome
@@ -70,7 +71,7 @@ def _model(run: Run, cite: _Cites) -> str:
     keys = ["he2016deep"]
     if any(arm_value(run, a, "block") == "preact" for a in run.arm_names):
         keys.append("he2016identity")
-    variants = "; ".join(f"{readable_arm(run, a)} ({_num(counts[a]) + ' parameters' if counts[a] else 'parameters n/a'})"
+    variants = "; ".join(f"{text(readable_arm(run, a))} ({_num(counts[a]) + ' parameters' if counts[a] else 'parameters n/a'})"
                          for a in run.arm_names)
     n = len(run.arm_names)
     family, shortcut = run.config_value("family"), run.config_value("shortcut")
@@ -82,7 +83,7 @@ def _model(run: Run, cite: _Cites) -> str:
 def _data(run: Run, cite: _Cites) -> str:
     names = run.dataset.split(" + ")
     keys = list(dict.fromkeys(k for d in names for k in DATASET_KEYS.get(d, ())))
-    source = "; ".join(DATASET_DETAILS.get(d, dataset_name(run)) for d in names)
+    source = "; ".join(DATASET_DETAILS.get(d, text(dataset_name(run))) for d in names)
     size = _val(run, "image_size")
     same = ("each seed drew its own subsets (data seed = seed)" if run.study.resample_data else
             f"the same subsets for every seed and variant (data seed {_val(run, 'data_seed')})")
@@ -104,7 +105,7 @@ def _training(run: Run, cite: _Cites) -> str:
         sched += " " + cite("loshchilov2017sgdr")
     if run.study.space or run.study.grid:
         how = "tuned" if run.study.space else "chosen from the grid"
-        chosen = "; ".join(f"{readable_arm(run, a)}: " + ", ".join(f"{k} {fmt_param(v)}" for k, v in p.items())
+        chosen = "; ".join(f"{text(readable_arm(run, a))}: " + ", ".join(f"{k} {fmt_param(v)}" for k, v in p.items())
                            for a, p in run.selected.items())
         lr_text = f"{sched}, {how} per variant ({chosen})"
     elif _val(run, "schedule") == "constant":

@@ -16,6 +16,7 @@ from .load import Run, load_curves
 from .seeding import seeds_section
 from .sections import checkpoint_lines, comparison_lines, depth_lines, failure_lines, pairs_table, tuning_lines
 from .tables import fmt_param, table_note, to_markdown
+from .markdown_text import code, text
 
 if TYPE_CHECKING:
     from .factorial import Factorial
@@ -49,7 +50,7 @@ def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
     search = [search_line(run), ""] if run.study.space else []
     md = ["## Results", "", protocol(run), "", *search, test_images_line(run), "", to_markdown(summary, run, best),
           table_note(run) + " Full precision in `summary.csv`.", ""]
-    picks = "; ".join(f"`{a}`: " + ", ".join(f"{k} = {fmt_param(v)}" for k, v in p.items())
+    picks = "; ".join(f"{code(a)}: " + ", ".join(f"{k} = {fmt_param(v)}" for k, v in p.items())
                       for a, p in run.selected.items())
     if run.study.grid:
         md += [f"Each arm is reported at its grid point with the best mean **dev** accuracy over seeds ({picks}); "
@@ -71,7 +72,7 @@ def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
         if len(comparisons) > 1:
             md += ["All pairs (p-values Holm-corrected over all pairs; full detail in `comparisons.csv`):", "",
                    pairs_table(run, comparisons)]
-    md.append(f"**Best arm: `{best}`**, better than every other arm with the data's support." if best else
+    md.append(f"**Best arm: {code(best)}**, better than every other arm with the data's support." if best else
               "No arm is shown to be better than every other: the ranking by mean is not supported by the data.")
     return md + [""]
 
@@ -90,14 +91,14 @@ def report_body(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best
                 min_effect: float | None = None) -> list[str]:
     """report.md's lines up to the figures (report.html renders the same lines)."""
     study, m = run.study, run.manifest
-    md = [f"# Study `{study.name}`: analysis", ""]
+    md = [f"# Study {code(study.name)}: analysis", ""]
     if fact is not None:
         md += ["## Answer", ""] + answer_lines(run, fact.design, fact.effects, fact.interactions) + [""]
     if study.description:
-        md += [f"Spec description: {study.description}", ""]
+        md += [f"Spec description: {text(study.description)}", ""]
     used = "datasets" if len(run.datasets) > 1 else "dataset"
-    md.append(f"{model_name(run)} on **{dataset_name(run)}** (the {used} the trials actually used). Run folder "
-              f"`{run.run_dir}`; budget {study.budget}; stages {' → '.join(study.stages)}; seeds {run.seeds}; "
+    md.append(f"{model_name(run)} on **{text(dataset_name(run))}** (the {used} the trials actually used). Run folder "
+              f"{code(run.run_dir)}; budget {study.budget}; stages {' → '.join(study.stages)}; seeds {run.seeds}; "
               f"git commit {m.get('git_commit', 'unknown')}.")
     for line in dataset_lines(run) + resume_lines(run):
         md += ["", line]
@@ -105,7 +106,7 @@ def report_body(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best
     missing = run.missing_lines()
     if missing:
         md.append("This run is **incomplete**; the numbers below use only the finished trials. Missing:")
-        md += [""] + [f"- {line}" for line in missing]
+        md += [""] + [f"- {text(line)}" for line in missing]
     else:
         md.append("Every planned trial has a result.")
     md.append("")
@@ -131,7 +132,7 @@ def figure_lines(figs: dict[str, list[Path]], captions: dict[str, str], skipped:
     for name, paths in figs.items():
         rel = Path(os.path.relpath(paths[0], out_dir)).as_posix()
         pdf = Path(os.path.relpath(paths[1], out_dir)).as_posix()
-        md += [f"![{name}]({rel})", "", f"*{captions.get(name, CAPTIONS.get(name, name))}* ([PDF]({pdf}))", ""]
+        md += [f"![{name}]({rel})", "", f"*{text(captions.get(name, CAPTIONS.get(name, name)))}* ([PDF]({pdf}))", ""]
     if skipped:
-        md += ["Not drawn:", ""] + [f"- {name}: {why}" for name, why in skipped.items()] + [""]
+        md += ["Not drawn:", ""] + [f"- {name}: {text(why)}" for name, why in skipped.items()] + [""]
     return md

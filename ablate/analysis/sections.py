@@ -14,6 +14,7 @@ from .context import chance
 from .load import Run, completed
 from .summary import DEGRADE_RULE, degradation
 from .tables import Fmt, fmt_p, loss_pm, p_eq
+from .markdown_text import code
 
 LR_WINDOW = 0.05  # lr sensitivity: learning rates whose dev accuracy is within 5 pp of the arm's best
 
@@ -24,13 +25,13 @@ def pair_lines(run: Run, c: dict, multiple: bool = False) -> list[str]:
     f = Fmt.of(run)
     a, b, n = c["arm_a"], c["arm_b"], int(c["n_pairs"])
     if n == 0:
-        return [f"`{a}` vs `{b}`: no seed finished in both arms, so there is no paired comparison."]
+        return [f"{code(a)} vs {code(b)}: no seed finished in both arms, so there is no paired comparison."]
     sd = "" if math.isnan(c["diff_sd"]) else f"; SD of the differences {100 * c['diff_sd']:.{f.digits}f} pp"
     effect = c["effect_size"]
     es = ("" if math.isnan(effect) else
           ", effect size d_z not defined (the difference is the same under every seed)" if math.isinf(effect) or c["diff_sd"] == 0
           else f", effect size d_z = mean / SD = {effect:.3g}")
-    lines = [f"`{a}` minus `{b}`, paired by seed ({n} pair(s): seeds {c['seeds']}; {run.final_stage} stage, test "
+    lines = [f"{code(a)} minus {code(b)}, paired by seed ({n} pair(s): seeds {c['seeds']}; {run.final_stage} stage, test "
              f"accuracy of the best-dev checkpoints): mean difference {f.pp(c['diff'])} pp, 95 % t-interval of the "
              f"paired differences {f.ci(c['diff_ci_low'], c['diff_ci_high'])} pp{sd}{es}."]
     flip = (f"exact sign-flip test over all 2^{n} = {2 ** n} sign patterns: {p_eq(c['p_sign_flip'])} (the smallest "
@@ -47,7 +48,7 @@ def pair_lines(run: Run, c: dict, multiple: bool = False) -> list[str]:
                      f"difference {f.pp(c['image_diff'])} pp, 95 % bootstrap CI over images and seed pairs "
                      f"{f.ci(c['image_ci_low'], c['image_ci_high'])} pp ({stats.IMAGE_BOOTSTRAP_RESAMPLES:,} "
                      f"resamples, generator seed {BOOTSTRAP_SEED}). Exact McNemar test per seed (images only "
-                     f"`{a}` / only `{b}` got right): {c['mcnemar']}.")
+                     f"{code(a)} / only {code(b)} got right): {c['mcnemar']}.")
     else:
         lines.append("Per test image: not analysed (no predictions.csv from both arms on the same images; runs "
                      "made before predictions were saved).")
@@ -88,7 +89,7 @@ def pairs_table(run: Run, comparisons: pd.DataFrame) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for c in comparisons.itertuples():
         es = "n/a" if math.isnan(c.effect_size) or math.isinf(c.effect_size) else f"{c.effect_size:.2f}"
-        lines.append(f"| `{c.arm_a}` | `{c.arm_b}` | {f.pp(c.diff)} | {f.ci(c.diff_ci_low, c.diff_ci_high)} | {es} | "
+        lines.append(f"| {code(c.arm_a, table=True)} | {code(c.arm_b, table=True)} | {f.pp(c.diff)} | {f.ci(c.diff_ci_low, c.diff_ci_high)} | {es} | "
                      f"{fmt_p(c.p_sign_flip)} | {fmt_p(c.p_holm)} | {f.ci(c.image_ci_low, c.image_ci_high)} | {c.verdict} |")
     return "\n".join(lines) + "\n"
 
@@ -103,7 +104,7 @@ def failure_lines(run: Run, summary: pd.DataFrame) -> list[str]:
         parts = [f"{k} {s}" for k, s in ((r.diverged, "diverged"), (r.error, "crashed")) if k]
         other = r.failed - r.diverged - r.error
         parts += [f"{other} finished without a test score"] if other else []
-        lines.append(f"`{r.arm}`: {r.failed} of {r.finished} finished run(s) failed ({', '.join(parts)}). Mean test "
+        lines.append(f"{code(r.arm)}: {r.failed} of {r.finished} finished run(s) failed ({', '.join(parts)}). Mean test "
                      f"accuracy over its {r.n} completed run(s): {f.pct(r.test_acc_mean)}; over all {r.finished} runs, "
                      f"each failure scored at chance ({100 * chance(run):g} %): {f.pct(r.test_acc_all_mean)}.")
     return lines
@@ -131,7 +132,7 @@ def checkpoint_lines(run: Run, curves: pd.DataFrame) -> list[str]:
     for r in ok.sort_values(["arm", "seed"]).itertuples():
         step = "n/a" if math.isnan(r.best_step) else f"{int(r.best_step)} / " + (
             "?" if math.isnan(r.total_steps) else f"{int(r.total_steps)}")
-        lines.append(f"| `{r.arm}` | {r.seed} | {step} | {f.acc(r.best_dev_acc)} / {f.acc(r.last_dev_acc)} | "
+        lines.append(f"| {code(r.arm, table=True)} | {r.seed} | {step} | {f.acc(r.best_dev_acc)} / {f.acc(r.last_dev_acc)} | "
                      f"{f.acc(r.test_acc)} | {f.acc(r.final_test_acc)} | {f.acc(r.scored_train_acc)} | "
                      f"{loss_pm(r.scored_train_loss, math.nan, math.nan)} |")
     lines.append("")
@@ -140,14 +141,14 @@ def checkpoint_lines(run: Run, curves: pd.DataFrame) -> list[str]:
         if sub.empty:
             continue
         if sub["final_test_acc"].isna().all():
-            lines.append(f"- `{arm}`: the final checkpoint's test accuracy is n/a (not recorded by this run).")
+            lines.append(f"- {code(arm)}: the final checkpoint's test accuracy is n/a (not recorded by this run).")
             continue
         d = stats.paired_diff(sub["test_acc"], sub["final_test_acc"])
         if d.n and d.sd == 0 and d.mean == 0:
-            lines.append(f"- `{arm}`: the best-dev and the final checkpoint scored the same on test in all {d.n} seed(s).")
+            lines.append(f"- {code(arm)}: the best-dev and the final checkpoint scored the same on test in all {d.n} seed(s).")
             continue
         fell = sub[(sub["best_dev_acc"] - sub["last_dev_acc"]) >= LR_WINDOW]
-        text = (f"- `{arm}`: best-dev minus final checkpoint on test {f.pp(d.mean)} pp on average over {d.n} seed(s)"
+        text = (f"- {code(arm)}: best-dev minus final checkpoint on test {f.pp(d.mean)} pp on average over {d.n} seed(s)"
                 + ("" if math.isnan(d.low) else f" (95 % t-interval {f.ci(d.low, d.high)} pp)") + ".")
         if len(fell):
             seeds = ", ".join(f"seed {r.seed}: {f.acc(r.best_dev_acc)} → {f.acc(r.last_dev_acc)} %" for r in fell.itertuples())
@@ -185,11 +186,11 @@ def tuning_lines(run: Run, param: str | None) -> list[str]:
     for arm in run.arm_names:
         pts = tune[done & (tune["arm"] == arm)].dropna(subset=["best_dev_acc", param])
         if pts.empty:
-            lines.append(f"- `{arm}`: no completed tuning trial.")
+            lines.append(f"- {code(arm)}: no completed tuning trial.")
             continue
         low, high, k, of = lr_window(pts, param)
         span = lambda lo, hi: f"{lo:.3g}" if lo == hi else f"{lo:.3g}–{hi:.3g}"
-        lines.append(f"- `{arm}`: best {f.pct(pts['best_dev_acc'].max())}; within {100 * LR_WINDOW:g} pp for {param} "
+        lines.append(f"- {code(arm)}: best {f.pct(pts['best_dev_acc'].max())}; within {100 * LR_WINDOW:g} pp for {param} "
                      f"{span(low, high)} ({k} of {of} completed trial(s), which tried {span(pts[param].min(), pts[param].max())}).")
     caveat = "The sampler chose where to try, so the ranges are bounded by the values tried, not by the search space"
     if len(early):
@@ -207,7 +208,7 @@ def depth_lines(run: Run, summary: pd.DataFrame) -> list[str]:
         return ["No plain (residual = false) arm has finished trials, so plain-network degradation is not assessed."]
     lines = [f"Definition: {DEGRADE_RULE}."]
     for r in results:
-        who = "The plain network" if r["series"] == "plain" else f"The plain series `{r['series']}`"
+        who = "The plain network" if r["series"] == "plain" else f"The plain series {code(r['series'])}"
         base = (f"{f.pct(r['base_mean'])} at depth {r['base_depth']}"
                 + ("" if math.isnan(r["half_width"]) else f", threshold {f.pct(r['base_mean'] - r['half_width'])}"))
         if r.get("reason"):

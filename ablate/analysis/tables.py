@@ -15,6 +15,7 @@ import pandas as pd
 
 from .context import acc_digits, dataset_name, model_name, readable_arm
 from .load import Run, arm_value
+from .markdown_text import text
 
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -132,10 +133,9 @@ def to_text(summary: pd.DataFrame, run: Run, best: str | None = None) -> str:
 
 def to_markdown(summary: pd.DataFrame, run: Run, best: str | None = None) -> str:
     header, rows, bold = _cells(summary, run, best)
-    esc = lambda s: s.replace("|", "\\|")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines = ["| " + " | ".join(text(h) for h in header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for cells, b in zip(rows, bold):
-        cells = [esc(c) for c in cells]
+        cells = [text(c) for c in cells]
         if b:
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
