@@ -371,9 +371,10 @@ def export_cmd(
 ) -> None:
     """Print the summary table for a paper, and optionally copy the exact trial configs behind it."""
     from ablate.analysis import export, export_configs
+    from ablate.analysis.exports import check_configs_dest
 
-    if configs is not None and configs.exists() and not configs.is_dir():
-        fail(f"{configs} exists and is not a folder; pass a folder for --configs")
+    if configs is not None:
+        check_configs_dest(configs)  # a non-empty folder that is not an earlier export is refused before anything runs
     text = export(run_dir, fmt)  # everything is checked and made before anything is printed or copied
     copied = export_configs(run_dir, configs) if configs is not None else None
     typer.echo(text, nl=False)
