@@ -97,7 +97,8 @@ def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None
     return made, captions, skipped
 
 
-def _lesion_table(run: Run, lesion: "bool | pd.DataFrame") -> tuple[pd.DataFrame | None, str | None]:
+def _lesion_table(run: Run, lesion: "bool | pd.DataFrame", recalibrate: bool = False
+                  ) -> tuple[pd.DataFrame | None, str | None]:
     """The lesion table to report, or why there is none."""
     if isinstance(lesion, pd.DataFrame):
         return check_table(lesion), None
@@ -106,7 +107,7 @@ def _lesion_table(run: Run, lesion: "bool | pd.DataFrame") -> tuple[pd.DataFrame
     from ablate.probes.lesion import lesion_run
 
     try:
-        return lesion_run(run.run_dir), None
+        return lesion_run(run.run_dir, recalibrate=recalibrate), None
     except AblateError as exc:
         return None, str(exc)
 
@@ -149,13 +150,15 @@ def _write_diagnostics(run: Run, diag, out_dir: Path, figs: dict, captions: dict
 
 
 def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFrame" = False,
-            diagnostics=False, landscape_2d: bool = False, progress=None, min_effect: float | None = None
-            ) -> AnalysisResult:
+            lesion_recalibrate: bool = False, diagnostics=False, landscape_2d: bool = False, progress=None,
+            min_effect: float | None = None) -> AnalysisResult:
     """Analyse a study run folder; writes into `out` (default run_dir/analysis) and returns what it wrote.
 
     lesion=True also runs the lesion study (ablate.probes.lesion.lesion_run) on the final-stage trials that
     saved weights.pt; a DataFrame in lesion_run's format is reported as given. When the lesion study
     cannot run (no weights.pt), everything else is still written and `skipped["lesion"]` says why.
+    lesion_recalibrate: re-estimate the BatchNorm statistics on the training images after each lesion (see
+    ablate.probes.lesion; by default they stay those of training, as Veit et al. 2016).
     diagnostics=True computes ablate.probes.diagnostics on the reported trials (landscape_2d adds the 2-D plane);
     a Diagnostics object is reported as given; if they cannot run, `skipped["diagnostics"]` says why.
     `progress(i, n, trial)` is called before each trial's diagnostics. `min_effect` (percentage points): the
@@ -168,7 +171,7 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     comparisons = add_power(compare(run, load_predictions(run)), min_effect)
     best = supported_best(run, comparisons)
     fact = factorial(run)
-    lesion_table, lesion_skip = _lesion_table(run, lesion)
+    lesion_table, lesion_skip = _lesion_table(run, lesion, lesion_recalibrate)
     diag, diag_skip = _diagnostics(run, diagnostics, landscape_2d, progress)
     figs, captions, skipped = make_figures(run, out_dir / "figures", fact)
     lesion_csv = None
