@@ -92,8 +92,9 @@ def test_cut_intervals_are_said_and_uncut_ones_are_not(tmp_path):
                 for s, acc in enumerate(accs)]
     result = analyze(build_run(tmp_path / "a", near_top, doc=spec_doc(seeds=[0, 1])))
     assert F.CLIP_NOTE in result.captions["test_accuracy"]
-    # the table keeps the uncut interval
-    assert result.summary.set_index("arm").loc[RES, "test_acc_ci_high"] > 1.0
+    # the table cuts it at 100 % too, and says so
+    row = result.summary.set_index("arm").loc[RES]
+    assert row["test_acc_ci_high"] == 1.0 and row["test_acc_ci_cut"]
     middle = [{"arm": a, "seed": s, "test_acc": acc} for a, accs in ((RES, (0.90, 0.91, 0.92)), (PLAIN, (0.8, 0.81, 0.82)))
               for s, acc in enumerate(accs)]
     result = analyze(build_run(tmp_path / "b", middle))
@@ -115,11 +116,14 @@ def test_curves_show_each_seed_when_there_are_few(tmp_path, seeds, thin):
         fig = F.curves(run, load_curves(run))
     ax_acc = fig.axes[1]
     bands = [c for c in ax_acc.collections if isinstance(c, PolyCollection)]
+    lines = [l for l in ax_acc.get_lines() if l.get_linestyle() != ":"]
+    chance = [l for l in ax_acc.get_lines() if l.get_linestyle() == ":"]
+    assert len(chance) == 1 and list(chance[0].get_ydata()) == [10.0, 10.0]
     if thin:
-        assert len(ax_acc.get_lines()) == 2 * (len(seeds) + 1) and not bands  # each seed + the mean, per arm
+        assert len(lines) == 2 * (len(seeds) + 1) and not bands  # each seed + the mean, per arm
         assert "every seed is drawn as a thin line" in " ".join(F.notes(fig))
     else:
-        assert len(ax_acc.get_lines()) == 2 and len(bands) == 2
+        assert len(lines) == 2 and len(bands) == 2
     assert "scikit-learn digits" in fig.get_suptitle()
 
 
@@ -135,7 +139,7 @@ def test_tuning_figure_draws_completed_trials_as_the_lr_sensitivity_line(tmp_pat
     with F.theme():
         fig = tuning_landscape(run)
     ax = fig.axes[0]
-    lines = [l for l in ax.get_lines() if len(l.get_xdata()) > 1]
+    lines = [l for l in ax.get_lines() if len(l.get_xdata()) > 1 and l.get_linestyle() != ":"]
     # the trial marked stopped at its last step (lr 0.03) is on the residual line; the early stop is not on the plain one
     assert [list(l.get_xdata()) for l in lines] == [[0.01, 0.03, 0.3], [0.01, 0.03]]
     assert list(lines[0].get_ydata()) == pytest.approx([95.0, 97.0, 93.0])
@@ -201,7 +205,7 @@ def test_lesion_report_is_per_block_type_with_cis_chance_and_replacements(tmp_pa
     assert "At chance: this drop is the intact accuracy minus chance" in plain_same
     res_down = next(l for l in section.splitlines() if l.startswith("- `residual=true`, 1 downsampling"))
     assert "At chance" not in res_down
-    assert "Blocks whose removal changed no test prediction in any seed: `residual=true`: stages.1.1." in section
+    assert "Blocks whose removal changed no test prediction in any seed: `residual=true`: stages.1.1 (same-shape)." in section
     assert "zero-pad-added (residual=false): replaced by a parameter-free" in result.captions["lesion"]
     assert "dotted = chance" in result.captions["lesion"]
 

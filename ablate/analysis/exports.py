@@ -15,7 +15,7 @@ from ablate.atomic_files import atomic_write_text
 from .compare import compare, supported_best
 from .load import load_predictions, load_run
 from .summary import summarize
-from .tables import caption, to_csv, to_latex, to_markdown, to_text
+from .tables import CUT_NOTE, any_cut, caption, to_csv, to_latex, to_markdown, to_text
 
 FORMATS = ("latex", "csv", "markdown")
 
@@ -43,7 +43,8 @@ def export(run_dir: Path, fmt: str) -> str:
     best = supported_best(run, comparisons)
     if key == "latex":
         return to_latex(summary, run, comparisons, best)
-    return to_markdown(summary, run, best) + "\n" + caption(run, summary, delta=False) + "\n"
+    cut = f" {CUT_NOTE}" if any_cut(summary) else ""
+    return to_markdown(summary, run, best) + "\n" + caption(run, summary, delta=False) + cut + "\n"
 
 
 def terminal_table(run_dir: Path) -> str:

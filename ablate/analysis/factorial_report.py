@@ -13,8 +13,7 @@ from matplotlib.lines import Line2D
 from .compare import ALPHA
 from .context import context_text, level_text, title
 from .factorial import Design, is_numeric, key, log_scale, trend_unit
-from .figures import MARKERS, clip, legend_below, note
-from .figures_tuning import _log_x
+from .figures import MARKERS, clip, legend_below, log_x_axis, note
 from .load import Run
 from .markdown_text import text
 from .tables import Fmt, fmt_p, p_eq
@@ -38,9 +37,30 @@ def _effect_text(f: Fmt, r) -> str:
     return f"{f.pp(r.diff)} pp{' ' + where if where else ''} ({ci}{p_eq(r.p_holm)}{mark})"
 
 
-def _interaction_text(f: Fmt, r, name: str, rows: int) -> str:
+def _is_trend(r) -> bool:
+    """A linear-trend row whose effect is monotone across the levels (only then does a slope describe it)."""
+    m = getattr(r, "monotone", True)
+    return r.kind == "linear trend" and (m is None or (isinstance(m, float) and math.isnan(m)) or bool(m))
+
+
+def _per_level(f: Fmt, eff: pd.DataFrame, r) -> str:
+    """'+13.8 / +35.2 / +58.2 / +27.5 pp at lr 0.01 / 0.03 / 0.085 / 0.25': the focus effect at each level."""
+    mine = eff[(eff["factor"] == r.focus) & (eff["level"].map(key) == key(r.level))]
+    mine = mine[[r.other in c for c in mine["context"]]]
+    order = sorted(mine.itertuples(), key=lambda e: float(e.context[r.other]))
+    return (" / ".join(f.pp(e.diff) for e in order) + f" pp at {r.other} "
+            + " / ".join(f"{e.context[r.other]:g}" if isinstance(e.context[r.other], float) else str(e.context[r.other])
+                         for e in order))
+
+
+def _interaction_text(f: Fmt, r, name: str, rows: int, eff: pd.DataFrame | None = None) -> str:
     ci = "no interval" if math.isnan(r.ci_low) else f"95 % t-interval {f.ci(r.ci_low, r.ci_high)} pp"
     p = f"sign-flip {p_eq(r.p_sign_flip)}" + (f", Holm over the {rows} interaction rows {p_eq(r.p_holm)}" if rows > 1 else "")
+    if r.kind == "linear trend" and not _is_trend(r):
+        levels = f": {_per_level(f, eff, r)}" if eff is not None else ""
+        return (f"The effect ({name}) is not monotone in {r.other}{levels}; a straight line does not describe it, so "
+                f"no trend is stated (the least-squares slope, {f.pp(r.estimate)} pp {r.unit}, {ci}, {p}, is in "
+                "`interactions.csv`).")
     if r.kind == "linear trend":
         return (f"The effect ({name}) changes by **{f.pp(r.estimate)} pp {r.unit}**: mean over {r.n_seeds} seeds of "
                 f"each seed's least-squares slope against {r.other}, {ci}, {p}.")
@@ -74,9 +94,10 @@ def answer_lines(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) ->
         if factor == d.focus:
             for r in inter.itertuples():
                 name = effect_name(r.focus, r.level, d.reference(r.focus))
-                lines.append(f"- {_interaction_text(f, r, text(name), len(inter))}")
+                lines.append(f"- {_interaction_text(f, r, text(name), len(inter), eff)}")
     supported = eff[eff["verdict"] == "supported"]
     held = inter[(inter["p_holm"] < ALPHA) & ((inter["ci_low"] > 0) | (inter["ci_high"] < 0))] if len(inter) else inter
+    held = held[[r.kind != "linear trend" or _is_trend(r) for r in held.itertuples()]] if len(held) else held
     lines.append("")
     if supported.empty and held.empty:
         n = int(eff["n_pairs"].max())
@@ -114,6 +135,8 @@ def effects_section(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame)
                   "|---|---|---:|---:|---:|---:|---:|"]
         for r in inter.itertuples():
             what = text(f"{r.contrast} ({r.unit})" if r.unit else r.contrast)
+            if r.kind == "linear trend" and not _is_trend(r):
+                what += " (the effect is not monotone: no trend)"
             lines.append(f"| {text(effect_name(r.focus, r.level, d.reference(r.focus)))} | {what} | {r.n_seeds} | "
                          f"{f.pp(r.estimate)} | {f.ci(r.ci_low, r.ci_high)} | {fmt_p(r.p_sign_flip)} | "
                          f"{fmt_p(r.p_holm)} |")
@@ -159,7 +182,9 @@ def effects_figure(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) 
         handles.append(Line2D([], [], color=colour, marker=marker, lw=2, ms=8))
         names.append(effect_name(d.focus, first["level"], first["reference"]))
         trend = inter[(inter["kind"] == "linear trend") & (inter["level"].map(key) == lk)] if len(inter) else inter
-        if numeric and len(trend):
+        if numeric and len(trend) and not _is_trend(trend.iloc[0]):
+            note(fig, f"The effect ({names[-1]}) is not monotone in {other}, so no linear trend is drawn.")
+        elif numeric and len(trend):
             # The least-squares line through the mean effects: its slope is the mean of the per-seed slopes.
             log = log_scale(d.levels[other])
             unit, step = trend_unit(other, d.levels[other])
@@ -173,7 +198,7 @@ def effects_figure(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) 
     if numeric:
         values = [float(v) for v in d.levels[other]]
         if log_scale(d.levels[other]):
-            _log_x(ax, (min(values), max(values)))
+            log_x_axis(ax, (min(values), max(values)))
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.set_xlabel("depth (weighted layers)" if other == "depth" else other)
     else:

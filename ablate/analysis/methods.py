@@ -149,8 +149,9 @@ def _search(run: Run, cite: _Cites) -> str:
     return (f"Search: {space}, tuned separately for each variant with {s.trials_per_arm} trials per variant proposed by "
             f"{sampler}, in rounds of {s.round_size} (sampler seed {s.sampler_seed}), each round proposed only after "
             f"the earlier rounds' results were known; objective: best validation accuracy; {stop}; trials were "
-            f"scheduled with Ray Tune {ray}. Each variant's best configuration was then retrained with every seed, "
-            "without early stopping.")
+            f"scheduled with Ray Tune {ray}. Each variant's best configuration was then retrained with every seed for all "
+            "its steps (no trial of this stage was stopped early); as in every trial, the checkpoint with the best "
+            "validation accuracy was selected and scored on the test set.")
 
 
 def _seeds(run: Run) -> str:
@@ -213,7 +214,7 @@ def _machine(run: Run, f: RunFacts) -> str:
         parts.append("GPUs: " + ", ".join(hw["gpus"]))
     elif res.get("gpus") == 0:
         parts.append("no GPU")
-    where = f"on {f.nodes} Ray nodes" if f.nodes > 1 else "on one machine"
+    where = f"on {len(f.machines)} machines" if len(f.machines) > 1 else "on one machine"
     threads, at_once = res.get("threads_per_trial"), res.get("trials_at_once")
     sched = ", ".join(x for x in (f"{_plural(threads, 'thread')} per trial" if threads else "",
                                   f"up to {at_once} trials at once" if at_once else "") if x)

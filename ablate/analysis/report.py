@@ -209,8 +209,7 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     text = methods(run, comparisons, lesion=lesion_table is not None, diag=diag, f=run_facts)
     atomic_write_text(paths["methods"], text.markdown())
     atomic_write_text(paths["references"], text.bib())
-    atomic_write_text(paths["html"], report_html(run, body, figs, captions, skipped, text, run_facts,
-                                                   comparisons))
+    atomic_write_text(paths["html"], report_html(run, body, figs, captions, skipped, text, run_facts))
     table = to_text(summary, run, best)
     if fact is not None:
         answer = [line.replace("**", "") for line in answer_lines(run, fact.design, fact.effects, fact.interactions)]
@@ -219,11 +218,3 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
                           lesion_csv=lesion_csv, missing=run.missing_lines(), winner=best, table=table,
                           summary=summary, comparisons=comparisons, effects=fact and fact.effects,
                           interactions=fact and fact.interactions, diagnostics=diag, **paths)
-
-
-def add_report_section(result: AnalysisResult, title: str, body_markdown: str) -> None:
-    """Append a section to report.md (e.g. lesion results computed by another command)."""
-    text = result.report.read_text(encoding="utf-8").rstrip("\n")
-    atomic_write_text(result.report, f"{text}\n\n## {title}\n\n{body_markdown.strip()}\n")
-
-

@@ -11,11 +11,12 @@ from .context import dataset_lines, dataset_name, model_name, protocol, resume_l
 from .diagnostics_report import diagnostics_lines
 from .factorial_report import answer_lines, effects_section
 from .figures_tuning import lr_param
+from .lead import lead_section
 from .lesion_report import lesion_lines
 from .load import Run, load_curves
 from .seeding import seeds_section
 from .sections import checkpoint_lines, comparison_lines, depth_lines, failure_lines, pairs_table, tuning_lines
-from .tables import fmt_param, table_note, to_markdown
+from .tables import CUT_NOTE, any_cut, fmt_param, table_note, to_markdown
 from .markdown_text import code, text
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
     """'## Results': protocol, test images, the table, failures, comparisons (no winner without support)."""
     search = [search_line(run), ""] if run.study.space else []
     md = ["## Results", "", protocol(run), "", *search, test_images_line(run), "", to_markdown(summary, run, best),
-          table_note(run) + " Full precision in `summary.csv`.", ""]
+          table_note(run) + (" " + CUT_NOTE if any_cut(summary) else "") + " Full precision in `summary.csv`.", ""]
     picks = "; ".join(f"{code(a)}: " + ", ".join(f"{k} = {fmt_param(v)}" for k, v in p.items())
                       for a, p in run.selected.items())
     if run.study.grid:
@@ -77,21 +78,12 @@ def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
     return md + [""]
 
 
-def report_markdown(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
-                    figs: dict[str, list[Path]], captions: dict[str, str], skipped: dict[str, str], out_dir: Path,
-                    lesion_table: pd.DataFrame | None = None, fact: Factorial | None = None, diag=None,
-                    min_effect: float | None = None) -> str:
-    """report.md: every section, then the figures (as relative links to their PNG and PDF files)."""
-    body = report_body(run, summary, comparisons, best, lesion_table, fact, diag, min_effect)
-    return "\n".join(body + figure_lines(figs, captions, skipped, out_dir))
-
-
 def report_body(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
                 lesion_table: pd.DataFrame | None = None, fact: Factorial | None = None, diag=None,
                 min_effect: float | None = None) -> list[str]:
     """report.md's lines up to the figures (report.html renders the same lines)."""
     study, m = run.study, run.manifest
-    md = [f"# Study {code(study.name)}: analysis", ""]
+    md = [f"# Study {code(study.name)}: analysis", ""] + lead_section(run, comparisons)
     if fact is not None:
         md += ["## Answer", ""] + answer_lines(run, fact.design, fact.effects, fact.interactions) + [""]
     if study.description:

@@ -33,7 +33,8 @@ def pair_lines(run: Run, c: dict, multiple: bool = False) -> list[str]:
           else f", effect size d_z = mean / SD = {effect:.3g}")
     lines = [f"{code(a)} minus {code(b)}, paired by seed ({n} pair(s): seeds {c['seeds']}; {run.final_stage} stage, test "
              f"accuracy of the best-dev checkpoints): mean difference {f.pp(c['diff'])} pp, 95 % t-interval of the "
-             f"paired differences {f.ci(c['diff_ci_low'], c['diff_ci_high'])} pp{sd}{es}."]
+             f"paired differences {f.ci(c['diff_ci_low'], c['diff_ci_high'])} pp"
+             f"{' (cut at ±100 pp, what a difference of accuracies can be)' if c.get('diff_ci_cut') else ''}{sd}{es}."]
     flip = (f"exact sign-flip test over all 2^{n} = {2 ** n} sign patterns: {p_eq(c['p_sign_flip'])} (the smallest "
             f"p {n} pairs allow is {c['min_p']:.3g})" if c["sign_flip_exact"] else
             f"sign-flip test on 100,000 random sign patterns: {p_eq(c['p_sign_flip'])}")
@@ -144,12 +145,13 @@ def checkpoint_lines(run: Run, curves: pd.DataFrame) -> list[str]:
             lines.append(f"- {code(arm)}: the final checkpoint's test accuracy is n/a (not recorded by this run).")
             continue
         d = stats.paired_diff(sub["test_acc"], sub["final_test_acc"])
+        low, high, _ = stats.cut_to(d.low, d.high, -1.0, 1.0)
         if d.n and d.sd == 0 and d.mean == 0:
             lines.append(f"- {code(arm)}: the best-dev and the final checkpoint scored the same on test in all {d.n} seed(s).")
             continue
         fell = sub[(sub["best_dev_acc"] - sub["last_dev_acc"]) >= LR_WINDOW]
         text = (f"- {code(arm)}: best-dev minus final checkpoint on test {f.pp(d.mean)} pp on average over {d.n} seed(s)"
-                + ("" if math.isnan(d.low) else f" (95 % t-interval {f.ci(d.low, d.high)} pp)") + ".")
+                + ("" if math.isnan(low) else f" (95 % t-interval {f.ci(low, high)} pp)") + ".")
         if len(fell):
             seeds = ", ".join(f"seed {r.seed}: {f.acc(r.best_dev_acc)} → {f.acc(r.last_dev_acc)} %" for r in fell.itertuples())
             text += (f" Dev accuracy fell by 5 pp or more between the best and the last evaluation ({seeds}): "
@@ -210,12 +212,16 @@ def depth_lines(run: Run, summary: pd.DataFrame) -> list[str]:
     for r in results:
         who = "The plain network" if r["series"] == "plain" else f"The plain series {code(r['series'])}"
         base = (f"{f.pct(r['base_mean'])} at depth {r['base_depth']}"
-                + ("" if math.isnan(r["half_width"]) else f", threshold {f.pct(r['base_mean'] - r['half_width'])}"))
+                + ("" if math.isnan(r["half_width"]) else f", threshold {f.pct(r['threshold'])}"))
         if r.get("reason"):
-            lines.append(f"{who}: cannot be assessed, {r['reason']} ({base}).")
+            lines.append(f"{who}: **cannot be assessed** by this rule: {r['reason']} ({base}).")
         elif r["degrades_at"] is None:
-            lines.append(f"{who} does not degrade at any depth tested ({', '.join(map(str, r['depths']))}; {base}).")
+            lines.append(f"{who}: no deeper net's mean fell below the threshold at any depth tested "
+                         f"({', '.join(map(str, r['depths']))}; {base}).")
         else:
             lines.append(f"{who} starts to degrade at depth **{r['degrades_at']}** ({base}).")
+        means = " → ".join(f"{f.pct(m)} (depth {d})" for d, m in r["means"].items())
+        seeds = "; ".join(f"depth {d}: {k} of {n}" for d, (k, n) in r["lower"].items())
+        lines.append(f"What the data show: mean test accuracy {means}"
+                     + (f"; seeds scoring lower than at depth {r['base_depth']} (same seed): {seeds}." if seeds else "."))
     return lines
-
