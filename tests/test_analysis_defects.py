@@ -263,3 +263,31 @@ def test_dev_curve_ticks_sit_at_the_evaluation_steps(tmp_path):
         fig = F.curves(run, load_curves(run))
     ticks = [int(t) for t in fig.axes[1].get_xticks()]
     assert set(ticks) <= set(evals) and ticks[-1] == evals[-1] and 4 <= len(ticks) <= 10
+
+
+# --- gradient ratios -------------------------------------------------------------------------------------
+def test_both_gradient_ratios_and_the_end_panel_says_when_learning_rates_differ(tmp_path):
+    from ablate.analysis import figures_grad as G
+    from ablate.analysis.load import load_grad_norms
+
+    layers = [("stem.0", "stem", 40.0, 2.0), ("stages.0.0.conv1", "stages.0.0", 6.0, 3.0),
+              ("stages.0.0.conv2", "stages.0.0", 2.0, 3.0), ("fc", "head", 0.4, 1.0)]
+    grads = [{"step": step, "layer": n, "layer_index": i, "block": b, "kind": "layer", "grad_norm": g, "weight_norm": w}
+             for step in (0, 80) for i, (n, b, g, w) in enumerate(layers)]
+    doc = spec_doc(seeds=[0, 1], search={"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
+                                         "trials": 2, "sampler_seed": 0})
+    trials = [{"arm": a, "seed": 100, "stage": "tune", "params": {"lr": lr}, "best_dev_acc": 0.8}
+              for a, lr in ((RES, 0.03), (PLAIN, 0.085))]
+    trials += [{"arm": a, "seed": s, "params": {"lr": lr}, "test_acc": 0.9, "grad_norms": grads}
+               for a, lr in ((RES, 0.03), (PLAIN, 0.085)) for s in (0, 1)]
+    run = load_run(build_run(tmp_path / "run", trials, doc=doc))
+    ratios = G.grad_ratios(load_grad_norms(run)).iloc[0]
+    assert ratios["ratio"] == pytest.approx(3.0) and ratios["rel_ratio"] == pytest.approx(3.0)
+    assert ratios["stem_ratio"] == pytest.approx(100.0) and ratios["stem_rel_ratio"] == pytest.approx(20 / 0.4)
+    with F.theme():
+        fig = G.grad_profile(run, load_grad_norms(run))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("end of training (step 80)\narms at different learning rates" in t for t in titles)
+    assert ("The arms trained at different learning rates (residual=true: 0.03, residual=false: 0.085)"
+            in " ".join(F.notes(fig)))
+    assert sum("At initialisation, gradient norm of" in n for n in F.notes(fig)) == 2

@@ -53,10 +53,14 @@ def test_gradient_ratio_is_over_comparable_layers_and_the_caption_says_what_the_
     assert ratios.loc[PLAIN, ["first_layer", "last_layer"]].tolist() == ["stages.0.0.conv1", "stages.0.1.conv2"]
     assert ratios.loc[PLAIN, "ratio"] == pytest.approx(8 / 2) and ratios.loc[PLAIN, "rel_ratio"] == pytest.approx((8 / 2) / (2 / 4))
     assert ratios.loc[RES, "ratio"] == pytest.approx(1 / 4) and ratios.loc[RES, "rel_ratio"] == pytest.approx((1 / 2) / (4 / 4))
+    # stem conv over classifier, the other definition: 50 / 0.5 raw, (50 / 1) / (0.5 / 3) relative
+    assert ratios.loc[PLAIN, "stem_ratio"] == pytest.approx(100) and ratios.loc[PLAIN, "stem_rel_ratio"] == pytest.approx(300)
     result = analyze(run.run_dir)
     caption = result.captions["grad_profile"]
-    assert "`residual=true` 0.25× (‖g‖/‖w‖: 0.5×), smaller near the input" in caption
-    assert "`residual=false` 4× (‖g‖/‖w‖: 8×), larger near the input" in caption
+    assert "residual=true 0.25× (‖g‖/‖w‖: 0.5×), smaller near the input" in caption
+    assert "residual=false 4× (‖g‖/‖w‖: 8×), larger near the input" in caption
+    assert ("gradient norm of the stem conv over the classifier (the first and the last weighted layer, of different "
+            "shapes and widths), geometric mean over seeds: residual=true 100× (‖g‖/‖w‖: 300×)") in caption
     assert caption in result.report.read_text()
 
 
