@@ -15,7 +15,11 @@ from scipy import stats as st
 from ablate.analysis import analyze
 from ablate.analysis import figures as F
 from ablate.analysis.compare import compare
+from ablate.analysis.factorial import factorial
+from ablate.analysis.factorial_report import answer_lines, effects_figure
 from ablate.analysis.figures_tuning import tuning_landscape
+from ablate.analysis.sections import depth_lines
+from ablate.analysis.summary import summarize
 from ablate.analysis.load import load_curves, load_run
 from ablate.analysis.methods import methods
 from ablate.analysis.power import seeds_for_power, t_test_power
@@ -81,10 +85,9 @@ def depth_run(tmp_path, plain_by_seed):
 
 def test_a_depth_rule_that_cannot_fire_says_cannot_be_assessed_and_what_the_data_show(tmp_path):
     # the smoke run: plain 53.2 -> 23.5 -> 22.7 -> 11.8 % on average, lower at every depth in both seeds
-    result = analyze(depth_run(tmp_path, [(0.632, 0.285, 0.247, 0.138), (0.432, 0.185, 0.207, 0.098)]))
-    md = result.report.read_text()
-    section = md[md.index("## Depth"): md.index("## Figures")]
-    assert "does not degrade" not in md
+    run = load_run(depth_run(tmp_path, [(0.632, 0.285, 0.247, 0.138), (0.432, 0.185, 0.207, 0.098)]))
+    section = "\n".join(depth_lines(run, summarize(run)))
+    assert "does not degrade" not in section
     assert "The plain network: **cannot be assessed** by this rule: with 2 seeds the 95 % t-interval at depth 20" in section
     assert "at or below chance (10 %)" in section
     assert ("What the data show: mean test accuracy 53.2 % (depth 20) → 23.5 % (depth 32) → 22.7 % (depth 44) → "
@@ -93,8 +96,8 @@ def test_a_depth_rule_that_cannot_fire_says_cannot_be_assessed_and_what_the_data
 
 
 def test_a_depth_rule_that_can_fire_still_finds_the_degradation(tmp_path):
-    result = analyze(depth_run(tmp_path, [(0.90, 0.89, 0.80, 0.70), (0.91, 0.90, 0.81, 0.71)]))
-    assert "starts to degrade at depth **44**" in result.report.read_text()
+    run = load_run(depth_run(tmp_path, [(0.90, 0.89, 0.80, 0.70), (0.91, 0.90, 0.81, 0.71)]))
+    assert "starts to degrade at depth **44**" in "\n".join(depth_lines(run, summarize(run)))
 
 
 # --- intervals past what is possible -----------------------------------------------------------------
@@ -155,22 +158,26 @@ def lr_grid_run(tmp_path, effects):
 
 def test_a_non_monotone_effect_gets_no_bold_trend_but_its_per_level_effects(tmp_path):
     # the numbers: residual minus plain +13.8, +35.2, +58.2, +27.5 pp at lr 0.01, 0.03, 0.085, 0.25
-    result = analyze(lr_grid_run(tmp_path, [0.138, 0.352, 0.582, 0.275]))
-    md = result.report.read_text()
-    answer = md[md.index("## Answer"): md.index("## Completeness")]
+    run = load_run(lr_grid_run(tmp_path, [0.138, 0.352, 0.582, 0.275]))
+    fact = factorial(run)
+    answer = "\n".join(answer_lines(run, fact.design, fact.effects, fact.interactions))
     assert "per tenfold increase of lr**" not in answer
     assert ("is not monotone in lr: +13.8 / +35.2 / +58.2 / +27.5 pp at lr 0.01 / 0.03 / 0.085 / 0.25; a straight "
             "line does not describe it, so no trend is stated") in answer
-    trend = result.interactions[result.interactions["kind"] == "linear trend"].iloc[0]
+    trend = fact.interactions[fact.interactions["kind"] == "linear trend"].iloc[0]
     assert not trend["monotone"]
-    assert "the linear trend" not in answer[answer.index("Supported by the data"):] if "Supported by" in answer else True
-    assert "not monotone in lr, so no linear trend is drawn" in result.captions["effects"]
+    assert "the linear trend" not in answer  # nor is it among what the data support
+    with F.theme():
+        fig = effects_figure(run, fact.design, fact.effects, fact.interactions)
+    assert any("not monotone in lr, so no linear trend is drawn" in n for n in F.notes(fig))
+    assert not [l for l in fig.axes[0].get_lines() if l.get_linestyle() == "--"]
 
 
 def test_a_monotone_effect_keeps_its_trend(tmp_path):
-    result = analyze(lr_grid_run(tmp_path, [0.10, 0.20, 0.30, 0.40]))
-    assert "pp per tenfold increase of lr**" in result.report.read_text()
-    assert result.interactions[result.interactions["kind"] == "linear trend"].iloc[0]["monotone"]
+    run = load_run(lr_grid_run(tmp_path, [0.10, 0.20, 0.30, 0.40]))
+    fact = factorial(run)
+    assert "pp per tenfold increase of lr**" in "\n".join(answer_lines(run, fact.design, fact.effects, fact.interactions))
+    assert fact.interactions[fact.interactions["kind"] == "linear trend"].iloc[0]["monotone"]
 
 
 # --- methods -----------------------------------------------------------------------------------------

@@ -146,12 +146,39 @@ def _search(run: Run, cite: _Cites) -> str:
             f"≥ {s.halving.min_evals} validation evaluations) stopped the weaker tuning trials early"
             if s.halving else "no tuning trial was stopped early")
     ray = cite("liaw2018tune")
+    low, high = _seeds_per_point(run)
+    objective = ("best validation accuracy" if high <= 1 else
+                 f"the mean over the tuning seeds of each search point ({low} to {high} per point) of the best "
+                 "validation accuracy" if low != high else
+                 f"the mean over each search point's {low} tuning seeds of the best validation accuracy")
     return (f"Search: {space}, tuned separately for each variant with {s.trials_per_arm} trials per variant proposed by "
             f"{sampler}, in rounds of {s.round_size} (sampler seed {s.sampler_seed}), each round proposed only after "
-            f"the earlier rounds' results were known; objective: best validation accuracy; {stop}; trials were "
+            f"the earlier rounds' results were known; objective: {objective}; {stop}; trials were "
             f"scheduled with Ray Tune {ray}. Each variant's best configuration was then retrained with every seed for all "
             "its steps (no trial of this stage was stopped early); as in every trial, the checkpoint with the best "
             "validation accuracy was selected and scored on the test set.")
+
+
+def _seeds_per_point(run: Run) -> tuple[int, int]:
+    """Fewest and most distinct tuning seeds behind one search point (arm and parameters) of the run."""
+    tune = run.trials[run.trials["stage"] == "tune"].drop_duplicates("trial_id")
+    names = [p.name for p in run.study.space if p.name in tune]
+    if tune.empty or not names:
+        return 0, 0
+    counts = tune.groupby(["arm", *names], observed=True, dropna=False)["seed"].nunique()
+    return int(counts.min()), int(counts.max())
+
+
+def _budget(run: Run, budget: bool, repeated: bool, cite: _Cites) -> str:
+    parts = []
+    if budget:
+        parts.append(f"the expected best validation accuracy against the number of tuning trials "
+                     f"{cite('dodge2019show')}, with a percentile bootstrap band")
+    if repeated:
+        reps = sorted({int(r) for r in run.trials.loc[run.trials["stage"] == "tune", "repeat"].fillna(0)})
+        parts.append(f"the spread of the chosen configuration and of the effect over {len(reps)} repeats of the search "
+                     f"under different sampler seeds {cite('bouthillier2021accounting')}")
+    return ("Tuning: we report " + " and ".join(parts) + ".") if parts else ""
 
 
 def _seeds(run: Run) -> str:
@@ -236,11 +263,14 @@ def _software(f: RunFacts) -> str:
             f"{analysis_versions_text(f)}.")
 
 
-def methods(run: Run, comparisons: pd.DataFrame, lesion: bool = False, diag=None, f: RunFacts | None = None) -> Methods:
-    """The methods paragraph of this run and the works it cites (only those the run used)."""
+def methods(run: Run, comparisons: pd.DataFrame, lesion: bool = False, diag=None, f: RunFacts | None = None,
+            budget: bool = False, repeated: bool = False) -> Methods:
+    """The methods paragraph of this run and the works it cites (only those the run used; `budget`: the expected-max
+    curves were reported, `repeated`: the repeats of the search)."""
     cite = _Cites()
     f = f or facts(run)
-    parts = [_model(run, cite), _data(run, cite), _training(run, cite), _search(run, cite), _seeds(run),
+    parts = [_model(run, cite), _data(run, cite), _training(run, cite), _search(run, cite),
+             _budget(run, budget, repeated, cite), _seeds(run),
              _statistics(run, comparisons, cite), _diagnostics(lesion, diag, cite), _machine(run, f), _software(f)]
     text = " ".join(p for p in parts if p)
     # references.bib lists the works in the order the paragraph first cites them

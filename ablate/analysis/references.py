@@ -169,6 +169,26 @@ ENTRIES = {
   institution = {University of Toronto},
   year = {2009}
 }""",
+    "dodge2019show": """@inproceedings{dodge2019show,
+  author = {Dodge, Jesse and Gururangan, Suchin and Card, Dallas and Schwartz, Roy and Smith, Noah A.},
+  title = {Show Your Work: Improved Reporting of Experimental Results},
+  booktitle = {Proceedings of the 2019 Conference on Empirical Methods in Natural Language Processing and the 9th
+               International Joint Conference on Natural Language Processing (EMNLP-IJCNLP)},
+  pages = {2185--2194},
+  year = {2019},
+  doi = {10.18653/v1/D19-1224}
+}""",
+    "bouthillier2021accounting": """@inproceedings{bouthillier2021accounting,
+  author = {Bouthillier, Xavier and Delaunay, Pierre and Bronzi, Mirko and Trofimov, Assya and Nichyporuk, Brennan
+            and Szeto, Justin and Sepah, Naz and Raff, Edward and Madan, Kanika and Voleti, Vikram and Ebrahimi Kahou,
+            Samira and Michalski, Vincent and Serdyuk, Dmitriy and Arbel, Tal and Pal, Chris and Varoquaux, Ga{\\"e}l
+            and Vincent, Pascal},
+  title = {Accounting for Variance in Machine Learning Benchmarks},
+  booktitle = {Proceedings of Machine Learning and Systems},
+  volume = {3},
+  pages = {747--769},
+  year = {2021}
+}""",
 }
 
 

@@ -17,13 +17,16 @@ from .diagnostics_report import diagnostic_figures
 from .exports import writable_dir
 from .factorial import Factorial, factorial
 from .factorial_report import answer_lines, effects_figure
-from .figures_tuning import tuning_landscape
+from .collapse import collapse
+from .figures_tuning import expected_max_figure, lr_curves_figure, tuning_landscape
+from .lr_effects import LrEffects, lr_effects
+from .tuning_budget import Repeats, expected_max_curves, repeats
 from .lesion_report import check_table, lesion_figure
 from .power import add_power, check_min_effect
 from .load import Run, load_curves, load_grad_norms, load_predictions, load_run
 from .html_report import report_html
 from .methods import methods
-from .report_text import CAPTIONS, figure_lines, report_body
+from .report_text import CAPTIONS, Search, figure_lines, report_body
 from .runinfo import facts
 from .summary import summarize
 from .tables import to_csv, to_latex, to_text
@@ -52,10 +55,14 @@ class AnalysisResult:
     effects: pd.DataFrame | None = field(default=None, repr=False)        # factorial studies: factorial.effects
     interactions: pd.DataFrame | None = field(default=None, repr=False)   # and factorial.interactions
     diagnostics: object | None = field(default=None, repr=False)          # ablate.probes.diagnostics.Diagnostics, if asked for
+    lr: LrEffects | None = field(default=None, repr=False)               # the learning-rate curves and effects
+    collapse: pd.DataFrame | None = field(default=None, repr=False)       # collapsed runs per arm
+    expected_max: pd.DataFrame | None = field(default=None, repr=False)   # expected best dev accuracy per n trials
+    repeats: Repeats | None = field(default=None, repr=False)             # the repeats of the search, if any
 
 
-def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None
-                 ) -> tuple[dict[str, list[Path]], dict[str, str], dict[str, str]]:
+def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None, lr: LrEffects | None = None,
+                 budget: pd.DataFrame | None = None) -> tuple[dict[str, list[Path]], dict[str, str], dict[str, str]]:
     """Draws every figure the run has data for: (paths, captions, skipped with the reason)."""
     made: dict[str, list[Path]] = {}
     captions: dict[str, str] = {}
@@ -79,6 +86,10 @@ def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None
         makers["tuning"] = lambda: tuning_landscape(run)
     elif run.study.grid:
         makers["lr_grid"] = lambda: tuning_landscape(run)
+    if lr is not None:
+        makers["lr_curves"] = lambda: lr_curves_figure(run, lr)
+    if budget is not None:
+        makers["expected_max"] = lambda: expected_max_figure(run, budget)
     with F.theme():
         for name, maker in makers.items():
             if maker is None:
@@ -171,9 +182,13 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     comparisons = add_power(compare(run, load_predictions(run)), min_effect)
     best = supported_best(run, comparisons)
     fact = factorial(run)
+    lr = lr_effects(run)
+    budget = expected_max_curves(run) if "tune" in run.study.stages else None
+    reps = repeats(run) if "tune" in run.study.stages else None
+    collapsed = collapse(run)
     lesion_table, lesion_skip = _lesion_table(run, lesion, lesion_recalibrate)
     diag, diag_skip = _diagnostics(run, diagnostics, landscape_2d, progress)
-    figs, captions, skipped = make_figures(run, out_dir / "figures", fact)
+    figs, captions, skipped = make_figures(run, out_dir / "figures", fact, lr, budget)
     lesion_csv = None
     if lesion_table is not None:
         lesion_csv = out_dir / "lesion.csv"
@@ -197,16 +212,25 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     atomic_write_text(paths["summary_csv"], to_csv(summary))
     atomic_write_text(paths["summary_tex"], to_latex(summary, run, comparisons, best))
     atomic_write_text(paths["comparisons_csv"], comparisons.to_csv(index=False))
+    tables = {"lr_curves": lr.curves if lr is not None else None, "lr_effects": lr.effects if lr is not None else None,
+              "expected_max": budget, "collapse": collapsed}
+    for name, frame in tables.items():
+        if frame is None:
+            (out_dir / f"{name}.csv").unlink(missing_ok=True)
+        else:
+            atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
     for name in ("effects", "interactions"):
         if fact is None:
             (out_dir / f"{name}.csv").unlink(missing_ok=True)
         else:
             frame = getattr(fact, name).drop(columns=["diffs"], errors="ignore")
             atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-    body = report_body(run, summary, comparisons, best, lesion_table, fact, diag, min_effect)
+    body = report_body(run, summary, comparisons, best, lesion_table, fact, diag, min_effect,
+                       Search(lr, budget, reps, collapsed))
     atomic_write_text(paths["report"], "\n".join(body + figure_lines(figs, captions, skipped, out_dir)))
     run_facts = facts(run)
-    text = methods(run, comparisons, lesion=lesion_table is not None, diag=diag, f=run_facts)
+    text = methods(run, comparisons, lesion=lesion_table is not None, diag=diag, f=run_facts,
+                   budget=budget is not None and not budget.empty, repeated=reps is not None)
     atomic_write_text(paths["methods"], text.markdown())
     atomic_write_text(paths["references"], text.bib())
     atomic_write_text(paths["html"], report_html(run, body, figs, captions, skipped, text, run_facts))
@@ -217,4 +241,5 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     return AnalysisResult(run_dir=run.run_dir, out_dir=out_dir, figures=figs, captions=captions, skipped=skipped,
                           lesion_csv=lesion_csv, missing=run.missing_lines(), winner=best, table=table,
                           summary=summary, comparisons=comparisons, effects=fact and fact.effects,
-                          interactions=fact and fact.interactions, diagnostics=diag, **paths)
+                          interactions=fact and fact.interactions, diagnostics=diag, lr=lr, collapse=collapsed,
+                          expected_max=budget, repeats=reps, **paths)

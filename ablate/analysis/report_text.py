@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,12 +11,15 @@ import pandas as pd
 from .context import dataset_lines, dataset_name, model_name, protocol, resume_lines, search_line, test_images_line
 from .diagnostics_report import diagnostics_lines
 from .factorial_report import answer_lines, effects_section
-from .figures_tuning import lr_param
 from .lead import lead_section
 from .lesion_report import lesion_lines
 from .load import Run, load_curves
 from .seeding import seeds_section
-from .sections import checkpoint_lines, comparison_lines, depth_lines, failure_lines, pairs_table, tuning_lines
+from .lr_effects import LrEffects
+from .sections import (checkpoint_lines, collapse_lines, comparison_lines, depth_lines, failure_lines, pairs_table,
+                       tuning_lines)
+from .tuning_budget import Repeats
+from .tuning_sections import budget_section, lead_more, lr_section
 from .tables import CUT_NOTE, any_cut, fmt_param, table_note, to_markdown
 from .markdown_text import code, text
 
@@ -32,9 +36,15 @@ CAPTIONS = {
                     "scale; each column is drawn at its real step.",
     "depth": "Train loss and test accuracy against depth, plain vs residual (mean ± 95 % t-interval, dots: seeds).",
     "depth_grad_ratio": "Input-side over output-side gradient at initialisation, against depth.",
-    "tuning": "Tuning stage: best dev accuracy of every tuning trial against the learning rate; lines join each arm's "
-              "completed trials in lr order (its learning-rate sensitivity); star = chosen for the confirm stage.",
+    "tuning": "Tuning stage: best dev accuracy of every tuning trial against the learning rate (hollow: stopped early, "
+              "cross: diverged or failed); lines join each arm's mean over completed trials in lr order; star = chosen "
+              "for the confirm stage; dotted = chance.",
     "lr_grid": "Test accuracy against the learning rate over the grid, mean ± 95 % t-interval (dots = seeds).",
+    "lr_curves": "Dev and test accuracy against the learning rate per arm: mean over the seeds of each search point "
+                 "with its 95 % t-band, every run a dot (a failed one a cross at chance), star = the learning rate the "
+                 "final stage ran, dotted = chance.",
+    "expected_max": "Expected best dev accuracy of a search of n tuning trials (Dodge et al. 2019), per arm, with a "
+                    "bootstrap 95 % band; dotted = chance.",
     "lesion": "Lesion study: test accuracy with one block dropped at test time, per block; dashed = intact model, "
               "dotted = chance.",
     "effects": "Effect of the focus factor against the other factor: paired difference in test accuracy between cells "
@@ -45,8 +55,18 @@ CAPTIONS = {
 MAX_ARMS_PAIRED = 4  # above this many arms the all-pairs table leaves the report (it stays in comparisons.csv)
 
 
+@dataclass
+class Search:
+    """What the analysis of the search found (any part may be missing: an older run, a study without a search)."""
+
+    lr: LrEffects | None = None
+    budget: pd.DataFrame | None = None
+    repeats: Repeats | None = None
+    collapse: pd.DataFrame | None = None
+
+
 def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
-                    factorial_study: bool = False) -> list[str]:
+                    factorial_study: bool = False, collapsed: pd.DataFrame | None = None) -> list[str]:
     """'## Results': protocol, test images, the table, failures, comparisons (no winner without support)."""
     search = [search_line(run), ""] if run.study.space else []
     md = ["## Results", "", protocol(run), "", *search, test_images_line(run), "", to_markdown(summary, run, best),
@@ -61,6 +81,8 @@ def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
     failures = failure_lines(run, summary)
     if failures:
         md += ["Failed runs:", ""] + [f"- {line}" for line in failures] + [""]
+    if collapsed is not None and len(collapsed):
+        md += ["### Collapsed runs", ""] + collapse_lines(run, collapsed) + [""]
     md += ["### Comparisons", ""]
     if len(run.arm_names) > MAX_ARMS_PAIRED:
         # Many arms: the pairs (Holm over all of them) stay in comparisons.csv; the factor effects answer the question.
@@ -80,10 +102,12 @@ def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, 
 
 def report_body(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
                 lesion_table: pd.DataFrame | None = None, fact: Factorial | None = None, diag=None,
-                min_effect: float | None = None) -> list[str]:
+                min_effect: float | None = None, search: Search | None = None) -> list[str]:
     """report.md's lines up to the figures (report.html renders the same lines)."""
     study, m = run.study, run.manifest
-    md = [f"# Study {code(study.name)}: analysis", ""] + lead_section(run, comparisons)
+    search = search or Search()
+    md = [f"# Study {code(study.name)}: analysis", ""]
+    md += lead_section(run, comparisons, lead_more(run, search.lr, search.repeats, comparisons))
     if fact is not None:
         md += ["## Answer", ""] + answer_lines(run, fact.design, fact.effects, fact.interactions) + [""]
     if study.description:
@@ -104,11 +128,15 @@ def report_body(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best
     md.append("")
     if fact is not None:
         md += ["## Factor effects", ""] + effects_section(run, fact.design, fact.effects, fact.interactions) + [""]
-    md += results_section(run, summary, comparisons, best, fact is not None)
+    md += results_section(run, summary, comparisons, best, fact is not None, search.collapse)
     md += seeds_section(run, comparisons, min_effect)
     md += ["## Checkpoints", ""] + checkpoint_lines(run, load_curves(run)) + [""]
     if "tune" in study.stages:
-        md += ["## Tuning", ""] + tuning_lines(run, lr_param(run)) + [""]
+        md += ["## Tuning", ""] + tuning_lines(run) + [""]
+    if search.lr is not None:
+        md += ["## Learning rates", ""] + lr_section(run, search.lr, comparisons) + [""]
+    if search.budget is not None:
+        md += ["## Tuning budget", ""] + budget_section(run, search.budget, search.repeats, search.lr) + [""]
     if run.is_depth_study():
         md += ["## Depth", ""] + depth_lines(run, summary) + [""]
     if lesion_table is not None:

@@ -10,13 +10,14 @@ import pandas as pd
 
 from . import stats
 from .compare import ALPHA, BOOTSTRAP_SEED
+from .collapse import RULE
 from .context import chance
 from .load import Run, completed
 from .summary import DEGRADE_RULE, degradation
 from .tables import Fmt, fmt_p, loss_pm, p_eq
 from .markdown_text import code
 
-LR_WINDOW = 0.05  # lr sensitivity: learning rates whose dev accuracy is within 5 pp of the arm's best
+DEV_FALL = 0.05  # a dev accuracy 5 pp or more below the run's best is a fall the checkpoints section names
 
 
 # --- comparisons -----------------------------------------------------------------------------------
@@ -111,6 +112,30 @@ def failure_lines(run: Run, summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+def collapse_lines(run: Run, table: pd.DataFrame) -> list[str]:
+    """Per arm: how many final-stage runs collapsed (collapse.RULE), with an exact binomial interval, and the mean of
+    the others."""
+    if table.empty:
+        return []
+    f = Fmt.of(run)
+    lines = [f"Collapsed runs ({run.final_stage} stage): {RULE}. Share with its exact (Clopper–Pearson) 95 % interval; "
+             "mean and 95 % t-interval of the runs that did not collapse.", "",
+             "| arm | runs | collapsed | share (95 % CI) | threshold | median | mean of the others (%) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in table.itertuples():
+        threshold = "none (median at chance)" if math.isnan(r.threshold) else f.pct(r.threshold)
+        share = f"{100 * r.rate:.0f} % ({100 * r.rate_low:.0f}–{100 * r.rate_high:.0f} %)"
+        lines.append(f"| {code(r.arm, table=True)} | {r.runs} | {r.collapsed} | {share} | {threshold} | {f.pct(r.median)} | "
+                     f"{f.pm(r.kept_mean, r.kept_low, r.kept_high, bool(r.kept_cut))} |")
+    hit = table[table["collapsed"] > 0]
+    if len(hit):
+        lines += [""] + [f"- {code(r.arm)}: seed(s) {r.seeds_collapsed} collapsed." for r in hit.itertuples()]
+    if int(table["runs"].max()) < 10:
+        lines += ["", f"With {int(table['runs'].max())} runs or fewer per arm the interval of a share is wide: no "
+                      "collapse in a handful of runs does not show that an arm never collapses."]
+    return lines
+
+
 # --- checkpoints -----------------------------------------------------------------------------------
 def last_dev(curves: pd.DataFrame) -> pd.Series:
     """Per trial: dev accuracy at its last evaluation."""
@@ -149,7 +174,7 @@ def checkpoint_lines(run: Run, curves: pd.DataFrame) -> list[str]:
         if d.n and d.sd == 0 and d.mean == 0:
             lines.append(f"- {code(arm)}: the best-dev and the final checkpoint scored the same on test in all {d.n} seed(s).")
             continue
-        fell = sub[(sub["best_dev_acc"] - sub["last_dev_acc"]) >= LR_WINDOW]
+        fell = sub[(sub["best_dev_acc"] - sub["last_dev_acc"]) >= DEV_FALL]
         text = (f"- {code(arm)}: best-dev minus final checkpoint on test {f.pp(d.mean)} pp on average over {d.n} seed(s)"
                 + ("" if math.isnan(low) else f" (95 % t-interval {f.ci(low, high)} pp)") + ".")
         if len(fell):
@@ -160,16 +185,11 @@ def checkpoint_lines(run: Run, curves: pd.DataFrame) -> list[str]:
     return lines
 
 
-# --- tuning ----------------------------------------------------------------------------------------
-def lr_window(points: pd.DataFrame, param: str, window: float = LR_WINDOW) -> tuple[float, float, int, int]:
-    """(lowest, highest value of `param`, count, of) among trials within `window` of the best dev accuracy."""
-    best = points["best_dev_acc"].max()
-    near = points[points["best_dev_acc"] >= best - window - 1e-12]
-    return float(near[param].min()), float(near[param].max()), len(near), len(points)
-
-
-def tuning_lines(run: Run, param: str | None) -> list[str]:
-    tune = run.trials[run.trials["stage"] == "tune"]
+# --- tuning ---------------------------------------------------------------------------------------
+def tuning_lines(run: Run) -> list[str]:
+    """How many tuning trials ran to their end, were stopped early, or failed (the learning rates they tried are in
+    '## Learning rates')."""
+    tune = run.trials[run.trials["stage"] == "tune"].drop_duplicates("trial_id")
     if tune.empty:
         return []
     done = completed(tune)
@@ -180,25 +200,10 @@ def tuning_lines(run: Run, param: str | None) -> list[str]:
     if len(relabelled):
         lines[-1] += (f" {len(relabelled)} trial(s) recorded as stopped had reached their last step; they count as "
                       "completed here.")
-    if param is None:
-        return lines
-    lines += ["", f"Learning-rate sensitivity (completed tuning trials only, best dev accuracy; the range of {param} "
-                  f"within {100 * LR_WINDOW:g} pp of each arm's best):", ""]
-    f = Fmt.of(run)
-    for arm in run.arm_names:
-        pts = tune[done & (tune["arm"] == arm)].dropna(subset=["best_dev_acc", param])
-        if pts.empty:
-            lines.append(f"- {code(arm)}: no completed tuning trial.")
-            continue
-        low, high, k, of = lr_window(pts, param)
-        span = lambda lo, hi: f"{lo:.3g}" if lo == hi else f"{lo:.3g}–{hi:.3g}"
-        lines.append(f"- {code(arm)}: best {f.pct(pts['best_dev_acc'].max())}; within {100 * LR_WINDOW:g} pp for {param} "
-                     f"{span(low, high)} ({k} of {of} completed trial(s), which tried {span(pts[param].min(), pts[param].max())}).")
-    caveat = "The sampler chose where to try, so the ranges are bounded by the values tried, not by the search space"
     if len(early):
-        caveat += ("; trials the search stopped early are left out, so the completed ones over-represent good "
-                   "learning rates")
-    lines += ["", caveat + "."]
+        lines += ["", "The search chose where to try and stopped some trials early, so the completed trials "
+                      "over-represent good learning rates, and ranges are bounded by the values tried, not by the "
+                      "search space."]
     return lines
 
 
