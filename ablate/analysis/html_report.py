@@ -1,8 +1,8 @@
 """report.html: the whole report in one self-contained file that opens offline and can be mailed.
 
-It renders the same Markdown lines as report.md (markdown-it, raw HTML off, so nothing from a spec can inject
-markup), embeds every figure as a data-URI PNG, and adds the run's metadata, the methods paragraph and its
-references. It links to nothing outside itself: links and images of the Markdown become plain text, and the
+It renders the same Markdown lines as report.md (markdown-it, raw HTML off; spec text is escaped where it enters
+the Markdown, markdown_text), opening with report.md's lead, embeds every figure as a data-URI PNG, and adds the
+run's metadata, the methods paragraph (citations shown as author and year) and its references. It links to nothing outside itself: links and images of the Markdown become plain text, and the
 only links left point at its own headings.
 """
 from __future__ import annotations

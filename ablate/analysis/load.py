@@ -44,7 +44,7 @@ class Run:
     manifest: dict[str, Any] = field(default_factory=dict)
     resumes: list[dict[str, Any]] = field(default_factory=list)   # manifest-resume-*.json, oldest first
     # The final stage's seeds: the spec's list, or with an adaptive seed rule (`seeds: {min, max, half_width}`)
-    # the ones the rule has decided from the registered results (search.decided_seeds), and whether it is done.
+    # the ones the rule has decided from the registered results (ablate.engine.planner.decided_seeds), and whether it is done.
     seeds: list[int] = field(default_factory=list)
     seeds_final: bool = True
 

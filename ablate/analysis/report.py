@@ -1,4 +1,5 @@
-"""analyze(): figures, summary tables and report.md for one run folder."""
+"""analyze(): for one run folder, the figures, the tables (summary, comparisons, learning rates, collapse, expected
+max; CSV and LaTeX), report.md, report.html, methods.md and references.bib."""
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,5 @@
-"""The report's text sections that interpret numbers: comparisons, failures, checkpoints, tuning, depth.
+"""The report's text sections that interpret numbers: comparisons, failures, collapsed runs, checkpoints, tuning
+counts, depth (the learning-rate and tuning-budget sections: tuning_sections).
 
 Each function returns Markdown lines and states what was computed and on what.
 """

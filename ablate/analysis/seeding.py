@@ -28,7 +28,7 @@ class RuleOutcome:
 
 def rule_outcome(run: Run) -> RuleOutcome | None:
     """Where the adaptive seed rule stopped (None without one): recomputed from the registered results the way
-    search.decided_seeds decides, at the seeds it decided."""
+    ablate.engine.planner.decided_seeds decides, at the seeds it decided."""
     rule = run.study.seed_rule
     if rule is None:
         return None
@@ -100,7 +100,9 @@ def power_lines(run: Run, comparisons: pd.DataFrame, min_effect: float | None = 
              f"two-sided paired t-test at α = {ALPHA:g} detects {target} with probability ≥ {100 * POWER:.0f} %, taking "
              "the SD of the paired differences observed here as the true SD. Computed exactly: the power is "
              "P(|T| > t_{1−α/2, n−1}) for T noncentral t with n − 1 degrees of freedom and noncentrality δ√n / σ "
-             f"(scipy.stats.nct), searched over n up to {MAX_SEEDS:,}; the normal approximation "
+             f"(scipy.stats.nct; where it returns NaN, at 1 to 3 degrees of freedom with a large noncentrality, the "
+             "same probability integrated numerically over the t statistic's denominator), searched over n up to "
+             f"{MAX_SEEDS:,}; the normal approximation "
              "n ≈ ((z_{1−α/2} + z_{0.8}) σ / δ)² is given beside it. An SD from a few seeds is itself uncertain, so "
              "read n as a guide for planning the next run (fix its seeds before it runs). Per comparison, before "
              "any Holm correction; the *supported* verdict also needs the exact sign-flip test, whose smallest p "
