@@ -298,3 +298,67 @@ def test_both_gradient_ratios_and_the_end_panel_says_when_learning_rates_differ(
     assert ("The arms trained at different learning rates (residual=true: 0.03, residual=false: 0.085)"
             in " ".join(F.notes(fig)))
     assert sum("At initialisation, gradient norm of" in n for n in F.notes(fig)) == 2
+
+
+# --- diagnostics and lesions in the report -----------------------------------------------------------
+def test_diagnostics_report_the_hessian_the_unmatched_loss_the_branch_before_bn_and_lesions_per_type(tmp_path):
+    from ablate.analysis.diagnostics_report import diagnostics_lines, lesions_k_figure
+    from ablate.probes.diagnostics import Diagnostics
+
+    run = load_run(paired(tmp_path, "run", [0.9, 0.91, 0.92], [0.3, 0.31, 0.32]))
+    ids = {(a, s): f"t{s}{a[9]}" for a in (RES, PLAIN) for s in range(3)}
+    sharp = pd.DataFrame([{"trial_id": ids[a, s], "arm": a, "seed": s, "curvature": c, "loss_at_0": loss,
+                           "hessian_top": h} for s in range(3) for a, c, loss, h in
+                          ((RES, 1.0 + s, 0.05, 10.0 + s), (PLAIN, 0.2, 2.1, 0.5 + 0.1 * s))])
+    signal = pd.DataFrame([{"trial_id": ids[a, s], "arm": a, "seed": s, "block": "stages.0.0", "block_index": 0,
+                            "residual": a == RES, "sq_mean": 0.1, "variance": 1.2, "branch_variance": 0.4}
+                           for a in (RES, PLAIN) for s in range(3)])
+    les = [{"trial_id": ids[a, s], "arm": a, "seed": s, "residual": a == RES, "block_type": kind, "n_blocks": n,
+            "k": k, "sample": 0, "dropped": "", "accuracy": acc}
+           for a in (RES, PLAIN) for s in range(3)
+           for kind, n, k, acc in (("none", 9, 0, 0.9), ("same-shape", 7, 1, 0.85), ("same-shape", 7, 7, 0.5),
+                                   ("downsampling", 2, 1, 0.4), ("downsampling", 2, 2, 0.2))]
+    empty, cost = pd.DataFrame(), pd.DataFrame(columns=["arm", "diagnostic", "trials", "seconds"])
+    diag = Diagnostics(pd.DataFrame({"arm": [RES]}), sharp, empty, empty, signal, pd.DataFrame(les), cost)
+    text = "\n".join(diagnostics_lines(run, diag))
+    h = [10.0, 11.0, 12.0]
+    assert f"top Hessian eigenvalue 11 [{11 - st.t.ppf(0.975, 2) * st.sem(h):.3g}, " in text
+    assert "not at matched training loss (`residual=true` 0.05 nats, `residual=false` 2.1 nats)" in text
+    assert "they differ by a factor of 42" in text
+    assert "`residual=false` still had a training loss of at least half the loss at chance (ln 10 = 2.30 nats)" in text
+    assert "before the BatchNorm that closes the branch" in text and "pre-activation nets" in text
+    assert ("- `residual=true`: intact 90.0 %; same-shape blocks (7): k = 1: 85.0 % [85.0, 85.0], k = 7: 50.0 % "
+            "[50.0, 50.0]; downsampling blocks (2): k = 1: 40.0 % [40.0, 40.0], k = 2: 20.0 % [20.0, 20.0].") in text
+    with F.theme():
+        fig = lesions_k_figure(run, diag.lesions_k)
+    assert [ax.get_title() for ax in fig.axes] == ["same-shape blocks (replaced by the identity)",
+                                                   "downsampling blocks (replaced by a shortcut)"]
+
+
+def test_lesion_recalibrate_needs_lesion(tmp_path):
+    from typer.testing import CliRunner
+
+    from ablate.cli.app import app
+
+    run = paired(tmp_path, "run", [0.9, 0.91], [0.8, 0.82])
+    result = CliRunner().invoke(app, ["analyze", str(run), "--lesion-recalibrate"])
+    assert result.exit_code == 2 and result.stderr.strip() == "error: --lesion-recalibrate adds to --lesion; pass both"
+    assert not (run / "analysis").exists()
+
+
+def test_the_lesion_report_says_whether_statistics_were_recalibrated(tmp_path):
+    from ablate.analysis.lesion_report import lesion_lines
+
+    run = load_run(paired(tmp_path, "run", [0.9, 0.91], [0.8, 0.82]))
+    rows = [{"trial_id": f"t{a[9]}{s}", "arm": a, "seed": s, "residual": a == RES, "block": b, "block_index": i,
+             "block_type": t, "replacement": r, "recalibrated": rec, "test_acc": 0.9, "lesioned_acc": acc,
+             "drop": 0.9 - acc, "changed": 0.1}
+            for a in (RES, PLAIN) for s in (0, 1)
+            for b, i, t, r, rec, acc in (("none", -1, "none", "none", False, 0.9),
+                                         ("stages.0.0", 0, "same-shape", "identity", True, 0.85),
+                                         ("stages.1.0", 1, "downsampling", "projection", True, 0.5))]
+    text = " ".join(lesion_lines(run, pd.DataFrame(rows)))
+    assert "after each lesion the BatchNorm running statistics were re-estimated on the model's training images" in text
+    assert "Same-shape blocks (replaced by their identity skip) and downsampling blocks" in text
+    kept = " ".join(lesion_lines(run, pd.DataFrame([{**r, "recalibrated": False} for r in rows])))
+    assert "the BatchNorm statistics stayed those of training, as in Veit et al. 2016" in kept
