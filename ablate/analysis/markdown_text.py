@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 import string
 
-_INLINE = re.compile(r"([\\`*_\[\]<>!|&~])")
+# "_" inside a word (grad_norms.csv) cannot open or close emphasis in CommonMark, so only others are escaped
+_INLINE = re.compile(r"([\\`*\[\]<>!|&~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 
 
 def _one_line(value: object) -> str:
