@@ -82,7 +82,7 @@ def test_report_html_is_one_file_that_links_to_nothing_outside_itself(tuned_anal
     page = Page(text)
     # every image is an embedded PNG: exactly the figures the analysis drew
     images = page.attrs("src")
-    assert len(images) == len(tuned_analysis.figures) == 5
+    assert len(images) == len(tuned_analysis.figures) == 7
     assert all(src.startswith("data:image/png;base64,") for src in images)
     embedded = sorted(base64.b64decode(src.split(",", 1)[1]) for src in images)
     assert embedded == sorted(paths[0].read_bytes() for paths in tuned_analysis.figures.values())
