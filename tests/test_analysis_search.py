@@ -195,6 +195,10 @@ def test_repeats_give_each_search_its_choice_and_its_effect(tmp_path):
     d03 = np.mean(np.array([.90, .91, .92]) - np.array([.70, .72, .71]))
     d01 = np.mean(np.array([.90, .91, .92]) - np.array([.60, .66, .63]))
     assert effects.tolist() == pytest.approx([d03, d01, d03])
+    # the headline is the first search's choice: plain at 0.03, its 3 confirm runs only (not those of 0.01 too)
+    assert run.selected[PLAIN]["lr"] == 0.03 and len(run.reported[run.reported["arm"] == PLAIN]) == 3
+    c = compare(run).iloc[0]
+    assert c["n_pairs"] == 3 and c["diff"] == pytest.approx(d03)
     lr = lr_effects(run)
     md = "\n".join(budget_section(run, expected_max_curves(run), reps, lr))
     assert "the search was repeated 3 times (repeats 0, 1, 2)" in md
