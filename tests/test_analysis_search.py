@@ -202,6 +202,7 @@ def test_repeats_give_each_search_its_choice_and_its_effect(tmp_path):
     lr = lr_effects(run)
     md = "\n".join(budget_section(run, expected_max_curves(run), reps, lr))
     assert "the search was repeated 3 times (repeats 0, 1, 2)" in md
+    assert "The Results and the lead's first sentences are those of repeat 0's choice." in md
     assert "- `residual=false`: lr chosen per repeat: 0.03, 0.01, 0.03 (from 0.01 to 0.03)." in md
     lead = "\n".join(lead_more(run, lr, reps, compare(run)))
     assert (f"Across 3 repeats of the search, `residual=true` minus `residual=false` ranged from {100 * d03:+.1f} to "

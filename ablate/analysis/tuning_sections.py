@@ -159,7 +159,8 @@ def repeat_lines(run: Run, reps: Repeats | None, lr: LrEffects | None) -> list[s
     param = lr.param if lr is not None else None
     lines = [f"Tuning luck (Bouthillier et al. 2021): the search was repeated {len(reps.repeats)} times (repeats "
              f"{', '.join(map(str, reps.repeats))}); each repeat chose its own configuration per arm, and its effect "
-             f"is the paired difference of the {run.final_stage} runs of those configurations.", ""]
+             f"is the paired difference of the {run.final_stage} runs of those configurations. The Results and the "
+             "lead's first sentences are those of repeat " + f"{reps.repeats[0]}'s choice.", ""]
     for arm in run.arm_names:
         picks = [reps.choices[k].get(arm) for k in reps.repeats]
         if param is not None:
