@@ -53,10 +53,14 @@ def test_gradient_ratio_is_over_comparable_layers_and_the_caption_says_what_the_
     assert ratios.loc[PLAIN, ["first_layer", "last_layer"]].tolist() == ["stages.0.0.conv1", "stages.0.1.conv2"]
     assert ratios.loc[PLAIN, "ratio"] == pytest.approx(8 / 2) and ratios.loc[PLAIN, "rel_ratio"] == pytest.approx((8 / 2) / (2 / 4))
     assert ratios.loc[RES, "ratio"] == pytest.approx(1 / 4) and ratios.loc[RES, "rel_ratio"] == pytest.approx((1 / 2) / (4 / 4))
+    # stem conv over classifier, the other definition: 50 / 0.5 raw, (50 / 1) / (0.5 / 3) relative
+    assert ratios.loc[PLAIN, "stem_ratio"] == pytest.approx(100) and ratios.loc[PLAIN, "stem_rel_ratio"] == pytest.approx(300)
     result = analyze(run.run_dir)
     caption = result.captions["grad_profile"]
-    assert "`residual=true` 0.25× (‖g‖/‖w‖: 0.5×), smaller near the input" in caption
-    assert "`residual=false` 4× (‖g‖/‖w‖: 8×), larger near the input" in caption
+    assert "residual=true 0.25× (‖g‖/‖w‖: 0.5×), smaller near the input" in caption
+    assert "residual=false 4× (‖g‖/‖w‖: 8×), larger near the input" in caption
+    assert ("gradient norm of the stem conv over the classifier (the first and the last weighted layer, of different "
+            "shapes and widths), geometric mean over seeds: residual=true 100× (‖g‖/‖w‖: 300×)") in caption
     assert caption in result.report.read_text()
 
 
@@ -92,8 +96,9 @@ def test_cut_intervals_are_said_and_uncut_ones_are_not(tmp_path):
                 for s, acc in enumerate(accs)]
     result = analyze(build_run(tmp_path / "a", near_top, doc=spec_doc(seeds=[0, 1])))
     assert F.CLIP_NOTE in result.captions["test_accuracy"]
-    # the table keeps the uncut interval
-    assert result.summary.set_index("arm").loc[RES, "test_acc_ci_high"] > 1.0
+    # the table cuts it at 100 % too, and says so
+    row = result.summary.set_index("arm").loc[RES]
+    assert row["test_acc_ci_high"] == 1.0 and row["test_acc_ci_cut"]
     middle = [{"arm": a, "seed": s, "test_acc": acc} for a, accs in ((RES, (0.90, 0.91, 0.92)), (PLAIN, (0.8, 0.81, 0.82)))
               for s, acc in enumerate(accs)]
     result = analyze(build_run(tmp_path / "b", middle))
@@ -115,11 +120,14 @@ def test_curves_show_each_seed_when_there_are_few(tmp_path, seeds, thin):
         fig = F.curves(run, load_curves(run))
     ax_acc = fig.axes[1]
     bands = [c for c in ax_acc.collections if isinstance(c, PolyCollection)]
+    lines = [l for l in ax_acc.get_lines() if l.get_linestyle() != ":"]
+    chance = [l for l in ax_acc.get_lines() if l.get_linestyle() == ":"]
+    assert len(chance) == 1 and list(chance[0].get_ydata()) == [10.0, 10.0]
     if thin:
-        assert len(ax_acc.get_lines()) == 2 * (len(seeds) + 1) and not bands  # each seed + the mean, per arm
+        assert len(lines) == 2 * (len(seeds) + 1) and not bands  # each seed + the mean, per arm
         assert "every seed is drawn as a thin line" in " ".join(F.notes(fig))
     else:
-        assert len(ax_acc.get_lines()) == 2 and len(bands) == 2
+        assert len(lines) == 2 and len(bands) == 2
     assert "scikit-learn digits" in fig.get_suptitle()
 
 
@@ -135,7 +143,7 @@ def test_tuning_figure_draws_completed_trials_as_the_lr_sensitivity_line(tmp_pat
     with F.theme():
         fig = tuning_landscape(run)
     ax = fig.axes[0]
-    lines = [l for l in ax.get_lines() if len(l.get_xdata()) > 1]
+    lines = [l for l in ax.get_lines() if len(l.get_xdata()) > 1 and l.get_linestyle() != ":"]
     # the trial marked stopped at its last step (lr 0.03) is on the residual line; the early stop is not on the plain one
     assert [list(l.get_xdata()) for l in lines] == [[0.01, 0.03, 0.3], [0.01, 0.03]]
     assert list(lines[0].get_ydata()) == pytest.approx([95.0, 97.0, 93.0])
@@ -201,7 +209,7 @@ def test_lesion_report_is_per_block_type_with_cis_chance_and_replacements(tmp_pa
     assert "At chance: this drop is the intact accuracy minus chance" in plain_same
     res_down = next(l for l in section.splitlines() if l.startswith("- `residual=true`, 1 downsampling"))
     assert "At chance" not in res_down
-    assert "Blocks whose removal changed no test prediction in any seed: `residual=true`: stages.1.1." in section
+    assert "Blocks whose removal changed no test prediction in any seed: `residual=true`: stages.1.1 (same-shape)." in section
     assert "zero-pad-added (residual=false): replaced by a parameter-free" in result.captions["lesion"]
     assert "dotted = chance" in result.captions["lesion"]
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ablate.analysis.references import cited_as_text
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BLOCK = {"p", "li", "td", "th", "tr", "h1", "h2", "h3", "h4", "div", "figcaption", "pre", "table", "ul", "ol", "nav",
          "figure", "main", "body", "br", "section"}
@@ -80,7 +82,7 @@ def test_report_html_is_one_file_that_links_to_nothing_outside_itself(tuned_anal
     page = Page(text)
     # every image is an embedded PNG: exactly the figures the analysis drew
     images = page.attrs("src")
-    assert len(images) == len(tuned_analysis.figures) == 5
+    assert len(images) == len(tuned_analysis.figures) == 7
     assert all(src.startswith("data:image/png;base64,") for src in images)
     embedded = sorted(base64.b64decode(src.split(",", 1)[1]) for src in images)
     assert embedded == sorted(paths[0].read_bytes() for paths in tuned_analysis.figures.values())
@@ -115,8 +117,8 @@ def test_report_html_says_what_report_md_says_with_the_runs_metadata(tuned_analy
     # the lead sentence: the paired difference with its CI and the seeds 80 % power would need
     c = tuned_analysis.comparisons.iloc[0]
     assert (f"residual=true minus residual=false: {100 * c['diff']:+.1f} pp (95 % CI [{100 * c['diff_ci_low']:+.1f}, "
-            f"{100 * c['diff_ci_high']:+.1f}] pp, 3 seed pairs), {c['verdict']}; {int(c['seeds_needed'])} seed pairs "
-            "would detect") in words
+            f"{100 * c['diff_ci_high']:+.1f}] pp, 3 seed pairs, confirm stage), {c['verdict']}; "
+            f"{int(c['seeds_needed'])} seed pairs would detect") in words
     # the run's metadata, read from its folder
     manifest = json.loads((tuned_study / "manifest.json").read_text())
     for value in (manifest["git_commit"], manifest["run_id"], manifest["started_at"], manifest["packages"]["torch"],
@@ -124,7 +126,9 @@ def test_report_html_says_what_report_md_says_with_the_runs_metadata(tuned_analy
         assert value in words, value
     assert "wall time" in words and "of trial time summed over 10 trials" in words
     assert " ".join((tuned_study / "spec.yaml").read_text().split()) in words
-    assert " ".join(_plain(tuned_analysis.methods.read_text().split("\n\n")[1]).split()) in words
+    # the methods paragraph, its pandoc citations shown as author and year
+    paragraph = cited_as_text(tuned_analysis.methods.read_text().split("\n\n")[1])
+    assert "[@" not in page.words and " ".join(_plain(paragraph).split()) in words
 
 
 @pytest.mark.slow

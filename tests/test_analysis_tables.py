@@ -73,7 +73,10 @@ def test_latex_two_factor_study_is_laid_out_factor_by_factor(tmp_path):
                        r"\multicolumn{2}{c}{$\Delta$ residual $-$ plain} \\")
     assert [r.split(" & ")[0] for r in rows[1:]] == ["20", "32"]
     half = lambda v: 100 * st.t.ppf(0.975, 1) * st.sem(v)
-    assert rows[2].startswith(f"32 & 96.5 & {half([0.96, 0.97]):.1f} & 55.0 & {half([0.5, 0.6]):.1f} & +41.5 & ")
+    # two seeds: both t-intervals pass 100 % (and one 0 %), so they are cut there, shown as [low, high] with a dagger
+    cut = lambda m, v: rf"\multicolumn{{2}}{{c}}{{{m:.1f} [{max(0, m - half(v)):.1f}, {min(100, m + half(v)):.1f}]$^\dagger$}}"
+    assert rows[2].startswith(f"32 & {cut(96.5, [0.96, 0.97])} & {cut(55.0, [0.5, 0.6])} & +41.5 & ")
+    assert r"$^\dagger$: the 95\,\% $t$-interval passed 0 or 100\,\% and is cut there" in tex
     assert "CIFAR-style ResNets, depths 20--32 on scikit-learn digits" in tex
 
 

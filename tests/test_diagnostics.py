@@ -174,12 +174,14 @@ def test_channel_statistics_of_a_known_tensor():
 
 
 @pytest.mark.parametrize("block", ["basic", "preact"])
-def test_zeroed_residual_branches_have_zero_variance_and_pass_their_input_on(block):
+def test_zeroed_residual_branches_pass_their_input_on(block):
     model = build("cifar", 20, shortcut="identity", block=block, zero_init_residual=True).train()
     x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     rows = probes.signal_propagation(model, x)
     assert [r["block"] for r in rows] == [n for n, _ in model.blocks()]
-    assert all(r["branch_variance"] == 0.0 for r in rows)
+    # a pre-activation branch ends in its conv, fed by a zeroed BN: nothing; a basic branch is measured before the
+    # BN that zeroes it, so its conv output still varies
+    assert all((r["branch_variance"] == 0.0) == (block == "preact") for r in rows)
     same_shape = [i for i, (_, b) in enumerate(model.blocks()) if b.shortcut is None and i > 0]
     for i in same_shape:  # the block's output is its input: the previous block's output
         assert rows[i]["variance"] == pytest.approx(rows[i - 1]["variance"], rel=1e-9)
@@ -188,26 +190,94 @@ def test_zeroed_residual_branches_have_zero_variance_and_pass_their_input_on(blo
     assert all(r["branch_variance"] > 0 for r in fresh)  # the comparison can fail
 
 
-def test_batchnorm_gives_unit_variance_branches_in_train_mode():
-    # In train mode a basic block's branch ends with BN (scale 1, shift 0): each channel has mean 0, variance 1.
-    rows = probes.signal_propagation(build("cifar", 20).train(), torch.randn(64, 1, 8, 8))
-    assert all(r["branch_variance"] == pytest.approx(1.0, abs=1e-3) for r in rows)
+def test_the_branch_is_measured_before_the_batchnorm_that_makes_its_variance_one():
+    # In train mode a basic block's branch ends with BN (scale 1, shift 0): after it every channel has variance 1,
+    # whatever the network; the measurement is the conv output that BN normalises.
+    model = build("cifar", 20).train()
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    seen = {}
+    hooks = [b.conv2.register_forward_hook(lambda _m, _i, out, n=n: seen.__setitem__(("conv", n), out.detach()))
+             for n, b in model.blocks()]
+    hooks += [b.bn2.register_forward_hook(lambda _m, _i, out, n=n: seen.__setitem__(("bn", n), out.detach()))
+              for n, b in model.blocks()]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    rows = probes.signal_propagation(model, x)
+    for r in rows:
+        by_hand = seen[("conv", r["block"])].double().transpose(0, 1).reshape(seen[("conv", r["block"])].shape[1], -1)
+        assert r["branch_variance"] == pytest.approx(float(by_hand.var(dim=1, unbiased=False).mean()), rel=1e-9)
+        assert probes.channel_stats(seen[("bn", r["block"])])[1] == pytest.approx(1.0, abs=1e-3)
+    assert not any(r["branch_variance"] == pytest.approx(1.0, abs=0.05) for r in rows)  # the comparison can fail
+
+
+# ---------------------------------------------------------------- top Hessian eigenvalue
+
+
+def quadratic(eigenvalues, seed=0):
+    """loss(w) = 1/2 w'Aw + b'w with A = Q diag(eigenvalues) Q' for a random rotation Q: its Hessian is A."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=g, dtype=torch.float64))
+    a = q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+    b = torch.randn(len(eigenvalues), generator=g, dtype=torch.float64)
+    w = torch.randn(len(eigenvalues), generator=g, dtype=torch.float64, requires_grad=True)
+    return (lambda: 0.5 * w @ a @ w + b @ w), w
+
+
+@pytest.mark.parametrize("eigenvalues, top", [([5.0, 2.0, 1.0, 0.5, -1.0], 5.0), ([3.0, -0.5, 0.1], 3.0),
+                                              ([-6.0, 3.0, 1.0], -6.0)])
+def test_power_iteration_finds_a_quadratics_largest_eigenvalue(eigenvalues, top):
+    loss, w = quadratic(eigenvalues)
+    value, iterations = probes.top_hessian_eigenvalue(loss, [w], iterations=200, tolerance=1e-10,
+                                                      generator=torch.Generator().manual_seed(1))
+    assert value == pytest.approx(top, rel=1e-6) and iterations < 200
+
+
+def test_hessian_top_of_a_small_network_matches_the_full_hessian():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).double()
+    x, y = data(24)
+    x, y = x.double(), y % 3
+    w = [p for p in model.parameters()]
+    shapes = [p.shape for p in w]
+
+    def loss_of(flat):
+        chunks, start = [], 0
+        for shape in shapes:
+            n = int(np.prod(shape))
+            chunks.append(flat[start:start + n].reshape(shape))
+            start += n
+        logits = x.flatten(1) @ chunks[0].T + chunks[1]
+        return F.cross_entropy(logits, y)
+
+    flat = torch.cat([p.detach().flatten() for p in w])
+    eig = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, flat))
+    value, _ = probes.hessian_top(model, x, y, iterations=2000, tolerance=1e-12)
+    assert value == pytest.approx(float(eig[eig.abs().argmax()]), rel=1e-4)
+    assert model.training and all(p.grad is None for p in model.parameters())
 
 
 # ---------------------------------------------------------------- lesions of k blocks
 
 
-def test_k_values_and_distinct_draws():
+def test_k_values_and_distinct_draws_within_one_block_type():
     assert probes.k_values(9) == list(range(1, 10))
     ks = probes.k_values(27)
     assert ks[0] == 1 and ks[-1] == 27 and len(ks) == 12 and ks == sorted(set(ks))
-    model = build("cifar", 20)
+    model = build("cifar", 20)  # 9 blocks: 7 same-shape, 2 downsampling (the first of stages 2 and 3)
+    down = {n for n, b in model.blocks() if b.conv1.stride[0] != 1}
     rows = probes.k_lesions(model, lambda: 0.5, samples=5, rng=np.random.default_rng(0))
-    assert rows[0] == {"k": 0, "sample": 0, "dropped": "", "accuracy": 0.5}
-    ones = [r["dropped"] for r in rows if r["k"] == 1]
+    assert rows[0] == {"block_type": "none", "n_blocks": 9, "k": 0, "sample": 0, "dropped": "", "accuracy": 0.5}
+    same = [r for r in rows if r["block_type"] == "same-shape"]
+    downs = [r for r in rows if r["block_type"] == "downsampling"]
+    assert {r["n_blocks"] for r in same} == {7} and {r["n_blocks"] for r in downs} == {2}
+    assert all(not set(r["dropped"].split()) & down for r in same)  # the types never mix
+    assert all(set(r["dropped"].split()) <= down for r in downs)
+    assert [r["k"] for r in downs] == [1, 1, 2]  # all sets: C(2, 1) = 2, C(2, 2) = 1
+    ones = [r["dropped"] for r in same if r["k"] == 1]
     assert len(ones) == 5 == len(set(ones))
-    assert [r for r in rows if r["k"] == 9][0]["dropped"].count("stages") == 9 and sum(r["k"] == 9 for r in rows) == 1
-    assert sum(r["k"] == 8 for r in rows) == 5  # C(9, 8) = 9 sets exist: 5 distinct ones drawn
+    assert sum(r["k"] == 7 for r in same) == 1 and sum(r["k"] == 6 for r in same) == 5  # C(7, 6) = 7: 5 drawn
 
 
 def test_with_residual_branches_zeroed_no_lesion_changes_anything():
@@ -222,7 +292,7 @@ def test_with_residual_branches_zeroed_no_lesion_changes_anything():
             return float((model(x).argmax(1) == labels).float().mean())
 
     rows = probes.k_lesions(model, score, samples=3, rng=np.random.default_rng(0))
-    assert {r["accuracy"] for r in rows} == {1.0} and max(r["k"] for r in rows) == 9
+    assert {r["accuracy"] for r in rows} == {1.0} and max(r["k"] for r in rows) == 7
     plain = build("cifar", 20, residual=False)
     probes.calibrate_batchnorm(plain, x)
     with torch.no_grad():

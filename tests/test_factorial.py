@@ -2,6 +2,7 @@
 of the others (paired by seed, Holm within the factor), the interaction, nested factors, grid parameters
 as factors, the report's first lines, and the all-pairs table leaving the report above four arms."""
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -74,8 +75,8 @@ def test_residual_effect_at_each_depth_and_its_growth_per_12_layers(tmp_path):
 def test_the_depth_report_answers_in_its_first_lines(tmp_path):
     result = analyze(depth_run(tmp_path))
     md = result.report.read_text()
-    head = md.splitlines()[:8]
-    assert head[2] == "## Answer"
+    # the lead report.html shares, then the answer
+    assert re.findall(r"^## (.+)$", md, re.M)[:2] == ["At a glance", "Answer"]
     answer = md[md.index("## Answer"): md.index("## Completeness")]
     assert "- **residual minus plain**: +2.0 pp at depth 20 ([+2.0, +2.0] pp, p = 0.047, **supported**); " \
            "+5.0 pp at depth 32 " in answer

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from ablate.errors import AblateError
 from ablate.probes.lesion import RUN_COLUMNS, dropped, lesion_run, lesion_trial, replacement_for
 from ablate.models.resnet import IdentityShortcut
+from ablate.probes.batchnorm import estimate_statistics, kept_statistics
 from helpers.models import build
 from ablate.train.trial_files import load_weights, write_trial_folder
 from ablate.engine.run_folder import append_registry
@@ -167,6 +168,43 @@ def test_lesion_run_covers_the_final_stage_trials_with_weights(run_dir, lesions)
         assert set(part["residual"]) == {residual}
         assert set(part["arm"]) == {f"residual={str(residual).lower()}"}
         assert part["lesioned_acc"].tolist() == [r["lesioned_acc"] for r in lesions[residual]]
+
+
+def test_batchnorm_statistics_are_estimated_from_the_images_and_then_restored():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 1), torch.nn.BatchNorm2d(3)).eval()
+    x = torch.randn(8, 1, 2, 2)
+    with torch.no_grad():
+        h = net[0](x).transpose(0, 1).reshape(3, -1)
+    with kept_statistics(net):
+        estimate_statistics(net, x, chunk=8)  # one batch: exactly its statistics
+        assert torch.allclose(net[1].running_mean, h.mean(1)) and torch.allclose(net[1].running_var, h.var(1))
+        assert not net.training
+        estimate_statistics(net, x, chunk=4)  # two equal batches: the average of their statistics
+        halves = h.reshape(3, 2, -1)
+        assert torch.allclose(net[1].running_mean, halves.mean(2).mean(1))
+        assert torch.allclose(net[1].running_var, halves.var(2).mean(1))
+        net.train()
+    assert torch.equal(net[1].running_mean, torch.zeros(3)) and torch.equal(net[1].running_var, torch.ones(3))
+    assert not net.training and net[1].momentum == 0.1
+
+
+def test_recalibrated_lesions_score_each_lesioned_net_with_statistics_from_the_training_images(run_dir, lesions):
+    from ablate.probes.lesion import load_trial
+    from ablate.train.loop import _evaluate
+
+    rows = lesion_trial(folder_of(run_dir, False), recalibrate=True)
+    assert rows[0] == {**lesions[False][0], "recalibrated": False}  # the intact check keeps the trained statistics
+    assert all(r["recalibrated"] for r in rows[1:]) and not any(r["recalibrated"] for r in lesions[False])
+    trial = load_trial(folder_of(run_dir, False))
+    blocks = trial.model.blocks()
+    for i in (0, 4):  # a same-shape block and the first downsampling one, by hand
+        with dropped(blocks[i][1]), kept_statistics(trial.model):
+            estimate_statistics(trial.model, trial.splits.train.x.contiguous(memory_format=trial.memory_format))
+            acc = _evaluate(trial.model, trial.splits.test.x, trial.splits.test.y, trial.memory_format)[0]
+        assert rows[1 + i]["lesioned_acc"] == pytest.approx(acc)
+    # the comparison can fail: re-estimated statistics change what a plain net's lesions cost
+    assert any(r["lesioned_acc"] != q["lesioned_acc"] for r, q in zip(rows[1:], lesions[False][1:]))
 
 
 def test_bad_input_is_refused_with_a_clear_message(run_dir, tmp_path):

@@ -21,10 +21,12 @@ import pandas as pd
 from . import stats
 from .load import Run
 from .tables import p_eq
+from .markdown_text import code
 
 ALPHA = 0.05
 BOOTSTRAP_SEED = 0
-COLUMNS = ["arm_a", "arm_b", "mean_a", "mean_b", "n_pairs", "seeds", "diff", "diff_ci_low", "diff_ci_high", "diff_sd",
+COLUMNS = ["arm_a", "arm_b", "mean_a", "mean_b", "n_pairs", "seeds", "diff", "diff_ci_low", "diff_ci_high", "diff_ci_cut",
+           "diff_sd",
            "effect_size", "p_sign_flip", "sign_flip_exact", "min_p", "t", "p_t", "p_holm",
            "image_pairs", "images_shared", "image_diff", "image_ci_low", "image_ci_high", "mcnemar",
            "verdict", "why"]
@@ -66,9 +68,10 @@ def compare(run: Run, predictions: pd.DataFrame | None = None) -> pd.DataFrame:
         xb = ok.loc[ok["arm"] == b, ["seed", "test_acc"]]
         pairs = xa.merge(xb, on="seed", suffixes=("_a", "_b")).sort_values("seed")
         d = stats.paired_diff(pairs["test_acc_a"], pairs["test_acc_b"])
+        low, high, cut = stats.cut_to(d.low, d.high, -1.0, 1.0)  # a difference of accuracies lies in [-1, 1]
         row = {"arm_a": a, "arm_b": b, "mean_a": xa["test_acc"].mean(), "mean_b": xb["test_acc"].mean(),
                "n_pairs": d.n, "seeds": " ".join(str(s) for s in pairs["seed"]), "diff": d.mean,
-               "diff_ci_low": d.low, "diff_ci_high": d.high, "diff_sd": d.sd, "effect_size": d.effect,
+               "diff_ci_low": low, "diff_ci_high": high, "diff_ci_cut": cut, "diff_sd": d.sd, "effect_size": d.effect,
                "p_sign_flip": d.p_sign_flip, "sign_flip_exact": d.sign_flip_exact, "min_p": d.min_p,
                "t": d.t, "p_t": d.p_t}
         row.update(_image_level(predictions, a, b, pairs["seed"].tolist()))
@@ -106,7 +109,7 @@ def verdict(c: dict, multiple: bool = False) -> tuple[str, str]:
     if reasons:
         return "inconclusive", "; ".join(reasons)
     better = c["arm_a"] if c["diff"] > 0 else c["arm_b"]
-    return "supported", f"`{better}` is higher: every interval excludes 0 and the {holm}sign-flip p < {ALPHA:g}"
+    return "supported", f"{code(better)} is higher: every interval excludes 0 and the {holm}sign-flip p < {ALPHA:g}"
 
 
 def supported_best(run: Run, comparisons: pd.DataFrame) -> str | None:

@@ -11,6 +11,7 @@ from ablate.data.registry import FOLDER, REGISTRY as DATASETS
 from ablate.models.registry import FAMILY_TITLES, MODEL_AXES, axis_meta, axis_text, neutral_defaults
 
 from .load import Run, arm_value
+from .markdown_text import plot_text, text
 
 # The named datasets' titles and descriptions, from the dataset registry.
 DATASET_NAMES = {name: d.title for name, d in DATASETS.items()}
@@ -73,7 +74,7 @@ def shared_model_axes(run: Run) -> list[str]:
 
 def title(run: Run, what: str) -> str:
     """A figure title that names the study, the model and the dataset actually used."""
-    return f"{run.study.name}: {what}\n{model_name(run)} on {dataset_name(run)}"
+    return plot_text(f"{run.study.name}: {what}\n{model_name(run)} on {dataset_name(run)}")
 
 
 def acc_step(run: Run) -> float:
@@ -137,7 +138,7 @@ def protocol(run: Run) -> str:
           else "chosen per arm from a grid" if "lr" in run.study.grid else f"{val('lr'):g}")
     size = val("image_size")
     data = run.dataset.split(" + ")
-    source = "; ".join(DATASET_DETAILS.get(d, _short(d)) for d in data)
+    source = "; ".join(DATASET_DETAILS.get(d, text(_short(d))) for d in data)
     sgd = "SGD with Nesterov momentum" if val("nesterov") is True else "plain SGD"
     shared = "".join(f", {text}" for text in shared_model_axes(run))
     return (f"Protocol: {model_name(run)} ({val('family')} layout, {val('shortcut')} shortcuts where residual{shared}), "
@@ -227,7 +228,7 @@ def dataset_lines(run: Run) -> list[str]:
     used = run.datasets
     lines = []
     if len(used) > 1:
-        counts = ", ".join(f"{DATASET_NAMES.get(d, d)}: {k} trial(s)" for d, k in sorted(used.items()))
+        counts = ", ".join(f"{text(DATASET_NAMES.get(d, d))}: {k} trial(s)" for d, k in sorted(used.items()))
         lines.append(f"**Warning**: the trials of this run used different datasets ({counts}); numbers from "
                      "different datasets are not comparable. A study resumed on another machine (or after "
                      "`ABLATE_DATA_DIR` changed) can do this when the spec says `dataset: auto`.")
@@ -236,7 +237,7 @@ def dataset_lines(run: Run) -> list[str]:
              if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", run.study.description)}
     if named and not named & set(used or [run.dataset]):
         lines.append(f"Note: the spec's description names {', '.join(DATASET_NAMES[d] for d in sorted(named))}, "
-                     f"but this run used {dataset_name(run)}.")
+                     f"but this run used {text(dataset_name(run))}.")
     return lines
 
 

@@ -18,6 +18,7 @@ from .context import chance, readable_arm, title
 from .figures import arm_handles, clip, label, legend_below, note, run_styles
 from .load import Run, arm_value
 from .tables import Fmt
+from .markdown_text import code, plot_text, text
 
 CAPTIONS = {
     "landscape": "Loss landscape (Li et al. 2018) of the best-dev weights: training loss along filter-normalised random "
@@ -28,29 +29,36 @@ CAPTIONS = {
                     "colour); the cross marks the trained weights.",
     "shattered": "Shattered gradients (Balduzzi et al. 2017) at initialisation: autocorrelation of the input gradient "
                  "along a line between two training images, against the lag (mean over seeds), and its lag-1 value.",
-    "signal": "Signal propagation at initialisation (Brock et al. 2021): per block, the average squared channel mean "
-              "and the average channel variance of the block's output, and the variance of its residual branch "
-              "(mean over seeds).",
-    "lesions_k": "Lesions of k blocks (Veit et al. 2016): test accuracy with k blocks, drawn at random, dropped at once "
-                 "(mean over draws and seeds; thin: each seed); dotted: chance.",
+    "signal": "Signal propagation at initialisation (Brock et al. 2021, whose plots are of pre-activation nets): per "
+              "block, the average squared channel mean and the average channel variance of the block's output, and the "
+              "variance of its residual branch at the branch's last convolution, before a basic block's closing "
+              "BatchNorm (mean over seeds).",
+    "lesions_k": "Lesions of k blocks (Veit et al. 2016): test accuracy with k blocks of one type (same-shape, "
+                 "downsampling: one panel each), drawn at random, dropped at once (mean over draws and seeds; thin: each "
+                 "seed); dotted: chance.",
 }
 
 
 def _label(run: Run, arm: str) -> str:
     """'depth 20, plain', 'residual, stage 1 only': the arm's factor levels in words (arm names get long)."""
-    return readable_arm(run, arm) if run.study.factor_names else label(arm)
+    return plot_text(readable_arm(run, arm)) if run.study.factor_names else label(arm)
 
 
 def _arms(run: Run, frame: pd.DataFrame) -> list[str]:
     return [a for a in run.arm_names if len(frame) and (frame["arm"] == a).any()]
 
 
-def _ci_text(f: Fmt, values, digits: int = 3) -> str:
-    ci = stats.mean_ci(values)
+CUT = ("†: the 95 % t-interval passed what the quantity can be (a correlation outside [-1, 1], a variance or a loss "
+       "below 0, an accuracy outside [0, 100] %) and is cut at that bound.")
+
+
+def _ci_text(f: Fmt, values, digits: int = 3, bounds: tuple = (None, None)) -> str:
+    ci = stats.mean_ci(values, bounds=bounds)
     if ci.n == 0:
         return "n/a"
-    text = f"{ci.mean:.{digits}g}"
-    return text + ("" if math.isnan(ci.low) else f" [{ci.low:.{digits}g}, {ci.high:.{digits}g}]") + f" (n = {ci.n})"
+    out = f"{ci.mean:.{digits}g}"
+    return (out + ("" if math.isnan(ci.low) else f" [{ci.low:.{digits}g}, {ci.high:.{digits}g}]{'†' if ci.cut else ''}")
+            + f" (n = {ci.n})")
 
 
 # --- figures ---------------------------------------------------------------------------------------
@@ -191,8 +199,14 @@ def signal_figure(run: Run, sig: pd.DataFrame) -> Figure | None:
 
 
 def _per_seed_k(les: pd.DataFrame) -> pd.DataFrame:
-    """Per trial and k: mean accuracy over the draws."""
-    return les.groupby(["arm", "trial_id", "seed", "k"], observed=True)["accuracy"].mean().reset_index()
+    """Per trial, block type and k: mean accuracy over the draws (tables made before lesions were drawn per block
+    type read as one type, "all")."""
+    les = les.assign(block_type=les["block_type"] if "block_type" in les else np.where(les["k"] == 0, "none", "all"))
+    return les.groupby(["arm", "trial_id", "seed", "block_type", "k"], observed=True)["accuracy"].mean().reset_index()
+
+
+def _lesion_types(per: pd.DataFrame) -> list[str]:
+    return [t for t in ("same-shape", "downsampling", "all") if (per["block_type"] == t).any()]
 
 
 def lesions_k_figure(run: Run, les: pd.DataFrame) -> Figure | None:
@@ -201,17 +215,22 @@ def lesions_k_figure(run: Run, les: pd.DataFrame) -> Figure | None:
         return None
     styles = run_styles(run)
     per = _per_seed_k(les)
-    fig = Figure(figsize=(10, 6), layout="constrained")
-    ax = fig.subplots()
-    for arm in arms:
-        sub, st = per[per["arm"] == arm], styles[arm]
-        for _, one in sub.groupby("trial_id"):
-            ax.plot(one["k"], 100 * one["accuracy"], color=st["color"], ls=st["ls"], lw=0.8, alpha=0.4)
-        mean = sub.groupby("k")["accuracy"].mean()
-        ax.plot(mean.index, 100 * mean.to_numpy(), color=st["color"], ls=st["ls"], marker=st["marker"], lw=2.2, ms=6)
-    ax.axhline(100 * chance(run), color="black", ls=":", lw=1.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="blocks dropped at once (k)", ylabel="test accuracy (%)", ylim=(0, 100))
+    types = _lesion_types(per)
+    fig = Figure(figsize=(6.5 * max(len(types), 1) + 1, 6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(len(types), 1), sharey=True))
+    for ax, kind in zip(axes, types):
+        for arm in arms:
+            intact = per[(per["arm"] == arm) & (per["k"] == 0)]
+            sub, st = pd.concat([intact, per[(per["arm"] == arm) & (per["block_type"] == kind)]]), styles[arm]
+            for _, one in sub.groupby("trial_id"):
+                ax.plot(one["k"], 100 * one["accuracy"], color=st["color"], ls=st["ls"], lw=0.8, alpha=0.4)
+            mean = sub.groupby("k")["accuracy"].mean()
+            ax.plot(mean.index, 100 * mean.to_numpy(), color=st["color"], ls=st["ls"], marker=st["marker"], lw=2.2, ms=6)
+        ax.axhline(100 * chance(run), color="black", ls=":", lw=1.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        what = {"same-shape": "same-shape blocks (replaced by the identity)",
+                "downsampling": "downsampling blocks (replaced by a shortcut)", "all": "blocks of any type"}[kind]
+        ax.set(xlabel=f"{kind} blocks dropped at once (k)", ylabel="test accuracy (%)", ylim=(0, 100), title=what)
     fig.suptitle(title(run, "lesions of k random blocks at test time (best-dev weights)"))
     legend_below(fig, arm_handles(arms, styles), [_label(run, a) for a in arms], ncol=min(len(arms), 3))
     return fig
@@ -246,7 +265,7 @@ def diagnostics_lines(run: Run, diag) -> list[str]:
              "not verdicts. Per-trial values: `diagnostics/*.csv`; seconds per arm and diagnostic: "
              "`diagnostics/cost.csv`.", ""]
     for key, why in diag.skipped.items():
-        lines.append(f"- Left out ({key}): {why}.")
+        lines.append(f"- Left out ({text(key)}): {text(why)}.")
     if diag.skipped:
         lines.append("")
     if len(diag.sharpness):
@@ -257,11 +276,16 @@ def diagnostics_lines(run: Run, diag) -> list[str]:
                   "(every conv output channel and linear output neuron scaled to the norm of the same filter of the "
                   "weights; biases and BatchNorm parameters not moved), as Li et al. 2018. Sharpness: the second "
                   f"derivative at 0 of a least-squares parabola through the points with |α| ≤ {s['SHARPNESS_WINDOW']:g}, "
-                  "averaged over the directions." + _cost_text(diag, "landscape"), ""]
+                  "averaged over the directions. Top Hessian eigenvalue: the eigenvalue of largest magnitude of the "
+                  "Hessian of the same loss in all weights, by power iteration on Hessian-vector products (double "
+                  f"backpropagation; at most {s.get('HESSIAN_ITERATIONS', 20)} products, stopped when the Rayleigh "
+                  "quotient changed by under 0.1 %)." + _cost_text(diag, "landscape"), ""]
         for arm in _arms(run, diag.sharpness):
             sub = diag.sharpness[diag.sharpness["arm"] == arm]
-            lines.append(f"- `{arm}`: curvature {_ci_text(f, sub['curvature'])} nats per α²; loss at the trained "
-                         f"weights {_ci_text(f, sub['loss_at_0'])} nats.")
+            top = (f"; top Hessian eigenvalue {_ci_text(f, sub['hessian_top'])}" if "hessian_top" in sub else "")
+            lines.append(f"- {code(arm)}: curvature {_ci_text(f, sub['curvature'])} nats per α²{top}; loss at the "
+                         f"trained weights {_ci_text(f, sub['loss_at_0'], bounds=(0, None))} nats.")
+        lines += ["", matched_loss_line(run, diag.sharpness)]
         if len(diag.landscape_2d):
             lines += ["", f"2-D: a {s['LANDSCAPE_2D_POINTS']}×{s['LANDSCAPE_2D_POINTS']} grid over [-1, 1]² in the plane "
                           f"of the first two directions, first seed of each arm, on the first "
@@ -279,7 +303,7 @@ def diagnostics_lines(run: Run, diag) -> list[str]:
                   + _cost_text(diag, "shattered"), ""]
         lag1 = diag.shattered[diag.shattered["lag"] == 1]
         for arm in _arms(run, lag1):
-            lines.append(f"- `{arm}`: lag-1 autocorrelation {_ci_text(f, lag1.loc[lag1['arm'] == arm, 'autocorrelation'])}.")
+            lines.append(f"- {code(arm)}: lag-1 autocorrelation {_ci_text(f, lag1.loc[lag1['arm'] == arm, 'autocorrelation'], bounds=(-1, 1))}.")
         lines.append("")
     if len(diag.signal):
         lines += ["### Signal propagation", "",
@@ -287,35 +311,70 @@ def diagnostics_lines(run: Run, diag) -> list[str]:
                   "(BatchNorm uses the batch's statistics, as at the first training step). Per block: the average over "
                   "channels of the squared channel mean and of the channel variance of the block's output, and the "
                   "average channel variance of its residual branch (the block's main path before the addition; in a "
-                  "plain block, the same path), as Brock, De & Smith 2021." + _cost_text(diag, "signal"), ""]
+                  "plain block, the same path) at the branch's last convolution: in a basic block that is before the "
+                  "BatchNorm that closes the branch, whose train-mode output has variance 1 by construction (scale 1 at "
+                  "initialisation), so measured after it the branch would say nothing. Brock, De & Smith 2021 plot "
+                  "these statistics for pre-activation nets, whose branch ends in that convolution; for basic "
+                  "(post-activation) blocks the output statistics are those after the closing ReLU, so the two are "
+                  "not the same curves." + _cost_text(diag, "signal"), ""]
         for arm in _arms(run, diag.signal):
             sub = diag.signal[diag.signal["arm"] == arm]
             last = sub[sub["block_index"] == sub["block_index"].max()]
             first = sub[sub["block_index"] == 0]
-            lines.append(f"- `{arm}` ({int(sub['block_index'].max()) + 1} blocks): output variance first block "
-                         f"{_ci_text(f, first['variance'])}, last block {_ci_text(f, last['variance'])}; squared channel "
+            lines.append(f"- {code(arm)} ({int(sub['block_index'].max()) + 1} blocks): output variance first block "
+                         f"{_ci_text(f, first['variance'], bounds=(0, None))}, last block "
+                         f"{_ci_text(f, last['variance'], bounds=(0, None))}; squared channel "
                          f"mean at the last block {_ci_text(f, last['sq_mean'])}; residual branch variance at the last "
-                         f"block {_ci_text(f, last['branch_variance'])}.")
+                         f"block {_ci_text(f, last['branch_variance'], bounds=(0, None))}.")
         lines.append("")
     if len(diag.lesions_k):
         lines += ["### Lesions of k blocks", "",
-                  f"Best-dev weights on the test images, with k blocks dropped at once (each replaced by its skip path, "
-                  f"as in the one-block lesion study), for up to {s['LESION_KS']} values of k from 1 to the number of "
-                  f"blocks, {s['LESION_SAMPLES']} distinct random sets of blocks per k (all of them when fewer exist); "
-                  "per seed the mean over the sets, then mean and t-interval over seeds, as Veit et al. 2016. Chance "
-                  f"is {100 * chance(run):g} %." + _cost_text(diag, "lesions_k"), ""]
+                  f"Best-dev weights on the test images, with k blocks of one type dropped at once (each replaced by its "
+                  f"skip path, as in the one-block lesion study; BatchNorm statistics those of training): same-shape "
+                  f"blocks (replaced by the identity) and downsampling blocks (replaced by a shortcut) apart, since the "
+                  f"two lesions are different operations; for up to {s['LESION_KS']} values of k from 1 to the number of "
+                  f"blocks of that type, {s['LESION_SAMPLES']} distinct random sets per k (all of them when fewer "
+                  "exist); per seed the mean over the sets, then mean and t-interval over seeds, as Veit et al. 2016. "
+                  f"Chance is {100 * chance(run):g} %." + _cost_text(diag, "lesions_k"), ""]
         per = _per_seed_k(diag.lesions_k)
         for arm in _arms(run, per):
-            sub = per[per["arm"] == arm]
-            ks = sorted(sub["k"].unique())
-            mid = min(ks[1:] or ks, key=lambda k: abs(k - ks[-1] / 2))
-            parts = [f"k = {k}: {f.pct(sub.loc[sub['k'] == k, 'accuracy'].mean())}"
-                     + _pp_ci(f, sub.loc[sub["k"] == k, "accuracy"]) for k in dict.fromkeys([0, 1, mid, ks[-1]])]
-            lines.append(f"- `{arm}` ({ks[-1]} blocks): " + "; ".join(parts) + ".")
+            mine = per[per["arm"] == arm]
+            intact = mine[mine["k"] == 0]
+            parts = [f"intact {f.pct(intact['accuracy'].mean())}"]
+            for kind in _lesion_types(mine):
+                sub = mine[mine["block_type"] == kind]
+                ks = sorted(sub["k"].unique())
+                mid = min(ks, key=lambda k: abs(k - ks[-1] / 2))
+                parts.append(f"{kind} blocks ({ks[-1]}): " + ", ".join(
+                    f"k = {k}: {f.pct(sub.loc[sub['k'] == k, 'accuracy'].mean())}" + _pp_ci(f, sub.loc[sub["k"] == k, "accuracy"])
+                    for k in dict.fromkeys([1, mid, ks[-1]])))
+            lines.append(f"- {code(arm)}: " + "; ".join(parts) + ".")
         lines.append("")
+    if any("†" in line for line in lines):
+        lines += [CUT, ""]
     return lines
 
 
+def matched_loss_line(run: Run, sharp: pd.DataFrame) -> str:
+    """Why these landscapes are not Li et al.'s comparison when the arms' training losses differ or are high."""
+    level = math.log(1 / chance(run))
+    loss = sharp.groupby("arm", observed=True)["loss_at_0"].mean()
+    loss = loss[[a for a in run.arm_names if a in loss.index]]
+    high = [a for a, v in loss.items() if v >= level / 2]
+    text_ = ("Matched training loss: Li et al. 2018 compare landscapes of nets trained to a low training loss; here "
+             "each arm is measured at its best-dev checkpoint, the only weights a trial saves, so the landscapes are "
+             "not at matched training loss (" + ", ".join(f"{code(a)} {v:.3g} nats" for a, v in loss.items()) + ")"
+             + (f"; they differ by a factor of {loss.max() / loss.min():.2g}, so differences in curvature and in the "
+                "top eigenvalue partly reflect how far training got"
+                if len(loss) > 1 and loss.min() > 0 and loss.max() / loss.min() >= 1.5 else "")
+             + ".")
+    if high:
+        text_ += (" " + ", ".join(code(a) for a in high) + f" still had a training loss of at least half the loss at "
+                  f"chance (ln {round(1 / chance(run))} = {level:.2f} nats): weights still near their start, not a "
+                  "trained minimum.")
+    return text_
+
+
 def _pp_ci(f: Fmt, values) -> str:
-    ci = stats.mean_ci(values)
-    return "" if math.isnan(ci.low) else f" [{f.acc(ci.low)}, {f.acc(ci.high)}]"
+    ci = stats.mean_ci(values, bounds=(0, 1))
+    return "" if math.isnan(ci.low) else f" [{f.acc(ci.low)}, {f.acc(ci.high)}]{'†' if ci.cut else ''}"

@@ -1,6 +1,8 @@
 """The summary table for a paper (LaTeX, CSV, Markdown), the terminal table, and the exported trial configs."""
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import shutil
@@ -13,7 +15,7 @@ from ablate.atomic_files import atomic_write_text
 from .compare import compare, supported_best
 from .load import load_predictions, load_run
 from .summary import summarize
-from .tables import caption, to_csv, to_latex, to_markdown, to_text
+from .tables import CUT_NOTE, any_cut, caption, to_csv, to_latex, to_markdown, to_text
 
 FORMATS = ("latex", "csv", "markdown")
 
@@ -41,7 +43,8 @@ def export(run_dir: Path, fmt: str) -> str:
     best = supported_best(run, comparisons)
     if key == "latex":
         return to_latex(summary, run, comparisons, best)
-    return to_markdown(summary, run, best) + "\n" + caption(run, summary, delta=False) + "\n"
+    cut = f" {CUT_NOTE}" if any_cut(summary) else ""
+    return to_markdown(summary, run, best) + "\n" + caption(run, summary, delta=False) + cut + "\n"
 
 
 def terminal_table(run_dir: Path) -> str:
@@ -59,22 +62,41 @@ def arm_slug(arm: str) -> str:
 RECORDS = ("metrics.json", "curves.csv", "grad_norms.csv", "predictions.csv")
 
 
+INDEX_COLUMNS = ["folder", "arm", "seed", "trial_id", "status", "test_acc", "dataset"]
+
+
+def check_configs_dest(dest: Path) -> None:
+    """`export --configs DEST` writes only into a new or empty folder, or over an earlier export (its index.csv),
+    so that no file of the user's is overwritten."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise AblateError(f"{dest} exists and is not a folder; pass a folder for --configs")
+    if dest.is_dir() and any(dest.iterdir()):
+        try:
+            header = (dest / "index.csv").read_text(encoding="utf-8").splitlines()[:1]
+        except (OSError, UnicodeDecodeError):
+            header = []
+        if header != [",".join(INDEX_COLUMNS)]:
+            raise AblateError(f"{dest} is not empty and holds no earlier export (no index.csv of one); choose an "
+                              "empty or new folder for --configs")
+
+
 def export_configs(run_dir: Path, dest: Path) -> list[Path]:
     """Every final-stage trial as dest/<arm-slug>_seed<seed>_<trial_id>/: its config.yaml (runnable with
     `train --config`) with what it recorded beside it (metrics.json, curves.csv, grad_norms.csv,
-    predictions.csv), so `reproduce dest/<folder>` can check it anywhere; dest/index.csv lists them.
+    predictions.csv), so `reproduce dest/<folder>` can check it anywhere; dest/index.csv (CSV-quoted: arm names
+    hold commas) lists them. `dest` must be new, empty or an earlier export (check_configs_dest).
     Returns the config paths."""
     run = load_run(Path(run_dir))
     dest = Path(dest)
-    if dest.exists() and not dest.is_dir():
-        raise AblateError(f"{dest} exists and is not a folder; pass a folder for the configs")
+    check_configs_dest(dest)
     rows = run.trials[run.trials["stage"] == run.final_stage]
     sources = [(r, run.run_dir / "trials" / r.trial_id) for r in rows.itertuples()]
     sources = [(r, folder) for r, folder in sources if (folder / "config.yaml").is_file()]
     if not sources:
         raise AblateError(f"no {run.final_stage}-stage trial of {run.run_dir} has a config.yaml to export")
     writable_dir(dest)
-    out, index = [], ["folder,arm,seed,trial_id,status,test_acc,dataset"]
+    out, index = [], []
     for r, folder in sorted(sources, key=lambda x: (str(x[0].arm), x[0].seed, x[0].trial_id)):
         name = f"{arm_slug(str(r.arm))}_seed{r.seed}_{r.trial_id}"
         target = dest / name
@@ -84,6 +106,10 @@ def export_configs(run_dir: Path, dest: Path) -> list[Path]:
                 shutil.copyfile(folder / file, target / file)
         out.append(target / "config.yaml")
         acc = "" if pd.isna(r.test_acc) else f"{r.test_acc:.6g}"
-        index.append(f"{name},{r.arm},{r.seed},{r.trial_id},{r.status},{acc},{getattr(r, 'dataset', '') or ''}")
-    atomic_write_text(dest / "index.csv", "\n".join(index) + "\n")
+        index.append([name, str(r.arm), r.seed, r.trial_id, r.status, acc, getattr(r, "dataset", "") or ""])
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(INDEX_COLUMNS)
+    writer.writerows(index)
+    atomic_write_text(dest / "index.csv", text.getvalue())
     return out

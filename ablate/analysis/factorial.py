@@ -13,8 +13,9 @@ The interaction of two crossed factors (the focus F, usually `residual`, and the
 difference of F's effects between G's levels, paired by seed: for two levels of G the difference of
 differences; for three or more numeric levels the per-seed least-squares slope of F's effect against
 G (against log10 G when G's levels span a factor of 10 or more, e.g. learning rates), with its
-t-interval and sign-flip test over seeds, and the difference of differences between G's last and
-first level; for three or more categorical levels the difference of differences of each level
+t-interval and sign-flip test over seeds and whether the mean effect is monotone in G (a slope
+describes nothing else; the report then gives the effect at each level instead), and the
+difference of differences between G's last and first level; for three or more categorical levels the difference of differences of each level
 against the first, Holm-corrected together.
 """
 from __future__ import annotations
@@ -32,10 +33,10 @@ from .compare import verdict
 from .load import Run
 
 EFFECT_COLUMNS = ["factor", "level", "reference", "context", "arm", "reference_arm", "n_pairs", "seeds", "diff",
-                  "ci_low", "ci_high", "sd", "p_sign_flip", "sign_flip_exact", "min_p", "p_holm", "verdict", "why",
+                  "ci_low", "ci_high", "ci_cut", "sd", "p_sign_flip", "sign_flip_exact", "min_p", "p_holm", "verdict", "why",
                   "diffs"]  # diffs: the per-seed paired differences (for the figure; not written to effects.csv)
 INTERACTION_COLUMNS = ["focus", "level", "other", "kind", "contrast", "unit", "n_seeds", "seeds", "estimate",
-                       "ci_low", "ci_high", "p_sign_flip", "sign_flip_exact", "min_p", "p_holm"]
+                       "ci_low", "ci_high", "p_sign_flip", "sign_flip_exact", "min_p", "monotone", "p_holm"]
 
 
 def key(value: Any) -> str:
@@ -136,11 +137,12 @@ def effects(d: Design) -> pd.DataFrame:
             ref = refs[0]
             seeds, diffs = _pairs(cell, ref)
             p = stats.paired_diff(diffs, np.zeros_like(diffs))
+            low, high, cut = stats.cut_to(p.low, p.high, -1.0, 1.0)  # a difference of accuracies lies in [-1, 1]
             context = {g: v for g, v in cell.levels.items() if g != factor}
             family.append({"factor": factor, "level": cell.levels[factor], "reference": ref_level, "context": context,
                            "arm": cell.name(d.grid), "reference_arm": ref.name(d.grid), "n_pairs": p.n,
-                           "seeds": " ".join(map(str, seeds)), "diff": p.mean, "ci_low": p.low, "ci_high": p.high,
-                           "sd": p.sd, "p_sign_flip": p.p_sign_flip, "sign_flip_exact": p.sign_flip_exact,
+                           "seeds": " ".join(map(str, seeds)), "diff": p.mean, "ci_low": low, "ci_high": high,
+                           "ci_cut": cut, "sd": p.sd, "p_sign_flip": p.p_sign_flip, "sign_flip_exact": p.sign_flip_exact,
                            "min_p": p.min_p, "diffs": diffs.tolist()})
         holm = stats.holm([r["p_sign_flip"] for r in family])
         for r, ph in zip(family, holm):
@@ -180,6 +182,14 @@ def _slopes(x: np.ndarray, per_seed: dict[int, dict[str, float]], level_keys: li
     xc = x - x.mean()
     out = [float(np.dot(xc, [per_seed[s][k] for k in level_keys]) / np.dot(xc, xc)) for s in seeds]
     return seeds, np.array(out)
+
+
+def monotone(values: list[float]) -> bool:
+    """Whether a sequence (the mean effect at increasing levels) never turns: rising, falling or flat throughout.
+    A linear trend describes only such an effect; 13.8 / 35.2 / 58.2 / 27.5 pp is not one."""
+    steps = np.diff(np.asarray(values, dtype=float))
+    tol = 1e-12 * max(1.0, float(np.nanmax(np.abs(values)))) if len(values) else 0.0
+    return bool(np.all(steps >= -tol) or np.all(steps <= tol))
 
 
 def interactions(d: Design, eff: pd.DataFrame) -> pd.DataFrame:
@@ -226,7 +236,8 @@ def interactions(d: Design, eff: pd.DataFrame) -> pd.DataFrame:
             rows.append({**base, "kind": "linear trend", "contrast": f"slope of the effect against {other}",
                          "unit": unit, "n_seeds": p.n, "seeds": " ".join(map(str, seeds)), "estimate": p.mean,
                          "ci_low": p.low, "ci_high": p.high, "p_sign_flip": p.p_sign_flip,
-                         "sign_flip_exact": p.sign_flip_exact, "min_p": p.min_p})
+                         "sign_flip_exact": p.sign_flip_exact, "min_p": p.min_p,
+                         "monotone": monotone([by_other[key(v)].diff for v in sorted(levels)])})
             order = sorted(levels)
             rows.append(dod(order[-1], order[0]))
         else:

@@ -13,9 +13,9 @@ from matplotlib.lines import Line2D
 from .compare import ALPHA
 from .context import context_text, level_text, title
 from .factorial import Design, is_numeric, key, log_scale, trend_unit
-from .figures import MARKERS, clip, legend_below, note
-from .figures_tuning import _log_x
+from .figures import MARKERS, clip, legend_below, log_x_axis, note
 from .load import Run
+from .markdown_text import text
 from .tables import Fmt, fmt_p, p_eq
 
 
@@ -31,25 +31,46 @@ def _seeds_text(eff: pd.DataFrame) -> str:
 
 
 def _effect_text(f: Fmt, r) -> str:
-    where = context_text(r.context)
+    where = text(context_text(r.context))
     ci = "" if math.isnan(r.ci_low) else f"{f.ci(r.ci_low, r.ci_high)} pp, "
     mark = ", **supported**" if r.verdict == "supported" else ""
     return f"{f.pp(r.diff)} pp{' ' + where if where else ''} ({ci}{p_eq(r.p_holm)}{mark})"
 
 
-def _interaction_text(f: Fmt, r, name: str, rows: int) -> str:
+def _is_trend(r) -> bool:
+    """A linear-trend row whose effect is monotone across the levels (only then does a slope describe it)."""
+    m = getattr(r, "monotone", True)
+    return r.kind == "linear trend" and (m is None or (isinstance(m, float) and math.isnan(m)) or bool(m))
+
+
+def _per_level(f: Fmt, eff: pd.DataFrame, r) -> str:
+    """'+13.8 / +35.2 / +58.2 / +27.5 pp at lr 0.01 / 0.03 / 0.085 / 0.25': the focus effect at each level."""
+    mine = eff[(eff["factor"] == r.focus) & (eff["level"].map(key) == key(r.level))]
+    mine = mine[[r.other in c for c in mine["context"]]]
+    order = sorted(mine.itertuples(), key=lambda e: float(e.context[r.other]))
+    return (" / ".join(f.pp(e.diff) for e in order) + f" pp at {r.other} "
+            + " / ".join(f"{e.context[r.other]:g}" if isinstance(e.context[r.other], float) else str(e.context[r.other])
+                         for e in order))
+
+
+def _interaction_text(f: Fmt, r, name: str, rows: int, eff: pd.DataFrame | None = None) -> str:
     ci = "no interval" if math.isnan(r.ci_low) else f"95 % t-interval {f.ci(r.ci_low, r.ci_high)} pp"
     p = f"sign-flip {p_eq(r.p_sign_flip)}" + (f", Holm over the {rows} interaction rows {p_eq(r.p_holm)}" if rows > 1 else "")
+    if r.kind == "linear trend" and not _is_trend(r):
+        levels = f": {_per_level(f, eff, r)}" if eff is not None else ""
+        return (f"The effect ({name}) is not monotone in {r.other}{levels}; a straight line does not describe it, so "
+                f"no trend is stated (the least-squares slope, {f.pp(r.estimate)} pp {r.unit}, {ci}, {p}, is in "
+                "`interactions.csv`).")
     if r.kind == "linear trend":
         return (f"The effect ({name}) changes by **{f.pp(r.estimate)} pp {r.unit}**: mean over {r.n_seeds} seeds of "
                 f"each seed's least-squares slope against {r.other}, {ci}, {p}.")
-    return (f"Interaction: the effect ({name}) at {r.contrast}, paired by seed ({r.n_seeds} seeds): "
+    return (f"Interaction: the effect ({name}) at {text(r.contrast)}, paired by seed ({r.n_seeds} seeds): "
             f"**{f.pp(r.estimate)} pp** ({ci}, {p}).")
 
 
 def _interaction_name(r) -> str:
     return (f"the linear trend of the effect against {r.other}" if r.kind == "linear trend"
-            else f"the difference of the effect between {r.contrast.replace(' minus ', ' and ')}")
+            else f"the difference of the effect between {text(r.contrast.replace(' minus ', ' and '))}")
 
 
 def answer_lines(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) -> list[str]:
@@ -69,13 +90,14 @@ def answer_lines(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) ->
         for _, group in mine.groupby(mine["level"].map(key), sort=False):
             first = group.iloc[0]
             name = effect_name(factor, first["level"], first["reference"])
-            lines.append(f"- **{name}**: " + "; ".join(_effect_text(f, r) for r in group.itertuples()) + ".")
+            lines.append(f"- **{text(name)}**: " + "; ".join(_effect_text(f, r) for r in group.itertuples()) + ".")
         if factor == d.focus:
             for r in inter.itertuples():
                 name = effect_name(r.focus, r.level, d.reference(r.focus))
-                lines.append(f"- {_interaction_text(f, r, name, len(inter))}")
+                lines.append(f"- {_interaction_text(f, r, text(name), len(inter), eff)}")
     supported = eff[eff["verdict"] == "supported"]
     held = inter[(inter["p_holm"] < ALPHA) & ((inter["ci_low"] > 0) | (inter["ci_high"] < 0))] if len(inter) else inter
+    held = held[[r.kind != "linear trend" or _is_trend(r) for r in held.itertuples()]] if len(held) else held
     lines.append("")
     if supported.empty and held.empty:
         n = int(eff["n_pairs"].max())
@@ -85,7 +107,7 @@ def answer_lines(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) ->
                      "effects may be.")
     else:
         lines.append(f"Supported by the data (CI excludes 0 and Holm-corrected p < {ALPHA:g}): "
-                     + "; ".join(f"{effect_name(r.factor, r.level, r.reference)} {context_text(r.context)}".strip()
+                     + "; ".join(text(f"{effect_name(r.factor, r.level, r.reference)} {context_text(r.context)}".strip())
                                  for r in supported.itertuples())
                      + ("; " if len(supported) and len(held) else "")
                      + "; ".join(_interaction_name(r) for r in held.itertuples()) + ".")
@@ -95,7 +117,7 @@ def answer_lines(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) ->
 def effects_section(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) -> list[str]:
     """'## Factor effects': every effect and interaction as a table (full precision in the CSVs)."""
     f = Fmt.of(run)
-    refs = "; ".join(f"{x}: {level_text(x, d.reference(x))}" for x in d.factors)
+    refs = text("; ".join(f"{x}: {level_text(x, d.reference(x))}" for x in d.factors))
     grid = (" A grid parameter counts as a factor: each arm at each grid point is a cell, every grid point "
             "reported (not only the one chosen by dev accuracy).") if d.grid else ""
     lines = [f"Factors: {', '.join(d.factors)}; reference levels (false for a true/false factor, else the first value "
@@ -104,7 +126,7 @@ def effects_section(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame)
              "| factor | effect | where | seeds | difference (pp) | 95 % t-CI (pp) | sign-flip p | Holm p | verdict |",
              "|---|---|---|---:|---:|---:|---:|---:|---|"]
     for r in eff.itertuples():
-        lines.append(f"| {r.factor} | {effect_name(r.factor, r.level, r.reference)} | {context_text(r.context) or '–'} "
+        lines.append(f"| {r.factor} | {text(effect_name(r.factor, r.level, r.reference))} | {text(context_text(r.context)) or '–'} "
                      f"| {r.n_pairs} | {f.pp(r.diff)} | {f.ci(r.ci_low, r.ci_high)} | {fmt_p(r.p_sign_flip)} | "
                      f"{fmt_p(r.p_holm)} | {r.verdict} |")
     if len(inter):
@@ -112,8 +134,10 @@ def effects_section(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame)
                   "| effect | contrast | seeds | estimate (pp) | 95 % t-CI (pp) | sign-flip p | Holm p |",
                   "|---|---|---:|---:|---:|---:|---:|"]
         for r in inter.itertuples():
-            what = f"{r.contrast} ({r.unit})" if r.unit else r.contrast
-            lines.append(f"| {effect_name(r.focus, r.level, d.reference(r.focus))} | {what} | {r.n_seeds} | "
+            what = text(f"{r.contrast} ({r.unit})" if r.unit else r.contrast)
+            if r.kind == "linear trend" and not _is_trend(r):
+                what += " (the effect is not monotone: no trend)"
+            lines.append(f"| {text(effect_name(r.focus, r.level, d.reference(r.focus)))} | {what} | {r.n_seeds} | "
                          f"{f.pp(r.estimate)} | {f.ci(r.ci_low, r.ci_high)} | {fmt_p(r.p_sign_flip)} | "
                          f"{fmt_p(r.p_holm)} |")
     elif len(d.factors) == 2:
@@ -158,7 +182,9 @@ def effects_figure(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) 
         handles.append(Line2D([], [], color=colour, marker=marker, lw=2, ms=8))
         names.append(effect_name(d.focus, first["level"], first["reference"]))
         trend = inter[(inter["kind"] == "linear trend") & (inter["level"].map(key) == lk)] if len(inter) else inter
-        if numeric and len(trend):
+        if numeric and len(trend) and not _is_trend(trend.iloc[0]):
+            note(fig, f"The effect ({names[-1]}) is not monotone in {other}, so no linear trend is drawn.")
+        elif numeric and len(trend):
             # The least-squares line through the mean effects: its slope is the mean of the per-seed slopes.
             log = log_scale(d.levels[other])
             unit, step = trend_unit(other, d.levels[other])
@@ -172,7 +198,7 @@ def effects_figure(run: Run, d: Design, eff: pd.DataFrame, inter: pd.DataFrame) 
     if numeric:
         values = [float(v) for v in d.levels[other]]
         if log_scale(d.levels[other]):
-            _log_x(ax, (min(values), max(values)))
+            log_x_axis(ax, (min(values), max(values)))
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.set_xlabel("depth (weighted layers)" if other == "depth" else other)
     else:

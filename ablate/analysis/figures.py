@@ -21,17 +21,18 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from . import stats
-from .context import title
-from .load import Run, series_of
+from .context import chance, title
+from .load import Run, arm_value, series_of
+from .markdown_text import plot_text
 
 MARKERS = ["o", "s", "D", "^", "v", "P", "X", "*", "h", "<", ">", "p"]
 DPI = 200
 FEW_SEEDS = 3  # curves with at most this many seeds per arm show every seed instead of a t-band
-CLIP_NOTE = ("Some 95 % t-intervals reach past 0 % or 100 % and are drawn cut at the axis limit; the tables give "
-             "them uncut.")
+CLIP_NOTE = ("Some 95 % t-intervals reach past 0 % or 100 % and are drawn cut at that limit, as the tables give "
+             "them (marked †).")
 
 
 @contextmanager
@@ -54,7 +55,8 @@ def notes(fig: Figure) -> list[str]:
 
 
 def label(arm: str) -> str:
-    return arm.replace(",", ", ")
+    """An arm's name for a legend or tick label (spec text: never read as mathtext)."""
+    return plot_text(arm.replace(",", ", "))
 
 
 def arm_styles(arms: list[str]) -> dict[str, dict]:
@@ -64,7 +66,7 @@ def arm_styles(arms: list[str]) -> dict[str, dict]:
 
 def clip(fig: Figure, x, low: float | None = None, high: float | None = None):
     """Intervals are drawn inside the metric's range (an accuracy CI from 2 seeds can pass 100 %);
-    when that cuts one, the figure gets CLIP_NOTE. The tables keep the uncut numbers."""
+    when that cuts one, the figure gets CLIP_NOTE. The tables cut them the same way (stats.cut_to)."""
     arr = np.asarray(x, dtype=float)
     lo = low if low is not None else -np.inf
     hi = high if high is not None else np.inf
@@ -78,6 +80,19 @@ def plain_log_labels(axis, minor: bool = True) -> None:
     """Log-axis tick labels as plain numbers (0.3, 2, 10) rather than 3×10^-1; minor labels at 2 and 5 only."""
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if minor and f"{v:.0e}"[0] in "25" else ""))
+
+
+def log_x_axis(ax, bounds: tuple[float, float]) -> None:
+    """Log axis labelled with plain numbers (0.01, not 10^-2); minor ticks labelled when it spans under a decade."""
+    low, high = bounds
+    ax.set_xscale("log")
+    ax.set_xlim(low / 1.25, high * 1.25)
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_locator(LogLocator(base=10))
+    ax.xaxis.set_major_formatter(plain)
+    few = math.log10(high / low) < 1.2
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2, 3, 5) if few else (2, 3, 4, 5, 6, 7, 8, 9)))
+    ax.xaxis.set_minor_formatter(plain if few else NullFormatter())
 
 
 def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
@@ -99,11 +114,12 @@ def arm_handles(arms: list[str], styles: dict) -> list[Line2D]:
 
 
 def run_styles(run: Run) -> dict[str, dict]:
-    """Colour, marker and line style per arm. A study of two factors, one of them true/false (residual, say),
-    encodes that one by marker and line style (true: circle, solid; false: square, dashed) and the other by
-    colour (ordered palette for numbers, the colour-blind palette otherwise; grey for an arm that lacks it, e.g.
-    the plain arm of a nested factor), so one colour is one level of the other factor in every figure.
-    Other studies: one colour and marker per arm."""
+    """Colour, marker and line style per arm. Wherever arms differ in `residual`, a plain arm is drawn with squares
+    and dashed lines and a residual one with circles and solid lines. A study of two factors, one of them
+    true/false (residual, say), encodes that one by marker and line style (true: circle, solid; false: square,
+    dashed) and the other by colour (ordered palette for numbers, the colour-blind palette otherwise; grey for an
+    arm that lacks it, e.g. the plain arm of a nested factor), so one colour is one level of the other factor in
+    every figure. Other studies: one colour and marker per arm."""
     arms, study = run.arm_names, run.study
     settings = {a.name: a.settings for a in study.arms}
     factors = list(study.factor_names)
@@ -111,7 +127,12 @@ def run_styles(run: Run) -> dict[str, dict]:
     flag = "residual" if "residual" in flags else (flags[0] if flags else None)
     others = [f for f in factors if f != flag]
     if flag is None or len(others) != 1:
-        return {a: {**st, "ls": "-"} for a, st in arm_styles(arms).items()}
+        styles = {a: {**st, "ls": "-"} for a, st in arm_styles(arms).items()}
+        if "residual" in flags:
+            for a in arms:
+                on = bool(arm_value(run, a, "residual"))
+                styles[a].update(marker="o" if on else "s", ls="-" if on else "--")
+        return styles
     other = others[0]
     levels = list(dict.fromkeys(repr(settings[a][other]) for a in arms if other in settings[a]))
     values = [settings[a][other] for a in arms if other in settings[a]]
@@ -132,9 +153,13 @@ def accuracy_per_arm(run: Run) -> Figure:
     ok = run.ok.assign(test_pct=lambda d: 100 * d["test_acc"])
     fig = Figure(figsize=(8, 2.4 + 0.75 * len(arms)), layout="constrained")
     ax = fig.subplots()
-    sns.stripplot(data=ok, x="test_pct", y="arm", hue="arm", order=arms, hue_order=arms,
-                  palette={a: styles[a]["color"] for a in arms}, size=8, alpha=0.65, jitter=0.15,
-                  ax=ax, legend=False, orient="h")
+    jitter = np.random.default_rng(0)  # seeds of one arm spread vertically (a fixed draw: the same figure every time)
+    for i, arm in enumerate(arms):
+        vals = ok.loc[ok["arm"] == arm, "test_pct"].to_numpy(dtype=float)
+        ax.scatter(vals, i + jitter.uniform(-0.15, 0.15, len(vals)), color=styles[arm]["color"],
+                   marker=styles[arm]["marker"], s=64, alpha=0.65, zorder=3)
+    level = 100 * chance(run)
+    ax.axvline(level, color="black", ls=":", lw=1.5)
     for i, arm in enumerate(arms):
         ci = stats.mean_ci(ok.loc[ok["arm"] == arm, "test_pct"])
         if ci.n == 0:
@@ -152,9 +177,10 @@ def accuracy_per_arm(run: Run) -> Figure:
     ax.set(xlabel="test accuracy (%), best-dev checkpoint", ylabel="",
            title=title(run, f"test accuracy per arm ({run.final_stage} stage)"))
     handles = [Line2D([], [], color="grey", marker="o", ls="", ms=8, alpha=0.65),
-               Line2D([], [], color="black", marker="D", ls="-", ms=8)]
+               Line2D([], [], color="black", marker="D", ls="-", ms=8), Line2D([], [], color="black", ls=":", lw=1.5)]
     cut = ", cut at the axis limit" if CLIP_NOTE in notes(fig) else ""
-    legend_below(fig, handles, ["one seed", f"mean ± 95 % CI (t){cut}"], ncol=2)
+    legend_below(fig, handles, ["one seed (marker: the arm's)", f"mean ± 95 % CI (t){cut}", f"chance ({level:g} %)"],
+                 ncol=3)
     return fig
 
 
@@ -204,16 +230,33 @@ def curves(run: Run, curves_df: pd.DataFrame) -> Figure:
     smooth = f" (running mean of {window} steps)" if window > 1 else ""
     ax_loss.set(xlabel="training step (SGD updates)", ylabel="cross-entropy (nats)",
                 title=f"training loss, mini-batch{smooth}")
-    ax_acc.set(xlabel="training step (SGD updates)", ylabel="dev accuracy (%)", title="dev accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_acc.set(xlabel="training step (SGD updates); ticks at dev evaluations", ylabel="dev accuracy (%)",
+               title="dev accuracy")
+    ax_acc.axhline(100 * chance(run), color="black", ls=":", lw=1.5)
+    ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_acc.set_xticks(evaluation_ticks(curves_df))
     how = "thin lines: seeds, bold: mean" if few else "mean over seeds ± 95 % CI (t)"
     fig.suptitle(title(run, f"training curves, {run.final_stage} stage ({how})"))
     if few:
         note(fig, f"With at most {FEW_SEEDS} seeds per arm every seed is drawn as a thin line and the bold line is "
                   "their mean; no interval is drawn.")
-    legend_below(fig, arm_handles(arms, styles), [label(a) for a in arms], ncol=min(len(arms), 4))
+    legend_below(fig, arm_handles(arms, styles) + [Line2D([], [], color="black", ls=":", lw=1.5)],
+                 [label(a) for a in arms] + [f"chance ({100 * chance(run):g} %)"], ncol=min(len(arms) + 1, 4))
     return fig
+
+
+def evaluation_ticks(curves_df: pd.DataFrame, most: int = 9) -> list[int]:
+    """The steps at which the dev set was evaluated (every `most`-th one when there are more, the last always)."""
+    steps = sorted({int(s) for s in curves_df.dropna(subset=["dev_acc"])["step"]}) if len(curves_df) else []
+    if len(steps) <= most:
+        return steps
+    picked = steps[::math.ceil(len(steps) / most)]
+    if picked[-1] != steps[-1]:
+        if steps[-1] - picked[-1] < (picked[-1] - picked[-2]) / 2:
+            picked[-1] = steps[-1]  # too close to its neighbour to carry a label of its own
+        else:
+            picked.append(steps[-1])
+    return picked
 
 
 # --- 5: depth --------------------------------------------------------------------------------------
@@ -272,6 +315,8 @@ def depth_figure(run: Run) -> Figure:
                 ylabel="train loss (nats)", title="train loss, best-dev checkpoint" if scored
                 else "train loss, last-epoch mini-batch mean")
     ax_acc.set(xlabel="depth (weighted layers)", ylabel="test accuracy (%)", title="test accuracy, best-dev checkpoint")
+    ax_acc.axhline(100 * chance(run), color="black", ls=":", lw=1.5)
+    note(fig, f"Dotted line in the accuracy panel: chance ({100 * chance(run):g} %).")
     fig.suptitle(title(run, "plain vs residual against depth (mean ± 95 % CI (t), dots: seeds)"))
     legend_below(fig, arm_handles(series, styles), series, ncol=min(len(series), 4))
     return fig

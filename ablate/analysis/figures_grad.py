@@ -19,10 +19,12 @@ from matplotlib.ticker import MaxNLocator
 
 from .context import title
 from .figures import arm_handles, arm_styles, depth_axis, label, legend_below, note, plain_log_labels, run_styles
-from .load import Run, series_of
+from .load import Run, arm_value, series_of
 
 RATIO_DEFINITION = ("the first conv of the first residual block over the last conv of the last block (both 3×3 convs "
                     "on the main path; the stem and the classifier are left out), at step 0")
+STEM_DEFINITION = ("the stem conv over the classifier (the first and the last weighted layer, of different shapes and "
+                   "widths), at step 0")
 
 
 def geo_mean(values: pd.Series) -> float:
@@ -36,24 +38,46 @@ def with_relative(grads: pd.DataFrame) -> pd.DataFrame:
     return grads.assign(rel_norm=grads["grad_norm"] / w)
 
 
+RATIO_COLUMNS = ["trial_id", "first_layer", "last_layer", "ratio", "rel_ratio", "stem_layer", "head_layer",
+                 "stem_ratio", "stem_rel_ratio"]
+
+
+def _ratio(first: pd.Series, last: pd.Series) -> tuple[float, float]:
+    """(raw ‖g‖ ratio, ‖g‖/‖w‖ ratio) of two layers' rows; NaN where the denominator is 0 or not logged."""
+    raw = float(first["grad_norm"] / last["grad_norm"]) if last["grad_norm"] > 0 else math.nan
+    rel = float(first["rel_norm"] / last["rel_norm"]) if last["rel_norm"] > 0 else math.nan
+    return raw, rel
+
+
 def grad_ratios(grads: pd.DataFrame) -> pd.DataFrame:
-    """Per trial at step 0: ratio (raw ‖g‖) and rel_ratio (‖g‖/‖w‖) of RATIO_DEFINITION's two layers."""
+    """Per trial at step 0, both input-side over output-side ratios, raw ‖g‖ and ‖g‖/‖w‖: `ratio`, `rel_ratio` of
+    RATIO_DEFINITION's two layers, and `stem_ratio`, `stem_rel_ratio` of STEM_DEFINITION's."""
     g = with_relative(grads)
     init = g[(g["kind"] == "layer") & (g["step"] == 0)]
+    ends = init.groupby("trial_id")["layer_index"].transform
     if "block" in init:
-        init = init[~init["block"].isin(["stem", "head"])]
+        is_stem, is_head = init["block"].eq("stem"), init["block"].eq("head")
     else:  # a file without block names: by the telemetry's convention index 0 is the stem, the last the classifier
-        ends = init.groupby("trial_id")["layer_index"].transform
-        init = init[(init["layer_index"] != ends("min")) & (init["layer_index"] != ends("max"))]
+        is_stem, is_head = init["layer_index"].eq(ends("min")), init["layer_index"].eq(ends("max"))
     rows = []
     for trial_id, group in init.groupby("trial_id"):
-        first = group.loc[group["layer_index"].idxmin()]
-        last = group.loc[group["layer_index"].idxmax()]
-        if last["grad_norm"] > 0:
-            rel = first["rel_norm"] / last["rel_norm"] if last["rel_norm"] > 0 else math.nan
-            rows.append({"trial_id": trial_id, "first_layer": first["layer"], "last_layer": last["layer"],
-                         "ratio": float(first["grad_norm"] / last["grad_norm"]), "rel_ratio": float(rel)})
-    return pd.DataFrame(rows, columns=["trial_id", "first_layer", "last_layer", "ratio", "rel_ratio"])
+        body = group[~(is_stem | is_head)[group.index]]
+        if body.empty:
+            continue
+        first, last = body.loc[body["layer_index"].idxmin()], body.loc[body["layer_index"].idxmax()]
+        if not last["grad_norm"] > 0:
+            continue
+        ratio, rel = _ratio(first, last)
+        row = {"trial_id": trial_id, "first_layer": first["layer"], "last_layer": last["layer"], "ratio": ratio,
+               "rel_ratio": rel, "stem_layer": None, "head_layer": None, "stem_ratio": math.nan,
+               "stem_rel_ratio": math.nan}
+        stem, head = group[is_stem[group.index]], group[is_head[group.index]]
+        if len(stem) and len(head):
+            s, h = stem.loc[stem["layer_index"].idxmin()], head.loc[head["layer_index"].idxmax()]
+            row["stem_ratio"], row["stem_rel_ratio"] = _ratio(s, h)
+            row["stem_layer"], row["head_layer"] = s["layer"], h["layer"]
+        rows.append(row)
+    return pd.DataFrame(rows, columns=RATIO_COLUMNS)
 
 
 def times(x: float) -> str:
@@ -62,21 +86,36 @@ def times(x: float) -> str:
 
 
 def init_direction_lines(run: Run, grads: pd.DataFrame) -> list[str]:
-    """What the gradients do at initialisation, per arm: the RATIO_DEFINITION ratio, geometric mean over seeds."""
+    """What the gradients do at initialisation, per arm, by both definitions (RATIO_DEFINITION, STEM_DEFINITION),
+    geometric mean over seeds."""
     ratios = grad_ratios(grads).merge(run.ok[["trial_id", "arm"]], on="trial_id")
-    lines = []
-    for arm in run.arm_names:
-        sub = ratios[ratios["arm"] == arm]
-        if sub.empty:
-            continue
-        raw, rel = geo_mean(sub["ratio"]), geo_mean(sub["rel_ratio"])
-        where = "larger near the input" if raw > 1 else "smaller near the input" if raw < 1 else "equal"
-        rel_text = "" if math.isnan(rel) else f" (‖g‖/‖w‖: {times(rel)})"
-        lines.append(f"`{arm}` {times(raw)}{rel_text}, {where}")
-    if not lines:
-        return []
-    return [f"At initialisation, gradient norm of {RATIO_DEFINITION.replace(', at step 0', '')}, geometric mean over "
-            "seeds: " + "; ".join(lines) + "."]
+    out = []
+    for definition, raw_col, rel_col in ((RATIO_DEFINITION, "ratio", "rel_ratio"),
+                                         (STEM_DEFINITION, "stem_ratio", "stem_rel_ratio")):
+        lines = []
+        for arm in run.arm_names:
+            sub = ratios[ratios["arm"] == arm]
+            raw, rel = geo_mean(sub[raw_col]), geo_mean(sub[rel_col])
+            if sub.empty or math.isnan(raw):
+                continue
+            where = "larger near the input" if raw > 1 else "smaller near the input" if raw < 1 else "equal"
+            rel_text = "" if math.isnan(rel) else f" (‖g‖/‖w‖: {times(rel)})"
+            lines.append(f"{arm} {times(raw)}{rel_text}, {where}")
+        if lines:
+            out.append(f"At initialisation, gradient norm of {definition.replace(', at step 0', '')}, geometric mean "
+                       "over seeds: " + "; ".join(lines) + ".")
+    return out
+
+
+def lr_note(run: Run) -> str | None:
+    """When the arms trained at different learning rates, says so (end-of-training gradients depend on it)."""
+    lrs = {a: p.get("lr") for a, p in run.selected.items() if p.get("lr") is not None}
+    if not lrs:
+        lrs = {a: arm_value(run, a, "lr") for a in run.arm_names}
+    if len({float(v) for v in lrs.values()}) <= 1:
+        return None
+    return ("The arms trained at different learning rates (" + ", ".join(f"{a}: {float(v):g}" for a, v in lrs.items())
+            + "), so their end-of-training gradients are not at comparable points of training.")
 
 
 def grad_profile(run: Run, grads: pd.DataFrame) -> Figure:
@@ -95,6 +134,8 @@ def grad_profile(run: Run, grads: pd.DataFrame) -> Figure:
         steps = sorted(frame["step"].unique().tolist())
         if name.startswith("end") and steps:
             name = f"end of training (step {steps[0]})" if len(steps) == 1 else f"end of training (steps {steps[0]}–{steps[-1]})"
+            if lr_note(run):
+                name += "\narms at different learning rates"
         for row, (value, ylabel) in enumerate(values):
             ax = axes[row, col]
             for arm in arms:
@@ -116,6 +157,8 @@ def grad_profile(run: Run, grads: pd.DataFrame) -> Figure:
     legend_below(fig, arm_handles(arms, styles), [label(a) for a in arms], ncol=min(len(arms), 4))
     for line in init_direction_lines(run, grads):
         note(fig, line)
+    if lr_note(run):
+        note(fig, lr_note(run))
     if len(values) == 1:
         note(fig, "Weight norms were not logged by this run, so ‖g‖/‖w‖ is not drawn.")
     return fig
@@ -163,23 +206,32 @@ def grad_heatmap(run: Run, grads: pd.DataFrame) -> Figure:
 
 
 def depth_grad_ratio(run: Run, grads: pd.DataFrame) -> Figure | None:
+    """Both input-side / output-side ratios at initialisation against depth: block convs (RATIO_DEFINITION) and
+    stem over classifier (STEM_DEFINITION), ‖g‖/‖w‖ where every trial logged weight norms."""
     ratios = grad_ratios(grads)
     if ratios.empty:
         return None
-    value = "rel_ratio" if ratios["rel_ratio"].notna().all() else "ratio"
     ok = run.ok.merge(ratios, on="trial_id")
     ok["depth"] = ok["depth"].astype(int)
     ok["series"] = [series_of(run, a) for a in ok["arm"]]
     series = list(dict.fromkeys(series_of(run, a) for a in run.arm_names))
     styles = arm_styles(series)
-    fig = Figure(figsize=(8.5, 6.2), layout="constrained")
-    ax = fig.subplots()
-    depth_axis(fig, ax, ok, value, series, styles, 1.0, log=True)
-    ax.axhline(1.0, color="grey", ls=":", lw=1.5)
-    what = "‖g‖/‖w‖" if value == "rel_ratio" else "‖g‖"
-    ax.set(xlabel="depth (weighted layers)", ylabel=f"{what}: first block's first conv\n÷ last block's last conv")
-    fig.suptitle(title(run, f"input-side / output-side gradient at initialisation ({what})"))
-    ax.set_title("geometric mean ± 95 % CI (t, log scale), dots: seeds;\nabove 1: larger near the input", fontsize="small")
-    note(fig, f"Ratio of {what} of {RATIO_DEFINITION}.")
+    panels = [("rel_ratio", "ratio", "first block's first conv\n÷ last block's last conv", RATIO_DEFINITION),
+              ("stem_rel_ratio", "stem_ratio", "stem conv ÷ classifier", STEM_DEFINITION)]
+    panels = [p for p in panels if ratios[p[1]].notna().any()]
+    fig = Figure(figsize=(8.0 * len(panels), 6.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    whats = []
+    for ax, (rel, raw, ylabel, definition) in zip(axes, panels):
+        value = rel if ratios[rel].notna().all() else raw
+        what = "‖g‖/‖w‖" if value == rel else "‖g‖"
+        whats.append(what)
+        depth_axis(fig, ax, ok, value, series, styles, 1.0, log=True)
+        ax.axhline(1.0, color="grey", ls=":", lw=1.5)
+        ax.set(xlabel="depth (weighted layers)", ylabel=f"{what}: {ylabel}")
+        ax.set_title("geometric mean ± 95 % CI (t, log scale), dots: seeds;\nabove 1: larger near the input",
+                     fontsize="small")
+        note(fig, f"Ratio of {what} of {definition}.")
+    fig.suptitle(title(run, f"input-side / output-side gradient at initialisation ({', '.join(dict.fromkeys(whats))})"))
     legend_below(fig, arm_handles(series, styles), series, ncol=min(len(series), 4))
     return fig

@@ -1,8 +1,8 @@
 """report.html: the whole report in one self-contained file that opens offline and can be mailed.
 
-It renders the same Markdown lines as report.md (markdown-it, raw HTML off, so nothing from a spec can inject
-markup), embeds every figure as a data-URI PNG, and adds the run's metadata, the methods paragraph and its
-references. It links to nothing outside itself: links and images of the Markdown become plain text, and the
+It renders the same Markdown lines as report.md (markdown-it, raw HTML off; spec text is escaped where it enters
+the Markdown, markdown_text), opening with report.md's lead, embeds every figure as a data-URI PNG, and adds the
+run's metadata, the methods paragraph (citations shown as author and year) and its references. It links to nothing outside itself: links and images of the Markdown become plain text, and the
 only links left point at its own headings.
 """
 from __future__ import annotations
@@ -12,18 +12,16 @@ import html
 import re
 from pathlib import Path
 
-import pandas as pd
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from ablate.spec.study_spec import compared_pairs
 from .load import Run
 from .methods import Methods
-from .references import plain
+from .lead import TITLE
+from .references import cited_as_text, plain, short
 from .runinfo import RunFacts, analysis_versions_text, duration, versions_text
-from .tables import Fmt
+from .markdown_text import code, text
 
-MAX_LEADS = 8
 STYLE = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1b1b1b;
  background:#fff;margin:0}
@@ -87,7 +85,7 @@ def _inline(text: str) -> str:
 def figure_html(name: str, png: Path, caption: str) -> str:
     data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
     return (f'<figure id="figure-{html.escape(name)}"><img src="data:image/png;base64,{data}" '
-            f'alt="{html.escape(name)}"><figcaption><b>{html.escape(name)}</b>: {_inline(caption)}</figcaption></figure>')
+            f'alt="{html.escape(name)}"><figcaption><b>{html.escape(name)}</b>: {_inline(text(caption))}</figcaption></figure>')
 
 
 def _row(key: str, value: str) -> str:
@@ -124,42 +122,32 @@ def metadata_html(run: Run, f: RunFacts) -> str:
 
 
 def _reference(key: str) -> str:
-    return f"<li><code>{html.escape(key)}</code>: {html.escape(plain(key))}</li>"
+    return f"<li>{html.escape(short(key))} (<code>{html.escape(key)}</code>): {html.escape(plain(key))}</li>"
 
 
-def lead_lines(run: Run, comparisons: pd.DataFrame) -> list[str]:
-    """One sentence per compared pair (those differing in one factor when there are many): the paired difference
-    with its CI, the verdict, and the seeds 80 % power would need."""
-    f = Fmt.of(run)
-    pairs = set(compared_pairs(run.study))
-    rows = comparisons if len(comparisons) <= MAX_LEADS else comparisons[
-        [(c.arm_a, c.arm_b) in pairs for c in comparisons.itertuples()]]
-    lines = []
-    for c in rows.head(MAX_LEADS).itertuples():
-        if not c.n_pairs:
-            continue
-        need = ""
-        if "seeds_needed" in rows:
-            need = (f"; {int(c.seeds_needed)} seed pairs would detect a difference of {abs(c.power_target_pp):.{f.digits}f} "
-                    f"pp with 80 % power" if not pd.isna(c.seeds_needed) else f"; seeds for 80 % power: {c.power_note}")
-        lines.append(f"`{c.arm_a}` minus `{c.arm_b}`: {f.pp(c.diff)} pp (95 % CI {f.ci(c.diff_ci_low, c.diff_ci_high)} "
-                     f"pp, {int(c.n_pairs)} seed pairs), **{c.verdict}**{need}.")
-    if len(rows) > MAX_LEADS:
-        lines.append(f"… {len(rows) - MAX_LEADS} more pairs in the Results and Seeds sections and `comparisons.csv`.")
-    return lines
+def split_lead(body_md: list[str]) -> tuple[list[str], list[str]]:
+    """(the lines of report.md's '## At a glance' section without its heading, every other line)."""
+    heading = f"## {TITLE}"
+    if heading not in body_md:
+        return [], list(body_md)
+    start = body_md.index(heading)
+    end = next((i for i in range(start + 1, len(body_md)) if body_md[i].startswith("## ")), len(body_md))
+    return body_md[start + 1:end], body_md[:start] + body_md[end:]
 
 
 def report_html(run: Run, body_md: list[str], figs: dict[str, list[Path]], captions: dict[str, str],
-                skipped: dict[str, str], methods: Methods, f: RunFacts, comparisons: pd.DataFrame | None = None) -> str:
-    """The whole page (a string); figures are read from their PNG files."""
+                skipped: dict[str, str], methods: Methods, f: RunFacts) -> str:
+    """The whole page (a string); figures are read from their PNG files. It opens with report.md's lead
+    ('## At a glance') above the first figure, then the run's metadata and report.md's other sections."""
     used: set[str] = {"glance", "run", "figures", "methods", "spec"}
-    body, headings = markdown_html("\n".join(body_md), used)
-    title = headings[0][2] if headings else f"Study `{run.study.name}`: analysis"
+    lead_md, rest_md = split_lead(body_md)
+    body, headings = markdown_html("\n".join(rest_md), used)
+    title = headings[0][2] if headings else f"Study {code(run.study.name)}: analysis"
     names = list(figs)
     lead = names[:1]  # the first figure (test accuracy per arm) leads the page; the rest follow the text
     figures = [figure_html(name, figs[name][0], captions.get(name, name)) for name in names[1:]]
-    leads = lead_lines(run, comparisons) if comparisons is not None else []
-    glance = (["<ul>" + "".join(f"<li>{_inline(line)}</li>" for line in leads) + "</ul>"] if leads else []) + [
+    # report.md's own lead, rendered: both files open with the same sentences
+    glance = ([markdown_html("\n".join(lead_md), set())[0]] if lead_md else []) + [
         figure_html(name, figs[name][0], captions.get(name, name)) for name in lead]
     if skipped:
         figures.append("<p>Not drawn:</p><ul>" + "".join(f"<li>{html.escape(n)}: {html.escape(w)}</li>"
@@ -179,7 +167,7 @@ def report_html(run: Run, body_md: list[str], figs: dict[str, list[Path]], capti
         '<h2 id="figures">Figures</h2>',
         *(figures or ['<p>The one figure of this run is at the top (<a href="#glance">At a glance</a>).</p>' if names
                       else "<p>No figure was drawn.</p>"]),
-        '<h2 id="methods">Methods</h2>', f'<p class="methods">{_inline(methods.text)}</p>',
+        '<h2 id="methods">Methods</h2>', f'<p class="methods">{_inline(cited_as_text(methods.text))}</p>',
         "<p>References (keys as in <code>references.bib</code>):</p>", f'<ol class="refs">{refs}</ol>',
         '<h2 id="spec">Spec</h2>', "<p>The resolved spec of the run (<code>spec.yaml</code>):</p>",
         f"<pre><code>{html.escape(f.spec_text)}</code></pre>",

@@ -21,6 +21,7 @@ from .context import chance, title
 from .figures import FEW_SEEDS, arm_handles, clip, label, legend_below, note, run_styles
 from .load import Run
 from .tables import Fmt
+from .markdown_text import code
 
 NEEDED = {"trial_id", "arm", "seed", "block", "block_index", "replacement", "test_acc", "lesioned_acc", "drop"}
 NEAR_CHANCE = 0.05  # a lesioned accuracy within 5 pp of chance is "at chance"
@@ -69,11 +70,13 @@ def per_type(table: pd.DataFrame) -> pd.DataFrame:
                      blocks=("block", "nunique"), replacement=("replacement", "first")).reset_index())
     rows = []
     for (arm, kind), g in seedwise.groupby(["arm", "block_type"], sort=False, observed=True):
-        les_ci, drop_ci, ch = stats.mean_ci(g["lesioned"]), stats.mean_ci(g["drop"]), stats.mean_ci(g["changed"])
+        les_ci, drop_ci = stats.mean_ci(g["lesioned"], bounds=(0, 1)), stats.mean_ci(g["drop"], bounds=(-1, 1))
+        ch = stats.mean_ci(g["changed"])
         rows.append({"arm": arm, "block_type": kind, "replacement": g["replacement"].iloc[0],
                      "blocks": int(g["blocks"].max()), "seeds": len(g),
                      "lesioned_mean": les_ci.mean, "lesioned_low": les_ci.low, "lesioned_high": les_ci.high,
                      "drop_mean": drop_ci.mean, "drop_low": drop_ci.low, "drop_high": drop_ci.high,
+                     "cut": les_ci.cut or drop_ci.cut,
                      "changed_mean": ch.mean})
     return pd.DataFrame(rows)
 
@@ -115,6 +118,8 @@ def lesion_figure(run: Run, table: pd.DataFrame) -> Figure:
                  [label(a) for a in arms] + ["intact model", f"chance ({100 * level:g} %)",
                                              "downsampling block (replaced by a shortcut)"],
                  ncol=min(len(arms) + 3, 3))
+    if "recalibrated" in table and _lesions(table)["recalibrated"].fillna(False).astype(bool).any():
+        note(fig, "After each lesion the BatchNorm statistics were re-estimated on the training images.")
     for kind in dict.fromkeys(_lesions(table)["replacement"]):
         arms_with = sorted({str(a) for a in table.loc[table["replacement"] == kind, "arm"]})
         note(fig, f"{kind} ({', '.join(arms_with)}): replaced by {REPLACED_BY.get(kind, kind)}.")
@@ -127,10 +132,20 @@ def lesion_lines(run: Run, table: pd.DataFrame) -> list[str]:
     level = chance(run)
     types = per_type(table)
     used = _lesions(table).groupby("replacement", sort=False)["arm"].agg(lambda a: sorted({str(x) for x in a}))
-    replaced = "; ".join(f"{REPLACED_BY.get(kind, kind)} [{kind}: " + ", ".join(f"`{a}`" for a in arms) + "]"
+    replaced = "; ".join(f"{REPLACED_BY.get(kind, kind)} [{kind}: " + ", ".join(f"{code(a)}" for a in arms) + "]"
                          for kind, arms in used.items())
+    recalibrated = "recalibrated" in table and bool(_lesions(table)["recalibrated"].fillna(False).astype(bool).any())
+    statistics = ("after each lesion the BatchNorm running statistics were re-estimated on the model's training images "
+                  "(in batches of 256) before scoring, as later work on lesions does (Veit et al. did not), so a drop "
+                  "measures the removed computation without the shift of the statistics later layers see; the intact "
+                  "row keeps the trained statistics" if recalibrated else
+                  "the BatchNorm statistics stayed those of training, as in Veit et al. 2016, so a drop includes the "
+                  "shift of the statistics the later layers see (`analyze --lesion --lesion-recalibrate` re-estimates "
+                  "them after each lesion)")
     lines = [f"Each residual block of each final-stage model (best-dev weights) was dropped in turn at test time "
-             f"(Veit et al. 2016) and the model scored on its test images. A dropped block was replaced by: {replaced}. "
+             f"(Veit et al. 2016) and the model scored on its test images; {statistics}. Same-shape blocks (replaced "
+             "by their identity skip) and downsampling blocks (replaced by a shortcut) are reported apart: the two "
+             f"lesions are different operations. A dropped block was replaced by: {replaced}. "
              f"Per seed the mean over the blocks of one type, then the mean and 95 % t-interval over seeds; chance is "
              f"{100 * level:g} % ({round(1 / level)} classes), and a lesioned accuracy within {100 * NEAR_CHANCE:g} pp "
              "of it is called at chance."]
@@ -140,11 +155,12 @@ def lesion_lines(run: Run, table: pd.DataFrame) -> list[str]:
         if sub.empty or intact.empty:
             continue
         for r in sub.itertuples():
-            les_ci = "" if np.isnan(r.lesioned_low) else f" (95 % CI {f.acc(r.lesioned_low)} to {f.acc(r.lesioned_high)} %)"
-            drop_ci = "" if np.isnan(r.drop_low) else f" (95 % CI {f.ci(r.drop_low, r.drop_high)} pp)"
+            cut = " (cut at what is possible)" if getattr(r, "cut", False) else ""
+            les_ci = "" if np.isnan(r.lesioned_low) else f" (95 % CI {f.acc(r.lesioned_low)} to {f.acc(r.lesioned_high)} %{cut})"
+            drop_ci = "" if np.isnan(r.drop_low) else f" (95 % CI {f.ci(r.drop_low, r.drop_high)} pp{cut})"
             at_chance = abs(r.lesioned_mean - level) <= NEAR_CHANCE
             changed = "n/a" if np.isnan(r.changed_mean) else f"{100 * r.changed_mean:.0f} %"
-            text = (f"`{arm}`, {r.blocks} {r.block_type} block(s) ({r.seeds} seed(s)): intact {f.pct(intact.mean())}; "
+            text = (f"{code(arm)}, {r.blocks} {r.block_type} block(s) ({r.seeds} seed(s)): intact {f.pct(intact.mean())}; "
                     f"lesioned {f.pct(r.lesioned_mean)}{les_ci}; drop {f.pp(r.drop_mean)} pp{drop_ci}; predictions "
                     f"changed: {changed}.")
             if at_chance:
@@ -155,6 +171,7 @@ def lesion_lines(run: Run, table: pd.DataFrame) -> list[str]:
     if "changed" in table and len(blocks):
         inert = blocks[blocks["changed_max"] == 0]
         if len(inert):
-            names = "; ".join(f"`{a}`: " + ", ".join(g["block"]) for a, g in inert.groupby("arm", sort=False, observed=True))
+            names = "; ".join(f"{code(a)}: " + ", ".join(f"{b} ({t})" for b, t in zip(g["block"], g["block_type"]))
+                              for a, g in inert.groupby("arm", sort=False, observed=True))
             lines.append(f"Blocks whose removal changed no test prediction in any seed: {names}.")
     return lines

@@ -44,7 +44,7 @@ class Run:
     manifest: dict[str, Any] = field(default_factory=dict)
     resumes: list[dict[str, Any]] = field(default_factory=list)   # manifest-resume-*.json, oldest first
     # The final stage's seeds: the spec's list, or with an adaptive seed rule (`seeds: {min, max, half_width}`)
-    # the ones the rule has decided from the registered results (search.decided_seeds), and whether it is done.
+    # the ones the rule has decided from the registered results (ablate.engine.planner.decided_seeds), and whether it is done.
     seeds: list[int] = field(default_factory=list)
     seeds_final: bool = True
 
@@ -163,11 +163,18 @@ def completed(trials: pd.DataFrame) -> pd.Series:
 def _selected_params(study: Study, trials: pd.DataFrame, final: str,
                      rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     if study.space:
-        out = best_params(study, rows)  # the engine's own choice, ties broken the same way
-        # The confirm rows carry the params actually run; prefer them over a re-derivation.
+        # A search repeated under several sampler seeds (`repeat` in the tuning rows) confirmed every repeat's
+        # choice; the headline numbers are those of the first search (repeat 0), the others are in the report's
+        # tuning-luck paragraph.
+        tune = [r for r in rows if r.get("stage") == "tune"]
+        repeated = len({int(r.get("repeat") or 0) for r in tune}) > 1
+        out = best_params(study, [r for r in tune if not int(r.get("repeat") or 0)] if repeated else rows)
+        # Otherwise the confirm rows carry the params actually run; prefer them over a re-derivation.
         conf = trials[trials["stage"] == final]
         for arm, group in conf.groupby("arm", observed=True):
-            out[str(arm)] = {p.name: group.iloc[0][p.name] for p in study.space}
+            ran = {p.name: group.iloc[0][p.name] for p in study.space}
+            if not repeated or str(arm) not in out:
+                out[str(arm)] = ran
         return out
     if study.grid:
         # Each arm is reported at its best grid point by mean dev accuracy over seeds: choosing by
@@ -185,8 +192,12 @@ def _selected_params(study: Study, trials: pd.DataFrame, final: str,
 
 
 def _reported_rows(study: Study, trials: pd.DataFrame, final: str, selected: dict) -> pd.DataFrame:
+    """The final-stage rows of each arm's reported configuration (a grid point, or with a repeated search the
+    first repeat's choice; a single search confirmed one configuration per arm)."""
     rows = trials[trials["stage"] == final]
-    if not study.grid:
+    names = [p.name for p in study.space if p.name in rows]
+    several = bool(names) and (rows.groupby("arm", observed=True)[names].nunique(dropna=False) > 1).any(axis=None)
+    if not study.grid and not several:
         return rows.copy()
     keep = np.zeros(len(rows), dtype=bool)
     for arm, point in selected.items():

@@ -16,6 +16,7 @@ from ablate.data.registry import REGISTRY as DATASETS
 from .context import (DATASET_DETAILS, augment_text, dataset_name, model_name, readable_arm, scaling_text, schedule_text,
                       shared_model_axes)
 from .load import Run, arm_value
+from .markdown_text import text
 from .references import ENTRIES, bibtex
 from .runinfo import RunFacts, analysis_versions_text, duration, facts, param_counts, versions_text
 from .seeding import rule_outcome
@@ -70,7 +71,7 @@ def _model(run: Run, cite: _Cites) -> str:
     keys = ["he2016deep"]
     if any(arm_value(run, a, "block") == "preact" for a in run.arm_names):
         keys.append("he2016identity")
-    variants = "; ".join(f"{readable_arm(run, a)} ({_num(counts[a]) + ' parameters' if counts[a] else 'parameters n/a'})"
+    variants = "; ".join(f"{text(readable_arm(run, a))} ({_num(counts[a]) + ' parameters' if counts[a] else 'parameters n/a'})"
                          for a in run.arm_names)
     n = len(run.arm_names)
     family, shortcut = run.config_value("family"), run.config_value("shortcut")
@@ -83,7 +84,7 @@ def _model(run: Run, cite: _Cites) -> str:
 def _data(run: Run, cite: _Cites) -> str:
     names = run.dataset.split(" + ")
     keys = list(dict.fromkeys(k for d in names for k in (DATASETS[d].cite if d in DATASETS else ())))
-    source = "; ".join(DATASET_DETAILS.get(d, dataset_name(run)) for d in names)
+    source = "; ".join(DATASET_DETAILS.get(d, text(dataset_name(run))) for d in names)
     size = _val(run, "image_size")
     same = ("each seed drew its own subsets (data seed = seed)" if run.study.resample_data else
             f"the same subsets for every seed and variant (data seed {_val(run, 'data_seed')})")
@@ -105,7 +106,7 @@ def _training(run: Run, cite: _Cites) -> str:
         sched += " " + cite("loshchilov2017sgdr")
     if run.study.space or run.study.grid:
         how = "tuned" if run.study.space else "chosen from the grid"
-        chosen = "; ".join(f"{readable_arm(run, a)}: " + ", ".join(f"{k} {fmt_param(v)}" for k, v in p.items())
+        chosen = "; ".join(f"{text(readable_arm(run, a))}: " + ", ".join(f"{k} {fmt_param(v)}" for k, v in p.items())
                            for a, p in run.selected.items())
         lr_text = f"{sched}, {how} per variant ({chosen})"
     elif _val(run, "schedule") == "constant":
@@ -146,11 +147,39 @@ def _search(run: Run, cite: _Cites) -> str:
             f"≥ {s.halving.min_evals} validation evaluations) stopped the weaker tuning trials early"
             if s.halving else "no tuning trial was stopped early")
     ray = cite("liaw2018tune")
+    low, high = _seeds_per_point(run)
+    objective = ("best validation accuracy" if high <= 1 else
+                 f"the mean over the tuning seeds of each search point ({low} to {high} per point) of the best "
+                 "validation accuracy" if low != high else
+                 f"the mean over each search point's {low} tuning seeds of the best validation accuracy")
     return (f"Search: {space}, tuned separately for each variant with {s.trials_per_arm} trials per variant proposed by "
             f"{sampler}, in rounds of {s.round_size} (sampler seed {s.sampler_seed}), each round proposed only after "
-            f"the earlier rounds' results were known; objective: best validation accuracy; {stop}; trials were "
-            f"scheduled with Ray Tune {ray}. Each variant's best configuration was then retrained with every seed, "
-            "without early stopping.")
+            f"the earlier rounds' results were known; objective: {objective}; {stop}; trials were "
+            f"scheduled with Ray Tune {ray}. Each variant's best configuration was then retrained with every seed for all "
+            "its steps (no trial of this stage was stopped early); as in every trial, the checkpoint with the best "
+            "validation accuracy was selected and scored on the test set.")
+
+
+def _seeds_per_point(run: Run) -> tuple[int, int]:
+    """Fewest and most distinct tuning seeds behind one search point (arm and parameters) of the run."""
+    tune = run.trials[run.trials["stage"] == "tune"].drop_duplicates("trial_id")
+    names = [p.name for p in run.study.space if p.name in tune]
+    if tune.empty or not names:
+        return 0, 0
+    counts = tune.groupby(["arm", *names], observed=True, dropna=False)["seed"].nunique()
+    return int(counts.min()), int(counts.max())
+
+
+def _budget(run: Run, budget: bool, repeated: bool, cite: _Cites) -> str:
+    parts = []
+    if budget:
+        parts.append(f"the expected best validation accuracy against the number of tuning trials "
+                     f"{cite('dodge2019show')}, with a percentile bootstrap band")
+    if repeated:
+        reps = sorted({int(r) for r in run.trials.loc[run.trials["stage"] == "tune", "repeat"].fillna(0)})
+        parts.append(f"the spread of the chosen configuration and of the effect over {len(reps)} repeats of the search "
+                     f"under different sampler seeds {cite('bouthillier2021accounting')}")
+    return ("Tuning: we report " + " and ".join(parts) + ".") if parts else ""
 
 
 def _seeds(run: Run) -> str:
@@ -213,7 +242,7 @@ def _machine(run: Run, f: RunFacts) -> str:
         parts.append("GPUs: " + ", ".join(hw["gpus"]))
     elif res.get("gpus") == 0:
         parts.append("no GPU")
-    where = f"on {f.nodes} Ray nodes" if f.nodes > 1 else "on one machine"
+    where = f"on {len(f.machines)} machines" if len(f.machines) > 1 else "on one machine"
     threads, at_once = res.get("threads_per_trial"), res.get("trials_at_once")
     sched = ", ".join(x for x in (f"{_plural(threads, 'thread')} per trial" if threads else "",
                                   f"up to {at_once} trials at once" if at_once else "") if x)
@@ -235,11 +264,14 @@ def _software(f: RunFacts) -> str:
             f"{analysis_versions_text(f)}.")
 
 
-def methods(run: Run, comparisons: pd.DataFrame, lesion: bool = False, diag=None, f: RunFacts | None = None) -> Methods:
-    """The methods paragraph of this run and the works it cites (only those the run used)."""
+def methods(run: Run, comparisons: pd.DataFrame, lesion: bool = False, diag=None, f: RunFacts | None = None,
+            budget: bool = False, repeated: bool = False) -> Methods:
+    """The methods paragraph of this run and the works it cites (only those the run used; `budget`: the expected-max
+    curves were reported, `repeated`: the repeats of the search)."""
     cite = _Cites()
     f = f or facts(run)
-    parts = [_model(run, cite), _data(run, cite), _training(run, cite), _search(run, cite), _seeds(run),
+    parts = [_model(run, cite), _data(run, cite), _training(run, cite), _search(run, cite),
+             _budget(run, budget, repeated, cite), _seeds(run),
              _statistics(run, comparisons, cite), _diagnostics(lesion, diag, cite), _machine(run, f), _software(f)]
     text = " ".join(p for p in parts if p)
     # references.bib lists the works in the order the paragraph first cites them

@@ -7,8 +7,9 @@ alpha rejects with probability
     power(n) = P(T > t_{1 - alpha/2, n-1}) + P(T < -t_{1 - alpha/2, n-1}),   T ~ nct(n - 1, delta sqrt(n) / sigma).
 
 `seeds_for_power` finds the smallest n >= 2 with power(n) >= the target by searching over n with that exact
-formula (scipy.stats.nct); the normal approximation n = ((z_{1-alpha/2} + z_power) sigma / delta)^2 is returned
-beside it for comparison (it is always a little optimistic for small n). sigma is the SD observed in the run,
+formula (scipy.stats.nct, or where it returns NaN the same probability integrated numerically); the normal
+approximation n = ((z_{1-alpha/2} + z_power) sigma / delta)^2 is returned beside it for comparison (it is always a
+little optimistic for small n). sigma is the SD observed in the run,
 taken as the true one: with few seeds it is itself uncertain, so the answer is a guide for planning the next
 run, not a guarantee.
 """
@@ -18,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
+from scipy import integrate
 from scipy import stats as _st
 
 from ablate.errors import AblateError
@@ -38,13 +40,29 @@ class SeedsNeeded:
 
 
 def t_test_power(n: int, effect: float, sd: float, alpha: float = ALPHA) -> float:
-    """Power of the two-sided paired t-test at level alpha with n pairs, true mean difference `effect`, true SD `sd`."""
+    """Power of the two-sided paired t-test at level alpha with n pairs, true mean difference `effect`, true SD `sd`.
+
+    scipy.stats.nct gives NaN for some arguments (1 to 3 degrees of freedom with a large noncentrality, and
+    others), and NaN < 0.8 is False: a NaN would read as "power reached". Where it does, the same probability
+    is integrated directly: T = (Z + nc) / S with S = sqrt(chi2_df / df) independent of Z ~ N(0, 1), so
+    P(|T| > c) = E_S[Phi(nc - c S) + Phi(-nc - c S)], integrated over S's density (scipy.integrate.quad)."""
     if n < 2:
         return math.nan
     df = n - 1
     nc = abs(effect) / sd * math.sqrt(n)
     crit = float(_st.t.ppf(1 - alpha / 2, df))
-    return float(_st.nct.sf(crit, df, nc) + _st.nct.cdf(-crit, df, nc))
+    power = float(_st.nct.sf(crit, df, nc) + _st.nct.cdf(-crit, df, nc))
+    if not math.isfinite(power):
+        power = _power_by_integration(df, nc, crit)
+    return min(1.0, max(0.0, power))
+
+
+def _power_by_integration(df: int, nc: float, crit: float) -> float:
+    s = _st.chi(df, scale=1 / math.sqrt(df))
+    low, high = float(s.ppf(1e-15)), float(s.isf(1e-15))
+    value, _ = integrate.quad(lambda x: (_st.norm.cdf(nc - crit * x) + _st.norm.cdf(-nc - crit * x)) * s.pdf(x),
+                              low, high, limit=200)
+    return float(value)
 
 
 def normal_approximation(effect: float, sd: float, power: float = POWER, alpha: float = ALPHA) -> int:

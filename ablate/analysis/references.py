@@ -1,6 +1,8 @@
 """BibTeX entries of the works methods.md may cite; references.bib gets those a run used, in order of citation."""
 from __future__ import annotations
 
+import re
+
 ENTRIES = {
     "he2016deep": """@inproceedings{he2016deep,
   author = {He, Kaiming and Zhang, Xiangyu and Ren, Shaoqing and Sun, Jian},
@@ -167,6 +169,26 @@ ENTRIES = {
   institution = {University of Toronto},
   year = {2009}
 }""",
+    "dodge2019show": """@inproceedings{dodge2019show,
+  author = {Dodge, Jesse and Gururangan, Suchin and Card, Dallas and Schwartz, Roy and Smith, Noah A.},
+  title = {Show Your Work: Improved Reporting of Experimental Results},
+  booktitle = {Proceedings of the 2019 Conference on Empirical Methods in Natural Language Processing and the 9th
+               International Joint Conference on Natural Language Processing (EMNLP-IJCNLP)},
+  pages = {2185--2194},
+  year = {2019},
+  doi = {10.18653/v1/D19-1224}
+}""",
+    "bouthillier2021accounting": """@inproceedings{bouthillier2021accounting,
+  author = {Bouthillier, Xavier and Delaunay, Pierre and Bronzi, Mirko and Trofimov, Assya and Nichyporuk, Brennan
+            and Szeto, Justin and Sepah, Naz and Raff, Edward and Madan, Kanika and Voleti, Vikram and Ebrahimi Kahou,
+            Samira and Michalski, Vincent and Serdyuk, Dmitriy and Arbel, Tal and Pal, Chris and Varoquaux, Ga{\\"e}l
+            and Vincent, Pascal},
+  title = {Accounting for Variance in Machine Learning Benchmarks},
+  booktitle = {Proceedings of Machine Learning and Systems},
+  volume = {3},
+  pages = {747--769},
+  year = {2021}
+}""",
 }
 
 
@@ -209,3 +231,29 @@ def plain(key: str) -> str:
     authors = f.get("author", "").replace(" and ", "; ")
     title = f.get("title", "")
     return f"{authors} ({f.get('year', 'n.d.')}). {title}{'' if title.endswith(('?', '!', '.')) else '.'} {venue}."
+
+
+def _author_year(key: str) -> str:
+    f = fields(key)
+    names = [a.split(",")[0].strip() for a in f.get("author", key).split(" and ")]
+    who = names[0] if len(names) == 1 else f"{names[0]} and {names[1]}" if len(names) == 2 else f"{names[0]} et al."
+    return f"{who} {f.get('year', 'n.d.')}"
+
+
+def short(key: str) -> str:
+    """'He et al. 2016a', 'Loshchilov and Hutter 2017', 'Holm 1979': an author-year citation for a reader, with a
+    letter where two works share authors and year (in the order of ENTRIES)."""
+    mine = _author_year(key)
+    same = [k for k in ENTRIES if _author_year(k) == mine]
+    return mine + ("abcdefghij"[same.index(key)] if len(same) > 1 else "")
+
+
+CITATION = re.compile(r"\[(@[A-Za-z0-9_]+(?:;\s*@[A-Za-z0-9_]+)*)\]")
+
+
+def cited_as_text(text: str) -> str:
+    """Pandoc citations ('[@he2016deep; @he2016identity]') as a reader sees them: '(He et al. 2016; He et al. 2016)'."""
+    def one(m: re.Match) -> str:
+        keys = [k.strip().lstrip("@") for k in m.group(1).split(";")]
+        return "(" + "; ".join(short(k) if k in ENTRIES else k for k in keys) + ")"
+    return CITATION.sub(one, text)

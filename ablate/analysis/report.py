@@ -1,4 +1,5 @@
-"""analyze(): figures, summary tables and report.md for one run folder."""
+"""analyze(): for one run folder, the figures, the tables (summary, comparisons, learning rates, collapse, expected
+max; CSV and LaTeX), report.md, report.html, methods.md and references.bib."""
 from __future__ import annotations
 
 import shutil
@@ -17,13 +18,16 @@ from .diagnostics_report import diagnostic_figures
 from .exports import writable_dir
 from .factorial import Factorial, factorial
 from .factorial_report import answer_lines, effects_figure
-from .figures_tuning import tuning_landscape
+from .collapse import collapse
+from .figures_tuning import expected_max_figure, lr_curves_figure, tuning_landscape
+from .lr_effects import LrEffects, lr_effects
+from .tuning_budget import Repeats, expected_max_curves, repeats
 from .lesion_report import check_table, lesion_figure
 from .power import add_power, check_min_effect
 from .load import Run, load_curves, load_grad_norms, load_predictions, load_run
 from .html_report import report_html
 from .methods import methods
-from .report_text import CAPTIONS, figure_lines, report_body
+from .report_text import CAPTIONS, Search, figure_lines, report_body
 from .runinfo import facts
 from .summary import summarize
 from .tables import to_csv, to_latex, to_text
@@ -52,10 +56,14 @@ class AnalysisResult:
     effects: pd.DataFrame | None = field(default=None, repr=False)        # factorial studies: factorial.effects
     interactions: pd.DataFrame | None = field(default=None, repr=False)   # and factorial.interactions
     diagnostics: object | None = field(default=None, repr=False)          # ablate.probes.diagnostics.Diagnostics, if asked for
+    lr: LrEffects | None = field(default=None, repr=False)               # the learning-rate curves and effects
+    collapse: pd.DataFrame | None = field(default=None, repr=False)       # collapsed runs per arm
+    expected_max: pd.DataFrame | None = field(default=None, repr=False)   # expected best dev accuracy per n trials
+    repeats: Repeats | None = field(default=None, repr=False)             # the repeats of the search, if any
 
 
-def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None
-                 ) -> tuple[dict[str, list[Path]], dict[str, str], dict[str, str]]:
+def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None, lr: LrEffects | None = None,
+                 budget: pd.DataFrame | None = None) -> tuple[dict[str, list[Path]], dict[str, str], dict[str, str]]:
     """Draws every figure the run has data for: (paths, captions, skipped with the reason)."""
     made: dict[str, list[Path]] = {}
     captions: dict[str, str] = {}
@@ -79,6 +87,10 @@ def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None
         makers["tuning"] = lambda: tuning_landscape(run)
     elif run.study.grid:
         makers["lr_grid"] = lambda: tuning_landscape(run)
+    if lr is not None:
+        makers["lr_curves"] = lambda: lr_curves_figure(run, lr)
+    if budget is not None:
+        makers["expected_max"] = lambda: expected_max_figure(run, budget)
     with F.theme():
         for name, maker in makers.items():
             if maker is None:
@@ -97,7 +109,8 @@ def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None
     return made, captions, skipped
 
 
-def _lesion_table(run: Run, lesion: "bool | pd.DataFrame") -> tuple[pd.DataFrame | None, str | None]:
+def _lesion_table(run: Run, lesion: "bool | pd.DataFrame", recalibrate: bool = False
+                  ) -> tuple[pd.DataFrame | None, str | None]:
     """The lesion table to report, or why there is none."""
     if isinstance(lesion, pd.DataFrame):
         return check_table(lesion), None
@@ -106,7 +119,7 @@ def _lesion_table(run: Run, lesion: "bool | pd.DataFrame") -> tuple[pd.DataFrame
     from ablate.probes.lesion import lesion_run
 
     try:
-        return lesion_run(run.run_dir), None
+        return lesion_run(run.run_dir, recalibrate=recalibrate), None
     except AblateError as exc:
         return None, str(exc)
 
@@ -149,13 +162,15 @@ def _write_diagnostics(run: Run, diag, out_dir: Path, figs: dict, captions: dict
 
 
 def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFrame" = False,
-            diagnostics=False, landscape_2d: bool = False, progress=None, min_effect: float | None = None
-            ) -> AnalysisResult:
+            lesion_recalibrate: bool = False, diagnostics=False, landscape_2d: bool = False, progress=None,
+            min_effect: float | None = None) -> AnalysisResult:
     """Analyse a study run folder; writes into `out` (default run_dir/analysis) and returns what it wrote.
 
     lesion=True also runs the lesion study (ablate.probes.lesion.lesion_run) on the final-stage trials that
     saved weights.pt; a DataFrame in lesion_run's format is reported as given. When the lesion study
     cannot run (no weights.pt), everything else is still written and `skipped["lesion"]` says why.
+    lesion_recalibrate: re-estimate the BatchNorm statistics on the training images after each lesion (see
+    ablate.probes.lesion; by default they stay those of training, as Veit et al. 2016).
     diagnostics=True computes ablate.probes.diagnostics on the reported trials (landscape_2d adds the 2-D plane);
     a Diagnostics object is reported as given; if they cannot run, `skipped["diagnostics"]` says why.
     `progress(i, n, trial)` is called before each trial's diagnostics. `min_effect` (percentage points): the
@@ -168,9 +183,13 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     comparisons = add_power(compare(run, load_predictions(run)), min_effect)
     best = supported_best(run, comparisons)
     fact = factorial(run)
-    lesion_table, lesion_skip = _lesion_table(run, lesion)
+    lr = lr_effects(run)
+    budget = expected_max_curves(run) if "tune" in run.study.stages else None
+    reps = repeats(run) if "tune" in run.study.stages else None
+    collapsed = collapse(run)
+    lesion_table, lesion_skip = _lesion_table(run, lesion, lesion_recalibrate)
     diag, diag_skip = _diagnostics(run, diagnostics, landscape_2d, progress)
-    figs, captions, skipped = make_figures(run, out_dir / "figures", fact)
+    figs, captions, skipped = make_figures(run, out_dir / "figures", fact, lr, budget)
     lesion_csv = None
     if lesion_table is not None:
         lesion_csv = out_dir / "lesion.csv"
@@ -194,20 +213,28 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     atomic_write_text(paths["summary_csv"], to_csv(summary))
     atomic_write_text(paths["summary_tex"], to_latex(summary, run, comparisons, best))
     atomic_write_text(paths["comparisons_csv"], comparisons.to_csv(index=False))
+    tables = {"lr_curves": lr.curves if lr is not None else None, "lr_effects": lr.effects if lr is not None else None,
+              "expected_max": budget, "collapse": collapsed}
+    for name, frame in tables.items():
+        if frame is None:
+            (out_dir / f"{name}.csv").unlink(missing_ok=True)
+        else:
+            atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
     for name in ("effects", "interactions"):
         if fact is None:
             (out_dir / f"{name}.csv").unlink(missing_ok=True)
         else:
             frame = getattr(fact, name).drop(columns=["diffs"], errors="ignore")
             atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-    body = report_body(run, summary, comparisons, best, lesion_table, fact, diag, min_effect)
+    body = report_body(run, summary, comparisons, best, lesion_table, fact, diag, min_effect,
+                       Search(lr, budget, reps, collapsed))
     atomic_write_text(paths["report"], "\n".join(body + figure_lines(figs, captions, skipped, out_dir)))
     run_facts = facts(run)
-    text = methods(run, comparisons, lesion=lesion_table is not None, diag=diag, f=run_facts)
+    text = methods(run, comparisons, lesion=lesion_table is not None, diag=diag, f=run_facts,
+                   budget=budget is not None and not budget.empty, repeated=reps is not None)
     atomic_write_text(paths["methods"], text.markdown())
     atomic_write_text(paths["references"], text.bib())
-    atomic_write_text(paths["html"], report_html(run, body, figs, captions, skipped, text, run_facts,
-                                                   comparisons))
+    atomic_write_text(paths["html"], report_html(run, body, figs, captions, skipped, text, run_facts))
     table = to_text(summary, run, best)
     if fact is not None:
         answer = [line.replace("**", "") for line in answer_lines(run, fact.design, fact.effects, fact.interactions)]
@@ -215,12 +242,5 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     return AnalysisResult(run_dir=run.run_dir, out_dir=out_dir, figures=figs, captions=captions, skipped=skipped,
                           lesion_csv=lesion_csv, missing=run.missing_lines(), winner=best, table=table,
                           summary=summary, comparisons=comparisons, effects=fact and fact.effects,
-                          interactions=fact and fact.interactions, diagnostics=diag, **paths)
-
-
-def add_report_section(result: AnalysisResult, title: str, body_markdown: str) -> None:
-    """Append a section to report.md (e.g. lesion results computed by another command)."""
-    text = result.report.read_text(encoding="utf-8").rstrip("\n")
-    atomic_write_text(result.report, f"{text}\n\n## {title}\n\n{body_markdown.strip()}\n")
-
-
+                          interactions=fact and fact.interactions, diagnostics=diag, lr=lr, collapse=collapsed,
+                          expected_max=budget, repeats=reps, **paths)

@@ -25,7 +25,8 @@ class RunFacts:
     trial_seconds: float | None           # the registered trials' run times, summed
     trials: int                           # registry rows (tuning proposals and final-stage trials)
     devices: dict[str, int]               # device the trials recorded -> number of trials
-    nodes: int                            # distinct Ray nodes the trials ran on
+    machines: list[str]                   # the distinct hosts the trials recorded (else those of the launch and
+                                          # resumes): machines, not Ray node ids, which change with every Ray start
     manifest: dict[str, Any] = field(default_factory=dict)
     analysis_packages: dict[str, str | None] = field(default_factory=dict)
 
@@ -76,10 +77,11 @@ def facts(run: Run) -> RunFacts:
     devices = run.trials["device"].dropna().astype(str).value_counts() if "device" in run.trials else {}
     trial_times = _column(run, "total_seconds")
     analysis = package_versions(ANALYSIS_PACKAGES)
-    nodes = run.trials["node"].dropna().nunique() if "node" in run.trials else 0
+    hosts = sorted({str(h) for h in run.trials["host"].dropna()}) if "host" in run.trials else []
+    hosts = hosts or sorted({str(m["host"]) for m in [run.manifest, *run.resumes] if m.get("host")})
     return RunFacts(spec_text, sessions, wall_time(sessions, _column(run, "ended_at")),
                     sum(trial_times) if trial_times else None, len(run.trials),
-                    {str(k): int(v) for k, v in dict(devices).items()}, int(nodes), dict(run.manifest), analysis)
+                    {str(k): int(v) for k, v in dict(devices).items()}, hosts, dict(run.manifest), analysis)
 
 
 def duration(seconds: float | None) -> str:

@@ -1,4 +1,5 @@
-"""The report's text sections that interpret numbers: comparisons, failures, checkpoints, tuning, depth.
+"""The report's text sections that interpret numbers: comparisons, failures, collapsed runs, checkpoints, tuning
+counts, depth (the learning-rate and tuning-budget sections: tuning_sections).
 
 Each function returns Markdown lines and states what was computed and on what.
 """
@@ -10,12 +11,14 @@ import pandas as pd
 
 from . import stats
 from .compare import ALPHA, BOOTSTRAP_SEED
+from .collapse import RULE
 from .context import chance
 from .load import Run, completed
 from .summary import DEGRADE_RULE, degradation
 from .tables import Fmt, fmt_p, loss_pm, p_eq
+from .markdown_text import code
 
-LR_WINDOW = 0.05  # lr sensitivity: learning rates whose dev accuracy is within 5 pp of the arm's best
+DEV_FALL = 0.05  # a dev accuracy 5 pp or more below the run's best is a fall the checkpoints section names
 
 
 # --- comparisons -----------------------------------------------------------------------------------
@@ -24,15 +27,16 @@ def pair_lines(run: Run, c: dict, multiple: bool = False) -> list[str]:
     f = Fmt.of(run)
     a, b, n = c["arm_a"], c["arm_b"], int(c["n_pairs"])
     if n == 0:
-        return [f"`{a}` vs `{b}`: no seed finished in both arms, so there is no paired comparison."]
+        return [f"{code(a)} vs {code(b)}: no seed finished in both arms, so there is no paired comparison."]
     sd = "" if math.isnan(c["diff_sd"]) else f"; SD of the differences {100 * c['diff_sd']:.{f.digits}f} pp"
     effect = c["effect_size"]
     es = ("" if math.isnan(effect) else
           ", effect size d_z not defined (the difference is the same under every seed)" if math.isinf(effect) or c["diff_sd"] == 0
           else f", effect size d_z = mean / SD = {effect:.3g}")
-    lines = [f"`{a}` minus `{b}`, paired by seed ({n} pair(s): seeds {c['seeds']}; {run.final_stage} stage, test "
+    lines = [f"{code(a)} minus {code(b)}, paired by seed ({n} pair(s): seeds {c['seeds']}; {run.final_stage} stage, test "
              f"accuracy of the best-dev checkpoints): mean difference {f.pp(c['diff'])} pp, 95 % t-interval of the "
-             f"paired differences {f.ci(c['diff_ci_low'], c['diff_ci_high'])} pp{sd}{es}."]
+             f"paired differences {f.ci(c['diff_ci_low'], c['diff_ci_high'])} pp"
+             f"{' (cut at ±100 pp, what a difference of accuracies can be)' if c.get('diff_ci_cut') else ''}{sd}{es}."]
     flip = (f"exact sign-flip test over all 2^{n} = {2 ** n} sign patterns: {p_eq(c['p_sign_flip'])} (the smallest "
             f"p {n} pairs allow is {c['min_p']:.3g})" if c["sign_flip_exact"] else
             f"sign-flip test on 100,000 random sign patterns: {p_eq(c['p_sign_flip'])}")
@@ -47,7 +51,7 @@ def pair_lines(run: Run, c: dict, multiple: bool = False) -> list[str]:
                      f"difference {f.pp(c['image_diff'])} pp, 95 % bootstrap CI over images and seed pairs "
                      f"{f.ci(c['image_ci_low'], c['image_ci_high'])} pp ({stats.IMAGE_BOOTSTRAP_RESAMPLES:,} "
                      f"resamples, generator seed {BOOTSTRAP_SEED}). Exact McNemar test per seed (images only "
-                     f"`{a}` / only `{b}` got right): {c['mcnemar']}.")
+                     f"{code(a)} / only {code(b)} got right): {c['mcnemar']}.")
     else:
         lines.append("Per test image: not analysed (no predictions.csv from both arms on the same images; runs "
                      "made before predictions were saved).")
@@ -88,7 +92,7 @@ def pairs_table(run: Run, comparisons: pd.DataFrame) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for c in comparisons.itertuples():
         es = "n/a" if math.isnan(c.effect_size) or math.isinf(c.effect_size) else f"{c.effect_size:.2f}"
-        lines.append(f"| `{c.arm_a}` | `{c.arm_b}` | {f.pp(c.diff)} | {f.ci(c.diff_ci_low, c.diff_ci_high)} | {es} | "
+        lines.append(f"| {code(c.arm_a, table=True)} | {code(c.arm_b, table=True)} | {f.pp(c.diff)} | {f.ci(c.diff_ci_low, c.diff_ci_high)} | {es} | "
                      f"{fmt_p(c.p_sign_flip)} | {fmt_p(c.p_holm)} | {f.ci(c.image_ci_low, c.image_ci_high)} | {c.verdict} |")
     return "\n".join(lines) + "\n"
 
@@ -103,9 +107,33 @@ def failure_lines(run: Run, summary: pd.DataFrame) -> list[str]:
         parts = [f"{k} {s}" for k, s in ((r.diverged, "diverged"), (r.error, "crashed")) if k]
         other = r.failed - r.diverged - r.error
         parts += [f"{other} finished without a test score"] if other else []
-        lines.append(f"`{r.arm}`: {r.failed} of {r.finished} finished run(s) failed ({', '.join(parts)}). Mean test "
+        lines.append(f"{code(r.arm)}: {r.failed} of {r.finished} finished run(s) failed ({', '.join(parts)}). Mean test "
                      f"accuracy over its {r.n} completed run(s): {f.pct(r.test_acc_mean)}; over all {r.finished} runs, "
                      f"each failure scored at chance ({100 * chance(run):g} %): {f.pct(r.test_acc_all_mean)}.")
+    return lines
+
+
+def collapse_lines(run: Run, table: pd.DataFrame) -> list[str]:
+    """Per arm: how many final-stage runs collapsed (collapse.RULE), with an exact binomial interval, and the mean of
+    the others."""
+    if table.empty:
+        return []
+    f = Fmt.of(run)
+    lines = [f"Collapsed runs ({run.final_stage} stage): {RULE}. Share with its exact (Clopper–Pearson) 95 % interval; "
+             "mean and 95 % t-interval of the runs that did not collapse.", "",
+             "| arm | runs | collapsed | share (95 % CI) | threshold | median | mean of the others (%) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in table.itertuples():
+        threshold = "none (median at chance)" if math.isnan(r.threshold) else f.pct(r.threshold)
+        share = f"{100 * r.rate:.0f} % ({100 * r.rate_low:.0f}–{100 * r.rate_high:.0f} %)"
+        lines.append(f"| {code(r.arm, table=True)} | {r.runs} | {r.collapsed} | {share} | {threshold} | {f.pct(r.median)} | "
+                     f"{f.pm(r.kept_mean, r.kept_low, r.kept_high, bool(r.kept_cut))} |")
+    hit = table[table["collapsed"] > 0]
+    if len(hit):
+        lines += [""] + [f"- {code(r.arm)}: seed(s) {r.seeds_collapsed} collapsed." for r in hit.itertuples()]
+    if int(table["runs"].max()) < 10:
+        lines += ["", f"With {int(table['runs'].max())} runs or fewer per arm the interval of a share is wide: no "
+                      "collapse in a handful of runs does not show that an arm never collapses."]
     return lines
 
 
@@ -131,7 +159,7 @@ def checkpoint_lines(run: Run, curves: pd.DataFrame) -> list[str]:
     for r in ok.sort_values(["arm", "seed"]).itertuples():
         step = "n/a" if math.isnan(r.best_step) else f"{int(r.best_step)} / " + (
             "?" if math.isnan(r.total_steps) else f"{int(r.total_steps)}")
-        lines.append(f"| `{r.arm}` | {r.seed} | {step} | {f.acc(r.best_dev_acc)} / {f.acc(r.last_dev_acc)} | "
+        lines.append(f"| {code(r.arm, table=True)} | {r.seed} | {step} | {f.acc(r.best_dev_acc)} / {f.acc(r.last_dev_acc)} | "
                      f"{f.acc(r.test_acc)} | {f.acc(r.final_test_acc)} | {f.acc(r.scored_train_acc)} | "
                      f"{loss_pm(r.scored_train_loss, math.nan, math.nan)} |")
     lines.append("")
@@ -140,15 +168,16 @@ def checkpoint_lines(run: Run, curves: pd.DataFrame) -> list[str]:
         if sub.empty:
             continue
         if sub["final_test_acc"].isna().all():
-            lines.append(f"- `{arm}`: the final checkpoint's test accuracy is n/a (not recorded by this run).")
+            lines.append(f"- {code(arm)}: the final checkpoint's test accuracy is n/a (not recorded by this run).")
             continue
         d = stats.paired_diff(sub["test_acc"], sub["final_test_acc"])
+        low, high, _ = stats.cut_to(d.low, d.high, -1.0, 1.0)
         if d.n and d.sd == 0 and d.mean == 0:
-            lines.append(f"- `{arm}`: the best-dev and the final checkpoint scored the same on test in all {d.n} seed(s).")
+            lines.append(f"- {code(arm)}: the best-dev and the final checkpoint scored the same on test in all {d.n} seed(s).")
             continue
-        fell = sub[(sub["best_dev_acc"] - sub["last_dev_acc"]) >= LR_WINDOW]
-        text = (f"- `{arm}`: best-dev minus final checkpoint on test {f.pp(d.mean)} pp on average over {d.n} seed(s)"
-                + ("" if math.isnan(d.low) else f" (95 % t-interval {f.ci(d.low, d.high)} pp)") + ".")
+        fell = sub[(sub["best_dev_acc"] - sub["last_dev_acc"]) >= DEV_FALL]
+        text = (f"- {code(arm)}: best-dev minus final checkpoint on test {f.pp(d.mean)} pp on average over {d.n} seed(s)"
+                + ("" if math.isnan(low) else f" (95 % t-interval {f.ci(low, high)} pp)") + ".")
         if len(fell):
             seeds = ", ".join(f"seed {r.seed}: {f.acc(r.best_dev_acc)} → {f.acc(r.last_dev_acc)} %" for r in fell.itertuples())
             text += (f" Dev accuracy fell by 5 pp or more between the best and the last evaluation ({seeds}): "
@@ -157,16 +186,11 @@ def checkpoint_lines(run: Run, curves: pd.DataFrame) -> list[str]:
     return lines
 
 
-# --- tuning ----------------------------------------------------------------------------------------
-def lr_window(points: pd.DataFrame, param: str, window: float = LR_WINDOW) -> tuple[float, float, int, int]:
-    """(lowest, highest value of `param`, count, of) among trials within `window` of the best dev accuracy."""
-    best = points["best_dev_acc"].max()
-    near = points[points["best_dev_acc"] >= best - window - 1e-12]
-    return float(near[param].min()), float(near[param].max()), len(near), len(points)
-
-
-def tuning_lines(run: Run, param: str | None) -> list[str]:
-    tune = run.trials[run.trials["stage"] == "tune"]
+# --- tuning ---------------------------------------------------------------------------------------
+def tuning_lines(run: Run) -> list[str]:
+    """How many tuning trials ran to their end, were stopped early, or failed (the learning rates they tried are in
+    '## Learning rates')."""
+    tune = run.trials[run.trials["stage"] == "tune"].drop_duplicates("trial_id")
     if tune.empty:
         return []
     done = completed(tune)
@@ -177,25 +201,10 @@ def tuning_lines(run: Run, param: str | None) -> list[str]:
     if len(relabelled):
         lines[-1] += (f" {len(relabelled)} trial(s) recorded as stopped had reached their last step; they count as "
                       "completed here.")
-    if param is None:
-        return lines
-    lines += ["", f"Learning-rate sensitivity (completed tuning trials only, best dev accuracy; the range of {param} "
-                  f"within {100 * LR_WINDOW:g} pp of each arm's best):", ""]
-    f = Fmt.of(run)
-    for arm in run.arm_names:
-        pts = tune[done & (tune["arm"] == arm)].dropna(subset=["best_dev_acc", param])
-        if pts.empty:
-            lines.append(f"- `{arm}`: no completed tuning trial.")
-            continue
-        low, high, k, of = lr_window(pts, param)
-        span = lambda lo, hi: f"{lo:.3g}" if lo == hi else f"{lo:.3g}–{hi:.3g}"
-        lines.append(f"- `{arm}`: best {f.pct(pts['best_dev_acc'].max())}; within {100 * LR_WINDOW:g} pp for {param} "
-                     f"{span(low, high)} ({k} of {of} completed trial(s), which tried {span(pts[param].min(), pts[param].max())}).")
-    caveat = "The sampler chose where to try, so the ranges are bounded by the values tried, not by the search space"
     if len(early):
-        caveat += ("; trials the search stopped early are left out, so the completed ones over-represent good "
-                   "learning rates")
-    lines += ["", caveat + "."]
+        lines += ["", "The search chose where to try and stopped some trials early, so the completed trials "
+                      "over-represent good learning rates, and ranges are bounded by the values tried, not by the "
+                      "search space."]
     return lines
 
 
@@ -207,14 +216,18 @@ def depth_lines(run: Run, summary: pd.DataFrame) -> list[str]:
         return ["No plain (residual = false) arm has finished trials, so plain-network degradation is not assessed."]
     lines = [f"Definition: {DEGRADE_RULE}."]
     for r in results:
-        who = "The plain network" if r["series"] == "plain" else f"The plain series `{r['series']}`"
+        who = "The plain network" if r["series"] == "plain" else f"The plain series {code(r['series'])}"
         base = (f"{f.pct(r['base_mean'])} at depth {r['base_depth']}"
-                + ("" if math.isnan(r["half_width"]) else f", threshold {f.pct(r['base_mean'] - r['half_width'])}"))
+                + ("" if math.isnan(r["half_width"]) else f", threshold {f.pct(r['threshold'])}"))
         if r.get("reason"):
-            lines.append(f"{who}: cannot be assessed, {r['reason']} ({base}).")
+            lines.append(f"{who}: **cannot be assessed** by this rule: {r['reason']} ({base}).")
         elif r["degrades_at"] is None:
-            lines.append(f"{who} does not degrade at any depth tested ({', '.join(map(str, r['depths']))}; {base}).")
+            lines.append(f"{who}: no deeper net's mean fell below the threshold at any depth tested "
+                         f"({', '.join(map(str, r['depths']))}; {base}).")
         else:
             lines.append(f"{who} starts to degrade at depth **{r['degrades_at']}** ({base}).")
+        means = " → ".join(f"{f.pct(m)} (depth {d})" for d, m in r["means"].items())
+        seeds = "; ".join(f"depth {d}: {k} of {n}" for d, (k, n) in r["lower"].items())
+        lines.append(f"What the data show: mean test accuracy {means}"
+                     + (f"; seeds scoring lower than at depth {r['base_depth']} (same seed): {seeds}." if seeds else "."))
     return lines
-

@@ -12,6 +12,7 @@ from ablate.spec.study_spec import compared_pairs
 from .load import Run
 from .power import ALPHA, MAX_SEEDS, POWER
 from .tables import Fmt
+from .markdown_text import code
 
 MAX_POWER_ROWS = 12  # above this many pairs the table keeps the pairs that differ in one factor
 
@@ -27,7 +28,7 @@ class RuleOutcome:
 
 def rule_outcome(run: Run) -> RuleOutcome | None:
     """Where the adaptive seed rule stopped (None without one): recomputed from the registered results the way
-    search.decided_seeds decides, at the seeds it decided."""
+    ablate.engine.planner.decided_seeds decides, at the seeds it decided."""
     rule = run.study.seed_rule
     if rule is None:
         return None
@@ -62,7 +63,7 @@ def rule_lines(run: Run) -> list[str]:
     spec = f"`seeds: {{min: {rule.min}, max: {rule.max}, half_width: {rule.half_width:g}, step: {rule.step}}}`"
     n = len(out.seeds)
     seeds = ", ".join(map(str, out.seeds))
-    where = "" if out.widest_pair is None else f" (`{out.widest_pair[0]}` minus `{out.widest_pair[1]}`)"
+    where = "" if out.widest_pair is None else f" ({code(out.widest_pair[0])} minus {code(out.widest_pair[1])})"
     widest = "n/a" if not math.isfinite(out.widest) else f"±{out.widest:.2f} pp"
     if out.state == "precision":
         stop = (f"It stopped on precision at {n} seeds ({seeds}){' (its minimum)' if n == rule.min else ''}: every "
@@ -74,7 +75,7 @@ def rule_lines(run: Run) -> list[str]:
     else:
         stop = (f"It has not decided yet (the study is unfinished): {n} seeds ({seeds}) decided so far; the widest "
                 f"interval so far {widest}{where}.")
-    arms = "; ".join(f"`{a}` {k} ({s} scored)" for a, (k, s) in out.per_arm.items())
+    arms = "; ".join(f"{code(a)} {k} ({s} scored)" for a, (k, s) in out.per_arm.items())
     return [f"Seeds were chosen by the spec's adaptive rule {spec}: {rule.text()}. {stop} Final-stage trials per arm: "
             f"{arms}. The rule looks at the spread of the differences, not at whether they exclude 0, so stopping "
             "on it does not inflate false positives (adding seeds until p < 0.05 would)."]
@@ -99,7 +100,9 @@ def power_lines(run: Run, comparisons: pd.DataFrame, min_effect: float | None = 
              f"two-sided paired t-test at α = {ALPHA:g} detects {target} with probability ≥ {100 * POWER:.0f} %, taking "
              "the SD of the paired differences observed here as the true SD. Computed exactly: the power is "
              "P(|T| > t_{1−α/2, n−1}) for T noncentral t with n − 1 degrees of freedom and noncentrality δ√n / σ "
-             f"(scipy.stats.nct), searched over n up to {MAX_SEEDS:,}; the normal approximation "
+             f"(scipy.stats.nct; where it gives no number, at 1 to 3 degrees of freedom with a large noncentrality, "
+             "the same probability integrated numerically over the t statistic's denominator), searched over n up to "
+             f"{MAX_SEEDS:,}; the normal approximation "
              "n ≈ ((z_{1−α/2} + z_{0.8}) σ / δ)² is given beside it. An SD from a few seeds is itself uncertain, so "
              "read n as a guide for planning the next run (fix its seeds before it runs). Per comparison, before "
              "any Holm correction; the *supported* verdict also needs the exact sign-flip test, whose smallest p "
@@ -116,12 +119,12 @@ def power_lines(run: Run, comparisons: pd.DataFrame, min_effect: float | None = 
         sd = "n/a" if pd.isna(c.diff_sd) else f"{100 * c.diff_sd:.2f}"
         if pd.isna(c.seeds_needed):
             needed, achieved = "cannot be estimated" if c.power_note.startswith("cannot") else f"> {MAX_SEEDS:,}", "n/a"
-            notes.setdefault(c.power_note, []).append(f"`{c.arm_a}` vs `{c.arm_b}`")
+            notes.setdefault(c.power_note, []).append(f"{code(c.arm_a)} vs {code(c.arm_b)}")
         else:
             needed, achieved = f"{int(c.seeds_needed)}", f"{100 * c.power_achieved:.1f} %"
         normal = "n/a" if pd.isna(c.seeds_needed_normal) else f"{int(c.seeds_needed_normal):,}"
         detect = "n/a" if pd.isna(c.power_target_pp) else f"{abs(c.power_target_pp):.{f.digits}f}"
-        lines.append(f"| `{c.arm_a}` | `{c.arm_b}` | {int(c.n_pairs)} | {f.pp(c.diff)} | {sd} | {detect} | {needed} | "
+        lines.append(f"| {code(c.arm_a, table=True)} | {code(c.arm_b, table=True)} | {int(c.n_pairs)} | {f.pp(c.diff)} | {sd} | {detect} | {needed} | "
                      f"{achieved} | {normal} |")
     if notes:
         lines += [""] + [f"- {', '.join(pairs)}: {why}." for why, pairs in notes.items()]

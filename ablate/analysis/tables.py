@@ -15,7 +15,11 @@ import pandas as pd
 
 from .context import acc_digits, dataset_name, model_name, readable_arm
 from .load import Run, arm_value
+from .markdown_text import text
 
+CUT_MARK = "†"
+CUT_NOTE = ("†: the 95 % t-interval reached past what is possible (below 0 or above 100 % accuracy, a loss below 0) "
+            "and is cut at that bound, so it is shown as [low, high].")
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
@@ -49,23 +53,32 @@ class Fmt:
     def ci(self, low: float, high: float) -> str:
         return "n/a" if _nan(low) else f"[{self.pp(low)}, {self.pp(high)}]"
 
-    def pm(self, mean: float, low: float, high: float) -> str:
-        """'mean ± half-width' of an accuracy in %, just the mean when there is no interval."""
+    def pm(self, mean: float, low: float, high: float, cut: bool = False) -> str:
+        """'mean ± half-width' of an accuracy in %, just the mean when there is no interval; an interval cut at 0 or
+        100 % is no longer symmetric: 'mean [low, high]' and CUT_MARK."""
         if _nan(mean):
             return "n/a"
         m = f"{100 * mean:.{self.digits}f}"
-        return m if _nan(low) else f"{m} ± {100 * (high - low) / 2:.{self.digits}f}"
+        if _nan(low):
+            return m
+        if cut:
+            return f"{m} [{100 * low:.{self.digits}f}, {100 * high:.{self.digits}f}]{CUT_MARK}"
+        return f"{m} ± {100 * (high - low) / 2:.{self.digits}f}"
 
 
 def _loss_decimals(x: float) -> int:
     return max(0, 2 - math.floor(math.log10(abs(x)))) if x and math.isfinite(x) else 3
 
 
-def loss_pm(mean: float, low: float, high: float) -> str:
+def loss_pm(mean: float, low: float, high: float, cut: bool = False) -> str:
     if _nan(mean):
         return "n/a"
     d = _loss_decimals(mean)
-    return f"{mean:.{d}f}" if _nan(low) else f"{mean:.{d}f} ± {(high - low) / 2:.{d}f}"
+    if _nan(low):
+        return f"{mean:.{d}f}"
+    if cut:
+        return f"{mean:.{d}f} [{low:.{d}f}, {high:.{d}f}]{CUT_MARK}"
+    return f"{mean:.{d}f} ± {(high - low) / 2:.{d}f}"
 
 
 def fmt_param(value: Any) -> str:
@@ -100,13 +113,25 @@ def _cells(summary: pd.DataFrame, run: Run, best: str | None) -> tuple[list[str]
     for r in summary.to_dict("records"):
         cells = [r["arm"], *(fmt_param(r[p]) for p in params), f"{r['n']}/{r['planned']}"]
         for metric in ("test_acc", "final_test_acc", "scored_train_acc"):
-            cells.append(f.pm(r[f"{metric}_mean"], r[f"{metric}_ci_low"], r[f"{metric}_ci_high"]))
-        cells.append(loss_pm(r["scored_train_loss_mean"], r["scored_train_loss_ci_low"], r["scored_train_loss_ci_high"]))
+            cells.append(f.pm(r[f"{metric}_mean"], r[f"{metric}_ci_low"], r[f"{metric}_ci_high"], _cut(r, metric)))
+        cells.append(loss_pm(r["scored_train_loss_mean"], r["scored_train_loss_ci_low"], r["scored_train_loss_ci_high"],
+                             _cut(r, "scored_train_loss")))
         if failures:
-            cells += [str(r["failed"]), f.pm(r["test_acc_all_mean"], r["test_acc_all_ci_low"], r["test_acc_all_ci_high"])]
+            cells += [str(r["failed"]), f.pm(r["test_acc_all_mean"], r["test_acc_all_ci_low"], r["test_acc_all_ci_high"],
+                                             _cut(r, "test_acc_all"))]
         rows.append(cells)
         bold.append(r["arm"] == best)
     return header, rows, bold
+
+
+def _cut(row: dict, metric: str) -> bool:
+    return bool(row.get(f"{metric}_ci_cut", False))
+
+
+def any_cut(summary: pd.DataFrame) -> bool:
+    """Whether an interval of the table was cut at a bound (the table's note then says what † means)."""
+    cols = [c for c in summary.columns if c.endswith("_ci_cut")]
+    return bool(len(cols) and summary[cols].fillna(False).astype(bool).to_numpy().any())
 
 
 def table_note(run: Run) -> str:
@@ -127,15 +152,17 @@ def to_text(summary: pd.DataFrame, run: Run, best: str | None = None) -> str:
     star = ("* = better than every other arm (paired CI excludes 0, sign-flip p < 0.05)" if best
             else "no arm is starred: no difference is supported by the data")
     out.append(f"({model_name(run)} on {dataset_name(run)}; mean ± 95 % CI half-width over seeds; {star})")
+    if any_cut(summary):
+        out.append(CUT_NOTE)
     return "\n".join(out)
 
 
 def to_markdown(summary: pd.DataFrame, run: Run, best: str | None = None) -> str:
     header, rows, bold = _cells(summary, run, best)
-    esc = lambda s: s.replace("|", "\\|")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines = ["| " + " | ".join(text(h) for h in header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for cells, b in zip(rows, bold):
-        cells = [esc(c) for c in cells]
+        spec = 1 + len(run.param_names)  # the arm's name and its parameters come from the spec
+        cells = [text(c) for c in cells[:spec]] + cells[spec:]
         if b:
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
@@ -151,14 +178,16 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
 
 
-def _tex_pm(f: Fmt, mean: float, low: float, high: float, bold: bool = False) -> str:
-    """Two cells of an r@{$\\pm$}l pair; one spanning cell without an interval."""
+def _tex_pm(f: Fmt, mean: float, low: float, high: float, bold: bool = False, cut: bool = False) -> str:
+    """Two cells of an r@{$\\pm$}l pair; one spanning cell without an interval, or with one cut at a bound."""
     b = (lambda s: rf"\textbf{{{s}}}") if bold else (lambda s: s)
     if _nan(mean):
         return r"\multicolumn{2}{c}{--}"
     m = f.acc(mean)
     if _nan(low):
         return rf"\multicolumn{{2}}{{c}}{{{b(m)}}}"
+    if cut:
+        return rf"\multicolumn{{2}}{{c}}{{{b(m)} [{f.acc(low)}, {f.acc(high)}]$^\dagger$}}"
     return f"{b(m)} & {b(f'{100 * (high - low) / 2:.{f.digits}f}')}"
 
 
@@ -235,7 +264,8 @@ def to_latex(summary: pd.DataFrame, run: Run, comparisons: pd.DataFrame | None =
                 arm = arm_at.get((rv, cv))
                 r = by_arm.loc[arm] if arm is not None else None
                 cells.append(r"\multicolumn{2}{c}{--}" if r is None else
-                             _tex_pm(f, r["test_acc_mean"], r["test_acc_ci_low"], r["test_acc_ci_high"]))
+                             _tex_pm(f, r["test_acc_mean"], r["test_acc_ci_low"], r["test_acc_ci_high"],
+                                     cut=_cut(r, "test_acc")))
             if diff:
                 a, b = arm_at.get((rv, col_values[0])), arm_at.get((rv, col_values[1]))
                 c, sign = _pair(comparisons, a, b) if a and b else (None, 1.0)
@@ -254,8 +284,10 @@ def to_latex(summary: pd.DataFrame, run: Run, comparisons: pd.DataFrame | None =
             bold = r["arm"] == best
             cells = [latex_escape(readable_arm(run, r["arm"])), *(latex_escape(fmt_param(r[p])) for p in params),
                      f"{r['n']}/{r['planned']}",
-                     _tex_pm(f, r["test_acc_mean"], r["test_acc_ci_low"], r["test_acc_ci_high"], bold),
-                     _tex_pm(f, r["final_test_acc_mean"], r["final_test_acc_ci_low"], r["final_test_acc_ci_high"])]
+                     _tex_pm(f, r["test_acc_mean"], r["test_acc_ci_low"], r["test_acc_ci_high"], bold,
+                             _cut(r, "test_acc")),
+                     _tex_pm(f, r["final_test_acc_mean"], r["final_test_acc_ci_low"], r["final_test_acc_ci_high"],
+                             cut=_cut(r, "final_test_acc"))]
             if bold:
                 cells[0] = rf"\textbf{{{cells[0]}}}"
             c, sign = _pair(comparisons, r["arm"], ref) if r["arm"] != ref else (None, 1.0)
@@ -267,6 +299,8 @@ def to_latex(summary: pd.DataFrame, run: Run, comparisons: pd.DataFrame | None =
     text = (latex_escape(caption(run, summary)).replace("±", r"$\pm$").replace("×", r"$\times$")
             .replace("Δ", r"$\Delta$").replace("–", "--").replace("Student-t", "Student-$t$").replace("t-interval", "$t$-interval"))
     key = re.sub(r"[^A-Za-z0-9:-]+", "-", run.study.name)
+    if any_cut(summary):
+        bold_note += r" $^\dagger$: the 95\,\% $t$-interval passed 0 or 100\,\% and is cut there, shown as [low, high]."
     return "\n".join([
         f"% Generated by 'ablate analyze' (study {latex_escape(run.study.name)}, budget {run.study.budget}, "
         f"git {str(run.manifest.get('git_commit', 'unknown'))[:12]}); needs \\usepackage{{booktabs}}.",

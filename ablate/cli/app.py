@@ -371,6 +371,7 @@ def analyze_cmd(
     run_dir: Optional[Path] = typer.Argument(None, help="Study run folder (default: the newest under runs/)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default RUN_DIR/analysis)."),
     lesion: bool = typer.Option(False, "--lesion", help="Also drop each residual block in turn at test time (needs weights.pt)."),
+    lesion_recalibrate: bool = typer.Option(False, "--lesion-recalibrate", help="With --lesion: re-estimate the BatchNorm statistics on the training images after each lesion (default: keep those of training, as Veit et al. 2016)."),
     diagnostics: bool = typer.Option(False, "--diagnostics", help="Also measure loss landscapes, shattered gradients, signal propagation and k-block lesions per arm (see README for the cost)."),
     landscape_2d: bool = typer.Option(False, "--landscape-2d", help="With --diagnostics: add a 21x21 loss landscape plane per arm."),
     min_effect: Optional[float] = typer.Option(None, "--min-effect", metavar="PP", help="The difference (percentage points of test accuracy) the seeds-for-80%-power line asks about (default: the observed one)."),
@@ -387,12 +388,14 @@ def analyze_cmd(
         fail(f"{out} is a file; pass a folder for --out")
     if landscape_2d and not diagnostics:
         fail("--landscape-2d adds to --diagnostics; pass both")
+    if lesion_recalibrate and not lesion:
+        fail("--lesion-recalibrate adds to --lesion; pass both")
 
     def progress(i: int, n: int, trial: dict) -> None:
         typer.echo(f"diagnostics {i + 1}/{n}: {trial['arm']}, seed {trial['seed']}", err=True)
 
-    result = analyze(run_dir or latest_run(), out, lesion=lesion, diagnostics=diagnostics, landscape_2d=landscape_2d,
-                     progress=progress, min_effect=min_effect)
+    result = analyze(run_dir or latest_run(), out, lesion=lesion, lesion_recalibrate=lesion_recalibrate,
+                     diagnostics=diagnostics, landscape_2d=landscape_2d, progress=progress, min_effect=min_effect)
     error_folder(result.out_dir)
     typer.echo(result.table)
     for line in result.missing:
@@ -411,9 +414,10 @@ def export_cmd(
 ) -> None:
     """Print the summary table for a paper, and optionally copy the exact trial configs behind it."""
     from ablate.analysis import export, export_configs
+    from ablate.analysis.exports import check_configs_dest
 
-    if configs is not None and configs.exists() and not configs.is_dir():
-        fail(f"{configs} exists and is not a folder; pass a folder for --configs")
+    if configs is not None:
+        check_configs_dest(configs)  # a non-empty folder that is not an earlier export is refused before anything runs
     text = export(run_dir, fmt)  # everything is checked and made before anything is printed or copied
     copied = export_configs(run_dir, configs) if configs is not None else None
     typer.echo(text, nl=False)

@@ -4,10 +4,12 @@ final stage, with what each costs. The measurements themselves are in ablate.pro
 From the best-dev weights (trials/<id>/weights.pt):
 - landscape: training loss (cross-entropy, eval-mode BatchNorm) on the first LANDSCAPE_IMAGES images of the
   trial's training subset along LANDSCAPE_DIRECTIONS filter-normalised random directions, at
-  LANDSCAPE_POINTS points over [-1, 1]; its curvature at 0 (the sharpness number); with landscape_2d a
-  LANDSCAPE_2D_POINTS x LANDSCAPE_2D_POINTS plane spanned by the first two directions (first seed only), on
-  the first LANDSCAPE_2D_IMAGES images.
-- lesions_k: test accuracy with k blocks dropped at once (LESION_SAMPLES random sets per k).
+  LANDSCAPE_POINTS points over [-1, 1]; its curvature at 0 (the sharpness number) and the top eigenvalue of
+  the loss's Hessian on the same images (power iteration, at most HESSIAN_ITERATIONS Hessian-vector products);
+  with landscape_2d a LANDSCAPE_2D_POINTS x LANDSCAPE_2D_POINTS plane spanned by the first two directions
+  (first seed only), on the first LANDSCAPE_2D_IMAGES images.
+- lesions_k: test accuracy with k blocks of one type (same-shape, downsampling) dropped at once (LESION_SAMPLES
+  random sets per k).
 From the trial's own seeded initialisation (ablate.train.loop.model_for, as the trial began):
 - shattered: BatchNorm statistics fixed on the first BATCH_IMAGES training images, then the gradient of a fixed
   random projection of the logits with respect to the input at LINE_POINTS points on the line between two
@@ -49,12 +51,13 @@ LESION_KS = 12
 DIRECTION_SEED = 0
 PROJECTION_SEED = 0
 LESION_SEED = 0
-DIAGNOSTICS = ("landscape", "landscape_2d", "shattered", "signal", "lesions_k")
+HESSIAN_ITERATIONS = 20
+HESSIAN_SEED = 0
 SETTINGS = dict(LANDSCAPE_IMAGES=LANDSCAPE_IMAGES, LANDSCAPE_POINTS=LANDSCAPE_POINTS,
                 LANDSCAPE_DIRECTIONS=LANDSCAPE_DIRECTIONS, LANDSCAPE_2D_POINTS=LANDSCAPE_2D_POINTS,
                 LANDSCAPE_2D_IMAGES=LANDSCAPE_2D_IMAGES,
                 SHARPNESS_WINDOW=SHARPNESS_WINDOW, LINE_POINTS=LINE_POINTS, MAX_LAG=MAX_LAG, BATCH_IMAGES=BATCH_IMAGES,
-                LESION_SAMPLES=LESION_SAMPLES, LESION_KS=LESION_KS)
+                LESION_SAMPLES=LESION_SAMPLES, LESION_KS=LESION_KS, HESSIAN_ITERATIONS=HESSIAN_ITERATIONS)
 
 
 @dataclass
@@ -87,8 +90,10 @@ def _landscape(model, x, y) -> tuple[list[dict], list[dict], list[dict[str, torc
         losses = probes.loss_surface(model, x, y, [d], [(a,) for a in alphas])
         rows += [{"direction": i, "alpha": float(a), "loss": l} for a, l in zip(alphas, losses)]
         curv[f"curvature_d{i}"] = probes.curvature(alphas, losses, SHARPNESS_WINDOW)
+    top, iterations = probes.hessian_top(model, x, y, HESSIAN_ITERATIONS, HESSIAN_SEED)
     sharp = [{"curvature": float(np.nanmean(list(curv.values()))), **curv,
-              "loss_at_0": next(r["loss"] for r in rows if abs(r["alpha"]) < 1e-12)}]
+              "loss_at_0": next(r["loss"] for r in rows if abs(r["alpha"]) < 1e-12),
+              "hessian_top": top, "hessian_iterations": iterations}]
     return rows, sharp, dirs
 
 
@@ -157,14 +162,13 @@ def _diagnose_trial(folder: Path, data_dir, device, landscape_2d: bool):
         out["landscape_2d"] = timed("landscape_2d", lambda: _plane(model, x[:LANDSCAPE_2D_IMAGES],
                                                                    y[:LANDSCAPE_2D_IMAGES], dirs))
     test_x, test_y = splits.test.x.to(dev), splits.test.y.to(dev)
-    n_blocks = len(model.blocks())
 
     def score() -> float:
         return _evaluate(model, test_x, test_y, fmt)[0]
 
     rows = timed("lesions_k", lambda: probes.k_lesions(model, score, LESION_SAMPLES,
                                                        np.random.default_rng(LESION_SEED), LESION_KS))
-    out["lesions_k"] = [{"residual": cfg.residual, "n_blocks": n_blocks, **r} for r in rows]
+    out["lesions_k"] = [{"residual": cfg.residual, **r} for r in rows]
     model.eval()
     return out, seconds, notes
 

@@ -24,6 +24,12 @@ apart from the accuracies alone.
 The swap is a temporary instance-level `forward` on the block (`dropped`), undone on exit, so
 the model's code and weights stay untouched. Accuracy is measured by the same evaluation the
 trial runner used for its test score, so with nothing dropped it equals the recorded test_acc.
+
+By default the BatchNorm statistics stay those of training, as Veit et al. 2016 did: a lesion also shifts the
+statistics every later BatchNorm sees, and that shift is part of the measured drop. With `recalibrate` (`analyze
+--lesion --lesion-recalibrate`), after each lesion the running statistics are re-estimated on the trial's training
+images (ablate.probes.batchnorm, in batches of 256) before scoring and restored afterwards, as later work on
+lesions and pruning does, so the drop measures the lost computation without the statistics' mismatch.
 """
 from __future__ import annotations
 
@@ -37,14 +43,15 @@ import torch
 
 from ablate.errors import AblateError
 from ablate.models.resnet import Block, IdentityShortcut
+from ablate.probes.batchnorm import estimate_statistics, kept_statistics
 from ablate.engine.run_folder import read_metrics
 from ablate.train.trial_files import load_weights
 from ablate.spec.trial_config import TrialConfig
 from ablate.train.loop import _evaluate, model_for
 from ablate.train.device import recorded_device
 
-REPLACEMENTS = ("identity", "projection", "zero-pad", "zero-pad-added")
-ROW_COLUMNS = ("block", "block_index", "block_type", "replacement", "test_acc", "lesioned_acc", "drop", "changed")
+ROW_COLUMNS = ("block", "block_index", "block_type", "replacement", "recalibrated", "test_acc", "lesioned_acc", "drop",
+               "changed")
 RUN_COLUMNS = ("trial_id", "arm", "seed", "residual", *ROW_COLUMNS)
 
 
@@ -119,14 +126,15 @@ def load_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = N
 
 
 def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
-                 device: str | torch.device | None = None) -> list[dict[str, Any]]:
+                 device: str | torch.device | None = None, recalibrate: bool = False) -> list[dict[str, Any]]:
     """Lesion every residual block of one trial's best-dev weights, one block at a time.
 
     Rows (ROW_COLUMNS): the first, block "none" (block_index -1, replacement "none"), drops nothing
-    and is the check that the reloaded model scores the recorded test accuracy; then one row per
-    block in forward order. test_acc is the intact model's accuracy measured now, drop =
-    test_acc - lesioned_acc, changed = share of test images whose predicted class differs from
-    the intact model's.
+    and is the check that the reloaded model scores the recorded test accuracy (with its trained BatchNorm
+    statistics); then one row per block in forward order. test_acc is the intact model's accuracy measured
+    now, drop = test_acc - lesioned_acc, changed = share of test images whose predicted class differs from
+    the intact model's. With `recalibrate`, each lesioned model's BatchNorm statistics are re-estimated on the
+    training images before it is scored (see the module docstring).
     """
     threads_before = torch.get_num_threads()
     try:
@@ -140,15 +148,18 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
             acc, _, pred = _evaluate(model, test_x, test_y, trial.memory_format, predictions=True)
             return acc, torch.tensor(pred)
 
+        train_x = trial.splits.train.x.to(trial.device, memory_format=trial.memory_format) if recalibrate else None
         intact, intact_pred = score()
-        rows = [{"block": "none", "block_index": -1, "block_type": "none", "replacement": "none", "test_acc": intact,
-                 "lesioned_acc": intact, "drop": 0.0, "changed": 0.0}]
+        rows = [{"block": "none", "block_index": -1, "block_type": "none", "replacement": "none", "recalibrated": False,
+                 "test_acc": intact, "lesioned_acc": intact, "drop": 0.0, "changed": 0.0}]
         for index, (name, block) in enumerate(model.blocks()):
-            with dropped(block) as kind:
+            with dropped(block) as kind, kept_statistics(model):
+                if recalibrate:
+                    estimate_statistics(model, train_x)
                 acc, pred = score()
             rows.append({"block": name, "block_index": index,
                          "block_type": "downsampling" if reshapes(block) else "same-shape", "replacement": kind,
-                         "test_acc": intact, "lesioned_acc": acc, "drop": intact - acc,
+                         "recalibrated": recalibrate, "test_acc": intact, "lesioned_acc": acc, "drop": intact - acc,
                          "changed": float((pred != intact_pred).float().mean())})
     finally:
         torch.set_num_threads(threads_before)
@@ -156,8 +167,9 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
 
 
 def lesion_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
-               device: str | torch.device | None = None):
-    """Lesion every trial of a study run's final stage (confirm, else grid) that saved weights.pt.
+               device: str | torch.device | None = None, recalibrate: bool = False):
+    """Lesion every trial of a study run's final stage (confirm, else grid) that saved weights.pt (`recalibrate`:
+    see lesion_trial).
 
     Returns a pandas DataFrame with RUN_COLUMNS, trials ordered by arm, seed and trial id.
     """
@@ -181,7 +193,7 @@ def lesion_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = 
         if not (folder / "weights.pt").is_file():
             continue
         cfg = TrialConfig.from_yaml_file(folder / "config.yaml")
-        for lesion in lesion_trial(folder, data_dir, device=device):
+        for lesion in lesion_trial(folder, data_dir, device=device, recalibrate=recalibrate):
             out.append({"trial_id": row["trial_id"], "arm": row.get("arm"), "seed": row.get("seed"),
                         "residual": cfg.residual, **lesion})
     if not out:

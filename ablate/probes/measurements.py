@@ -4,13 +4,18 @@
   Gaussian with the weights' shapes; each filter of it (a conv's output channel, a linear layer's
   output neuron) is rescaled to the norm of the same filter of the weights; 1-D parameters (biases,
   BatchNorm scale and shift) get direction 0. BatchNorm stays in eval mode (trained statistics).
+- Top Hessian eigenvalue: power iteration with Hessian-vector products (double backpropagation), the
+  eigenvalue of largest magnitude of the loss's Hessian in the weights (at a minimum the largest one).
 - Shattered gradients (Balduzzi et al. 2017): the gradient of a scalar output with respect to the input
   at points along a line of inputs, and its autocorrelation against the lag. BatchNorm statistics are
   fixed first (`calibrate_batchnorm`), so each input's gradient depends on that input alone.
 - Signal propagation (Brock, De & Smith 2021): per block, the average squared channel mean and average
-  channel variance of its output, and the average channel variance of its residual branch.
-- Lesions of k blocks (Veit et al. 2016): accuracy with k blocks, drawn at random, replaced by their
-  skip path at once (ablate.probes.lesion.dropped).
+  channel variance of its output, and the average channel variance of its residual branch measured at the
+  branch's last convolution, before the BatchNorm that closes a basic block's branch (a train-mode BN with
+  scale 1 makes that output's variance 1 by construction). Brock et al.'s plots are of pre-activation nets,
+  whose branch ends in that convolution.
+- Lesions of k blocks (Veit et al. 2016): accuracy with k blocks, drawn at random from the blocks of one
+  type (same-shape, or downsampling), replaced by their skip path at once (ablate.probes.lesion.dropped).
 
 Every function takes a model and tensors and returns plain numbers or arrays, so each can be checked on
 models whose answer is known (a linear or quadratic model, a network whose residual branches are zero).
@@ -26,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.probes.lesion import dropped
+from ablate.probes.batchnorm import estimate_statistics
+from ablate.probes.lesion import dropped, reshapes
 
 EPS = 1e-10
 
@@ -92,23 +98,50 @@ def curvature(alphas: Sequence[float], losses: Sequence[float], window: float = 
     return float(2 * np.polyfit(a[keep], l[keep], 2)[0])
 
 
+def top_hessian_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], iterations: int = 20,
+                           tolerance: float = 1e-3, generator: torch.Generator | None = None) -> tuple[float, int]:
+    """(eigenvalue, iterations run): the eigenvalue of largest magnitude of the Hessian of `loss_fn()` in `params`,
+    by power iteration on Hessian-vector products (the gradient is taken once with its graph; each product is one
+    more backward pass through it), stopped when the Rayleigh quotient changes by less than `tolerance` relative."""
+    params = [p for p in params if p.requires_grad]
+    grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
+    v = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
+    norm = torch.sqrt(sum((x * x).sum() for x in v))
+    v = [x / norm for x in v]
+    value, done = math.nan, 0
+    for done in range(1, iterations + 1):
+        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+        new = float(sum((h * x).sum() for h, x in zip(hv, v)))
+        norm = torch.sqrt(sum((h * h).sum() for h in hv))
+        if float(norm) == 0.0:
+            return 0.0, done
+        v = [h.detach() / norm for h in hv]
+        converged = math.isfinite(value) and abs(new - value) <= tolerance * max(abs(new), 1e-12)
+        value = new
+        if converged:
+            break
+    return value, done
+
+
+def hessian_top(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iterations: int = 20, seed: int = 0,
+                tolerance: float = 1e-3) -> tuple[float, int]:
+    """top_hessian_eigenvalue of the mean cross-entropy on (x, y), BatchNorm in eval mode (trained statistics, as
+    loss_surface); the model is left in its own mode with no gradients kept."""
+    was_training = model.training
+    model.eval()
+    try:
+        return top_hessian_eigenvalue(lambda: F.cross_entropy(model(x), y), list(model.parameters()), iterations,
+                                      tolerance, generator=torch.Generator().manual_seed(seed))
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+
+
 # --- shattered gradients ---------------------------------------------------------------------------
 def calibrate_batchnorm(model: nn.Module, x: torch.Tensor) -> None:
     """Set every BatchNorm's running statistics to the batch statistics of x, then switch to eval mode, so that
     afterwards each input is normalised by fixed numbers and inputs do not interact."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average: after one batch, exactly that batch's statistics
-    model.train()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
-        model.eval()
+    estimate_statistics(model, x, chunk=max(len(x), 1))
 
 
 def line_between(a: torch.Tensor, b: torch.Tensor, n: int) -> torch.Tensor:
@@ -152,7 +185,9 @@ def channel_stats(t: torch.Tensor) -> tuple[float, float]:
 
 def signal_propagation(model: nn.Module, x: torch.Tensor) -> list[dict]:
     """One forward pass of x in the model's current mode; per block (model.blocks(), in order) the statistics of
-    its output and of its residual branch's output (block.branch_end; for a plain block, its main path)."""
+    its output, and the variance of its residual branch (for a plain block, its main path) at the branch's last
+    convolution (conv2): before a basic block's closing BatchNorm, whose train-mode output has variance 1 by
+    construction; a pre-activation block's branch ends in that convolution."""
     captured: dict[str, dict[str, torch.Tensor]] = {}
 
     def keep(name: str, what: str):
@@ -163,7 +198,7 @@ def signal_propagation(model: nn.Module, x: torch.Tensor) -> list[dict]:
     handles = []
     for name, block in model.blocks():
         handles.append(block.register_forward_hook(keep(name, "out")))
-        handles.append(block.branch_end.register_forward_hook(keep(name, "branch")))
+        handles.append(block.conv2.register_forward_hook(keep(name, "branch")))
     try:
         with torch.no_grad():
             model(x)
@@ -188,22 +223,27 @@ def k_values(n: int, most: int = 12) -> list[int]:
 
 def k_lesions(model: nn.Module, score: Callable[[], float], samples: int, rng: np.random.Generator,
               most: int = 12) -> list[dict]:
-    """Accuracy (`score()`) with k blocks dropped at once, for k in k_values(n), `samples` distinct random sets each
-    (all of them when fewer exist); first row k = 0, the intact model."""
+    """Accuracy (`score()`) with k blocks of one type dropped at once, for each type (same-shape blocks, replaced by
+    the identity; downsampling blocks, replaced by a shortcut: two different operations, reported apart) and k in
+    k_values(blocks of that type), `samples` distinct random sets each (all of them when fewer exist); first row
+    k = 0, the intact model (block_type "none")."""
     blocks = model.blocks()
-    n = len(blocks)
-    rows = [{"k": 0, "sample": 0, "dropped": "", "accuracy": score()}]
-    for k in k_values(n, most):
-        draws = min(samples, math.comb(n, k))
-        sets: list[tuple[int, ...]] = []
-        while len(sets) < draws:
-            chosen = tuple(sorted(rng.choice(n, size=k, replace=False).tolist()))
-            if chosen not in sets:
-                sets.append(chosen)
-        for sample, chosen in enumerate(sets):
-            with contextlib.ExitStack() as stack:
-                for i in chosen:
-                    stack.enter_context(dropped(blocks[i][1]))
-                acc = score()
-            rows.append({"k": k, "sample": sample, "dropped": " ".join(blocks[i][0] for i in chosen), "accuracy": acc})
+    rows = [{"block_type": "none", "n_blocks": len(blocks), "k": 0, "sample": 0, "dropped": "", "accuracy": score()}]
+    for kind in ("same-shape", "downsampling"):
+        members = [i for i, (_, b) in enumerate(blocks) if reshapes(b) == (kind == "downsampling")]
+        n = len(members)
+        for k in k_values(n, most) if n else []:
+            draws = min(samples, math.comb(n, k))
+            sets: list[tuple[int, ...]] = []
+            while len(sets) < draws:
+                chosen = tuple(sorted(members[j] for j in rng.choice(n, size=k, replace=False).tolist()))
+                if chosen not in sets:
+                    sets.append(chosen)
+            for sample, chosen in enumerate(sets):
+                with contextlib.ExitStack() as stack:
+                    for i in chosen:
+                        stack.enter_context(dropped(blocks[i][1]))
+                    acc = score()
+                rows.append({"block_type": kind, "n_blocks": n, "k": k, "sample": sample,
+                             "dropped": " ".join(blocks[i][0] for i in chosen), "accuracy": acc})
     return rows

@@ -85,3 +85,23 @@ def build_run(root: Path, trials: list[dict], doc: dict | None = None, manifest:
         append_registry(root, {"trial_id": cfg.trial_id(), "stage": stage, "arm": arm, "params": params, "seed": seed,
                                **metrics})
     return root
+
+
+def tune_rows(arm: str, points: dict[float, list[tuple[int, float, float]]], repeat: int | None = None,
+              first_round: int = 0) -> list[dict]:
+    """Tuning rows as the robust search writes them: per learning rate (a search point) one row per tuning seed,
+    (seed, best dev accuracy, test accuracy); a dev accuracy of None marks a diverged run. Each row gets its own
+    (round, index), as the engine's proposals do, and `repeat` when given."""
+    rows = []
+    for index, (lr, runs) in enumerate(points.items()):
+        for seed, dev, test in runs:
+            row = {"arm": arm, "seed": seed, "stage": "tune", "params": {"lr": lr}, "round": first_round + index,
+                   "index": seed}
+            if dev is None:
+                row.update(status="diverged")
+            else:
+                row.update(best_dev_acc=dev, test_acc=test)
+            if repeat is not None:
+                row["repeat"] = repeat
+            rows.append(row)
+    return rows

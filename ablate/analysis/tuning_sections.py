@@ -1,0 +1,194 @@
+"""The report's sections on what the search found (issue 17): '## Learning rates' (the curve per arm, the effect at
+each learning rate, its range near the optima), '## Tuning budget' (expected best dev accuracy against the number
+of trials, and the repeats of the search), and the lead sentences they add. Each says what it can and cannot show
+for the run at hand (one seed per learning rate, no shared learning rates, no repeats)."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .load import Run
+from .lr_effects import WINDOW, LrEffects
+from .markdown_text import code
+from .tables import Fmt, fmt_p, fmt_param
+from .tuning_budget import BOOTSTRAP, BOOTSTRAP_SEED, Repeats, spread
+
+
+def _lr_name(lr: LrEffects) -> str:
+    return "learning rate" if lr.param == "lr" else lr.param
+
+
+def _stage(lr: LrEffects) -> str:
+    return "tuning" if lr.stage == "tune" else lr.stage
+
+
+def _values(values) -> str:
+    return ", ".join(fmt_param(float(v)) for v in values)
+
+
+def _pm(f: Fmt, mean: float, low: float, high: float, cut: bool) -> str:
+    return f.pm(mean, low, high, bool(cut))
+
+
+def _runs_text(lr: LrEffects) -> str:
+    low, high = lr.seeds_per_point
+    return ("1 run" if high == 1 else f"{low} runs") if low == high else f"{low}–{high} runs"
+
+
+def near_text(lr: LrEffects, arm: str) -> str:
+    near = lr.curves[(lr.curves["arm"] == arm) & lr.curves["near_optimal"]]["lr"]
+    return _values(near) or "none"
+
+
+def range_lines(run: Run, lr: LrEffects, comparisons: pd.DataFrame) -> list[str]:
+    """Per compared pair: the range of the effect over the near-optimal learning rates, beside the confirm result."""
+    f = Fmt.of(run)
+    what = "test" if lr.metric == "test" else "dev"
+    one = (" Each learning rate ran under one seed, so each point is a single run." if lr.one_seed else "")
+    lines = []
+    for (a, b), (low, high) in lr.ranges.items():
+        c = comparisons[(comparisons["arm_a"] == a) & (comparisons["arm_b"] == b)]
+        at = f" (at the configurations the {run.final_stage} stage ran: {f.pp(c['diff'].iloc[0])} pp)" if len(c) else ""
+        lines.append(f"{code(a)} minus {code(b)} over the {_lr_name(lr)}s within {100 * WINDOW:g} pp of each arm's "
+                     f"best mean dev accuracy ({code(a)}: {near_text(lr, a)}; {code(b)}: {near_text(lr, b)}): from "
+                     f"{f.pp(low)} to {f.pp(high)} pp{at}, as differences of the {_stage(lr)} stage's mean {what} "
+                     f"accuracies ({_runs_text(lr)} per {_lr_name(lr)}).{one}")
+    return lines
+
+
+def lr_section(run: Run, lr: LrEffects, comparisons: pd.DataFrame) -> list[str]:
+    """'## Learning rates': the curves, the near-optimal window, the effect per learning rate and its range."""
+    f = Fmt.of(run)
+    name = _lr_name(lr)
+    stage = _stage(lr)
+    lines = [f"Each arm's {stage} trials grouped by {name}: mean and 95 % t-interval over the seeds that ran it "
+             f"({_runs_text(lr)} per {name}), of the best dev accuracy and of the test accuracy of the best-dev "
+             "checkpoint. A run that diverged or failed counts at chance (it is a result of that "
+             f"{name}); a tuning trial the search stopped early is left out. Full precision: `lr_curves.csv`, figure "
+             "`lr_curves`."]
+    if lr.one_seed:
+        lines.append(f"Every {name} here ran under one seed, so there are no intervals: each point mixes the {name}'s "
+                     f"effect with that seed's luck, and a choice by the best single run favours lucky seeds. A search "
+                     f"that runs each {name} under several seeds shows the spread.")
+    lines += ["", f"| arm | {name} | runs | failed | dev acc. (%) | test acc. (%) | |", "|---|---:|---:|---:|---:|---:|---|"]
+    for r in lr.curves.itertuples():
+        marks = ", ".join(m for m, on in (("chosen", r.chosen), ("best mean dev", r.best),
+                                          (f"within {100 * WINDOW:g} pp", r.near_optimal and not r.best)) if on)
+        lines.append(f"| {code(r.arm, table=True)} | {fmt_param(r.lr)} | {r.n} | {r.failed} | "
+                     f"{_pm(f, r.dev_mean, r.dev_low, r.dev_high, r.dev_cut)} | "
+                     f"{_pm(f, r.test_mean, r.test_low, r.test_high, r.test_cut)} | {marks} |")
+    lines.append("")
+    for arm in run.arm_names:
+        mine = lr.curves[lr.curves["arm"] == arm]
+        if mine.empty:
+            continue
+        best, chosen = mine[mine["best"]], mine[mine["chosen"]]
+        text = (f"- {code(arm)}: best mean dev accuracy at {name} {_values(best['lr'])}; within {100 * WINDOW:g} pp of "
+                f"it: {near_text(lr, arm)} (of {_values(mine['lr'])}).")
+        if len(chosen) and not chosen["best"].any():
+            text += (f" The {run.final_stage} stage ran {name} {_values(chosen['lr'])}, which is not the best by mean "
+                     "dev accuracy here (chosen by one run's dev accuracy, or by another repeat of the search).")
+        lines.append(text)
+    lines += ["", f"Effect at each {name} both arms of a compared pair ran ({lr.metric} accuracy; paired by seed over "
+                  "the seeds both ran, else the unpaired difference of the means with a Welch interval):", ""]
+    if lr.effects.empty:
+        lines.append(f"No {name} was run by both arms of a compared pair (the search proposed different values to "
+                     f"each arm), so the effect cannot be given per {name}; the range below compares near-optimal "
+                     "points of each arm.")
+    else:
+        lines += [f"| arm A | arm B | {name} | seeds | A − B (pp) | 95 % CI (pp) | sign-flip p |",
+                  "|---|---|---:|---|---:|---:|---:|"]
+        for e in lr.effects.itertuples():
+            seeds = f"{e.n_pairs} pairs" if e.paired else f"not paired ({e.n_a} vs {e.n_b} runs, no shared seed)"
+            ci = f.ci(e.ci_low, e.ci_high) + ("†" if e.ci_cut else "")
+            lines.append(f"| {code(e.arm_a, table=True)} | {code(e.arm_b, table=True)} | {fmt_param(e.lr)} | {seeds} | "
+                         f"{f.pp(e.diff)} | {ci} | {fmt_p(e.p_sign_flip)} |")
+        lines.append("")
+        lines.append("Per-learning-rate p-values are not corrected for the number of learning rates; they describe, "
+                     "they do not select. Full precision: `lr_effects.csv`.")
+    ranges = range_lines(run, lr, comparisons)
+    if ranges:
+        lines += ["", "Range of the effect near the optima: " + " ".join(ranges)]
+    return lines
+
+
+def budget_section(run: Run, curves: pd.DataFrame, reps: Repeats | None, lr: LrEffects | None) -> list[str]:
+    """'## Tuning budget': the expected-max curves and the repeats of the search."""
+    f = Fmt.of(run)
+    lines = [f"Expected best dev accuracy of a search of n trials, n = 1 … N (Dodge et al. 2019): the exact expectation "
+             "of the best of n draws with replacement from the arm's N tuning results (each distinct tuning trial's best "
+             "dev accuracy; one stopped early by the search at the best it reached, one that diverged or failed at "
+             f"chance), with a percentile bootstrap 95 % band ({BOOTSTRAP:,} resamples of the N results, generator seed "
+             f"{BOOTSTRAP_SEED}). Figure `expected_max`.", ""]
+    if curves.empty:
+        lines.append("No tuning trial has a dev accuracy, so there is no curve.")
+    for arm in run.arm_names:
+        c = curves[curves["arm"] == arm].set_index("n")
+        if c.empty:
+            continue
+        big_n = int(c["trials"].iloc[0])
+        points = sorted({1, max(1, big_n // 2), big_n})
+        parts = [f"n = {n}: {f.pct(c.loc[n, 'expected_max'])} [{f.acc(c.loc[n, 'low'])}, {f.acc(c.loc[n, 'high'])}]"
+                 for n in points]
+        lines.append(f"- {code(arm)} ({big_n} tuning trials): " + "; ".join(parts) + ".")
+    arms = [a for a in run.arm_names if (curves["arm"] == a).any()]
+    if len(arms) == 2:
+        a, b = arms
+        ca, cb = (curves[curves["arm"] == x].set_index("n")["expected_max"] for x in (a, b))
+        shared = ca.index.intersection(cb.index)
+        sign = (ca[shared] - cb[shared]).apply(lambda d: 0 if abs(d) < 1e-12 else (1 if d > 0 else -1))
+        if len(shared) and (sign > 0).all():
+            lines.append(f"- {code(a)} is ahead at every budget from 1 to {int(shared.max())} trials.")
+        elif len(shared) and (sign < 0).all():
+            lines.append(f"- {code(b)} is ahead at every budget from 1 to {int(shared.max())} trials.")
+        elif len(shared):
+            turns = [int(n) for n, prev, now in zip(shared[1:], sign.to_numpy()[:-1], sign.to_numpy()[1:]) if prev != now]
+            lines.append(f"- The arms' order changes with the budget (at n = {', '.join(map(str, turns)) or 'n/a'}): a "
+                         "smaller or larger search could have ranked them the other way.")
+    lines += ["", *repeat_lines(run, reps, lr)]
+    return lines
+
+
+def repeat_lines(run: Run, reps: Repeats | None, lr: LrEffects | None) -> list[str]:
+    f = Fmt.of(run)
+    if reps is None:
+        return ["Tuning luck: one search was run (the tuning rows carry no `repeat`), so how far the chosen "
+                "configuration and the effect would move under another search (Bouthillier et al. 2021) is not "
+                "measured here; `study --budget full` repeats the search under 3 or more sampler seeds."]
+    param = lr.param if lr is not None else None
+    lines = [f"Tuning luck (Bouthillier et al. 2021): the search was repeated {len(reps.repeats)} times (repeats "
+             f"{', '.join(map(str, reps.repeats))}); each repeat chose its own configuration per arm, and its effect "
+             f"is the paired difference of the {run.final_stage} runs of those configurations. The Results and the "
+             "lead's first sentences are those of repeat " + f"{reps.repeats[0]}'s choice.", ""]
+    for arm in run.arm_names:
+        picks = [reps.choices[k].get(arm) for k in reps.repeats]
+        if param is not None:
+            vals = [p.get(param) for p in picks if p and p.get(param) is not None]
+            low, high, _ = spread([float(v) for v in vals])
+            text = (f"{param} chosen per repeat: {', '.join(fmt_param(float(v)) for v in vals)}"
+                    + ("" if math.isnan(low) or low == high else f" (from {fmt_param(low)} to {fmt_param(high)})"))
+        else:
+            text = "; ".join(", ".join(f"{k} = {fmt_param(v)}" for k, v in (p or {}).items()) for p in picks)
+        lines.append(f"- {code(arm)}: {text}.")
+    for (a, b), g in reps.effects.groupby(["arm_a", "arm_b"], sort=False):
+        low, high, sd = spread(g["diff"])
+        per = "; ".join(f"repeat {r.repeat}: {f.pp(r.diff)} pp ({r.n_pairs} pairs)" for r in g.itertuples())
+        sd_text = "" if math.isnan(sd) else f", SD {100 * sd:.{f.digits}f} pp"
+        lines.append(f"- {code(a)} minus {code(b)}: {per}; from {f.pp(low)} to {f.pp(high)} pp across the repeats"
+                     f"{sd_text}.")
+    return lines
+
+
+def lead_more(run: Run, lr: LrEffects | None, reps: Repeats | None, comparisons: pd.DataFrame) -> list[str]:
+    """The lead's sentences beyond the confirm result: the range over near-optimal learning rates, the repeats."""
+    f = Fmt.of(run)
+    lines = range_lines(run, lr, comparisons) if lr is not None else []
+    if reps is not None:
+        for (a, b), g in reps.effects.groupby(["arm_a", "arm_b"], sort=False):
+            low, high, _ = spread(g["diff"])
+            lines.append(f"Across {len(reps.repeats)} repeats of the search, {code(a)} minus {code(b)} ranged from "
+                         f"{f.pp(low)} to {f.pp(high)} pp.")
+    elif lr is not None and lr.stage == "tune":
+        lines.append("One search was run: how much the effect moves with the search's own luck is not measured.")
+    return lines
