@@ -9,7 +9,6 @@ paused at a rung while a round runs.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 from ablate.spec.trial_config import TrialConfig
@@ -102,30 +101,27 @@ def _seconds_per_step(cfg: TrialConfig) -> float:
     import torch
     import torch.nn.functional as F
 
+    from ablate.execute.step_timer import time_steps
+    from ablate.train.device import torch_threads
     from ablate.train.forward import TrainForward
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.threads))
-    try:
-        model, in_channels, classes = _model(cfg)
-        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        model = model.to(memory_format=memory_format).train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        x = torch.randn(cfg.batch_size, in_channels, cfg.image_size, cfg.image_size).contiguous(memory_format=memory_format)
-        y = torch.randint(0, classes, (cfg.batch_size,))
-        # The trial's precision; eager even for a compiled trial (a compile here would cost more than it tells).
-        forward = TrainForward(model, cfg.replace(compile="none"), torch.device("cpu"), tuple(x.shape))
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            loss = F.cross_entropy(forward(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            times.append(time.perf_counter() - t0)
-        return sorted(times[2:])[1]  # the median of the last three: the first steps pay one-off costs
-    finally:
-        torch.set_num_threads(threads)
+    model, in_channels, classes = _model(cfg)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(cfg.batch_size, in_channels, cfg.image_size, cfg.image_size).contiguous(memory_format=memory_format)
+    y = torch.randint(0, classes, (cfg.batch_size,))
+    # The trial's precision; eager even for a compiled trial (a compile here would cost more than it tells).
+    forward = TrainForward(model, cfg.replace(compile="none"), torch.device("cpu"), tuple(x.shape))
+
+    def step() -> None:
+        loss = F.cross_entropy(forward(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    with torch_threads(max(1, cfg.threads)):
+        return time_steps(step, steps=3, warmup=2).median  # the first steps pay one-off costs
 
 
 def _state_bytes(cfg: TrialConfig) -> int:

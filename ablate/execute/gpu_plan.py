@@ -144,12 +144,12 @@ def _child(job: dict[str, Any]) -> None:
     import torch
     import torch.nn.functional as F
 
+    from ablate.execute.step_timer import time_steps
     from ablate.train.forward import TrainForward
     from ablate.models.resnet import build_model, model_kwargs
-    from ablate.train.device import deterministic_cuda
+    from ablate.train.device import deterministic_cuda, torch_threads
 
     cfg, device, c = TrialConfig.from_dict(job["config"]), torch.device(job["device"]), job["in_channels"]
-    torch.set_num_threads(max(1, cfg.threads))
     if device.type == "cuda":
         deterministic_cuda()
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -166,20 +166,14 @@ def _child(job: dict[str, Any]) -> None:
         loss.backward()
         opt.step()
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    def ready() -> None:
+        print("ready", flush=True)
+        sys.stdin.readline()
 
-    for _ in range(job["warmup"]):
-        step()
-    sync()
-    print("ready", flush=True)
-    sys.stdin.readline()
-    t0 = time.perf_counter()
-    for _ in range(job["steps"]):
-        step()
-    sync()
-    print(json.dumps({"t0": t0, "t1": time.perf_counter()}), flush=True)
+    # Warm-up (and compile), ready, go, then the steps as one span unsynchronised between steps, as a trial runs.
+    with torch_threads(max(1, cfg.threads)):
+        times = time_steps(step, job["steps"], job["warmup"], device, each=False, ready=ready)
+    print(json.dumps({"t0": times.start, "t1": times.end}), flush=True)
 
 
 def measure_count(cfg: TrialConfig, in_channels: int, device: str, count: int, steps: int = 30,

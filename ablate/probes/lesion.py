@@ -40,8 +40,8 @@ from ablate.models.resnet import Block, IdentityShortcut
 from ablate.engine.run_folder import read_metrics
 from ablate.train.trial_files import load_weights
 from ablate.spec.trial_config import TrialConfig
-from ablate.train.loop import _evaluate, model_for
-from ablate.train.device import recorded_device
+from ablate.train.loop import evaluate, model_for
+from ablate.train.device import recorded_device, torch_threads
 
 REPLACEMENTS = ("identity", "projection", "zero-pad", "zero-pad-added")
 ROW_COLUMNS = ("block", "block_index", "block_type", "replacement", "test_acc", "lesioned_acc", "drop", "changed")
@@ -128,16 +128,13 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
     test_acc - lesioned_acc, changed = share of test images whose predicted class differs from
     the intact model's.
     """
-    threads_before = torch.get_num_threads()
-    try:
-        trial = load_trial(folder, data_dir, device=device)
-        if trial.cfg.threads:
-            torch.set_num_threads(trial.cfg.threads)
+    trial = load_trial(folder, data_dir, device=device)
+    with torch_threads(trial.cfg.threads):
         model = trial.model
         test_x, test_y = trial.splits.test.x.to(trial.device), trial.splits.test.y.to(trial.device)
 
         def score() -> tuple[float, torch.Tensor]:
-            acc, _, pred = _evaluate(model, test_x, test_y, trial.memory_format, predictions=True)
+            acc, _, pred = evaluate(model, test_x, test_y, trial.memory_format, predictions=True)
             return acc, torch.tensor(pred)
 
         intact, intact_pred = score()
@@ -150,8 +147,6 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
                          "block_type": "downsampling" if reshapes(block) else "same-shape", "replacement": kind,
                          "test_acc": intact, "lesioned_acc": acc, "drop": intact - acc,
                          "changed": float((pred != intact_pred).float().mean())})
-    finally:
-        torch.set_num_threads(threads_before)
     return rows
 
 
