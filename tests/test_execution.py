@@ -59,12 +59,12 @@ def test_train_flags_refuse_bad_values_with_exit_2_and_one_line(tmp_path, flag, 
     assert not (tmp_path / "run").exists()
 
 
-def test_fused_trials_refuse_compile_but_not_bf16():
-    members = [TINY.replace(seed=s, compile="default") for s in (0, 1)]
-    assert "never compiled, and these trials set compile default" in fusable(members)
-    with pytest.raises(AblateError, match="cannot fuse"):
-        run_fused(members)
-    assert fusable([TINY.replace(seed=s, precision="bf16") for s in (0, 1)]) is None
+def test_fused_trials_refuse_bf16_and_compile():
+    for kw in ({"precision": "bf16"}, {"compile": "default"}):
+        members = [TINY.replace(seed=s, **kw) for s in (0, 1)]
+        assert "fused training runs in fp32 without torch.compile" in fusable(members)
+        with pytest.raises(AblateError, match="cannot fuse"):
+            run_fused(members)
 
 
 def test_bf16_trains_on_the_cpu_deterministically_and_reproduces(tmp_path):

@@ -93,16 +93,13 @@ def test_the_measuring_processes_run_and_time_together_on_the_cpu():
     assert set(table) == {1, 2} and all(v > 0 for v in table.values())
 
 
-def test_fuse_says_why_compiled_trials_are_not_fused_and_fuses_bf16_when_asked():
-    spec = parse_study({"base": {"compile": "default", "dataset": "digits"}, "seeds": [0, 1],
+def test_fuse_auto_says_why_bf16_or_compiled_trials_are_not_fused():
+    spec = parse_study({"base": {"precision": "bf16", "dataset": "digits"}, "seeds": [0, 1],
                         "factors": {"residual": {"values": [False, True]}}})
-    for option in ("auto", "4"):
-        members, why = fuse_plan(option, Resources(cpus=2), spec)
-        assert members == 1 and "not fused" in why and "never compiled" in why and "compile default" in why
-    bf16 = parse_study({"base": {"precision": "bf16", "dataset": "digits"}, "seeds": [0, 1],
-                        "factors": {"residual": {"values": [False, True]}}})
-    assert fuse_plan("4", Resources(cpus=2), bf16) == (4, "up to 4 trials per fused model, as asked")
-    assert fuse_plan("off", Resources(cpus=2), bf16)[0] == 1
+    members, why = fuse_plan("auto", Resources(cpus=2), spec)
+    assert members == 1 and "fused training runs in fp32 without torch.compile" in why and "precision bf16" in why
+    members, why = fuse_plan("4", Resources(cpus=2), spec)
+    assert members == 1 and "not fused" in why
 
 
 def test_the_dry_run_prints_the_gpu_plan_and_says_nothing_was_measured_without_a_gpu():

@@ -294,14 +294,19 @@ FUSABLE = ("seed", "lr", "momentum", "weight_decay")  # what may differ between 
 
 def fusable(configs: list[TrialConfig]) -> str | None:
     """Why these trials cannot be fused (None: they can). Fused members train through the shared training loop
-    (ablate.train.loop), so schedules, warm-up, Nesterov, augmentation and bf16 fuse like anything else; what
-    cannot is torch.compile (a vmapped model is never compiled) and trials that differ in anything but FUSABLE."""
+    (ablate.train.loop), so schedules, warm-up, Nesterov and augmentation fuse like anything else. What cannot:
+    torch.compile (the vmapped model is never compiled), bf16 (torch.autocast does not reach operations under
+    torch.func.vmap: measured with torch 2.14, a vmapped convolution under autocast runs in fp32, so fused "bf16"
+    members would silently train in fp32; tests/test_fused.py checks this), and trials that differ in anything
+    but FUSABLE."""
     if len(configs) < 2:
         return "fusing needs at least 2 trials"
     first = configs[0]
-    if first.compile != "none":
-        return f"fused training runs the members batched by vmap, never compiled, and these trials set compile " \
-               f"{first.compile}"
+    execution = [f"{key} {getattr(first, key)}" for key, default in EXECUTION_DEFAULTS.items()
+                 if getattr(first, key) != default]
+    if execution:
+        return f"fused training runs in fp32 without torch.compile (autocast does not reach vmapped operations), and " \
+               f"these trials set {', '.join(execution)}"
     for cfg in configs[1:]:  # attributes, not to_dict() (which writes residual_stages as a list)
         other = [f.name for f in fields(cfg) if f.name not in FUSABLE and getattr(cfg, f.name) != getattr(first, f.name)]
         if other:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import types
-from typing import Callable
 
 import torch
 
@@ -60,17 +59,11 @@ def _fp32_forward(self: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 class TrainForward:
-    """`forward(x)` for a training step: the model compiled or eager, under autocast or not, as the config says.
-
-    `call` replaces `model(x)` (fused trials: the members batched by vmap over `model`, a storage-free shell whose
-    overhanging convolutions are patched all the same); it is never compiled."""
+    """`forward(x)` for a training step: the model compiled or eager, under autocast or not, as the config says."""
 
     def __init__(self, model: torch.nn.Module, config: TrialConfig, device: torch.device,
-                 input_shape: tuple[int, ...], call: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        if call is not None and config.compile != "none":
-            raise ValueError("a batched forward (call) is never compiled")
+                 input_shape: tuple[int, ...]) -> None:
         self.model = model
-        self.call = model if call is None else call
         self.batch = input_shape[0]  # the one batch size that runs compiled
         self.device_type = torch.device(device).type
         self.bf16 = config.precision == "bf16"
@@ -91,7 +84,7 @@ class TrainForward:
             self.compiled = torch.compile(model, mode=config.compile, dynamic=False)
 
     def __call__(self, x: torch.Tensor, eager: bool = False) -> torch.Tensor:
-        fn = self.call
+        fn = self.model
         if self.compiled is not None and not eager and x.shape[0] == self.batch:
             fn = self.compiled
             if self.cuda_graphs:  # a new iteration: the graphs' previous outputs may be overwritten

@@ -12,8 +12,8 @@ A fused member is not bit for bit the same trial run alone: the batched kernels 
 early training amplifies such rounding (tests/test_fused.py states the tolerance that holds). So a study
 fuses only when asked (`study --fuse auto|K`; the default is off), and each fused trial's metrics.json,
 registry row and trials.csv row name the trials it was fused with.
-Supported: trials that differ only in FUSABLE settings, uncompiled (see `fusable`), run to their end (no
-pause at rungs), in fp32 or bf16 on any device.
+Supported: trials that differ only in FUSABLE settings, in fp32 and uncompiled (see `fusable`: autocast does
+not reach vmapped operations), run to their end (no pause at rungs), on any device.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from ablate.errors import AblateError
 from ablate.spec.trial_config import TrialConfig, fusable
 from ablate.train.telemetry import GradTelemetry
 from ablate.train.result import TrialResult
@@ -44,17 +45,16 @@ class FusedModel:
                  input_shape: tuple[int, ...]) -> None:
         from torch.func import functional_call, stack_module_state, vmap
 
-        from ablate.train.forward import TrainForward
-
+        why = fusable(configs)
+        if why:
+            raise AblateError(f"cannot fuse these trials: {why}")
         members = [m.to(device).train() for m in models]
         params, self.buffers = stack_module_state(members)
         self.params = {name: p.detach().clone() for name, p in params.items()}
         shell = copy.deepcopy(members[0]).to("meta")  # the architecture, without storage, for functional_call
         self.view = members[0]  # a real module to evaluate one member at a time (its state is loaded each time)
-        batched = vmap(lambda p, b, x: functional_call(shell, (p, b), (x,)), in_dims=(0, 0, 0))
-        cfg = configs[0]  # precision is shared (not FUSABLE); compile is refused by `fusable`
-        self.forward = TrainForward(shell, cfg, device, input_shape, call=lambda x: batched(self.params, self.buffers, x))
-        self.view_forward = TrainForward(self.view, cfg, device, input_shape)  # telemetry's pass, in the same precision
+        self.batched = vmap(lambda p, b, x: functional_call(shell, (p, b), (x,)), in_dims=(0, 0, 0))
+        cfg = configs[0]  # fp32 and uncompiled (see `fusable`)
         self.k = len(configs)
         # Each member's learning rate at every step (its schedule and warm-up), one row per step.
         total = cfg.total_steps()
@@ -74,17 +74,18 @@ class FusedModel:
         for p in self.params.values():
             p.requires_grad_(True)
             p.grad = None
-        logits = self.forward(x)
+        logits = self.batched(self.params, self.buffers, x)
         losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.k, -1).mean(1)
         losses.sum().backward()  # members share no parameter: each gradient is its own loss's
         if labels and self.telemetry is not None:
             for m in record:
                 self._record_telemetry(m, x[m], labels)
-        self._update(step)
+        self.update(step)
         return losses.detach()
 
-    def _update(self, step: int) -> None:
-        """torch.optim.SGD's update, with each member's own rate, momentum and weight decay as vectors."""
+    def update(self, step: int) -> None:
+        """Step `step`'s update from the gradients the stacked parameters hold: torch.optim.SGD's, with each member's
+        own scheduled rate, momentum and weight decay as vectors (Nesterov is shared)."""
         lr = self.rates[step]
         with torch.no_grad():
             for name, p in self.params.items():
@@ -112,7 +113,7 @@ class FusedModel:
         telemetry.arm()
         try:
             with torch.no_grad():
-                self.view_forward(x, eager=True)
+                view(x)
         finally:
             telemetry.disarm()
         for (name, w) in view.named_parameters():
@@ -136,9 +137,7 @@ class FusedModel:
 def run_fused(configs: list[TrialConfig], *, device: str | torch.device | None = None,
               data_dir: str | os.PathLike | None = None, keep_best_state: bool = False) -> list[TrialResult]:
     """Train `configs` (see `fusable`) together; one TrialResult per config, in order."""
-    from ablate.errors import AblateError
-
-    why = fusable(configs)
+    why = fusable(configs)  # before any data is loaded (FusedModel checks again, for other callers)
     if why:
         raise AblateError(f"cannot fuse these trials: {why}")
     return TrainingLoop(configs, FusedModel, device=device, data_dir=data_dir, keep_best_state=keep_best_state).run()

@@ -73,8 +73,8 @@ class SingleModel:
     scheduled rate set before each step) on the forward pass TrainForward runs (fp32 or bf16, eager or compiled).
 
     The interface the loop trains through (FusedModel has the same): `memory_format`, `telemetry` (one
-    GradTelemetry per member, or None), `train_step`, `current`, `snapshot`, `load`; for pausing, `state` and
-    `restore`."""
+    GradTelemetry per member, or None), `train_step` (forward, backward, `update`), `current`, `snapshot`, `load`;
+    for pausing, `state` and `restore`."""
 
     def __init__(self, models: list[torch.nn.Module], configs: list[TrialConfig], device: torch.device,
                  input_shape: tuple[int, ...]) -> None:
@@ -99,9 +99,6 @@ class SingleModel:
         """One update on each member's batch (xs[m], ys[m]); telemetry `labels` are recorded for the members in
         `record`. Returns each member's loss, on the device."""
         (x,), (y,) = xs, ys
-        if self.rates is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.rates[step]
         telemetry = self.telemetry[0] if labels and record else None
         if telemetry is not None:
             telemetry.arm()
@@ -116,8 +113,15 @@ class SingleModel:
         loss.backward()
         if telemetry is not None:
             telemetry.record(labels)
-        self.optimizer.step()
+        self.update(step)
         return loss.detach()
+
+    def update(self, step: int) -> None:
+        """Step `step`'s SGD update from the gradients the parameters hold, at the scheduled rate."""
+        if self.rates is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.rates[step]
+        self.optimizer.step()
 
     def current(self, member: int) -> torch.nn.Module:
         """A module holding the member's weights as they are now (to evaluate)."""
