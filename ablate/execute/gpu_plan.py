@@ -142,12 +142,11 @@ CHILD = "import sys, json; from ablate.execute.gpu_plan import _child; _child(js
 def _child(job: dict[str, Any]) -> None:
     """One trial-shaped training loop on random data: warm up (and compile), say ready, wait for go, time."""
     import torch
-    import torch.nn.functional as F
 
     from ablate.execute.step_timer import time_steps
-    from ablate.train.forward import TrainForward
     from ablate.models.resnet import build_model, model_kwargs
     from ablate.train.device import deterministic_cuda, torch_threads
+    from ablate.train.loop import SingleModel
 
     cfg, device, c = TrialConfig.from_dict(job["config"]), torch.device(job["device"]), job["in_channels"]
     if device.type == "cuda":
@@ -155,16 +154,12 @@ def _child(job: dict[str, Any]) -> None:
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build_model(cfg.family, cfg.depth, **model_kwargs(cfg), in_channels=c).to(device, memory_format=fmt).train()
     shape = (cfg.batch_size, c, cfg.image_size, cfg.image_size)
-    forward = TrainForward(model, cfg, device, shape)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=cfg.momentum)
+    trainer = SingleModel([model], [cfg], device, shape)  # the training loop's own step (precision, compile)
     x = torch.randn(shape, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, shape[:1], device=device)
 
     def step() -> None:
-        loss = F.cross_entropy(forward(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        trainer.train_step([x], [y], 0, (), [])
 
     def ready() -> None:
         print("ready", flush=True)
