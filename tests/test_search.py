@@ -288,7 +288,8 @@ def test_fused_groups_are_fixed_by_the_plan_so_order_and_crashes_change_nothing(
 def test_a_fused_studys_trials_csv_marks_its_fused_rows(tmp_path):
     """Fusing changes a trial's numbers slightly, so a fused row names its partners (fused_with) in trials.csv and
     the registry, and no row of a fused run looks like the same trial's row run alone."""
-    study = parse_study({"description": "fuse marks", "base": {**BASE, "epochs": 1, "eval_every": 3},
+    base = {**BASE, "train_size": 64, "dev_size": 32, "test_size": 32, "image_size": 8, "epochs": 1, "eval_every": 2}
+    study = parse_study({"description": "fuse marks", "base": base,
                          "factors": {"residual": {"values": [True, False]}}, "seeds": [0, 1]}, source="test")
     drive(study, tmp_path / "fused", fuse=2)
     drive(study, tmp_path / "alone")
