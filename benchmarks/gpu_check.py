@@ -37,14 +37,13 @@ from ablate.spec.trial_config import TrialConfig
 BATCH = 64
 
 CHILD = r"""
-import json, sys, time
+import json, sys
 sys.path.insert(0, {root!r})
 from ablate.spec.trial_config import TrialConfig
-from ablate.train.loop import run_trial
-cfg = TrialConfig.from_dict(json.loads({cfg!r}))
-stamps = {{}}
-run_trial(cfg, device={device!r}, progress=lambda s, t: stamps.__setitem__(s, time.perf_counter()))
-print(json.dumps({{"first": stamps[2], "last": stamps[max(stamps)], "steps": max(stamps) - 2}}))
+sys.path.insert(0, {here!r})
+from gpu_check import timed_loop
+times = timed_loop([TrialConfig.from_dict(json.loads({cfg!r}))], {device!r})
+print(json.dumps({{"first": times.start, "last": times.end, "steps": times.steps}}))
 """
 
 
@@ -65,15 +64,22 @@ def variant_name(precision: str, compile_mode: str) -> str:
     return f"one trial, {precision} " + ("eager" if compile_mode == "none" else f"compiled {compile_mode}")
 
 
-def one_trial(cfg: TrialConfig, device: str) -> float:
-    """img/s from the end of step 2 to the end of the last step: step 1 (telemetry, eager) and step 2 (the
-    compile, when compiled) are not timed."""
-    from ablate.train.loop import run_trial
+def timed_loop(configs: list[TrialConfig], device: str):
+    """The training loop's steps (one trial, or the configs fused) timed as one span by the one step timer, as a
+    study runs them; steps 1 (telemetry, eager) and 2 (the compile, when compiled) are not timed."""
+    from ablate.execute.step_timer import time_steps
+    from ablate.train.device import torch_threads
+    from ablate.train.fused import FusedModel
+    from ablate.train.loop import SingleModel, TrainingLoop
 
-    stamps: dict[int, float] = {}
-    run_trial(cfg, device=device, progress=lambda s, t: stamps.__setitem__(s, time.perf_counter()))
-    last = max(stamps)
-    return BATCH * (last - 2) / (stamps[last] - stamps[2])
+    with torch_threads(configs[0].threads):
+        loop = TrainingLoop(configs, SingleModel if len(configs) == 1 else FusedModel, device=device).prepare()
+        return time_steps(loop.step, configs[0].total_steps() - 2, warmup=2, device=device, each=False)
+
+
+def one_trial(cfg: TrialConfig, device: str) -> float:
+    """img/s of one trial."""
+    return BATCH / timed_loop([cfg], device).mean
 
 
 def gpu_plan_rows(cfg: TrialConfig) -> list[tuple[str, float]]:
@@ -89,8 +95,8 @@ def gpu_plan_rows(cfg: TrialConfig) -> list[tuple[str, float]]:
 
 def packed(cfg: TrialConfig, device: str, k: int) -> float:
     """K trial processes at once; img/s over the span in which all of them were training."""
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), cfg=json.dumps(cfg.replace(seed=s).to_dict()),
-                                                                  device=device)],
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), here=str(ROOT / "benchmarks"),
+                                                                  cfg=json.dumps(cfg.replace(seed=s).to_dict()), device=device)],
                               stdout=subprocess.PIPE, text=True) for s in range(k)]
     out = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     if any(p.returncode for p in procs):
@@ -100,10 +106,8 @@ def packed(cfg: TrialConfig, device: str, k: int) -> float:
 
 
 def fused(cfg: TrialConfig, device: str, k: int) -> float:
-    from ablate.train.fused import run_fused
-
-    results = run_fused([cfg.replace(seed=s) for s in range(k)], device=device)
-    return k * BATCH * cfg.total_steps() / results[0].train_seconds
+    """img/s of k trials fused into one model."""
+    return k * BATCH / timed_loop([cfg.replace(seed=s) for s in range(k)], device).mean
 
 
 def study_seconds(device: str) -> str:

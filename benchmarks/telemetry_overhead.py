@@ -20,28 +20,29 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from ablate.models.registry import ModelSpec
+from ablate.execute.step_timer import time_steps
 from ablate.models.resnet import build_model
-from ablate.train.loop import GradTelemetry, run_trial
+from ablate.train.device import torch_threads
+from ablate.train.loop import run_trial
+from ablate.train.telemetry import GradTelemetry
 from ablate.spec.trial_config import TrialConfig
 
 
 def component_seconds(threads: int, reps: int = 15) -> tuple[float, float]:
-    """(median seconds of a plain forward+backward, median extra seconds a recorded step adds)."""
-    torch.set_num_threads(threads)
+    """(median seconds of a plain forward+backward, median extra seconds a recorded step adds), both timed by
+    the one step timer (ablate.execute.step_timer)."""
     torch.manual_seed(0)
     model = build_model(ModelSpec("imagenet", 18)).to(memory_format=torch.channels_last).train()
     x = torch.randn(64, 1, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (64,))
     telemetry = GradTelemetry(model)
 
-    def step(record: bool) -> float:
-        start = time.perf_counter()
+    def step(record: bool) -> None:
         if record:
             telemetry.arm()
         logits = model(x)
@@ -51,15 +52,11 @@ def component_seconds(threads: int, reps: int = 15) -> tuple[float, float]:
         F.cross_entropy(logits, y).backward()
         if record:
             telemetry.record((0,))
-        return time.perf_counter() - start
 
-    for _ in range(3):
-        step(False), step(True)
-    plain, recorded = [], []
-    for _ in range(reps):
-        plain.append(step(False))
-        recorded.append(step(True))
-    return statistics.median(plain), statistics.median(r - p for r, p in zip(recorded, plain))
+    with torch_threads(threads):
+        plain = time_steps(lambda: step(False), reps, warmup=3).median
+        recorded = time_steps(lambda: step(True), reps, warmup=3).median
+    return plain, recorded - plain
 
 
 def main() -> None:

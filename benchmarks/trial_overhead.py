@@ -1,9 +1,11 @@
 """Trial runner's training step vs a bare PyTorch loop: same model, data, batch and threads, one process.
 
-Both sides train ResNet18 on the same in-memory MNIST subset; each repetition times steps 2..N
-(the first step pays one-off allocation). Repetitions alternate runner/bare so drift hits both.
-Prints the median seconds per step of each and their ratio (target <= 1.05), and the ratio of the fastest
-repetitions, the one to read on a machine shared with other jobs.
+Both sides train ResNet18 on the same in-memory MNIST subset, and both are timed by the one step timer
+(ablate.execute.step_timer): the runner's step is the shared training loop's (ablate.train.loop.TrainingLoop.step,
+the step every single and fused trial takes), the bare side a hand-written step; the first step pays one-off
+allocation and is not timed. Repetitions alternate runner/bare so drift hits both. Prints the median seconds
+per step of each and their ratio (target <= 1.05), and the ratio of the fastest repetitions, the one to read on
+a machine shared with other jobs.
 
 With a recipe (--schedule, --warmup-steps, --augment, --nesterov) the bare loop does the same work: it sets
 the scheduled learning rate before each step and augments each batch with the same on-device Augmenter.
@@ -15,28 +17,28 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from ablate.data.splits import load_splits
+from ablate.execute.step_timer import time_steps
 from ablate.models.resnet import build_model
 from ablate.train.augment import Augmenter
 from ablate.spec.trial_config import TrialConfig
-from ablate.train.loop import run_trial
-from ablate.train.device import seed_everything
+from ablate.train.loop import TrainingLoop
+from ablate.train.device import seed_everything, torch_threads
 
 
 def time_runner(cfg: TrialConfig) -> float:
-    stamps: dict[int, float] = {}
-    run_trial(cfg, progress=lambda step, total: stamps.__setitem__(step, time.perf_counter()))
-    last = max(stamps)
-    return (stamps[last] - stamps[1]) / (last - 1)
+    """Median seconds of the training loop's step (steps 2 .. N of one epoch)."""
+    with torch_threads(cfg.threads):
+        loop = TrainingLoop([cfg]).prepare()
+        return time_steps(loop.step, cfg.total_steps() - 1, warmup=1).median
 
 
 def time_bare(cfg: TrialConfig) -> float:
-    torch.set_num_threads(cfg.threads)
+    """Median seconds of a hand-written step on the same data (steps 2 .. N of one epoch)."""
     splits = load_splits(cfg.dataset, None, cfg.train_size, cfg.dev_size, cfg.test_size, seed=cfg.data_seed)
     seed_everything(cfg.seed)
     model = build_model(cfg.model, splits.in_channels, splits.num_classes)
@@ -44,28 +46,28 @@ def time_bare(cfg: TrialConfig) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     x = splits.train.x.contiguous(memory_format=torch.channels_last)
     y = splits.train.y
-    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))
     rates = cfg.learning_rates()
     augment = None if cfg.augment == "none" else Augmenter(
         cfg.augment, [-m / s for m, s in zip(splits.mean, splits.std)], torch.device("cpu"), cfg.seed)
-    stamps = []
-    step = 0
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(y), generator=gen)
-        for start in range(0, len(y), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            batch = x[idx] if augment is None else augment(x[idx])
-            if rates is not None:
-                for group in opt.param_groups:
-                    group["lr"] = rates[step]
-            step += 1
-            loss = F.cross_entropy(model(batch), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss.item()
-            stamps.append(time.perf_counter())
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    done = [0]
+
+    def step() -> None:  # one epoch: the benchmark's training subset is exactly its steps' batches
+        start = done[0] * cfg.batch_size
+        idx = order[start:start + cfg.batch_size]
+        batch = x[idx] if augment is None else augment(x[idx])
+        if rates is not None:
+            for group in opt.param_groups:
+                group["lr"] = rates[done[0]]
+        done[0] += 1
+        loss = F.cross_entropy(model(batch), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss.item()
+
+    with torch_threads(cfg.threads):
+        return time_steps(step, cfg.total_steps() - 1, warmup=1).median
 
 
 def main() -> None:

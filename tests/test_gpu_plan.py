@@ -142,4 +142,9 @@ def test_the_dry_run_prints_the_gpu_plan_and_says_nothing_was_measured_without_a
                                       "--budget", "smoke"])
     assert result.exit_code == 0, result.output
     assert "GPU plan: no GPU; 2 trials at a time on the CPU, 1 core(s) each (not measured: no GPU)" in result.output
-    assert "  fusing: auto: not fused on a CPU" in result.output
+    # fusing changes a trial's numbers, so it is off unless asked for
+    assert "  fusing: off: every trial trains alone (the default;" in result.output
+    asked = CliRunner().invoke(app, ["study", "residual-ablation", "--dry-run", "--dataset", "digits", "--cpus", "2",
+                                     "--budget", "smoke", "--fuse", "auto"])
+    assert asked.exit_code == 0, asked.output
+    assert "  fusing: auto: not fused on a CPU" in asked.output

@@ -191,7 +191,7 @@ def test_batchnorm_statistics_are_estimated_from_the_images_and_then_restored():
 
 def test_recalibrated_lesions_score_each_lesioned_net_with_statistics_from_the_training_images(run_dir, lesions):
     from ablate.probes.lesion import load_trial
-    from ablate.train.loop import _evaluate
+    from ablate.train.loop import evaluate
 
     rows = lesion_trial(folder_of(run_dir, False), recalibrate=True)
     assert rows[0] == {**lesions[False][0], "recalibrated": False}  # the intact check keeps the trained statistics
@@ -201,7 +201,7 @@ def test_recalibrated_lesions_score_each_lesioned_net_with_statistics_from_the_t
     for i in (0, 4):  # a same-shape block and the first downsampling one, by hand
         with dropped(blocks[i][1]), kept_statistics(trial.model):
             estimate_statistics(trial.model, trial.splits.train.x.contiguous(memory_format=trial.memory_format))
-            acc = _evaluate(trial.model, trial.splits.test.x, trial.splits.test.y, trial.memory_format)[0]
+            acc = evaluate(trial.model, trial.splits.test.x, trial.splits.test.y, trial.memory_format)[0]
         assert rows[1 + i]["lesioned_acc"] == pytest.approx(acc)
     # the comparison can fail: re-estimated statistics change what a plain net's lesions cost
     assert any(r["lesioned_acc"] != q["lesioned_acc"] for r, q in zip(rows[1:], lesions[False][1:]))

@@ -245,12 +245,14 @@ def test_the_reports_protocol_states_the_recipe(tmp_path):
     assert "not converged" not in line and "no data augmentation" not in line
 
 
-def test_trials_with_a_recipe_are_never_fused():
+def test_trials_with_a_recipe_fuse_but_only_with_the_same_recipe():
+    """Fused members train through the shared loop (ablate.train.loop): a recipe fuses; members must share it."""
     from ablate.spec.trial_config import fusable
 
     base = TrialConfig(**TINY, lr=0.05, momentum=0.9)
     assert fusable([base, base.replace(seed=1)]) is None
     for change in (dict(schedule="cosine"), dict(warmup_steps=2), dict(nesterov=True), dict(augment="crop")):
         cfg = base.replace(**change)
-        why = fusable([cfg, cfg.replace(seed=1)])
-        assert why is not None and next(iter(change)) in why, change
+        assert fusable([cfg, cfg.replace(seed=1, lr=0.02)]) is None, change
+        why = fusable([base, cfg.replace(seed=1)])
+        assert why is not None and f"differ in {next(iter(change))}" in why, change

@@ -3,6 +3,8 @@
 TrialPlans run in this process through the same function the Ray workers call (run_work), in
 orders chosen by the test, so the results can be shown not to depend on that order.
 """
+import csv
+import io
 import json
 
 import optuna
@@ -247,3 +249,23 @@ def test_fused_groups_are_fixed_by_the_plan_so_order_and_crashes_change_nothing(
             assert partner and len(partner) == 1
     # 2 arms x (2 tuning rounds + 2 confirm groups): 8 Ray trials instead of 14 single ones
     assert straight == 8 and len(rows) == 14
+
+
+def test_a_fused_studys_trials_csv_marks_its_fused_rows(tmp_path):
+    """Fusing changes a trial's numbers slightly, so a fused row names its partners (fused_with) in trials.csv and
+    the registry, and no row of a fused run looks like the same trial's row run alone."""
+    base = {**BASE, "train_size": 64, "dev_size": 32, "test_size": 32, "image_size": 8, "epochs": 1, "eval_every": 2}
+    study = parse_study({"description": "fuse marks", "base": base,
+                         "factors": {"residual": {"values": [True, False]}}, "seeds": [0, 1]}, source="test")
+    drive(study, tmp_path / "fused", fuse=2)
+    drive(study, tmp_path / "alone")
+    fused, alone = ({r["trial_id"]: r for r in read_registry(tmp_path / name)} for name in ("fused", "alone"))
+    assert fused.keys() == alone.keys() and len(fused) == 4  # the same trials, under the same ids
+    for trial_id, row in fused.items():
+        partner = row["fused_with"]
+        assert len(partner) == 1 and fused[partner[0]]["fused_with"] == [trial_id]
+        assert fused[partner[0]]["arm"] == row["arm"] and alone[trial_id]["fused_with"] is None
+    tables = {name: list(csv.DictReader(io.StringIO(csv_of(study, tmp_path / name)))) for name in ("fused", "alone")}
+    for f, a in zip(tables["fused"], tables["alone"]):
+        assert f["trial_id"] == a["trial_id"] and f["fused_with"] == " ".join(fused[f["trial_id"]]["fused_with"])
+        assert a["fused_with"] == "" and f != a

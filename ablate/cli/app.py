@@ -263,7 +263,7 @@ def study(
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user@host/db (default: optuna.db in the run folder)."),
     retries: int = typer.Option(1, help="Times a failed trial is retried; then a failure its config raised on every attempt is its result (error), anything else (worker died, disk full, ...) stops the study (exit 3) for --resume."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files (curves, hyper-parameters) to RUN/tensorboard."),
-    fuse: str = typer.Option("auto", help="Train trials that differ only in seed/lr/momentum/weight decay as one model batched over them: auto (on a GPU when measured faster, never on a CPU), off, or the members per model."),
+    fuse: str = typer.Option("off", help="Train trials that differ only in seed/lr/momentum/weight decay as one model batched over them: off (the default: fusing changes a trial's numbers slightly), auto (on a GPU when measured faster, never on a CPU) or the members per model; fused trials are marked in trials.csv (fused_with)."),
 ) -> None:
     """Run a study: per-arm search in reproducible rounds (Optuna TPE through Ray Tune, optional successive
     halving), then the best config of each arm over seeds."""

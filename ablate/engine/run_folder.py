@@ -21,12 +21,15 @@ from ablate.spec.study_spec import Study
 
 REGISTRY = "trials.jsonl"
 # What trials.csv shows of each trial: results only, so that two runs of one spec give identical files
-# (where, when and how fast a trial ran stay in trials.jsonl and the trial's metrics.json).
+# (where, when and how fast a trial ran stay in trials.jsonl and the trial's metrics.json). fused_with names the
+# trials a fused trial trained with (space-separated ids; blank: it trained alone): fusing changes a trial's
+# numbers slightly, so a fused row must never look like the same trial run alone.
 RESULT_COLUMNS = ["status", "best_dev_acc", "best_step", "steps", "test_acc", "test_loss", "final_test_acc",
-                  "final_test_loss", "scored_train_acc", "scored_train_loss", "final_train_loss", "dataset", "error"]
+                  "final_test_loss", "scored_train_acc", "scored_train_loss", "final_train_loss", "dataset", "error",
+                  "fused_with"]
 CSV_METRICS = ["status", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_test_acc", "final_test_loss",
                "scored_train_acc", "scored_train_loss", "final_train_loss", "train_seconds", "total_seconds", "steps", "dataset", "device", "node", "pid", "started_at",
-               "ended_at", "error"]
+               "ended_at", "error", "fused_with"]
 
 
 def registry_key(row: dict[str, Any]) -> tuple:
@@ -131,6 +134,8 @@ def trials_csv(study: Study, rows: list[dict[str, Any]]) -> str:
 
 
 def _blank(value: Any) -> Any:
+    if isinstance(value, list):  # fused_with
+        return " ".join(map(str, value))
     return "" if value is None else value
 
 

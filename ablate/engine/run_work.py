@@ -57,7 +57,8 @@ def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device:
 def run_works(works: list[TrialPlan], run_dir: str | Path, data_dir: str | None, device: str = "cpu",
               where: dict[str, Any] | None = None, keep_stages: tuple[str, ...] = ("confirm", "grid")) -> list:
     """One TrialPlan alone, or the members of a fused group as one model (ablate.train.fused): each member's trial folder
-    is the one it would have written alone, with the ids of the trials it was fused with."""
+    holds the files it would write alone (not the same numbers: fusing rounds differently) and, as fused_with in
+    metrics.json (and so in the registry and trials.csv), the ids of the trials it was fused with."""
     if len(works) == 1:
         return [run_work(works[0], run_dir, data_dir, device, where, keep=works[0].stage in keep_stages)]
     from ablate.train.fused import run_fused

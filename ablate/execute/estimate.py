@@ -9,7 +9,6 @@ paused at a rung while a round runs.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 from ablate.spec.trial_config import TrialConfig
@@ -98,32 +97,20 @@ def _model(cfg: TrialConfig):
 
 def _seconds_per_step(cfg: TrialConfig) -> float:
     import torch
-    import torch.nn.functional as F
 
-    from ablate.train.forward import TrainForward
+    from ablate.execute.step_timer import time_steps
+    from ablate.train.device import torch_threads
+    from ablate.train.loop import SingleModel
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.threads))
-    try:
-        model, in_channels, classes = _model(cfg)
-        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        model = model.to(memory_format=memory_format).train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        x = torch.randn(cfg.batch_size, in_channels, cfg.image_size, cfg.image_size).contiguous(memory_format=memory_format)
-        y = torch.randint(0, classes, (cfg.batch_size,))
-        # The trial's precision; eager even for a compiled trial (a compile here would cost more than it tells).
-        forward = TrainForward(model, cfg.replace(compile="none"), torch.device("cpu"), tuple(x.shape))
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            loss = F.cross_entropy(forward(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            times.append(time.perf_counter() - t0)
-        return sorted(times[2:])[1]  # the median of the last three: the first steps pay one-off costs
-    finally:
-        torch.set_num_threads(threads)
+    model, in_channels, classes = _model(cfg)
+    shape = (cfg.batch_size, in_channels, cfg.image_size, cfg.image_size)
+    # The training loop's own step, in the trial's precision; eager even for a compiled trial (a compile here
+    # would cost more than it tells).
+    trainer = SingleModel([model], [cfg.replace(compile="none")], torch.device("cpu"), shape)
+    x = torch.randn(shape).contiguous(memory_format=trainer.memory_format)
+    y = torch.randint(0, classes, (cfg.batch_size,))
+    with torch_threads(max(1, cfg.threads)):
+        return time_steps(lambda: trainer.train_step([x], [y], 0, (), []), steps=3, warmup=2).median
 
 
 def _state_bytes(cfg: TrialConfig) -> int:

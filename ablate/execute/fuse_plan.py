@@ -1,13 +1,14 @@
-"""Whether a study fuses trials (`--fuse auto|off|K`), and the step-time measurement `auto` decides by.
+"""Whether a study fuses trials (`--fuse off|auto|K`, off by default), and the step-time measurement `auto`
+decides by.
 
-Fused trials (ablate.train.fused) train K trials that share one architecture as one model batched over K. On a
-CPU that was measured slower than running the members in turn, so `auto` never fuses there; on a GPU it fuses
-when one step of K fused members is measured faster than the chosen number of separate trials.
+Fused trials (ablate.train.fused) train K trials that share one architecture as one model batched over K. A
+fused member's numbers are not those of the same trial run alone (the batched kernels round differently and
+training amplifies it), so fusing is never the default: `off` trains every trial alone, and a study fuses only
+when asked, its fused trials marked in trials.csv (`fused_with`). `auto` never fuses on a CPU (measured slower
+than running the members in turn); on a GPU it fuses when one step of K fused members is measured faster than
+the chosen number of separate trials, so whether it fuses depends on the machine.
 """
 from __future__ import annotations
-
-import copy
-import time
 
 from ablate.engine.resources import Resources
 from ablate.errors import AblateError
@@ -16,6 +17,8 @@ from ablate.spec.trial_config import TrialConfig
 
 
 FUSE_MEMBERS = 4  # members per fused group when `--fuse auto` decides to fuse
+OFF = ("off: every trial trains alone (the default; --fuse auto or K trains trials batched as one model, faster on a "
+       "GPU but with slightly different numbers, marked in trials.csv's fused_with column)")
 
 
 def fuse_plan(option: str, res: Resources, spec: Study, table: dict[int, float] | None = None,
@@ -31,7 +34,7 @@ def fuse_plan(option: str, res: Resources, spec: Study, table: dict[int, float] 
         tuning = ("; tuning trials are not fused: halving pauses them at rungs with a checkpoint each, so only "
                   "confirm and grid trials are")
     if option == "off":
-        return 1, "off"
+        return 1, OFF
     if option != "auto" and not option.isdigit():
         raise AblateError(f"--fuse must be auto, off or a number of members (2 or more), got {option!r}")
     if option.isdigit() and int(option) < 2:
@@ -66,58 +69,30 @@ def fuse_plan(option: str, res: Resources, spec: Study, table: dict[int, float] 
                f"({fused * 1e3:.1f} ms a step), {gain:.2f}x {against}")
 
 
-def measure(config: TrialConfig, k: int, device: str, steps: int = 6, *, in_channels: int = 1,
+def measure(config: TrialConfig, k: int, device: str, steps: int = 4, *, in_channels: int = 1,
             num_classes: int = 10) -> tuple[float, float]:
     """Seconds per training step of one trial alone and of k fused members, on random data of the config's
-    shape (the median of the last steps; the first pay one-off costs): the trial's own model (every axis), for
-    `in_channels`-channel images of `num_classes` classes. What `study --fuse auto` decides by."""
-    import numpy as np
+    shape: the trial's own model (every axis), for `in_channels`-channel images of `num_classes` classes, through
+    the training loop's own steps (ablate.train.loop.SingleModel, ablate.train.fused.FusedModel), timed by
+    ablate.execute.step_timer. What `study --fuse auto` decides by."""
     import torch
-    import torch.nn.functional as F
-    from torch.func import functional_call, stack_module_state, vmap
 
+    from ablate.execute.step_timer import time_steps
     from ablate.models.resnet import build_model
+    from ablate.train.fused import FusedModel
+    from ablate.train.loop import SingleModel
 
     device = torch.device(device)
     shape = (config.batch_size, in_channels, config.image_size, config.image_size)
 
-    def timed(step) -> float:
-        times = []
-        for _ in range(steps):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        return float(np.median(times[2:]))
-
     def make():
         return build_model(config.model, in_channels, num_classes).to(device)
 
-    single = make().train()
-    opt = torch.optim.SGD(single.parameters(), lr=0.01)
+    single = SingleModel([make()], [config], device, shape)
+    fused = FusedModel([make() for _ in range(k)], [config.replace(seed=config.seed + i) for i in range(k)], device,
+                       shape)
     x, y = torch.randn(shape, device=device), torch.randint(0, num_classes, shape[:1], device=device)
-
-    def one():
-        loss = F.cross_entropy(single(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    params, buffers = stack_module_state([make().train() for _ in range(k)])
-    params = {n: p.detach().requires_grad_() for n, p in params.items()}
-    shell = copy.deepcopy(single).to("meta")
-    batched = vmap(lambda p, b, xx: functional_call(shell, (p, b), (xx,)), in_dims=(0, 0, 0))
-    xs, ys = x.expand(k, *shape).contiguous(), y.expand(k, -1).reshape(-1)
-
-    def fused():
-        loss = F.cross_entropy(batched(params, buffers, xs).flatten(0, 1), ys)
-        loss.backward()
-        with torch.no_grad():
-            for p in params.values():
-                p.sub_(0.01 * p.grad)
-                p.grad = None
-
-    return timed(one), timed(fused)
+    one = x.contiguous(memory_format=single.memory_format)
+    alone = time_steps(lambda: single.train_step([one], [y], 0, (), []), steps, device=device)
+    together = time_steps(lambda: fused.train_step([x] * k, [y] * k, 0, (), []), steps, device=device)
+    return alone.median, together.median

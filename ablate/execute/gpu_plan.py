@@ -141,44 +141,33 @@ CHILD = "import sys, json; from ablate.execute.gpu_plan import _child; _child(js
 def _child(job: dict[str, Any]) -> None:
     """One trial-shaped training loop on random data: warm up (and compile), say ready, wait for go, time."""
     import torch
-    import torch.nn.functional as F
 
-    from ablate.train.forward import TrainForward
+    from ablate.execute.step_timer import time_steps
     from ablate.models.resnet import build_model
-    from ablate.train.device import deterministic_cuda
+    from ablate.train.device import deterministic_cuda, torch_threads
+    from ablate.train.loop import SingleModel
 
     cfg, device, c = TrialConfig.from_dict(job["config"]), torch.device(job["device"]), job["in_channels"]
-    torch.set_num_threads(max(1, cfg.threads))
     if device.type == "cuda":
         deterministic_cuda()
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build_model(cfg.model, c).to(device, memory_format=fmt).train()
     shape = (cfg.batch_size, c, cfg.image_size, cfg.image_size)
-    forward = TrainForward(model, cfg, device, shape)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=cfg.momentum)
+    trainer = SingleModel([model], [cfg], device, shape)  # the training loop's own step (precision, compile)
     x = torch.randn(shape, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, shape[:1], device=device)
 
     def step() -> None:
-        loss = F.cross_entropy(forward(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        trainer.train_step([x], [y], 0, (), [])
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    def ready() -> None:
+        print("ready", flush=True)
+        sys.stdin.readline()
 
-    for _ in range(job["warmup"]):
-        step()
-    sync()
-    print("ready", flush=True)
-    sys.stdin.readline()
-    t0 = time.perf_counter()
-    for _ in range(job["steps"]):
-        step()
-    sync()
-    print(json.dumps({"t0": t0, "t1": time.perf_counter()}), flush=True)
+    # Warm-up (and compile), ready, go, then the steps as one span unsynchronised between steps, as a trial runs.
+    with torch_threads(max(1, cfg.threads)):
+        times = time_steps(step, job["steps"], job["warmup"], device, each=False, ready=ready)
+    print(json.dumps({"t0": times.start, "t1": times.end}), flush=True)
 
 
 def measure_count(cfg: TrialConfig, in_channels: int, device: str, count: int, steps: int = 30,

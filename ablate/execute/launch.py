@@ -72,7 +72,7 @@ def _visible_gpus() -> int:
 
 def prepare(name: str | None, resume: Path | None, *, budget: str | None, dataset: str | None, out: Path | None,
             data_dir: Path | None, cpus: int | None, gpus: int | None, gpus_per_trial: float | None,
-            address: str | None, storage: str | None, retries: int, fuse: str = "auto",
+            address: str | None, storage: str | None, retries: int, fuse: str = "off",
             sampler_seed: int | None = None) -> Launch:
     """Read and check everything; write nothing."""
     from ablate.data.splits import load_splits

@@ -35,7 +35,8 @@ import torch
 from ablate.probes import measurements as probes
 from ablate.errors import AblateError
 from ablate.probes.lesion import load_trial
-from ablate.train.loop import _evaluate, model_for
+from ablate.train.device import torch_threads
+from ablate.train.loop import evaluate, model_for
 
 LANDSCAPE_IMAGES = 128
 LANDSCAPE_POINTS = 41
@@ -119,20 +120,16 @@ def diagnose_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None
                    device: str | torch.device | None = None, landscape_2d: bool = False,
                    ) -> tuple[dict[str, list[dict]], dict[str, float], list[str]]:
     """Every diagnostic of one trial folder: (rows per table, seconds per diagnostic, notes on what was left out)."""
-    threads = torch.get_num_threads()
-    try:
-        return _diagnose_trial(Path(folder), data_dir, device, landscape_2d)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _diagnose_trial(folder: Path, data_dir, device, landscape_2d: bool):
+    folder = Path(folder)
     has_weights = (folder / "weights.pt").is_file()
     t0 = time.perf_counter()
     trial = load_trial(folder, data_dir, device=device, weights=has_weights)
-    if trial.cfg.threads:
-        # The trial's own thread count (1 in a study): two threads on two busy cores can be many times slower.
-        torch.set_num_threads(trial.cfg.threads)
+    # The trial's own thread count (1 in a study): two threads on two busy cores can be many times slower.
+    with torch_threads(trial.cfg.threads):
+        return _diagnose_trial(folder, trial, has_weights, t0, landscape_2d)
+
+
+def _diagnose_trial(folder: Path, trial, has_weights: bool, t0: float, landscape_2d: bool):
     cfg, splits, dev, fmt = trial.cfg, trial.splits, trial.device, trial.memory_format
     train_x = splits.train.x.to(dev, memory_format=fmt)
     train_y = splits.train.y.to(dev)
@@ -164,7 +161,7 @@ def _diagnose_trial(folder: Path, data_dir, device, landscape_2d: bool):
     test_x, test_y = splits.test.x.to(dev), splits.test.y.to(dev)
 
     def score() -> float:
-        return _evaluate(model, test_x, test_y, fmt)[0]
+        return evaluate(model, test_x, test_y, fmt)[0]
 
     rows = timed("lesions_k", lambda: probes.k_lesions(model, score, LESION_SAMPLES,
                                                        np.random.default_rng(LESION_SEED), LESION_KS))

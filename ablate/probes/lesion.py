@@ -47,8 +47,8 @@ from ablate.probes.batchnorm import estimate_statistics, kept_statistics
 from ablate.engine.run_folder import read_metrics
 from ablate.train.trial_files import load_weights
 from ablate.spec.trial_config import TrialConfig
-from ablate.train.loop import _evaluate, model_for
-from ablate.train.device import recorded_device
+from ablate.train.loop import evaluate, model_for
+from ablate.train.device import recorded_device, torch_threads
 
 ROW_COLUMNS = ("block", "block_index", "block_type", "replacement", "recalibrated", "test_acc", "lesioned_acc", "drop",
                "changed")
@@ -136,16 +136,13 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
     the intact model's. With `recalibrate`, each lesioned model's BatchNorm statistics are re-estimated on the
     training images before it is scored (see the module docstring).
     """
-    threads_before = torch.get_num_threads()
-    try:
-        trial = load_trial(folder, data_dir, device=device)
-        if trial.cfg.threads:
-            torch.set_num_threads(trial.cfg.threads)
+    trial = load_trial(folder, data_dir, device=device)
+    with torch_threads(trial.cfg.threads):
         model = trial.model
         test_x, test_y = trial.splits.test.x.to(trial.device), trial.splits.test.y.to(trial.device)
 
         def score() -> tuple[float, torch.Tensor]:
-            acc, _, pred = _evaluate(model, test_x, test_y, trial.memory_format, predictions=True)
+            acc, _, pred = evaluate(model, test_x, test_y, trial.memory_format, predictions=True)
             return acc, torch.tensor(pred)
 
         train_x = trial.splits.train.x.to(trial.device, memory_format=trial.memory_format) if recalibrate else None
@@ -161,8 +158,6 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
                          "block_type": "downsampling" if reshapes(block) else "same-shape", "replacement": kind,
                          "recalibrated": recalibrate, "test_acc": intact, "lesioned_acc": acc, "drop": intact - acc,
                          "changed": float((pred != intact_pred).float().mean())})
-    finally:
-        torch.set_num_threads(threads_before)
     return rows
 
 

@@ -1,8 +1,10 @@
-"""Where and how reproducibly a trial runs: the device to rerun a recorded trial on, deterministic CUDA, seeds."""
+"""Where and how reproducibly a trial runs: the device to rerun a recorded trial on, deterministic CUDA, seeds,
+torch's thread count."""
 from __future__ import annotations
 
 import random
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -35,3 +37,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to `threads` inside the block and restored after it, however the block
+    ends (0 or None: left as it is). The one place ablate and its benchmarks set torch's threads."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

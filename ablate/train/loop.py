@@ -1,4 +1,12 @@
-"""One trial from one config: train, evaluate on dev, keep the best-dev weights, score on test.
+"""The training loop, one for a single trial and for trials fused into one model: prepare, step, evaluate, finish.
+
+`TrainingLoop` trains K members together: K = 1 is one trial (`run_trial`), K >= 2 are trials fused into one
+model (ablate.train.fused, `run_fused`). Everything but the model's forward pass and parameter update is the
+loop's and so the same for both: data and its per-member shuffling, seeds, torch's threads, the device,
+the learning-rate schedule per step, per-member augmentation, the divergence check, dev evaluations and the
+best-dev checkpoint, telemetry, pausing and continuing, timing, and the TrialResults. What holds and updates
+the weights is a *model* object: `SingleModel` here (torch's SGD through TrainForward: precision, compile), or
+`FusedModel` (the members stacked and batched by vmap, SGD applied per member).
 
 Knows nothing of Ray or Optuna: the study engine passes a `report` callback. A trial can stop
 after a given number of dev evaluations ("paused") and later continue from the checkpoint it
@@ -18,14 +26,14 @@ import torch.nn.functional as F
 from ablate.spec.trial_config import TrialConfig
 from ablate.errors import AblateError
 from ablate.train.telemetry import GradTelemetry
-from ablate.train.device import deterministic_cuda, seed_everything
+from ablate.train.device import deterministic_cuda, seed_everything, torch_threads
 from ablate.train.result import TrialResult
 
 
 CHECKPOINT_VERSION = 1
 
 
-def _evaluate(model, split_x, split_y, memory_format, batch: int = 500, predictions: bool = False):
+def evaluate(model, split_x, split_y, memory_format, batch: int = 500, predictions: bool = False):
     """(accuracy, mean loss) over a split already on the model's device; with predictions, also the
     predicted labels as a list."""
     model.eval()
@@ -59,6 +67,305 @@ def model_for(config: TrialConfig, splits) -> torch.nn.Module:
     return build_model(config.model, splits.in_channels, splits.num_classes)
 
 
+class SingleModel:
+    """One trial's weights and how a step updates them: torch's SGD (momentum, Nesterov, weight decay, the
+    scheduled rate set before each step) on the forward pass TrainForward runs (fp32 or bf16, eager or compiled).
+
+    The interface the loop trains through (FusedModel has the same): `memory_format`, `telemetry` (one
+    GradTelemetry per member, or None), `train_step` (forward, backward, `update`), `current`, `snapshot`, `load`;
+    for pausing, `state` and `restore`."""
+
+    def __init__(self, models: list[torch.nn.Module], configs: list[TrialConfig], device: torch.device,
+                 input_shape: tuple[int, ...]) -> None:
+        from ablate.train.forward import TrainForward
+
+        (model,), (config,) = models, configs
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=self.memory_format).train()
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+            nesterov=config.nesterov,
+        )
+        # The schedule is a function of the step, worked out once: a step only sets a number, and a continued
+        # trial resumes it from the step it restored.
+        self.rates = config.learning_rates()
+        # fp32 or bf16 autocast, eager or compiled (ablate.train.forward); evaluations always run the eager fp32 model.
+        self.forward = TrainForward(self.model, config, device, input_shape)
+        self.telemetry = [GradTelemetry(self.model)] if config.telemetry else None
+
+    def train_step(self, xs: list[torch.Tensor], ys: list[torch.Tensor], step: int, labels: tuple[int, ...],
+                   record: list[int]) -> torch.Tensor:
+        """One update on each member's batch (xs[m], ys[m]); telemetry `labels` are recorded for the members in
+        `record`. Returns each member's loss, on the device."""
+        (x,), (y,) = xs, ys
+        telemetry = self.telemetry[0] if labels and record else None
+        if telemetry is not None:
+            telemetry.arm()
+            try:
+                logits = self.forward(x, eager=True)  # its hooks read the block outputs: never through a compiled graph
+            finally:
+                telemetry.disarm()
+        else:
+            logits = self.forward(x)
+        loss = F.cross_entropy(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if telemetry is not None:
+            telemetry.record(labels)
+        self.update(step)
+        return loss.detach()
+
+    def update(self, step: int) -> None:
+        """Step `step`'s SGD update from the gradients the parameters hold, at the scheduled rate."""
+        if self.rates is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.rates[step]
+        self.optimizer.step()
+
+    def current(self, member: int) -> torch.nn.Module:
+        """A module holding the member's weights as they are now (to evaluate)."""
+        return self.model
+
+    def snapshot(self, member: int) -> dict[str, torch.Tensor]:
+        """A copy of the member's weights and buffers as they are now (the best-dev checkpoint)."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def load(self, member: int, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """A module holding `state`, a snapshot of the member (to score it)."""
+        self.model.load_state_dict(state)
+        return self.model
+
+    def state(self) -> dict[str, Any]:
+        return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict()}
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+
+
+class TrainingLoop:
+    """K >= 1 members trained in step: `prepare()`, then `step()` while `running`, `evaluate()` whenever `due`,
+    then `finish()` gives one TrialResult per member (`run()` does all of it, with torch's threads set to the
+    config's and restored after).
+
+    The members share everything but what `FUSABLE` lets differ (ablate.spec.trial_config): one data subset,
+    model shape, batch size and evaluation steps. Each member has its own initialisation, data order
+    (its seed), augmentation stream (its seed), learning rate per step, momentum and weight decay. A member
+    whose loss is not finite at an evaluation ends as "diverged"; the others go on. Only a single trial
+    (K = 1) pauses and continues (`stop_after_evals`, `resume`).
+    """
+
+    def __init__(self, configs: list[TrialConfig], model: type = SingleModel, *,
+                 device: str | torch.device | None = None, data_dir: str | os.PathLike | None = None,
+                 report: Callable[[dict[str, Any]], None] | None = None,
+                 progress: Callable[[int, int], None] | None = None, keep_best_state: bool = False,
+                 stop_after_evals: int | None = None, resume: dict[str, Any] | None = None) -> None:
+        if not configs:
+            raise ValueError("a training loop needs at least one config")
+        if len(configs) > 1 and (stop_after_evals is not None or resume is not None):
+            raise ValueError("fused trials run from start to end in one piece: they neither pause nor continue")
+        self.configs, self.config = list(configs), configs[0]
+        self.model_type = model
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.data_dir, self.report, self.progress = data_dir, report, progress
+        self.keep_best_state, self.stop_after_evals, self.resume = keep_best_state, stop_after_evals, resume
+
+    def run(self) -> list[TrialResult]:
+        with torch_threads(self.config.threads):
+            self.prepare()
+            while self.running:
+                self.step()
+                if self.due:
+                    self.evaluate()
+            return self.finish()
+
+    # --- prepare -----------------------------------------------------------------------------------
+    def prepare(self) -> "TrainingLoop":
+        """Data on the device, the members' models, generators and results; a continuation's state restored."""
+        from ablate.data.splits import load_splits
+        from ablate.train.augment import Augmenter
+
+        self.t_start = time.perf_counter()
+        cfg, device = self.config, self.device
+        if device.type == "cuda":
+            deterministic_cuda()
+        splits = load_splits(cfg.dataset, self.data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
+                             seed=cfg.data_seed, image_size=cfg.image_size)
+        self.batches = cfg.batches()
+        input_shape = (self.batches[0][1] - self.batches[0][0], *splits.train.x.shape[1:])
+        self.model = self.model_type([model_for(c, splits) for c in self.configs], self.configs, device, input_shape)
+        self.memory_format = fmt = self.model.memory_format
+        # Padding is black: the value a zero pixel has after the split's scaling. Each member its own stream.
+        fill = [-m / s for m, s in zip(splits.mean, splits.std)]
+        self.augment = [None if c.augment == "none" else Augmenter(c.augment, fill, device, c.seed)
+                        for c in self.configs]
+        # Every split lives on the device for the whole trial: no host copies inside the loop.
+        self.train_x = splits.train.x.to(device, memory_format=fmt)
+        self.train_y = splits.train.y.to(device)
+        self.dev_x, self.dev_y = splits.dev.x.to(device), splits.dev.y.to(device)
+        self.test_x, self.test_y = splits.test.x.to(device), splits.test.y.to(device)
+        self.steps_per_epoch = len(self.batches)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.eval_at = set(cfg.evaluation_steps())
+        self.shuffles = [torch.Generator().manual_seed(c.seed) for c in self.configs]
+        self.orders: list[torch.Tensor] = []
+        self.order_epoch = -1
+        # Losses stay on the device until an evaluation so the step never waits for a host sync.
+        self.loss_buf = torch.zeros(self.total_steps, len(self.configs), device=device)
+        self.results = [TrialResult(
+            status="ok", device=str(device), threads=torch.get_num_threads(),
+            best_dev_acc=-1.0, best_step=0, test_acc=float("nan"), test_loss=float("nan"),
+            final_train_loss=float("nan"), train_seconds=0.0, total_seconds=0.0, steps=0, **data_record(splits),
+        ) for _ in self.configs]
+        self.best: list[dict[str, torch.Tensor] | None] = [None] * len(self.configs)
+        self.live = list(range(len(self.configs)))  # members still training (not diverged)
+        self.checked = [0] * len(self.configs)  # steps whose losses were found finite, per member
+        self.steps, self.paused = 0, False
+        self.seconds_before = self.total_before = 0.0
+        if self.resume is not None:
+            self._restore(self.resume)
+        self.t_train = time.perf_counter()
+        return self
+
+    # --- step --------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.steps < self.total_steps and bool(self.live) and not self.paused
+
+    @property
+    def due(self) -> bool:
+        """The step just taken is followed by a dev evaluation."""
+        return self.steps in self.eval_at
+
+    def step(self) -> None:
+        """One training step of every member, each on its own batch (a diverged fused member trains on with
+        the others; nothing of it is read any more)."""
+        step = self.steps
+        epoch = step // self.steps_per_epoch
+        if epoch != self.order_epoch:
+            self.orders = [torch.randperm(len(self.train_y), generator=g).to(self.device) for g in self.shuffles]
+            self.order_epoch = epoch
+        start, end = self.batches[step % self.steps_per_epoch]
+        idx = [order[start:end] for order in self.orders]
+        xs = [self.train_x[i] if augment is None else augment(self.train_x[i], self.memory_format)
+              for i, augment in zip(idx, self.augment)]
+        # Telemetry labels: 0 is the first batch's gradients (initialisation), then every evaluation step.
+        labels: tuple[int, ...] = ()
+        if self.model.telemetry is not None:
+            labels = ((0,) if step == 0 else ()) + ((step + 1,) if step + 1 in self.eval_at else ())
+        self.loss_buf[step] = self.model.train_step(xs, [self.train_y[i] for i in idx], step, labels, self.live)
+        self.steps = step + 1
+        if self.progress is not None:
+            self.progress(self.steps, self.total_steps)
+
+    # --- evaluate ----------------------------------------------------------------------------------
+    def evaluate(self) -> None:
+        """After an evaluation step: each live member's losses since the last evaluation checked (one that is not
+        finite ends the member as diverged), its dev accuracy recorded, its best-dev weights kept, reported; a
+        single trial pauses after `stop_after_evals` evaluations (unless this was its last step)."""
+        step = self.steps
+        seen = self.loss_buf[:step].T.tolist()
+        for m in list(self.live):
+            result = self.results[m]
+            result.train_loss = seen[m]
+            if not all(math.isfinite(v) for v in seen[m][self.checked[m]:]):
+                result.status, result.steps = "diverged", step
+                self.live.remove(m)
+                continue
+            self.checked[m] = step
+            dev_acc, dev_loss = evaluate(self.model.current(m), self.dev_x, self.dev_y, self.memory_format)
+            if result.record_evaluation(step, dev_acc, dev_loss):
+                self.best[m] = self.model.snapshot(m)
+            if self.report is not None:
+                self.report({
+                    "step": step, "epoch": (step - 1) // self.steps_per_epoch + 1, "train_loss": seen[m][-1],
+                    "dev_loss": dev_loss, "dev_acc": dev_acc, "best_dev_acc": result.best_dev_acc,
+                })
+        if (self.stop_after_evals is not None and self.live and step < self.total_steps
+                and len(self.results[0].eval_steps) >= self.stop_after_evals):
+            self.results[0].status, self.paused = "paused", True
+
+    # --- finish ------------------------------------------------------------------------------------
+    def finish(self) -> list[TrialResult]:
+        """The members' results: a paused trial's checkpoint, or each member's test scores (last and best-dev
+        checkpoint), the scored checkpoint on the training subset, telemetry rows and times."""
+        train_seconds = self.seconds_before + time.perf_counter() - self.t_train
+        for result in self.results:
+            if result.status != "diverged":
+                result.steps = self.steps
+            result.train_seconds = train_seconds  # fused members trained together: each took the whole time
+        if self.paused:
+            result = self.results[0]
+            result.total_seconds = self.total_before + time.perf_counter() - self.t_start
+            result.checkpoint = self._checkpoint()
+            result.best_dev_acc = max(result.best_dev_acc, 0.0)
+            return self.results
+        for m, result in enumerate(self.results):
+            if self.model.telemetry is not None:
+                result.grad_norms = self.model.telemetry[m].rows()
+            if result.train_loss:
+                result.final_train_loss = float(np.mean(result.train_loss[-self.steps_per_epoch:]))
+            if result.status == "ok" and self.best[m] is not None:
+                result.final_test_acc, result.final_test_loss, result.test_pred_final = evaluate(
+                    self.model.current(m), self.test_x, self.test_y, self.memory_format, predictions=True)
+                scored = self.model.load(m, self.best[m])
+                result.test_acc, result.test_loss, result.test_pred = evaluate(
+                    scored, self.test_x, self.test_y, self.memory_format, predictions=True)
+                result.scored_train_acc, result.scored_train_loss = evaluate(
+                    scored, self.train_x, self.train_y, self.memory_format)
+                result.test_labels = self.test_y.tolist()
+            result.best_dev_acc = max(result.best_dev_acc, 0.0)
+            if self.keep_best_state and self.best[m] is not None:
+                result.best_state = {k: v.cpu() for k, v in self.best[m].items()}
+            result.total_seconds = self.total_before + time.perf_counter() - self.t_start
+        return self.results
+
+    # --- pause and continue (a single trial) -------------------------------------------------------
+    def _checkpoint(self) -> dict[str, Any]:
+        """What a continuation needs, as CPU tensors and plain values (torch.save-able with weights_only)."""
+        cpu = lambda state: {k: v.detach().cpu().clone() for k, v in state.items()}  # noqa: E731
+        result, best, augment = self.results[0], self.best[0], self.augment[0]
+        telemetry = self.model.telemetry[0] if self.model.telemetry is not None else None
+        order = self.orders[0] if self.orders else None
+        return {
+            "version": CHECKPOINT_VERSION, "trial_id": self.config.trial_id(), "step": self.steps,
+            "segments": result.segments, **self.model.state(), "generator": self.shuffles[0].get_state(),
+            "order": None if order is None else order.cpu(), "order_epoch": self.order_epoch,
+            "losses": self.loss_buf[:self.steps, 0].cpu(), "train_seconds": result.train_seconds,
+            "total_seconds": result.total_seconds,
+            "eval_steps": list(result.eval_steps), "dev_acc": list(result.dev_acc), "dev_loss": list(result.dev_loss),
+            "best_dev_acc": result.best_dev_acc, "best_step": result.best_step,
+            "best_state": None if best is None else cpu(best),
+            "telemetry": [] if telemetry is None else telemetry.state(),
+            # The learning rate needs nothing more: it is a function of `step`.
+            "augment_generator": None if augment is None else augment.generator.get_state(),
+        }
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        config, result, device = self.config, self.results[0], self.device
+        if ckpt.get("version") != CHECKPOINT_VERSION or ckpt.get("trial_id") != config.trial_id():
+            raise AblateError(f"checkpoint is for trial {ckpt.get('trial_id')} (version {ckpt.get('version')}), "
+                              f"not {config.trial_id()}; delete it to rerun the trial from the start")
+        self.model.restore(ckpt)
+        self.shuffles[0].set_state(ckpt["generator"])
+        if self.augment[0] is not None:
+            self.augment[0].generator.set_state(ckpt["augment_generator"])
+        step = self.steps = self.checked[0] = int(ckpt["step"])
+        self.loss_buf[:step, 0] = ckpt["losses"].to(device)
+        result.train_loss = ckpt["losses"].tolist()
+        result.eval_steps, result.dev_acc, result.dev_loss = (list(ckpt[k]) for k in ("eval_steps", "dev_acc", "dev_loss"))
+        result.best_dev_acc, result.best_step = ckpt["best_dev_acc"], ckpt["best_step"]
+        result.segments = ckpt["segments"] + 1
+        if self.model.telemetry is not None:
+            self.model.telemetry[0].load_state(ckpt["telemetry"], device)
+        best = ckpt["best_state"]
+        self.best[0] = None if best is None else {k: v.to(device) for k, v in best.items()}
+        self.order_epoch, self.seconds_before = ckpt["order_epoch"], ckpt["train_seconds"]
+        self.total_before = ckpt["total_seconds"]
+        self.orders = [ckpt["order"].to(device)] if ckpt["order"] is not None else []
+
+
 def run_trial(
     config: TrialConfig,
     report: Callable[[dict[str, Any]], None] | None = None,
@@ -70,7 +377,7 @@ def run_trial(
     stop_after_evals: int | None = None,
     resume: dict[str, Any] | None = None,
 ) -> TrialResult:
-    """Train one model as `config` says.
+    """Train one model as `config` says (a TrainingLoop of one member).
 
     train_seconds and total_seconds of a continued trial add up all of its segments.
 
@@ -84,184 +391,5 @@ def run_trial(
     before its update); telemetry only reads, so the training is the same with it off (except with
     config.compile: telemetry steps run eagerly, and eager and compiled kernels round differently).
     """
-    from ablate.data.splits import load_splits
-    from ablate.train.forward import TrainForward
-    from ablate.train.augment import Augmenter
-
-    t_start = time.perf_counter()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda":
-        deterministic_cuda()
-    splits = load_splits(
-        config.dataset, data_dir, config.train_size, config.dev_size, config.test_size,
-        seed=config.data_seed, image_size=config.image_size,
-    )
-    model = model_for(config, splits)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format).train()
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-        nesterov=config.nesterov,
-    )
-    # The schedule is a function of the step, worked out once: a step only sets a number, and a continued
-    # trial resumes it from the step it restored.
-    rates = config.learning_rates()
-    # Padding is black: the value a zero pixel has after the split's scaling.
-    augment = None if config.augment == "none" else Augmenter(
-        config.augment, [-m / s for m, s in zip(splits.mean, splits.std)], device, config.seed)
-    # Every split lives on the device for the whole trial: no host copies inside the loop.
-    train_x = splits.train.x.to(device, memory_format=memory_format)
-    train_y = splits.train.y.to(device)
-    dev_x, dev_y = splits.dev.x.to(device), splits.dev.y.to(device)
-    test_x, test_y = splits.test.x.to(device), splits.test.y.to(device)
-    n = train_y.numel()
-    batches = config.batches()
-    # fp32 or bf16 autocast, eager or compiled (ablate.train.forward); evaluations always run the eager fp32 model.
-    forward = TrainForward(model, config, device, (batches[0][1] - batches[0][0], *train_x.shape[1:]))
-    steps_per_epoch = len(batches)
-    total_steps = steps_per_epoch * config.epochs
-    eval_at = set(config.evaluation_steps())
-    shuffle = torch.Generator().manual_seed(config.seed)
-    # Losses stay on the device until an evaluation so the step never waits for a host sync.
-    loss_buf = torch.zeros(total_steps, device=device)
-
-    result = TrialResult(
-        status="ok", device=str(device), threads=torch.get_num_threads(),
-        best_dev_acc=-1.0, best_step=0, test_acc=float("nan"), test_loss=float("nan"),
-        final_train_loss=float("nan"), train_seconds=0.0, total_seconds=0.0, steps=0, **data_record(splits),
-    )
-    best_state = None
-    telemetry = GradTelemetry(model) if config.telemetry else None
-    step = checked = 0
-    order, order_epoch = None, -1
-    seconds_before = total_before = 0.0
-    if resume is not None:
-        total_before = resume["total_seconds"]
-        step, order_epoch, seconds_before, best_state = _restore(
-            resume, config, model, optimizer, shuffle, loss_buf, result, telemetry, device, augment)
-        checked = step
-        order = resume["order"].to(device) if resume["order"] is not None else None
-
-    t_train = time.perf_counter()
-    while step < total_steps:
-        epoch = step // steps_per_epoch
-        if epoch != order_epoch:
-            order, order_epoch = torch.randperm(n, generator=shuffle).to(device), epoch
-        start, end = batches[step % steps_per_epoch]
-        idx = order[start:end]
-        x = train_x[idx] if augment is None else augment(train_x[idx], memory_format)
-        if rates is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = rates[step]
-        # Telemetry labels: 0 is the first batch's gradients (initialisation), then every evaluation step.
-        labels: tuple[int, ...] = ()
-        if telemetry is not None:
-            if step == 0:
-                labels += (0,)
-            if step + 1 in eval_at:
-                labels += (step + 1,)
-        if labels:
-            telemetry.arm()
-            try:
-                logits = forward(x, eager=True)  # its hooks read the block outputs: never through a compiled graph
-            finally:
-                telemetry.disarm()
-        else:
-            logits = forward(x)
-        loss = F.cross_entropy(logits, train_y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if labels:
-            telemetry.record(labels)
-        optimizer.step()
-        loss_buf[step] = loss.detach()
-        step += 1
-        if progress is not None:
-            progress(step, total_steps)
-        if step not in eval_at:
-            continue
-        seen = loss_buf[:step].tolist()
-        result.train_loss = seen
-        if not all(math.isfinite(v) for v in seen[checked:]):
-            result.status = "diverged"
-            break
-        checked = step
-        dev_acc, dev_loss = _evaluate(model, dev_x, dev_y, memory_format)
-        if result.record_evaluation(step, dev_acc, dev_loss):
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if report is not None:
-            report({
-                "step": step, "epoch": epoch + 1, "train_loss": seen[-1], "dev_loss": dev_loss,
-                "dev_acc": dev_acc, "best_dev_acc": result.best_dev_acc,
-            })
-        if stop_after_evals is not None and len(result.eval_steps) >= stop_after_evals and step < total_steps:
-            result.status = "paused"
-            break
-    result.steps = step
-    result.train_seconds = seconds_before + time.perf_counter() - t_train
-    if result.status == "paused":
-        result.total_seconds = total_before + time.perf_counter() - t_start
-        result.checkpoint = _checkpoint(config, model, optimizer, shuffle, order, order_epoch, step, loss_buf,
-                                        result, best_state, telemetry, augment)
-        result.best_dev_acc = max(result.best_dev_acc, 0.0)
-        return result
-    if telemetry is not None:
-        result.grad_norms = telemetry.rows()
-    if result.train_loss:
-        result.final_train_loss = float(np.mean(result.train_loss[-steps_per_epoch:]))
-    if result.status == "ok" and best_state is not None:
-        result.final_test_acc, result.final_test_loss, result.test_pred_final = _evaluate(
-            model, test_x, test_y, memory_format, predictions=True)
-        model.load_state_dict(best_state)
-        result.test_acc, result.test_loss, result.test_pred = _evaluate(
-            model, test_x, test_y, memory_format, predictions=True)
-        result.scored_train_acc, result.scored_train_loss = _evaluate(model, train_x, train_y, memory_format)
-        result.test_labels = test_y.tolist()
-    result.best_dev_acc = max(result.best_dev_acc, 0.0)
-    if keep_best_state and best_state is not None:
-        result.best_state = {k: v.cpu() for k, v in best_state.items()}
-    result.total_seconds = total_before + time.perf_counter() - t_start
-    return result
-
-
-def _checkpoint(config, model, optimizer, shuffle, order, order_epoch, step, loss_buf, result, best_state,
-                telemetry, augment) -> dict[str, Any]:
-    """What a continuation needs, as CPU tensors and plain values (torch.save-able with weights_only)."""
-    cpu = lambda state: {k: v.detach().cpu().clone() for k, v in state.items()}  # noqa: E731
-    return {
-        "version": CHECKPOINT_VERSION, "trial_id": config.trial_id(), "step": step, "segments": result.segments,
-        "model": cpu(model.state_dict()), "optimizer": optimizer.state_dict(), "generator": shuffle.get_state(),
-        "order": None if order is None else order.cpu(), "order_epoch": order_epoch,
-        "losses": loss_buf[:step].cpu(), "train_seconds": result.train_seconds,
-        "total_seconds": result.total_seconds,
-        "eval_steps": list(result.eval_steps), "dev_acc": list(result.dev_acc), "dev_loss": list(result.dev_loss),
-        "best_dev_acc": result.best_dev_acc, "best_step": result.best_step,
-        "best_state": None if best_state is None else cpu(best_state),
-        "telemetry": [] if telemetry is None else telemetry.state(),
-        # The learning rate needs nothing more: it is a function of `step`.
-        "augment_generator": None if augment is None else augment.generator.get_state(),
-    }
-
-
-def _restore(ckpt, config, model, optimizer, shuffle, loss_buf, result, telemetry, device, augment):
-    if ckpt.get("version") != CHECKPOINT_VERSION or ckpt.get("trial_id") != config.trial_id():
-        raise AblateError(f"checkpoint is for trial {ckpt.get('trial_id')} (version {ckpt.get('version')}), "
-                          f"not {config.trial_id()}; delete it to rerun the trial from the start")
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    shuffle.set_state(ckpt["generator"])
-    if augment is not None:
-        augment.generator.set_state(ckpt["augment_generator"])
-    step = int(ckpt["step"])
-    loss_buf[:step] = ckpt["losses"].to(device)
-    result.train_loss = ckpt["losses"].tolist()
-    result.eval_steps, result.dev_acc, result.dev_loss = (list(ckpt[k]) for k in ("eval_steps", "dev_acc", "dev_loss"))
-    result.best_dev_acc, result.best_step = ckpt["best_dev_acc"], ckpt["best_step"]
-    result.segments = ckpt["segments"] + 1
-    if telemetry is not None:
-        telemetry.load_state(ckpt["telemetry"], device)
-    best = ckpt["best_state"]
-    best_state = None if best is None else {k: v.to(device) for k, v in best.items()}
-    return step, ckpt["order_epoch"], ckpt["train_seconds"], best_state
+    return TrainingLoop([config], device=device, data_dir=data_dir, report=report, progress=progress,
+                        keep_best_state=keep_best_state, stop_after_evals=stop_after_evals, resume=resume).run()[0]
