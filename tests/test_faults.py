@@ -523,7 +523,7 @@ def test_no_thread_to_be_had_stops_the_study_and_resume_gives_the_uninterrupted_
     threads = faulted["threads"]
     assert len(threads["ids"]) == 1, threads["lines"]
     line = threads["lines"][1]
-    assert "(tune, residual=false, round 0, index 0) failed twice: RuntimeError: can't start new thread" in line
+    assert "(tune, residual=false, round 0, index 0, seed 100) failed twice: RuntimeError: can't start new thread" in line
     [attempts] = threads["attempts"].values()
     assert [a["kind"] for a in attempts] == ["infrastructure", "infrastructure"]
     assert threads["untold"] == [("residual=false", 0)]  # neither told to Optuna nor decided by halving

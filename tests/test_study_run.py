@@ -67,10 +67,12 @@ def test_end_to_end_study_then_resume_runs_nothing_new(tmp_path):
         cfg = TrialConfig.from_yaml_file(folder / "config.yaml")
         assert cfg.trial_id() == r["trial_id"] and (folder / "curves.csv").exists()
         assert cfg.threads == 1 and cfg.dataset == "mnist"
-    # confirm reruns use each arm's best tuned lr
+    # confirm reruns use each arm's best tuned lr: a trial that ran to the end before one halving stopped, then the
+    # higher dev accuracy, the lower dev loss at it, the earlier proposal
     for arm in ("residual=true", "residual=false"):
         tuned = [r for r in rows if r["stage"] == "tune" and r["arm"] == arm]
-        best = max(tuned, key=lambda r: r["best_dev_acc"])
+        best = max(tuned, key=lambda r: (r["status"] == "ok", r["best_dev_acc"], -(r["best_dev_loss"] or 0.0),
+                                         -r["round"], -r["index"]))
         assert {r["params"]["lr"] for r in confirm if r["arm"] == arm} == {best["params"]["lr"]}
 
     csv_lines = (run_dir / "trials.csv").read_text().splitlines()
@@ -167,9 +169,9 @@ def test_malformed_spec_file_names_file_and_line(tmp_path):
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     result = invoke("study", "residual-ablation", "--dry-run", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
-    assert "stage tune: 8 points x 1 tuning seed = 8 trials per arm x 2 arms = 16 trials" in result.output
-    assert "stage confirm: 3 trials per arm x 2 arms = 6 trials" in result.output
-    assert "lr: loguniform [0.001, 0.5]" in result.output
+    assert "grid: lr 0.003, 0.00949, 0.03, 0.0949, 0.3" in result.output
+    assert "stage tune: 5 points x 3 tuning seeds = 15 trials per arm x 2 arms = 30 trials" in result.output
+    assert "stage confirm: at most 12 trials per arm x 2 arms = 24 trials" in result.output
     assert not (tmp_path / "run").exists()
 
 
