@@ -1,7 +1,9 @@
 """How robust each way of choosing a learning rate is, per tuning trial spent: simulated on a measured table.
 
 Give it the run folder of a grid study that trained every (arm, lr) under many seeds (e.g. `study lr-sweep`,
-whose default budget runs residual and plain ResNet18 at 6 learning rates under 6 to 12 seeds). Each simulated
+whose default budget runs residual and plain ResNet18 at 6 learning rates under 6 to 12 seeds), or several run
+folders of one grid-searched study run under different sampler seeds (e.g. `study residual-ablation
+--sampler-seed 0`, 1 and 2: their tuning trials, 3 seeds each, pool into 9 seeds at each of the 5 learning rates). Each simulated
 search draws `k` of the measured seeds per learning rate as its tuning seeds, chooses each arm's learning rate by
 a rule, and scores the choice on the seeds it did not draw (its confirm seeds): the paired difference of test
 accuracy between the first two arms at their chosen learning rates. Repeated `--draws` times, this shows how much
@@ -12,7 +14,7 @@ tuning trials (points x k per arm, which on a CPU is what the time is):
            ends at the same kind of choice)
   mean-k   the best mean dev accuracy over k tuning seeds (k = 2, 3), ties to the smaller learning rate
 
-  python benchmarks/selection_robustness.py RUN_DIR [--draws 2000]
+  python benchmarks/selection_robustness.py RUN_DIR [RUN_DIR ...] [--draws 2000]
 
 It prints, per rule, the share of draws that chose each arm's most frequent learning rate, the SD and the 5-95 %
 range of the effect over draws, and the tuning trials per arm. Nothing is trained here.
@@ -31,19 +33,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ablate.engine.run_folder import read_registry  # noqa: E402
 
 
-def table(run_dir: Path) -> tuple[list[str], list[float], list[int], dict]:
-    """(arms, lrs, seeds, {(arm, lr, seed): (dev, test)}) of the finished grid trials measured at every point."""
+def table(run_dirs: list[Path]) -> tuple[list[str], list[float], list[int], dict]:
+    """(arms, lrs, seeds, {(arm, lr, seed): (dev, test)}) of the finished grid or tuning trials (the learning rate
+    their only searched parameter) measured at every point, pooled over the run folders."""
     cells = {}
-    for r in read_registry(run_dir):
-        if r.get("stage") == "grid" and r.get("status") in ("ok", "diverged") and "lr" in (r.get("params") or {}):
-            dev = r.get("best_dev_acc") if r["status"] == "ok" else 0.0
-            test = r.get("test_acc") if r["status"] == "ok" else None
-            cells[(r["arm"], float(r["params"]["lr"]), r["seed"])] = (dev or 0.0, test)
+    for run_dir in run_dirs:
+        for r in read_registry(run_dir):
+            if (r.get("stage") in ("grid", "tune") and r.get("status") in ("ok", "diverged")
+                    and list(r.get("params") or {}) == ["lr"]):
+                dev = r.get("best_dev_acc") if r["status"] == "ok" else 0.0
+                test = r.get("test_acc") if r["status"] == "ok" else None
+                cells[(r["arm"], float(r["params"]["lr"]), r["seed"])] = (dev or 0.0, test)
     arms = list(dict.fromkeys(a for a, _, _ in cells))
     lrs = sorted({lr for _, lr, _ in cells})
     seeds = sorted(s for s in {s for _, _, s in cells} if all((a, lr, s) in cells for a in arms for lr in lrs))
     if len(arms) < 2 or len(seeds) < 4:
-        raise SystemExit(f"{run_dir}: needs a grid study with 2 arms and at least 4 seeds at every lr "
+        raise SystemExit(f"{', '.join(map(str, run_dirs))}: needs 2 arms and at least 4 seeds at every lr "
                          f"(found arms {arms}, complete seeds {seeds})")
     return arms, lrs, seeds, cells
 
@@ -77,13 +82,13 @@ def simulate(rule: str, k: int, arms, lrs, seeds, cells, draws: int, rng) -> dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("run_dirs", type=Path, nargs="+")
     ap.add_argument("--draws", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    arms, lrs, seeds, cells = table(args.run_dir)
+    arms, lrs, seeds, cells = table(args.run_dirs)
     rng = np.random.default_rng(args.seed)
-    print(f"{args.run_dir}: arms {arms[0]} minus {arms[1]}, lrs {', '.join(f'{lr:g}' for lr in lrs)}, "
+    print(f"{', '.join(map(str, args.run_dirs))}: arms {arms[0]} minus {arms[1]}, lrs {', '.join(f'{lr:g}' for lr in lrs)}, "
           f"{len(seeds)} seeds measured at every point; {args.draws} simulated searches per rule")
     print(f"{'rule':8s} {'trials/arm':>10s}  " + "  ".join(f"{a[:22]:>22s}" for a in arms[:2])
           + f"  {'effect pp: mean':>15s} {'SD':>6s} {'5-95 %':>15s}")

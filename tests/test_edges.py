@@ -1,11 +1,6 @@
 """The edges a new user meets: devices and resources, run folders of any length, Ctrl-C, exits that tell
 the truth, and the small breaks of the command line."""
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +9,6 @@ import yaml
 from typer.testing import CliRunner
 
 from ablate.cli.app import app
-from ablate.engine.run_folder import read_registry
 from ablate.engine.ray_adapter.session import RAY_TMP_RECORD, _temp_dir
 from ablate.engine.resources import Resources
 from ablate.engine.run_work import trial_device
@@ -113,31 +107,6 @@ def test_ray_session_files_live_in_a_short_folder_whatever_the_run_folders_lengt
 
 
 @pytest.mark.slow
-def test_ctrl_c_exits_130_says_how_to_resume_and_the_resume_finishes(tmp_path):
-    spec = spec_file(tmp_path / "spec.yaml")
-    run_dir = tmp_path / ("run-" + "y" * (41 - len(str(tmp_path)) - 5))  # 41 characters: it once crashed Ray
-    proc = subprocess.Popen([sys.executable, CLI, "study", str(spec), "--out", str(run_dir)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.time() + 180
-    while time.time() < deadline and not any((run_dir / "trials").glob("*/config.yaml")):
-        time.sleep(0.1)
-    assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (out, err[-3000:])
-    assert f"finish it with: ablate study --resume {run_dir}" in err
-    assert "Tuner.restore" not in err and "done in" not in out
-    tmp = Path((run_dir / RAY_TMP_RECORD).read_text()) if (run_dir / RAY_TMP_RECORD).exists() else None
-    assert tmp is None or not tmp.exists()  # Ray's session folder went with it
-    resumed = subprocess.run([sys.executable, CLI, "study", "--resume", str(run_dir)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert len(read_registry(run_dir)) == 12
-    # Ray keeps quiet: no searcher-save warnings, no per-trial result files of its own
-    assert "not implemented" not in resumed.stderr and not (run_dir / "ray").exists()
-
-
 # --- resume -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):

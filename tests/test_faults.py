@@ -20,6 +20,7 @@ from ablate.cli.app import app
 from ablate.engine import fault_hook, trial_failures
 from ablate.engine.planner import Planner
 from ablate.engine.trial_plan import TrialPlan
+from ablate.engine.ray_adapter.session import RAY_TMP_RECORD
 from ablate.engine.run_folder import append_registry, read_registry
 from ablate.engine.run_lock import RunLock
 from ablate.engine.run_work import run_work
@@ -405,13 +406,13 @@ def check_stopped(study: Study, run_dir: Path) -> list[str]:
 
 
 class Terminated:
-    """A study sent SIGTERM while Ray starts, resumed, sent SIGTERM again while its trials run: a small state
-    machine stepped by the fixture's watch loop."""
+    """A study interrupted by Ctrl-C (SIGINT) while Ray starts, resumed, sent SIGTERM while its trials run, and
+    resumed again: a small state machine stepped by the fixture's watch loop."""
 
     def __init__(self, tmp: Path, spec: Path, run: Path):
         self.tmp, self.run, self.seen = tmp, run, []
-        self.moments = [("while Ray starts", lambda: (run / "spec.yaml").exists()),
-                        ("while trials run", lambda: len(read_registry(run)) >= 2)]
+        self.moments = [("while Ray starts", signal.SIGINT, lambda: (run / "spec.yaml").exists()),
+                        ("while trials run", signal.SIGTERM, lambda: len(read_registry(run)) >= 2)]
         self.args = [spec, "--out", run, "--cpus", "1"]
         self.study = Study(tmp, "terminated-0", *self.args)
 
@@ -422,22 +423,115 @@ class Terminated:
     def step(self) -> None:
         if self.done:
             return
-        when, ready = self.moments[len(self.seen)]
+        when, signum, ready = self.moments[len(self.seen)]
         if self.study.proc.poll() is None and not ready():
             return
-        self.study.proc.send_signal(signal.SIGTERM)
+        self.study.proc.send_signal(signum)
         code = self.study.wait(timeout=120)
-        self.seen.append({"when": when, "code": code, "lines": self.study.lines(), "stderr": self.study.stderr(),
-                          "trials_csv": (self.run / "trials.csv").exists()})
+        record = self.run / RAY_TMP_RECORD
+        ray_tmp = Path(record.read_text()) if record.exists() else None
+        self.seen.append({"when": when, "signal": signum, "code": code, "lines": self.study.lines(),
+                          "stderr": self.study.stderr(), "trials_csv": (self.run / "trials.csv").exists(),
+                          "ray_tmp_left": ray_tmp is not None and ray_tmp.exists()})
         if not self.done:
             (self.run / "trials.csv").unlink(missing_ok=True)
             self.study = Study(self.tmp, f"terminated-{len(self.seen)}", "--resume", self.run)
 
 
+class Sigkilled:
+    """A study killed with SIGKILL (itself and every process it started, as a machine crash would) during
+    tuning, after tuning and during confirm, resumed after each kill; stepped by the fixture's watch loop.
+    After each kill, every trial that had finished is still there byte for byte and the registry only grew."""
+
+    def __init__(self, tmp: Path, spec: Path, run: Path):
+        def n(rows, stage):
+            return sum(r["stage"] == stage for r in rows)
+
+        self.tmp, self.run = tmp, run
+        self.moments = [("during tuning", lambda rows, at_start: 2 <= n(rows, "tune") < 6),
+                        ("after tuning", lambda rows, at_start: n(rows, "tune") == 6 and n(rows, "confirm") < 3),
+                        ("during confirm", lambda rows, at_start: n(at_start, "confirm") < n(rows, "confirm") < 4)]
+        self.seen, self.stale, self.problems = [], [], []
+        self.finished: dict[str, str] = {}  # every finished trial so far -> its metrics.json text
+        self.prefix: list[str] = []  # registry lines so far: the registry is append-only
+        self.checked = 0
+        self.at_start: list = []
+        self.study = Study(tmp, "sigkilled-0", spec, "--out", run, "--cpus", "1")
+
+    @property
+    def done(self) -> bool:
+        return len(self.seen) == len(self.moments)
+
+    def step(self) -> None:
+        from helpers.processes import finished_trials, kill_tree, raw_registry_lines
+
+        if self.done:
+            return
+        when, ready = self.moments[len(self.seen)]
+        rows = read_registry(self.run) if (self.run / "spec.yaml").exists() else []
+        if not ready(rows, self.at_start):
+            if self.study.proc.poll() is not None:
+                self.problems.append(f"the study ended before the kill {when}: {self.study.stderr()[-2000:]}")
+                self.seen = list(self.moments)  # nothing more to step
+            return
+        kill_tree(self.study.proc)
+        now = finished_trials(self.run)
+        for trial_id, text in self.finished.items():
+            if now.get(trial_id) != text:
+                self.problems.append(f"after the kill {when}: finished trial {trial_id} changed or vanished")
+            self.checked += 1
+        if raw_registry_lines(self.run)[:len(self.prefix)] != self.prefix:
+            self.problems.append(f"after the kill {when}: the registry was rewritten")
+        self.finished.update(now)
+        self.prefix = [line for line in raw_registry_lines(self.run) if line.endswith("}")]
+        self.stale.append(Path((self.run / RAY_TMP_RECORD).read_text()))  # Ray's session folder, left by the kill
+        self.seen.append(when)
+        self.at_start = read_registry(self.run)
+        # one trial at a time, so that the next kill point comes before the run ends
+        self.study = Study(self.tmp, f"sigkilled-{len(self.seen)}", "--resume", self.run, "--cpus", "1")
+
+
+class Retried:
+    """A study allowed 2 retries whose every trial worker is killed at once while a trial runs: the retries
+    finish it. Before the kill, every socket its processes listen on is on loopback (Ray's servers bind the
+    node address). Stepped by the fixture's watch loop."""
+
+    def __init__(self, tmp: Path, spec: Path, run: Path):
+        self.run, self.in_flight, self.sockets, self.names, self.workers = run, None, [], set(), 0
+        self.study = Study(tmp, "retried", spec, "--out", run, "--cpus", "1", "--retries", "2")
+
+    @property
+    def done(self) -> bool:
+        return self.in_flight is not None or self.study.proc.poll() is not None
+
+    def step(self) -> None:
+        from helpers.processes import cmdline, descendants, listening_sockets
+
+        if self.done:
+            return
+        trials = self.run / "trials"
+        running = [f for f in (trials.iterdir() if trials.exists() else [])
+                   if (f / "config.yaml").exists() and not (f / "metrics.json").exists()]
+        pids = [p for p in descendants(self.study.proc.pid) if cmdline(p)]
+        workers = [p for p in pids if cmdline(p).startswith("ray::ImplicitFunc")]
+        if not running or not workers:
+            return
+        self.names = {cmdline(p).split()[0].rsplit("/", 1)[-1] for p in pids}
+        self.sockets = listening_sockets(pids + [self.study.proc.pid])
+        for pid in workers:  # every trial worker dies at once
+            try:
+                os.kill(pid, signal.SIGKILL)
+                self.workers += 1
+            except ProcessLookupError:
+                pass
+        self.in_flight = running[0]
+
+
 @pytest.fixture(scope="module")
 def faulted(tmp_path_factory):
     """Side by side: an uninterrupted run, and runs whose trials meet a killed worker, a full disk and no thread
-    to be had, and one sent SIGTERM twice; each stops, and is then resumed (the disk grown first)."""
+    to be had, one interrupted by Ctrl-C and by SIGTERM, one killed (SIGKILL) at three points; each stops, and is
+    then resumed (the disk grown first)."""
     tmp = tmp_path_factory.mktemp("faults")
     spec = tmp / "faults.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
@@ -445,7 +539,7 @@ def faulted(tmp_path_factory):
     disk = Tmpfs(tmp / "disk", "3m") if can_mount() else None
     if disk is not None:
         runs["disk"] = disk.path / "run"
-    started, terminated = [], None
+    started, terminated, sigkilled, retried = [], None, None, None
     try:
         reference = Study(tmp, "reference", spec, "--out", runs["reference"], "--cpus", "2")
         studies = {
@@ -457,17 +551,22 @@ def faulted(tmp_path_factory):
                 fault="enospc", stage="tune", arm="residual=true", round=1, index=0, at="write")),
         }
         terminated = Terminated(tmp, spec, runs["terminated"])
+        sigkilled = Sigkilled(tmp, spec, tmp / "sigkilled")
+        retried = Retried(tmp, spec, tmp / "retried")
         started += [reference, *studies.values()]
         # The worker of a running trial is killed (with no retry allowed) once a trial has finished, and again
         # while the study runs, until a kill found a trial at work.
         killed, seen_csv = studies["killed"], []
         deadline = time.time() + 900
-        while (killed.proc.poll() is None or not terminated.done) and time.time() < deadline:
+        while (killed.proc.poll() is None or not terminated.done or not sigkilled.done
+               or not retried.done) and time.time() < deadline:
             if killed.proc.poll() is None and (runs["killed"] / "spec.yaml").exists() and read_registry(runs["killed"]):
                 if not seen_csv:  # trials have finished, the study runs on: no trials.csv yet
                     seen_csv.append((runs["killed"] / "trials.csv").exists())
                 kill_workers(killed)
             terminated.step()
+            sigkilled.step()
+            retried.step()
             time.sleep(0.2)
         for study in studies.values():
             study.wait()
@@ -487,10 +586,14 @@ def faulted(tmp_path_factory):
         for name, study in resumed.items():
             assert study.wait() == 0, study.stderr()[-3000:]
             stopped[name]["resumed_csv"] = (runs[name] / "trials.csv").read_text()
+            stopped[name]["resumed_stderr"] = study.stderr()
         assert reference.wait() == 0, reference.stderr()[-3000:]
+        assert sigkilled.study.wait() == 0, sigkilled.study.stderr()[-3000:]
+        stopped["sigkilled"] = {"state": sigkilled, "run": tmp / "sigkilled"}
+        stopped["retried"] = {"state": retried, "code": retried.study.wait(), "stderr": retried.study.stderr()}
         yield {"runs": runs, "reference": (runs["reference"] / "trials.csv").read_text(), **stopped}
     finally:
-        for study in started + ([terminated.study] if terminated else []):  # what a failed assertion left running
+        for study in started + [m.study for m in (terminated, sigkilled, retried) if m]:  # what a failed assertion left running
             if study.proc.poll() is None:
                 os.killpg(study.proc.pid, signal.SIGKILL)
                 study.wait()
@@ -554,13 +657,58 @@ def test_a_damaged_optuna_db_moved_aside_is_asked_again_to_the_same_trials(fault
 
 
 @pytest.mark.slow
-def test_sigterm_at_any_moment_exits_143_with_the_resume_hint_and_the_resume_finishes(faulted):
+def test_ctrl_c_and_sigterm_at_any_moment_say_how_to_resume_and_the_resume_finishes(faulted):
+    """Ctrl-C while Ray starts exits 130, SIGTERM while trials run 143 (128 + the signal), each with the resume
+    hint, no traceback, trials.csv written and Ray's session folder gone; the resume gives the uninterrupted
+    trials.csv, with Ray quiet (no searcher-save warnings, no result files of its own)."""
     run, moments = faulted["runs"]["terminated"], faulted["terminated"]["moments"]
-    assert [m["when"] for m in moments] == ["while Ray starts", "while trials run"]
+    assert [(m["when"], m["code"]) for m in moments] == [("while Ray starts", 130), ("while trials run", 143)]
     for moment in moments:
-        assert moment["code"] == 143, moment
-        assert moment["lines"][-1] == (f"terminated: what finished is kept in {run}; finish it with: "
+        word = "interrupted" if moment["signal"] == signal.SIGINT else "terminated"
+        assert moment["lines"][-1] == (f"{word}: what finished is kept in {run}; finish it with: "
                                        f"ablate study --resume {run}"), moment
         assert "Traceback" not in moment["stderr"] and "SIGTERM received" not in moment["stderr"], moment
+        assert "Tuner.restore" not in moment["stderr"] and not moment["ray_tmp_left"], moment
     assert moments[1]["trials_csv"]  # written when the study was interrupted
     assert faulted["terminated"]["resumed_csv"] == faulted["reference"]
+    assert "not implemented" not in faulted["terminated"]["resumed_stderr"] and not (run / "ray").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_at_three_points_then_resume_loses_nothing_and_reruns_nothing(faulted):
+    """The study and all its processes killed during tuning, after tuning and during confirm (it ran on 1 CPU,
+    the reference on 2): each resume loses and reruns nothing, and the last one ends with the
+    uninterrupted trials.csv; Ray's session folders left in /tmp by the kills are removed."""
+    from helpers.processes import finished_trials, raw_registry_lines
+
+    state, run = faulted["sigkilled"]["state"], faulted["sigkilled"]["run"]
+    assert not state.problems, state.problems
+    assert state.seen == ["during tuning", "after tuning", "during confirm"]
+    now = finished_trials(run)
+    assert all(now.get(trial_id) == text for trial_id, text in state.finished.items())
+    assert raw_registry_lines(run)[:len(state.prefix)] == state.prefix
+    assert state.checked >= 3
+    lines = [json.loads(line) for line in raw_registry_lines(run) if line.endswith("}")]
+    keys = [(r["stage"], r["trial_id"]) for r in lines]
+    assert len(keys) == len(set(keys)), "a trial was registered twice"
+    assert (run / "trials.csv").read_text() == faulted["reference"]
+    assert not any(p.exists() for p in state.stale) and not (run / ".ray_tmp").exists()  # nothing piles up in /tmp
+
+
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "00000000000000000000000000000001"}
+
+
+@pytest.mark.slow
+def test_a_local_study_listens_on_loopback_only_and_a_crashed_worker_is_retried(faulted):
+    """While a trial runs, every socket the study's processes listen on is on 127.0.0.1; then every trial
+    worker is killed at once, and the retries finish the study with the uninterrupted trials.csv."""
+    retried = faulted["retried"]
+    state = retried["state"]
+    assert retried["code"] == 0, retried["stderr"][-3000:]
+    assert state.in_flight is not None and state.workers, "no trial was seen running"
+    assert any("gcs_server" in n for n in state.names) and any("raylet" in n for n in state.names), state.names
+    assert len(state.sockets) >= 4, state.sockets
+    exposed = [s for s in state.sockets if s[0] not in LOOPBACK]
+    assert not exposed, f"Ray listens beyond loopback: {exposed}"
+    assert json.loads((state.in_flight / "metrics.json").read_text())["status"] == "ok"
+    assert (state.run / "trials.csv").read_text() == faulted["reference"]

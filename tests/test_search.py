@@ -38,16 +38,21 @@ def test_rungs_lie_at_or_after_half_of_training_and_before_the_last_evaluation()
         assert all(evaluations / 2 <= r < evaluations for r in h.rungs(evaluations))
 
 
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """make_study() driven first-in-first-out without a break: (its run folder, the segments it ran)."""
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    return run_dir, drive(make_study(), run_dir, "fifo")
+
+
 @pytest.mark.slow
-def test_the_order_work_runs_in_changes_nothing(tmp_path):
+def test_the_order_work_runs_in_changes_nothing(tmp_path, straight):
     study = make_study()
-    drive(study, tmp_path / "fifo", "fifo")
-    drive(study, tmp_path / "lifo", "lifo")
-    drive(study, tmp_path / "random", "random", seed=3)
-    reference = csv_of(study, tmp_path / "fifo")
-    assert csv_of(study, tmp_path / "lifo") == reference
+    fifo, _ = straight
+    drive(study, tmp_path / "random", "random", seed=3)  # (last-in-first-out: the kill test below)
+    reference = csv_of(study, fifo)
     assert csv_of(study, tmp_path / "random") == reference
-    rows = read_registry(tmp_path / "fifo")
+    rows = read_registry(fifo)
     assert sorted((r["stage"], r["arm"]) for r in rows) == sorted(
         [("tune", "residual=true")] * 4 + [("tune", "residual=false")] * 4
         + [("confirm", "residual=true")] * 2 + [("confirm", "residual=false")] * 2)
@@ -58,7 +63,7 @@ def test_the_order_work_runs_in_changes_nothing(tmp_path):
             assert statuses in (["ok", "stopped"], ["diverged", "ok"], ["diverged", "stopped"]), statuses
     # a trial that ran all its evaluations is never "stopped"; a stopped one stopped at the rung, half of training
     for r in rows:
-        metrics = json.loads((tmp_path / "fifo" / "trials" / r["trial_id"] / "metrics.json").read_text())
+        metrics = json.loads((fifo / "trials" / r["trial_id"] / "metrics.json").read_text())
         if r["status"] == "stopped":
             assert metrics["stopped_at_evaluations"] == 3 and metrics["steps"] == 3
         if r["status"] == "ok":
@@ -67,10 +72,10 @@ def test_the_order_work_runs_in_changes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_at_any_point_and_resumed_gives_the_same_trials(tmp_path):
+def test_killed_at_any_point_and_resumed_gives_the_same_trials(tmp_path, straight):
     study = make_study()
-    total = drive(study, tmp_path / "straight")
-    reference = csv_of(study, tmp_path / "straight")
+    run, total = straight
+    reference = csv_of(study, run)
     run_dir = tmp_path / "killed"
     segments = 0
     for kill_after in (1, 3, 2, 4, 5):  # a fresh planner each time, as after a crash
@@ -228,6 +233,7 @@ def test_fused_groups_are_fixed_by_the_plan_so_order_and_crashes_change_nothing(
     doc = dict(study.raw)
     doc.pop("budget")
     doc["seeds"] = [0, 1, 2]
+    doc["base"] = {**doc["base"], "train_size": 64, "dev_size": 32, "test_size": 32, "image_size": 8}  # 14 trials, 5 drives
     study = parse_study(doc, source="test")
     straight = drive(study, tmp_path / "fifo", fuse=2)
     reference = csv_of(study, tmp_path / "fifo")
@@ -269,3 +275,20 @@ def test_a_fused_studys_trials_csv_marks_its_fused_rows(tmp_path):
     for f, a in zip(tables["fused"], tables["alone"]):
         assert f["trial_id"] == a["trial_id"] and f["fused_with"] == " ".join(fused[f["trial_id"]]["fused_with"])
         assert a["fused_with"] == "" and f != a
+
+
+def test_the_progress_counts_a_tuning_trial_when_it_ends_not_when_its_round_is_registered(tmp_path):
+    """A grid is one round: its trials are registered together when the last one ends, and until then the
+    progress line must still move (a default study showed 0/30 for its whole tuning stage)."""
+    doc = {"description": "progress", "base": {**BASE, "epochs": 1}, "factors": {"residual": {"values": [True]}},
+           "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.1}}, "sampler": "grid",
+                      "points": 2, "tuning_seeds": 2}, "seeds": [0]}
+    study = parse_study(doc, source="test")
+    assert drive(study, tmp_path / "run", stop_after=3) == 3  # three of the round's four trials
+    planner = Planner(study, tmp_path / "run")
+    planner.refresh()
+    assert planner.counts()["tune"] == 0 and planner.finished_counts()["tune"] == 3
+    drive(study, tmp_path / "run")
+    planner = Planner(study, tmp_path / "run")
+    planner.refresh()
+    assert planner.counts() == planner.finished_counts() == {"tune": 4, "confirm": 1}

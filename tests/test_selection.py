@@ -192,7 +192,7 @@ def test_the_robustness_benchmark_finds_the_mean_steadier_than_one_seeds_maximum
                        {"arm": "residual=false", "seed": s, "params": {"lr": lr}, "best_dev_acc": plain,
                         "test_acc": plain}]
     run = build_run(tmp_path / "run", trials, doc=spec_doc(grid={"lr": [0.01, 0.1]}, seeds=list(range(9))))
-    arms, lrs, seeds, cells = bench.table(run)
+    arms, lrs, seeds, cells = bench.table([run])
     rng = np.random.default_rng(0)
     one = bench.simulate("max-1", 1, arms, lrs, seeds, cells, 400, rng)
     three = bench.simulate("mean", 3, arms, lrs, seeds, cells, 400, rng)

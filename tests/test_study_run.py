@@ -45,11 +45,21 @@ def long_path(base, length):
     return base / ("r" * pad)
 
 
-def test_end_to_end_study_then_resume_runs_nothing_new(tmp_path):
-    spec = write_spec(tmp_path / "tiny.yaml")
-    run_dir = long_path(tmp_path, 120)
-    result = invoke("study", spec, "--out", run_dir, "--cpus", "2", "--tensorboard")
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, fake_mnist):
+    """One real tiny study (TensorBoard on, a run folder path of 120 characters), shared by the tests that read it."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    spec = write_spec(tmp / "tiny.yaml")
+    run_dir = long_path(tmp, 120)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ABLATE_DATA_DIR", str(fake_mnist))  # as fake_mnist_env does for each test
+        result = invoke("study", spec, "--out", run_dir, "--cpus", "2", "--tensorboard")
     assert result.exit_code == 0, result.output
+    return spec, run_dir, result
+
+
+def test_end_to_end_study_then_resume_runs_nothing_new(tiny_run):
+    spec, run_dir, result = tiny_run
     assert len(str(run_dir)) == 120
 
     rows = read_registry(run_dir)
@@ -175,7 +185,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_optuna_dashboard_shows_each_arms_study_with_its_trials(tmp_path):
+def test_optuna_dashboard_shows_each_arms_study_with_its_trials(tiny_run):
     """The real optuna-dashboard, on loopback, serves the run's optuna.db: one study per arm, each trial
     labelled with its arm, stage, round, index, trial id and run folder."""
     import shutil
@@ -187,10 +197,7 @@ def test_optuna_dashboard_shows_each_arms_study_with_its_trials(tmp_path):
     exe = shutil.which("optuna-dashboard")
     if exe is None:
         pytest.skip("optuna-dashboard is not installed (pip install optuna-dashboard)")
-    spec = write_spec(tmp_path / "tiny.yaml", base={**TINY, "family": "cifar", "depth": 20, "dataset": "digits",
-                                                    "image_size": 16}, seeds=[0])
-    run_dir = tmp_path / "run"
-    assert invoke("study", spec, "--out", run_dir).exit_code == 0
+    _, run_dir, _ = tiny_run
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -86,7 +86,7 @@ def test_the_wheel_holds_every_module_and_every_shipped_spec(installed):
     assert SHIPPED and {f"ablate/studies/{n}.yaml" for n in SHIPPED} <= names
 
 
-def test_the_installed_package_lists_and_dry_runs_every_shipped_study(installed):
+def test_the_installed_package_lists_every_shipped_study_and_dry_runs_from_its_own_files(installed):
     _, venv, outside = installed
     where = _run([venv / "bin" / "python", "-c", "import ablate; print(ablate.__file__)"], cwd=outside)
     assert where.returncode == 0, where.stderr
@@ -95,11 +95,12 @@ def test_the_installed_package_lists_and_dry_runs_every_shipped_study(installed)
     listed = _run([venv / "bin" / "ablate", "study"], cwd=outside)
     assert listed.returncode == 0, listed.stderr
     assert sorted(line.split()[0] for line in listed.stdout.splitlines() if line.strip()) == SHIPPED
-    # The smoke budgets: he2016's others need CIFAR-sized subsets (45k images), more than digits holds.
+    # Two dry runs (each times a training step per architecture; tests/test_study.py loads every shipped study
+    # under every budget in this process). The smoke budgets: he2016's others need CIFAR-sized subsets.
     dry_runs = {name: subprocess.Popen([str(venv / "bin" / "ablate"), "study", name, "--dry-run", "--dataset", "digits",
                                         "--budget", "smoke"],
                                        cwd=outside, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for name in SHIPPED}  # side by side: each process spends seconds importing torch and Ray
+                for name in ("residual-ablation", "he2016")}  # side by side: each spends seconds importing torch
     for name, proc in dry_runs.items():
         stdout, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stdout + stderr

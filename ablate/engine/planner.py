@@ -102,6 +102,7 @@ class Planner:
         self.trials_dir = self.run_dir / "trials"
         self.failed: set[str] = set()
         self.in_flight: dict[str, TrialPlan] = {}
+        self.settled: set[str] = set()  # tuning trials finished (or stopped) whose round is not registered yet
         self.ready: list[TrialPlan] = []
         self.done = False
         self.dirty = True
@@ -157,10 +158,19 @@ class Planner:
             out[row["stage"]] = out.get(row["stage"], 0) + 1
         return out
 
+    def finished_counts(self) -> dict[str, int]:
+        """What the progress line shows: registry rows per stage, and the tuning trials that have finished
+        while their round is still running (a round is registered whole once its last trial ends)."""
+        out = self.counts()
+        registered = {row["trial_id"] for row in self.rows.values() if row["stage"] == "tune"}
+        out["tune"] = out.get("tune", 0) + len(self.settled - registered)
+        return out
+
     # --- the decisions -------------------------------------------------------------------------
     def refresh(self) -> None:
         """Recompute the ready work from the run folder (asking, telling, stopping and registering on the way)."""
         self.dirty = False
+        self.settled = set()
         while True:
             # An adaptive seed rule decides from the registered results how many seeds run; registering
             # results found on disk can move that decision on, so plan again until it settles.
@@ -244,6 +254,7 @@ class Planner:
         trials = self._point_trials(arm, repeat, points)
         contenders = list(trials)
         outcome = {t.trial_id: self._outcome(t.trial_id) for key in contenders for t in trials[key]}
+        self.settled.update(i for i, o in outcome.items() if o.final)
         halving = self.study.halving
         longest = max(len(t.config.evaluation_steps()) for key in contenders for t in trials[key])
         for rung in (halving.rungs(longest) if halving else []):
@@ -260,6 +271,7 @@ class Planner:
                     for t in trials[key]:
                         if not outcome[t.trial_id].final:
                             outcome[t.trial_id] = self._stop(t.trial_id, outcome[t.trial_id], rung)
+                            self.settled.add(t.trial_id)
             contenders = [key for key in contenders if key in keep]
         behind = [t for key in contenders for t in trials[key] if not outcome[t.trial_id].final]
         if behind:

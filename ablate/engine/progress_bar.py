@@ -20,7 +20,7 @@ class Progress:
                         dynamic_ncols=True, initial=sum(planner.counts().values()))
 
     def refresh(self) -> None:
-        counts = self.planner.counts()
+        counts = self.planner.finished_counts()
         self.bar.n = sum(counts.values())
         stages = " ".join(f"{s} {counts.get(s, 0)}/{n}" for s, n in self.totals.items())
         self.bar.set_postfix_str(f"{stages} | running {len(self.planner.in_flight)}")

@@ -98,3 +98,35 @@ def finished_trials(run_dir):
             out[path.parent.name] = text
     return out
 
+
+def listening_sockets(pids):
+    """(address, port, pid) of every listening TCP socket owned by `pids`, from /proc."""
+    inodes = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*") if Path(f"/proc/{pid}/fd").exists() else []:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes[target[8:-1]] = pid
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[3] != "0A" or parts[9] not in inodes:  # 0A = LISTEN
+                continue
+            hex_addr, hex_port = parts[1].split(":")
+            raw = bytes.fromhex(hex_addr)
+            # /proc stores each 32-bit word in host (little-endian) order
+            words = [raw[i:i + 4][::-1] for i in range(0, len(raw), 4)]
+            addr = b"".join(words)
+            if width == 8:
+                text = ".".join(str(b) for b in addr)
+            else:
+                text = "::ffff:" + ".".join(str(b) for b in addr[12:]) if addr[:12] == b"\0" * 10 + b"\xff\xff" else addr.hex()
+            found.append((text, int(hex_port, 16), inodes[parts[9]]))
+    return found
+
+
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "00000000000000000000000000000001"}

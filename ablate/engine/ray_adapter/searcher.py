@@ -44,6 +44,8 @@ class PlannerSearch(Searcher):
         for w in works:  # its attempts start over
             trial_failures.clear(self._folder(w))
         self.works[trial_id] = works
+        if self.on_change is not None:  # the progress line's count of running trials
+            self.on_change()
         return {"works": [w.to_dict() for w in works]}
 
     def on_trial_complete(self, trial_id, result=None, error=False):
