@@ -405,20 +405,32 @@ def check_stopped(study: Study, run_dir: Path) -> list[str]:
     return ids
 
 
-class Terminated:
+class Stops:
+    """A study stopped at each of its `moments` in turn and resumed after each: a small state machine that the
+    fixture's watch loop steps."""
+
+    tmp: Path
+    run: Path
+    moments: list
+    seen: list
+
+    @property
+    def done(self) -> bool:
+        return len(self.seen) == len(self.moments)
+
+    def resume(self, name: str, *extra) -> None:
+        self.study = Study(self.tmp, f"{name}-{len(self.seen)}", "--resume", self.run, *extra)
+
+
+class Terminated(Stops):
     """A study interrupted by Ctrl-C (SIGINT) while Ray starts, resumed, sent SIGTERM while its trials run, and
-    resumed again: a small state machine stepped by the fixture's watch loop."""
+    resumed again."""
 
     def __init__(self, tmp: Path, spec: Path, run: Path):
         self.tmp, self.run, self.seen = tmp, run, []
         self.moments = [("while Ray starts", signal.SIGINT, lambda: (run / "spec.yaml").exists()),
                         ("while trials run", signal.SIGTERM, lambda: len(read_registry(run)) >= 2)]
-        self.args = [spec, "--out", run, "--cpus", "1"]
-        self.study = Study(tmp, "terminated-0", *self.args)
-
-    @property
-    def done(self) -> bool:
-        return len(self.seen) == len(self.moments)
+        self.study = Study(tmp, "terminated-0", spec, "--out", run, "--cpus", "1")
 
     def step(self) -> None:
         if self.done:
@@ -435,12 +447,12 @@ class Terminated:
                           "ray_tmp_left": ray_tmp is not None and ray_tmp.exists()})
         if not self.done:
             (self.run / "trials.csv").unlink(missing_ok=True)
-            self.study = Study(self.tmp, f"terminated-{len(self.seen)}", "--resume", self.run)
+            self.resume("terminated")
 
 
-class Sigkilled:
+class Sigkilled(Stops):
     """A study killed with SIGKILL (itself and every process it started, as a machine crash would) during
-    tuning, after tuning and during confirm, resumed after each kill; stepped by the fixture's watch loop.
+    tuning, after tuning and during confirm, resumed after each kill.
     After each kill, every trial that had finished is still there byte for byte and the registry only grew."""
 
     def __init__(self, tmp: Path, spec: Path, run: Path):
@@ -457,10 +469,6 @@ class Sigkilled:
         self.checked = 0
         self.at_start: list = []
         self.study = Study(tmp, "sigkilled-0", spec, "--out", run, "--cpus", "1")
-
-    @property
-    def done(self) -> bool:
-        return len(self.seen) == len(self.moments)
 
     def step(self) -> None:
         from helpers.processes import finished_trials, kill_tree, raw_registry_lines
@@ -487,8 +495,7 @@ class Sigkilled:
         self.stale.append(Path((self.run / RAY_TMP_RECORD).read_text()))  # Ray's session folder, left by the kill
         self.seen.append(when)
         self.at_start = read_registry(self.run)
-        # one trial at a time, so that the next kill point comes before the run ends
-        self.study = Study(self.tmp, f"sigkilled-{len(self.seen)}", "--resume", self.run, "--cpus", "1")
+        self.resume("sigkilled", "--cpus", "1")  # one trial at a time: the next kill point comes before the end
 
 
 class Retried:

@@ -12,6 +12,7 @@ import pytest
 
 from ablate.engine.run_folder import read_registry
 from ablate.engine.planner import FINISHED, Planner, remaining
+from ablate.engine.progress_bar import Progress
 from ablate.spec.study_spec import Halving, parse_study
 from helpers.planner import csv_of, drive
 
@@ -214,6 +215,9 @@ def test_adaptive_seeds_stop_on_precision_or_at_max(tmp_path, half_width, expect
     doc["seeds"] = {"min": 2, "max": 4, "half_width": half_width}
     study = parse_study(doc, source="test")
     assert study.seeds == [0, 1, 2, 3] and study.seed_rule.min == 2
+    (tmp_path / "run").mkdir()
+    progress = Progress(study, Planner(study, tmp_path / "run"))
+    assert progress.totals == {"tune": 4, "confirm": 4}  # 2 seeds per arm, the rule's minimum, to begin with
     drive(study, tmp_path / "run", "lifo", stop_after=9)  # killed on the way, then resumed
     drive(study, tmp_path / "run", "random", seed=2)
     rows = read_registry(tmp_path / "run")
@@ -222,6 +226,10 @@ def test_adaptive_seeds_stop_on_precision_or_at_max(tmp_path, half_width, expect
     diffs = [100 * (confirm[("residual=true", s)] - confirm[("residual=false", s)]) for s in range(expect)]
     width = t_half_width(diffs)
     assert width <= half_width or expect == 4  # stopped on precision, or ran out of seeds
+    progress.planner = Planner(study, tmp_path / "run")
+    progress.refresh()  # the progress line's totals follow the seeds the rule asked for
+    assert progress.totals == {"tune": 4, "confirm": 2 * expect} and progress.bar.total == progress.bar.n == 4 + 2 * expect
+    progress.close()
     if expect == 4:  # with one seed fewer the interval was still too wide
         assert t_half_width(diffs[:3]) > half_width
     assert Planner(study, tmp_path / "run").remaining() == {"tune": 0, "confirm": 0}

@@ -20,6 +20,10 @@ class Progress:
                         dynamic_ncols=True, initial=sum(planner.counts().values()))
 
     def refresh(self) -> None:
+        # an adaptive seed rule that asks for more seeds raises the totals
+        registered = self.planner.counts()
+        self.totals = {stage: registered.get(stage, 0) + n for stage, n in self.planner.remaining().items()}
+        self.bar.total = sum(self.totals.values())
         counts = self.planner.finished_counts()
         self.bar.n = sum(counts.values())
         stages = " ".join(f"{s} {counts.get(s, 0)}/{n}" for s, n in self.totals.items())
