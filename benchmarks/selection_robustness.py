@@ -31,6 +31,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ablate.engine.run_folder import read_registry  # noqa: E402
+from ablate.spec.reading import read_yaml  # noqa: E402
+from ablate.spec.study_spec import parse_study  # noqa: E402
 
 
 def table(run_dirs: list[Path]) -> tuple[list[str], list[float], list[int], dict]:
@@ -45,6 +47,10 @@ def table(run_dirs: list[Path]) -> tuple[list[str], list[float], list[int], dict
                 test = r.get("test_acc") if r["status"] == "ok" else None
                 cells[(r["arm"], float(r["params"]["lr"]), r["seed"])] = (dev or 0.0, test)
     arms = list(dict.fromkeys(a for a, _, _ in cells))
+    spec = run_dirs[0] / "spec.yaml"
+    if spec.exists():  # the spec's order of arms (residual before plain in the shipped studies)
+        order = [a.name for a in parse_study(read_yaml(spec), source=str(spec)).arms]
+        arms.sort(key=lambda a: order.index(a) if a in order else len(order))
     lrs = sorted({lr for _, lr, _ in cells})
     seeds = sorted(s for s in {s for _, _, s in cells} if all((a, lr, s) in cells for a in arms for lr in lrs))
     if len(arms) < 2 or len(seeds) < 4:

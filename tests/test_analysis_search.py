@@ -49,6 +49,18 @@ def t_interval(x):
     return st.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=st.sem(x))
 
 
+def test_the_search_line_counts_the_points_and_the_trials_they_ran(tmp_path):
+    """A default run's report said "5 tuning trials per arm" for 5 points under 3 seeds each: 15 trials."""
+    from ablate.analysis.context import search_line
+
+    search = {"space": SEARCH["space"], "sampler": "grid", "points": 4, "tuning_seeds": 3}
+    run = build_run(tmp_path / "run", [{"arm": arm, "seed": s, "params": {"lr": 0.03}, "test_acc": 0.9}
+                                       for arm in (RES, PLAIN) for s in (0, 1)], doc=spec_doc(seeds=[0, 1], search=search))
+    line = search_line(load_run(run))
+    assert "4 points per arm, each trained under 3 tuning seeds (12 tuning trials per arm)" in line
+    assert "the best mean dev accuracy went to the confirm stage" in line
+
+
 def test_lr_curves_are_means_over_tuning_seeds_with_failures_at_chance(tmp_path):
     run = load_run(robust_run(tmp_path))
     lr = lr_effects(run)
@@ -223,3 +235,21 @@ def test_an_older_run_with_one_seed_per_lr_says_what_it_cannot_show(tmp_path):
     assert "No learning rate was run by both arms of a compared pair" in section
     assert "Each learning rate ran under one seed, so each point is a single run." in section
     assert "nan" not in section.lower().replace("n/a", "")
+
+
+def test_the_lead_gives_as_many_lr_ranges_as_pairs_and_points_to_the_rest(tmp_path):
+    """A depth smoke study (8 arms) led with 8 pairs and then 16 ranges: the ranges follow the pairs' limit."""
+    from ablate.analysis.lead import MAX_LEADS
+    from helpers.runs import BASE
+
+    depths = (20, 32, 44)
+    arms = [f"depth={d},residual={r}" for d in depths for r in ("true", "false")]
+    points = {lr: [(100 + i, 0.5 + lr + 0.01 * i, 0.5 + lr) for i in range(3)] for lr in (0.01, 0.1)}
+    trials = [row for arm in arms for row in tune_rows(arm, points)]
+    trials += [{"arm": arm, "seed": s, "params": {"lr": 0.1}, "test_acc": 0.6 + 0.01 * s} for arm in arms for s in (0, 1)]
+    doc = spec_doc(base={**BASE, "family": "cifar", "depth": 20}, seeds=[0, 1], search=SEARCH,
+                   factors={"depth": {"values": list(depths)}, "residual": {"values": [True, False]}})
+    md = analyze(build_run(tmp_path / "run", trials, doc=doc)).report.read_text()
+    lead = md[md.index("## At a glance"): md.index("## Completeness")]
+    ranges = [line for line in lead.splitlines() if "within 2 pp of each arm's best mean dev accuracy" in line]
+    assert len(ranges) == MAX_LEADS and "more pairs' ranges in the Learning rates section" in lead

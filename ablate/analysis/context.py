@@ -205,9 +205,14 @@ def search_line(run: Run) -> str:
     if study.legacy:
         return ("Search: an older ablate's asynchronous Optuna/ASHA search; its proposals depended on which trial "
                 "finished first, so a rerun of this spec need not give the same configurations.")
-    return (f"Search: {study.sampler_text()}; {study.trials_per_arm} tuning trials per arm, each round proposed only "
-            "after every earlier round's results were told, so the same spec gives the same proposals and choices on "
-            "any machine, interrupted or not. Each arm's configuration with the best dev accuracy went to the confirm "
+    points, seeds = study.trials_per_arm, study.tuning_seed_count
+    count = (f"{points} points per arm, each trained under {seeds} tuning seeds ({points * seeds} tuning trials per arm)"
+             if seeds > 1 else f"{points} tuning trials per arm")
+    if study.repeats > 1:
+        count += f", the whole search run {study.repeats} times under sampler seeds of its own"
+    return (f"Search: {study.sampler_text()}; {count}, each round proposed only after every earlier round's results "
+            "were told, so the same spec gives the same proposals and choices on any machine, interrupted or not. "
+            f"Each arm's configuration with the best {'mean ' if seeds > 1 else ''}dev accuracy went to the confirm "
             "stage.")
 
 

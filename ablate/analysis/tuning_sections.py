@@ -12,6 +12,7 @@ from .load import Run
 from .lr_effects import WINDOW, LrEffects
 from .markdown_text import code
 from .tables import Fmt, fmt_p, fmt_param
+from .lead import MAX_LEADS
 from .tuning_budget import BOOTSTRAP, BOOTSTRAP_SEED, Repeats, spread
 
 
@@ -184,6 +185,9 @@ def lead_more(run: Run, lr: LrEffects | None, reps: Repeats | None, comparisons:
     """The lead's sentences beyond the confirm result: the range over near-optimal learning rates, the repeats."""
     f = Fmt.of(run)
     lines = range_lines(run, lr, comparisons) if lr is not None else []
+    if len(lines) > MAX_LEADS:  # as many as the lead's pairs; the rest are in their section
+        lines = lines[:MAX_LEADS] + [f"… {len(lines) - MAX_LEADS} more pairs' ranges in the Learning rates section "
+                                     "and `lr_effects.csv`."]
     if reps is not None:
         for (a, b), g in reps.effects.groupby(["arm_a", "arm_b"], sort=False):
             low, high, _ = spread(g["diff"])

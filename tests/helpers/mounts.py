@@ -20,6 +20,8 @@ def _mount(*args) -> bool:
 
 def _umount(path) -> None:
     subprocess.run(["umount", str(path)], capture_output=True)
+    if os.path.ismount(path):  # still busy (a process of a study run there is ending): detach it now
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def can_mount() -> bool:
