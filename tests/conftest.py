@@ -43,16 +43,9 @@ STUDY_FIXTURES = {"tuned_study", "tuned_analysis", "finished_run"}
 
 
 def pytest_collection_modifyitems(config, items):
-    # With pytest-xdist (`-n 2 --dist loadgroup`) a test file's tests run in one worker, so that a module's
-    # fixtures (a real study, a faulted set of runs) are made once; the files that use the session's tuned study
-    # share one worker, so that it is made once too. Without xdist the group marks do nothing.
-    tuned_files = set()
     for item in items:
         if STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-            tuned_files.add(item.path)
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(name="tuned-study" if item.path in tuned_files else item.path.name))
 
 
 def pytest_runtest_setup(item):

@@ -106,7 +106,6 @@ def test_ray_session_files_live_in_a_short_folder_whatever_the_run_folders_lengt
     shutil.rmtree(base)
 
 
-@pytest.mark.slow
 # --- resume -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):

@@ -329,6 +329,8 @@ class Study:
 
     def __init__(self, folder: Path, name: str, *args, env=None):
         self.out, self.err = folder / f"{name}.out", folder / f"{name}.err"
+        flag = "--out" if "--out" in args else "--resume"
+        self.run = Path(args[args.index(flag) + 1])  # its run folder
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen([sys.executable, CLI, "study", *map(str, args)], cwd=ROOT, stdout=out,
                                          stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
@@ -336,6 +338,11 @@ class Study:
 
     def wait(self, timeout=900) -> int:
         return self.proc.wait(timeout=timeout)
+
+    def trials_started(self) -> bool:
+        """Ray is up: a trial folder exists (a study writes them from its workers)."""
+        trials = self.run / "trials"
+        return trials.exists() and any(trials.iterdir())
 
     def stderr(self) -> str:
         return self.err.read_text()
@@ -557,23 +564,26 @@ def faulted(tmp_path_factory):
             "disk": Study(tmp, "disk", spec, "--out", runs["disk"], "--cpus", "2", env=None if disk else fault(
                 fault="enospc", stage="tune", arm="residual=true", round=1, index=0, at="write")),
         }
-        terminated = Terminated(tmp, spec, runs["terminated"])
-        sigkilled = Sigkilled(tmp, spec, tmp / "sigkilled")
-        retried = Retried(tmp, spec, tmp / "retried")
         started += [reference, *studies.values()]
+        stops: list = []  # the second wave, started once the first one's Ray sessions are up (7 Ray sessions
+        # starting at once on 2 cores can time out in Ray's own start-up)
         # The worker of a running trial is killed (with no retry allowed) once a trial has finished, and again
         # while the study runs, until a kill found a trial at work.
         killed, seen_csv = studies["killed"], []
         deadline = time.time() + 900
-        while (killed.proc.poll() is None or not terminated.done or not sigkilled.done
-               or not retried.done) and time.time() < deadline:
+        while (killed.proc.poll() is None or not stops or not all(m.done for m in stops)) and time.time() < deadline:
+            if not stops and all(study.proc.poll() is not None or study.trials_started()
+                                 for study in (reference, *studies.values())):
+                terminated = Terminated(tmp, spec, runs["terminated"])
+                sigkilled = Sigkilled(tmp, spec, tmp / "sigkilled")
+                retried = Retried(tmp, spec, tmp / "retried")
+                stops = [terminated, sigkilled, retried]
             if killed.proc.poll() is None and (runs["killed"] / "spec.yaml").exists() and read_registry(runs["killed"]):
                 if not seen_csv:  # trials have finished, the study runs on: no trials.csv yet
                     seen_csv.append((runs["killed"] / "trials.csv").exists())
                 kill_workers(killed)
-            terminated.step()
-            sigkilled.step()
-            retried.step()
+            for machine in stops:
+                machine.step()
             time.sleep(0.2)
         for study in studies.values():
             study.wait()
