@@ -84,7 +84,7 @@ def main() -> None:
     batch = 64
     # Training size = whole batches so both loops take exactly `steps` steps; no dev evaluation inside.
     cfg = TrialConfig(dataset=args.dataset, train_size=batch * args.steps, dev_size=64, test_size=64,
-                      epochs=1, eval_every=10**9, threads=args.threads, batch_size=batch, schedule=args.schedule,
+                      epochs=1, eval_every=10**7, threads=args.threads, batch_size=batch, schedule=args.schedule,
                       warmup_steps=args.warmup_steps, augment=args.augment, nesterov=args.nesterov,
                       momentum=0.9 if args.nesterov else 0.0)
     # Warm-up: imports, data cache, allocator and CPU clocks settle before anything is timed.

@@ -20,3 +20,11 @@ def test_the_gpu_check_script_runs_on_a_cpu_and_prints_its_table():
                  "one trial, fp32 compiled reduce-overhead", "2 packed processes", "2 fused members"):
         assert float(rows[what][0]) > 0, out.stdout
     assert "N at once (gpu plan)                       not measured: no GPU" in out.stdout
+
+
+def test_the_trial_overhead_script_runs_and_prints_its_ratios():
+    """It broke unseen once (its never-evaluate eval_every went past the bound a spec may ask)."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "trial_overhead.py"), "--steps", "2", "--reps", "1",
+                          "--threads", "1", "--dataset", "digits"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ratio" in out.stdout.lower(), out.stdout
