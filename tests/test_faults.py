@@ -300,6 +300,29 @@ def test_a_refused_concurrent_resume_leaves_nothing_and_a_finished_run_is_not_re
     assert len((run / "trials.csv").read_text().splitlines()) == 7  # written on --resume all the same
 
 
+@pytest.mark.slow
+def test_ray_not_starting_stops_the_study_for_a_resume_not_as_a_failure_inside_ablate(tmp_path, monkeypatch):
+    """Ray's node not coming up in time (seen with 7 studies starting at once on 2 cores) is the machine's fault:
+    exit 3, one line with Ray's words and the resume command (which the other faults show finishing), and its
+    temporary folder gone. It exited 1 as "a failure inside ablate"."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump({"description": "ray start", "seeds": [0],
+                                    "base": {**TINY, "image_size": 8, "train_size": 64, "dev_size": 32,
+                                             "test_size": 32, "epochs": 1},
+                                    "factors": {"residual": {"values": [True, False]}}}))
+    run = tmp_path / "run"
+    monkeypatch.setenv(fault_hook.VARIABLE, json.dumps({"fault": "ray_start"}))
+    result = invoke("study", spec, "--out", run)
+    lines = [line for line in result.output.splitlines() if line.strip() and not PROGRESS.match(line)]
+    assert result.exit_code == 3, result.output
+    assert lines[-1] == ("error: the study stopped: Ray could not start (Exception: The current node timed out during "
+                         "startup. This could happen because some of the raylet failed to startup or the GCS has become "
+                         f"overloaded. ({fault_hook.VARIABLE})) (the full traceback is in {run / 'error.txt'}); once the "
+                         f"cause is fixed, finish it with: ablate study --resume {run}"), lines
+    assert "Traceback" not in result.output and not (run / RAY_TMP_RECORD).exists()
+    assert (run / "spec.yaml").exists() and not read_registry(run)
+
+
 def test_a_new_sqlite_storage_is_made_by_the_study_not_by_a_dry_run_or_a_refused_command(tmp_path):
     db = tmp_path / "new.db"
     result = invoke("study", "residual-ablation", "--dataset", "digits", "--dry-run", "--storage", f"sqlite:///{db}")

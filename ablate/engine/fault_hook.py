@@ -11,6 +11,8 @@ attempt of each trial segment whose Work matches all the given keys (stage, arm,
   kill      SIGKILL of the worker process itself;
   config    ValueError, the same on every attempt (a failure of the config, for contrast).
 The study's Ray workers inherit the variable; a `--resume` without it runs the trial normally.
+`{"fault": "ray_start"}` instead makes the study's own start of Ray fail as Ray does when its node does not come
+up in time (seen on an overloaded machine).
 """
 from __future__ import annotations
 
@@ -28,12 +30,19 @@ def strike(works, at: str) -> None:
     if not text:
         return
     fault = json.loads(text)
-    if fault.get("at", "start") != at:
+    if fault.get("at", "start") != at or fault["fault"] == "ray_start":
         return
     for work in works:
         if all(fault[k] == getattr(work, k) for k in _KEYS if k in fault) and \
                 ("seed" not in fault or fault["seed"] == work.config.seed):
             _raise(fault["fault"], f"trials/{work.trial_id}")
+
+
+def strike_ray_start() -> None:
+    text = os.environ.get(VARIABLE)
+    if text and json.loads(text).get("fault") == "ray_start":
+        raise Exception("The current node timed out during startup. This could happen because some of the raylet "
+                        f"failed to startup or the GCS has become overloaded. ({VARIABLE})")
 
 
 def _raise(kind: str, where: str) -> None:

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 from typing import Callable
 
+from ablate.engine import fault_hook
 from ablate.errors import AblateError
 from ablate.engine.run_folder import write_trials_csv
 from ablate.engine.interrupts import interrupt_signal
@@ -98,7 +99,13 @@ def _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorbo
         on_start()
     tmp = _temp_dir(run_dir)
     try:
-        start_ray(resources, tmp)
+        try:
+            fault_hook.strike_ray_start()
+            start_ray(resources, tmp)
+        except AblateError:
+            raise
+        except Exception as exc:  # Ray's node did not come up (an overloaded machine, a cluster gone): not the spec's
+            raise StudyStopped(run_dir, [], f"Ray could not start ({describe(exc)})") from exc
         faults = _fit(study, run_dir, resources, data_dir, planner, retries, tmp)
     finally:
         stop_ray()
