@@ -15,14 +15,18 @@ class Progress:
         from tqdm import tqdm
 
         self.study, self.planner = study, planner
-        self.totals = {stage: planner.counts().get(stage, 0) + n for stage, n in planner.remaining().items()}
+        self.totals = self._totals()
         self.bar = tqdm(total=sum(self.totals.values()), desc=study.name, unit="trial", file=sys.stderr,
                         dynamic_ncols=True, initial=sum(planner.counts().values()))
 
-    def refresh(self) -> None:
-        # an adaptive seed rule that asks for more seeds raises the totals
+    def _totals(self) -> dict[str, int]:
+        """Trials per stage the study will have run: registered plus remaining (an adaptive seed rule that asks
+        for more seeds raises them)."""
         registered = self.planner.counts()
-        self.totals = {stage: registered.get(stage, 0) + n for stage, n in self.planner.remaining().items()}
+        return {stage: registered.get(stage, 0) + n for stage, n in self.planner.remaining().items()}
+
+    def refresh(self) -> None:
+        self.totals = self._totals()
         self.bar.total = sum(self.totals.values())
         counts = self.planner.finished_counts()
         self.bar.n = sum(counts.values())
