@@ -93,6 +93,8 @@ CASES = [
     ("summary --in-channels 100000", "--in-channels must be at most 64"),
     ("summary --num-classes 1000000000", "--num-classes must be at most 100,000"),
     ("verify-torchvision --seed 99999999999999999999", "--seed must be from 0 to 2^63 - 1"),
+    ("study residual-ablation --dry-run --sampler-seed -1", "--sampler-seed must be from 0 to 1,000,000, got -1"),
+    ("study residual-ablation --dry-run --sampler-seed 99999999999999999999", "--sampler-seed must be from 0 to 1,000,000"),
     ("study {d}/spec-train-size.yaml", "train_size must be at most 2,000,000"),
     ("study {d}/spec-epochs.yaml", "epochs must be at most 10,000,000"),
     ("study {d}/spec-steps.yaml", "more than 10,000,000 steps"),

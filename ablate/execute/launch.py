@@ -20,7 +20,7 @@ from ablate.engine.run_folder import create_run_dir, open_run_dir
 from ablate.engine.manifest import manifest
 from ablate.spec.study_spec import Study, load_study, parse_study
 from ablate.spec.reading import read_yaml
-from ablate.spec.limits import MAX_RETRIES, check_at_most
+from ablate.spec.limits import MAX_RETRIES, MAX_SAMPLER_SEED, check_at_most
 from ablate.engine.storage import check_storage
 from ablate.messages import mask_url
 from ablate.engine.resources import Resources
@@ -81,6 +81,8 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
     if retries < 0:
         raise AblateError(f"--retries must be >= 0, got {retries}")
     check_at_most(retries, MAX_RETRIES, "--retries")
+    if sampler_seed is not None and not 0 <= sampler_seed <= MAX_SAMPLER_SEED:
+        raise AblateError(f"--sampler-seed must be from 0 to {MAX_SAMPLER_SEED:,}, got {sampler_seed}")
     if resume is not None:
         run_dir = open_run_dir(resume)
         spec = parse_study(read_yaml(run_dir / "spec.yaml"), source=str(run_dir / "spec.yaml"))

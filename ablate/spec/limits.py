@@ -34,6 +34,7 @@ MAX_SEEDS = 1000
 MAX_ARMS = 1000
 MAX_GRID_POINTS = 10_000
 MAX_STUDY_TRIALS = 1_000_000
+MAX_SAMPLER_SEED = 1_000_000  # tuning seeds are base.seed + 1000 x the sampler seed: far below 2^63 either way
 MAX_RETRIES = 100  # --retries: a trial that crashed 100 times has a bug, not bad luck
 # A spec or config file: the shipped specs are under 4 KB; values counted with every alias expanded (a YAML
 # "billion laughs" of a few hundred bytes would otherwise expand to 10^9 values), and how deeply they nest.

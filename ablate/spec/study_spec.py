@@ -286,7 +286,8 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
         need(repeats == 1 or "tuning_seeds" in search, source, "search.repeats needs search.tuning_seeds, so that each "
              "repeat trains its points under its own seeds")
     sampler_seed = search.get("sampler_seed", 0)
-    need(is_int(sampler_seed), source, "search.sampler_seed must be an integer")
+    need(is_int(sampler_seed) and 0 <= sampler_seed <= limits.MAX_SAMPLER_SEED, source,
+         f"search.sampler_seed must be an integer from 0 to {limits.MAX_SAMPLER_SEED:,}, got {sampler_seed!r}")
 
     grid = raw.get("grid") or {}
     need(isinstance(grid, dict), source, "grid must be a mapping of setting to a list of values")
