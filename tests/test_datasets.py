@@ -528,3 +528,17 @@ def test_fused_members_record_the_colour_data_they_trained_on(tmp_path):
     for result in (single, *fused):
         assert (result.dataset, result.num_classes, result.in_channels) == ("cifar10", 10, 3)
         assert result.channel_mean == single.channel_mean and len(result.channel_std) == 3
+
+
+def test_digits_are_scikit_learns_images_and_labels_read_without_importing_scikit_learn():
+    """The digits reader reads the CSV file scikit-learn ships (its load_digits reads the same file), so a trial
+    worker does not spend 1-2 CPU-seconds importing scikit-learn: same pixels, same labels, same order."""
+    code = ("import sys\nfrom ablate.data.readers import _digits_arrays\nimages, labels = _digits_arrays()\n"
+            "print('sklearn' in sys.modules, images.shape, labels.shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.stdout.split() == ["False", "(1797,", "8,", "8)", "(1797,)"], out.stderr[-2000:]
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images, labels = datasets._digits_arrays()
+    assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)

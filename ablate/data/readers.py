@@ -414,13 +414,35 @@ def read_folder(path: Path) -> Raw:
 
 
 # --- scikit-learn's digits ---------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def read_digits() -> Raw:
+def _digits_arrays():
+    """scikit-learn's digits as (images (1797, 8, 8), labels): read straight from the CSV file scikit-learn ships,
+    the file its load_digits reads, without importing scikit-learn (1-2 CPU-seconds in every trial worker and
+    study process); load_digits where that file is not found."""
+    import gzip
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without running it
+    if spec is None:
+        raise AblateError("the digits dataset comes with scikit-learn, which is not installed; "
+                          "install it with: pip install scikit-learn")
+    csv = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if csv.is_file():
+        with gzip.open(csv, "rt") as fh:
+            table = np.loadtxt(fh, delimiter=",")  # 64 pixel columns, then the label
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = torch.from_numpy(bunch.images).to(torch.uint8).unsqueeze(1)  # integer values 0..16
-    y = torch.from_numpy(bunch.target).long()
+    return bunch.images, bunch.target
+
+
+@functools.lru_cache(maxsize=1)
+def read_digits() -> Raw:
+    images, labels = _digits_arrays()
+    x = torch.from_numpy(images).to(torch.uint8).unsqueeze(1)  # integer values 0..16
+    y = torch.from_numpy(labels).long()
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(_DIGITS_PARTITION_SEED))
     test, train = perm[:_DIGITS_TEST_SIZE], perm[_DIGITS_TEST_SIZE:]
     return Raw(x[train], y[train], x[test], y[test], 16.0, 10, 1)
