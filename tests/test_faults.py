@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ TINY = {"family": "cifar", "depth": 20, "dataset": "digits", "image_size": 16, "
 SPEC = {"description": "faults", "base": dict(TINY), "factors": {"residual": {"values": [True, False]}},
         "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
                    "trials": 3, "round": 2, "sampler_seed": 0, "halving": True},
-        "seeds": [0, 1]}
+        "seeds": [0, 1, 2]}
 
 
 def invoke(*args):
@@ -435,54 +436,9 @@ def check_stopped(study: Study, run_dir: Path) -> list[str]:
     return ids
 
 
-class Stops:
-    """A study stopped at each of its `moments` in turn and resumed after each: a small state machine that the
-    fixture's watch loop steps."""
-
-    tmp: Path
-    run: Path
-    moments: list
-    seen: list
-
-    @property
-    def done(self) -> bool:
-        return len(self.seen) == len(self.moments)
-
-    def resume(self, name: str, *extra) -> None:
-        self.study = Study(self.tmp, f"{name}-{len(self.seen)}", "--resume", self.run, *extra)
-
-
-class Terminated(Stops):
-    """A study interrupted by Ctrl-C (SIGINT) while Ray starts, resumed, sent SIGTERM while its trials run, and
-    resumed again."""
-
-    def __init__(self, tmp: Path, spec: Path, run: Path):
-        self.tmp, self.run, self.seen = tmp, run, []
-        self.moments = [("while Ray starts", signal.SIGINT, lambda: (run / "spec.yaml").exists()),
-                        ("while trials run", signal.SIGTERM, lambda: len(read_registry(run)) >= 2)]
-        self.study = Study(tmp, "terminated-0", spec, "--out", run, "--cpus", "1")
-
-    def step(self) -> None:
-        if self.done:
-            return
-        when, signum, ready = self.moments[len(self.seen)]
-        if self.study.proc.poll() is None and not ready():
-            return
-        self.study.proc.send_signal(signum)
-        code = self.study.wait(timeout=120)
-        record = self.run / RAY_TMP_RECORD
-        ray_tmp = Path(record.read_text()) if record.exists() else None
-        self.seen.append({"when": when, "signal": signum, "code": code, "lines": self.study.lines(),
-                          "stderr": self.study.stderr(), "trials_csv": (self.run / "trials.csv").exists(),
-                          "ray_tmp_left": ray_tmp is not None and ray_tmp.exists()})
-        if not self.done:
-            (self.run / "trials.csv").unlink(missing_ok=True)
-            self.resume("terminated")
-
-
-class Sigkilled(Stops):
+class Sigkilled:
     """A study killed with SIGKILL (itself and every process it started, as a machine crash would) during
-    tuning, after tuning and during confirm, resumed after each kill.
+    tuning, after tuning and during confirm, resumed after each kill; stepped by the fixture's watch loop.
     After each kill, every trial that had finished is still there byte for byte and the registry only grew."""
 
     def __init__(self, tmp: Path, spec: Path, run: Path):
@@ -490,15 +446,21 @@ class Sigkilled(Stops):
             return sum(r["stage"] == stage for r in rows)
 
         self.tmp, self.run = tmp, run
+        # 6 tuning and 6 confirm trials; arm by arm, so the first arm's 3 confirm trials come before the second
+        # arm's tuning ends
         self.moments = [("during tuning", lambda rows, at_start: 2 <= n(rows, "tune") < 6),
-                        ("after tuning", lambda rows, at_start: n(rows, "tune") == 6 and n(rows, "confirm") < 3),
-                        ("during confirm", lambda rows, at_start: n(at_start, "confirm") < n(rows, "confirm") < 4)]
+                        ("after tuning", lambda rows, at_start: n(rows, "tune") == 6 and n(rows, "confirm") <= 3),
+                        ("during confirm", lambda rows, at_start: n(at_start, "confirm") < n(rows, "confirm") < 6)]
         self.seen, self.stale, self.problems = [], [], []
         self.finished: dict[str, str] = {}  # every finished trial so far -> its metrics.json text
         self.prefix: list[str] = []  # registry lines so far: the registry is append-only
         self.checked = 0
         self.at_start: list = []
         self.study = Study(tmp, "sigkilled-0", spec, "--out", run, "--cpus", "1")
+
+    @property
+    def done(self) -> bool:
+        return len(self.seen) == len(self.moments)
 
     def step(self) -> None:
         from helpers.processes import finished_trials, kill_tree, raw_registry_lines
@@ -525,27 +487,109 @@ class Sigkilled(Stops):
         self.stale.append(Path((self.run / RAY_TMP_RECORD).read_text()))  # Ray's session folder, left by the kill
         self.seen.append(when)
         self.at_start = read_registry(self.run)
-        self.resume("sigkilled", "--cpus", "1")  # one trial at a time: the next kill point comes before the end
+        self.study = Study(self.tmp, f"sigkilled-{len(self.seen)}", "--resume", self.run, "--cpus", "1")  # one
+        # trial at a time: the next kill point comes before the end
 
 
-class Retried:
-    """A study allowed 2 retries whose every trial worker is killed at once while a trial runs: the retries
-    finish it. Before the kill, every socket its processes listen on is on loopback (Ray's servers bind the
-    node address). Stepped by the fixture's watch loop."""
+class Chain:
+    """One run taken through the other faults in turn, on one CPU, each stop resumed by the next link:
+      sigint   Ctrl-C while Ray starts (exit 130);
+      threads  the first attempts of one tuning trial find no thread (test hook): exit 3;
+      killed   with --retries 0, the trial worker is SIGKILLed once a trial of the link has finished, and again
+               until a kill found a trial at work: exit 3;
+      sigterm  SIGTERM once a trial of the link has finished (exit 143);
+      disk     the run's tmpfs is shrunk to leave room for one trial's weights, then fills (exit 3); where no
+               tmpfs can be mounted, the test hook's ENOSPC on the first confirm trial;
+      retried  with --retries 2, every trial worker is killed at once while a trial runs, after checking that
+               every socket the study's processes listen on is on loopback: the retries finish the run.
+    What each link left is recorded when it ends, before the next one starts (trials.csv is removed first, so
+    that the next stop shows whether it wrote one). Stepped by the fixture's watch loop."""
 
-    def __init__(self, tmp: Path, spec: Path, run: Path):
-        self.run, self.in_flight, self.sockets, self.names, self.workers = run, None, [], set(), 0
-        self.study = Study(tmp, "retried", spec, "--out", run, "--cpus", "1", "--retries", "2")
+    LINKS = ("sigint", "threads", "killed", "sigterm", "disk", "retried")
+    THREADS = {"fault": "threads", "stage": "tune", "arm": "residual=false", "round": 0, "index": 0}
+    ENOSPC = {"fault": "enospc", "stage": "confirm", "at": "write"}
+    ROOM = 1_600_000  # bytes left free for the disk link: one confirm trial's weights (~1.1 MB), not two
+
+    def __init__(self, tmp: Path, spec: Path, run: Path, disk: Tmpfs | None):
+        self.tmp, self.run, self.disk = tmp, run, disk
+        self.at, self.acted, self.results = 0, 0, {}
+        self.at_start: list = []  # the registry when the link started
+        self.retried = {"in_flight": None, "sockets": [], "names": set(), "workers": 0}
+        self.killed_csv: list[bool] = []
+        self.study = Study(tmp, "chain-sigint", spec, "--out", run, "--cpus", "1")
 
     @property
     def done(self) -> bool:
-        return self.in_flight is not None or self.study.proc.poll() is not None
+        return self.at == len(self.LINKS)
+
+    def grew(self) -> bool:
+        """A trial of this link has finished."""
+        return (self.run / "spec.yaml").exists() and len(read_registry(self.run)) > len(self.at_start)
 
     def step(self) -> None:
-        from helpers.processes import cmdline, descendants, listening_sockets
-
         if self.done:
             return
+        link, running = self.LINKS[self.at], self.study.proc.poll() is None
+        if running and link == "sigint" and not self.acted and (self.run / "spec.yaml").exists():
+            self.study.proc.send_signal(signal.SIGINT)
+            self.acted = 1
+        elif running and link == "sigterm" and not self.acted and self.grew():
+            self.study.proc.send_signal(signal.SIGTERM)
+            self.acted = 1
+        elif running and link == "killed" and self.grew():
+            if not self.killed_csv:  # trials have finished, the study runs on: no trials.csv yet
+                self.killed_csv.append((self.run / "trials.csv").exists())
+            self.acted += kill_workers(self.study)
+        elif running and link == "retried" and self.retried["in_flight"] is None:
+            self._kill_a_running_trial()
+        if self.study.proc.poll() is None:
+            return
+        self.results[link] = self._ended(link)
+        self.at += 1
+        if not self.done:
+            self._start(self.LINKS[self.at])
+
+    def _start(self, link: str) -> None:
+        (self.run / "trials.csv").unlink(missing_ok=True)
+        self.at_start, self.acted = read_registry(self.run), 0
+        extra, env = ["--cpus", "1"], None
+        if link == "threads":
+            env = fault(**self.THREADS)
+        elif link == "killed":
+            extra += ["--retries", "0"]
+        elif link == "disk":
+            if self.disk is None:
+                env = fault(**self.ENOSPC)
+            else:
+                self.disk.resize(f"{(self.disk.used() + self.ROOM) // 4096 * 4096 // 1024}k")
+        elif link == "retried":
+            extra += ["--retries", "2"]
+        self.study = Study(self.tmp, f"chain-{link}", "--resume", self.run, *extra, env=env)
+
+    def _ended(self, link: str) -> dict:
+        study, code = self.study, self.study.wait(timeout=120)
+        result = {"code": code, "lines": study.lines(), "stderr": study.stderr(), "acted": self.acted,
+                  "trials_csv": (self.run / "trials.csv").exists()}
+        if link in ("sigint", "sigterm"):
+            record = self.run / RAY_TMP_RECORD
+            result["ray_tmp_left"] = record.exists() and Path(record.read_text()).exists()
+        if link in ("threads", "killed", "disk"):
+            ids = check_stopped(study, self.run)
+            result.update(ids=ids, untold=untold_rounds(self.run, ids),
+                          attempts={i: trial_failures.read_attempts(self.run / "trials" / i) for i in ids})
+        if link == "killed":
+            result["csv_while_running"] = self.killed_csv
+        if link == "disk":
+            result["real"] = self.disk is not None
+            if self.disk is not None:
+                self.disk.resize("256m")
+        if link == "retried":
+            result.update(self.retried)
+        return result
+
+    def _kill_a_running_trial(self) -> None:
+        from helpers.processes import cmdline, descendants, listening_sockets
+
         trials = self.run / "trials"
         running = [f for f in (trials.iterdir() if trials.exists() else [])
                    if (f / "config.yaml").exists() and not (f / "metrics.json").exists()]
@@ -553,88 +597,54 @@ class Retried:
         workers = [p for p in pids if cmdline(p).startswith("ray::ImplicitFunc")]
         if not running or not workers:
             return
-        self.names = {cmdline(p).split()[0].rsplit("/", 1)[-1] for p in pids}
-        self.sockets = listening_sockets(pids + [self.study.proc.pid])
+        self.retried["names"] = {cmdline(p).split()[0].rsplit("/", 1)[-1] for p in pids}
+        self.retried["sockets"] = listening_sockets(pids + [self.study.proc.pid])
         for pid in workers:  # every trial worker dies at once
             try:
                 os.kill(pid, signal.SIGKILL)
-                self.workers += 1
+                self.retried["workers"] += 1
             except ProcessLookupError:
                 pass
-        self.in_flight = running[0]
+        self.retried["in_flight"] = running[0]
 
 
 @pytest.fixture(scope="module")
 def faulted(tmp_path_factory):
-    """Side by side: an uninterrupted run, and runs whose trials meet a killed worker, a full disk and no thread
-    to be had, one interrupted by Ctrl-C and by SIGTERM, one killed (SIGKILL) at three points; each stops, and is
-    then resumed (the disk grown first)."""
+    """Side by side: an uninterrupted run on 2 CPUs; a run on 1 CPU taken through a chain of faults and
+    resumed after each (Chain); a run on 1 CPU killed with SIGKILL at three points and resumed after each
+    (Sigkilled). Each ends with trials.csv, compared with the uninterrupted one's by the tests."""
     tmp = tmp_path_factory.mktemp("faults")
     spec = tmp / "faults.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
-    runs = {name: tmp / name for name in ("reference", "killed", "disk", "threads", "terminated")}
-    disk = Tmpfs(tmp / "disk", "3m") if can_mount() else None
-    if disk is not None:
-        runs["disk"] = disk.path / "run"
-    started, terminated, sigkilled, retried = [], None, None, None
+    # The chain's run folder is on a tmpfs where one can be mounted, so that its disk can fill for real.
+    disk = Tmpfs(tmp / "disk", "256m") if can_mount() else None
+    runs = {"reference": tmp / "reference", "chain": (disk.path if disk else tmp) / "chain",
+            "sigkilled": tmp / "sigkilled"}
+    reference, chain, sigkilled = None, None, None
     try:
+        import optuna  # noqa: F401  (imported now, not in the middle of a watch)
+
         reference = Study(tmp, "reference", spec, "--out", runs["reference"], "--cpus", "2")
-        studies = {
-            "killed": Study(tmp, "killed", spec, "--out", runs["killed"], "--cpus", "1", "--retries", "0"),
-            "threads": Study(tmp, "threads", spec, "--out", runs["threads"], "--cpus", "1", env=fault(
-                fault="threads", stage="tune", arm="residual=false", round=0, index=0)),
-            # a real full disk where a tmpfs can be mounted, else the test hook's ENOSPC
-            "disk": Study(tmp, "disk", spec, "--out", runs["disk"], "--cpus", "2", env=None if disk else fault(
-                fault="enospc", stage="tune", arm="residual=true", round=1, index=0, at="write")),
-        }
-        started += [reference, *studies.values()]
-        stops: list = []  # the second wave, started once the first one's Ray sessions are up (7 Ray sessions
-        # starting at once on 2 cores can time out in Ray's own start-up)
-        # The worker of a running trial is killed (with no retry allowed) once a trial has finished, and again
-        # while the study runs, until a kill found a trial at work.
-        killed, seen_csv = studies["killed"], []
+        chain = Chain(tmp, spec, runs["chain"], disk)
+        sigkilled = Sigkilled(tmp, spec, runs["sigkilled"])
         deadline = time.time() + 900
-        while (killed.proc.poll() is None or not stops or not all(m.done for m in stops)) and time.time() < deadline:
-            if not stops and all(study.proc.poll() is not None or study.trials_started()
-                                 for study in (reference, *studies.values())):
-                terminated = Terminated(tmp, spec, runs["terminated"])
-                sigkilled = Sigkilled(tmp, spec, tmp / "sigkilled")
-                retried = Retried(tmp, spec, tmp / "retried")
-                stops = [terminated, sigkilled, retried]
-            if killed.proc.poll() is None and (runs["killed"] / "spec.yaml").exists() and read_registry(runs["killed"]):
-                if not seen_csv:  # trials have finished, the study runs on: no trials.csv yet
-                    seen_csv.append((runs["killed"] / "trials.csv").exists())
-                kill_workers(killed)
-            for machine in stops:
+
+        def watch(machine):  # each on its own thread: one's checks between links never delay the other's kill
+            while not machine.done and time.time() < deadline:
                 machine.step()
-            time.sleep(0.2)
-        for study in studies.values():
-            study.wait()
-        stopped = {name: {"ids": check_stopped(study, runs[name]), "lines": study.lines()}
-                   for name, study in studies.items()}
-        stopped["killed"]["csv_while_running"] = seen_csv
-        stopped["disk"]["real"] = disk is not None
-        for name in studies:
-            stopped[name]["untold"] = untold_rounds(runs[name], stopped[name]["ids"])
-            stopped[name]["attempts"] = {i: trial_failures.read_attempts(runs[name] / "trials" / i)
-                                         for i in stopped[name]["ids"]}
-        stopped["terminated"] = {"moments": terminated.seen}
-        if disk is not None:
-            disk.resize("256m")
-        resumed = {name: Study(tmp, f"{name}-resumed", "--resume", runs[name]) for name in stopped}
-        started += resumed.values()
-        for name, study in resumed.items():
-            assert study.wait() == 0, study.stderr()[-3000:]
-            stopped[name]["resumed_csv"] = (runs[name] / "trials.csv").read_text()
-            stopped[name]["resumed_stderr"] = study.stderr()
+                time.sleep(0.1)
+
+        with ThreadPoolExecutor(2) as pool:
+            for watching in [pool.submit(watch, chain), pool.submit(watch, sigkilled)]:
+                watching.result()  # re-raises what failed in it
+        assert chain.done, f"the chain of faults did not end in time: {chain.results}"
         assert reference.wait() == 0, reference.stderr()[-3000:]
         assert sigkilled.study.wait() == 0, sigkilled.study.stderr()[-3000:]
-        stopped["sigkilled"] = {"state": sigkilled, "run": tmp / "sigkilled"}
-        stopped["retried"] = {"state": retried, "code": retried.study.wait(), "stderr": retried.study.stderr()}
-        yield {"runs": runs, "reference": (runs["reference"] / "trials.csv").read_text(), **stopped}
+        yield {"runs": runs, "reference": (runs["reference"] / "trials.csv").read_text(), "chain": chain.results,
+               "chain_csv": (runs["chain"] / "trials.csv").read_text(), "sigkilled": sigkilled}
     finally:
-        for study in started + [m.study for m in (terminated, sigkilled, retried) if m]:  # what a failed assertion left running
-            if study.proc.poll() is None:
+        for study in [s for s in (reference, chain and chain.study, sigkilled and sigkilled.study) if s]:
+            if study.proc.poll() is None:  # what a failed assertion left running
                 os.killpg(study.proc.pid, signal.SIGKILL)
                 study.wait()
         if disk is not None:
@@ -643,34 +653,33 @@ def faulted(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_killed_worker_stops_the_study_and_resume_gives_the_uninterrupted_trials(faulted):
-    killed = faulted["killed"]
-    assert killed["ids"], killed["lines"]
+    killed = faulted["chain"]["killed"]
+    assert killed["ids"] and killed["acted"], killed["lines"]
     assert all("its worker died without a word" in line for line in killed["lines"][1:-1])
     assert all(a == [] for a in killed["attempts"].values())  # the worker could not say anything
     assert killed["csv_while_running"] == [False]  # trials.csv is written when the study ends, not per trial
-    assert killed["resumed_csv"] == faulted["reference"]
+    assert faulted["chain_csv"] == faulted["reference"]
 
 
 @pytest.mark.slow
 def test_a_full_disk_stops_the_study_and_resume_gives_the_uninterrupted_trials(faulted):
-    disk = faulted["disk"]
+    disk = faulted["chain"]["disk"]
     assert any("No space left on device" in line or "disk is full" in line for line in disk["lines"][1:]), disk["lines"]
     if not disk["real"]:
-        assert len(disk["ids"]) == 1 and "(tune, residual=true, round 1, index 0)" in disk["lines"][1]
-        assert disk["untold"] == [("residual=true", 1)]
-    assert disk["resumed_csv"] == faulted["reference"]
+        assert len(disk["ids"]) == 1 and "(confirm, " in disk["lines"][1], disk["lines"]
+    assert faulted["chain_csv"] == faulted["reference"]
 
 
 @pytest.mark.slow
 def test_no_thread_to_be_had_stops_the_study_and_resume_gives_the_uninterrupted_trials(faulted):
-    threads = faulted["threads"]
+    threads = faulted["chain"]["threads"]
     assert len(threads["ids"]) == 1, threads["lines"]
     line = threads["lines"][1]
     assert "(tune, residual=false, round 0, index 0, seed 100) failed twice: RuntimeError: can't start new thread" in line
     [attempts] = threads["attempts"].values()
     assert [a["kind"] for a in attempts] == ["infrastructure", "infrastructure"]
     assert threads["untold"] == [("residual=false", 0)]  # neither told to Optuna nor decided by halving
-    assert threads["resumed_csv"] == faulted["reference"]
+    assert faulted["chain_csv"] == faulted["reference"]
 
 
 @pytest.mark.slow
@@ -701,17 +710,19 @@ def test_ctrl_c_and_sigterm_at_any_moment_say_how_to_resume_and_the_resume_finis
     """Ctrl-C while Ray starts exits 130, SIGTERM while trials run 143 (128 + the signal), each with the resume
     hint, no traceback, trials.csv written and Ray's session folder gone; the resume gives the uninterrupted
     trials.csv, with Ray quiet (no searcher-save warnings, no result files of its own)."""
-    run, moments = faulted["runs"]["terminated"], faulted["terminated"]["moments"]
-    assert [(m["when"], m["code"]) for m in moments] == [("while Ray starts", 130), ("while trials run", 143)]
-    for moment in moments:
-        word = "interrupted" if moment["signal"] == signal.SIGINT else "terminated"
+    run, chain = faulted["runs"]["chain"], faulted["chain"]
+    moments = [chain["sigint"], chain["sigterm"]]
+    assert [(m["acted"], m["code"]) for m in moments] == [(1, 130), (1, 143)]
+    for moment, word in zip(moments, ("interrupted", "terminated")):
         assert moment["lines"][-1] == (f"{word}: what finished is kept in {run}; finish it with: "
                                        f"ablate study --resume {run}"), moment
         assert "Traceback" not in moment["stderr"] and "SIGTERM received" not in moment["stderr"], moment
         assert "Tuner.restore" not in moment["stderr"] and not moment["ray_tmp_left"], moment
-    assert moments[1]["trials_csv"]  # written when the study was interrupted
-    assert faulted["terminated"]["resumed_csv"] == faulted["reference"]
-    assert "not implemented" not in faulted["terminated"]["resumed_stderr"] and not (run / "ray").exists()
+        assert moment["trials_csv"]  # written when the study was interrupted
+    assert faulted["chain_csv"] == faulted["reference"]
+    for link in ("threads", "disk"):  # the links that resumed after a signal
+        assert "not implemented" not in chain[link]["stderr"], chain[link]["stderr"][-2000:]
+    assert not (run / "ray").exists()
 
 
 @pytest.mark.slow
@@ -721,7 +732,7 @@ def test_sigkill_at_three_points_then_resume_loses_nothing_and_reruns_nothing(fa
     uninterrupted trials.csv; Ray's session folders left in /tmp by the kills are removed."""
     from helpers.processes import finished_trials, raw_registry_lines
 
-    state, run = faulted["sigkilled"]["state"], faulted["sigkilled"]["run"]
+    state, run = faulted["sigkilled"], faulted["runs"]["sigkilled"]
     assert not state.problems, state.problems
     assert state.seen == ["during tuning", "after tuning", "during confirm"]
     now = finished_trials(run)
@@ -742,13 +753,12 @@ LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "00000000000000000000000000000001"}
 def test_a_local_study_listens_on_loopback_only_and_a_crashed_worker_is_retried(faulted):
     """While a trial runs, every socket the study's processes listen on is on 127.0.0.1; then every trial
     worker is killed at once, and the retries finish the study with the uninterrupted trials.csv."""
-    retried = faulted["retried"]
-    state = retried["state"]
+    retried = faulted["chain"]["retried"]
     assert retried["code"] == 0, retried["stderr"][-3000:]
-    assert state.in_flight is not None and state.workers, "no trial was seen running"
-    assert any("gcs_server" in n for n in state.names) and any("raylet" in n for n in state.names), state.names
-    assert len(state.sockets) >= 4, state.sockets
-    exposed = [s for s in state.sockets if s[0] not in LOOPBACK]
+    assert retried["in_flight"] is not None and retried["workers"], "no trial was seen running"
+    assert any("gcs_server" in n for n in retried["names"]) and any("raylet" in n for n in retried["names"]), retried["names"]
+    assert len(retried["sockets"]) >= 4, retried["sockets"]
+    exposed = [s for s in retried["sockets"] if s[0] not in LOOPBACK]
     assert not exposed, f"Ray listens beyond loopback: {exposed}"
-    assert json.loads((state.in_flight / "metrics.json").read_text())["status"] == "ok"
-    assert (state.run / "trials.csv").read_text() == faulted["reference"]
+    assert json.loads((retried["in_flight"] / "metrics.json").read_text())["status"] == "ok"
+    assert faulted["chain_csv"] == faulted["reference"]

@@ -48,6 +48,11 @@ class Tmpfs:
         if not _mount("-o", f"remount,size={size}", self.path):
             raise RuntimeError(f"cannot resize the tmpfs at {self.path}")
 
+    def used(self) -> int:
+        """Bytes in use."""
+        st = os.statvfs(self.path)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
     def close(self) -> None:
         _umount(self.path)
 
