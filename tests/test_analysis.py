@@ -171,7 +171,7 @@ def test_partial_run_is_analysed_and_says_what_is_missing(runs, tmp_path):
 
     drop_registry_rows(run_dir, keep)
     assert len(dropped) == 2
-    result = analyze(run_dir)
+    result = analyze(run_dir, figures=False)
     assert result.missing == ["confirm stage, arm residual=false: 1 of 3 planned trials finished"]
     md = result.report.read_text()
     assert "**incomplete**" in md and "confirm stage, arm residual=false: 1 of 3 planned trials finished" in md

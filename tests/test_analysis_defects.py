@@ -105,7 +105,7 @@ def test_intervals_are_cut_at_what_is_possible_in_every_table_and_csv(tmp_path):
     trials = [{"arm": a, "seed": s, "test_acc": acc, "scored_train_acc": tr, "scored_train_loss": loss}
               for s, (acc, tr, loss) in enumerate([(0.60, 0.999, 0.0010), (0.20, 0.990, 0.0640)])
               for a in (RES, PLAIN)]
-    result = analyze(build_run(tmp_path / "run", trials, doc=spec_doc(seeds=[0, 1])))
+    result = analyze(build_run(tmp_path / "run", trials, doc=spec_doc(seeds=[0, 1])), figures=False)
     summary = pd.read_csv(result.summary_csv).set_index("arm")
     row = summary.loc[RES]
     half = lambda v: st.t.ppf(0.975, 1) * st.sem(v)

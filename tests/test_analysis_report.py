@@ -36,7 +36,7 @@ def results(md: str) -> str:
 def test_the_issues_case_is_inconclusive_with_a_paired_ci_effect_size_and_exact_test(tmp_path):
     # residual 99.0/99.5/99.5 %, plain 89.5/94.0/98.5 % on the same 200 images, as in the issue
     run = paired_run(tmp_path, [198, 199, 199], [179, 188, 197])
-    result = analyze(run)
+    result = analyze(run, figures=False)
     d = np.array([19, 11, 2]) / 200
     low, high = st.t.interval(0.95, 2, loc=d.mean(), scale=st.sem(d))
     c = result.comparisons.iloc[0]
@@ -62,7 +62,7 @@ def test_the_issues_case_is_inconclusive_with_a_paired_ci_effect_size_and_exact_
 def test_a_constant_difference_over_two_seeds_is_not_p_zero(tmp_path):
     # one test image (0.5 pp) in favour of residual under both seeds
     run = paired_run(tmp_path, [181, 182], [180, 181])
-    result = analyze(run)
+    result = analyze(run, figures=False)
     c = result.comparisons.iloc[0]
     assert c["p_sign_flip"] == pytest.approx(0.5) and math.isnan(c["p_t"]) and c["verdict"] == "inconclusive"
     md = results(result.report.read_text())
@@ -75,7 +75,7 @@ def test_a_difference_the_data_support_is_bold_and_says_why(tmp_path):
     k_res = [190, 192, 188, 195, 191, 193]
     k_plain = [170, 175, 168, 180, 172, 174]
     run = paired_run(tmp_path, k_res, k_plain)
-    result = analyze(run)
+    result = analyze(run, figures=False)
     c = result.comparisons.iloc[0]
     d = (np.array(k_res) - np.array(k_plain)) / 200
     assert c["p_sign_flip"] == pytest.approx(2 / 64) and c["diff_ci_low"] > 0 and c["image_ci_low"] > 0
@@ -90,11 +90,11 @@ def test_a_difference_the_data_support_is_bold_and_says_why(tmp_path):
 
 
 def test_the_report_says_which_test_images_were_used(tmp_path):
-    same = analyze(paired_run(tmp_path / "a", [190, 191], [180, 181]))
+    same = analyze(paired_run(tmp_path / "a", [190, 191], [180, 181]), figures=False)
     md = same.report.read_text()
     assert "every seed and arm was scored on the same 200 test images (resample_data: false)" in md
     assert "the same test images, shared by every seed" in md and bool(same.comparisons.iloc[0]["images_shared"])
-    own = analyze(paired_run(tmp_path / "b", [190, 191], [180, 181], doc=spec_doc(seeds=[0, 1], resample_data=True)))
+    own = analyze(paired_run(tmp_path / "b", [190, 191], [180, 181], doc=spec_doc(seeds=[0, 1], resample_data=True)), figures=False)
     md = own.report.read_text()
     assert "each seed drew its own data subsets (resample_data: true, data seed = seed)" in md
     assert "each seed pair's own test images" in md and not own.comparisons.iloc[0]["images_shared"]
@@ -105,7 +105,7 @@ def test_failed_runs_are_reported_and_scored_at_chance_in_the_all_runs_mean(tmp_
     trials += [{"arm": PLAIN, "seed": 0, "test_acc": 0.9},
                {"arm": PLAIN, "seed": 1, "status": "diverged", "test_acc": None},
                {"arm": PLAIN, "seed": 2, "status": "error", "test_acc": None}]
-    result = analyze(build_run(tmp_path / "run", trials))
+    result = analyze(build_run(tmp_path / "run", trials), figures=False)
     row = result.summary.set_index("arm").loc[PLAIN]
     assert (row["n"], row["failed"], row["diverged"], row["error"]) == (1, 2, 1, 1)
     assert row["test_acc_mean"] == pytest.approx(0.9)
@@ -124,7 +124,7 @@ def test_accuracies_carry_the_precision_of_the_test_set(tmp_path, test_size, dig
     k = [round(0.9 * test_size), round(0.95 * test_size)]
     trials = [{"arm": a, "seed": s, "test_acc": k[s] / test_size - (0.01 if a == PLAIN else 0)} for a in (RES, PLAIN)
               for s in (0, 1)]
-    result = analyze(build_run(tmp_path / "run", trials, doc=doc))
+    result = analyze(build_run(tmp_path / "run", trials, doc=doc), figures=False)
     assert acc_digits(load_run(result.run_dir)) == digits
     row = next(l for l in result.report.read_text().splitlines() if l.startswith(f"| {RES} |"))
     cell = row.split(" | ")[2]  # arm, seeds, test accuracy
@@ -134,7 +134,7 @@ def test_accuracies_carry_the_precision_of_the_test_set(tmp_path, test_size, dig
 
 def test_a_run_made_before_the_new_metrics_reads_n_a(tmp_path):
     trials = [{"arm": a, "seed": s, "test_acc": 0.9 + 0.01 * s} for a in (RES, PLAIN) for s in (0, 1)]
-    result = analyze(build_run(tmp_path / "run", trials, doc=spec_doc(seeds=[0, 1])))
+    result = analyze(build_run(tmp_path / "run", trials, doc=spec_doc(seeds=[0, 1])), figures=False)
     md = result.report.read_text()
     row = next(l for l in md.splitlines() if l.startswith(f"| {RES} |"))
     assert row.endswith("| n/a | n/a | n/a |")
@@ -172,7 +172,7 @@ def test_checkpoints_section_shows_what_best_dev_checkpointing_changed(tmp_path)
 
 def test_protocol_limits_are_stated(tmp_path):
     trials = [{"arm": a, "seed": s, "test_acc": 0.9} for a in (RES, PLAIN) for s in (0, 1)]
-    md = analyze(build_run(tmp_path / "run", trials, doc=spec_doc(seeds=[0, 1]))).report.read_text()
+    md = analyze(build_run(tmp_path / "run", trials, doc=spec_doc(seeds=[0, 1])), figures=False).report.read_text()
     line = next(l for l in md.splitlines() if l.startswith("Protocol:"))
     for text in ("ResNet-18 (imagenet layout", "plain SGD (lr 0.01, momentum 0.0, weight decay 0.0, batch 64",
                  "80 steps (5 epochs over 1000 training images)", "no data augmentation", "dev set 200 images",
@@ -210,8 +210,32 @@ def test_tuning_counts_trials_that_reached_their_last_step_and_gives_the_learnin
 
 def test_partial_ci_table_cells_never_print_nan(tmp_path):
     trials = [{"arm": RES, "seed": 0, "test_acc": 0.9}, {"arm": PLAIN, "seed": 0, "test_acc": 0.8}]
-    result = analyze(build_run(tmp_path / "run", trials, doc=spec_doc(seeds=[0, 1])))
+    result = analyze(build_run(tmp_path / "run", trials, doc=spec_doc(seeds=[0, 1])), figures=False)
     md = result.report.read_text()
     assert "nan" not in md.lower().replace("n/a", "")
     assert "1 seed pair(s): a paired comparison needs at least 2" in md
     assert pd.read_csv(result.comparisons_csv).loc[0, "verdict"] == "untested"
+
+
+def test_no_figures_writes_the_same_tables_and_report_and_says_the_figures_were_not_drawn(tmp_path):
+    from typer.testing import CliRunner
+
+    from ablate.cli.app import app
+
+    run = paired_run(tmp_path, [198, 199, 199], [179, 188, 197])
+    drawn = analyze(run, tmp_path / "drawn")
+    plain = analyze(run, tmp_path / "drawn-again", figures=False)
+    assert drawn.figures and not plain.figures
+    assert set(plain.skipped) == set(drawn.figures) | set(drawn.skipped)
+    assert all(plain.skipped[name] == "not drawn: analyze was asked for no figures (--no-figures)" for name in drawn.figures)
+    for name in ("summary_csv", "summary_tex", "comparisons_csv", "methods", "references"):
+        assert getattr(plain, name).read_text() == getattr(drawn, name).read_text(), name
+    md, md_drawn = plain.report.read_text(), drawn.report.read_text()
+    assert md.split("## Figures")[0] == md_drawn.split("## Figures")[0]
+    assert "![" not in md and "test_accuracy: not drawn: analyze was asked for no figures" in md
+    assert "<img" not in plain.html.read_text() and "<img" in drawn.html.read_text()
+    # into the folder of a drawn analysis: its figures do not outlive it
+    result = CliRunner().invoke(app, ["analyze", str(run), "--out", str(tmp_path / "drawn"), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    assert not list((tmp_path / "drawn" / "figures").glob("*.p*"))
+    assert "figures: not drawn (--no-figures)" in result.output and "skipped test_accuracy" not in result.output

@@ -249,7 +249,7 @@ def test_the_lead_gives_as_many_lr_ranges_as_pairs_and_points_to_the_rest(tmp_pa
     trials += [{"arm": arm, "seed": s, "params": {"lr": 0.1}, "test_acc": 0.6 + 0.01 * s} for arm in arms for s in (0, 1)]
     doc = spec_doc(base={**BASE, "family": "cifar", "depth": 20}, seeds=[0, 1], search=SEARCH,
                    factors={"depth": {"values": list(depths)}, "residual": {"values": [True, False]}})
-    md = analyze(build_run(tmp_path / "run", trials, doc=doc)).report.read_text()
+    md = analyze(build_run(tmp_path / "run", trials, doc=doc), figures=False).report.read_text()
     lead = md[md.index("## At a glance"): md.index("## Completeness")]
     ranges = [line for line in lead.splitlines() if "within 2 pp of each arm's best mean dev accuracy" in line]
     assert len(ranges) == MAX_LEADS and "more pairs' ranges in the Learning rates section" in lead

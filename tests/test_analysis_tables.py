@@ -67,7 +67,7 @@ def test_latex_two_factor_study_is_laid_out_factor_by_factor(tmp_path):
     accs = {(20, True): (0.95, 0.96), (20, False): (0.90, 0.92), (32, True): (0.96, 0.97), (32, False): (0.50, 0.60)}
     trials = [{"arm": f"depth={d},residual={str(r).lower()}", "seed": s, "test_acc": a}
               for (d, r), v in accs.items() for s, a in enumerate(v)]
-    tex = analyze(build_run(tmp_path / "run", trials, doc=doc)).summary_tex.read_text()
+    tex = analyze(build_run(tmp_path / "run", trials, doc=doc), figures=False).summary_tex.read_text()
     rows = check_tabular(tex)
     assert rows[0] == (r"Depth & \multicolumn{2}{c}{Residual} & \multicolumn{2}{c}{Plain} & "
                        r"\multicolumn{2}{c}{$\Delta$ residual $-$ plain} \\")
@@ -82,7 +82,7 @@ def test_latex_two_factor_study_is_laid_out_factor_by_factor(tmp_path):
 
 def test_exports_name_the_dataset(tmp_path):
     run = two_arm_run(tmp_path)
-    result = analyze(run)
+    result = analyze(run, figures=False)
     assert export(run, "latex") == result.summary_tex.read_text()
     csv = pd.read_csv(io.StringIO(export(run, "csv")))
     assert set(csv["dataset"]) == {"digits"} and {"final_test_acc_mean", "test_acc_all_mean"} <= set(csv.columns)
@@ -94,7 +94,7 @@ def test_exports_name_the_dataset(tmp_path):
 
 
 def test_report_names_the_dataset_used_not_the_one_in_the_description(tmp_path):
-    result = analyze(two_arm_run(tmp_path))
+    result = analyze(two_arm_run(tmp_path), figures=False)
     md = result.report.read_text()
     assert "ResNet-18 on **scikit-learn digits** (the dataset the trials actually used)" in md
     assert "Note: the spec's description names MNIST, but this run used scikit-learn digits." in md
@@ -108,7 +108,7 @@ def test_resumes_and_mixed_datasets_are_reported(tmp_path):
               for a in (RES, PLAIN) for s, acc in enumerate(accs)]
     run = build_run(tmp_path / "run", trials, doc=spec_doc(seeds=[0, 1]),
                     resumes=[{"dataset": "mnist", "started_at": "2026-01-02T09:00:00+0000"}])
-    md = analyze(run).report.read_text()
+    md = analyze(run, figures=False).report.read_text()
     assert "The study was resumed 1 time(s) with `study --resume` (2026-01-02T09:00:00+0000)" in md
     assert "At the resume of 2026-01-02T09:00:00+0000: dataset digits → mnist." in md
     assert ("**Warning**: the trials of this run used different datasets (scikit-learn digits: 2 trial(s), MNIST: "

@@ -436,10 +436,19 @@ def check_stopped(study: Study, run_dir: Path) -> list[str]:
     return ids
 
 
+def stopped_by_signal(study: Study, run: Path, acted: int) -> dict:
+    """What a study left when it ended (after a signal, or by itself)."""
+    code, record = study.wait(timeout=120), run / RAY_TMP_RECORD
+    return {"code": code, "lines": study.lines(), "stderr": study.stderr(), "acted": acted,
+            "trials_csv": (run / "trials.csv").exists(),
+            "ray_tmp_left": record.exists() and Path(record.read_text()).exists()}
+
+
 class Sigkilled:
-    """A study killed with SIGKILL (itself and every process it started, as a machine crash would) during
-    tuning, after tuning and during confirm, resumed after each kill; stepped by the fixture's watch loop.
-    After each kill, every trial that had finished is still there byte for byte and the registry only grew."""
+    """A study interrupted by Ctrl-C while Ray starts, then killed with SIGKILL (itself and every process it
+    started, as a machine crash would) during tuning, after tuning and during confirm, resumed after each stop;
+    stepped by the fixture's watch loop. After each kill, every trial that had finished is still there byte for
+    byte and the registry only grew."""
 
     def __init__(self, tmp: Path, spec: Path, run: Path):
         def n(rows, stage):
@@ -456,7 +465,8 @@ class Sigkilled:
         self.prefix: list[str] = []  # registry lines so far: the registry is append-only
         self.checked = 0
         self.at_start: list = []
-        self.study = Study(tmp, "sigkilled-0", spec, "--out", run, "--cpus", "1")
+        self.interrupted: dict | None = None  # what the Ctrl-C left
+        self.study = Study(tmp, "sigint", spec, "--out", run, "--cpus", "1")
 
     @property
     def done(self) -> bool:
@@ -466,6 +476,14 @@ class Sigkilled:
         from helpers.processes import finished_trials, kill_tree, raw_registry_lines
 
         if self.done:
+            return
+        if self.interrupted is None:
+            if self.study.proc.poll() is None and not (self.run / "spec.yaml").exists():
+                return
+            self.study.proc.send_signal(signal.SIGINT)
+            self.interrupted = stopped_by_signal(self.study, self.run, acted=1)
+            (self.run / "trials.csv").unlink(missing_ok=True)  # so that a resume shows it writes one
+            self.study = Study(self.tmp, "sigkilled-0", "--resume", self.run, "--cpus", "1")
             return
         when, ready = self.moments[len(self.seen)]
         rows = read_registry(self.run) if (self.run / "spec.yaml").exists() else []
@@ -493,7 +511,6 @@ class Sigkilled:
 
 class Chain:
     """One run taken through the other faults in turn, on one CPU, each stop resumed by the next link:
-      sigint   Ctrl-C while Ray starts (exit 130);
       threads  the first attempts of one tuning trial find no thread (test hook): exit 3;
       killed   with --retries 0, the trial worker is SIGKILLed once a trial of the link has finished, and again
                until a kill found a trial at work: exit 3;
@@ -505,7 +522,7 @@ class Chain:
     What each link left is recorded when it ends, before the next one starts (trials.csv is removed first, so
     that the next stop shows whether it wrote one). Stepped by the fixture's watch loop."""
 
-    LINKS = ("sigint", "threads", "killed", "sigterm", "disk", "retried")
+    LINKS = ("threads", "killed", "sigterm", "disk", "retried")
     THREADS = {"fault": "threads", "stage": "tune", "arm": "residual=false", "round": 0, "index": 0}
     ENOSPC = {"fault": "enospc", "stage": "confirm", "at": "write"}
     ROOM = 1_600_000  # bytes left free for the disk link: one confirm trial's weights (~1.1 MB), not two
@@ -516,7 +533,7 @@ class Chain:
         self.at_start: list = []  # the registry when the link started
         self.retried = {"in_flight": None, "sockets": [], "names": set(), "workers": 0}
         self.killed_csv: list[bool] = []
-        self.study = Study(tmp, "chain-sigint", spec, "--out", run, "--cpus", "1")
+        self.study = Study(tmp, "chain-threads", spec, "--out", run, "--cpus", "1", env=fault(**self.THREADS))
 
     @property
     def done(self) -> bool:
@@ -530,10 +547,7 @@ class Chain:
         if self.done:
             return
         link, running = self.LINKS[self.at], self.study.proc.poll() is None
-        if running and link == "sigint" and not self.acted and (self.run / "spec.yaml").exists():
-            self.study.proc.send_signal(signal.SIGINT)
-            self.acted = 1
-        elif running and link == "sigterm" and not self.acted and self.grew():
+        if running and link == "sigterm" and not self.acted and self.grew():
             self.study.proc.send_signal(signal.SIGTERM)
             self.acted = 1
         elif running and link == "killed" and self.grew():
@@ -567,12 +581,7 @@ class Chain:
         self.study = Study(self.tmp, f"chain-{link}", "--resume", self.run, *extra, env=env)
 
     def _ended(self, link: str) -> dict:
-        study, code = self.study, self.study.wait(timeout=120)
-        result = {"code": code, "lines": study.lines(), "stderr": study.stderr(), "acted": self.acted,
-                  "trials_csv": (self.run / "trials.csv").exists()}
-        if link in ("sigint", "sigterm"):
-            record = self.run / RAY_TMP_RECORD
-            result["ray_tmp_left"] = record.exists() and Path(record.read_text()).exists()
+        study, result = self.study, stopped_by_signal(self.study, self.run, self.acted)
         if link in ("threads", "killed", "disk"):
             ids = check_stopped(study, self.run)
             result.update(ids=ids, untold=untold_rounds(self.run, ids),
@@ -611,8 +620,8 @@ class Chain:
 @pytest.fixture(scope="module")
 def faulted(tmp_path_factory):
     """Side by side: an uninterrupted run on 2 CPUs; a run on 1 CPU taken through a chain of faults and
-    resumed after each (Chain); a run on 1 CPU killed with SIGKILL at three points and resumed after each
-    (Sigkilled). Each ends with trials.csv, compared with the uninterrupted one's by the tests."""
+    resumed after each (Chain); a run on 1 CPU interrupted by Ctrl-C while Ray starts, then killed with SIGKILL
+    at three points, and resumed after each stop (Sigkilled). Each ends with trials.csv, compared with the uninterrupted one's by the tests."""
     tmp = tmp_path_factory.mktemp("faults")
     spec = tmp / "faults.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
@@ -710,19 +719,19 @@ def test_ctrl_c_and_sigterm_at_any_moment_say_how_to_resume_and_the_resume_finis
     """Ctrl-C while Ray starts exits 130, SIGTERM while trials run 143 (128 + the signal), each with the resume
     hint, no traceback, trials.csv written and Ray's session folder gone; the resume gives the uninterrupted
     trials.csv, with Ray quiet (no searcher-save warnings, no result files of its own)."""
-    run, chain = faulted["runs"]["chain"], faulted["chain"]
-    moments = [chain["sigint"], chain["sigterm"]]
+    runs, chain = faulted["runs"], faulted["chain"]
+    moments = [faulted["sigkilled"].interrupted, chain["sigterm"]]
     assert [(m["acted"], m["code"]) for m in moments] == [(1, 130), (1, 143)]
-    for moment, word in zip(moments, ("interrupted", "terminated")):
+    for moment, word, run in zip(moments, ("interrupted", "terminated"), (runs["sigkilled"], runs["chain"])):
         assert moment["lines"][-1] == (f"{word}: what finished is kept in {run}; finish it with: "
                                        f"ablate study --resume {run}"), moment
         assert "Traceback" not in moment["stderr"] and "SIGTERM received" not in moment["stderr"], moment
         assert "Tuner.restore" not in moment["stderr"] and not moment["ray_tmp_left"], moment
         assert moment["trials_csv"]  # written when the study was interrupted
     assert faulted["chain_csv"] == faulted["reference"]
-    for link in ("threads", "disk"):  # the links that resumed after a signal
-        assert "not implemented" not in chain[link]["stderr"], chain[link]["stderr"][-2000:]
-    assert not (run / "ray").exists()
+    assert (runs["sigkilled"] / "trials.csv").read_text() == faulted["reference"]
+    assert "not implemented" not in chain["disk"]["stderr"], chain["disk"]["stderr"][-2000:]  # resumed after SIGTERM
+    assert not (runs["chain"] / "ray").exists() and not (runs["sigkilled"] / "ray").exists()
 
 
 @pytest.mark.slow

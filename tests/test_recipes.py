@@ -235,7 +235,7 @@ def test_the_reports_protocol_states_the_recipe(tmp_path):
     doc = spec_doc(base={**BASE, **recipe}, seeds=[0, 1])
     trials = [{"arm": a, "seed": s, "test_acc": 0.9, "in_channels": 3} for a in ("residual=true", "residual=false")
               for s in (0, 1)]
-    md = analyze(build_run(tmp_path / "run", trials, doc=doc)).report.read_text()
+    md = analyze(build_run(tmp_path / "run", trials, doc=doc), figures=False).report.read_text()
     line = next(l for l in md.splitlines() if l.startswith("Protocol:"))
     for text in ("SGD with Nesterov momentum (lr 0.1, momentum 0.9", "learning rate times 0.1 at 50 %/75 % of "
                  "training after 40 steps of linear warm-up", "random crops after padding by 4 black pixels and "

@@ -375,10 +375,12 @@ def analyze_cmd(
     diagnostics: bool = typer.Option(False, "--diagnostics", help="Also measure loss landscapes, shattered gradients, signal propagation and k-block lesions per arm (see README for the cost)."),
     landscape_2d: bool = typer.Option(False, "--landscape-2d", help="With --diagnostics: add a 21x21 loss landscape plane per arm."),
     min_effect: Optional[float] = typer.Option(None, "--min-effect", metavar="PP", help="The difference (percentage points of test accuracy) the seeds-for-80%-power line asks about (default: the observed one)."),
+    no_figures: bool = typer.Option(False, "--no-figures", help="Tables, statistics and reports without drawing figures (a few seconds instead of tens); the report lists the figures as not drawn, and figures of an earlier analysis in the folder are removed."),
 ) -> None:
     """Figures, summary tables, statistics, report.md, report.html, methods.md and references.bib for a finished (or partly finished) study."""
     from ablate.analysis import analyze, latest_run
     from ablate.analysis.power import check_min_effect
+    from ablate.analysis.report import NOT_DRAWN
 
     check_min_effect(min_effect)
 
@@ -395,13 +397,17 @@ def analyze_cmd(
         typer.echo(f"diagnostics {i + 1}/{n}: {trial['arm']}, seed {trial['seed']}", err=True)
 
     result = analyze(run_dir or latest_run(), out, lesion=lesion, lesion_recalibrate=lesion_recalibrate,
-                     diagnostics=diagnostics, landscape_2d=landscape_2d, progress=progress, min_effect=min_effect)
+                     diagnostics=diagnostics, landscape_2d=landscape_2d, progress=progress, min_effect=min_effect,
+                     figures=not no_figures)
     error_folder(result.out_dir)
     typer.echo(result.table)
     for line in result.missing:
         typer.echo(f"missing: {line}", err=True)
+    if no_figures:
+        typer.echo("figures: not drawn (--no-figures)", err=True)
     for name, why in result.skipped.items():
-        typer.echo(f"skipped {name}: {why}", err=True)
+        if not (no_figures and why == NOT_DRAWN):
+            typer.echo(f"skipped {name}: {why}", err=True)
     typer.echo(f"wrote {result.report}, {result.html.name}, {result.methods.name} and {result.references.name}")
 
 
