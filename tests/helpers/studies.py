@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TINY = {"dataset": "digits", "train_size": 128, "dev_size": 64, "test_size": 64, "batch_size": 64,
+TINY = {"dataset": "digits", "image_size": 16, "train_size": 128, "dev_size": 64, "test_size": 64, "batch_size": 64,
         "epochs": 2, "eval_every": 1, "seed": 100}
 TUNED = {"description": "tiny residual vs plain, lr tuned", "base": {"family": "cifar", "depth": 20, **TINY},
          "factors": {"residual": {"values": [True, False]}},
