@@ -530,6 +530,7 @@ def test_fused_members_record_the_colour_data_they_trained_on(tmp_path):
         assert result.channel_mean == single.channel_mean and len(result.channel_std) == 3
 
 
+@pytest.mark.slow  # a subprocess
 def test_digits_are_scikit_learns_images_and_labels_read_without_importing_scikit_learn():
     """The digits reader reads the CSV file scikit-learn ships (its load_digits reads the same file), so a trial
     worker does not spend 1-2 CPU-seconds importing scikit-learn: same pixels, same labels, same order."""

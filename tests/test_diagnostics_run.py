@@ -28,7 +28,7 @@ SPEC = {"description": "tiny plain vs residual", "seeds": [0, 1],
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("diag")
     (tmp / "tiny.yaml").write_text(yaml.safe_dump(SPEC))
-    result = CliRunner().invoke(app, ["study", str(tmp / "tiny.yaml"), "--out", str(tmp / "run")])
+    result = CliRunner().invoke(app, ["study", str(tmp / "tiny.yaml"), "--out", str(tmp / "run"), "--cpus", "1"])
     assert result.exit_code == 0, result.output
     return tmp / "run"
 
