@@ -31,6 +31,9 @@ os.environ["ABLATE_OFFLINE"] = "1"  # whatever the network, no test downloads an
 
 def pytest_configure(config):
     config.addinivalue_line("markers", f"mnist: needs the real MNIST under ${DATA_DIR_ENV} (skipped where it is absent)")
+    from helpers import background
+
+    background.register("tuned_study", _tuned)
 
 
 def pytest_unconfigure(config):
@@ -43,9 +46,28 @@ STUDY_FIXTURES = {"tuned_study", "tuned_analysis", "finished_run"}
 
 
 def pytest_collection_modifyitems(config, items):
+    from helpers import background
+
     for item in items:
         if STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # The tests that read a study made in the background run last, so that it runs while the others do.
+    waiting = [item for item in items if background.fixtures() & set(getattr(item, "fixturenames", ()))]
+    if waiting:
+        first = set(map(id, waiting))
+        items[:] = [item for item in items if id(item) not in first] + waiting
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_studies(request, tmp_path_factory):
+    """Starts the studies that the selected tests read (helpers.background), before the first test runs."""
+    from helpers import background
+
+    background.snapshot()
+    needed = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    background.start(needed, tmp_path_factory.mktemp)
+    yield
+    background.finish()
 
 
 def pytest_runtest_setup(item):
@@ -91,12 +113,19 @@ def fake_mnist_env(fake_mnist, monkeypatch) -> Path:
     return fake_mnist
 
 
-@pytest.fixture(scope="session")
-def tuned_study(tmp_path_factory) -> Path:
-    """A real tiny study (helpers.studies.TUNED: residual vs plain, lr tuned, 3 seeds) made once per session."""
+def _tuned(tmp: Path) -> Path:
     from helpers.studies import TUNED, run_study
 
-    return run_study(tmp_path_factory.mktemp("tuned-study"), "tuned", TUNED)
+    return run_study(tmp, "tuned", TUNED)
+
+
+@pytest.fixture(scope="session")
+def tuned_study(tmp_path_factory) -> Path:
+    """A real tiny study (helpers.studies.TUNED: residual vs plain, lr tuned, 3 seeds) made once per session, in
+    the background from the session's start."""
+    from helpers import background
+
+    return background.result("tuned_study", tmp_path_factory.mktemp)
 
 
 @pytest.fixture(scope="session")

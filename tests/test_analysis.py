@@ -21,14 +21,14 @@ from ablate.analysis.summary import summarize
 from ablate.analysis.tables import latex_escape, to_latex
 from ablate.errors import AblateError
 from ablate.spec.trial_config import TrialConfig
+from helpers import background
 from helpers.studies import TINY, finish, start_study
 
 pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, request):
-    tmp = tmp_path_factory.mktemp("analysis")
+def depth_and_grid(tmp: Path) -> dict:
+    """A depth study and a grid study, side by side (in the background from the session's start)."""
     depth = start_study(tmp, "depth", {
         "description": "tiny depth study", "base": {"family": "cifar", "shortcut": "identity", "lr": 0.05, **TINY},
         "factors": {"depth": {"values": [20, 32]}, "residual": {"values": [True, False]}},
@@ -36,11 +36,22 @@ def runs(tmp_path_factory, request):
     grid = start_study(tmp, "grid", {
         "description": "tiny lr grid", "base": {"family": "cifar", "depth": 20, **TINY},
         "factors": {"residual": {"values": [True, False]}}, "grid": {"lr": [0.02, 0.2]}, "seeds": [0, 1]})
-    # the session's tuned study (if not made yet) runs while these two do
-    tuned_study, tuned_analysis = request.getfixturevalue("tuned_study"), request.getfixturevalue("tuned_analysis")
-    depth, grid = finish(depth), finish(grid)
-    return {"tmp": tmp, "tuned": tuned_study, "depth": depth, "grid": grid,
-            "tuned_result": tuned_analysis, "depth_result": analyze(depth, tmp / "depth-analysis")}
+    return {"tmp": tmp, "depth": finish(depth), "grid": finish(grid)}
+
+
+background.register("depth_and_grid_runs", depth_and_grid)
+
+
+@pytest.fixture(scope="module")
+def depth_and_grid_runs(tmp_path_factory):
+    return background.result("depth_and_grid_runs", tmp_path_factory.mktemp)
+
+
+@pytest.fixture(scope="module")
+def runs(depth_and_grid_runs, tuned_study, tuned_analysis):
+    made = depth_and_grid_runs
+    return {**made, "tuned": tuned_study, "tuned_result": tuned_analysis,
+            "depth_result": analyze(made["depth"], made["tmp"] / "depth-analysis")}
 
 
 def copy_run(src: Path, dest: Path) -> Path:

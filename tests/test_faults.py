@@ -27,6 +27,7 @@ from ablate.engine.run_lock import RunLock
 from ablate.engine.run_work import run_work
 from ablate.errors import AblateError
 from ablate.spec.study_spec import parse_study
+from helpers import background
 from helpers.mounts import Tmpfs, can_mount, read_only
 from helpers.runs import build_run
 
@@ -357,7 +358,7 @@ class Study:
         self.run = Path(args[args.index(flag) + 1])  # its run folder
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen([sys.executable, CLI, "study", *map(str, args)], cwd=ROOT, stdout=out,
-                                         stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                         stderr=err, env={**background.environ(), "PYTHONUNBUFFERED": "1", **(env or {})},
                                          start_new_session=True)
 
     def wait(self, timeout=900) -> int:
@@ -617,16 +618,18 @@ class Chain:
         self.retried["in_flight"] = running[0]
 
 
-@pytest.fixture(scope="module")
-def faulted(tmp_path_factory):
+def fault_runs(tmp: Path) -> dict:
     """Side by side: an uninterrupted run on 2 CPUs; a run on 1 CPU taken through a chain of faults and
     resumed after each (Chain); a run on 1 CPU interrupted by Ctrl-C while Ray starts, then killed with SIGKILL
-    at three points, and resumed after each stop (Sigkilled). Each ends with trials.csv, compared with the uninterrupted one's by the tests."""
-    tmp = tmp_path_factory.mktemp("faults")
+    at three points, and resumed after each stop (Sigkilled). Each ends with trials.csv, compared with the
+    uninterrupted one's by the tests. Made in the background from the session's start (helpers.background)."""
     spec = tmp / "faults.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
-    # The chain's run folder is on a tmpfs where one can be mounted, so that its disk can fill for real.
+    # The chain's run folder is on a tmpfs where one can be mounted, so that its disk can fill for real; the
+    # tests read from it, so it is unmounted when the session ends.
     disk = Tmpfs(tmp / "disk", "256m") if can_mount() else None
+    if disk is not None:
+        background.on_exit(disk.close)
     runs = {"reference": tmp / "reference", "chain": (disk.path if disk else tmp) / "chain",
             "sigkilled": tmp / "sigkilled"}
     reference, chain, sigkilled = None, None, None
@@ -649,15 +652,21 @@ def faulted(tmp_path_factory):
         assert chain.done, f"the chain of faults did not end in time: {chain.results}"
         assert reference.wait() == 0, reference.stderr()[-3000:]
         assert sigkilled.study.wait() == 0, sigkilled.study.stderr()[-3000:]
-        yield {"runs": runs, "reference": (runs["reference"] / "trials.csv").read_text(), "chain": chain.results,
-               "chain_csv": (runs["chain"] / "trials.csv").read_text(), "sigkilled": sigkilled}
+        return {"runs": runs, "reference": (runs["reference"] / "trials.csv").read_text(), "chain": chain.results,
+                "chain_csv": (runs["chain"] / "trials.csv").read_text(), "sigkilled": sigkilled}
     finally:
         for study in [s for s in (reference, chain and chain.study, sigkilled and sigkilled.study) if s]:
             if study.proc.poll() is None:  # what a failed assertion left running
                 os.killpg(study.proc.pid, signal.SIGKILL)
                 study.wait()
-        if disk is not None:
-            disk.close()
+
+
+background.register("faulted", fault_runs)
+
+
+@pytest.fixture(scope="module")
+def faulted(tmp_path_factory):
+    return background.result("faulted", tmp_path_factory.mktemp)
 
 
 @pytest.mark.slow

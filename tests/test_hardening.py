@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from ablate.engine.run_folder import read_registry
-from helpers.processes import ENV, kill_tree, start
+from helpers import background
+from helpers.processes import kill_tree, start
 
 pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
 
@@ -60,7 +61,7 @@ cluster.shutdown()
 
 def test_study_on_a_real_two_node_ray_cluster(tmp_path):
     t0 = time.time()
-    env = {**ENV, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env = {**background.environ(), "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     cluster = subprocess.Popen([sys.executable, "-c", CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                text=True, env=env, start_new_session=True)
     try:

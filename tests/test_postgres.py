@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from ablate.engine.run_folder import read_registry
+from helpers import background
 
 pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
 
@@ -49,71 +50,108 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def postgres():
+def start_server() -> tuple[str | None, str | None]:
+    """A PostgreSQL server on loopback with a database `ablate`: (its URL, None), or (None, why it cannot run
+    here); stopped when the session ends."""
     bindir = _bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed; apt-get install postgresql")
+        return None, "PostgreSQL's server programs (initdb, pg_ctl) are not installed; apt-get install postgresql"
     if importlib.util.find_spec("psycopg") is None:
-        pytest.skip("the psycopg driver is not installed; pip install 'ablate[postgres]'")
+        return None, "the psycopg driver is not installed; pip install 'ablate[postgres]'"
     # PostgreSQL refuses to run as root: as root, the server runs as the 'postgres' user.
     as_user = []
     if os.geteuid() == 0:
         if shutil.which("runuser") is None or subprocess.run(["id", "postgres"], capture_output=True).returncode:
-            pytest.skip("running as root without a 'postgres' user (or runuser) to start PostgreSQL as")
+            return None, "running as root without a 'postgres' user (or runuser) to start PostgreSQL as"
         as_user = ["runuser", "-u", "postgres", "--"]
     home = Path(tempfile.mkdtemp(prefix="ablate-pg-"))
     home.chmod(0o755)
     data = home / "data"
     if as_user:
         shutil.chown(home, "postgres")
+
+    def stop():
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+    background.on_exit(stop)
     port = _free_port()
     subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
                    check=True, capture_output=True)
     subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(home / "log"), "-w", "start", "-o",
                     f"-p {port} -k {home} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
-    try:
-        subprocess.run([*as_user, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                        "ablate"], check=True, capture_output=True)
-        yield f"postgresql://postgres@127.0.0.1:{port}/ablate"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
+    subprocess.run([*as_user, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                    "ablate"], check=True, capture_output=True)
+    return f"postgresql://postgres@127.0.0.1:{port}/ablate", None
 
 
 def study(*args, timeout=600):
     return subprocess.run([sys.executable, CLI, "study", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          timeout=timeout, env={**background.environ(), "PYTHONUNBUFFERED": "1"})
 
 
-def test_a_study_in_postgresql_is_killed_resumed_kept_apart_from_a_second_run_and_no_password_leaks(postgres, tmp_path):
+SECRET = "Hunter2-pg-secret"
+
+
+def killed_resumed_and_second(tmp_path: Path) -> dict:
+    """Made in the background from the session's start (helpers.background): side by side (each spends most of
+    its time starting Ray), an uninterrupted second run in the same PostgreSQL database, its URL carrying a
+    password (the server trusts loopback and ignores it; ablate must keep it out of every file and message),
+    and the run that is killed and resumed; the second run is analysed while the first one finishes."""
     from helpers.processes import kill_tree, output, start, wait_until
 
+    url, why = start_server()
+    if url is None:
+        return {"skip": why}
     spec = tmp_path / "pg.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
-    # Side by side (each spends most of its time starting Ray): an uninterrupted second run in the same
-    # PostgreSQL database, its URL carrying a password (the server trusts loopback and ignores it; ablate must
-    # keep it out of every file and message), and the run that is killed and resumed.
-    secret = "Hunter2-pg-secret"
-    with_password = postgres.replace("postgres@", f"postgres:{secret}@")
+    with_password = url.replace("postgres@", f"postgres:{SECRET}@")
     first, second = tmp_path / "first", tmp_path / "second"
     other = start(spec, "--out", second, "--storage", with_password, log=tmp_path / "second.log")
-    proc = start(spec, "--out", first, "--storage", postgres)
-    wait_until(proc, first, lambda rows: sum(r["stage"] == "tune" for r in rows) >= 2)
-    kill_tree(proc)
-    missing = study("--resume", first)  # the storage is not optional when resuming
+    proc = start(spec, "--out", first, "--storage", url)
+    try:
+        wait_until(proc, first, lambda rows: sum(r["stage"] == "tune" for r in rows) >= 2)
+        kill_tree(proc)
+        missing = study("--resume", first)  # the storage is not optional when resuming
+        resumed = start("--resume", first, "--storage", url, log=tmp_path / "resumed.log")
+        assert other.wait(timeout=600) == 0, output(other)
+        analysing = subprocess.Popen([sys.executable, CLI, "analyze", str(second)], cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=background.environ())
+        assert resumed.wait(timeout=600) == 0, output(resumed)
+        analysed = analysing.communicate(timeout=600)
+    finally:
+        for p in (other, proc):
+            if p.poll() is None:
+                kill_tree(p)
+    return {"url": url, "with_password": with_password, "first": first, "second": second, "missing": missing,
+            "analysed": (analysing.returncode, *analysed), "second_log": (tmp_path / "second.log").read_text()}
+
+
+background.register("postgres_runs", killed_resumed_and_second)
+
+
+@pytest.fixture(scope="module")
+def postgres_runs(tmp_path_factory):
+    made = background.result("postgres_runs", tmp_path_factory.mktemp)
+    if "skip" in made:
+        pytest.skip(made["skip"])
+    return made
+
+
+@pytest.fixture(scope="module")
+def postgres(postgres_runs):
+    return postgres_runs["url"]
+
+
+def test_a_study_in_postgresql_is_killed_resumed_kept_apart_from_a_second_run_and_no_password_leaks(postgres_runs):
+    made = postgres_runs
+    first, second, missing = made["first"], made["second"], made["missing"]
     assert missing.returncode == 2 and "pass --storage" in missing.stderr, missing.stderr
-    resumed = start("--resume", first, "--storage", postgres, log=tmp_path / "resumed.log")
-    assert other.wait(timeout=600) == 0, output(other)
-    # the second run is analysed while the first one finishes
-    analysing = subprocess.Popen([sys.executable, CLI, "analyze", str(second)], cwd=ROOT, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-    assert resumed.wait(timeout=600) == 0, output(resumed)
     # the killed and resumed run has the uninterrupted run's trials, and neither saw the other's
     assert (first / "trials.csv").read_text() == (second / "trials.csv").read_text()
     assert not (first / "optuna.db").exists() and not (second / "optuna.db").exists()
 
-    url = postgres.replace("postgresql://", "postgresql+psycopg://")
+    url = made["url"].replace("postgresql://", "postgresql+psycopg://")
     names = optuna.get_all_study_names(url)
     assert len(names) == 4  # two runs x two arms, each run's studies named by its run id
     for name in names:
@@ -126,16 +164,16 @@ def test_a_study_in_postgresql_is_killed_resumed_kept_apart_from_a_second_run_an
 
     # The password reaches no file of the second run or its analysis (report.html is meant to be mailed), and
     # nothing that either printed.
-    analysed_out, analysed_err = analysing.communicate(timeout=600)
-    assert analysing.returncode == 0, analysed_err[-3000:]
+    code, analysed_out, analysed_err = made["analysed"]
+    assert code == 0, analysed_err[-3000:]
     files = [p for p in second.rglob("*") if p.is_file()]
     assert (second / "analysis" / "report.html") in files and (second / "manifest.json") in files
-    leaks = [str(p.relative_to(second)) for p in files if secret.encode() in p.read_bytes()]
+    leaks = [str(p.relative_to(second)) for p in files if SECRET.encode() in p.read_bytes()]
     assert not leaks, leaks
-    for out in ((tmp_path / "second.log").read_text(), analysed_out, analysed_err):
-        assert secret not in out
+    for out in (made["second_log"], analysed_out, analysed_err):
+        assert SECRET not in out
     command = json.loads((second / "manifest.json").read_text())["command"]
-    assert with_password.replace(secret, "***") in command  # the URL is still there to read, without its password
+    assert made["with_password"].replace(SECRET, "***") in command  # the URL is still there to read, without its password
     assert "postgres:***@127.0.0.1" in (second / "analysis" / "report.html").read_text()
 
 

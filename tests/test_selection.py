@@ -20,7 +20,7 @@ from ablate.spec.study_spec import parse_study
 ROOT = Path(__file__).resolve().parents[1]
 
 BASE = {"family": "cifar", "depth": 20, "dataset": "digits", "train_size": 96, "dev_size": 48, "test_size": 48,
-        "batch_size": 32, "epochs": 2, "eval_every": 1, "image_size": 16, "seed": 100}
+        "batch_size": 32, "epochs": 2, "eval_every": 2, "image_size": 8, "seed": 100}
 SPACE = {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}}
 
 

@@ -109,7 +109,7 @@ def test_end_to_end_study_then_resume_runs_nothing_new(tiny_run):
     from ablate.analysis import terminal_table
 
     assert terminal_table(run_dir) in result.output
-    analysed = invoke("analyze", run_dir)
+    analysed = invoke("analyze", run_dir, "--no-figures")
     assert analysed.exit_code == 0 and terminal_table(run_dir) in analysed.output
     # TensorBoard event files per trial: curves and hyper-parameters
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -144,7 +144,7 @@ def test_diverging_trial_is_recorded_and_the_study_goes_on(tmp_path):
                       factors={"residual": {"values": [True]}},
                       base={**TINY, "family": "cifar", "depth": 20, "dataset": "digits", "epochs": 3})
     run_dir = tmp_path / "run"
-    result = invoke("study", spec, "--out", run_dir)
+    result = invoke("study", spec, "--out", run_dir, "--cpus", "1")
     assert result.exit_code == 0, result.output
     status = {r["params"]["lr"]: r["status"] for r in read_registry(run_dir)}
     assert status == {1.0e6: "diverged", 0.05: "ok"}

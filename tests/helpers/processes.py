@@ -14,18 +14,19 @@ from pathlib import Path
 import pytest
 
 from ablate.engine.run_folder import read_registry
+from helpers import background
 
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(ROOT / "cli.py")
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def start(*args, log=None):
     """A study process. With `log` (a path) its output goes to that file: a process nobody reads while it
     runs must not block on a full pipe; `output(proc)` reads it either way."""
     out = open(log, "w") if log else subprocess.PIPE
-    proc = subprocess.Popen([sys.executable, CLI, "study", *map(str, args)], cwd=ROOT, env=ENV,
+    proc = subprocess.Popen([sys.executable, CLI, "study", *map(str, args)], cwd=ROOT,
+                            env={**background.environ(), "PYTHONUNBUFFERED": "1"},
                             stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     proc.log = log
     return proc

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from helpers.background import environ
+
 ROOT = Path(__file__).resolve().parents[2]
 
 TINY = {"dataset": "digits", "image_size": 16, "train_size": 128, "dev_size": 64, "test_size": 64, "batch_size": 64,
@@ -28,7 +30,7 @@ def start_study(tmp: Path, name: str, doc: dict) -> tuple[Path, subprocess.Popen
     spec.write_text(yaml.safe_dump(doc))
     out = tmp / name
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "study", str(spec), "--out", str(out), "--cpus", "1"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environ())
     return out, proc
 
 
