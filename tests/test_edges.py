@@ -112,7 +112,7 @@ def finished_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("finished")
     spec = spec_file(tmp / "edges.yaml", search={"space": {"lr": {"distribution": "loguniform", "low": 0.01,
                                                                   "high": 0.3}}, "trials": 2, "round": 2})
-    result = invoke("study", spec, "--out", tmp / "run")
+    result = invoke("study", spec, "--out", tmp / "run", "--cpus", "1")
     assert result.exit_code == 0, result.output
     return spec, tmp / "run"
 
