@@ -52,11 +52,11 @@ VARIANTS = [("fp32", "none"), ("bf16", "none"), ("fp32", "default"), ("fp32", "r
             ("bf16", "reduce-overhead")]
 
 
-def config(steps: int, threads: int, **over) -> TrialConfig:
+def config(steps: int, threads: int, batch: int = BATCH, **over) -> TrialConfig:
     """Whole batches of digits (at most 20 a pass: digits has 1,437 training images), as many passes as
     `steps` needs, no evaluation inside the timed steps (only after the last one)."""
     per_epoch = min(steps, 20)
-    return TrialConfig(dataset="digits", train_size=BATCH * per_epoch, dev_size=64, test_size=64, batch_size=BATCH,
+    return TrialConfig(dataset="digits", train_size=batch * per_epoch, dev_size=64, test_size=64, batch_size=batch,
                        epochs=-(-steps // per_epoch), eval_every=10**6, threads=threads, **{"image_size": 32, **over})
 
 
@@ -79,7 +79,7 @@ def timed_loop(configs: list[TrialConfig], device: str):
 
 def one_trial(cfg: TrialConfig, device: str) -> float:
     """img/s of one trial."""
-    return BATCH / timed_loop([cfg], device).mean
+    return cfg.batch_size / timed_loop([cfg], device).mean
 
 
 def gpu_plan_rows(cfg: TrialConfig) -> list[tuple[str, float]]:
@@ -102,12 +102,12 @@ def packed(cfg: TrialConfig, device: str, k: int) -> float:
     if any(p.returncode for p in procs):
         raise RuntimeError("a packed trial process failed")
     span = max(o["last"] for o in out) - min(o["first"] for o in out)
-    return BATCH * sum(o["steps"] for o in out) / span
+    return cfg.batch_size * sum(o["steps"] for o in out) / span
 
 
 def fused(cfg: TrialConfig, device: str, k: int) -> float:
     """img/s of k trials fused into one model."""
-    return k * BATCH / timed_loop([cfg.replace(seed=s) for s in range(k)], device).mean
+    return k * cfg.batch_size / timed_loop([cfg.replace(seed=s) for s in range(k)], device).mean
 
 
 def study_seconds(device: str) -> str:
@@ -133,15 +133,19 @@ def main() -> None:
     parser.add_argument("--no-study", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="ResNet-10 at 8x8 instead of ResNet18 at 32x32: every "
                         "row runs on a CPU in a minute or two (checks the script; its numbers describe nothing)")
+    parser.add_argument("--batch", type=int, default=BATCH, help=f"batch size (default {BATCH})")
+    parser.add_argument("--compile-modes", nargs="*", default=["default", "reduce-overhead"],
+                        choices=["default", "reduce-overhead"], help="the compiled rows to measure (default: both)")
     args = parser.parse_args()
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("error: no CUDA GPU here; pass --device cpu to check the script itself")
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({os.cpu_count()} cores)"
-    cfg = config(args.steps, args.threads, **(SMOKE if args.smoke else {}))
-    one_trial(cfg.replace(train_size=BATCH * 4, epochs=1), args.device)  # warm-up: imports, data cache, allocator
-    variants = VARIANTS[:-1] if args.smoke else VARIANTS  # smoke: one compile fewer
+    cfg = config(args.steps, args.threads, args.batch, **(SMOKE if args.smoke else {}))
+    one_trial(cfg.replace(train_size=cfg.batch_size * 4, epochs=1), args.device)  # warm-up: imports, data cache, allocator
+    variants = [(p, c) for p, c in (VARIANTS[:-1] if args.smoke else VARIANTS)  # smoke: one compile fewer
+                if c == "none" or c in args.compile_modes]
     rows = [(variant_name(p, c), one_trial(cfg.replace(precision=p, compile=c), args.device)) for p, c in variants]
     for k in args.ks:
         rows.append((f"{k} packed processes", packed(cfg, args.device, k)))
@@ -151,7 +155,7 @@ def main() -> None:
         rows += gpu_plan_rows(cfg)
     base = rows[0][1]
     model = f"{cfg.family} ResNet-{cfg.depth} (residual), 1x{cfg.image_size}x{cfg.image_size}"
-    print(f"device: {name}; {model}, batch {BATCH}, {cfg.total_steps()} steps, "
+    print(f"device: {name}; {model}, batch {cfg.batch_size}, {cfg.total_steps()} steps, "
           f"{args.threads} thread(s) per process; torch {torch.__version__}")
     print(f"{'what':42s} {'img/s':>10s} {'x one trial':>12s}")
     for what, ips in rows:
