@@ -137,7 +137,8 @@ def test_the_report_and_the_estimate_name_the_execution_settings():
 
 @pytest.mark.slow
 def test_a_compiled_trial_paused_and_continued_computes_what_an_uninterrupted_one_does():
-    cfg = TINY.replace(compile="default", precision="bf16")
+    # the graph test_a_compiled_trial_compiles_once... and benchmarks/gpu_check.py's test compile: one cold compile
+    cfg = TINY.replace(compile="default")
     whole = run_trial(cfg)
     first = run_trial(cfg, stop_after_evals=1)
     assert first.status == "paused" and first.steps == 4
