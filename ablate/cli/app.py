@@ -375,7 +375,7 @@ def analyze_cmd(
     diagnostics: bool = typer.Option(False, "--diagnostics", help="Also measure loss landscapes, shattered gradients, signal propagation and k-block lesions per arm (see README for the cost)."),
     landscape_2d: bool = typer.Option(False, "--landscape-2d", help="With --diagnostics: add a 21x21 loss landscape plane per arm."),
     min_effect: Optional[float] = typer.Option(None, "--min-effect", metavar="PP", help="The difference (percentage points of test accuracy) the seeds-for-80%-power line asks about (default: the observed one)."),
-    no_figures: bool = typer.Option(False, "--no-figures", help="Tables, statistics and reports without drawing figures (a few seconds instead of tens); the report lists the figures as not drawn, and figures of an earlier analysis in the folder are removed."),
+    no_figures: bool = typer.Option(False, "--no-figures", help="Tables, statistics and reports without drawing figures (0.2 s instead of 4.2 s for a small two-arm run here); the report lists the figures as not drawn, and figures of an earlier analysis in the folder are removed."),
 ) -> None:
     """Figures, summary tables, statistics, report.md, report.html, methods.md and references.bib for a finished (or partly finished) study."""
     from ablate.analysis import analyze, latest_run
