@@ -228,3 +228,13 @@ def test_train_curves_png_names_the_model_and_the_dataset_actually_used():
     assert png.format == "PNG"
     assert png.text["Title"] == ("imagenet-18 residual lr=0.01 on scikit-learn digits (8×8); test accuracy 91.5 % "
                                  "(best-dev checkpoint)")
+
+
+def test_a_lesion_study_without_figures_keeps_its_table_and_removes_an_earlier_lesion_figure(tmp_path):
+    trials = [{"arm": a, "seed": s, "test_acc": 0.9} for a in (RES, PLAIN) for s in (0, 1)]
+    run = build_run(tmp_path / "run", trials, doc=spec_doc(seeds=[0, 1]))
+    drawn = analyze(run, lesion=lesion_table())
+    assert drawn.figures["lesion"][0].exists()
+    plain = analyze(run, lesion=lesion_table(), figures=False)
+    assert plain.lesion_csv.read_text() == drawn.lesion_csv.read_text() and "## Lesion study" in plain.report.read_text()
+    assert plain.skipped["lesion"].startswith("not drawn") and not drawn.figures["lesion"][0].exists()

@@ -73,8 +73,8 @@ def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None, lr: LrE
     made: dict[str, list[Path]] = {}
     captions: dict[str, str] = {}
     skipped: dict[str, str] = {}
-    curves = load_curves(run)
-    grads = load_grad_norms(run)
+    curves = load_curves(run) if draw else None  # read only to be drawn
+    grads = load_grad_norms(run) if draw else None
     makers = {"test_accuracy": lambda: F.accuracy_per_arm(run),
               "curves": lambda: F.curves(run, curves) if len(curves) else None}
     if fact is not None:
@@ -203,21 +203,20 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     if lesion_table is not None:
         lesion_csv = out_dir / "lesion.csv"
         atomic_write_text(lesion_csv, lesion_table.to_csv(index=False))
-        if figures:
-            with F.theme():
-                fig = lesion_figure(run, lesion_table)
-                figs["lesion"] = F.save(fig, out_dir / "figures", "lesion")
-                captions["lesion"] = " ".join([CAPTIONS["lesion"], *F.notes(fig)])
-        else:
-            skipped["lesion"] = NOT_DRAWN
-            for ext in ("png", "pdf"):
-                (out_dir / "figures" / f"lesion.{ext}").unlink(missing_ok=True)
     else:
-        for ext in ("png", "pdf"):
-            (out_dir / "figures" / f"lesion.{ext}").unlink(missing_ok=True)
         (out_dir / "lesion.csv").unlink(missing_ok=True)
         if lesion_skip:
             skipped["lesion"] = lesion_skip
+    if lesion_table is not None and figures:
+        with F.theme():
+            fig = lesion_figure(run, lesion_table)
+            figs["lesion"] = F.save(fig, out_dir / "figures", "lesion")
+            captions["lesion"] = " ".join([CAPTIONS["lesion"], *F.notes(fig)])
+    else:
+        if lesion_table is not None:
+            skipped["lesion"] = NOT_DRAWN
+        for ext in ("png", "pdf"):
+            (out_dir / "figures" / f"lesion.{ext}").unlink(missing_ok=True)
     _write_diagnostics(run, diag, out_dir, figs, captions, draw=figures)
     if diag_skip:
         skipped["diagnostics"] = diag_skip
