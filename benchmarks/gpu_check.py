@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from ablate.spec.trial_config import TrialConfig
 
 BATCH = 64
+DIGITS_TRAIN = 1_437  # digits' training images: a pass of the timed loop holds at most this many
 
 CHILD = r"""
 import json, sys
@@ -137,6 +138,9 @@ def main() -> None:
     parser.add_argument("--compile-modes", nargs="*", default=["default", "reduce-overhead"],
                         choices=["default", "reduce-overhead"], help="the compiled rows to measure (default: both)")
     args = parser.parse_args()
+    if args.batch < 1 or args.batch * min(args.steps, 20) > DIGITS_TRAIN:
+        parser.error(f"--batch x min(--steps, 20) images a pass must be from 1 to {DIGITS_TRAIN} (digits' training "
+                     f"images), got --batch {args.batch}")
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -23,6 +23,9 @@ def test_the_gpu_check_script_runs_on_a_cpu_and_prints_its_table():
         assert float(rows[what][0]) > 0, out.stdout
     assert "batch 32" in out.stdout.splitlines()[0] and "reduce-overhead" not in out.stdout
     assert "N at once (gpu plan)                       not measured: no GPU" in out.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--batch", "0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.splitlines()[-1].startswith("gpu_check.py: error: --batch x min"), bad.stderr
 
 
 def test_the_trial_overhead_script_runs_and_prints_its_ratios():
