@@ -364,11 +364,6 @@ class Study:
     def wait(self, timeout=900) -> int:
         return self.proc.wait(timeout=timeout)
 
-    def trials_started(self) -> bool:
-        """Ray is up: a trial folder exists (a study writes them from its workers)."""
-        trials = self.run / "trials"
-        return trials.exists() and any(trials.iterdir())
-
     def stderr(self) -> str:
         return self.err.read_text()
 
@@ -437,7 +432,7 @@ def check_stopped(study: Study, run_dir: Path) -> list[str]:
     return ids
 
 
-def stopped_by_signal(study: Study, run: Path, acted: int) -> dict:
+def what_it_left(study: Study, run: Path, acted: int) -> dict:
     """What a study left when it ended (after a signal, or by itself)."""
     code, record = study.wait(timeout=120), run / RAY_TMP_RECORD
     return {"code": code, "lines": study.lines(), "stderr": study.stderr(), "acted": acted,
@@ -482,7 +477,7 @@ class Sigkilled:
             if self.study.proc.poll() is None and not (self.run / "spec.yaml").exists():
                 return
             self.study.proc.send_signal(signal.SIGINT)
-            self.interrupted = stopped_by_signal(self.study, self.run, acted=1)
+            self.interrupted = what_it_left(self.study, self.run, acted=1)
             (self.run / "trials.csv").unlink(missing_ok=True)  # so that a resume shows it writes one
             self.study = Study(self.tmp, "sigkilled-0", "--resume", self.run, "--cpus", "1")
             return
@@ -568,9 +563,7 @@ class Chain:
         (self.run / "trials.csv").unlink(missing_ok=True)
         self.at_start, self.acted = read_registry(self.run), 0
         extra, env = ["--cpus", "1"], None
-        if link == "threads":
-            env = fault(**self.THREADS)
-        elif link == "killed":
+        if link == "killed":
             extra += ["--retries", "0"]
         elif link == "disk":
             if self.disk is None:
@@ -582,7 +575,7 @@ class Chain:
         self.study = Study(self.tmp, f"chain-{link}", "--resume", self.run, *extra, env=env)
 
     def _ended(self, link: str) -> dict:
-        study, result = self.study, stopped_by_signal(self.study, self.run, self.acted)
+        study, result = self.study, what_it_left(self.study, self.run, self.acted)
         if link in ("threads", "killed", "disk"):
             ids = check_stopped(study, self.run)
             result.update(ids=ids, untold=untold_rounds(self.run, ids),

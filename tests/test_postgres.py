@@ -109,18 +109,21 @@ def killed_resumed_and_second(tmp_path: Path) -> dict:
     first, second = tmp_path / "first", tmp_path / "second"
     other = start(spec, "--out", second, "--storage", with_password, log=tmp_path / "second.log")
     proc = start(spec, "--out", first, "--storage", url)
+    started = [other, proc]
     try:
         wait_until(proc, first, lambda rows: sum(r["stage"] == "tune" for r in rows) >= 2)
         kill_tree(proc)
         missing = study("--resume", first)  # the storage is not optional when resuming
         resumed = start("--resume", first, "--storage", url, log=tmp_path / "resumed.log")
+        started.append(resumed)
         assert other.wait(timeout=600) == 0, output(other)
         analysing = subprocess.Popen([sys.executable, CLI, "analyze", str(second)], cwd=ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=background.environ())
+        started.append(analysing)
         assert resumed.wait(timeout=600) == 0, output(resumed)
         analysed = analysing.communicate(timeout=600)
     finally:
-        for p in (other, proc):
+        for p in started:  # what a failed assertion left running
             if p.poll() is None:
                 kill_tree(p)
     return {"url": url, "with_password": with_password, "first": first, "second": second, "missing": missing,

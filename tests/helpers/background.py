@@ -3,11 +3,11 @@ run (mostly starting Ray and its workers, one core each) while the unit tests do
 run last (conftest.py orders them so).
 
 A module declares a job with `register(fixture, make)`: when a selected test uses `fixture`, `make(tmp)` runs
-on a thread of its own from the session's start, given a fresh temporary folder, and the fixture takes its
-result with `result(fixture)` (which re-raises what failed in it). `make` may return `(value, cleanup)` through
-`Job.cleanup`: a callable run when the session ends (e.g. unmounting a disk the tests read from).
-Jobs run one after another on one thread, in the order registered, so that no more Ray sessions start at once
-than one job starts itself; a job nobody selected never runs. A job's processes get the environment as it was
+from the session's start, given a fresh temporary folder, and the fixture takes its result with
+`result(fixture, mktemp)` (which re-raises what failed in it). A job hands `on_exit` what must wait for the
+session's end (e.g. unmounting a disk the tests read from). Jobs run one after another on one background
+thread, in the order registered, so that no more Ray sessions start at once than one job starts itself; a job
+nobody selected never runs. A job's processes get the environment as it was
 when the session started (`environ()`), never what a unit test on the main thread has just set (a test fault,
 a data folder).
 """
