@@ -5,6 +5,7 @@ binomial intervals, the expected best dev accuracy against the number of trials,
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -148,6 +149,8 @@ def test_a_diverged_confirm_run_counts_as_collapsed(tmp_path):
     run = robust_run(tmp_path)
     from ablate.engine.run_folder import append_registry, read_registry
     row = next(r for r in read_registry(run) if r["stage"] == "confirm" and r["arm"] == RES and r["seed"] == 2)
+    metrics = run / "trials" / row["trial_id"] / "metrics.json"  # the trial ran again and diverged
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "status": "diverged", "test_acc": None}))
     append_registry(run, {**row, "status": "diverged", "test_acc": None})
     table = collapse(load_run(run)).set_index("arm")
     assert (table.loc[RES, "collapsed"], table.loc[RES, "failed"], table.loc[RES, "seeds_collapsed"]) == (1, 1, "2")

@@ -5,13 +5,14 @@ import csv
 import io
 import os
 import re
-import shutil
+import hashlib
 from pathlib import Path
 
 import pandas as pd
 
 from ablate.errors import AblateError
-from ablate.atomic_files import atomic_write_text
+from ablate.atomic_files import atomic_write_bytes, atomic_write_text
+from ablate.engine.record_checks import symlink_message
 from .compare import compare, supported_best
 from .load import load_predictions, load_run
 from .summary import summarize
@@ -86,8 +87,12 @@ def export_configs(run_dir: Path, dest: Path) -> list[Path]:
     `train --config`) with what it recorded beside it (metrics.json, curves.csv, grad_norms.csv,
     predictions.csv), so `reproduce dest/<folder>` can check it anywhere; dest/index.csv (CSV-quoted: arm names
     hold commas) lists them. `dest` must be new, empty or an earlier export (check_configs_dest).
-    Returns the config paths."""
-    run = load_run(Path(run_dir))
+
+    What is copied is what was registered: each file's bytes are read once and checked against the hash its
+    registry row recorded (a trial registered by an older ablate has none: not checked), and a file that changed
+    since is refused, naming it. Nothing is written through a symbolic link: a folder or file in `dest` that is
+    one is refused. Every check comes before the first write. Returns the config paths."""
+    run = load_run(Path(run_dir))  # every registered trial checked: values, hashes, no symbolic links
     dest = Path(dest)
     check_configs_dest(dest)
     rows = run.trials[run.trials["stage"] == run.final_stage]
@@ -95,15 +100,24 @@ def export_configs(run_dir: Path, dest: Path) -> list[Path]:
     sources = [(r, folder) for r, folder in sources if (folder / "config.yaml").is_file()]
     if not sources:
         raise AblateError(f"no {run.final_stage}-stage trial of {run.run_dir} has a config.yaml to export")
-    writable_dir(dest)
-    out, index = [], []
+    plan = []
     for r, folder in sorted(sources, key=lambda x: (str(x[0].arm), x[0].seed, x[0].trial_id)):
         name = f"{arm_slug(str(r.arm))}_seed{r.seed}_{r.trial_id}"
+        files = _checked_files(folder, run.file_hashes.get((run.final_stage, r.trial_id)))
+        _refuse_links(dest, name)
+        plan.append((r, name, files))
+    if (dest / "index.csv").is_symlink():
+        raise AblateError(symlink_message(dest / "index.csv"))
+    writable_dir(dest)
+    out, index = [], []
+    for r, name, files in plan:
         target = dest / name
         target.mkdir(exist_ok=True)
-        for file in ("config.yaml", *RECORDS):
-            if (folder / file).is_file():
-                shutil.copyfile(folder / file, target / file)
+        for file in EXPORTED:
+            if file in files:
+                atomic_write_bytes(target / file, files[file])
+            else:
+                (target / file).unlink(missing_ok=True)  # an earlier export's copy of a file this trial lacks
         out.append(target / "config.yaml")
         acc = "" if pd.isna(r.test_acc) else f"{r.test_acc:.6g}"
         index.append([name, str(r.arm), r.seed, r.trial_id, r.status, acc, getattr(r, "dataset", "") or ""])
@@ -113,3 +127,44 @@ def export_configs(run_dir: Path, dest: Path) -> list[Path]:
     writer.writerows(index)
     atomic_write_text(dest / "index.csv", text.getvalue())
     return out
+
+
+EXPORTED = ("config.yaml", *RECORDS)
+
+
+def _checked_files(folder: Path, hashes: dict[str, str] | None) -> dict[str, bytes]:
+    """The bytes of each exported file the trial folder holds, each checked against its registered hash."""
+    files = {}
+    for file in EXPORTED:
+        path = folder / file
+        if path.is_symlink():
+            raise AblateError(symlink_message(path))
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = None
+        except OSError as exc:
+            raise AblateError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if hashes is not None and file in hashes:
+            now = None if data is None else hashlib.sha256(data).hexdigest()
+            if now != hashes[file]:
+                state = "is missing" if data is None else "changed after the trial was registered"
+                raise AblateError(f"{path} {state} (trials.jsonl recorded SHA-256 {hashes[file][:12]}...); an export "
+                                  "copies only what was registered: restore the file, or run the trial again "
+                                  "(delete its metrics.json, then 'ablate study --resume')")
+        if data is not None:
+            files[file] = data
+    return files
+
+
+def _refuse_links(dest: Path, name: str) -> None:
+    """A trial's folder in an earlier export, or a file in it, that is a symbolic link (or not a folder) is
+    refused: an export never writes through one."""
+    target = dest / name
+    if target.is_symlink():
+        raise AblateError(symlink_message(target))
+    if target.exists() and not target.is_dir():
+        raise AblateError(f"{target} exists and is not a folder; remove it or choose another --configs folder")
+    for file in EXPORTED:
+        if (target / file).is_symlink():
+            raise AblateError(symlink_message(target / file))

@@ -18,7 +18,9 @@ import pandas as pd
 
 from ablate.errors import AblateError
 from ablate.engine.selection import best_params
-from ablate.engine.run_folder import open_run_dir, read_registry
+from ablate.engine.manifest import check_spec
+from ablate.engine.record_checks import HASH_KEY
+from ablate.engine.run_folder import RecordCheck, check_run_records, open_run_dir, read_registry_lines
 from ablate.engine.seed_decisions import decided_seeds
 from ablate.spec.trial_config import TrialConfig
 from ablate.spec.study_spec import Study, parse_study
@@ -47,6 +49,10 @@ class Run:
     # the ones the rule has decided from the registered results (ablate.engine.planner.decided_seeds), and whether it is done.
     seeds: list[int] = field(default_factory=list)
     seeds_final: bool = True
+    # What could not be checked of what was read (one line each): a spec or trial files recorded without hashes.
+    integrity_notes: list[str] = field(default_factory=list)
+    # (stage, trial id) -> the SHA-256 of each file its registry row bound it to (none for an older row)
+    file_hashes: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
 
     @property
     def arm_names(self) -> list[str]:
@@ -95,8 +101,16 @@ class Run:
 def load_run(run_dir: Path) -> Run:
     """Parse a run folder; AblateError when it is not one or has no finished final-stage trial."""
     run_dir = open_run_dir(Path(run_dir))
+    manifest = _read_json(run_dir / "manifest.json") or {}
+    notes = [note for note in [check_spec(run_dir, manifest, "the analysis describes")] if note]
     study = parse_study(read_yaml(run_dir / "spec.yaml"), source=str(run_dir / "spec.yaml"))
-    rows = read_registry(run_dir)
+    # Every value read back is checked (read_registry_lines), and every registered trial's files against the
+    # hashes its row recorded (check_run_records): a damaged or changed record is refused, never a number here.
+    lines = read_registry_lines(run_dir)
+    _check_rows_belong(study, run_dir, lines)
+    records = check_run_records(run_dir, lines)
+    notes += [note for note in [records.note()] if note]
+    rows = [row for _, row in lines]
     trials = _trials_frame(study, rows)
     final = study.stages[-1]
     seeds, seeds_final = decided_seeds(study, rows)
@@ -105,14 +119,36 @@ def load_run(run_dir: Path) -> Run:
     if reported.empty or not ((reported["status"] == "ok") & reported["test_acc"].notna()).any():
         raise AblateError(f"{run_dir} has no finished {final}-stage trials yet; let the study run "
                           f"(or 'ablate study --resume {run_dir}') before analysing it")
-    manifest = _read_json(run_dir / "manifest.json") or {}
     resumes = []
     for path in sorted(run_dir.glob("manifest-resume-*.json")):
         data = _read_json(path)
         if data is not None:
             resumes.append({"file": path.name, **data})
     return Run(run_dir, study, trials, final, reported, selected, _completeness(study, trials, seeds), manifest, resumes,
-               seeds, seeds_final)
+               seeds, seeds_final, notes, {(r["stage"], r["trial_id"]): r[HASH_KEY] for r in rows if HASH_KEY in r})
+
+
+def integrity_notes(run_dir: Path) -> list[str]:
+    """What load_run could not check in a run folder, one line each (no file is hashed here): the spec, when the
+    manifest recorded none, and the trials registered without hashes."""
+    run_dir = Path(run_dir)
+    manifest = _read_json(run_dir / "manifest.json") or {}
+    notes = [check_spec(run_dir, manifest, "the analysis describes")]
+    unhashed = sum(HASH_KEY not in row for _, row in read_registry_lines(run_dir))
+    if unhashed:
+        notes.append(RecordCheck(unchecked=unhashed).note())
+    return [note for note in notes if note]
+
+
+def _check_rows_belong(study: Study, run_dir: Path, lines: list[tuple[int, dict[str, Any]]]) -> None:
+    """Each registry row is of an arm and a stage of the run's spec (a row of another is an edited registry)."""
+    arms, stages = {a.name for a in study.arms}, set(study.stages)
+    for line, row in lines:
+        for key, allowed in (("arm", arms), ("stage", stages)):
+            if row[key] not in allowed:
+                raise AblateError(f"{run_dir / 'trials.jsonl'} line {line}: {key} is {row[key]!r}, not one of this "
+                                  f"run's {key}s ({', '.join(sorted(allowed))}); the registry was edited or damaged: "
+                                  "restore it from a backup, or delete that line")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -129,7 +165,7 @@ def _trials_frame(study: Study, rows: list[dict[str, Any]]) -> pd.DataFrame:
     records = []
     for row in rows:
         values = {**study.base, **settings.get(row["arm"], {}), **(row.get("params") or {})}
-        rec = {k: v for k, v in row.items() if k != "params"}
+        rec = {k: v for k, v in row.items() if k not in ("params", HASH_KEY)}
         rec.update({k: values.get(k) for k in varied})
         records.append(rec)
     columns = ["trial_id", "stage", "arm", *varied, "seed", "status", "dataset", *NUMERIC]

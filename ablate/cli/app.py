@@ -379,6 +379,7 @@ def analyze_cmd(
 ) -> None:
     """Figures, summary tables, statistics, report.md, report.html, methods.md and references.bib for a finished (or partly finished) study."""
     from ablate.analysis import analyze, latest_run
+    from ablate.analysis.load import integrity_notes
     from ablate.analysis.power import check_min_effect
     from ablate.analysis.report import NOT_DRAWN
 
@@ -403,6 +404,8 @@ def analyze_cmd(
     typer.echo(result.table)
     for line in result.missing:
         typer.echo(f"missing: {line}", err=True)
+    for note in integrity_notes(result.run_dir):
+        typer.echo(f"note: {note}", err=True)
     if no_figures:
         typer.echo("figures: not drawn (--no-figures)", err=True)
     for name, why in result.skipped.items():
@@ -421,6 +424,7 @@ def export_cmd(
     """Print the summary table for a paper, and optionally copy the exact trial configs behind it."""
     from ablate.analysis import export, export_configs
     from ablate.analysis.exports import check_configs_dest
+    from ablate.analysis.load import integrity_notes
 
     if configs is not None:
         check_configs_dest(configs)  # a non-empty folder that is not an earlier export is refused before anything runs
@@ -429,6 +433,8 @@ def export_cmd(
     typer.echo(text, nl=False)
     if copied is not None:
         typer.echo(f"copied {len(copied)} configs to {configs}", err=True)
+    for note in integrity_notes(run_dir):
+        typer.echo(f"note: {note}", err=True)
 
 
 @app.command()

@@ -1,6 +1,9 @@
-"""A run's manifest: what launched it and on what (command, host, hardware, package versions, git commit)."""
+"""A run's manifest: what launched it and on what (command, host, hardware, package versions, git commit), and
+the spec it started with (its hash and its content), which a resume and the analysis check spec.yaml against."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import socket
@@ -11,6 +14,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from ablate.errors import AblateError
 from ablate.messages import mask_url
 from ablate.spec.study_spec import Study
 
@@ -29,15 +35,38 @@ def git_commit() -> str:
         return "unknown"
 
 
-def hardware(gpus: int = 0) -> dict[str, Any]:
-    """The machine the study was launched on, for a methods section: CPU model, logical CPUs, memory, and the
-    names of the visible GPUs (only asked of torch when there are some)."""
-    cpu = None
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (Linux; empty elsewhere)."""
+    out: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
+            for line in fh:
+                if not line.strip():
+                    if out:
+                        break  # the first processor's block is enough: they are alike
+                    continue
+                key, _, value = line.partition(":")
+                out.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    return out
+
+
+def hardware(gpus: int = 0) -> dict[str, Any]:
+    """The machine the study was launched on, for a methods section: CPU model, its instruction set flags (x86
+    `flags`, ARM `Features`: which vector units float arithmetic may use), torch's own view of them when torch is
+    loaded already (this module never loads it for that), logical CPUs, memory, and the names of the visible GPUs
+    (only asked of torch when there are some)."""
+    info = _cpuinfo()
+    cpu = info.get("model name") or info.get("Model") or info.get("Hardware")
+    flags = info.get("flags") or info.get("Features")
+    capability = None
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            capability = str(torch.backends.cpu.get_cpu_capability())
+        except Exception:  # noqa: BLE001  a description of the machine must never stop a study
+            capability = None
     memory = None
     try:
         memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)
@@ -51,7 +80,8 @@ def hardware(gpus: int = 0) -> dict[str, Any]:
             names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         except Exception:  # noqa: BLE001  a description of the machine must never stop a study
             names = []
-    return {"cpu": cpu or platform.processor() or None, "logical_cpus": os.cpu_count(), "memory_gib": memory,
+    return {"cpu": cpu or platform.processor() or None, "cpu_flags": flags or None, "cpu_capability": capability,
+            "machine": platform.machine() or None, "logical_cpus": os.cpu_count(), "memory_gib": memory,
             "gpus": names}
 
 
@@ -80,3 +110,78 @@ def manifest(study: Study, dataset: str, resources: dict[str, Any]) -> dict[str,
         "git_commit": git_commit(), "dataset": dataset, "resources": resources,
         "hardware": hardware(int(resources.get("gpus") or 0)),
     }
+
+
+SPEC_HASH = "spec_sha256"
+SPEC_DOC = "spec"
+
+
+def spec_record(text: str) -> dict[str, Any]:
+    """What the manifest records of the spec a run starts with: the SHA-256 of spec.yaml's text, and its content
+    (so that a change can be named, not only seen)."""
+    return {SPEC_HASH: hashlib.sha256(text.encode("utf-8")).hexdigest(), SPEC_DOC: _json_doc(yaml.safe_load(text))}
+
+
+def _json_doc(doc: Any) -> Any:
+    """A YAML document as JSON keeps it (keys as text; a date as text), so that the recorded and the present
+    spec compare alike."""
+    return json.loads(json.dumps(doc, default=str))
+
+
+def _flat(doc: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(doc, dict) and doc:
+        out: dict[str, Any] = {}
+        for key, value in doc.items():
+            out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix or "(the whole spec)": doc}
+
+
+def _text(value: Any, limit: int | None = 60) -> str:
+    """A setting's value as JSON writes it: 1 and 1.0, true and 1 differ."""
+    text = json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
+    return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
+
+
+ABSENT = object()
+
+
+def spec_changes(then: Any, now: Any, limit: int = 6) -> list[str]:
+    """What differs between two spec documents, one 'path: old -> new' per setting (dotted paths; a list is one
+    setting), at most `limit` of them and how many more."""
+    a, b = _flat(then), _flat(now)
+    changes = []
+    for key in [*a, *(k for k in b if k not in a)]:
+        old, new = a.get(key, ABSENT), b.get(key, ABSENT)
+        if old is ABSENT or new is ABSENT or _text(old, None) != _text(new, None):
+            changes.append(f"{key}: {'(absent)' if old is ABSENT else _text(old)} -> "
+                           f"{'(absent)' if new is ABSENT else _text(new)}")
+    if len(changes) > limit:
+        changes = changes[:limit] + [f"and {len(changes) - limit} more"]
+    return changes
+
+
+def check_spec(run_dir: Path, recorded: dict[str, Any], doing: str) -> str | None:
+    """Refuse (one line, naming each change) a run folder whose spec.yaml is not the spec it started with, as its
+    manifest recorded it; `doing` says what needs it ('a resume runs'). Returns a note when the manifest recorded no
+    spec (a run started by an older ablate): then the spec could not be checked."""
+    path = Path(run_dir) / "spec.yaml"
+    digest, doc = recorded.get(SPEC_HASH), recorded.get(SPEC_DOC)
+    if not isinstance(digest, str) or SPEC_DOC not in recorded:
+        return (f"the spec could not be checked: {Path(run_dir) / 'manifest.json'} records no hash of the spec the run "
+                "started with (a run started by an older ablate)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AblateError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if hashlib.sha256(data).hexdigest() == digest:
+        return None
+    try:
+        now = yaml.safe_load(data.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError):
+        now = ABSENT
+    changes = ["it is no longer a YAML document"] if now is ABSENT else spec_changes(doc, _json_doc(now))
+    if not changes:
+        return None  # layout or comments only: the same spec
+    raise AblateError(f"{path} is not the spec this run started with ({'; '.join(changes)}); {doing} the spec it "
+                      f"started with: restore those values in spec.yaml, or start a new run for the new spec")

@@ -23,7 +23,8 @@ from typing import Any
 
 from ablate.atomic_files import atomic_write_text
 from ablate.engine.optuna_rounds import ArmSampler, PointOutcome, SearchPoint
-from ablate.engine.run_folder import append_registry, read_metrics, read_registry, registry_key, registry_row
+from ablate.engine.run_folder import (append_registry, metrics_changed, read_metrics, read_registry, registry_key,
+                                      registry_row)
 from ablate.engine.seed_decisions import decided_seeds, remaining
 from ablate.engine.selection import best_params, params_key, point_score, seed_result
 from ablate.engine.storage import storage_url
@@ -348,8 +349,11 @@ class Planner:
             row["repeat_of"] = list(repeat_of)  # a repeated proposal: this (round, index) ran the trial
         key = registry_key(row)
         old = self.rows.get(key)
-        if old is None or any(old.get(k) != row.get(k) for k in ("status", "best_dev_acc", "test_acc")):
-            append_registry(self.run_dir, row)
+        # A trial that ran again (after an error, or a lost metrics.json) is registered again even with the same
+        # numbers: its row binds the files it left by their hashes.
+        if old is None or any(old.get(k) != row.get(k) for k in ("status", "best_dev_acc", "test_acc")) \
+                or metrics_changed(old, self.trials_dir / plan.trial_id):
+            row = append_registry(self.run_dir, row)  # with the hashes of the trial's files
             self.rows[key] = row
             if self.on_register is not None:
                 self.on_register(row, plan.config)

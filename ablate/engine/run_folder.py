@@ -9,12 +9,14 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
 from ablate.atomic_files import atomic_write_text
 from ablate.slug import child
+from ablate.engine import record_checks
 from ablate.engine.trial_plan import TrialPlan
 from ablate.spec.study_spec import Study
 
@@ -41,24 +43,35 @@ def registry_key(row: dict[str, Any]) -> tuple:
 
 
 ROW_START = '{"trial_id": '  # how every registry row begins (registry_row puts the trial id first)
+REQUIRED = ("trial_id", "stage", "arm")
 
 
-def read_registry(run_dir: Path) -> list[dict[str, Any]]:
-    """Rows appended as trials end; the last row per key wins. A line cut short by a crash (the start of a row
-    that never ended) is ignored; anything else that is not a row means the file was damaged, and is refused."""
+def _registry_hint(run_dir: Path) -> str:
+    return (f"; the registry was edited or damaged: restore it from a backup, or delete that line and run "
+            f"'ablate study --resume {run_dir}' to register the trial again from its folder")
+
+
+def read_registry_lines(run_dir: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) of each registry row that counts: the last row per key wins. A line cut short by a
+    crash (the start of a row that never ended) is ignored; anything else that is not a row, and a row with a value
+    that none of its fields can hold (ablate.engine.record_checks: an accuracy of 1.7, NaN, a string where a number
+    belongs), means the file was damaged, and is refused in one line naming the line, the field and the value."""
     path = Path(run_dir) / REGISTRY
+    if path.is_symlink():
+        raise AblateError(record_checks.symlink_message(path))
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise AblateError(f"cannot read {path}: {exc.strerror or exc}") from None
-    rows: dict[tuple, dict] = {}
+    rows: dict[tuple, tuple[int, dict]] = {}
+    hint = _registry_hint(run_dir)
     for number, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
-        try:
-            row = json.loads(raw.decode("ascii"))  # rows are written as ASCII JSON
+        try:  # rows are written as ASCII JSON, without NaN or Infinity (kept as markers, refused below)
+            row = json.loads(raw.decode("ascii"), parse_constant=record_checks.parse_constant)
         except (UnicodeDecodeError, json.JSONDecodeError):
             text = raw.decode("ascii", errors="replace")
             if text.startswith(ROW_START) or ROW_START.startswith(text):
@@ -68,8 +81,14 @@ def read_registry(run_dir: Path) -> list[dict[str, Any]]:
             raise AblateError(f"{path} is damaged: line {number} is not a trial record ({_excerpt(raw)}); delete "
                               "that line (or restore the file from a backup): 'ablate study --resume' registers "
                               "again every trial whose folder holds its result")
-        rows[registry_key(row)] = row
+        record_checks.check_fields(row, f"{path} line {number}", hint, REQUIRED)
+        rows[registry_key(row)] = (number, row)
     return list(rows.values())
+
+
+def read_registry(run_dir: Path) -> list[dict[str, Any]]:
+    """The registry's rows that count (read_registry_lines), checked."""
+    return [row for _, row in read_registry_lines(run_dir)]
 
 
 def _excerpt(raw: bytes) -> str:
@@ -77,12 +96,25 @@ def _excerpt(raw: bytes) -> str:
     return f"it starts {shown!r}" + (f", {len(raw)} bytes" if len(raw) > 24 else "")
 
 
-def append_registry(run_dir: Path, row: dict[str, Any]) -> None:
+def append_registry(run_dir: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """Append a row, bound to its trial folder: the SHA-256 of each file the folder holds now (record_checks.HASHED)
+    goes into the row (`sha256`, replacing any it brought). Returns the row as written."""
     path = Path(run_dir) / REGISTRY
+    row = {k: v for k, v in row.items() if k != record_checks.HASH_KEY}
+    folder = Path(run_dir) / "trials" / str(row.get("trial_id"))
+    if record_checks.field_problem("trial_id", row.get("trial_id")) is None and folder.is_dir():
+        record_checks.refuse_symlinks(folder, record_checks.HASHED)
+        row[record_checks.HASH_KEY] = record_checks.digests(folder)
+    written = row
     line = (json.dumps(row, default=_json_default, allow_nan=False) + "\n").encode("ascii")
     # A whole line with O_APPEND, on a line of its own: a line that a crash cut short (readers skip it) must
-    # not swallow the start of this one.
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    # not swallow the start of this one. Never through a symbolic link.
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError:
+        if path.is_symlink():
+            raise AblateError(record_checks.symlink_message(path)) from None
+        raise
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -92,6 +124,7 @@ def append_registry(run_dir: Path, row: dict[str, Any]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    return written
 
 
 def _json_default(value: Any) -> Any:
@@ -174,12 +207,134 @@ def open_run_dir(run_dir: Path) -> Path:
 
 
 def read_metrics(folder: Path) -> dict[str, Any] | None:
-    """A trial folder's metrics.json, or None when it is missing, cut short or not a mapping."""
+    """A trial folder's metrics.json, or None when it is missing, cut short or not a mapping (the trial has not
+    finished: it runs again). A folder or file that is a symbolic link, or a value that its field cannot hold
+    (record_checks), is refused in one line: never read as a result."""
+    folder = Path(folder)
+    record_checks.refuse_symlinks(folder, ("metrics.json",))
     try:
-        data = json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        data = json.loads((folder / "metrics.json").read_text(encoding="utf-8"),
+                          parse_constant=record_checks.parse_constant)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    record_checks.check_fields(data, str(folder / "metrics.json"),
+                               "; the file was edited or damaged: restore it, or delete it and run 'ablate study "
+                               "--resume RUN_DIR' to run the trial again")
+    return data
+
+
+def metrics_changed(row: dict[str, Any], folder: Path) -> bool:
+    """Whether the trial folder's metrics.json is not the one `row` was registered with (the trial ran again:
+    a resume reruns a trial that ended in an error, or whose metrics.json was deleted). False for a row registered
+    without hashes."""
+    recorded = (row.get(record_checks.HASH_KEY) or {}).get("metrics.json")
+    return recorded is not None and record_checks.digest_file(Path(folder) / "metrics.json") != recorded
+
+
+@dataclass
+class RecordCheck:
+    """What checking a run folder's records against their registry rows found: rows whose files were checked,
+    and rows registered without hashes (by an ablate before they were recorded) whose files could not be."""
+
+    checked: int = 0
+    unchecked: int = 0
+    error_rows: int = 0  # rows of trials that ended in an error: a resume runs them again, nothing is read from them
+
+    def note(self) -> str | None:
+        """A line for the user when some rows could not be checked."""
+        if not self.unchecked:
+            return None
+        return (f"{self.unchecked} trial(s) of this run were registered without file hashes (an older ablate): "
+                "their folders' files were not checked against the registry")
+
+
+def _changed_message(path: Path, registry: Path, line: int, row: dict[str, Any], recorded: str, now: str | None,
+                     run_dir: Path) -> str:
+    if now is None:
+        what = f"is missing, but {registry.name} line {line} recorded it when trial {row['trial_id']} was registered"
+    else:
+        what = (f"changed after trial {row['trial_id']} was registered ({registry.name} line {line} recorded SHA-256 "
+                f"{recorded[:12]}..., the file has {now[:12]}...)")
+    return (f"{path} {what}; nothing is read from a changed record: restore the file, or delete "
+            f"{path.parent / 'metrics.json'} and run 'ablate study --resume {run_dir}' to run the trial again")
+
+
+def check_trial_records(run_dir: Path, line: int, row: dict[str, Any], names: tuple[str, ...] = record_checks.RECORDS,
+                        *, resuming: bool = False) -> str:
+    """Check a registered trial's folder against its registry row (at `line` of trials.jsonl): no symbolic link
+    (ever), then each of `names` that the row hashed has its hash (a missing one counts as changed), then the
+    row's results are those its metrics.json recorded (an edited registry line). Refuses in one line naming the
+    file. Returns 'checked', 'unchecked' (a row without hashes) or 'error' (a row of a trial that ended in an
+    error: every resume runs it again, so its folder may change; nothing is read from it).
+
+    `resuming`: a resume runs a trial whose metrics.json is missing again, so the rest of its folder is not
+    checked; a folder of an error row may hold a new error, but not a result that was never registered."""
+    run_dir = Path(run_dir)
+    registry = run_dir / REGISTRY
+    folder = run_dir / "trials" / row["trial_id"]
+    record_checks.refuse_symlinks(folder, names)
+    recorded = row.get(record_checks.HASH_KEY)
+    if recorded is None:
+        return "unchecked"
+    metrics_path = folder / "metrics.json"
+    if row.get("status") == "error":
+        if resuming and "metrics.json" in recorded:
+            now = record_checks.digest_file(metrics_path)
+            if now is not None and now != recorded["metrics.json"]:
+                metrics = read_metrics(folder) or {}
+                if metrics.get("status") != "error":
+                    raise AblateError(_changed_message(metrics_path, registry, line, row, recorded["metrics.json"],
+                                                       now, run_dir))
+        return "error"
+    if resuming and not metrics_path.exists():
+        return "checked"  # lost: the resume runs the trial again and registers what it records
+    for name in names:
+        if name not in recorded:
+            continue
+        now = record_checks.digest_file(folder / name)
+        if now != recorded[name]:
+            raise AblateError(_changed_message(folder / name, registry, line, row, recorded[name], now, run_dir))
+    if "metrics.json" in recorded and "metrics.json" in names:
+        metrics = read_metrics(folder) or {}
+        for key in CSV_METRICS:
+            then = metrics.get(key)
+            then = None if isinstance(then, float) and not math.isfinite(then) else then
+            if row.get(key) != then:
+                raise AblateError(f"{registry} line {line}: {key} is {record_checks.shown(row.get(key))}, but trial "
+                                  f"{row['trial_id']} recorded {record_checks.shown(then)} in {metrics_path}"
+                                  f"{_registry_hint(run_dir)}")
+    return "checked"
+
+
+def check_run_records(run_dir: Path, lines: list[tuple[int, dict[str, Any]]] | None = None, *,
+                      resuming: bool = False) -> RecordCheck:
+    """Every registered trial's folder checked against its row (check_trial_records); `lines` as
+    read_registry_lines gives them (read here when None). A resume also refuses any symbolic link among the run
+    folder's trial folders and their files, registered or not: the planner would register such a folder's result,
+    or write through it."""
+    run_dir = Path(run_dir)
+    lines = read_registry_lines(run_dir) if lines is None else lines
+    found = RecordCheck()
+    for line, row in lines:
+        outcome = check_trial_records(run_dir, line, row, resuming=resuming)
+        if outcome == "checked":
+            found.checked += 1
+        elif outcome == "unchecked":
+            found.unchecked += 1
+        else:
+            found.error_rows += 1
+    if resuming:
+        trials = run_dir / "trials"
+        record_checks.refuse_symlinks(trials, ())
+        if trials.is_dir():
+            for entry in sorted(os.scandir(trials), key=lambda e: e.name):
+                if entry.is_symlink():
+                    raise AblateError(record_checks.symlink_message(Path(entry.path)))
+                if entry.is_dir():
+                    record_checks.refuse_symlinks(Path(entry.path))
+    return found
 
 
 def write_trials_csv(study: Study, run_dir: Path) -> None:

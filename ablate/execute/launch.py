@@ -17,7 +17,7 @@ from ablate.errors import AblateError
 from ablate.execute.gpu_plan import GpuPlan, decide
 from ablate.atomic_files import atomic_write_text
 from ablate.engine.run_folder import create_run_dir, open_run_dir
-from ablate.engine.manifest import manifest
+from ablate.engine.manifest import check_spec, manifest, spec_record
 from ablate.spec.study_spec import Study, load_study, parse_study
 from ablate.spec.reading import read_yaml
 from ablate.spec.limits import MAX_RETRIES, MAX_SAMPLER_SEED, check_at_most
@@ -85,12 +85,15 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
         raise AblateError(f"--sampler-seed must be from 0 to {MAX_SAMPLER_SEED:,}, got {sampler_seed}")
     if resume is not None:
         run_dir = open_run_dir(resume)
+        recorded = _read_manifest(run_dir)
+        unchecked = check_spec(run_dir, recorded, "a resume runs")  # a changed spec.yaml is refused, naming the change
+        if unchecked:
+            notes.append(f"{unchecked}; resuming it as spec.yaml says")
         spec = parse_study(read_yaml(run_dir / "spec.yaml"), source=str(run_dir / "spec.yaml"))
         _check_resume(spec, run_dir, name, budget, dataset, out, sampler_seed)
-        recorded = _read_manifest(run_dir)
         run_id = recorded.get("run_id") or run_dir.name
         _check_resume_storage(recorded, storage, run_dir)
-        _check_run_files(run_dir, storage)
+        notes += _check_run_files(run_dir, storage)
         requested = recorded.get("dataset_requested")
     else:
         run_dir = None
@@ -135,8 +138,10 @@ def start(launch: Launch, out: Path | None) -> Path:
     """Create the new run folder (spec.yaml and manifest.json at once); a resumed one is left as it is until
     the study, holding the folder's lock, finds work left (record_resume)."""
     if launch.run_dir is None:
+        spec_text = launch.spec.resolved_yaml()
+        launch.manifest.update(spec_record(spec_text))  # the spec it started with: a resume must run the same
         text = json.dumps(launch.manifest, indent=2) + "\n"
-        launch.run_dir = create_run_dir(launch.spec, out, {"spec.yaml": launch.spec.resolved_yaml(), "manifest.json": text})
+        launch.run_dir = create_run_dir(launch.spec, out, {"spec.yaml": spec_text, "manifest.json": text})
     return launch.run_dir
 
 
@@ -146,12 +151,14 @@ def record_resume(launch: Launch) -> None:
     atomic_write_text(launch.run_dir / f"manifest-resume-{time.strftime('%Y%m%d-%H%M%S')}.json", text)
 
 
-def _check_run_files(run_dir: Path, storage: str | None) -> None:
-    """What a resume needs of the run folder, before anything is written: it can be written to, its registry
-    is readable and so is its own Optuna database."""
-    from ablate.engine.run_folder import read_registry
+def _check_run_files(run_dir: Path, storage: str | None) -> list[str]:
+    """What a resume needs of the run folder, before anything is written: it can be written to, its registry is
+    readable and holds only what ablate writes, every registered trial's files are those its row recorded (their
+    hashes), no trial folder or file is a symbolic link, and its own Optuna database is readable. Returns notes."""
+    from ablate.engine.run_folder import check_run_records
     from ablate.engine.storage import check_sqlite_file
 
+    note = check_run_records(run_dir, resuming=True).note()  # first: the probe below must not go through a link
     for folder in (run_dir, run_dir / "trials"):
         if not folder.is_dir():
             continue
@@ -162,9 +169,9 @@ def _check_run_files(run_dir: Path, storage: str | None) -> None:
         except OSError as exc:
             raise AblateError(f"cannot write to {folder} ({exc.strerror or exc}); a resume writes its results "
                               "there: make the run folder writable, then resume") from None
-    read_registry(run_dir)
     if storage is None and (run_dir / "optuna.db").exists():
         check_sqlite_file(run_dir / "optuna.db")
+    return [note] if note else []
 
 
 def _first_config(spec: Study):

@@ -1,7 +1,8 @@
 """Constructed study run folders with known right answers, for the analysis tests (no training, no data).
 
-`build_run` writes what the study engine writes: spec.yaml (resolved), manifest.json, trials.jsonl
-(through ablate.engine.run_folder.append_registry) and trials/<id>/ with config.yaml, metrics.json and, on request,
+`build_run` writes what the study engine writes: spec.yaml (resolved), manifest.json (with the spec it started
+with), trials.jsonl (through ablate.engine.run_folder.append_registry: each row with its trial files' hashes) and
+trials/<id>/ with config.yaml, metrics.json and, on request,
 curves.csv, grad_norms.csv and predictions.csv. Trial ids are the configs' own hashes, as the engine's.
 tests/test_analysis_builder.py checks that the engine's readers accept what it writes.
 """
@@ -13,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from ablate.engine.manifest import spec_record
 from ablate.engine.run_folder import append_registry
 from ablate.spec.study_spec import parse_study
 
 BASE = {"family": "imagenet", "depth": 18, "shortcut": "projection", "dataset": "digits", "train_size": 1000,
         "dev_size": 200, "test_size": 200, "batch_size": 64, "epochs": 5, "eval_every": 15, "seed": 100}
 RESIDUAL = {"residual": {"values": [True, False]}}
+REGISTRY_ONLY = ("round", "index", "repeat", "repeat_of", "best_dev_loss")
 
 
 def spec_doc(**overrides: Any) -> dict:
@@ -48,7 +51,8 @@ def build_run(root: Path, trials: list[dict], doc: dict | None = None, manifest:
     root.mkdir(parents=True, exist_ok=True)
     (root / "spec.yaml").write_text(study.resolved_yaml())
     man = {"study": study.name, "budget": study.budget, "dataset": study.base.get("dataset"),
-           "git_commit": "0123456789abcdef0123456789abcdef01234567", "started_at": "2026-01-01T10:00:00+0000"}
+           "git_commit": "0123456789abcdef0123456789abcdef01234567", "started_at": "2026-01-01T10:00:00+0000",
+           **spec_record(study.resolved_yaml())}
     (root / "manifest.json").write_text(json.dumps({**man, **(manifest or {})}))
     for i, r in enumerate(resumes or []):
         (root / f"manifest-resume-20260102-00000{i}.json").write_text(json.dumps({**man, **r}))
@@ -81,7 +85,9 @@ def build_run(root: Path, trials: list[dict], doc: dict | None = None, manifest:
             (folder / "grad_norms.csv").write_text(",".join(cols) + "\n" + "".join(
                 ",".join(str(g.get(c, "")) for c in cols) + "\n" for g in grads))
         metrics = {"status": "ok", "dataset": study.base.get("dataset"), "steps": cfg.total_steps(), **t}
-        (folder / "metrics.json").write_text(json.dumps({"trial_id": cfg.trial_id(), **metrics}))
+        # what a trial records (the registry adds where the engine proposed it: round, index, repeat)
+        recorded = {k: v for k, v in metrics.items() if k not in REGISTRY_ONLY}
+        (folder / "metrics.json").write_text(json.dumps({"trial_id": cfg.trial_id(), **recorded}))
         append_registry(root, {"trial_id": cfg.trial_id(), "stage": stage, "arm": arm, "params": params, "seed": seed,
                                **metrics})
     return root
