@@ -3,6 +3,7 @@ a paused segment's checkpoint, or a finished trial. Knows nothing of Ray.
 """
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,18 @@ def trial_device(gpu_ids: list) -> str:
     return "cuda" if gpu_ids else "cpu"
 
 
+def trial_folder(run_dir: str | Path, trial_id: str) -> Path:
+    """run_dir/trials/<trial_id>, made if missing; never written through a symbolic link. One that is a link (put
+    there while the study ran: a resume refuses it before anything runs) fails as a fault of the machine (OSError),
+    so that the study stops for a resume rather than recording the trial's config as failed."""
+    folder = Path(run_dir) / "trials" / trial_id
+    for path in (folder.parent, folder):
+        if path.is_symlink():
+            raise OSError(errno.ELOOP, f"{path} is a symbolic link; a trial's results are never written through one")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device: str = "cpu",
              where: dict[str, Any] | None = None, keep: bool | None = None):
     """Run one TrialPlan and write its trial folder: a paused segment (checkpoint) or a finished trial.
@@ -26,8 +39,7 @@ def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device:
     from ablate.train.trial_files import read_checkpoint, write_paused, write_trial_folder
 
     cfg = work.config
-    folder = Path(run_dir) / "trials" / work.trial_id
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = trial_folder(run_dir, work.trial_id)
     atomic_write_text(folder / "config.yaml", cfg.to_yaml())
     where = {"started_at": time.time(), **(where or {})}
     # A continuation starts from the checkpoint the last segment left; when there is none (lost or
@@ -65,9 +77,8 @@ def run_works(works: list[TrialPlan], run_dir: str | Path, data_dir: str | None,
     from ablate.train.trial_files import write_trial_folder
 
     where = {"started_at": time.time(), **(where or {})}
-    folders = [Path(run_dir) / "trials" / w.trial_id for w in works]
+    folders = [trial_folder(run_dir, w.trial_id) for w in works]
     for work, folder in zip(works, folders):
-        folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "config.yaml", work.config.to_yaml())
     try:
         fault_hook.strike(works, "start")

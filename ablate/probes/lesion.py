@@ -170,12 +170,14 @@ def lesion_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = 
     """
     import pandas as pd
 
-    from ablate.engine.run_folder import REGISTRY, read_registry
+    from ablate.engine.run_folder import REGISTRY, check_trial_records, read_registry_lines
 
     run_dir = Path(run_dir)
     if not (run_dir / REGISTRY).is_file():
         raise AblateError(f"no {REGISTRY} in {run_dir}; pass a study run folder (made by 'study')")
-    rows = read_registry(run_dir)
+    lines = read_registry_lines(run_dir)
+    line_of = {id(row): number for number, row in lines}
+    rows = [row for _, row in lines]
     stages = {r["stage"] for r in rows}
     final = next((s for s in ("confirm", "grid") if s in stages), None)
     if final is None:
@@ -187,6 +189,8 @@ def lesion_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = 
         folder = run_dir / "trials" / row["trial_id"]
         if not (folder / "weights.pt").is_file():
             continue
+        # the weights and config read here are those the trial left (their hashes in its registry row)
+        check_trial_records(run_dir, line_of[id(row)], row, ("config.yaml", "weights.pt"))
         cfg = TrialConfig.from_yaml_file(folder / "config.yaml")
         for lesion in lesion_trial(folder, data_dir, device=device, recalibrate=recalibrate):
             out.append({"trial_id": row["trial_id"], "arm": row.get("arm"), "seed": row.get("seed"),

@@ -130,6 +130,21 @@ def _grad_norms(rows: list[dict[str, str]], path: Path) -> dict[str, dict[tuple,
     return out
 
 
+def _check_registered(folder: Path) -> None:
+    """A trial folder inside a study run (RUN/trials/<id>) is compared only if its files are those its registry row
+    bound it to (their hashes; a row of an older ablate has none): an edited config.yaml or metrics.json is
+    named and refused, not rerun and compared. A folder elsewhere (an export, a `train` run) has no registry."""
+    from ablate.engine.run_folder import REGISTRY, check_trial_records, read_registry_lines
+
+    folder = folder.absolute()  # not resolved: a trial folder that is a symbolic link is refused, not followed
+    run_dir = folder.parent.parent
+    if folder.parent.name != "trials" or not (run_dir / REGISTRY).is_file():
+        return
+    for line, row in read_registry_lines(run_dir):
+        if row["trial_id"] == folder.name:
+            check_trial_records(run_dir, line, row)
+
+
 def reproduce(config_path: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
               device: str | torch.device | None = None) -> Report:
     """Rerun the trial in config_path (a trial folder's config.yaml, or the folder) and compare.
@@ -142,8 +157,9 @@ def reproduce(config_path: str | os.PathLike, data_dir: str | os.PathLike | None
         path = path / "config.yaml"
     if not path.is_file():
         raise AblateError(f"no config at {path}; pass a trial folder's config.yaml (trials/<id>/config.yaml)")
-    cfg = TrialConfig.from_yaml_file(path)
     folder = path.parent
+    _check_registered(folder)
+    cfg = TrialConfig.from_yaml_file(path)
     metrics_path = folder / "metrics.json"
     if not metrics_path.is_file():
         raise AblateError(f"no recorded metrics next to {path} (metrics.json missing); "
