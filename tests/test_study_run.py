@@ -137,6 +137,12 @@ def test_end_to_end_study_then_resume_runs_nothing_new(tiny_run):
     assert all(after[p] == t for p, t in kept.items())
     assert json.loads((run_dir / "trials" / lost / "metrics.json").read_text())["status"] == "ok"
     assert len(read_registry(run_dir)) == 8
+    # registered again with the new metrics.json's hash (same numbers, new times): the run still analyses
+    import hashlib
+
+    row = next(r for r in read_registry(run_dir) if r["trial_id"] == lost and r["stage"] == "confirm")
+    assert row["sha256"]["metrics.json"] == hashlib.sha256((run_dir / "trials" / lost / "metrics.json").read_bytes()).hexdigest()
+    assert invoke("analyze", run_dir, "--no-figures").exit_code == 0
 
 
 def test_diverging_trial_is_recorded_and_the_study_goes_on(tmp_path):

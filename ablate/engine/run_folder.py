@@ -262,7 +262,7 @@ def _changed_message(path: Path, registry: Path, line: int, row: dict[str, Any],
 
 
 def check_trial_records(run_dir: Path, line: int, row: dict[str, Any], names: tuple[str, ...] = record_checks.RECORDS,
-                        *, resuming: bool = False) -> str:
+                        *, resuming: bool = False, cache: dict[Path, str | None] | None = None) -> str:
     """Check a registered trial's folder against its registry row (at `line` of trials.jsonl): no symbolic link
     (ever), then each of `names` that the row hashed has its hash (a missing one counts as changed), then the
     row's results are those its metrics.json recorded (an edited registry line). Refuses in one line naming the
@@ -270,7 +270,8 @@ def check_trial_records(run_dir: Path, line: int, row: dict[str, Any], names: tu
     error: every resume runs it again, so its folder may change; nothing is read from it).
 
     `resuming`: a resume runs a trial whose metrics.json is missing again, so the rest of its folder is not
-    checked; a folder of an error row may hold a new error, but not a result that was never registered."""
+    checked; a folder of an error row may hold a new error, but not a result that was never registered. `cache`:
+    digests already taken (a trial folder that several rows share is hashed once)."""
     run_dir = Path(run_dir)
     registry = run_dir / REGISTRY
     folder = run_dir / "trials" / row["trial_id"]
@@ -290,10 +291,13 @@ def check_trial_records(run_dir: Path, line: int, row: dict[str, Any], names: tu
         return "error"
     if resuming and not metrics_path.exists():
         return "checked"  # lost: the resume runs the trial again and registers what it records
+    cache = {} if cache is None else cache
     for name in names:
         if name not in recorded:
             continue
-        now = record_checks.digest_file(folder / name)
+        if folder / name not in cache:
+            cache[folder / name] = record_checks.digest_file(folder / name)
+        now = cache[folder / name]
         if now != recorded[name]:
             raise AblateError(_changed_message(folder / name, registry, line, row, recorded[name], now, run_dir))
     if "metrics.json" in recorded and "metrics.json" in names:
@@ -316,9 +320,9 @@ def check_run_records(run_dir: Path, lines: list[tuple[int, dict[str, Any]]] | N
     or write through it."""
     run_dir = Path(run_dir)
     lines = read_registry_lines(run_dir) if lines is None else lines
-    found = RecordCheck()
+    found, cache = RecordCheck(), {}
     for line, row in lines:
-        outcome = check_trial_records(run_dir, line, row, resuming=resuming)
+        outcome = check_trial_records(run_dir, line, row, resuming=resuming, cache=cache)
         if outcome == "checked":
             found.checked += 1
         elif outcome == "unchecked":
