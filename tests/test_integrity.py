@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -290,3 +291,15 @@ def test_a_real_run_refuses_a_symlinked_trial_and_a_changed_spec_on_resume(tuned
     assert f"{folder} is a symbolic link" in refused(invoke("study", "--resume", run_dir))
     assert (run_dir / "trials.jsonl").read_text() == registry and not list(run_dir.glob("manifest-resume-*"))
     assert sorted(os.listdir(outside)) == sorted(os.listdir(tuned_study / "trials" / last["trial_id"]))
+
+
+def test_the_lesion_study_reads_only_the_weights_its_trial_registered(tuned_study, tmp_path):
+    from ablate.probes.lesion import lesion_run
+
+    run_dir = real_copy(tuned_study, tmp_path, "weights")
+    row = next(r for r in read_registry(run_dir) if r["stage"] == "confirm" and "weights.pt" in r["sha256"])
+    weights = run_dir / "trials" / row["trial_id"] / "weights.pt"
+    with open(weights, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(AblateError, match=re.escape(f"{weights} changed after trial {row['trial_id']} was registered")):
+        lesion_run(run_dir)
