@@ -118,7 +118,8 @@ def test_a_trial_file_changed_after_registration_is_named_by_analyze_export_and_
     path.write_text(path.read_text().replace("0.7", "0.9").replace("lr: 0.1", "lr: 0.3") + "\n")
     before = files_of(run)
     for args in (("analyze", run, "--no-figures"), ("export", run, "--format", "latex"),
-                 ("export", run, "--configs", run.parent / "configs"), ("study", "--resume", run)):
+                 ("export", run, "--configs", run.parent / "configs"), ("study", "--resume", run),
+                 ("reproduce", path.parent)):
         message = refused(invoke(*args))
         assert f"{path} changed after trial {row['trial_id']} was registered (trials.jsonl line {line}" in message
     assert files_of(run) == before and not (run.parent / "configs").exists()
@@ -182,6 +183,27 @@ def test_a_symlinked_trial_folder_in_a_run_is_never_read_or_registered(run, tmp_
     (run / "trials.jsonl").write_bytes(registry)
 
 
+def test_a_trial_is_never_written_through_a_symlinked_folder_and_that_is_a_fault_of_the_machine(tmp_path):
+    import errno
+
+    from ablate.engine import trial_failures
+    from ablate.engine.run_work import run_work
+    from ablate.engine.trial_plan import TrialPlan
+    from ablate.spec.trial_config import TrialConfig
+
+    cfg = TrialConfig.from_dict({"dataset": "digits", "image_size": 16, "train_size": 64, "dev_size": 32,
+                                 "test_size": 32, "epochs": 1})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "run" / "trials").mkdir(parents=True)
+    (tmp_path / "run" / "trials" / cfg.trial_id()).symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OSError) as raised:
+        run_work(TrialPlan("confirm", "residual=true", cfg, {}), tmp_path / "run", None)
+    assert raised.value.errno == errno.ELOOP and "is a symbolic link" in str(raised.value)
+    assert trial_failures.kind_of(raised.value) == trial_failures.INFRASTRUCTURE  # the study stops for a resume
+    assert list(elsewhere.iterdir()) == []
+
+
 # --- the spec a run started with ------------------------------------------------------------------------------
 def test_a_resume_refuses_a_spec_yaml_changed_since_the_start_naming_each_change(run):
     spec = run / "spec.yaml"
@@ -240,7 +262,7 @@ def test_a_real_run_names_each_changed_record_and_prints_no_number(tuned_study, 
         return run_dir, how(run_dir)
 
     def registry(run_dir):
-        line, _ = next((n, r) for n, r in read_registry_lines(run_dir) if r["trial_id"] == tid and r["stage"] == "confirm")
+        line = next(n for n, r in read_registry_lines(run_dir) if r["trial_id"] == tid and r["stage"] == "confirm")
         edit_registry(run_dir, line, "test_acc", "1.7")
         return f"trials.jsonl line {line}: test_acc is 1.7, not an accuracy in [0, 1]"
 

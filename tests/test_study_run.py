@@ -141,7 +141,8 @@ def test_end_to_end_study_then_resume_runs_nothing_new(tiny_run):
     import hashlib
 
     row = next(r for r in read_registry(run_dir) if r["trial_id"] == lost and r["stage"] == "confirm")
-    assert row["sha256"]["metrics.json"] == hashlib.sha256((run_dir / "trials" / lost / "metrics.json").read_bytes()).hexdigest()
+    recorded = (run_dir / "trials" / lost / "metrics.json").read_bytes()
+    assert row["sha256"]["metrics.json"] == hashlib.sha256(recorded).hexdigest()
     assert invoke("analyze", run_dir, "--no-figures").exit_code == 0
 
 
