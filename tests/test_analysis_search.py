@@ -60,6 +60,9 @@ def test_the_search_line_counts_the_points_and_the_trials_they_ran(tmp_path):
     line = search_line(load_run(run))
     assert "4 points per arm, each trained under 3 tuning seeds (12 tuning trials per arm)" in line
     assert "the best mean dev accuracy went to the confirm stage" in line
+    # the grid is the spec's own everywhere; results and choices only on the same hardware and library versions
+    assert "the points are the spec's own on any machine" in line and "choices on any machine" not in line
+    assert "the same results, proposals and choices on the same hardware and library versions, interrupted or not" in line
 
 
 def test_lr_curves_are_means_over_tuning_seeds_with_failures_at_chance(tmp_path):
@@ -198,7 +201,7 @@ def test_the_tuning_budget_section_scores_points_by_their_seeds_mean_failures_at
     assert "`residual=true` is ahead at every budget from 1 to 4 points." in section
     assert "Tang et al. 2020's unbiased estimator" in section and "not a confidence interval" in section
     assert "bootstrap" not in section.replace("bootstrap bands of it cover poorly", "")
-    assert "Tuning luck: one search was run (the tuning rows carry no `repeat`)" in section
+    assert "Repeats of the search: one search was run (the tuning rows carry no `repeat`)" in section
     assert len(curves) == 8 and set(curves["arm"]) == {RES, PLAIN}
     plain = curves[curves["arm"] == PLAIN].set_index("n")
     # plain at 0.25: two of three seeds diverged: (0 + 0 + 0.10) / 3, the worst point

@@ -197,8 +197,8 @@ def expected_max_figure(run: Run, curves: pd.DataFrame) -> Figure | None:
     ax.axhline(level, color="black", ls=":", lw=1.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="search points (n), each scored by the mean over its tuning seeds",
-           ylabel="expected dev score of the chosen point (%)",
-           title="mean over all sets of n points, drawn without replacement; band: ± SD over those sets")
+           ylabel="dev score of the chosen point (%)",
+           title="mean over every set of n points (no replacement); band: ± SD over the sets")
     fig.suptitle(title(run, "tuning budget (Tang et al. 2020)"))
     legend_below(fig, arm_handles(arms, styles) + [Line2D([], [], color="black", ls=":", lw=1.5)],
                  [label(a) for a in arms] + [f"chance ({level:g} %)"], ncol=min(len(arms) + 1, 4))

@@ -329,7 +329,7 @@ def luck_lines(run: Run, found: list[Luck] | None = None) -> list[str]:
         elif x.method == "repeats" and x.effects:
             note = "effects " + ", ".join(f.pp(e) for e in x.effects) + " pp"
         lines.append(f"| {code(x.arm_a, table=True)} | {code(x.arm_b, table=True)} | {how} | {_sd(f, x.sd)} | "
-                     f"{_share(x.off_share)} | {x.draws if x.draws else '—'} | {note.replace('|', '/')} |")
+                     f"{_share(x.off_share)} | {f'{x.draws:,}' if x.draws else '—'} | {note.replace('|', '/')} |")
     return lines
 
 

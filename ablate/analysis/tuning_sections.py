@@ -170,9 +170,10 @@ def budget_section(run: Run, curves: pd.DataFrame, reps: Repeats | None, lr: LrE
 def repeat_lines(run: Run, reps: Repeats | None, lr: LrEffects | None) -> list[str]:
     f = Fmt.of(run)
     if reps is None:
-        return ["Tuning luck: one search was run (the tuning rows carry no `repeat`), so how far the chosen "
-                "configuration and the effect would move under another search (Bouthillier et al. 2021) is not "
-                "measured here; `study --budget full` repeats the search under 3 or more sampler seeds."]
+        return ["Repeats of the search: one search was run (the tuning rows carry no `repeat`), so no second search "
+                "under another sampler seed re-chose the configurations (Bouthillier et al. 2021); `study --budget "
+                "full` repeats the search under 3 or more sampler seeds. The search-luck paragraph below says what "
+                "this one search's own trials can tell instead."]
     param = lr.param if lr is not None else None
     lines = [f"Tuning luck (Bouthillier et al. 2021): the search was repeated {len(reps.repeats)} times (repeats "
              f"{', '.join(map(str, reps.repeats))}); each repeat chose its own configuration per arm, and its effect "
