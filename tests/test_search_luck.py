@@ -139,6 +139,23 @@ def test_the_replay_matches_the_closed_form_with_failures_scored_as_selection_sc
     assert row["luck_sd_pp"] == pytest.approx(100 * luck.sd) and "TPE" not in row["luck_note"]
 
 
+def test_a_large_search_is_replayed_in_blocks_with_the_same_law(tmp_path, monkeypatch):
+    """MAX_CELLS bounds the memory of the replay: in blocks of 3 searches (7 cells over 2 points) it gives other
+    draws, but of the same law (the closed form of the test above)."""
+    import ablate.analysis.search_luck as luck_module
+
+    run = grid_run(tmp_path)
+    (whole,) = lucks(run)
+    monkeypatch.setattr(luck_module, "MAX_CELLS", 7)
+    (blocks,) = lucks(run)
+    assert blocks.draws == whole.draws == DRAWS and blocks.sd != whole.sd
+    res = choice_probabilities([(4, 0.0, .63), (4, 0.25, np.mean([.80, .82, .78]))], whole.noise.sd)
+    want_sd, want_off = expected_luck({RES: res, PLAIN: np.array([1.0, 0.0])}, {RES: [.70, (3 * .75 + CHANCE) / 4],
+                                                                                PLAIN: [.55]}, {RES: 0, PLAIN: 0})
+    assert 100 * blocks.sd == pytest.approx(100 * want_sd, abs=0.15)
+    assert blocks.off_share == pytest.approx(want_off, abs=4 * math.sqrt(want_off * (1 - want_off) / DRAWS))
+
+
 def test_a_point_whose_seeds_all_failed_is_never_chosen_so_a_sure_choice_has_no_luck(tmp_path):
     failed = {0.01: RES_POINTS[0.01], 0.1: [(s, None, None) for s in range(100, 104)]}
     (luck,) = lucks(grid_run(tmp_path, res_points=failed))

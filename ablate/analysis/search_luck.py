@@ -55,6 +55,7 @@ from .tuning_budget import repeats
 
 DRAWS = 10_000      # simulated searches per compared pair
 REPLAY_SEED = 0     # numpy generator seed of the replay (the same numbers on every analysis of a run)
+MAX_CELLS = 2_000_000  # simulated (search, point) scores held at once: a large search is replayed in blocks
 OFF_PP = 1.0        # a search is "off" when its effect is more than this many percentage points from the truth's
 LUCK_COLUMNS = ["arm_a", "arm_b", "luck_sd_pp", "luck_off_1pp_share", "luck_method", "luck_draws", "luck_note"]
 OPTIMISM_COLUMNS = ["arm", "tuning_dev_pp", "confirm_dev_pp", "optimism_pp", "tuning_runs", "confirm_runs"]
@@ -123,18 +124,23 @@ def _truth_test(p: Point, level: float) -> float:
 
 
 def _simulate(points: list[Point], sd: float, rng: np.random.Generator, draws: int) -> np.ndarray:
-    """The point each of `draws` fresh searches chooses among `points` (in tie order): an index, -1 for none."""
-    scores = np.empty((draws, len(points)))
-    eligible = np.empty((draws, len(points)), dtype=bool)
-    for j, p in enumerate(points):
-        k = len(p.seeds)
-        ok = [s.value for s in p.seeds if s.status not in FAILED]
-        fail_share = 1 - len(ok) / k
-        fails = rng.random((draws, k)) < fail_share
-        dev = np.clip(rng.normal(float(np.mean(ok)) if ok else 0.0, sd, (draws, k)), 0.0, 1.0)
-        scores[:, j] = np.where(fails, 0.0, dev).mean(axis=1)
-        eligible[:, j] = ~fails.all(axis=1)
-    return choose_points(scores, eligible)
+    """The point each of `draws` fresh searches chooses among `points` (in tie order): an index, -1 for none. The
+    searches run in blocks of at most MAX_CELLS // points, so memory stays bounded however large the search."""
+    out = np.empty(draws, dtype=int)
+    block = max(1, MAX_CELLS // max(1, len(points)))
+    for start in range(0, draws, block):
+        rows = min(block, draws - start)
+        scores = np.empty((rows, len(points)))
+        eligible = np.empty((rows, len(points)), dtype=bool)
+        for j, p in enumerate(points):
+            k = len(p.seeds)
+            ok = [s.value for s in p.seeds if s.status not in FAILED]
+            fails = rng.random((rows, k)) < 1 - len(ok) / k
+            dev = np.clip(rng.normal(float(np.mean(ok)) if ok else 0.0, sd, (rows, k)), 0.0, 1.0)
+            scores[:, j] = np.where(fails, 0.0, dev).mean(axis=1)
+            eligible[:, j] = ~fails.all(axis=1)
+        out[start:start + rows] = choose_points(scores, eligible)
+    return out
 
 
 def _none(a: str, b: str, why: str) -> Luck:

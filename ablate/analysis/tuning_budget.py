@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import gammaln
 
 from ablate.engine.run_folder import read_registry
 from ablate.engine.selection import best_params
@@ -48,21 +47,15 @@ EXPECTED_MAX_CAPTION = ("Expected dev score of the point a search of n search po
 CURVE_COLUMNS = ["arm", "n", "points", "expected_max", "sd", "low", "high"]
 
 
-EXACT_WEIGHTS_MAX = 2000  # up to this many points the weights are ratios of exact integers, above via log-gamma
-
-
 def _weights(big_n: int, n: int) -> np.ndarray:
-    """P(the i-th ranked of N, worst first, is the best of a random n-subset) = C(i-1, n-1) / C(N, n), i = 1 .. N."""
-    if big_n <= EXACT_WEIGHTS_MAX:
-        total = math.comb(big_n, n)
-        return np.array([math.comb(i - 1, n - 1) / total for i in range(1, big_n + 1)])
-    i = np.arange(1, big_n + 1)
+    """P(the i-th ranked of N, worst first, is the best of a random n-subset) = C(i-1, n-1) / C(N, n), i = 1 .. N,
+    from the top down without a binomial coefficient: w(N) = n / N and w(i-1) = w(i) (i - n) / (i - 1), a product of
+    factors <= 1 (no overflow; a weight too small for a float is 0)."""
     w = np.zeros(big_n)
-    top = i >= n
-    k = i[top]
-    w[top] = np.exp(gammaln(k) - gammaln(n) - gammaln(k - n + 1)
-                    - (gammaln(big_n + 1) - gammaln(n + 1) - gammaln(big_n - n + 1)))
-    return w / w.sum()  # the weights of one n sum to 1 (C(n-1, n-1) + ... + C(N-1, n-1) = C(N, n))
+    j = np.arange(n + 1, big_n + 1)                       # the factors (j - n) / (j - 1) for j = n + 1 .. N
+    ratios = (j - n) / (j - 1)
+    w[n - 1:] = (n / big_n) * np.concatenate([np.cumprod(ratios[::-1])[::-1], [1.0]])
+    return w
 
 
 def curve_ns(big_n: int) -> list[int]:
