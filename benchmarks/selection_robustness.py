@@ -12,7 +12,12 @@ tuning trials (points x k per arm, which on a CPU is what the time is):
 
   max-1    the best single-seed dev accuracy (the rule issue 17 replaced; a TPE search of one seed per point
            ends at the same kind of choice)
-  mean-k   the best mean dev accuracy over k tuning seeds (k = 2, 3), ties to the smaller learning rate
+  mean-k   the best mean dev accuracy over k tuning seeds (k = 2, 3): the study's own rule
+
+Both choose as the study's selection does (ablate.analysis.search_points.choose_points, which `analyze` uses for
+the report's search luck too): a seed that diverged counts 0 (ablate.engine.selection.SeedResult), ties go to the
+earlier point (here the smaller learning rate; no dev loss is compared), a point whose drawn seeds all diverged is
+never chosen.
 
   python benchmarks/selection_robustness.py RUN_DIR [RUN_DIR ...] [--draws 2000]
 
@@ -30,7 +35,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ablate.analysis.search_points import choose_points  # noqa: E402
 from ablate.engine.run_folder import read_registry  # noqa: E402
+from ablate.engine.selection import SeedResult  # noqa: E402
 from ablate.spec.reading import read_yaml  # noqa: E402
 from ablate.spec.study_spec import parse_study  # noqa: E402
 
@@ -43,9 +50,10 @@ def table(run_dirs: list[Path]) -> tuple[list[str], list[float], list[int], dict
         for r in read_registry(run_dir):
             if (r.get("stage") in ("grid", "tune") and r.get("status") in ("ok", "diverged")
                     and list(r.get("params") or {}) == ["lr"]):
-                dev = r.get("best_dev_acc") if r["status"] == "ok" else 0.0
+                acc = r.get("best_dev_acc")
+                dev = SeedResult(r["status"], float("-inf") if acc is None else float(acc))  # selection's view
                 test = r.get("test_acc") if r["status"] == "ok" else None
-                cells[(r["arm"], float(r["params"]["lr"]), r["seed"])] = (dev or 0.0, test)
+                cells[(r["arm"], float(r["params"]["lr"]), r["seed"])] = (dev, test)
     arms = list(dict.fromkeys(a for a, _, _ in cells))
     spec = run_dirs[0] / "spec.yaml"
     if spec.exists():  # the spec's order of arms (residual before plain in the shipped studies)
@@ -59,10 +67,16 @@ def table(run_dirs: list[Path]) -> tuple[list[str], list[float], list[int], dict
     return arms, lrs, seeds, cells
 
 
-def choose(rule: str, arm: str, lrs: list[float], tuning: list[int], cells: dict) -> float:
-    devs = {lr: [cells[(arm, lr, s)][0] for s in tuning] for lr in lrs}
-    score = {lr: (max(v) if rule == "max-1" else float(np.mean(v))) for lr, v in devs.items()}
-    return max(lrs, key=lambda lr: (score[lr], -lr))
+def choose(rule: str, arm: str, lrs: list[float], tuning: list[int], cells: dict) -> float | None:
+    """The learning rate `rule` chooses for `arm` from the tuning seeds drawn, by the study's selection
+    (search_points.choose_points; the lrs in ascending order are the tie order); None when every drawn seed of
+    every learning rate diverged."""
+    seeds = [[cells[(arm, lr, s)][0] for s in tuning] for lr in lrs]
+    values = [[s.value for s in runs] for runs in seeds]
+    score = [max(v) if rule == "max-1" else float(np.mean(v)) for v in values]
+    eligible = [any(s.status not in ("diverged", "error") for s in runs) for runs in seeds]
+    pick = int(choose_points(np.array([score]), np.array([eligible]))[0])
+    return lrs[pick] if pick >= 0 else None
 
 
 def simulate(rule: str, k: int, arms, lrs, seeds, cells, draws: int, rng) -> dict:
@@ -73,7 +87,9 @@ def simulate(rule: str, k: int, arms, lrs, seeds, cells, draws: int, rng) -> dic
         confirm = [s for s in seeds if s not in tuning]
         picks = {a: choose(rule, a, lrs, tuning, cells) for a in arms[:2]}
         for a, lr in picks.items():
-            chosen[a][lr] += 1
+            chosen[a][lr] += 1  # None: no choice (every drawn seed diverged)
+        if None in picks.values():
+            continue
         diffs = [cells[(arms[0], picks[arms[0]], s)][1] - cells[(arms[1], picks[arms[1]], s)][1] for s in confirm
                  if cells[(arms[0], picks[arms[0]], s)][1] is not None and cells[(arms[1], picks[arms[1]], s)][1] is not None]
         if diffs:
@@ -82,6 +98,7 @@ def simulate(rule: str, k: int, arms, lrs, seeds, cells, draws: int, rng) -> dic
     return {"rule": rule, "k": k, "trials_per_arm": len(lrs) * k,
             "mode_share": {a: max(c.values()) / draws for a, c in chosen.items()},
             "mode_lr": {a: c.most_common(1)[0][0] for a, c in chosen.items()},
+            "no_choice": {a: c[None] / draws for a, c in chosen.items()},
             "effect_mean": eff.mean(), "effect_sd": eff.std(ddof=1), "effect_p5": np.percentile(eff, 5),
             "effect_p95": np.percentile(eff, 95)}
 

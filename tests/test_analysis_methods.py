@@ -133,6 +133,8 @@ SEARCH = {"space": {"lr": {"distribution": "loguniform", "low": 0.001, "high": 0
      {"akiba2019optuna", "bergstra2011algorithms", "li2020system", "holm1979simple", "loshchilov2017sgdr"}),
     ("tpe-halving", spec_doc(search=SEARCH), {"params": {"lr": 0.02}},
      {"akiba2019optuna", "bergstra2011algorithms", "li2020system"}, {"holm1979simple"}),
+    ("grid", spec_doc(search={"space": SEARCH["space"], "sampler": "grid", "points": 3, "tuning_seeds": 2}),
+     {"params": {"lr": 0.0224}}, {"akiba2019optuna", "liaw2018tune"}, {"bergstra2011algorithms", "li2020system"}),
     ("three-arms", spec_doc(factors={"shortcut": {"values": ["projection", "identity", "projection-all"]}}), {},
      {"holm1979simple"}, {"akiba2019optuna"}),
     ("preact-cosine-mnist", spec_doc(base={**BASE, "block": "preact", "schedule": "cosine", "dataset": "mnist"}), {},

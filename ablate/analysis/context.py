@@ -197,6 +197,13 @@ def scaling_text(run: Run) -> str:
             "in each trial's metrics.json)" if channels == 3 else "scaled to [-1, 1]")
 
 
+# What a rerun of the same spec reproduces, and where it stops (issue 24: sampler seed 0 gave 12 confirm seeds on an
+# AMD machine and 10 on an Intel one, same torch: CPUs differ in the last bits of floating-point results).
+SAME_HARDWARE = ("the same spec gives the same results, proposals and choices on the same hardware and library versions, "
+                 "interrupted or not; on another CPU model (or other library versions) the training's floating-point "
+                 "results can differ in the last bits")
+
+
 def search_line(run: Run) -> str:
     """How the tuning trials were proposed and stopped (empty for a study without a search)."""
     study = run.study
@@ -210,10 +217,14 @@ def search_line(run: Run) -> str:
              if seeds > 1 else f"{points} tuning trials per arm")
     if study.repeats > 1:
         count += f", the whole search run {study.repeats} times under sampler seeds of its own"
-    return (f"Search: {study.sampler_text()}; {count}, each round proposed only after every earlier round's results "
-            "were told, so the same spec gives the same proposals and choices on any machine, interrupted or not. "
-            f"Each arm's configuration with the best {'mean ' if seeds > 1 else ''}dev accuracy went to the confirm "
-            "stage.")
+    if study.sampler == "grid":
+        how = (f"every grid point trained at once, so the points are the spec's own on any machine; {SAME_HARDWARE}, "
+               "and so can a choice between points that nearly tie")
+    else:
+        how = (f"each round proposed only after every earlier round's results were told; {SAME_HARDWARE}, and with "
+               "them the later rounds' proposals and a choice between points that nearly tie")
+    return (f"Search: {study.sampler_text()}; {count}, {how}. Each arm's configuration with the best "
+            f"{'mean ' if seeds > 1 else ''}dev accuracy went to the confirm stage.")
 
 
 def test_images_line(run: Run) -> str:
@@ -256,8 +267,9 @@ def resume_lines(run: Run) -> list[str]:
              "were kept, not rerun."]
     if run.study.space and not run.study.legacy:
         lines.append("Resuming does not change a study's results: every proposal, halving decision and choice is a "
-                     "function of the spec and of results already recorded, so an uninterrupted run gives the same "
-                     "trials.")
+                     "function of the spec and of results already recorded, so an uninterrupted run on the same "
+                     "hardware and library versions gives the same trials (trials trained after a resume on another "
+                     "CPU model can differ in the last bits, and so can what depends on them).")
     for r in run.resumes:
         changed = [f"{key} {first.get(key)!s} → {r.get(key)!s}" for key in ("dataset", "git_commit")
                    if first and r.get(key) != first.get(key)]

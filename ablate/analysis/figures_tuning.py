@@ -1,6 +1,6 @@
 """The figures of the search: dev accuracy of every tuning trial against the learning rate (or the lr grid's test
 accuracy), with each arm's completed trials joined in lr order; the learning-rate curves over seeds (lr_effects);
-the expected best dev accuracy against the number of tuning trials (tuning_budget)."""
+the expected best dev accuracy against the number of search points (tuning_budget)."""
 from __future__ import annotations
 
 import numpy as np
@@ -181,7 +181,7 @@ def lr_curves_figure(run: Run, lr: LrEffects) -> Figure | None:
 
 
 def expected_max_figure(run: Run, curves: pd.DataFrame) -> Figure | None:
-    """Expected best dev accuracy against the number of tuning trials per arm, with its bootstrap band."""
+    """Expected dev score of the chosen point against the number of search points per arm, ± its SD over searches."""
     arms = [a for a in run.arm_names if len(curves) and (curves["arm"] == a).any()]
     if not arms:
         return None
@@ -190,14 +190,16 @@ def expected_max_figure(run: Run, curves: pd.DataFrame) -> Figure | None:
     ax = fig.subplots()
     for arm in arms:
         st, c = styles[arm], curves[curves["arm"] == arm]
-        ax.plot(c["n"], 100 * c["expected_max"], color=st["color"], ls=st["ls"], marker=st["marker"], lw=2.2, ms=6)
+        ax.plot(c["n"], 100 * c["expected_max"], color=st["color"], ls=st["ls"], marker=st["marker"], lw=2.2,
+                ms=6 if len(c) <= 60 else 0)
         ax.fill_between(c["n"], 100 * c["low"], 100 * c["high"], color=st["color"], alpha=0.18, lw=0)
     level = 100 * chance(run)
     ax.axhline(level, color="black", ls=":", lw=1.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="tuning trials (n)", ylabel="expected best dev accuracy (%)",
-           title="expected max of n draws from the tuning results; band: bootstrap 95 %")
-    fig.suptitle(title(run, "tuning budget (Dodge et al. 2019)"))
+    ax.set(xlabel="search points (n), each scored by the mean over its tuning seeds",
+           ylabel="dev score of the chosen point (%)",
+           title="mean over every set of n points (no replacement); band: ± SD over the sets")
+    fig.suptitle(title(run, "tuning budget (Tang et al. 2020)"))
     legend_below(fig, arm_handles(arms, styles) + [Line2D([], [], color="black", ls=":", lw=1.5)],
                  [label(a) for a in arms] + [f"chance ({level:g} %)"], ncol=min(len(arms) + 1, 4))
     return fig

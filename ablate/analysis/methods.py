@@ -18,6 +18,7 @@ from .context import (DATASET_DETAILS, augment_text, dataset_name, model_name, r
 from .load import Run, arm_value
 from .markdown_text import text
 from .references import ENTRIES, bibtex
+from .search_luck import DRAWS, lucks, selection_optimism
 from .runinfo import RunFacts, analysis_versions_text, duration, facts, param_counts, versions_text
 from .seeding import rule_outcome
 from .stats import EXACT_MAX_N, IMAGE_BOOTSTRAP_RESAMPLES
@@ -122,6 +123,30 @@ def _training(run: Run, cite: _Cites) -> str:
             "the test set.")
 
 
+def _grid_values(s, name: str) -> list:
+    return list(dict.fromkeys(point[name] for point in s.search_points))
+
+
+def _grid_axis(s, p) -> str:
+    """One parameter of a search grid in words: its values and how they were placed."""
+    values = ", ".join(fmt_param(v) for v in _grid_values(s, p.name))
+    if p.distribution == "choice":
+        return f"{p.name} ∈ {{{values}}}"
+    how = {"loguniform": "evenly spaced on a log scale", "uniform": "evenly spaced",
+           "int": "evenly spaced integers"}.get(p.distribution, p.distribution)
+    count = len(_grid_values(s, p.name))
+    return f"{p.name} at {count} values {how} from {fmt_param(p.low)} to {fmt_param(p.high)} ({values})"
+
+
+def _scoring(run: Run) -> str:
+    low, high = _seeds_per_point(run)
+    if high <= 1:
+        return "best validation accuracy (a trial that diverged or failed counted 0)"
+    seeds = f"{low} to {high}" if low != high else f"{low}"
+    return (f"the mean over each point's tuning seeds ({seeds} per point) of the best validation accuracy (a seed that "
+            "diverged or failed counted 0; ties to the lower mean validation loss, then the earlier point)")
+
+
 def _search(run: Run, cite: _Cites) -> str:
     s = run.study
     if s.legacy:
@@ -135,6 +160,24 @@ def _search(run: Run, cite: _Cites) -> str:
                     f"reported at the grid point with the best mean validation accuracy; trials were scheduled with "
                     f"Ray Tune {ray}.")
         return f"No hyperparameter search: the spec fixed every setting; trials were scheduled with Ray Tune {ray}."
+    stop = (f"synchronous successive halving {cite('li2020system')} in each round (η = {s.halving.eta}, first rung at "
+            f"≥ {s.halving.min_evals} validation evaluations) stopped the weaker tuning trials early"
+            if s.halving else "no tuning trial was stopped early")
+    seeds = s.tuning_seeds()
+    k = len(seeds)
+    trained = (f"each point trained under {_plural(k, 'tuning seed')} ({', '.join(map(str, seeds))}"
+               f"{' in the first search' if s.repeats > 1 else ''}), {s.trials_per_arm * k} tuning trials per variant"
+               if k > 1 else f"each point trained under tuning seed {seeds[0]}")
+    objective = _scoring(run)
+    confirm = ("Each variant's best configuration was then retrained with every seed for all its steps (no trial of "
+               "this stage was stopped early); as in every trial, the checkpoint with the best validation accuracy was "
+               "selected and scored on the test set.")
+    if s.sampler == "grid":
+        grid = "; ".join(_grid_axis(s, p) for p in s.space)
+        return (f"Search: a fixed grid of {_plural(s.trials_per_arm, 'point')} per variant, the same for every variant "
+                f"({grid}); {trained}; every point was trained at once, none proposed from earlier results; "
+                f"objective: {objective}; {stop}; the points were recorded in an Optuna study per variant "
+                f"{cite('akiba2019optuna')} and the trials scheduled with Ray Tune {cite('liaw2018tune')}. {confirm}")
     space = "; ".join(f"{p.name} {p.distribution} over [{fmt_param(p.low)}, {fmt_param(p.high)}]" if p.choices is None
                       else f"{p.name} from {{{', '.join(fmt_param(c) for c in p.choices)}}}" for p in s.space)
     if _tpe_used(run):
@@ -143,21 +186,11 @@ def _search(run: Run, cite: _Cites) -> str:
     else:
         sampler = (f"Optuna {cite('akiba2019optuna')} at random (its TPE sampler would have taken over only after "
                    f"{_plural(s.startup, 'result')}, later than this search's last round)")
-    stop = (f"synchronous successive halving {cite('li2020system')} in each round (η = {s.halving.eta}, first rung at "
-            f"≥ {s.halving.min_evals} validation evaluations) stopped the weaker tuning trials early"
-            if s.halving else "no tuning trial was stopped early")
     ray = cite("liaw2018tune")
-    low, high = _seeds_per_point(run)
-    objective = ("best validation accuracy" if high <= 1 else
-                 f"the mean over the tuning seeds of each search point ({low} to {high} per point) of the best "
-                 "validation accuracy" if low != high else
-                 f"the mean over each search point's {low} tuning seeds of the best validation accuracy")
-    return (f"Search: {space}, tuned separately for each variant with {s.trials_per_arm} trials per variant proposed by "
-            f"{sampler}, in rounds of {s.round_size} (sampler seed {s.sampler_seed}), each round proposed only after "
-            f"the earlier rounds' results were known; objective: {objective}; {stop}; trials were "
-            f"scheduled with Ray Tune {ray}. Each variant's best configuration was then retrained with every seed for all "
-            "its steps (no trial of this stage was stopped early); as in every trial, the checkpoint with the best "
-            "validation accuracy was selected and scored on the test set.")
+    return (f"Search: {space}, tuned separately for each variant with {s.trials_per_arm} "
+            f"{'points' if k > 1 else 'trials'} per variant proposed by {sampler}, in rounds of {s.round_size} (sampler "
+            f"seed {s.sampler_seed}), each round proposed only after the earlier rounds' results were known; {trained}; "
+            f"objective: {objective}; {stop}; trials were scheduled with Ray Tune {ray}. {confirm}")
 
 
 def _seeds_per_point(run: Run) -> tuple[int, int]:
@@ -173,12 +206,25 @@ def _seeds_per_point(run: Run) -> tuple[int, int]:
 def _budget(run: Run, budget: bool, repeated: bool, cite: _Cites) -> str:
     parts = []
     if budget:
-        parts.append(f"the expected best validation accuracy against the number of tuning trials "
-                     f"{cite('dodge2019show')}, with a percentile bootstrap band")
+        parts.append(f"the expected validation performance {cite('dodge2019show')} of a search of n points against n, "
+                     f"by the unbiased estimator of {cite('tang2020showing')}: the mean over every set of n of the "
+                     "variant's search points, drawn without replacement, of the score of the point the selection "
+                     "would choose from the set, with the standard deviation of that score over the sets (the spread "
+                     "of single searches, not a confidence interval)")
     if repeated:
         reps = sorted({int(r) for r in run.trials.loc[run.trials["stage"] == "tune", "repeat"].fillna(0)})
         parts.append(f"the spread of the chosen configuration and of the effect over {len(reps)} repeats of the search "
                      f"under different sampler seeds {cite('bouthillier2021accounting')}")
+    elif budget and any(x.method == "replay" for x in lucks(run)):
+        parts.append(f"the search's luck {cite('bouthillier2021accounting')}, as the standard deviation of the effect "
+                     f"over {DRAWS:,} replays of the selection on the tuning trials (a plug-in simulation: each "
+                     "point's mean validation accuracy over its tuning seeds taken as the truth, the within-point "
+                     "standard deviation pooled over stable points as the noise of a fresh tuning seed)")
+    if budget and selection_optimism(run)["optimism_pp"].notna().any():
+        parts.append("the selection's optimism (the chosen point's mean validation accuracy over its tuning seeds "
+                     "minus the mean its confirmation runs reached with fresh seeds)")
+    if len(parts) > 2:
+        return "Tuning: we report " + "; ".join(parts[:-1]) + "; and " + parts[-1] + "."
     return ("Tuning: we report " + " and ".join(parts) + ".") if parts else ""
 
 

@@ -22,6 +22,7 @@ from .collapse import collapse
 from .figures_tuning import expected_max_figure, lr_curves_figure, tuning_landscape
 from .lr_effects import LrEffects, lr_effects
 from .tuning_budget import Repeats, expected_max_curves, repeats
+from .search_luck import search_luck, selection_optimism
 from .lesion_report import check_table, lesion_figure
 from .power import add_power, check_min_effect
 from .load import Run, load_curves, load_grad_norms, load_predictions, load_run
@@ -227,7 +228,9 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     atomic_write_text(paths["summary_tex"], to_latex(summary, run, comparisons, best))
     atomic_write_text(paths["comparisons_csv"], comparisons.to_csv(index=False))
     tables = {"lr_curves": lr.curves if lr is not None else None, "lr_effects": lr.effects if lr is not None else None,
-              "expected_max": budget, "collapse": collapsed}
+              "expected_max": budget, "collapse": collapsed,
+              "search_luck": search_luck(run) if budget is not None else None,
+              "selection_optimism": selection_optimism(run) if budget is not None else None}
     for name, frame in tables.items():
         if frame is None:
             (out_dir / f"{name}.csv").unlink(missing_ok=True)

@@ -18,7 +18,7 @@ from .seeding import seeds_section
 from .lr_effects import LrEffects
 from .sections import (checkpoint_lines, collapse_lines, comparison_lines, depth_lines, failure_lines, pairs_table,
                        tuning_lines)
-from .tuning_budget import Repeats
+from .tuning_budget import EXPECTED_MAX_CAPTION, Repeats
 from .tuning_sections import budget_section, lead_more, lr_section
 from .tables import CUT_NOTE, any_cut, fmt_param, table_note, to_markdown
 from .markdown_text import code, text
@@ -43,8 +43,7 @@ CAPTIONS = {
     "lr_curves": "Dev and test accuracy against the learning rate per arm: mean over the seeds of each search point "
                  "with its 95 % t-band, every run a dot (a failed one a cross at chance), star = the learning rate the "
                  "final stage ran, dotted = chance.",
-    "expected_max": "Expected best dev accuracy of a search of n tuning trials (Dodge et al. 2019), per arm, with a "
-                    "bootstrap 95 % band; dotted = chance.",
+    "expected_max": EXPECTED_MAX_CAPTION,
     "lesion": "Lesion study: test accuracy with one block dropped at test time, per block; dashed = intact model, "
               "dotted = chance.",
     "effects": "Effect of the focus factor against the other factor: paired difference in test accuracy between cells "

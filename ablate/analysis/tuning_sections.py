@@ -1,7 +1,8 @@
 """The report's sections on what the search found (issue 17): '## Learning rates' (the curve per arm, the effect at
 each learning rate, its range near the optima), '## Tuning budget' (expected best dev accuracy against the number
-of trials, and the repeats of the search), and the lead sentences they add. Each says what it can and cannot show
-for the run at hand (one seed per learning rate, no shared learning rates, no repeats)."""
+of search points, the repeats of the search, the search's luck and the selection's optimism), and the lead
+sentences they add. Each says what it can and cannot show for the run at hand (one seed per learning rate, no
+shared learning rates, no repeats)."""
 from __future__ import annotations
 
 import math
@@ -13,7 +14,8 @@ from .lr_effects import WINDOW, LrEffects
 from .markdown_text import code
 from .tables import Fmt, fmt_p, fmt_param
 from .lead import MAX_LEADS
-from .tuning_budget import BOOTSTRAP, BOOTSTRAP_SEED, Repeats, spread
+from .search_luck import lucks, search_luck_lines
+from .tuning_budget import CURVE_MAX_POINTS, Repeats, spread
 
 
 def _lr_name(lr: LrEffects) -> str:
@@ -114,25 +116,36 @@ def lr_section(run: Run, lr: LrEffects, comparisons: pd.DataFrame) -> list[str]:
     return lines
 
 
+BUDGET_TEXT = (
+    "Expected best dev accuracy of a search of n points, n = 1 … N, per arm: the exact mean, over every set of n of "
+    "the arm's N search points drawn without replacement, of the dev score of the point the study's selection would "
+    "choose from the set (Tang et al. 2020's unbiased estimator of the expected validation performance of Dodge et "
+    "al. 2019, whose draws with replacement are biased). A point is scored and ranked as selection scores and ranks "
+    "it: the mean over its tuning seeds of each seed's best dev accuracy, a seed that diverged or failed counting 0; "
+    "ties to the lower mean dev loss, then the earlier point; a point stopped by halving below every point that ran "
+    "to the end; a point whose seeds all failed is never chosen (a set of only such points scores 0). With repeats "
+    "of the search every repeat's points count, each scored by its own seeds. ± (the band of figure "
+    "`expected_max`): the standard deviation of the chosen point's score over the same sets, the spread of single "
+    "searches of n points (0 at n = N), not a confidence interval of the curve: Tang et al. show that bootstrap "
+    "bands of it cover poorly, and N points cannot tell what other points would have scored.")
+
+
 def budget_section(run: Run, curves: pd.DataFrame, reps: Repeats | None, lr: LrEffects | None) -> list[str]:
-    """'## Tuning budget': the expected-max curves and the repeats of the search."""
+    """'## Tuning budget': the expected-max curves, the repeats of the search, the search's luck and the
+    selection's optimism."""
     f = Fmt.of(run)
-    lines = [f"Expected best dev accuracy of a search of n trials, n = 1 … N (Dodge et al. 2019): the exact expectation "
-             "of the best of n draws with replacement from the arm's N tuning results (each distinct tuning trial's best "
-             "dev accuracy; one stopped early by the search at the best it reached, one that diverged or failed at "
-             f"chance), with a percentile bootstrap 95 % band ({BOOTSTRAP:,} resamples of the N results, generator seed "
-             f"{BOOTSTRAP_SEED}). Figure `expected_max`.", ""]
+    lines = [BUDGET_TEXT + " Full precision: `expected_max.csv`.", ""]
     if curves.empty:
-        lines.append("No tuning trial has a dev accuracy, so there is no curve.")
+        lines.append("No tuning point has a score, so there is no curve.")
     for arm in run.arm_names:
         c = curves[curves["arm"] == arm].set_index("n")
         if c.empty:
             continue
-        big_n = int(c["trials"].iloc[0])
+        big_n = int(c["points"].iloc[0])
         points = sorted({1, max(1, big_n // 2), big_n})
-        parts = [f"n = {n}: {f.pct(c.loc[n, 'expected_max'])} [{f.acc(c.loc[n, 'low'])}, {f.acc(c.loc[n, 'high'])}]"
-                 for n in points]
-        lines.append(f"- {code(arm)} ({big_n} tuning trials): " + "; ".join(parts) + ".")
+        parts = [f"n = {n}: {f.pct(c.loc[n, 'expected_max'])} ± {f.acc(c.loc[n, 'sd'])}" for n in points]
+        every = "" if big_n <= CURVE_MAX_POINTS else f"; the curve at {len(c)} values of n"
+        lines.append(f"- {code(arm)} ({big_n} search points{every}): " + "; ".join(parts) + ".")
     arms = [a for a in run.arm_names if (curves["arm"] == a).any()]
     if len(arms) == 2:
         a, b = arms
@@ -140,23 +153,27 @@ def budget_section(run: Run, curves: pd.DataFrame, reps: Repeats | None, lr: LrE
         shared = ca.index.intersection(cb.index)
         sign = (ca[shared] - cb[shared]).apply(lambda d: 0 if abs(d) < 1e-12 else (1 if d > 0 else -1))
         if len(shared) and (sign > 0).all():
-            lines.append(f"- {code(a)} is ahead at every budget from 1 to {int(shared.max())} trials.")
+            lines.append(f"- {code(a)} is ahead at every budget from 1 to {int(shared.max())} points.")
         elif len(shared) and (sign < 0).all():
-            lines.append(f"- {code(b)} is ahead at every budget from 1 to {int(shared.max())} trials.")
+            lines.append(f"- {code(b)} is ahead at every budget from 1 to {int(shared.max())} points.")
         elif len(shared):
             turns = [int(n) for n, prev, now in zip(shared[1:], sign.to_numpy()[:-1], sign.to_numpy()[1:]) if prev != now]
             lines.append(f"- The arms' order changes with the budget (at n = {', '.join(map(str, turns)) or 'n/a'}): a "
                          "smaller or larger search could have ranked them the other way.")
     lines += ["", *repeat_lines(run, reps, lr)]
+    luck = search_luck_lines(run)
+    if luck:
+        lines += ["", *luck]
     return lines
 
 
 def repeat_lines(run: Run, reps: Repeats | None, lr: LrEffects | None) -> list[str]:
     f = Fmt.of(run)
     if reps is None:
-        return ["Tuning luck: one search was run (the tuning rows carry no `repeat`), so how far the chosen "
-                "configuration and the effect would move under another search (Bouthillier et al. 2021) is not "
-                "measured here; `study --budget full` repeats the search under 3 or more sampler seeds."]
+        return ["Repeats of the search: one search was run (the tuning rows carry no `repeat`), so no second search "
+                "under another sampler seed re-chose the configurations (Bouthillier et al. 2021); `study --budget "
+                "full` repeats the search under 3 or more sampler seeds. The search-luck paragraph below says what "
+                "this one search's own trials can tell instead."]
     param = lr.param if lr is not None else None
     lines = [f"Tuning luck (Bouthillier et al. 2021): the search was repeated {len(reps.repeats)} times (repeats "
              f"{', '.join(map(str, reps.repeats))}); each repeat chose its own configuration per arm, and its effect "
@@ -194,5 +211,18 @@ def lead_more(run: Run, lr: LrEffects | None, reps: Repeats | None, comparisons:
             lines.append(f"Across {len(reps.repeats)} repeats of the search, {code(a)} minus {code(b)} ranged from "
                          f"{f.pp(low)} to {f.pp(high)} pp.")
     elif lr is not None and lr.stage == "tune":
-        lines.append("One search was run: how much the effect moves with the search's own luck is not measured.")
+        luck = []
+        for x in lucks(run):
+            if x.method == "replay":
+                luck.append(f"Search luck ({code(x.arm_a)} minus {code(x.arm_b)}): replaying the selection on the "
+                             f"tuning trials, the effect at the chosen points moves by ±{100 * x.sd:.{f.digits}f} pp "
+                             f"(SD over {x.draws:,} simulated searches; off by > 1 pp in {100 * x.off_share:.0f} %), "
+                             "beside its CI, which does not include it (Tuning budget section).")
+            else:
+                luck.append(f"One search was run: how much {code(x.arm_a)} minus {code(x.arm_b)} moves with the "
+                            f"search's own luck is not measured ({x.note}).")
+        if len(luck) > MAX_LEADS:
+            luck = luck[:MAX_LEADS] + [f"… {len(luck) - MAX_LEADS} more pairs' search luck in the Tuning budget "
+                                       "section and `search_luck.csv`."]
+        lines += luck
     return lines
