@@ -12,6 +12,7 @@ same small SD then narrows the interval (the width rule ablate used before infla
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Sequence
 
 
@@ -29,6 +30,7 @@ def sample_sd(diffs: Sequence[float | None]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
+@lru_cache(maxsize=4096)
 def t_quantile(confidence: float, df: int) -> float:
     """The two-sided Student-t critical value t_{(1 + confidence) / 2, df}."""
     from scipy import stats

@@ -19,7 +19,7 @@ import pandas as pd
 from ablate.errors import AblateError
 from ablate.engine.selection import best_params
 from ablate.engine.run_folder import open_run_dir, read_registry
-from ablate.engine.seed_decisions import decided_seeds
+from ablate.engine.seed_decisions import RuleState, rule_state
 from ablate.spec.trial_config import TrialConfig
 from ablate.spec.study_spec import Study, parse_study
 from ablate.spec.reading import read_yaml
@@ -47,6 +47,7 @@ class Run:
     # the ones the rule has decided from the registered results (ablate.engine.planner.decided_seeds), and whether it is done.
     seeds: list[int] = field(default_factory=list)
     seeds_final: bool = True
+    rule: RuleState | None = None  # what the adaptive rule saw and asked for (ablate.engine.seed_decisions)
 
     @property
     def arm_names(self) -> list[str]:
@@ -99,7 +100,8 @@ def load_run(run_dir: Path) -> Run:
     rows = read_registry(run_dir)
     trials = _trials_frame(study, rows)
     final = study.stages[-1]
-    seeds, seeds_final = decided_seeds(study, rows)
+    rule = rule_state(study, rows)
+    seeds, seeds_final = rule.seeds, rule.final
     selected = _selected_params(study, trials, final, rows)
     reported = _reported_rows(study, trials, final, selected)
     if reported.empty or not ((reported["status"] == "ok") & reported["test_acc"].notna()).any():
@@ -112,7 +114,7 @@ def load_run(run_dir: Path) -> Run:
         if data is not None:
             resumes.append({"file": path.name, **data})
     return Run(run_dir, study, trials, final, reported, selected, _completeness(study, trials, seeds), manifest, resumes,
-               seeds, seeds_final)
+               seeds, seeds_final, rule)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

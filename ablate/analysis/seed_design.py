@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ablate.intervals import t_quantile
-from ablate.spec.seed_rule import ALPHA, SeedRule
+from ablate.spec.seed_rule import ALPHA, TWO_STAGE, SeedRule
 from .stats import EQUIVALENCE_CONFIDENCE, sign_flip_pvalues
 
 LATTICE_PP = 0.5   # one test image in 200
@@ -88,7 +88,7 @@ def simulate(effect_pp: float, sd_pp: float, *, rule: SeedRule | None = None, n:
                     break
                 done = wanted
             runs[i] = done
-    pilot = rule.min if rule is not None else 0
+    pilot = rule.min if rule is not None and rule.design == TWO_STAGE else 0  # the width rule's interval: t
     supported = np.zeros(reps, bool)
     right = np.zeros(reps, bool)
     covered = np.zeros(reps, bool)
