@@ -77,7 +77,7 @@ def assert_figures(result, names):
 def test_analyze_writes_every_output(runs):
     result = runs["tuned_result"]
     assert result.out_dir == runs["tuned"] / "analysis"
-    assert_figures(result, ["test_accuracy", "curves", "grad_profile", "grad_heatmap", "tuning", "lr_curves",
+    assert_figures(result, ["test_accuracy", "paired_differences", "curves", "grad_profile", "grad_heatmap", "tuning", "lr_curves",
                             "expected_max"])
     assert result.skipped == {} and result.missing == []
     for path in (result.summary_csv, result.summary_tex, result.report, result.comparisons_csv, result.html,
@@ -150,7 +150,7 @@ def test_report_gives_the_paired_statistics_and_embeds_existing_figures(runs):
     if d.std() > 0:
         low, high = st.t.interval(0.95, 2, loc=d.mean(), scale=st.sem(d))
         assert (comp.loc[0, "diff_ci_low"], comp.loc[0, "diff_ci_high"]) == pytest.approx((low, high))
-    assert "exact sign-flip test over all 2^3 = 8 sign patterns" in md and "the smallest p 3 pairs allow is 0.25" in md
+    assert "exact sign-flip test over all 2^3 = 8 sign patterns" in md and "the smallest p 3 pairs that differ allow is 0.25" in md
     assert "**Verdict: inconclusive**" in md and "more seeds are needed" in md
     assert "Per test image (3 seed pair(s) with predictions.csv, the same test images" in md
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
@@ -198,7 +198,7 @@ def test_run_without_gradient_logs_skips_those_figures_and_says_so(runs, tmp_pat
         path.unlink()
     result = analyze(run_dir)
     assert set(result.skipped) == {"grad_profile", "grad_heatmap", "depth_grad_ratio"}
-    assert_figures(result, ["test_accuracy", "curves", "depth", "effects"])
+    assert_figures(result, ["test_accuracy", "paired_differences", "curves", "depth", "effects"])
     assert not list((result.out_dir / "figures").glob("grad_*"))
     md = result.report.read_text()
     assert "Not drawn" in md and all(f"- {name}: " in md for name in result.skipped) and "grad_norms.csv" in md
@@ -208,7 +208,7 @@ def test_run_without_gradient_logs_skips_those_figures_and_says_so(runs, tmp_pat
 def test_depth_study_figures_and_degradation_statement(runs):
     result = runs["depth_result"]
     assert result.out_dir == runs["tmp"] / "depth-analysis" and result.report.is_file()
-    assert_figures(result, ["test_accuracy", "curves", "grad_profile", "grad_heatmap", "depth", "depth_grad_ratio",
+    assert_figures(result, ["test_accuracy", "paired_differences", "curves", "grad_profile", "grad_heatmap", "depth", "depth_grad_ratio",
                             "effects"])
     md = result.report.read_text()
     assert "## Depth" in md and "Definition: the plain network *degrades*" in md
@@ -275,7 +275,7 @@ def test_lesion_study_is_drawn_and_reported(runs, tmp_path):
     assert all((run_dir / "trials" / r["trial_id"] / "weights.pt").exists() for r in confirm if r["stage"] == "confirm")
     result = analyze(run_dir, lesion=True)
     assert "lesion" not in result.skipped
-    assert_figures(result, ["test_accuracy", "curves", "grad_profile", "grad_heatmap", "depth", "depth_grad_ratio",
+    assert_figures(result, ["test_accuracy", "paired_differences", "curves", "grad_profile", "grad_heatmap", "depth", "depth_grad_ratio",
                             "effects", "lesion"])
     table = pd.read_csv(result.lesion_csv)
     # one intact row per lesioned trial, then one row per block: cifar-20 has 9 blocks, cifar-32 has 15
@@ -312,7 +312,7 @@ def test_lesion_without_saved_weights_is_skipped_with_the_reason(runs, tmp_path)
 # --- the lr grid study -------------------------------------------------------------------------------
 def test_grid_study_reports_each_arm_at_its_best_dev_grid_point(runs):
     result = analyze(runs["grid"])
-    assert_figures(result, ["test_accuracy", "curves", "grad_profile", "grad_heatmap", "lr_grid", "effects",
+    assert_figures(result, ["test_accuracy", "paired_differences", "curves", "grad_profile", "grad_heatmap", "lr_grid", "effects",
                             "lr_curves"])
     assert result.skipped == {}
     trials = pd.read_csv(runs["grid"] / "trials.csv")

@@ -4,6 +4,7 @@ for a non-monotone effect, the methods' machines and checkpoint wording, the fig
 report.md and report.html share, and citations in report.html."""
 from __future__ import annotations
 
+import html
 import math
 import re
 
@@ -57,18 +58,21 @@ def paired(tmp_path, name, res, plain, doc=None):
     return build_run(tmp_path / name, trials, doc or spec_doc(seeds=list(range(len(res)))))
 
 
-def test_no_nan_in_the_report_and_the_lead_says_what_supported_needs(tmp_path):
+def test_no_nan_in_the_report_and_the_lead_says_why_it_is_inconclusive_and_what_to_run(tmp_path):
     # two seeds, a large difference with a small spread: scipy's noncentral t gave NaN here ("2 seeds, nan %")
     result = analyze(paired(tmp_path, "two", [0.90, 0.905], [0.50, 0.503]))
     md, page = result.report.read_text(), result.html.read_text()
     assert not re.search(r"\bnan\b", md)  # how Python prints a NaN (the methods text may name "NaN")
     c = result.comparisons.iloc[0]
-    assert c["seeds_needed"] == 2 and c["power_achieved"] == pytest.approx(t_test_power(2, c["diff"], c["diff_sd"]))
+    # the paired t-test alone would need 2 pairs; the verdict's exact sign-flip test needs 6 that differ
+    assert seeds_for_power(c["diff"], c["diff_sd"], 2).n == 2
+    assert c["seeds_needed"] == 6 and c["power_method"] == "simulated verdict" and c["power_achieved"] >= 0.8
     lead = md[md.index("## At a glance"): md.index("## Completeness")]
-    assert ("2 seed pairs would detect a difference of 40.1 pp with 80 % power (paired t-test), but a *supported* "
-            "verdict needs at least 6 pairs: the exact sign-flip test's smallest two-sided p with n pairs is 2/2^n "
-            "(0.0625 with 5)") in lead
-    assert "but a <em>supported</em> verdict needs at least 6 pairs" in page
+    assert ("**inconclusive** because with 2 seed pairs that differ the exact sign-flip test cannot reach p < 0.05 "
+            "(its smallest p is 2/2^2 = 0.5), so more seeds are needed. To detect 40.1 pp with 80 % power its verdict "
+            "needs about 6 seed pairs at the SD seen here: run the study again with `seeds: [0, 1, 2, 3, 4, 5]` in "
+            "the spec.") in lead
+    assert "run the study again with <code>seeds: [0, 1, 2, 3, 4, 5]</code>" in page
 
 
 # --- the depth rule ----------------------------------------------------------------------------------
@@ -216,7 +220,7 @@ def test_report_md_opens_with_the_lead_report_html_shows(tmp_path):
     lead = md[md.index("## At a glance") + len("## At a glance"): md.index("## Completeness")].strip()
     page = result.html.read_text()
     glance = page[page.index('<h2 id="glance">'): page.index('<h2 id="run">')]
-    plain = lambda s: " ".join(re.sub(r"<[^>]+>|[*`]", "", s).replace("&quot;", '"').split())
+    plain = lambda s: " ".join(html.unescape(re.sub(r"<[^>]+>|[*`]", "", s)).split())
     for line in lead.splitlines():
         assert plain(line.lstrip("- ")) in plain(glance), line
     assert page.count("At a glance") == 2  # the nav link and the heading: the lead is not repeated below

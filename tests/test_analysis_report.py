@@ -49,10 +49,10 @@ def test_the_issues_case_is_inconclusive_with_a_paired_ci_effect_size_and_exact_
     assert "Winner" not in md and "**Best arm" not in md and "| **" not in md
     assert f"95 % t-interval of the paired differences [{100 * low:+.1f}, {100 * high:+.1f}] pp" in md
     assert f"effect size d_z = mean / SD = {d.mean() / d.std(ddof=1):.3g}" in md
-    assert "exact sign-flip test over all 2^3 = 8 sign patterns: p = 0.250 (the smallest p 3 pairs allow is 0.25)" in md
+    assert "exact sign-flip test over all 2^3 = 8 sign patterns: p = 0.250 (the smallest p 3 pairs that differ allow is 0.25)" in md
     assert f"paired t-test beside it: t = {st.ttest_1samp(d, 0).statistic:.2f}" in md
-    assert "**Verdict: inconclusive**: the 95 % CI of the paired difference spans 0; with 3 seed pairs the exact " \
-           "sign-flip test cannot reach p < 0.05" in md
+    assert "**Verdict: inconclusive**: the 95 % interval of the paired difference spans 0; with 3 seed pairs that " \
+           "differ the exact sign-flip test cannot reach p < 0.05" in md
     # per image: the residual net got every image the plain one got, plus 19 / 11 / 2 more
     assert ("images only `residual=true` / only `residual=false` got right): seed 0: 19/0 (p < 0.001); "
             f"seed 1: 11/0 (p < 0.001); seed 2: 2/0 (p = {st.binomtest(0, 2).pvalue:.3f})") in md
@@ -66,7 +66,7 @@ def test_a_constant_difference_over_two_seeds_is_not_p_zero(tmp_path):
     c = result.comparisons.iloc[0]
     assert c["p_sign_flip"] == pytest.approx(0.5) and math.isnan(c["p_t"]) and c["verdict"] == "inconclusive"
     md = results(result.report.read_text())
-    assert "p = 0.000" not in md and "p = 0.500 (the smallest p 2 pairs allow is 0.5)" in md
+    assert "p = 0.000" not in md and "p = 0.500 (the smallest p 2 pairs that differ allow is 0.5)" in md
     assert "effect size d_z not defined (the difference is the same under every seed)" in md
     assert "paired t-test beside it: not defined (no spread in the differences)" in md
 

@@ -132,7 +132,8 @@ def test_resample_data_draws_each_seeds_subsets_from_the_seed():
     from ablate.engine.trial_plan import plan_fixed_stage
 
     doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "studies" / "lr-sweep.yaml").read_text())
-    doc["seeds"] = [3, 4]
+    assert doc["resample_data"] is True  # every shipped study draws each seed's own images
+    doc["seeds"], doc["resample_data"] = [3, 4], False
     same = plan_fixed_stage(parse_study(doc, "default"), "grid")
     assert {p.config.data_seed for p in same} == {0}
     doc["resample_data"] = True
@@ -140,6 +141,20 @@ def test_resample_data_draws_each_seeds_subsets_from_the_seed():
     assert all(p.config.data_seed == p.config.seed for p in own) and {p.config.seed for p in own} == {3, 4}
     with pytest.raises(AblateError, match="resample_data must be true or false"):
         parse_study({**doc, "resample_data": "yes"}, "smoke")
+
+
+def test_resample_data_gives_tuning_seeds_their_own_draws_never_a_confirm_seeds(tmp_path):
+    from ablate.engine.planner import Planner
+    from ablate.spec.study_spec import load_study
+
+    study = load_study("residual-ablation")
+    assert study.resample_data and study.tuning_seeds() == [100, 101, 102]
+    planner = Planner(study, tmp_path)
+    planner.refresh()
+    tune = [p for p in planner.ready if p.stage == "tune"]
+    assert tune and {(p.config.seed, p.config.data_seed) for p in tune} == {(s, s) for s in (100, 101, 102)}
+    confirm = {s: study.trial_config(study.arms[0], {"lr": 0.01}, s).data_seed for s in study.seeds}
+    assert confirm == {s: s for s in range(20)} and not set(confirm.values()) & {100, 101, 102}
 
 
 @pytest.mark.parametrize("over, fragment", [

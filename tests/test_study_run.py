@@ -188,7 +188,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     assert "grid: lr 0.003, 0.00949, 0.03, 0.0949, 0.3" in result.output
     assert "stage tune: 5 points x 3 tuning seeds = 15 trials per arm x 2 arms = 30 trials" in result.output
-    assert "stage confirm: at most 12 trials per arm x 2 arms = 24 trials" in result.output
+    assert "stage confirm: at most 20 trials per arm x 2 arms = 40 trials" in result.output
     assert not (tmp_path / "run").exists()
 
 

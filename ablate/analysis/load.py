@@ -21,7 +21,7 @@ from ablate.engine.selection import best_params
 from ablate.engine.manifest import check_spec
 from ablate.engine.record_checks import HASH_KEY
 from ablate.engine.run_folder import RecordCheck, check_run_records, open_run_dir, read_registry_lines
-from ablate.engine.seed_decisions import decided_seeds
+from ablate.engine.seed_decisions import RuleState, rule_state
 from ablate.spec.trial_config import TrialConfig
 from ablate.spec.study_spec import Study, parse_study
 from ablate.spec.reading import read_yaml
@@ -53,6 +53,7 @@ class Run:
     integrity_notes: list[str] = field(default_factory=list)
     # (stage, trial id) -> the SHA-256 of each file its registry row bound it to (none for an older row)
     file_hashes: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    rule: RuleState | None = None  # what the adaptive rule saw and asked for (ablate.engine.seed_decisions)
 
     @property
     def arm_names(self) -> list[str]:
@@ -113,7 +114,8 @@ def load_run(run_dir: Path) -> Run:
     rows = [row for _, row in lines]
     trials = _trials_frame(study, rows)
     final = study.stages[-1]
-    seeds, seeds_final = decided_seeds(study, rows)
+    rule = rule_state(study, rows)
+    seeds, seeds_final = rule.seeds, rule.final
     selected = _selected_params(study, trials, final, rows)
     reported = _reported_rows(study, trials, final, selected)
     if reported.empty or not ((reported["status"] == "ok") & reported["test_acc"].notna()).any():
@@ -125,7 +127,8 @@ def load_run(run_dir: Path) -> Run:
         if data is not None:
             resumes.append({"file": path.name, **data})
     return Run(run_dir, study, trials, final, reported, selected, _completeness(study, trials, seeds), manifest, resumes,
-               seeds, seeds_final, notes, {(r["stage"], r["trial_id"]): r[HASH_KEY] for r in rows if HASH_KEY in r})
+               seeds, seeds_final, notes, {(r["stage"], r["trial_id"]): r[HASH_KEY] for r in rows if HASH_KEY in r},
+               rule)
 
 
 def integrity_notes(run_dir: Path) -> list[str]:

@@ -1,34 +1,44 @@
-"""How many seeds a paired comparison needs: the sample size of a two-sided paired t-test at 80 % power.
+"""How many seeds a paired comparison needs: the chance that the verdict rule actually used calls a true
+difference *supported* (power), and the seed pairs at which that chance reaches 80 %.
 
-With n seed pairs whose differences have mean delta and SD sigma, the paired t statistic follows a noncentral
-t distribution with n - 1 degrees of freedom and noncentrality delta * sqrt(n) / sigma, so the test at level
-alpha rejects with probability
+The verdict asks for a 95 % interval that excludes 0 and an exact sign-flip p below alpha (ablate.analysis.compare),
+and the adaptive rule decides the seeds (ablate.spec.seed_rule), so its power is simulated with those very rules
+(ablate.analysis.seed_design.simulate: normal paired differences with the SD observed here, on the lattice of the
+run's test-set size). `seeds_for_verdict` finds the smallest fixed number of seed pairs whose simulated power
+reaches 80 % (the sign-flip test can reach alpha only from 6 pairs that differ, so no fewer); above 16 pairs the
+sign-flip test no longer limits anything and the noncentral-t power of the paired t-test stands in for the
+simulation:
 
     power(n) = P(T > t_{1 - alpha/2, n-1}) + P(T < -t_{1 - alpha/2, n-1}),   T ~ nct(n - 1, delta sqrt(n) / sigma).
 
-`seeds_for_power` finds the smallest n >= 2 with power(n) >= the target by searching over n with that exact
-formula (scipy.stats.nct, or where it returns NaN the same probability integrated numerically); the normal
-approximation n = ((z_{1-alpha/2} + z_power) sigma / delta)^2 is returned beside it for comparison (it is always a
-little optimistic for small n). sigma is the SD observed in the run,
-taken as the true one: with few seeds it is itself uncertain, so the answer is a guide for planning the next
-run, not a guarantee.
+sigma is the SD observed in the run, taken as the true one: with few seeds it is itself uncertain, so the answer is
+a guide for planning the next run, not a guarantee.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from scipy import integrate
 from scipy import stats as _st
 
 from ablate.errors import AblateError
+from ablate.spec.seed_rule import SeedRule, holm_family, nonzero_needed
+from .seed_design import LATTICE_PP, REPS, simulate
+
+if TYPE_CHECKING:
+    from .load import Run
 
 POWER = 0.8
 ALPHA = 0.05
 MAX_SEEDS = 10_000
 ZERO = 1e-12  # accuracies are fractions k/N: a mean difference this small is 0 up to float rounding
-COLUMNS = ["power_target", "power_target_pp", "seeds_needed", "seeds_needed_normal", "power_achieved", "power_note"]
+MAX_POWER_ROWS = 12  # above this many pairs only the pairs that differ in one factor get power figures
+EXACT_UP_TO = 16  # seed pairs up to which the verdict's power is simulated (the exact sign-flip test's range)
+COLUMNS = ["power_target", "power_target_pp", "seeds_needed", "power_achieved", "power_method", "design_power",
+           "design_mean_seeds", "observed_seeds_needed", "power_note"]
 
 
 @dataclass(frozen=True)
@@ -113,21 +123,94 @@ def check_min_effect(min_effect: float | None) -> None:
                           f"got {min_effect!r}")
 
 
-def add_power(comparisons: pd.DataFrame, min_effect: float | None = None) -> pd.DataFrame:
-    """comparisons with the seeds each pair needs for 80 % power: to detect the named difference (`min_effect`,
-    in pp) when given, else the observed mean difference; from the observed SD of the paired differences."""
+def seeds_for_verdict(effect: float, sd: float, n_observed: int, family: int = 1, lattice_pp: float = 0.5,
+                      reps: int = REPS) -> SeedsNeeded:
+    """The smallest fixed number of seed pairs at which the verdict rule (95 % interval excludes 0 and the exact
+    sign-flip p < alpha / family) calls a true difference `effect` (a fraction of accuracy) *supported* in its
+    direction with probability >= 80 %, the paired differences' SD being `sd`: simulated up to EXACT_UP_TO pairs,
+    the paired t-test's noncentral-t answer above (the normal approximation beside it, as `normal_n`)."""
+    first = seeds_for_power(effect, sd, n_observed)
+    if first.reason is not None and first.n is None and "more than" not in first.reason:
+        return first
+    low = max(2, nonzero_needed(family))
+    power = lambda n: simulate(100 * effect, 100 * sd, n=n, family=family, lattice_pp=lattice_pp,  # noqa: E731
+                               reps=reps).supported_right
+    if power(EXACT_UP_TO) < POWER:
+        return first if first.n is None or first.n > EXACT_UP_TO else SeedsNeeded(
+            EXACT_UP_TO + 1, t_test_power(EXACT_UP_TO + 1, effect, sd), first.normal_n, None)
+    lo, hi = low - 1, EXACT_UP_TO  # power(hi) >= POWER; power(lo) < POWER (or lo below the reachable)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if power(mid) >= POWER:
+            hi = mid
+        else:
+            lo = mid
+    return SeedsNeeded(hi, power(hi), first.normal_n, None)
+
+
+def lattice_pp(run: "Run") -> float:
+    """The step of a test-accuracy difference in pp: one test image (100 / test_size), where the arms agree on it."""
+    size = run.config_value("test_size")
+    return 100 / size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else LATTICE_PP
+
+
+def run_power(run: "Run", comparisons: pd.DataFrame, min_effect: float | None = None) -> pd.DataFrame:
+    """add_power with what the run says: the spec's min_effect, its seed rule, the Holm family of its scored arms,
+    its test-set size, and (with many pairs) only the pairs the study compares."""
+    from ablate.spec.study_spec import compared_pairs
+
+    scored = len(set(comparisons["arm_a"]) | set(comparisons["arm_b"])) if len(comparisons) else 0
+    many = len(comparisons) > MAX_POWER_ROWS
+    return add_power(comparisons, min_effect, declared=run.study.min_effect, rule=run.study.seed_rule,
+                     family=holm_family(scored), lattice_pp=lattice_pp(run),
+                     pairs=set(compared_pairs(run.study)) if many else None)
+
+
+def _target(c: dict, min_effect: float | None, declared: float | None) -> tuple[str, float | None]:
+    if min_effect is not None:
+        return "named (--min-effect)", min_effect / 100
+    if declared is not None:
+        return "declared (spec min_effect)", declared / 100
+    return "observed", c["diff"]
+
+
+def add_power(comparisons: pd.DataFrame, min_effect: float | None = None, *, declared: float | None = None,
+              rule: SeedRule | None = None, family: int = 1, lattice_pp: float = 0.5,
+              pairs: set | None = None) -> pd.DataFrame:
+    """comparisons with the seeds each pair's verdict needs for 80 % power and the power of the design as run: at
+    the difference named with `min_effect` (pp), else the one the spec declares (`declared`), else the observed
+    mean difference; the seeds the observed difference would need beside it. From the observed SD of the paired
+    differences. `rule`: the study's adaptive seed rule (else the design is its fixed number of seeds); `family`:
+    the pairs the Holm correction spans; `pairs`: only these (arm_a, arm_b) get the simulation (others: NaN)."""
     out = comparisons.copy()
     rows = []
     for c in out.to_dict("records"):
-        target = min_effect / 100 if min_effect is not None else c["diff"]
-        need = seeds_for_power(target, c["diff_sd"], int(c["n_pairs"]))
-        rows.append({"power_target": "named (--min-effect)" if min_effect is not None else "observed",
-                     "power_target_pp": 100 * target if target is not None else math.nan,
-                     "seeds_needed": need.n, "seeds_needed_normal": need.normal_n, "power_achieved": need.power,
-                     "power_note": need.reason or ""})
+        kind, target = _target(c, min_effect, declared)
+        n_obs, sd = int(c["n_pairs"]), c["diff_sd"]
+        row = {"power_target": kind, "power_target_pp": 100 * target if target is not None else math.nan,
+               "seeds_needed": None, "power_achieved": math.nan, "power_method": "", "design_power": math.nan,
+               "design_mean_seeds": math.nan, "observed_seeds_needed": None, "power_note": ""}
+        if pairs is not None and (c["arm_a"], c["arm_b"]) not in pairs:
+            row["power_note"] = "not computed: not one of the pairs the study compares (arms differing in one factor)"
+            rows.append(row)
+            continue
+        need = seeds_for_verdict(target, sd, n_obs, family, lattice_pp)
+        row.update(seeds_needed=need.n, power_achieved=need.power, power_note=need.reason or "",
+                   power_method="" if need.n is None else "simulated verdict" if need.n <= EXACT_UP_TO
+                   else "paired t-test (noncentral t) above 16 pairs")
+        if need.n is not None or (sd is not None and math.isfinite(sd) and sd > 0 and target):
+            if n_obs >= 2 and math.isfinite(sd) and sd > 0 and target is not None and abs(target) > ZERO:
+                sim = (simulate(100 * target, 100 * sd, rule=rule, family=family, lattice_pp=lattice_pp) if rule
+                       is not None else simulate(100 * target, 100 * sd, n=max(n_obs, 2), family=family,
+                                                 lattice_pp=lattice_pp))
+                row.update(design_power=sim.supported_right, design_mean_seeds=sim.mean_n)
+        if kind != "observed":
+            obs = seeds_for_verdict(c["diff"], sd, n_obs, family, lattice_pp)
+            row["observed_seeds_needed"] = obs.n
+        rows.append(row)
     extra = pd.DataFrame(rows, columns=COLUMNS, index=out.index)
     for col in COLUMNS:
         out[col] = extra[col]
-    out["seeds_needed"] = out["seeds_needed"].astype("Int64")
-    out["seeds_needed_normal"] = out["seeds_needed_normal"].astype("Int64")
+    for col in ("seeds_needed", "observed_seeds_needed"):
+        out[col] = out[col].astype("Int64")
     return out

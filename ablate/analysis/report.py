@@ -12,6 +12,7 @@ from ablate.errors import AblateError
 from ablate.atomic_files import atomic_write_text
 from . import figures as F
 from . import figures_grad as G
+from .figures_paired import paired_differences
 from .compare import compare, supported_best
 from .diagnostics_report import CAPTIONS as DIAGNOSTIC_CAPTIONS
 from .diagnostics_report import diagnostic_figures
@@ -24,7 +25,7 @@ from .lr_effects import LrEffects, lr_effects
 from .tuning_budget import Repeats, expected_max_curves, repeats
 from .search_luck import search_luck, selection_optimism
 from .lesion_report import check_table, lesion_figure
-from .power import add_power, check_min_effect
+from .power import check_min_effect, run_power
 from .load import Run, load_curves, load_grad_norms, load_predictions, load_run
 from .html_report import report_html
 from .methods import methods
@@ -67,7 +68,7 @@ NOT_DRAWN = "not drawn: analyze was asked for no figures (--no-figures)"
 
 
 def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None, lr: LrEffects | None = None,
-                 budget: pd.DataFrame | None = None, draw: bool = True
+                 budget: pd.DataFrame | None = None, draw: bool = True, comparisons: pd.DataFrame | None = None
                  ) -> tuple[dict[str, list[Path]], dict[str, str], dict[str, str]]:
     """Draws every figure the run has data for: (paths, captions, skipped with the reason). With draw=False
     none is drawn, each is listed as skipped, and their files from an earlier analysis are removed."""
@@ -77,6 +78,7 @@ def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None, lr: LrE
     curves = load_curves(run) if draw else None  # read only to be drawn
     grads = load_grad_norms(run) if draw else None
     makers = {"test_accuracy": lambda: F.accuracy_per_arm(run),
+              "paired_differences": lambda: paired_differences(run, comparisons) if comparisons is not None else None,
               "curves": lambda: F.curves(run, curves) if len(curves) else None}
     if fact is not None:
         makers["effects"] = lambda: effects_figure(run, fact.design, fact.effects, fact.interactions)
@@ -190,7 +192,7 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     run = load_run(Path(run_dir))
     out_dir = writable_dir(Path(out) if out is not None else run.run_dir / "analysis")
     summary = summarize(run)
-    comparisons = add_power(compare(run, load_predictions(run)), min_effect)
+    comparisons = run_power(run, compare(run, load_predictions(run), min_effect), min_effect)
     best = supported_best(run, comparisons)
     fact = factorial(run)
     lr = lr_effects(run)
@@ -199,7 +201,8 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     collapsed = collapse(run)
     lesion_table, lesion_skip = _lesion_table(run, lesion, lesion_recalibrate)
     diag, diag_skip = _diagnostics(run, diagnostics, landscape_2d, progress)
-    figs, captions, skipped = make_figures(run, out_dir / "figures", fact, lr, budget, draw=figures)
+    figs, captions, skipped = make_figures(run, out_dir / "figures", fact, lr, budget, draw=figures,
+                                           comparisons=comparisons)
     lesion_csv = None
     if lesion_table is not None:
         lesion_csv = out_dir / "lesion.csv"

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 CAPTIONS = {
     "test_accuracy": "Test accuracy (best-dev checkpoint) per arm: every seed as a dot; black diamond = mean with its "
                      "95 % t-interval.",
+    "paired_differences": "Paired differences in test accuracy, one dot per seed pair (a cross where a run failed and "
+                          "was scored at chance); black diamond = mean with the 95 % interval the verdict used (Stein's "
+                          "two-stage interval when the seed rule chose the seeds, else Student's t); dashed = no "
+                          "difference.",
     "curves": "Mini-batch training loss and dev accuracy over training, per arm.",
     "grad_profile": "Gradient norm per main-path layer (projection shortcuts left out), raw ‖g‖ and relative ‖g‖/‖w‖, "
                     "at initialisation and at the last logged step.",
@@ -62,6 +66,7 @@ class Search:
     budget: pd.DataFrame | None = None
     repeats: Repeats | None = None
     collapse: pd.DataFrame | None = None
+    luck: pd.DataFrame | None = None     # per compared pair, the search's luck (ablate.analysis.search_luck)
 
 
 def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
@@ -106,7 +111,7 @@ def report_body(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best
     study, m = run.study, run.manifest
     search = search or Search()
     md = [f"# Study {code(study.name)}: analysis", ""]
-    md += lead_section(run, comparisons, lead_more(run, search.lr, search.repeats, comparisons))
+    md += lead_section(run, comparisons, lead_more(run, search.lr, search.repeats, comparisons), search.luck)
     if fact is not None:
         md += ["## Answer", ""] + answer_lines(run, fact.design, fact.effects, fact.interactions) + [""]
     if study.description:

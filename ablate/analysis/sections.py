@@ -33,15 +33,27 @@ def pair_lines(run: Run, c: dict, multiple: bool = False) -> list[str]:
     es = ("" if math.isnan(effect) else
           ", effect size d_z not defined (the difference is the same under every seed)" if math.isinf(effect) or c["diff_sd"] == 0
           else f", effect size d_z = mean / SD = {effect:.3g}")
+    fa, fb = int(c.get("failed_a") or 0), int(c.get("failed_b") or 0)
+    failed = (f" Runs that failed or diverged count at chance (intention to treat): {fa} of {code(a)}'s and {fb} of "
+              f"{code(b)}'s." if fa or fb else "")
+    if c.get("pilot"):
+        kind = (f"Stein's two-stage 95 % interval (the mean of all {n} pairs ± t_{{0.975, {c['pilot'] - 1}}} × the SD "
+                f"of the first {c['pilot']}, the rule's pilot, {100 * c['pilot_sd']:.{f.digits}f} pp, / √{n})")
+    else:
+        kind = "95 % t-interval of the paired differences"
     lines = [f"{code(a)} minus {code(b)}, paired by seed ({n} pair(s): seeds {c['seeds']}; {run.final_stage} stage, test "
-             f"accuracy of the best-dev checkpoints): mean difference {f.pp(c['diff'])} pp, 95 % t-interval of the "
-             f"paired differences {f.ci(c['diff_ci_low'], c['diff_ci_high'])} pp"
-             f"{' (cut at ±100 pp, what a difference of accuracies can be)' if c.get('diff_ci_cut') else ''}{sd}{es}."]
+             f"accuracy of the best-dev checkpoints): mean difference {f.pp(c['diff'])} pp, {kind} "
+             f"{f.ci(c['diff_ci_low'], c['diff_ci_high'])} pp"
+             f"{' (cut at ±100 pp, what a difference of accuracies can be)' if c.get('diff_ci_cut') else ''}{sd}{es}."
+             f"{failed}"]
+    k = int(c.get("nonzero", n))
+    tied = f", {n - k} tied at 0" if k < n else ""
     flip = (f"exact sign-flip test over all 2^{n} = {2 ** n} sign patterns: {p_eq(c['p_sign_flip'])} (the smallest "
-            f"p {n} pairs allow is {c['min_p']:.3g})" if c["sign_flip_exact"] else
+            f"p {k} pairs that differ allow is {c['min_p']:.3g}{tied})" if c["sign_flip_exact"] else
             f"sign-flip test on 100,000 random sign patterns: {p_eq(c['p_sign_flip'])}")
-    ttest = ("paired t-test beside it: not defined (no spread in the differences)" if math.isnan(c["p_t"]) else
-             f"paired t-test beside it: t = {c['t']:.2f}, {p_eq(c['p_t'])}")
+    tname = "Stein's t" if c.get("pilot") else "paired t-test"
+    ttest = (f"{tname} beside it: not defined (no spread in the differences)" if math.isnan(c["p_t"]) else
+             f"{tname} beside it: t = {c['t']:.2f}, {p_eq(c['p_t'])}")
     holm = f"; Holm-corrected over all pairs {p_eq(c['p_holm'])}" if multiple else ""
     lines.append(f"Tests of a zero mean difference: {flip}{holm}; {ttest}.")
     if c["image_pairs"]:
@@ -55,7 +67,14 @@ def pair_lines(run: Run, c: dict, multiple: bool = False) -> list[str]:
     else:
         lines.append("Per test image: not analysed (no predictions.csv from both arms on the same images; runs "
                      "made before predictions were saved).")
-    word = {"supported": "supported", "inconclusive": "inconclusive", "untested": "not tested"}[c["verdict"]]
+    margin = c.get("margin")
+    if margin is not None and not (isinstance(margin, float) and math.isnan(margin)):
+        lines.append(f"Equivalence at the declared margin of ±{margin:g} pp (two one-sided tests at {ALPHA:g}): the 90 % "
+                     f"interval {f.ci(c['eq_ci_low'], c['eq_ci_high'])} pp "
+                     f"{'lies inside' if -margin < 100 * c['eq_ci_low'] and 100 * c['eq_ci_high'] < margin else 'reaches past'}"
+                     " the margin.")
+    word = {"supported": "supported", "inconclusive": "inconclusive", "untested": "not tested",
+            "no meaningful difference": "no meaningful difference"}[c["verdict"]]
     lines.append(f"**Verdict: {word}**: {c['why']}.")
     return lines
 
@@ -63,11 +82,17 @@ def pair_lines(run: Run, c: dict, multiple: bool = False) -> list[str]:
 def comparison_lines(run: Run, comparisons: pd.DataFrame) -> list[str]:
     if comparisons.empty:
         return ["Fewer than two arms have test scores, so no arms are compared."]
-    lines = [f"Each pair of arms is compared by seed (same seed = same initialisation and data order). A difference "
-             f"is called *supported* only when its paired 95 % t-interval excludes 0, the exact sign-flip p-value "
-             f"is below {ALPHA:g}" + (" after Holm's correction over all pairs" if len(comparisons) > 1 else "") +
-             " and, where predictions were saved, the CI over test images and seeds excludes 0; otherwise it is "
-             "*inconclusive*."]
+    interval = ("Stein's two-stage 95 % interval (the seed rule's design)" if comparisons["pilot"].any()
+                else "paired 95 % t-interval")
+    same = "initialisation, data order and data subsets" if run.study.resample_data else "initialisation and data order"
+    lines = [f"Each pair of arms is compared by seed (same seed = same {same}), every run counted: one that failed "
+             f"or diverged scores chance (intention to treat). A difference is called *supported* only when its "
+             f"{interval} excludes 0, the exact sign-flip p-value is below {ALPHA:g}"
+             + (" after Holm's correction over all pairs" if len(comparisons) > 1 else "") +
+             ", where predictions were saved the CI over test images and seeds excludes 0, and the arm called higher "
+             "did not fail in more seeds; *no meaningful difference* when a margin is declared (the spec's "
+             "`min_effect`, or `--min-effect`) and the 90 % interval lies inside it (two one-sided tests); otherwise "
+             "it is *inconclusive*."]
     rows = comparisons.to_dict("records")
     if len(rows) > 3:
         # Many arms: every pair is in the table below; in words only the residual-vs-plain contrasts.
@@ -88,7 +113,7 @@ def _differs_only_in(run: Run, a: str, b: str) -> str | None:
 
 def pairs_table(run: Run, comparisons: pd.DataFrame) -> str:
     f = Fmt.of(run)
-    lines = ["| arm A | arm B | A − B (pp) | 95 % t-CI (pp) | d_z | sign-flip p | p (Holm) | per-image 95 % CI (pp) | verdict |",
+    lines = ["| arm A | arm B | A − B (pp) | 95 % CI (pp) | d_z | sign-flip p | p (Holm) | per-image 95 % CI (pp) | verdict |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for c in comparisons.itertuples():
         es = "n/a" if math.isnan(c.effect_size) or math.isinf(c.effect_size) else f"{c.effect_size:.2f}"

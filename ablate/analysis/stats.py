@@ -81,35 +81,66 @@ def _tolerance(*arrays: np.ndarray) -> float:
     return 1e-12 * top
 
 
-def sign_flip_test(d: Sequence[float], samples: int = SIGN_FLIP_SAMPLES, seed: int = 0) -> tuple[float, bool]:
-    """Two-sided sign-flip (paired permutation) test of mean(d) = 0: (p, exact).
+_SIGNS: dict[int, np.ndarray] = {}  # n -> every pattern of n signs (2^n x n), built once
 
-    Under the null each paired difference is as likely to have either sign, so the p-value is the
-    share of the 2^n sign patterns whose mean is at least as far from 0 as the observed one. Up to
-    EXACT_MAX_N pairs all patterns are enumerated (smallest p = 2 / 2^n); above that `samples`
-    random patterns are drawn (seeded) and p = (1 + hits) / (1 + samples).
+
+def _all_signs(n: int) -> np.ndarray:
+    if n not in _SIGNS:
+        _SIGNS[n] = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    return _SIGNS[n]
+
+
+def sign_flip_pvalues(d: np.ndarray, samples: int = SIGN_FLIP_SAMPLES, seed: int = 0) -> tuple[np.ndarray, bool]:
+    """The two-sided sign-flip test of mean = 0 for every row of `d` (R x n, finite values): (p per row, exact).
+
+    Under the null each paired difference is as likely to have either sign, so the p-value is the share of the
+    2^n sign patterns whose mean is at least as far from 0 as the observed one. Up to EXACT_MAX_N pairs all
+    patterns are enumerated (a zero difference doubles both counts, so the smallest p with k non-zero differences
+    is 2/2^k); above that `samples` random patterns (seeded, the same for every row) give p = (1 + hits) /
+    (1 + samples). A row whose mean is 0 (up to float rounding) has p = 1.
     """
-    x = _clean(d)
-    n = x.size
+    d = np.atleast_2d(np.asarray(d, dtype=float))
+    rows, n = d.shape
     if n == 0:
-        return NAN, True
-    tol = _tolerance(x)
-    observed = abs(float(x.mean()))
-    if observed <= tol:
-        return 1.0, True
+        return np.full(rows, NAN), True
+    tol = np.array([_tolerance(r) for r in d])
+    observed = np.abs(d.mean(axis=1))
     if n <= EXACT_MAX_N:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
-        means = np.abs(signs @ x) / n
-        return float(np.mean(means >= observed - tol)), True
-    rng = np.random.default_rng(seed)
-    signs = rng.choice((1.0, -1.0), size=(samples, n))
-    hits = int(np.sum(np.abs(signs @ x) / n >= observed - tol))
-    return (1 + hits) / (1 + samples), False
+        # Every pattern, counted exactly by meeting in the middle: the sign sums of the first half (2^h) against the
+        # sorted sign sums of the second, so each row costs 2^h binary searches instead of 2^n sums.
+        h = n // 2
+        left_signs, right_signs = _all_signs(h), _all_signs(n - h)
+        hits = np.empty(rows)
+        for i, x in enumerate(d):
+            left = left_signs @ x[:h] if h else np.zeros(1)
+            right = np.sort(right_signs @ x[h:])
+            bound = n * (observed[i] - tol[i])  # |sum| at least this far from 0 counts as extreme
+            above = right.size - np.searchsorted(right, bound - left, side="left")
+            below = np.searchsorted(right, -bound - left, side="right")
+            hits[i] = above.sum() + below.sum()
+        p = hits / 2 ** n
+        return np.where(observed <= tol, 1.0, np.minimum(p, 1.0)), True
+    signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(samples, n))
+    hits = np.empty(rows)
+    chunk = max(1, 2 ** 22 // samples)  # at most ~4M pattern means in memory at once
+    for start in range(0, rows, chunk):
+        means = np.abs(signs @ d[start:start + chunk].T) / n  # patterns x rows
+        hits[start:start + chunk] = np.sum(means >= observed[start:start + chunk] - tol[start:start + chunk], axis=0)
+    return np.where(observed <= tol, 1.0, (1 + hits) / (1 + samples)), False
 
 
-def smallest_sign_flip_p(n: int) -> float:
-    """The smallest two-sided p-value the exact sign-flip test can give with n pairs."""
-    return 2.0 / 2 ** n if n >= 1 else NAN
+def sign_flip_test(d: Sequence[float], samples: int = SIGN_FLIP_SAMPLES, seed: int = 0) -> tuple[float, bool]:
+    """Two-sided sign-flip (paired permutation) test of mean(d) = 0: (p, exact); see sign_flip_pvalues."""
+    x = _clean(d)
+    if x.size == 0:
+        return NAN, True
+    p, exact = sign_flip_pvalues(x[None, :], samples, seed)
+    return float(p[0]), exact
+
+
+def smallest_sign_flip_p(k: int) -> float:
+    """The smallest two-sided p-value the exact sign-flip test can give with k non-zero paired differences."""
+    return 2.0 / 2 ** k if k >= 1 else 1.0 if k == 0 else NAN
 
 
 @dataclass(frozen=True)
@@ -118,25 +149,39 @@ class PairedDiff:
 
     n: int                 # number of pairs
     mean: float            # mean paired difference
-    low: float             # 95 % Student-t interval of the mean paired difference
+    low: float             # 95 % interval of the mean paired difference: Student t, or Stein's two-stage one
     high: float
     sd: float              # SD of the paired differences (ddof 1)
     effect: float          # standardised effect size d_z = mean / sd (inf when sd = 0 and mean != 0)
     p_sign_flip: float     # two-sided, exact up to EXACT_MAX_N pairs
     sign_flip_exact: bool
-    t: float               # paired t statistic (NaN when sd = 0 or n < 2)
+    t: float               # t statistic (NaN when the SD is 0 or n < 2): paired, or Stein's mean sqrt(n) / s0
     p_t: float
+    nonzero: int = 0       # pairs that differ (a zero difference has no sign for the sign-flip test)
+    pilot: int = 0         # Stein's design: the first `pilot` pairs gave the SD of the interval (0: Student t)
+    pilot_sd: float = NAN
+    eq_low: float = NAN    # the (1 - 2 x 0.05) = 90 % interval of the same kind, for the equivalence test
+    eq_high: float = NAN
 
     @property
     def min_p(self) -> float:
-        return smallest_sign_flip_p(self.n)
+        return smallest_sign_flip_p(self.nonzero)
 
 
-def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> PairedDiff:
+EQUIVALENCE_CONFIDENCE = 0.90  # two one-sided tests at 0.05 each: the 90 % interval inside (-margin, +margin)
+
+
+def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, pilot: int = 0) -> PairedDiff:
     """The paired comparison of equal-length sequences (pair i = the same seed in both arms).
 
-    Pairs with a missing side drop out together.
+    Pairs with a missing side drop out together. `pilot` > 1: the pairs come from Stein's two-stage design whose
+    first `pilot` pairs (in the order given: seed order) were its pilot; the interval is then Stein's (the mean of
+    all n pairs +- t_{pilot-1} s0 / sqrt(n), s0 the pilot's SD; see ablate.intervals) and t = mean sqrt(n) / s0 with
+    pilot - 1 degrees of freedom. Otherwise (or when fewer than `pilot` pairs are there) the Student t-interval of
+    all n.
     """
+    from ablate.intervals import t_quantile, two_stage_half_width
+
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape:
         raise ValueError(f"paired samples must have equal length, got {x.size} and {y.size}")
@@ -147,19 +192,28 @@ def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95
         return PairedDiff(0, NAN, NAN, NAN, NAN, NAN, NAN, True, NAN, NAN)
     tol = _tolerance(x[keep], y[keep])
     d = np.where(np.abs(d) <= tol, 0.0, d)
-    ci = mean_ci(d, confidence)
-    sd = std(d)
+    nonzero = int(np.sum(d != 0))
     p_flip, exact = sign_flip_test(d)
+    mean = float(d.mean())
     if n < 2:
-        return PairedDiff(n, ci.mean, NAN, NAN, NAN, NAN, p_flip, exact, NAN, NAN)
+        return PairedDiff(n, mean, NAN, NAN, NAN, NAN, p_flip, exact, NAN, NAN, nonzero)
+    sd = std(d)
     if np.all(np.abs(d - d[0]) <= tol):
-        # No spread: the t-interval has width 0 and t is undefined; the sign-flip test still works.
         sd = 0.0
-        effect = 0.0 if abs(d[0]) <= tol else math.copysign(math.inf, d[0])
-        return PairedDiff(n, ci.mean, ci.mean, ci.mean, sd, effect, p_flip, exact, NAN, NAN)
-    res = _st.ttest_1samp(d, 0.0)
-    return PairedDiff(n, ci.mean, ci.low, ci.high, sd, ci.mean / sd, p_flip, exact,
-                      float(res.statistic), float(res.pvalue))
+    effect = mean / sd if sd > 0 else (0.0 if abs(mean) <= tol else math.copysign(math.inf, mean))
+    two_stage = pilot > 1 and n >= pilot
+    s0, df = (std(d[:pilot]), pilot - 1) if two_stage else (sd, n - 1)
+    if not s0 > 0:
+        # No spread (in the pilot): the interval has width 0 and t is undefined; the sign-flip test still works.
+        return PairedDiff(n, mean, mean, mean, sd, effect, p_flip, exact, NAN, NAN, nonzero,
+                          pilot if two_stage else 0, s0 if two_stage else NAN, mean, mean)
+    half = (two_stage_half_width(s0, pilot, n, confidence) if two_stage
+            else t_quantile(confidence, df) * sd / math.sqrt(n))
+    eq_half = half * t_quantile(EQUIVALENCE_CONFIDENCE, df) / t_quantile(confidence, df)
+    t = mean * math.sqrt(n) / s0
+    p_t = float(2 * _st.t.sf(abs(t), df))
+    return PairedDiff(n, mean, mean - half, mean + half, sd, effect, p_flip, exact, t, p_t, nonzero,
+                      pilot if two_stage else 0, s0 if two_stage else NAN, mean - eq_half, mean + eq_half)
 
 
 def mcnemar_exact(a_only: int, b_only: int) -> float:

@@ -220,7 +220,7 @@ def _two_factor(run: Run) -> tuple[str, str] | None:
     return (names[0] if col == names[1] else names[1]), col
 
 
-def caption(run: Run, summary: pd.DataFrame, delta: bool = True) -> str:
+def caption(run: Run, summary: pd.DataFrame, delta: bool = True, comparisons: pd.DataFrame | None = None) -> str:
     """What the table shows and on what: model, data sizes, steps, test-set size, seeds (plain text)."""
     def v(key: str) -> str:
         x = run.config_value(key)
@@ -228,11 +228,16 @@ def caption(run: Run, summary: pd.DataFrame, delta: bool = True) -> str:
 
     steps = sorted({int(s) for s in summary["total_steps"].dropna()})
     seeds = len(run.seeds)
+    from .variance import covers
+
+    two_stage = comparisons is not None and "pilot" in comparisons and bool(comparisons["pilot"].any())
+    interval = "Stein's two-stage 95 % interval (the seed rule's design)" if two_stage else "95 % t-interval"
     return (f"Test accuracy (%) of {model_name(run)} on {dataset_name(run)}: {v('train_size')} training, "
             f"{v('dev_size')} dev and {v('test_size')} test images at {v('image_size')}×{v('image_size')} px, "
             f"{'/'.join(map(str, steps)) or '?'} SGD steps of batch {v('batch_size')}; mean ± half-width of the "
             f"95 % Student-t interval over {seeds} seeds ({run.final_stage} stage), best-dev checkpoint."
-            + (" Δ: mean paired (same-seed) difference with its 95 % t-interval." if delta else ""))
+            + (f" Δ: mean paired (same-seed) difference with its {interval}, every run counted (a failed one at "
+               "chance)." if delta else "") + " " + covers(run, markdown=False))
 
 
 def to_latex(summary: pd.DataFrame, run: Run, comparisons: pd.DataFrame | None = None, best: str | None = None) -> str:
@@ -271,7 +276,7 @@ def to_latex(summary: pd.DataFrame, run: Run, comparisons: pd.DataFrame | None =
                 c, sign = _pair(comparisons, a, b) if a and b else (None, 1.0)
                 cells.append(_tex_diff(f, c, sign, c is not None and (c["arm_a"], c["arm_b"]) in supported))
             body.append(" & ".join(cells) + r" \\")
-        bold_note = ("Bold $\\Delta$: supported by the data (paired CI excludes 0 and exact sign-flip $p<0.05$)."
+        bold_note = ("Bold $\\Delta$: supported by the data (paired interval excludes 0 and exact sign-flip $p<0.05$)."
                      if any(r"\textbf" in line for line in body) else "No difference is supported by the data.")
     else:
         ref = run.arm_names[0]
@@ -293,10 +298,10 @@ def to_latex(summary: pd.DataFrame, run: Run, comparisons: pd.DataFrame | None =
             c, sign = _pair(comparisons, r["arm"], ref) if r["arm"] != ref else (None, 1.0)
             cells.append(r"\multicolumn{2}{c}{(reference)}" if r["arm"] == ref else _tex_diff(f, c, sign, False))
             body.append(" & ".join(cells) + r" \\")
-        bold_note = ("Bold: better than every other arm (paired CI excludes 0 and exact sign-flip $p<0.05$)."
+        bold_note = ("Bold: better than every other arm (paired interval excludes 0 and exact sign-flip $p<0.05$)."
                      if best else "No arm is bold: no difference is supported by the data.")
         bold_note = "Final ckpt.: test accuracy of the last checkpoint. " + bold_note
-    text = (latex_escape(caption(run, summary)).replace("±", r"$\pm$").replace("×", r"$\times$")
+    text = (latex_escape(caption(run, summary, comparisons=comparisons)).replace("±", r"$\pm$").replace("×", r"$\times$")
             .replace("Δ", r"$\Delta$").replace("–", "--").replace("Student-t", "Student-$t$").replace("t-interval", "$t$-interval"))
     key = re.sub(r"[^A-Za-z0-9:-]+", "-", run.study.name)
     if any_cut(summary):

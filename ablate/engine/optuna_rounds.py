@@ -95,7 +95,7 @@ class ArmSampler:
             trial = self.ostudy.ask(self.space)
             params = {name: trial.params[name] for name in self.space}
             arm = next(a for a in self.study.arms if a.name == self.arm)
-            ids = [self.study.arm_config(arm, **params, seed=seed).trial_id() for seed in self.study.tuning_seeds(self.repeat)]
+            ids = [self.study.trial_config(arm, params, seed).trial_id() for seed in self.study.tuning_seeds(self.repeat)]
             # "round" goes last: a trial carries it only once everything else is recorded, so a crash
             # between these writes leaves a trial of no round, which is abandoned when the run resumes.
             for key, value in {"index": index, "arm": self.arm, "repeat": self.repeat, "stage": "tune",

@@ -229,7 +229,7 @@ class Planner:
         for p in points:
             key = params_key(p.params)
             if key not in out:
-                out[key] = [TrialPlan("tune", arm, self.study.arm_config(self.arms[arm], **p.params, seed=seed),
+                out[key] = [TrialPlan("tune", arm, self.study.trial_config(self.arms[arm], p.params, seed),
                                       dict(p.params), p.round, p.index, repeat)
                             for seed in self.study.tuning_seeds(repeat)]
         return out

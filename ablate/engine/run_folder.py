@@ -29,7 +29,7 @@ REGISTRY = "trials.jsonl"
 RESULT_COLUMNS = ["status", "best_dev_acc", "best_step", "steps", "test_acc", "test_loss", "final_test_acc",
                   "final_test_loss", "scored_train_acc", "scored_train_loss", "final_train_loss", "dataset", "error",
                   "fused_with"]
-CSV_METRICS = ["status", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_test_acc", "final_test_loss",
+CSV_METRICS = ["status", "best_dev_acc", "best_step", "test_acc", "test_loss", "final_test_acc", "final_test_loss", "num_classes",
                "scored_train_acc", "scored_train_loss", "final_train_loss", "train_seconds", "total_seconds", "steps", "dataset", "device", "node", "pid", "started_at",
                "ended_at", "error", "fused_with"]
 

@@ -56,7 +56,6 @@ def plan_fixed_stage(study: Study, stage: str, best_params: dict[str, dict[str, 
         points = study.grid_points() if stage == "grid" else [dict((best_params or {}).get(arm.name, {}))]
         for point in points:
             for seed in study.seeds if seeds is None else seeds:
-                data = {"data_seed": seed} if study.resample_data else {}
-                cfg = study.arm_config(arm, **point, seed=seed, **data)
+                cfg = study.trial_config(arm, point, seed)
                 planned.append(TrialPlan(stage, arm.name, cfg, dict(point)))
     return planned

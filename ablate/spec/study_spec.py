@@ -19,7 +19,7 @@ import yaml
 
 from ablate.errors import AblateError
 from ablate.spec.trial_config import TrialConfig
-from ablate.spec.seed_rule import SeedRule, parse_seeds
+from ablate.spec.seed_rule import SeedRule, parse_seeds, recorded_seeds
 from ablate.spec.search_space import HALVING_MIN_POINTS, SAMPLERS, Halving, Param, grid_points, parse_halving, parse_space
 from ablate.spec.reading import check_keys, check_setting_names, is_int, need
 from ablate.spec.reading import read_yaml
@@ -39,7 +39,7 @@ def _shipped_studies() -> Traversable:
 STUDIES_DIR = _shipped_studies()
 BUDGETS = ("smoke", "default", "full")
 SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "resample_data",
-             "keep_weights", "budgets", "budget"}
+             "min_effect", "keep_weights", "budgets", "budget"}
 KEEP_WEIGHTS = ("none", "final", "all")
 SEARCH_OVERRIDES = ("sampler", "trials", "points", "round", "startup", "tuning_seeds", "repeats", "halving")
 BUDGET_KEYS = {"base", "seeds", "grid", *SEARCH_OVERRIDES}
@@ -69,9 +69,13 @@ class Study:
     seeds: list[int]
     budget: str
     raw: dict[str, Any] = field(repr=False)
-    # True: each confirm/grid seed also draws its own train/dev/test subsets (data_seed = seed), so the
-    # spread over seeds includes the choice of images; False: every seed sees the same images.
+    # True: every trial draws the train/dev/test subsets of its own seed (data_seed = seed: each confirm seed its
+    # own draw, each tuning seed its own, and the two sets of seeds never meet), so the spread over seeds includes
+    # the choice of images; False: every trial sees the one draw of base.data_seed.
     resample_data: bool = False
+    # The smallest difference (pp of test accuracy) that matters, declared before the run: the margin of the
+    # equivalence test ("no meaningful difference") and the effect the seeds-for-power figures ask about.
+    min_effect: float | None = None
     # A run folder made before rounds existed (asynchronous ASHA); it can be analysed but not resumed.
     legacy: bool = False
     # Which trials save their best-dev weights (weights.pt): none, the final stage (for lesions), or all.
@@ -114,6 +118,12 @@ class Study:
 
     def arm_config(self, arm: Arm, **params: Any) -> TrialConfig:
         return TrialConfig.from_dict({**self.base, **arm.settings, **params}, source=f"study {self.name}, arm {arm.name}")
+
+    def trial_config(self, arm: Arm, params: dict[str, Any], seed: int) -> TrialConfig:
+        """The config of the trial of `arm` at search or grid point `params` under `seed`: with resample_data, the
+        seed also draws the trial's data subsets (data_seed = seed)."""
+        data = {"data_seed": seed} if self.resample_data else {}
+        return self.arm_config(arm, **params, seed=seed, **data)
 
     def tuning_seeds(self, repeat: int = 0) -> list[int]:
         """The seeds every search point of `repeat` trains under: base.seed, base.seed + 1, ... shifted by 1000 per
@@ -299,7 +309,9 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
          f"{limits.MAX_GRID_POINTS:,}; tune with search instead, or split the study")
     need(not (space and grid), source, "use either search (tuned) or grid (fixed values), not both")
 
-    seeds, seed_rule = parse_seeds(raw.get("seeds"), source)
+    resolved = not data.get("budgets") and data.get("budget") in BUDGETS  # a run folder's spec.yaml
+    seeds, seed_rule = parse_seeds(raw.get("seeds"), source, resolved=resolved, arms=len(arms))
+    raw["seeds"] = recorded_seeds(raw.get("seeds"), seed_rule)
     searches = repeats if space else 1
     total = len(arms) * (trials * tuning * searches if space else 0) + len(arms) * len(seeds) * fixed_points * searches
     need(total <= limits.MAX_STUDY_TRIALS, source, f"the study would run up to {total:,} trials, more than "
@@ -307,6 +319,10 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
 
     resample_data = raw.get("resample_data", False)
     need(isinstance(resample_data, bool), source, "resample_data must be true or false")
+    min_effect = raw.get("min_effect")
+    need(min_effect is None or (isinstance(min_effect, (int, float)) and not isinstance(min_effect, bool)
+                                and math.isfinite(min_effect) and 0 < min_effect < 100), source,
+         f"min_effect must be a difference in percentage points above 0 and below 100 (e.g. 1.0), got {min_effect!r}")
     keep_weights = raw.get("keep_weights", "final")
     need(keep_weights in KEEP_WEIGHTS, source, f"keep_weights must be one of {', '.join(KEEP_WEIGHTS)} (which trials save "
          f"weights.pt), got {keep_weights!r}")
@@ -315,7 +331,8 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
         name=name, description=str(raw.get("description", "")).strip(), base=base, arms=arms,
         factor_names=factor_names, space=space, trials_per_arm=trials, sampler_seed=sampler_seed,
         round_size=round_size, startup=startup, halving=halving, grid=grid, seeds=list(seeds),
-        budget=raw["budget"], raw=raw, resample_data=resample_data, legacy=legacy, keep_weights=keep_weights,
+        budget=raw["budget"], raw=raw, resample_data=resample_data, min_effect=min_effect, legacy=legacy,
+        keep_weights=keep_weights,
         seed_rule=seed_rule, sampler=sampler, search_points=points, tuning_seed_count=tuning,
         tuning_seeds_given="tuning_seeds" in search, repeats=repeats, halving_note=halving_note,
     )

@@ -62,8 +62,7 @@ def build_run(root: Path, trials: list[dict], doc: dict | None = None, manifest:
         t = dict(t)
         arm, seed, stage = t.pop("arm"), t.pop("seed", 0), t.pop("stage", final)
         params = t.pop("params", {})
-        extra = {"data_seed": seed} if study.resample_data and stage != "tune" else {}
-        cfg = study.arm_config(arms[arm], **params, seed=seed, **extra)
+        cfg = study.trial_config(arms[arm], params, seed)
         folder = root / "trials" / cfg.trial_id()
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(cfg.to_yaml())
