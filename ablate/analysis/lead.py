@@ -43,8 +43,9 @@ def _luck(luck: pd.DataFrame | None, a: str, b: str) -> str:
     row = luck[(luck["arm_a"] == a) & (luck["arm_b"] == b)]
     if row.empty or pd.isna(row["luck_sd_pp"].iloc[0]):
         return ""
-    how = {"repeats": "over repeats of the search", "replay": "replayed searches"}.get(row["luck_method"].iloc[0], "")
-    return f"; search luck ±{row['luck_sd_pp'].iloc[0]:.1f} pp (SD, {how})" if how else ""
+    how = {"repeats": f"SD over {int(row['luck_draws'].iloc[0])} repeats of the search",
+           "replay": f"SD over {int(row['luck_draws'].iloc[0]):,} replayed searches"}.get(row["luck_method"].iloc[0])
+    return f"; search luck ±{row['luck_sd_pp'].iloc[0]:.1f} pp ({how}), which the interval does not cover" if how else ""
 
 
 def next_step(run: Run, c) -> str:

@@ -230,10 +230,11 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     atomic_write_text(paths["summary_csv"], to_csv(summary))
     atomic_write_text(paths["summary_tex"], to_latex(summary, run, comparisons, best))
     atomic_write_text(paths["comparisons_csv"], comparisons.to_csv(index=False))
+    luck = search_luck(run) if budget is not None else None
+    optimism = selection_optimism(run) if budget is not None else None
     tables = {"lr_curves": lr.curves if lr is not None else None, "lr_effects": lr.effects if lr is not None else None,
               "expected_max": budget, "collapse": collapsed,
-              "search_luck": search_luck(run) if budget is not None else None,
-              "selection_optimism": selection_optimism(run) if budget is not None else None}
+              "search_luck": luck, "selection_optimism": optimism}
     for name, frame in tables.items():
         if frame is None:
             (out_dir / f"{name}.csv").unlink(missing_ok=True)
@@ -246,7 +247,7 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
             frame = getattr(fact, name).drop(columns=["diffs"], errors="ignore")
             atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
     body = report_body(run, summary, comparisons, best, lesion_table, fact, diag, min_effect,
-                       Search(lr, budget, reps, collapsed))
+                       Search(lr, budget, reps, collapsed, luck, optimism))
     atomic_write_text(paths["report"], "\n".join(body + figure_lines(figs, captions, skipped, out_dir)))
     run_facts = facts(run)
     text = methods(run, comparisons, lesion=lesion_table is not None, diag=diag, f=run_facts,

@@ -67,6 +67,7 @@ class Search:
     repeats: Repeats | None = None
     collapse: pd.DataFrame | None = None
     luck: pd.DataFrame | None = None     # per compared pair, the search's luck (ablate.analysis.search_luck)
+    optimism: pd.DataFrame | None = None  # per arm, how optimistic the search's score of its choice was
 
 
 def results_section(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best: str | None,
@@ -111,7 +112,8 @@ def report_body(run: Run, summary: pd.DataFrame, comparisons: pd.DataFrame, best
     study, m = run.study, run.manifest
     search = search or Search()
     md = [f"# Study {code(study.name)}: analysis", ""]
-    md += lead_section(run, comparisons, lead_more(run, search.lr, search.repeats, comparisons), search.luck)
+    md += lead_section(run, comparisons, lead_more(run, search.lr, search.repeats, comparisons, search.optimism),
+                       search.luck)
     if fact is not None:
         md += ["## Answer", ""] + answer_lines(run, fact.design, fact.effects, fact.interactions) + [""]
     if study.description:

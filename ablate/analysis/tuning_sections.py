@@ -198,8 +198,11 @@ def repeat_lines(run: Run, reps: Repeats | None, lr: LrEffects | None) -> list[s
     return lines
 
 
-def lead_more(run: Run, lr: LrEffects | None, reps: Repeats | None, comparisons: pd.DataFrame) -> list[str]:
-    """The lead's sentences beyond the confirm result: the range over near-optimal learning rates, the repeats."""
+def lead_more(run: Run, lr: LrEffects | None, reps: Repeats | None, comparisons: pd.DataFrame,
+              optimism: pd.DataFrame | None = None) -> list[str]:
+    """The lead's sentences beyond the confirm result: the range over near-optimal learning rates, the repeats, a
+    search whose luck could not be measured (a measured luck stands beside each effect in the lead), and the
+    selection's optimism."""
     f = Fmt.of(run)
     lines = range_lines(run, lr, comparisons) if lr is not None else []
     if len(lines) > MAX_LEADS:  # as many as the lead's pairs; the rest are in their section
@@ -211,18 +214,15 @@ def lead_more(run: Run, lr: LrEffects | None, reps: Repeats | None, comparisons:
             lines.append(f"Across {len(reps.repeats)} repeats of the search, {code(a)} minus {code(b)} ranged from "
                          f"{f.pp(low)} to {f.pp(high)} pp.")
     elif lr is not None and lr.stage == "tune":
-        luck = []
-        for x in lucks(run):
-            if x.method == "replay":
-                luck.append(f"Search luck ({code(x.arm_a)} minus {code(x.arm_b)}): replaying the selection on the "
-                             f"tuning trials, the effect at the chosen points moves by ±{100 * x.sd:.{f.digits}f} pp "
-                             f"(SD over {x.draws:,} simulated searches; off by > 1 pp in {100 * x.off_share:.0f} %), "
-                             "beside its CI, which does not include it (Tuning budget section).")
-            else:
-                luck.append(f"One search was run: how much {code(x.arm_a)} minus {code(x.arm_b)} moves with the "
-                            f"search's own luck is not measured ({x.note}).")
+        luck = [f"One search was run: how much {code(x.arm_a)} minus {code(x.arm_b)} moves with the search's own "
+                f"luck is not measured ({x.note})." for x in lucks(run) if x.method != "replay"]
         if len(luck) > MAX_LEADS:
             luck = luck[:MAX_LEADS] + [f"… {len(luck) - MAX_LEADS} more pairs' search luck in the Tuning budget "
                                        "section and `search_luck.csv`."]
         lines += luck
+    if optimism is not None and len(optimism) and optimism["optimism_pp"].notna().any():
+        per = ", ".join(f"{code(r.arm)} {r.optimism_pp:+.{f.digits}f} pp" for r in optimism.itertuples()
+                        if pd.notna(r.optimism_pp))
+        lines.append(f"Selection optimism: the search's dev score of each chosen point minus the dev accuracy its "
+                     f"confirm runs reached with fresh seeds: {per} (Tuning budget section).")
     return lines
