@@ -195,6 +195,9 @@ def test_the_report_writes_both_tables_and_says_what_was_replayed(tmp_path):
     assert f"{DRAWS:,} fresh searches (numpy generator seed 0) give every point 4 fresh tuning seeds" in section
     assert TPE_CAVEAT not in section  # a grid proposes nothing adaptively
     assert "Selection optimism:" in section
+    lead = md[md.index("## At a glance"): md.index("## Completeness")]
+    assert ("Selection optimism: the search's dev score of each chosen point minus the dev accuracy its confirm runs "
+            "reached with fresh seeds: `residual=true` +1.0 pp, `residual=false` +18.0 pp") in lead
     # deterministic: the numbers recomputed now are the file's, to the last digit
     assert (result.out_dir / "search_luck.csv").read_text() == search_luck(load_run(run.run_dir)).to_csv(index=False)
 
