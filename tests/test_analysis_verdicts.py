@@ -21,7 +21,7 @@ def run_of(tmp_path, name, res, plain, **doc):
         for arm, acc in ((RES, x), (PLAIN, y)):
             trials.append({"arm": arm, "seed": s, "test_acc": acc} if acc is not None else
                           {"arm": arm, "seed": s, "status": "diverged"})
-    return build_run(tmp_path / name, trials, spec_doc(seeds=list(range(len(res))), **doc))
+    return build_run(tmp_path / name, trials, spec_doc(**{"seeds": list(range(len(res))), **doc}))
 
 
 def lead(result) -> str:
@@ -107,3 +107,18 @@ def test_the_paired_difference_figure_is_drawn_with_its_caption(tmp_path):
     assert [p.suffix for p in result.figures["paired_differences"]] == [".png", ".pdf"]
     assert "one dot per seed pair (a cross where a run failed" in result.captions["paired_differences"]
     assert "![paired_differences]" in result.report.read_text()
+
+
+def test_methods_md_says_how_the_verdicts_were_made_and_cites_it(tmp_path):
+    rng = np.random.default_rng(0)
+    plain = list(0.90 + rng.normal(0, 0.01, 8))
+    res = [p + 0.03 for p in plain[:7]] + [None]
+    doc = dict(min_effect=1.0, seeds={"min": 6, "max": 8, "half_width": 1.0, "design": "two-stage"})
+    result = analyze(run_of(tmp_path, "methods", res, plain, **doc), figures=False)
+    methods, bib = result.methods.read_text(), result.references.read_text()
+    assert "every run counted (a run that failed or diverged scored at chance, intention to treat [@gupta2011intention])" in methods
+    assert "the mean paired difference with its 95 % Stein two-stage interval" in methods
+    assert "Stein's two-stage design [@stein1945two], fixed before the study: a pilot of 6 seeds" in methods
+    assert "the margin of ±1 percentage points declared before the study (two one-sided tests" in methods
+    for key in ("gupta2011intention", "stein1945two", "schuirmann1987comparison", "lakens2017equivalence"):
+        assert f"@{key}" in methods and key in bib

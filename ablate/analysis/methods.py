@@ -21,6 +21,7 @@ from .references import ENTRIES, bibtex
 from .search_luck import DRAWS, lucks, selection_optimism
 from .runinfo import RunFacts, analysis_versions_text, duration, facts, param_counts, versions_text
 from .seeding import rule_outcome
+from ablate.spec.seed_rule import TWO_STAGE
 from .stats import EXACT_MAX_N, IMAGE_BOOTSTRAP_RESAMPLES
 from .tables import fmt_param
 
@@ -228,35 +229,57 @@ def _budget(run: Run, budget: bool, repeated: bool, cite: _Cites) -> str:
     return ("Tuning: we report " + " and ".join(parts) + ".") if parts else ""
 
 
-def _seeds(run: Run) -> str:
+def _seeds(run: Run, cite: _Cites) -> str:
     seeds = ", ".join(map(str, run.seeds))
-    text = f"Seeds: {len(run.seeds)} per variant ({seeds}); a seed sets the initialisation and the order of the data"
+    drawn = ", and the draw of the training, validation and test subsets" if run.study.resample_data else ""
+    text = (f"Seeds: {len(run.seeds)} per variant ({seeds}); a seed sets the initialisation and the order of the "
+            f"data{drawn}")
     rule, out = run.study.seed_rule, rule_outcome(run)
-    if rule is not None and out is not None:
+    if rule is not None and out is not None and rule.design != TWO_STAGE:
         how = {"precision": "it stopped when every interval was that narrow",
                "max": f"it stopped at its maximum of {rule.max} seeds before every interval was that narrow",
                "running": "it had not finished when this analysis ran"}[out.state]
         text += (f". Their number was chosen by a rule fixed before the study: starting from {rule.min} seeds, "
                  f"{rule.step} more at a time, up to {rule.max}, until the 95 % t-interval of every compared paired "
-                 f"difference in test accuracy was within ±{rule.half_width:g} percentage points; {how}. The rule "
-                 "depends on the spread of the differences, not on their significance")
+                 f"difference in test accuracy was within ±{rule.half_width:g} percentage points; {how}. A rule "
+                 "that stops when the interval is narrow inflates the false-positive rate somewhat, as the stop "
+                 "favours a small sample SD")
+    elif rule is not None and out is not None:
+        how = {"planned": "the pilot's answer", "extended": "more than the pilot's answer, for the sign-flip test",
+               "max": "its maximum", "running": "not yet decided when this analysis ran"}[out.state]
+        text += (f". Their number was chosen by Stein's two-stage design {cite('stein1945two')}, fixed before the "
+                 f"study: a pilot of {rule.min} seeds, whose standard deviation of each compared paired difference "
+                 f"set the number of seed pairs giving a 95 % interval within ±{rule.half_width:g} percentage points "
+                 f"(at most {rule.max}), with more where too few pairs differed for the exact sign-flip test to reach "
+                 f"α = {ALPHA:g}; it ran {len(run.seeds)} ({how}). Intervals use the pilot's standard deviation with "
+                 f"{rule.min - 1} degrees of freedom, so their coverage does not depend on the number of seeds the "
+                 "pilot chose")
     return text + "."
 
 
 def _statistics(run: Run, comparisons: pd.DataFrame, cite: _Cites) -> str:
     multiple = len(comparisons) > 1
     images = bool(len(comparisons)) and bool((comparisons["image_pairs"] > 0).any())
-    text = (f"Statistics: variants were compared on test accuracy paired by seed: the mean paired difference with its "
-            f"{100 * (1 - ALPHA):g} % Student-t interval, the effect size d_z (mean over SD of the differences), an "
-            f"exact sign-flip test over all 2^n sign patterns (up to {EXACT_MAX_N} pairs) and, beside it, the paired "
-            "t-test")
+    two_stage = bool(len(comparisons)) and bool(comparisons["pilot"].any())
+    interval = "Stein two-stage" if two_stage else "Student-t"
+    text = (f"Statistics: variants were compared on test accuracy paired by seed, every run counted (a run that failed "
+            f"or diverged scored at chance, intention to treat {cite('gupta2011intention')}): the mean paired "
+            f"difference with its {100 * (1 - ALPHA):g} % {interval} interval, the effect size d_z (mean over SD of the "
+            f"differences), an exact sign-flip test over all 2^n sign patterns (up to {EXACT_MAX_N} pairs) and, beside "
+            "it, the t-test")
     if multiple:
         text += f", with sign-flip p-values Holm-corrected over all pairs {cite('holm1979simple')}"
     if images:
         text += (f"; per test image, a bootstrap over images and seed pairs ({IMAGE_BOOTSTRAP_RESAMPLES:,} resamples, "
                  f"generator seed {BOOTSTRAP_SEED}) and an exact McNemar test per seed {cite('mcnemar1947note')}")
-    return text + (f". A difference was called supported only when every interval excluded 0 and the sign-flip p was "
-                   f"below {ALPHA:g}.")
+    text += (f". A difference was called supported only when every interval excluded 0, the sign-flip p was below "
+             f"{ALPHA:g} and the variant called better did not fail in more seeds")
+    margin = comparisons["margin"].dropna() if "margin" in comparisons else pd.Series(dtype=float)
+    if len(margin):
+        text += (f"; no meaningful difference when the {100 * (1 - 2 * ALPHA):g} % interval lay within the margin of "
+                 f"±{margin.iloc[0]:g} percentage points declared before the study (two one-sided tests "
+                 f"{cite('schuirmann1987comparison')}; {cite('lakens2017equivalence')})")
+    return text + "."
 
 
 def _diagnostics(lesion: bool, diag, cite: _Cites) -> str:
@@ -317,7 +340,7 @@ def methods(run: Run, comparisons: pd.DataFrame, lesion: bool = False, diag=None
     cite = _Cites()
     f = f or facts(run)
     parts = [_model(run, cite), _data(run, cite), _training(run, cite), _search(run, cite),
-             _budget(run, budget, repeated, cite), _seeds(run),
+             _budget(run, budget, repeated, cite), _seeds(run, cite),
              _statistics(run, comparisons, cite), _diagnostics(lesion, diag, cite), _machine(run, f), _software(f)]
     text = " ".join(p for p in parts if p)
     # references.bib lists the works in the order the paragraph first cites them
