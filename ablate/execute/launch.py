@@ -101,6 +101,7 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
             requested = dataset
             _first_config(spec)  # validates the name
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    check_run_paths(spec, out, run_dir, storage)  # before anything is read or written
     res = resources(cpus, gpus, gpus_per_trial, address, int(spec.base["threads"]))
     base = _first_config(spec)
     splits = load_splits(base.dataset, data_dir, base.train_size, base.dev_size, base.test_size,
@@ -129,6 +130,26 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
                    "gpu_plan": {"trials_per_gpu": gpu.trials_per_gpu, "source": gpu.source,
                                 "img_per_s": {str(k): round(v, 1) for k, v in sorted(gpu.table.items())}}})
     return Launch(spec, res, run_dir, run_id, storage, retries, members, gpu, notes, record)
+
+
+def check_run_paths(spec: Study, out: Path | None, run_dir: Path | None, storage: str | None) -> None:
+    """A run folder whose path the operating system or SQLite cannot take is refused before anything is written
+    (ablate.execute.path_limits): a new one (--out, or runs/<study>/<time> in the working directory, as
+    create_run_dir names it) or a resumed one, and the Optuna database in it or at --storage's sqlite path."""
+    from ablate.engine.storage import sqlite_path
+    from ablate.execute.path_limits import check_folder_path, check_sqlite_path
+    from ablate.slug import child
+
+    if run_dir is not None:
+        folder, flag = run_dir, "--resume"
+    elif out is not None:
+        folder, flag = out, "--out"
+    else:  # create_run_dir's default, its time stamp as long as the one it will have
+        folder, flag = child(Path("runs"), spec.name) / time.strftime("%Y%m%d-%H%M%S"), "the run folder in this directory"
+    full = check_folder_path(folder, flag, staged=run_dir is None)
+    database = sqlite_path(storage) if storage is not None else full / "optuna.db"
+    if database is not None:
+        check_sqlite_path(database, "--storage" if storage is not None else flag)
 
 
 def start(launch: Launch, out: Path | None) -> Path:
