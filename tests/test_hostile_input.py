@@ -302,3 +302,28 @@ def test_a_decompression_bomb_is_named_for_what_it_is(width, height, tmp_path, m
     assert f"image {folder / 'train' / 'a' / 'bomb.png'} declares {width * height:,} pixels, more than the " \
            f"{Image.MAX_IMAGE_PIXELS:,}" in line and "decompression bomb" in line and "corrupt" not in line, line
     assert tree(tmp_path) == before
+
+
+@pytest.mark.slow  # two Python processes importing matplotlib
+def test_an_unwritable_home_gets_no_matplotlib_warning(tmp_path):
+    """HOME is a file (as root, the one way a folder cannot be made there): matplotlib alone writes its multi-line
+    warning about a temporary cache folder; imported through ablate it writes nothing, and its cache lives in a
+    private folder that the next run reuses."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.write_text("not a folder\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    env.update(HOME=str(home), PYTHONPATH=str(Path(__file__).resolve().parents[1]), TMPDIR=str(tmp_path))
+    code = "import {first}, matplotlib.figure, os; print(os.environ.get('MPLCONFIGDIR'))"
+    alone = subprocess.run([sys.executable, "-c", code.format(first="os")], env=env, capture_output=True, text=True)
+    assert "Matplotlib created a temporary cache directory" in alone.stderr, alone.stderr  # the fault, shown
+    for _ in range(2):
+        through = subprocess.run([sys.executable, "-c", code.format(first="ablate.analysis.figures")], env=env,
+                                 capture_output=True, text=True)
+        assert through.returncode == 0 and through.stderr == "", through.stderr
+        folder = Path(through.stdout.strip())
+        assert folder == tmp_path / f"ablate-matplotlib-{os.getuid()}" and folder.is_dir()
+        assert (folder.stat().st_mode & 0o777) == 0o700
