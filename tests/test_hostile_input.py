@@ -327,3 +327,15 @@ def test_an_unwritable_home_gets_no_matplotlib_warning(tmp_path):
         folder = Path(through.stdout.strip())
         assert folder == tmp_path / f"ablate-matplotlib-{os.getuid()}" and folder.is_dir()
         assert (folder.stat().st_mode & 0o777) == 0o700
+
+
+def test_an_exponent_without_a_point_reads_as_a_number_and_quoted_text_does_not(tmp_path):
+    """YAML 1.1 (PyYAML) reads 1e-3 as text; ablate's specs and configs read it as the number it is (YAML 1.2, JSON),
+    and refuse a number given as quoted text instead of reading it as one."""
+    (tmp_path / "c.yaml").write_text("lr: 1e-3\nweight_decay: 5E-4\nmomentum: 0.9\n")
+    cfg = TrialConfig.from_yaml_file(tmp_path / "c.yaml")
+    assert (cfg.lr, cfg.weight_decay, cfg.momentum) == (0.001, 0.0005, 0.9)
+    assert yaml.safe_load("lr: 1e-3") == {"lr": "1e-3"}  # what plain PyYAML does, unchanged for everyone else
+    (tmp_path / "q.yaml").write_text('lr: "1e-3"\n')
+    with pytest.raises(Exception, match="lr must be a number, got the text '1e-3'"):
+        TrialConfig.from_yaml_file(tmp_path / "q.yaml")
