@@ -70,6 +70,7 @@ FILES = {
     "config-factor-text.yaml": "milestone_factor: '0.5'\n",
     "spec-momentum-text.yaml": spec({"momentum": "0.9"}),
     "spec-factor-text.yaml": spec(factors={"lr": {"values": [0.1, "0.01"]}}),
+    "spec-data.yaml": spec({"dataset": "cifar10", "image_size": 1024, "train_size": 49_000, "dev_size": 500}),
     "config-memory.yaml": "dataset: digits\nimage_size: 1024\ntrain_size: 1024\nbatch_size: 1024\ndev_size: 32\n"
                           "test_size: 32\nepochs: 1\n",
 }
@@ -156,6 +157,7 @@ CASES = [
     ("study {d}/spec-factor-text.yaml", "lr must be a number, got the text '0.01'"),
     # a trial no machine can hold (about 600 GB at its peak), refused before any data is loaded
     ("train --config {d}/config-memory.yaml", "of memory at its peak (estimated within 25%"),
+    ("study {d}/spec-data.yaml", "the data alone need 580.6 GB of memory (580.5 GB for the train, dev and test subsets"),
     # paths the operating system or SQLite cannot take (ablate/execute/path_limits.py)
     (f"study residual-ablation --out {{d}}/{LONG}", "SQLite opens none over 504 bytes"),
     (f"study residual-ablation --storage sqlite:///{{d}}/{LONG}/optuna.db", "--storage: the Optuna database"),

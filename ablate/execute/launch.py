@@ -76,6 +76,8 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
             sampler_seed: int | None = None) -> Launch:
     """Read and check everything; write nothing."""
     from ablate.data.splits import load_splits
+    from ablate.execute.estimate import check_data_fits
+    from ablate.machine_memory import memory_limits
 
     notes: list[str] = []
     if retries < 0:
@@ -104,6 +106,7 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
     check_run_paths(spec, out, run_dir, storage)  # before anything is read or written
     res = resources(cpus, gpus, gpus_per_trial, address, int(spec.base["threads"]))
     base = _first_config(spec)
+    check_data_fits(base, memory_limits())  # loading data that can never fit would end this process unannounced
     splits = load_splits(base.dataset, data_dir, base.train_size, base.dev_size, base.test_size,
                          seed=base.data_seed, image_size=base.image_size)
     if splits.note:
