@@ -335,7 +335,7 @@ def test_train_on_a_crafted_cifar_file_is_one_line_exit_2_and_writes_nothing(tmp
     target = tmp_path / "data" / "cifar-10-batches-py" / "data_batch_2"
     target.write_bytes(_batch_bytes({"data": _Declares((200_000, 3072)), "labels": [0]}))
     result = CliRunner().invoke(app, ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"),
-                                      "--train-size", "10", "--dev-size", "5", "--test-size", "5",
+                                      "--train-size", "10", "--dev-size", "5", "--test-size", "5", "--batch-size", "8",
                                       "--out", str(tmp_path / "run")])
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and str(target) in lines[0]

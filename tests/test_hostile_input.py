@@ -1,7 +1,9 @@
 """Hostile or careless input (issue 18, part 3): sizes far past any good-faith study, devices ablate cannot train
 on, output paths it cannot write, YAML with repeated keys, alias bombs or control characters, storage URLs
-carrying a password. Every case ends in one line on stderr, exit code 2, no traceback, no new file, within
+carrying a password; and (issue 25) a batch larger than the training subset, numbers written as text, a trial no
+machine can hold, paths SQLite or the operating system cannot take, decompression bombs. Every case ends in one line on stderr, exit code 2, no traceback, no new file, within
 seconds (cases that used to hang run under an alarm) and with no password in the output."""
+import re
 import signal
 import time
 from pathlib import Path
@@ -61,7 +63,18 @@ FILES = {
     "config-bomb.yaml": BOMB,
     "new\nline.yaml": "lr: 0.1\nlr: 0.2\n",
     "a-file": "not a folder\n",
+    # issue 25: a batch larger than the training subset, numbers given as text, a trial no machine can hold
+    "spec-batch.yaml": spec({"batch_size": 1_000_000}),
+    "config-batch.yaml": "batch_size: 1000000\ntrain_size: 64\n",
+    "config-lr-text.yaml": 'lr: "0.1"\n',
+    "config-factor-text.yaml": "milestone_factor: '0.5'\n",
+    "spec-momentum-text.yaml": spec({"momentum": "0.9"}),
+    "spec-factor-text.yaml": spec(factors={"lr": {"values": [0.1, "0.01"]}}),
+    "spec-data.yaml": spec({"dataset": "cifar10", "image_size": 1024, "train_size": 49_000, "dev_size": 500}),
+    "config-memory.yaml": "dataset: digits\nimage_size: 1024\ntrain_size: 1024\nbatch_size: 1024\ndev_size: 32\n"
+                          "test_size: 32\nepochs: 1\n",
 }
+LONG = "/".join(["p" * 200] * 3)  # a run folder path of 600+ bytes: past SQLite's 512
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +146,24 @@ CASES = [
     ("train --config {d}/new\nline.yaml", "new\\nline.yaml line 2: found duplicate key 'lr'"),
     ("study {d}/new\nline.yaml", "new\\nline.yaml, line 2: found duplicate key 'lr'"),
     ("train --config {d}/missing\n\x1b[2Jfile.yaml", "missing\\n\\x1b[2Jfile.yaml"),
+    # issue 25: a batch larger than the training subset is refused, not trained full-batch under a false name
+    ("train --batch-size 1000000", "batch_size 1,000,000 is more than train_size 64"),
+    ("train --config {d}/config-batch.yaml", "batch_size 1,000,000 is more than train_size 64: a batch cannot hold"),
+    ("study {d}/spec-batch.yaml", "batch_size 1,000,000 is more than train_size 64"),
+    # numbers given as text
+    ("train --config {d}/config-lr-text.yaml", "lr must be a number, got the text '0.1'"),
+    ("train --config {d}/config-factor-text.yaml", "milestone_factor must be a number, got the text '0.5'"),
+    ("study {d}/spec-momentum-text.yaml", "momentum must be a number, got the text '0.9'"),
+    ("study {d}/spec-factor-text.yaml", "lr must be a number, got the text '0.01'"),
+    # a trial no machine can hold (about 600 GB at its peak), refused before any data is loaded
+    ("train --config {d}/config-memory.yaml", "of memory at its peak (estimated within 25%"),
+    ("study {d}/spec-data.yaml", "the data alone need 580.6 GB of memory (580.5 GB for the train, dev and test subsets"),
+    # paths the operating system or SQLite cannot take (ablate/execute/path_limits.py)
+    (f"study residual-ablation --out {{d}}/{LONG}", "SQLite opens none over 504 bytes"),
+    (f"study residual-ablation --storage sqlite:///{{d}}/{LONG}/optuna.db", "--storage: the Optuna database"),
+    (f"study residual-ablation --out {{d}}/{'n' * 250}", "use a name of at most 245 bytes"),
+    (f"train --out {{d}}/{'n' * 256}", "is 256 bytes long, more than the 255 bytes a file name may have here (NAME_MAX)"),
+    (f"train --out {{d}}/{'/'.join(['q' * 250] * 17)}", "(PATH_MAX)"),
     # storage URLs carrying a password: refused, and the password is in no message
     (f"study residual-ablation --storage postgresql://u:{SECRET}@127.0.0.1:1/db",
      "cannot open Optuna storage 'postgresql://u:***@127.0.0.1:1/db'"),
@@ -158,7 +189,12 @@ def tree(*roots):
     return {p for root in roots for p in Path(root).rglob("*")}
 
 
-@pytest.mark.parametrize("command, fragment", CASES, ids=[c.replace("\n", "\\n") for c, _ in CASES])
+def _case_id(command: str) -> str:
+    """The command as a test id, a long run of one character shortened (nnnnnnnn... -> n*250)."""
+    return re.sub(r"(.)\1{9,}", lambda m: f"{m.group(1)}*{len(m.group(0))}", command.replace("\n", "\\n"))
+
+
+@pytest.mark.parametrize("command, fragment", CASES, ids=[_case_id(c) for c, _ in CASES])
 def test_hostile_input(command, fragment, inputs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # default run folders would land here
     args = command.format(d=inputs).split(" ")
@@ -193,7 +229,115 @@ def test_the_bounds_themselves_are_accepted():
 
 
 @pytest.mark.parametrize("train_size, batch_size", [(2, 2), (3, 2), (64, 64), (65, 64), (66, 64), (128, 64),
-                                                    (129, 64), (130, 64), (1000, 7), (1001, 1000), (5, 9)])
+                                                    (129, 64), (130, 64), (1000, 7), (1001, 1000), (9, 8)])
 def test_total_steps_counts_the_batches_it_no_longer_lists(train_size, batch_size):
     config = TrialConfig(train_size=train_size, batch_size=batch_size, epochs=3)
     assert config.total_steps() == len(config.batches()) * 3
+
+
+# --- issue 25: paths, decompression bombs ---------------------------------------------------------------------
+def _one_line_refusal(result) -> str:
+    lines = result.output.splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_a_study_started_in_a_very_deep_folder_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """The default run folder runs/<study>/<time> lies in the working directory: deep enough, its optuna.db would
+    be past SQLite's 512 bytes (it used to fail inside ablate, 'unable to open database file', leaving a half-made
+    run folder)."""
+    deep = tmp_path.joinpath(*["d" * 200] * 2, "e" * max(1, 470 - len(str(tmp_path)) - 402))
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    line = _one_line_refusal(CliRunner().invoke(app, ["study", "residual-ablation", "--dataset", "digits"]))
+    assert "the run folder in this directory: the Optuna database" in line and "over 504 bytes" in line, line
+    assert not (deep / "runs").exists()
+
+
+def test_a_run_folder_moved_too_deep_is_refused_on_resume(tmp_path):
+    from ablate.spec.study_spec import load_study
+
+    run = tmp_path.joinpath(*["r" * 200] * 2, "run" + "n" * 100)
+    run.mkdir(parents=True)
+    (run / "spec.yaml").write_text(load_study("residual-ablation", "smoke").resolved_yaml())
+    before = tree(tmp_path)
+    line = _one_line_refusal(CliRunner().invoke(app, ["study", "--resume", str(run)]))
+    assert line.startswith("error: --resume: the Optuna database") and "over 504 bytes" in line, line
+    assert tree(tmp_path) == before
+
+
+def bomb_png(path: Path, width: int, height: int) -> None:
+    """A real PNG of width x height black 1-bit pixels: a few kilobytes that decode to width x height pixels
+    (PIL's decompression-bomb limit counts those), its rows compressed as they are made."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    packer, row = zlib.compressobj(9), b"\0" * (1 + (width + 7) // 8)
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width, height", [(10_000, 10_000), (20_000, 10_000)],
+                         ids=["above PIL's limit (it warns)", "above twice PIL's limit (it refuses)"])
+def test_a_decompression_bomb_is_named_for_what_it_is(width, height, tmp_path, monkeypatch):
+    """A PNG declaring 100 or 200 million pixels in a folder dataset: refused unread, naming the file, the pixels it
+    declares and the limit (it used to be called "truncated or corrupt", or, between PIL's limit and twice it,
+    decoded after a warning)."""
+    from PIL import Image
+
+    folder = tmp_path / "pics"
+    bomb_png(folder / "train" / "a" / "bomb.png", width, height)
+    for part, name in (("train", "b"), ("test", "a")):
+        (folder / part / name).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16)).save(folder / part / name / "ok.png")
+    assert (folder / "train" / "a" / "bomb.png").stat().st_size < 100_000
+    monkeypatch.chdir(tmp_path)
+    before = tree(tmp_path)
+    result = CliRunner().invoke(app, ["train", "--dataset", f"folder:{folder}", "--train-size", "2", "--batch-size", "2",
+                                      "--dev-size", "1", "--test-size", "1", "--epochs", "1"])
+    line = _one_line_refusal(result)
+    assert f"image {folder / 'train' / 'a' / 'bomb.png'} declares {width * height:,} pixels, more than the " \
+           f"{Image.MAX_IMAGE_PIXELS:,}" in line and "decompression bomb" in line and "corrupt" not in line, line
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.slow  # two Python processes importing matplotlib
+def test_an_unwritable_home_gets_no_matplotlib_warning(tmp_path):
+    """HOME is a file (as root, the one way a folder cannot be made there): matplotlib alone writes its multi-line
+    warning about a temporary cache folder; imported through ablate it writes nothing, and its cache lives in a
+    private folder that the next run reuses."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.write_text("not a folder\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    env.update(HOME=str(home), PYTHONPATH=str(Path(__file__).resolve().parents[1]), TMPDIR=str(tmp_path))
+    code = "import {first}, matplotlib.figure, os; print(os.environ.get('MPLCONFIGDIR'))"
+    alone = subprocess.run([sys.executable, "-c", code.format(first="os")], env=env, capture_output=True, text=True)
+    assert "Matplotlib created a temporary cache directory" in alone.stderr, alone.stderr  # the fault, shown
+    for _ in range(2):
+        through = subprocess.run([sys.executable, "-c", code.format(first="ablate.analysis.figures")], env=env,
+                                 capture_output=True, text=True)
+        assert through.returncode == 0 and through.stderr == "", through.stderr
+        folder = Path(through.stdout.strip())
+        assert folder == tmp_path / f"ablate-matplotlib-{os.getuid()}" and folder.is_dir()
+        assert (folder.stat().st_mode & 0o777) == 0o700
+
+
+def test_an_exponent_without_a_point_reads_as_a_number_and_quoted_text_does_not(tmp_path):
+    """YAML 1.1 (PyYAML) reads 1e-3 as text; ablate's specs and configs read it as the number it is (YAML 1.2, JSON),
+    and refuse a number given as quoted text instead of reading it as one."""
+    (tmp_path / "c.yaml").write_text("lr: 1e-3\nweight_decay: 5E-4\nmomentum: 0.9\n")
+    cfg = TrialConfig.from_yaml_file(tmp_path / "c.yaml")
+    assert (cfg.lr, cfg.weight_decay, cfg.momentum) == (0.001, 0.0005, 0.9)
+    assert yaml.safe_load("lr: 1e-3") == {"lr": "1e-3"}  # what plain PyYAML does, unchanged for everyone else
+    (tmp_path / "q.yaml").write_text('lr: "1e-3"\n')
+    with pytest.raises(Exception, match="lr must be a number, got the text '1e-3'"):
+        TrialConfig.from_yaml_file(tmp_path / "q.yaml")

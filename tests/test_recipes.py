@@ -109,7 +109,8 @@ def test_he2016_smoke_budget_runs_on_mnist_and_default_is_shorter_than_full():
     (dict(milestones="0.5"), "milestones must be list"),
     (dict(milestones=[True]), "milestones must be list"),
     (dict(milestone_factor=0), "milestone_factor must be a positive number"),
-    (dict(milestone_factor="nan"), "milestone_factor must be a finite number"),
+    (dict(milestone_factor=float("nan")), "milestone_factor must be a finite number"),
+    (dict(milestone_factor="nan"), "milestone_factor must be a number, got the text 'nan'"),
 ])
 def test_bad_recipe_settings_are_refused_with_one_line(change, fragment):
     with pytest.raises(AblateError) as err:

@@ -160,9 +160,10 @@ def test_a_last_batch_of_one_image_is_folded_into_the_one_before():
 
 
 @pytest.mark.parametrize("changes, fragment", [
-    ({"momentum": "nan"}, "momentum must be a finite number"),
-    ({"weight_decay": "inf"}, "weight_decay must be a finite number"),
-    ({"lr": "-inf"}, "lr must be a finite number"),
+    ({"momentum": float("nan")}, "momentum must be a finite number"),
+    ({"weight_decay": float("inf")}, "weight_decay must be a finite number"),
+    ({"lr": float("-inf")}, "lr must be a finite number"),
+    ({"lr": "0.1"}, "lr must be a number, got the text '0.1'"),  # numbers are never read from text (issue 25)
     ({"batch_size": 1}, "at least 2"),
     ({"train_size": 1}, "at least 2"),
 ])

@@ -7,6 +7,8 @@ the command that finishes it. Ctrl-C ends in exit code 130, SIGTERM in 143.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import signal
 import sys
 import time
@@ -104,6 +106,7 @@ def train(
 
     from ablate.data.splits import load_splits
     from ablate.data.registry import canonical_dataset
+    from ablate.execute.path_limits import check_folder_path
     from ablate.train.trial_files import write_trial_folder
     from ablate.spec.trial_config import TrialConfig
     from ablate.train.loop import run_trial
@@ -121,31 +124,36 @@ def train(
     cfg = TrialConfig.from_dict({**base, **{k: v for k, v in given.items() if v is not None}}, source="flags")
     cfg = cfg.replace(dataset=canonical_dataset(cfg.dataset))  # folder:PATH made absolute: it runs from anywhere
     folder = out or Path("runs") / "train" / f"{_timestamp()}-{cfg.trial_id()}"
+    check_folder_path(folder, "--out" if out is not None else "the run folder in this directory")
     if folder.exists() and not folder.is_dir():
         fail(f"{folder} is a file; pass a folder for --out")
     if folder.exists() and any(folder.iterdir()):
         fail(f"run folder {folder} exists and is not empty; choose another --out")
     _check_device(device)
+    memory, limits = _trial_memory(cfg, device)  # before any data is loaded: a trial that cannot fit stops here
     # Loading first surfaces data problems before anything is written; the data cache makes it free.
-    splits = load_splits(cfg.dataset, data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
-                         seed=cfg.data_seed, image_size=cfg.image_size)
-    if splits.note:
-        typer.echo(f"warning: {splits.note}", err=True)
-    _make_folder(folder)
-    error_folder(folder)  # a failure from here on leaves its traceback in the run folder
-    bar = tqdm(total=None, unit="step", desc="train", file=sys.stderr, dynamic_ncols=True)
+    made: list[Path] = []
+    with _memory_faults(memory, limits, folder, made):
+        splits = load_splits(cfg.dataset, data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
+                             seed=cfg.data_seed, image_size=cfg.image_size)
+        if splits.note:
+            typer.echo(f"warning: {splits.note}", err=True)
+        made += _make_folder(folder)
+        error_folder(folder)  # a failure from here on leaves its traceback in the run folder
+        bar = tqdm(total=None, unit="step", desc="train", file=sys.stderr, dynamic_ncols=True)
 
-    def progress(step: int, total: int) -> None:
-        bar.total = total
-        bar.update(step - bar.n)
+        def progress(step: int, total: int) -> None:
+            bar.total = total
+            bar.update(step - bar.n)
 
-    def report(m: dict) -> None:
-        bar.set_postfix(loss=f"{m['train_loss']:.3f}", dev_acc=f"{m['dev_acc']:.3f}", best=f"{m['best_dev_acc']:.3f}")
+        def report(m: dict) -> None:
+            bar.set_postfix(loss=f"{m['train_loss']:.3f}", dev_acc=f"{m['dev_acc']:.3f}", best=f"{m['best_dev_acc']:.3f}")
 
-    try:
-        result = run_trial(cfg, report, device=device, data_dir=data_dir, progress=progress, keep_best_state=save_weights)
-    finally:
-        bar.close()
+        try:
+            result = run_trial(cfg, report, device=device, data_dir=data_dir, progress=progress,
+                               keep_best_state=save_weights)
+        finally:
+            bar.close()
     write_trial_folder(folder, cfg, result, weights=save_weights)
     typer.echo(
         f"{result.status}: test accuracy {result.test_acc:.4f}, test loss {result.test_loss:.4f} "
@@ -165,9 +173,9 @@ def _fractions(flag: str, text: str | None) -> list[float] | None:
         raise AblateError(f"{flag} must be comma-separated numbers such as 0.5,0.75, got {text!r}") from None
 
 
-def _make_folder(folder: Path) -> None:
+def _make_folder(folder: Path) -> list[Path]:
     """Make the output folder before training, so that an unwritable --out costs nothing; a failure leaves
-    none of the parents it made."""
+    none of the parents it made. Returns the folders it made, deepest first."""
     made = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -178,6 +186,53 @@ def _make_folder(folder: Path) -> None:
             except OSError:
                 pass
         raise AblateError(f"cannot create {folder}: {exc.strerror or exc}; choose another --out") from None
+    return made
+
+
+def _trial_memory(cfg, device: str | None):
+    """The trial's estimated peak memory and the limits it runs under (this machine's, or its GPU's); refuses a
+    trial that can never fit (one line, exit 2) and warns of one that may not fit in what is free now."""
+    import torch
+
+    from ablate.data.readers import expected_shape
+    from ablate.execute.estimate import process_baseline, trial_memory
+    from ablate.machine_memory import gpu_memory, memory_limits
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    on_gpu = dev.type == "cuda"
+    limits = gpu_memory(dev.index if dev.index is not None else torch.cuda.current_device()) if on_gpu else \
+        memory_limits()
+    memory = trial_memory(cfg, *expected_shape(cfg.dataset), process_baseline(), device=on_gpu)
+    never = memory.cannot_fit(limits)
+    if never:
+        raise AblateError(f"this trial {never}: it cannot run here; lower image_size or batch_size")
+    short = memory.not_now(limits)
+    if short:
+        typer.echo(one_line(f"warning: this trial {short}; it may run out of memory"), err=True)
+    return memory, limits
+
+
+@contextlib.contextmanager
+def _memory_faults(memory, limits, folder: Path, made: list[Path]):
+    """Memory running out inside the trial: one line, exit 2 when the config can never fit here, 3 when other
+    programs held the memory (ablate.execute.estimate.out_of_memory); the run folder it made is removed (it holds
+    nothing yet: the trial's files are written at its end)."""
+    from ablate.execute.estimate import out_of_memory
+    from ablate.machine_memory import is_out_of_memory
+
+    try:
+        yield
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        code, text = out_of_memory(exc, memory, limits)
+        for path in made:  # deepest first; a folder that holds anything stays
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        typer.echo(one_line(f"error: {text}"), err=True)
+        raise typer.Exit(code) from None
 
 
 def _check_device(device: str | None) -> None:
@@ -268,6 +323,7 @@ def study(
     """Run a study: per-arm search in reproducible rounds (Optuna TPE through Ray Tune, optional successive
     halving), then the best config of each arm over seeds."""
     from ablate.execute import launch as L
+    from ablate.execute.estimate import process_baseline
     from ablate.engine.run_folder import read_registry
     from ablate.spec.study_spec import list_studies
     from ablate.engine.interrupts import interrupt_signal, terminate_like_ctrl_c
@@ -282,13 +338,14 @@ def study(
         from ablate.engine.tensorboard import check_available
 
         check_available()
+    baseline = process_baseline() if dry_run else 0  # before any data is loaded: what a trial's process starts from
     plan = L.prepare(name, resume, budget=budget, dataset=dataset, out=out, data_dir=data_dir, cpus=cpus, gpus=gpus,
                      gpus_per_trial=gpus_per_trial, address=address, storage=storage, retries=retries, fuse=fuse,
                      sampler_seed=sampler_seed)
     for note in plan.notes:
         typer.echo(f"warning: {note}", err=True)
     if dry_run:
-        _print_plan(plan.spec, plan.resources)
+        _print_plan(plan.spec, plan.resources, baseline)
         for line in plan.gpu.lines():  # trials per GPU, cores per trial, fusing, and where the numbers came from
             typer.echo(line)
         return
@@ -325,7 +382,7 @@ def study(
     typer.echo(f"figures, statistics and a report: ablate analyze {run_dir}")
 
 
-def _print_plan(spec, resources) -> None:
+def _print_plan(spec, resources, baseline: int) -> None:
     typer.echo(f"study {spec.name} (budget {spec.budget}): {spec.description}")
     typer.echo(f"arms ({len(spec.arms)}):")
     for arm in spec.arms:
@@ -358,9 +415,20 @@ def _print_plan(spec, resources) -> None:
     device = f"each on a {resources.gpu_share():g} share of a GPU" if resources.gpus else "on the CPU"
     typer.echo(f"resources: {resources.cpus} CPUs, {resources.gpus} GPUs; {resources.threads} threads per trial "
                f"(from the spec), {resources.concurrency()} trials at a time {device}; dataset {spec.base['dataset']}")
-    from ablate.execute.estimate import estimate
+    from ablate.execute.estimate import estimate, study_memory, trial_memory
+    from ablate.data.readers import expected_shape
 
-    for line in estimate(spec, resources.concurrency()).lines():
+    memory = study_memory(spec, resources, baseline)
+    for line in memory.lines():
+        typer.echo(line)
+    for line in memory.warnings():
+        typer.echo(one_line(f"warning: {line}"), err=True)
+    cpu = memory if not memory.trial.device else study_memory(spec, dataclasses.replace(resources, gpus=0), baseline)
+
+    def fits(cfg) -> bool:  # the step timing below trains a few steps of it in this process, on the CPU
+        return trial_memory(cfg, *expected_shape(cfg.dataset), baseline).not_now(cpu.limits) is None
+
+    for line in estimate(spec, resources.concurrency(), fits).lines():
         typer.echo(line)
 
 

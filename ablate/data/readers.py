@@ -17,6 +17,7 @@ import functools
 import math
 import os
 import pickle
+import re
 import socket
 import threading
 from dataclasses import dataclass
@@ -364,18 +365,55 @@ def _images_in(part: Path) -> dict[str, list[Path]]:
 
 
 def _decode(path: Path) -> tuple[bool, torch.Tensor]:
-    """(whether the image is greyscale, its pixels as uint8 (3, H, W) RGB)."""
+    """(whether the image is greyscale, its pixels as uint8 (3, H, W) RGB). An image whose header declares more
+    pixels than PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, 89,478,485: PIL warns above it and refuses
+    above twice it) is refused unread, named for what it is."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            grey = img.mode in ("1", "L", "LA")
-            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                grey = img.mode in ("1", "L", "LA")
+                array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        declared = f"declares {int(pixels.group(1)):,} pixels" if pixels else "declares too many pixels"
+        raise AblateError(f"image {path} {declared}, more than the {Image.MAX_IMAGE_PIXELS:,} ablate decodes (PIL's "
+                          "decompression-bomb limit): it is a decompression bomb or far larger than a training image "
+                          "needs; shrink or delete it") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise AblateError(f"image {path} could not be read ({first_line(e)}); it is truncated or corrupt: replace or "
                           "delete it") from None
     return grey, torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def folder_pixels(name: str) -> tuple[int, int]:
+    """(pixels of all a folder dataset's train and test images, pixels of its largest image), from each image's
+    header (nothing is decoded); (0, 0) where the folder cannot be listed (reading it will say why)."""
+    import warnings
+
+    from PIL import Image
+
+    path = folder_path(name)
+    total = largest = 0
+    for part in ("train", "test"):
+        if not (path / part).is_dir():
+            return 0, 0
+        for files in _images_in(path / part).values():
+            for f in files:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                        with Image.open(f) as img:
+                            pixels = img.width * img.height
+                except Exception:  # noqa: BLE001  a damaged file (or a bomb) is named when the folder is read
+                    continue
+                total, largest = total + pixels, max(largest, pixels)
+    return total, largest
 
 
 @functools.lru_cache(maxsize=2)

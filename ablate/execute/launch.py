@@ -76,6 +76,8 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
             sampler_seed: int | None = None) -> Launch:
     """Read and check everything; write nothing."""
     from ablate.data.splits import load_splits
+    from ablate.execute.estimate import check_data_fits
+    from ablate.machine_memory import memory_limits
 
     notes: list[str] = []
     if retries < 0:
@@ -104,8 +106,10 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
             requested = dataset
             _first_config(spec)  # validates the name
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    check_run_paths(spec, out, run_dir, storage)  # before anything is read or written
     res = resources(cpus, gpus, gpus_per_trial, address, int(spec.base["threads"]))
     base = _first_config(spec)
+    check_data_fits(base, memory_limits())  # loading data that can never fit would end this process unannounced
     splits = load_splits(base.dataset, data_dir, base.train_size, base.dev_size, base.test_size,
                          seed=base.data_seed, image_size=base.image_size)
     if splits.note:
@@ -132,6 +136,26 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
                    "gpu_plan": {"trials_per_gpu": gpu.trials_per_gpu, "source": gpu.source,
                                 "img_per_s": {str(k): round(v, 1) for k, v in sorted(gpu.table.items())}}})
     return Launch(spec, res, run_dir, run_id, storage, retries, members, gpu, notes, record)
+
+
+def check_run_paths(spec: Study, out: Path | None, run_dir: Path | None, storage: str | None) -> None:
+    """A run folder whose path the operating system or SQLite cannot take is refused before anything is written
+    (ablate.execute.path_limits): a new one (--out, or runs/<study>/<time> in the working directory, as
+    create_run_dir names it) or a resumed one, and the Optuna database in it or at --storage's sqlite path."""
+    from ablate.engine.storage import sqlite_path
+    from ablate.execute.path_limits import check_folder_path, check_sqlite_path
+    from ablate.slug import child
+
+    if run_dir is not None:
+        folder, flag = run_dir, "--resume"
+    elif out is not None:
+        folder, flag = out, "--out"
+    else:  # create_run_dir's default, its time stamp as long as the one it will have
+        folder, flag = child(Path("runs"), spec.name) / time.strftime("%Y%m%d-%H%M%S"), "the run folder in this directory"
+    full = check_folder_path(folder, flag, staged=run_dir is None)
+    database = sqlite_path(storage) if storage is not None else full / "optuna.db"
+    if database is not None:
+        check_sqlite_path(database, "--storage" if storage is not None else flag)
 
 
 def start(launch: Launch, out: Path | None) -> Path:

@@ -5,6 +5,7 @@ to write instead.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,11 @@ def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = 
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+# PyYAML follows YAML 1.1, which reads 1e-3 (an exponent without a decimal point) as text; YAML 1.2 and JSON read it
+# as the number it is, and so does ablate (`lr: 1e-3`). Quoted, "1e-3" stays text, and a setting refuses it.
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                    list("-+0123456789"))
 
 
 def read_text(path: str | Path) -> str:

@@ -84,6 +84,11 @@ class TrialConfig(ModelSpec):
         if self.train_size < 2 or self.batch_size < 2:
             raise AblateError(f"batch_size and train_size must be at least 2 (BatchNorm trains on batches of 2 or more "
                               f"images), got batch_size {self.batch_size}, train_size {self.train_size}")
+        if self.batch_size > self.train_size:
+            raise AblateError(f"batch_size {self.batch_size:,} is more than train_size {self.train_size:,}: a batch "
+                              f"cannot hold more images than the training subset (every step would train on all "
+                              f"{self.train_size:,}); set batch_size to at most {self.train_size:,} (equal to it trains "
+                              "full-batch)")
         if self.momentum < 0 or self.momentum >= 1:
             raise AblateError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
@@ -237,7 +242,8 @@ _HASH_NEUTRAL_DEFAULTS = {"telemetry": True, **neutral_defaults(), **RECIPE_DEFA
 
 
 def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
-    # YAML writes 1e-3 as a string under YAML 1.1 rules and 5 for 5.0; accept those, refuse the rest.
+    # A number is a number, never text: lr: "0.1" is refused (spec and config files read 1e-3 as a number:
+    # ablate.spec.reading). A whole number stands for a float setting (YAML writes 5 for 5.0).
     if key == "residual_stages":
         return coerce_stages(value, source)
     ok = False
@@ -247,10 +253,8 @@ def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind is float:
         if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+            raise AblateError(f"{source}: {key} must be a number, got the text {value!r}; write the number without "
+                              f"quotes (e.g. {key}: {getattr(TrialConfig, key)})")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value, ok = float(value), True
     elif kind is str:

@@ -1,0 +1,147 @@
+"""A trial's peak memory (issue 25): estimated before it runs (ablate.execute.estimate.trial_memory) and checked
+against a real `train`'s measured peak; a trial that cannot fit is refused by `train` and warned of by the dry run;
+memory running out is one line, exit 2 when the config cannot fit here and 3 when other programs held the memory."""
+import contextlib
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from ablate.cli.app import app
+from ablate.execute.estimate import MEMORY_TOLERANCE, out_of_memory, study_memory, trial_memory
+from ablate.machine_memory import MemoryLimits, is_out_of_memory, memory_limits, requested_bytes
+from ablate.spec.study_spec import load_study
+from ablate.spec.trial_config import TrialConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+GB = 2 ** 30
+# a trial whose tensors are a fair part of its peak, small enough to run in seconds
+MEASURED = dict(dataset="digits", family="cifar", depth=20, image_size=48, train_size=128, dev_size=32, test_size=32,
+                batch_size=64, epochs=1, eval_every=2, threads=2)
+SPEC_1024 = {"description": "images of 1024 pixels", "base": {"family": "imagenet", "depth": 18, "dataset": "digits",
+             "train_size": 64, "dev_size": 32, "test_size": 32, "epochs": 1, "image_size": 1024},
+             "factors": {"residual": {"values": [True, False]}}, "seeds": [0]}
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+@contextlib.contextmanager
+def data_limit(extra: int):
+    """This process's soft RLIMIT_DATA set to what it holds now plus `extra` bytes (as on a machine that could give it
+    no more), restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    used = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmData:"))
+    resource.setrlimit(resource.RLIMIT_DATA, (used + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+@pytest.mark.slow
+def test_the_estimate_is_within_its_tolerance_of_a_real_trains_measured_peak(tmp_path):
+    """A real `ablate train` process, its peak resident memory measured by the kernel (ru_maxrss of os.wait4), against
+    the estimate made as `train` makes it (in a process that has imported what `train` imports)."""
+    cfg = TrialConfig(**MEASURED)
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    estimate = subprocess.run(
+        [sys.executable, "-c", "import sys, ablate.cli.app\nfrom ablate.execute.estimate import process_baseline, "
+         "trial_memory\nfrom ablate.spec.trial_config import TrialConfig\n"
+         "print(trial_memory(TrialConfig.from_yaml_file(sys.argv[1]), 1, 10, process_baseline()).peak)",
+         str(tmp_path / "config.yaml")], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+    assert estimate.returncode == 0, estimate.stderr[-2000:]
+    with open(tmp_path / "output.txt", "wb") as output:
+        child = subprocess.Popen([sys.executable, "-m", "ablate", "train", "--config", str(tmp_path / "config.yaml"),
+                                  "--out", str(tmp_path / "run")], stdout=output, stderr=subprocess.STDOUT, env=_env(),
+                                 cwd=ROOT)
+        _, status, usage = os.wait4(child.pid, 0)  # the kernel's account of this child alone
+        child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 0, (tmp_path / "output.txt").read_text()[-2000:]
+    measured = usage.ru_maxrss * 1024
+    ratio = int(estimate.stdout) / measured
+    print(f"estimate {int(estimate.stdout) / 2**20:.0f} MB, measured {measured / 2**20:.0f} MB, ratio {ratio:.2f}")
+    assert 1 - MEMORY_TOLERANCE <= ratio <= 1 + MEMORY_TOLERANCE
+
+
+@pytest.mark.slow  # loads 160 images of 1024 x 1024 pixels (640 MB) as the dry run does
+def test_a_dry_run_warns_of_an_image_size_1024_trial(tmp_path):
+    """image_size: 1024 within the bounds: its step alone holds about 39 GB, which a machine that can give the study
+    8 GB (here: this process's data limit) cannot hold. The dry run says so in one warning line and does not time a
+    step it could not hold."""
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC_1024))
+    with data_limit(8 * GB):
+        result = CliRunner().invoke(app, ["study", str(tmp_path / "spec.yaml"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    memory = [line for line in result.output.splitlines() if line.startswith("memory: a trial peaks at about")]
+    assert len(memory) == 1 and "1x1024px" in memory[0], result.output
+    warning = [line for line in result.output.splitlines() if line.startswith("warning: a trial of")]
+    assert len(warning) == 1 and "1x1024px" in warning[0] and "data limit (ulimit -d)" in warning[0], result.output
+    assert "it cannot run here; lower image_size or batch_size" in warning[0]
+    assert "time not estimated: a step would not fit in this machine's memory" in result.output
+
+
+def test_a_study_that_fits_gets_no_memory_warning():
+    study = load_study("residual-ablation", "smoke")
+    from ablate.engine.resources import Resources
+
+    memory = study_memory(study, Resources(cpus=2, threads=1), 500 * 2**20)
+    assert memory.trial.peak < 2 * GB and memory.at_once == 2
+    roomy = MemoryLimits(total=64 * GB, available=32 * GB, resident=GB)
+    assert not memory.trial.cannot_fit(roomy) and not memory.trial.not_now(roomy, 2, new_processes=True)
+    tight = MemoryLimits(total=64 * GB, available=memory.trial.peak * 3 // 2, resident=GB)
+    memory.limits = tight
+    assert "run fewer at once (--cpus 1)" in memory.warnings()[0]
+
+
+def test_train_refuses_a_trial_its_process_cannot_hold(tmp_path, monkeypatch):
+    """Under a data limit of 2 GB, an image_size 512 trial (about 10 GB) is refused before any data is loaded."""
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--dataset", "digits", "--train-size", "64", "--dev-size", "32", "--test-size", "32", "--epochs",
+            "1", "--config", str(tmp_path / "c.yaml")]
+    (tmp_path / "c.yaml").write_text("image_size: 512\n")
+    with data_limit(2 * GB):
+        result = CliRunner().invoke(app, args)
+    lines = result.output.splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: this trial needs about") and "data limit (ulimit -d)" in lines[0], lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_real_allocation_failure_is_out_of_memory_and_the_configs_when_no_machine_could_give_it():
+    """torch asked for a petabyte: the allocator refuses at once (nothing is touched); more than any limit here can
+    give, so it is the config's (exit 2)."""
+    with pytest.raises(RuntimeError) as caught:
+        torch.empty(2 ** 50, dtype=torch.uint8)
+    assert is_out_of_memory(caught.value) and requested_bytes(caught.value) == 2 ** 50
+    cfg = TrialConfig(**MEASURED)
+    memory = trial_memory(cfg, 1, 10, memory_limits().resident)
+    code, text = out_of_memory(caught.value, memory, memory_limits())
+    assert code == 2 and "more than this machine's" in text and "lower image_size or batch_size" in text, text
+
+
+def test_memory_running_out_where_the_trial_would_fit_is_the_machines(tmp_path):
+    """A machine of 64 GB with 100 MB free (as /proc/meminfo says it): a trial of well under a gigabyte that runs out
+    ran out because other programs held the memory: exit 3, run it again."""
+    (tmp_path / "self").mkdir()
+    (tmp_path / "meminfo").write_text("MemTotal: 67108864 kB\nMemFree: 102400 kB\nMemAvailable: 102400 kB\n")
+    (tmp_path / "self" / "status").write_text("VmRSS: 1048576 kB\nVmSize: 4194304 kB\nVmData: 2097152 kB\n")
+    limits = memory_limits(proc=tmp_path, cgroup=tmp_path / "no-cgroup")
+    assert (limits.total, limits.available, limits.resident) == (64 * GB, 100 * 2**20, GB)
+    memory = trial_memory(TrialConfig(**MEASURED), 1, 10, memory_limits().resident)
+    assert memory.not_now(limits) and not memory.cannot_fit(limits)
+    code, text = out_of_memory(MemoryError(), memory, limits)
+    assert code == 3 and "other programs held the memory it needed" in text and "run the same command again" in text
+
+
+def test_text_that_is_not_about_memory_is_not_out_of_memory():
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert is_out_of_memory(MemoryError()) and is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory."))
+    assert requested_bytes(RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; ...)")) == 20 * GB
