@@ -75,9 +75,9 @@ def test_the_dry_run_says_what_will_happen_and_what_it_costs():
     result = invoke("study", "residual-ablation", "--dry-run", "--dataset", "digits", "--cpus", "2")
     assert result.exit_code == 0, result.output
     assert "1 threads per trial (from the spec), 2 trials at a time on the CPU" in result.output
-    # a grid of 5 learning rates x 3 tuning seeds x 80 steps x 2 arms; at most 12 confirm seeds x 80 steps x 2 arms
-    assert "estimate: tune 2,400, confirm 1,920 training steps" in result.output
-    assert "disk: 24 weights.pt of 42.3 MB = 1016 MB kept" in result.output
+    # a grid of 5 learning rates x 3 tuning seeds x 80 steps x 2 arms; at most 20 confirm seeds x 80 steps x 2 arms
+    assert "estimate: tune 2,400, confirm 3,200 training steps" in result.output
+    assert "disk: 40 weights.pt of 42.3 MB = 1693 MB kept" in result.output
 
 
 # --- run folders and Ray's temporary files ------------------------------------------------------
