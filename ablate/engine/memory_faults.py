@@ -130,16 +130,17 @@ def config_verdict(attempts: list[dict[str, Any]], failures: int) -> tuple[str, 
         return None
     if len(records) < 2 and not _never_fits(records[0]):
         return None
+    # The cause is the trial's recorded error (metrics.json, trials.csv): nothing in it may change from run to run
+    # (free memory does), so that trials.csv stays comparable; what the machine held goes in the line said.
     last = records[-1]
-    place = last.get("place") or {}
-    asked = f"asked for {_gib(last['requested'])}; " if last.get("requested") is not None else ""
-    total, free, own = last.get("total"), last.get("free"), last.get("own")
-    others = None if total is None or free is None else total - free - (own or 0)
-    cause = (f"out of memory at step {place.get('step')} ({place.get('phase')}) on every attempt: {asked}the "
-             f"{last.get('device', 'cpu')} had {_gib(free)} free of {_gib(total)}, other processes held "
-             f"{_gib(others)}")
+    place, device, total = last.get("place") or {}, last.get("device", "cpu"), last.get("total")
+    asked = f"asked for {_gib(last['requested'])} of" if last.get("requested") is not None else "on"
+    cause = (f"out of memory at step {place.get('step')} ({place.get('phase')}) on every attempt ({asked} the "
+             f"{device}'s {_gib(total)})")
+    others = max((m["total"] - m["free"] - (m.get("own") or 0) for m in records
+                  if m.get("total") is not None and m.get("free") is not None), default=None)
     again = "on each of its attempts" if len(records) > 1 else "on its one attempt (--retries 0)"
     why = (f"a property of the config: it ran out of memory at the same place {again} while the machine was not "
-           f"short of memory (other processes held at most {SHORT_FRACTION:.0%} of it, or the trial asked for more "
-           "than it has in all)")
+           f"short of memory (at each, other processes held at most {_gib(others)}, at most {SHORT_FRACTION:.0%} of "
+           "it; or it asked for more than the machine has in all)")
     return cause, why
