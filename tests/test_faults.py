@@ -531,7 +531,7 @@ class Chain:
                until a kill found a trial at work: exit 3;
       sigterm  once a trial of the link has finished, its trial workers are stopped (SIGSTOP), then SIGTERM
                (exit 143);
-      stalled  started with SIGINT ignored (as `ablate study ... &` in a script is), --stall-seconds 5 and
+      stalled  started with SIGINT ignored (as `ablate study ... &` in a script is), --stall-seconds 10 and
                --retries 1: a trial's worker is stopped (SIGSTOP) once it has taken a training step; the study
                declares it stalled, kills it and retries it; once that trial has finished, the worker of a trial
                at work is stopped and the study gets SIGINT (exit 130);
@@ -616,7 +616,8 @@ class Chain:
         if link == "killed":
             extra += ["--retries", "0"]
         elif link == "stalled":
-            extra += ["--stall-seconds", "5", "--retries", "1"]
+            # 10 s: the retry's new Ray worker must start within 60 s (6 x 10) on a loaded machine
+            extra += ["--stall-seconds", "10", "--retries", "1"]
             quiet = True
         elif link == "disk":
             if self.disk is None:
@@ -819,24 +820,25 @@ STALL_LINE = re.compile(r"trial ([0-9a-f]{12}) \((tune|confirm), residual=(true|
 
 @pytest.mark.slow
 def test_a_stopped_trial_worker_is_declared_stalled_killed_and_retried_and_resume_gives_the_uninterrupted_trials(faulted):
-    """A trial's Ray worker stopped (SIGSTOP) once it has taken a training step, in a study with --stall-seconds 5
+    """A trial's Ray worker stopped (SIGSTOP) once it has taken a training step, in a study with --stall-seconds 10
     and --retries 1: one line names the trial and where it stalled, within its bound (20 x its slowest step, at
-    least 5 s; 30 s before a first step, where the stop found the worker between two trials); the worker is
+    least 10 s; 60 s before a first step, where the stop found the worker between two trials); the worker is
     killed, the retry finishes the trial and the study goes on; the run resumed after ends with the
     uninterrupted trials.csv."""
     stalled = faulted["chain"]["stalled"]
+    said = stalled["stderr"][-3000:]
     assert stalled["stopped"] is not None and stalled["line"] is not None, stalled["lines"]
     match = STALL_LINE.match(stalled["line"])
     assert match, stalled["line"]
     idle, limit = int(match[4]), int(match[5])
-    assert limit >= 5 and idle >= limit, stalled["line"]
+    assert limit >= 10 and idle >= limit, stalled["line"]
     if match[1] == stalled["stopped"]["trial"]:  # stopped at work, as meant: where it was is named
         assert f"pid {stalled['stopped']['pid']}" in match[7], match[7]
         assert re.match(r"at step \d+ of \d+ \((training|evaluating on dev|scoring on \w+)\) on ", match[7]), match[7]
     # seen within its bound, give or take the study's one check a second and the watch loop's look at stderr
     assert stalled["line_at"] - stalled["stopped"]["at"] <= limit + 10, (stalled["line_at"] - stalled["stopped"]["at"])
-    assert stalled["retried"]  # the retry finished it, and the study went on
-    assert sum(" stalled: " in line for line in stalled["lines"]) == 1, stalled["lines"]
+    assert stalled["retried"], said  # the retry finished it, and the study went on
+    assert sum(" stalled: " in line for line in stalled["lines"]) == 1, said
     assert faulted["chain_csv"] == faulted["reference"]
 
 
@@ -846,7 +848,7 @@ def test_ctrl_c_with_a_stopped_worker_stops_a_study_that_inherited_sigint_ignore
     Python leaves ignored: Ctrl-C did nothing, for ever), gets SIGINT while a trial's worker is stopped (SIGSTOP):
     exit 130 within 10 s, with the resume line, no traceback, trials.csv written, Ray's folder removed."""
     stalled, run = faulted["chain"]["stalled"], faulted["runs"]["chain"]
-    assert stalled["interrupt"] is not None and stalled["acted"] == 1, stalled["lines"]
+    assert stalled["interrupt"] is not None and stalled["acted"] == 1, stalled["stderr"][-3000:]
     assert stalled["code"] == 130 and stalled["exit_after"] < 10, (stalled["code"], stalled["exit_after"])
     assert stalled["lines"][-1] == f"interrupted: what finished is kept in {run}; finish it with: ablate study --resume {run}"
     assert "Traceback" not in stalled["stderr"] and stalled["trials_csv"] and not stalled["ray_tmp_left"]

@@ -190,7 +190,8 @@ def test_a_trial_whose_heartbeat_went_away_has_ended_and_is_not_called_stalled(t
 def test_a_stall_is_a_fault_of_the_machine_whatever_ray_reports(tmp_path):
     trial_failures.record_stall(tmp_path, "no progress for 31 s at step 3 of 8 (training)", {"host": "h", "pid": 7})
     verdict = trial_failures.judge(tmp_path, 1, RuntimeError("The actor is dead because it was killed by ray.kill"))
-    assert verdict.kind == "infrastructure" and verdict.cause == "stalled: no progress for 31 s at step 3 of 8 (training)"
+    assert verdict.kind == "infrastructure"
+    assert verdict.cause == "stalled: no progress for 31 s at step 3 of 8 (training)"
     assert "a hung read, a deadlock" in verdict.why and verdict.where == {"host": "h", "pid": 7}
 
 
@@ -206,7 +207,8 @@ def test_running_out_of_memory_is_the_configs_only_when_the_machine_cannot_expla
     cause, why = verdict([oom(requested=40 * GIB), oom(requested=40 * GIB)], 2)
     assert cause == "out of memory at step 0 (training) on every attempt (asked for 40.0 GiB of the cpu's 16.0 GiB)"
     assert "at the same place on each of its attempts" in why and "other processes held at most 3.0 GiB" in why
-    assert verdict([oom(), oom()], 2)[0] == "out of memory at step 0 (training) on every attempt (on the cpu's 16.0 GiB)"
+    cause, _ = verdict([oom(), oom()], 2)
+    assert cause == "out of memory at step 0 (training) on every attempt (on the cpu's 16.0 GiB)"
     assert verdict([oom(), oom(place=("evaluating on dev", 4))], 2) is None  # different places
     assert verdict([oom(), oom(free=2 * GIB)], 2) is None  # the machine short at one attempt: 13 GiB elsewhere
     assert verdict([oom(requested=40 * GIB), oom(free=2 * GIB, requested=40 * GIB)], 2) is not None  # never fits
@@ -264,9 +266,10 @@ WATCHDOG = textwrap.dedent('''
 @pytest.mark.slow
 def test_a_study_whose_cleanup_blocks_is_ended_by_the_watchdog_with_the_resume_line(tmp_path):
     for signum in (signal.SIGINT, signal.SIGTERM):
+        ignored = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731  as `cmd &` in a script is
         proc = subprocess.Popen([sys.executable, "-c", WATCHDOG], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # as `cmd &` in a script
+                                preexec_fn=ignored)
         time.sleep(1.5)  # Python up and waiting
         proc.send_signal(signum)
         assert proc.stdout.readline().strip() == "stopping"

@@ -17,6 +17,7 @@ record nothing) stays a fault of the machine. Imports torch only to read a GPU's
 """
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -123,8 +124,8 @@ def config_verdict(attempts: list[dict[str, Any]], failures: int) -> tuple[str, 
     records = [a.get("memory") for a in attempts]
     if not attempts or len(attempts) < failures or not all(isinstance(m, dict) for m in records):
         return None
-    places = {(m.get("place") or {}).get("phase") for m in records}, {(m.get("place") or {}).get("step") for m in records}
-    if len(places[0]) != 1 or len(places[1]) != 1:
+    places = {json.dumps(m.get("place"), sort_keys=True) for m in records}  # phase and step
+    if len(places) != 1:
         return None
     if not all(_never_fits(m) or _not_short(m) for m in records):
         return None

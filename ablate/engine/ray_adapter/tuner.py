@@ -48,8 +48,8 @@ def _fit(study, run_dir, resources, data_dir, planner, retries, tmp, stall_secon
                 max_concurrent_trials=resources.concurrency(),
                 trial_dirname_creator=lambda t: t.trial_id, trial_name_creator=lambda t: t.trial_id,
             ),
-            run_config=tune.RunConfig(name="tune", storage_path=str(tmp / "results"), verbose=0,
-                                      log_to_file=False, callbacks=[TrialErrors(searcher), Liveness(searcher, stall_seconds)],
+            run_config=tune.RunConfig(name="tune", storage_path=str(tmp / "results"), verbose=0, log_to_file=False,
+                                      callbacks=[TrialErrors(searcher), Liveness(searcher, stall_seconds)],
                                       failure_config=tune.FailureConfig(max_failures=retries)),
         ).fit()
     finally:
