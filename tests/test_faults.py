@@ -460,10 +460,11 @@ def what_it_left(study: Study, run: Path, acted: int) -> dict:
 
 
 class Sigkilled:
-    """A study interrupted by Ctrl-C while Ray starts, then killed with SIGKILL (itself and every process it
-    started, as a machine crash would) during tuning, after tuning and during confirm, resumed after each stop;
-    stepped by the fixture's watch loop. After each kill, every trial that had finished is still there byte for
-    byte and the registry only grew."""
+    """A study interrupted by Ctrl-C while Ray starts; resumed as `ablate study ... &` in a script starts it (SIGINT
+    ignored) and interrupted by Ctrl-C once a trial is at work, its worker stopped (SIGSTOP); then killed with
+    SIGKILL (itself and every process it started, as a machine crash would) during tuning, after tuning and
+    during confirm, resumed after each stop; stepped by the fixture's watch loop. After each kill, every trial
+    that had finished is still there byte for byte and the registry only grew."""
 
     def __init__(self, tmp: Path, spec: Path, run: Path):
         def n(rows, stage):
@@ -481,6 +482,7 @@ class Sigkilled:
         self.checked = 0
         self.at_start: list = []
         self.interrupted: dict | None = None  # what the Ctrl-C left
+        self.stopped: dict | None = None  # what the Ctrl-C with a stopped worker left
         self.study = Study(tmp, "sigint", spec, "--out", run, "--cpus", "1")
 
     @property
@@ -498,6 +500,18 @@ class Sigkilled:
             self.study.proc.send_signal(signal.SIGINT)
             self.interrupted = what_it_left(self.study, self.run, acted=1)
             (self.run / "trials.csv").unlink(missing_ok=True)  # so that a resume shows it writes one
+            self.study = Study(self.tmp, "sigint-stopped", "--resume", self.run, "--cpus", "1", sigint_ignored=True)
+            return
+        if self.stopped is None:
+            found = stop_a_working_worker(self.study, self.run, trained=False)
+            if found is None:
+                if self.study.proc.poll() is not None:
+                    self.stopped = {"problem": f"the study ended before a trial was seen at work: "
+                                               f"{self.study.stderr()[-2000:]}"}
+                return
+            self.study.proc.send_signal(signal.SIGINT)
+            self.stopped = {**what_it_left(self.study, self.run, acted=1), "exit_after": time.time() - found["at"],
+                            "worker": found}
             self.study = Study(self.tmp, "sigkilled-0", "--resume", self.run, "--cpus", "1")
             return
         when, ready = self.moments[len(self.seen)]
@@ -529,12 +543,9 @@ class Chain:
       threads  the first attempts of one tuning trial find no thread (test hook): exit 3;
       killed   with --retries 0, the trial worker is SIGKILLed once a trial of the link has finished, and again
                until a kill found a trial at work: exit 3;
-      sigterm  once a trial of the link has finished, its trial workers are stopped (SIGSTOP), then SIGTERM
-               (exit 143);
-      stalled  started with SIGINT ignored (as `ablate study ... &` in a script is), --stall-seconds 10 and
-               --retries 1: a trial's worker is stopped (SIGSTOP) once it has taken a training step; the study
-               declares it stalled, kills it and retries it; once that trial has finished, the worker of a trial
-               at work is stopped and the study gets SIGINT (exit 130);
+      sigterm  with --stall-seconds 10 and --retries 1: a trial's worker is stopped (SIGSTOP) once it has taken
+               a training step; the study declares the trial stalled, kills its worker and retries it; once the
+               retry is at work (or done), the trial workers are stopped, then SIGTERM (exit 143);
       disk     the run's tmpfs is shrunk to leave room for one trial's weights, then fills (exit 3); where no
                tmpfs can be mounted, the test hook's ENOSPC on the first confirm trial;
       retried  with --retries 2, every trial worker is killed at once while a trial runs, after checking that
@@ -542,7 +553,7 @@ class Chain:
     What each link left is recorded when it ends, before the next one starts (trials.csv is removed first, so
     that the next stop shows whether it wrote one). Stepped by the fixture's watch loop."""
 
-    LINKS = ("threads", "killed", "sigterm", "stalled", "disk", "retried")
+    LINKS = ("threads", "killed", "sigterm", "disk", "retried")
     THREADS = {"fault": "threads", "stage": "tune", "arm": "residual=false", "round": 0, "index": 0}
     ENOSPC = {"fault": "enospc", "stage": "confirm", "at": "write"}
     ROOM = 1_600_000  # bytes left free for the disk link: one confirm trial's weights (~1.1 MB), not two
@@ -553,7 +564,7 @@ class Chain:
         self.at_start: list = []  # the registry when the link started
         self.retried = {"in_flight": None, "sockets": [], "names": set(), "workers": 0}
         self.killed_csv: list = []
-        self.stalled: dict = {"stopped": None, "line": None, "line_at": None, "retried": False, "interrupt": None}
+        self.stalled: dict = {"stopped": None, "line": None, "line_at": None, "retried": None}
         self.signalled_at: float | None = None
         self.started_at = time.time()
         self.study = Study(tmp, "chain-threads", spec, "--out", run, "--cpus", "1", env=fault(**self.THREADS))
@@ -570,7 +581,7 @@ class Chain:
         if self.done:
             return
         link, running = self.LINKS[self.at], self.study.proc.poll() is None
-        if running and link == "sigterm" and not self.acted and self.grew():
+        if running and link == "sigterm" and not self.acted and self._stalled_and_retried():
             self.stopped_workers = kill_workers(self.study, signal.SIGSTOP)  # stopped workers do not hold it up
             self.study.proc.send_signal(signal.SIGTERM)
             self.signalled_at, self.acted = time.time(), 1
@@ -580,8 +591,6 @@ class Chain:
                 self.killed_csv.append((csv.read_text() if csv.exists() else None, read_registry(self.run),
                                         len(self.at_start)))
             self.acted += kill_workers(self.study)
-        elif running and link == "stalled":
-            self._stall_and_interrupt()
         elif running and link == "retried" and self.retried["in_flight"] is None:
             self._kill_a_running_trial()
         if self.study.proc.poll() is None:
@@ -591,7 +600,11 @@ class Chain:
         if not self.done:
             self._start(self.LINKS[self.at])
 
-    def _stall_and_interrupt(self) -> None:
+    def _stalled_and_retried(self) -> bool:
+        """Steps the stall: a worker stopped, the stall said, the retry at work (a new attempt's heartbeat) or
+        done; True once all of it was seen."""
+        from ablate.engine import liveness
+
         state = self.stalled
         if state["stopped"] is None:
             state["stopped"] = stop_a_working_worker(self.study, self.run)
@@ -599,26 +612,26 @@ class Chain:
             found = [line for line in self.study.lines() if " stalled: " in line]
             if found:
                 state["line"], state["line_at"] = found[0], time.time()
-        elif not state["retried"]:
-            stalled = re.match(r"trial ([0-9a-f]{12}) ", state["line"])[1]
-            state["retried"] = (self.run / "trials" / stalled / "metrics.json").exists()
-        elif state["interrupt"] is None:
-            state["interrupt"] = stop_a_working_worker(self.study, self.run, trained=False)
-            if state["interrupt"] is not None:
-                self.study.proc.send_signal(signal.SIGINT)
-                self.signalled_at, self.acted = time.time(), 1
+        elif state["retried"] is None:
+            folder = self.run / "trials" / re.match(r"trial ([0-9a-f]{12}) ", state["line"])[1]
+            beat = liveness.read(folder)
+            killed = state["stopped"]["beat"]["attempt"] if state["stopped"]["trial"] == folder.name else None
+            if (folder / "metrics.json").exists():
+                state["retried"] = "done"
+            elif beat is not None and beat["attempt"] != killed and beat.get("ticks"):
+                state["retried"] = "at work"
+        return state["retried"] is not None
 
     def _start(self, link: str) -> None:
         (self.run / "trials.csv").unlink(missing_ok=True)
         self.at_start, self.acted, self.signalled_at = read_registry(self.run), 0, None
         self.started_at = time.time()
-        extra, env, quiet = ["--cpus", "1"], None, False
+        extra, env = ["--cpus", "1"], None
         if link == "killed":
             extra += ["--retries", "0"]
-        elif link == "stalled":
+        elif link == "sigterm":
             # 10 s: the retry's new Ray worker must start within 60 s (6 x 10) on a loaded machine
             extra += ["--stall-seconds", "10", "--retries", "1"]
-            quiet = True
         elif link == "disk":
             if self.disk is None:
                 env = fault(**self.ENOSPC)
@@ -626,7 +639,7 @@ class Chain:
                 self.disk.resize(f"{(self.disk.used() + self.ROOM) // 4096 * 4096 // 1024}k")
         elif link == "retried":
             extra += ["--retries", "2"]
-        self.study = Study(self.tmp, f"chain-{link}", "--resume", self.run, *extra, env=env, sigint_ignored=quiet)
+        self.study = Study(self.tmp, f"chain-{link}", "--resume", self.run, *extra, env=env)
 
     def _ended(self, link: str) -> dict:
         # seconds from the signal to the exit, as the watch loop saw it (it looks every 0.1 s)
@@ -640,9 +653,7 @@ class Chain:
         if link == "killed":
             result["csv_while_running"] = self.killed_csv
         if link == "sigterm":
-            result["stopped_workers"] = getattr(self, "stopped_workers", 0)
-        if link == "stalled":
-            result.update(self.stalled)
+            result.update(stopped_workers=getattr(self, "stopped_workers", 0), stalled=self.stalled)
         if link == "disk":
             result["real"] = self.disk is not None
             if self.disk is not None:
@@ -814,8 +825,8 @@ def test_ctrl_c_and_sigterm_at_any_moment_say_how_to_resume_and_the_resume_finis
 
 
 STALL_LINE = re.compile(r"trial ([0-9a-f]{12}) \((tune|confirm), residual=(true|false), [^)]*\) stalled: no progress "
-                        r"for (\d+) s \(its bound: (\d+) s, ([^)]*\))\) (.*); its worker was killed; Ray retries it as "
-                        r"--retries says, else the study stops for a resume$")
+                        r"for (\d+) s \(its bound: (\d+) s, (.*?)\) (at step .*|before its worker .*); its worker was "
+                        r"killed; Ray retries it as --retries says, else the study stops for a resume$")
 
 
 @pytest.mark.slow
@@ -823,11 +834,10 @@ def test_a_stopped_trial_worker_is_declared_stalled_killed_and_retried_and_resum
     """A trial's Ray worker stopped (SIGSTOP) once it has taken a training step, in a study with --stall-seconds 10
     and --retries 1: one line names the trial and where it stalled, within its bound (20 x its slowest step, at
     least 10 s; 60 s before a first step, where the stop found the worker between two trials); the worker is
-    killed, the retry finishes the trial and the study goes on; the run resumed after ends with the
-    uninterrupted trials.csv."""
-    stalled = faulted["chain"]["stalled"]
-    said = stalled["stderr"][-3000:]
-    assert stalled["stopped"] is not None and stalled["line"] is not None, stalled["lines"]
+    killed and Ray retries the trial (a new attempt of it runs); the run (stopped by SIGTERM after that, then
+    resumed) ends with the uninterrupted trials.csv."""
+    stalled, said = faulted["chain"]["sigterm"]["stalled"], faulted["chain"]["sigterm"]["stderr"][-3000:]
+    assert stalled["stopped"] is not None and stalled["line"] is not None, said
     match = STALL_LINE.match(stalled["line"])
     assert match, stalled["line"]
     idle, limit = int(match[4]), int(match[5])
@@ -837,21 +847,23 @@ def test_a_stopped_trial_worker_is_declared_stalled_killed_and_retried_and_resum
         assert re.match(r"at step \d+ of \d+ \((training|evaluating on dev|scoring on \w+)\) on ", match[7]), match[7]
     # seen within its bound, give or take the study's one check a second and the watch loop's look at stderr
     assert stalled["line_at"] - stalled["stopped"]["at"] <= limit + 10, (stalled["line_at"] - stalled["stopped"]["at"])
-    assert stalled["retried"], said  # the retry finished it, and the study went on
-    assert sum(" stalled: " in line for line in stalled["lines"]) == 1, said
+    assert stalled["retried"] in ("at work", "done"), said  # Ray retried it: a new attempt of the trial ran
+    assert sum(" stalled: " in line for line in faulted["chain"]["sigterm"]["lines"]) == 1, said
     assert faulted["chain_csv"] == faulted["reference"]
 
 
 @pytest.mark.slow
 def test_ctrl_c_with_a_stopped_worker_stops_a_study_that_inherited_sigint_ignored_within_10_s(faulted):
-    """The study of the stall test, started as `ablate study ... &` in a script starts it (SIGINT ignored, which
-    Python leaves ignored: Ctrl-C did nothing, for ever), gets SIGINT while a trial's worker is stopped (SIGSTOP):
-    exit 130 within 10 s, with the resume line, no traceback, trials.csv written, Ray's folder removed."""
-    stalled, run = faulted["chain"]["stalled"], faulted["runs"]["chain"]
-    assert stalled["interrupt"] is not None and stalled["acted"] == 1, stalled["stderr"][-3000:]
-    assert stalled["code"] == 130 and stalled["exit_after"] < 10, (stalled["code"], stalled["exit_after"])
-    assert stalled["lines"][-1] == f"interrupted: what finished is kept in {run}; finish it with: ablate study --resume {run}"
-    assert "Traceback" not in stalled["stderr"] and stalled["trials_csv"] and not stalled["ray_tmp_left"]
+    """A study started as `ablate study ... &` in a script starts it (SIGINT ignored, which Python leaves ignored:
+    Ctrl-C did nothing, for ever) gets SIGINT while a trial's worker is stopped (SIGSTOP): exit 130 within 10 s,
+    with the resume line, no traceback, trials.csv written, Ray's folder removed; the resumes after it end with
+    the uninterrupted trials.csv."""
+    stopped, run = faulted["sigkilled"].stopped, faulted["runs"]["sigkilled"]
+    assert "problem" not in stopped, stopped["problem"]
+    assert stopped["code"] == 130 and stopped["exit_after"] < 10, (stopped["code"], stopped["exit_after"])
+    assert stopped["lines"][-1] == f"interrupted: what finished is kept in {run}; finish it with: ablate study --resume {run}"
+    assert "Traceback" not in stopped["stderr"] and stopped["trials_csv"] and not stopped["ray_tmp_left"]
+    assert (run / "trials.csv").read_text() == faulted["reference"]
 
 
 @pytest.mark.slow

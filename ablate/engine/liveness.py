@@ -130,13 +130,13 @@ def bound(beat: dict[str, Any] | None, stall_seconds: float) -> Bound:
     """How long the trial may go without a tick (see the module's docstring)."""
     if not beat or not beat.get("trained"):
         return Bound(FIRST_STEP_FACTOR * stall_seconds,
-                     f"the bound before a first step: {FIRST_STEP_FACTOR} x --stall-seconds {stall_seconds:g}")
+                     f"{FIRST_STEP_FACTOR} x --stall-seconds {stall_seconds:g}, before a first step")
     slowest = float(beat.get("slowest") or 0.0)
     derived = SLOWEST_FACTOR * slowest
     if derived > stall_seconds:
-        return Bound(derived, f"{SLOWEST_FACTOR} x its slowest step so far, {slowest:.2f} s")
-    return Bound(float(stall_seconds), f"--stall-seconds {stall_seconds:g}, above {SLOWEST_FACTOR} x its slowest "
-                                       f"step so far ({slowest:.2f} s)")
+        return Bound(derived, f"{SLOWEST_FACTOR} x its slowest step so far ({slowest:.2f} s)")
+    return Bound(float(stall_seconds), f"--stall-seconds {stall_seconds:g}, more than {SLOWEST_FACTOR} x its "
+                                       f"slowest step so far ({slowest:.2f} s)")
 
 
 def where_text(beat: dict[str, Any] | None) -> str:
