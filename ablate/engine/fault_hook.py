@@ -11,8 +11,6 @@ attempt of each trial segment whose Work matches all the given keys (stage, arm,
   oom       a real allocation (torch.empty) of four times the machine's memory, which torch's allocator refuses
             with its own "can't allocate memory" error: a config that cannot fit, the same on every attempt;
   kill      SIGKILL of the worker process itself;
-  stop      SIGSTOP of the worker process itself (a hung worker, before its first step; the study's liveness
-            check kills it);
   config    ValueError, the same on every attempt (a failure of the config, for contrast).
 The study's Ray workers inherit the variable; a `--resume` without it runs the trial normally.
 `{"fault": "ray_start"}` instead makes the study's own start of Ray fail as Ray does when its node does not come
@@ -67,9 +65,6 @@ def _raise(kind: str, where: str) -> None:
         raise AssertionError("an allocation of four times the machine's memory succeeded")
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
-    if kind == "stop":
-        os.kill(os.getpid(), signal.SIGSTOP)
-        return
     if kind == "config":
         raise ValueError(f"injected failure of the config of {where}")
     raise ValueError(f"{VARIABLE}: unknown fault {kind!r}")
