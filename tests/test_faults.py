@@ -352,14 +352,16 @@ PROGRESS = re.compile(r"^\S+:\s+\d+%\|")  # the progress line's updates
 class Study:
     """`ablate study ...` as a process, its stdout and stderr in files (nobody reads them while it runs)."""
 
-    def __init__(self, folder: Path, name: str, *args, env=None):
+    def __init__(self, folder: Path, name: str, *args, env=None, sigint_ignored=False):
+        """`sigint_ignored`: started as `ablate study ... &` in a script is, with SIGINT ignored."""
         self.out, self.err = folder / f"{name}.out", folder / f"{name}.err"
         flag = "--out" if "--out" in args else "--resume"
         self.run = Path(args[args.index(flag) + 1])  # its run folder
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen([sys.executable, CLI, "study", *map(str, args)], cwd=ROOT, stdout=out,
                                          stderr=err, env={**background.environ(), "PYTHONUNBUFFERED": "1", **(env or {})},
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=ignore)
 
     def wait(self, timeout=900) -> int:
         return self.proc.wait(timeout=timeout)
@@ -376,19 +378,36 @@ def fault(**spec) -> dict:
     return {fault_hook.VARIABLE: json.dumps(spec)}
 
 
-def kill_workers(study: Study) -> int:
-    """SIGKILL the study's Ray trial workers (processes named ray::ImplicitFunc...)."""
+def kill_workers(study: Study, signum=signal.SIGKILL) -> int:
+    """SIGKILL (or `signum`) the study's Ray trial workers (processes named ray::ImplicitFunc...)."""
     from helpers.processes import cmdline, descendants
 
     killed = 0
     for pid in descendants(study.proc.pid):
         if cmdline(pid).startswith("ray::ImplicitFunc"):
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signum)
                 killed += 1
             except ProcessLookupError:
                 pass
     return killed
+
+
+def stop_a_working_worker(study: Study, run: Path, trained: bool = True) -> dict | None:
+    """SIGSTOP the Ray worker of a trial at work, found by the heartbeat in its trial folder (with `trained`,
+    one that has taken a training step); None while there is none."""
+    from ablate.engine import liveness
+    from helpers.processes import cmdline, descendants
+
+    trials = run / "trials"
+    ours = {p for p in descendants(study.proc.pid) if cmdline(p).startswith("ray::")}
+    for folder in (trials.iterdir() if trials.exists() else []):
+        beat = liveness.read(folder)
+        if beat and beat.get("pid") in ours and (beat.get("trained") or not trained) and \
+                beat.get("step", 0) < beat.get("total", 0):
+            os.kill(beat["pid"], signal.SIGSTOP)
+            return {"trial": folder.name, "pid": beat["pid"], "at": time.time(), "beat": beat}
+    return None
 
 
 def untold_rounds(run_dir: Path, failed: list[str]) -> list[tuple]:
@@ -441,10 +460,11 @@ def what_it_left(study: Study, run: Path, acted: int) -> dict:
 
 
 class Sigkilled:
-    """A study interrupted by Ctrl-C while Ray starts, then killed with SIGKILL (itself and every process it
-    started, as a machine crash would) during tuning, after tuning and during confirm, resumed after each stop;
-    stepped by the fixture's watch loop. After each kill, every trial that had finished is still there byte for
-    byte and the registry only grew."""
+    """A study interrupted by Ctrl-C while Ray starts; resumed as `ablate study ... &` in a script starts it (SIGINT
+    ignored) and interrupted by Ctrl-C once a trial is at work, its worker stopped (SIGSTOP); then killed with
+    SIGKILL (itself and every process it started, as a machine crash would) during tuning, after tuning and
+    during confirm, resumed after each stop; stepped by the fixture's watch loop. After each kill, every trial
+    that had finished is still there byte for byte and the registry only grew."""
 
     def __init__(self, tmp: Path, spec: Path, run: Path):
         def n(rows, stage):
@@ -462,6 +482,7 @@ class Sigkilled:
         self.checked = 0
         self.at_start: list = []
         self.interrupted: dict | None = None  # what the Ctrl-C left
+        self.stopped: dict | None = None  # what the Ctrl-C with a stopped worker left
         self.study = Study(tmp, "sigint", spec, "--out", run, "--cpus", "1")
 
     @property
@@ -479,6 +500,18 @@ class Sigkilled:
             self.study.proc.send_signal(signal.SIGINT)
             self.interrupted = what_it_left(self.study, self.run, acted=1)
             (self.run / "trials.csv").unlink(missing_ok=True)  # so that a resume shows it writes one
+            self.study = Study(self.tmp, "sigint-stopped", "--resume", self.run, "--cpus", "1", sigint_ignored=True)
+            return
+        if self.stopped is None:
+            found = stop_a_working_worker(self.study, self.run, trained=False)
+            if found is None:
+                if self.study.proc.poll() is not None:
+                    self.stopped = {"problem": f"the study ended before a trial was seen at work: "
+                                               f"{self.study.stderr()[-2000:]}"}
+                return
+            self.study.proc.send_signal(signal.SIGINT)
+            self.stopped = {**what_it_left(self.study, self.run, acted=1), "exit_after": time.time() - found["at"],
+                            "worker": found}
             self.study = Study(self.tmp, "sigkilled-0", "--resume", self.run, "--cpus", "1")
             return
         when, ready = self.moments[len(self.seen)]
@@ -510,7 +543,9 @@ class Chain:
       threads  the first attempts of one tuning trial find no thread (test hook): exit 3;
       killed   with --retries 0, the trial worker is SIGKILLed once a trial of the link has finished, and again
                until a kill found a trial at work: exit 3;
-      sigterm  SIGTERM once a trial of the link has finished (exit 143);
+      sigterm  with --stall-seconds 10 and --retries 1: a trial's worker is stopped (SIGSTOP) once it has taken
+               a training step; the study declares the trial stalled, kills its worker and retries it; once the
+               retry is at work (or done), the trial workers are stopped, then SIGTERM (exit 143);
       disk     the run's tmpfs is shrunk to leave room for one trial's weights, then fills (exit 3); where no
                tmpfs can be mounted, the test hook's ENOSPC on the first confirm trial;
       retried  with --retries 2, every trial worker is killed at once while a trial runs, after checking that
@@ -528,7 +563,10 @@ class Chain:
         self.at, self.acted, self.results = 0, 0, {}
         self.at_start: list = []  # the registry when the link started
         self.retried = {"in_flight": None, "sockets": [], "names": set(), "workers": 0}
-        self.killed_csv: list[bool] = []
+        self.killed_csv: list = []
+        self.stalled: dict = {"stopped": None, "line": None, "line_at": None, "retried": None}
+        self.signalled_at: float | None = None
+        self.started_at = time.time()
         self.study = Study(tmp, "chain-threads", spec, "--out", run, "--cpus", "1", env=fault(**self.THREADS))
 
     @property
@@ -543,12 +581,15 @@ class Chain:
         if self.done:
             return
         link, running = self.LINKS[self.at], self.study.proc.poll() is None
-        if running and link == "sigterm" and not self.acted and self.grew():
+        if running and link == "sigterm" and not self.acted and self._stalled_and_retried():
+            self.stopped_workers = kill_workers(self.study, signal.SIGSTOP)  # stopped workers do not hold it up
             self.study.proc.send_signal(signal.SIGTERM)
-            self.acted = 1
+            self.signalled_at, self.acted = time.time(), 1
         elif running and link == "killed" and self.grew():
-            if not self.killed_csv:  # trials have finished, the study runs on: no trials.csv yet
-                self.killed_csv.append((self.run / "trials.csv").exists())
+            if not self.killed_csv:  # trials have finished, the study runs on: trials.csv follows the registry
+                csv = self.run / "trials.csv"
+                self.killed_csv.append((csv.read_text() if csv.exists() else None, read_registry(self.run),
+                                        len(self.at_start)))
             self.acted += kill_workers(self.study)
         elif running and link == "retried" and self.retried["in_flight"] is None:
             self._kill_a_running_trial()
@@ -559,12 +600,38 @@ class Chain:
         if not self.done:
             self._start(self.LINKS[self.at])
 
+    def _stalled_and_retried(self) -> bool:
+        """Steps the stall: a worker stopped, the stall said, the retry at work (a new attempt's heartbeat) or
+        done; True once all of it was seen."""
+        from ablate.engine import liveness
+
+        state = self.stalled
+        if state["stopped"] is None:
+            state["stopped"] = stop_a_working_worker(self.study, self.run)
+        elif state["line"] is None:
+            found = [line for line in self.study.lines() if " stalled: " in line]
+            if found:
+                state["line"], state["line_at"] = found[0], time.time()
+        elif state["retried"] is None:
+            folder = self.run / "trials" / re.match(r"trial ([0-9a-f]{12}) ", state["line"])[1]
+            beat = liveness.read(folder)
+            killed = state["stopped"]["beat"]["attempt"] if state["stopped"]["trial"] == folder.name else None
+            if (folder / "metrics.json").exists():
+                state["retried"] = "done"
+            elif beat is not None and beat["attempt"] != killed and beat.get("ticks"):
+                state["retried"] = "at work"
+        return state["retried"] is not None
+
     def _start(self, link: str) -> None:
         (self.run / "trials.csv").unlink(missing_ok=True)
-        self.at_start, self.acted = read_registry(self.run), 0
+        self.at_start, self.acted, self.signalled_at = read_registry(self.run), 0, None
+        self.started_at = time.time()
         extra, env = ["--cpus", "1"], None
         if link == "killed":
             extra += ["--retries", "0"]
+        elif link == "sigterm":
+            # 10 s: the retry's new Ray worker must start within 60 s (6 x 10) on a loaded machine
+            extra += ["--stall-seconds", "10", "--retries", "1"]
         elif link == "disk":
             if self.disk is None:
                 env = fault(**self.ENOSPC)
@@ -575,13 +642,18 @@ class Chain:
         self.study = Study(self.tmp, f"chain-{link}", "--resume", self.run, *extra, env=env)
 
     def _ended(self, link: str) -> dict:
+        # seconds from the signal to the exit, as the watch loop saw it (it looks every 0.1 s)
+        exit_after = None if self.signalled_at is None else time.time() - self.signalled_at
         study, result = self.study, what_it_left(self.study, self.run, self.acted)
+        result.update(exit_after=exit_after, seconds=time.time() - self.started_at)
         if link in ("threads", "killed", "disk"):
             ids = check_stopped(study, self.run)
             result.update(ids=ids, untold=untold_rounds(self.run, ids),
                           attempts={i: trial_failures.read_attempts(self.run / "trials" / i) for i in ids})
         if link == "killed":
             result["csv_while_running"] = self.killed_csv
+        if link == "sigterm":
+            result.update(stopped_workers=getattr(self, "stopped_workers", 0), stalled=self.stalled)
         if link == "disk":
             result["real"] = self.disk is not None
             if self.disk is not None:
@@ -611,25 +683,34 @@ class Chain:
         self.retried["in_flight"] = running[0]
 
 
+MEMORY_SPEC = {"description": "memory", "base": {**TINY, "epochs": 1}, "factors": {"residual": {"values": [True, False]}},
+               "seeds": [0]}
+OOM = {"fault": "oom", "arm": "residual=false"}  # a real allocation of 4x the machine's memory, on every attempt
+
+
 def fault_runs(tmp: Path) -> dict:
     """Side by side: an uninterrupted run on 2 CPUs; a run on 1 CPU taken through a chain of faults and
     resumed after each (Chain); a run on 1 CPU interrupted by Ctrl-C while Ray starts, then killed with SIGKILL
     at three points, and resumed after each stop (Sigkilled). Each ends with trials.csv, compared with the
-    uninterrupted one's by the tests. Made in the background from the session's start (helpers.background)."""
+    uninterrupted one's by the tests. Beside them, a study of two trials one of which cannot fit in memory
+    (OOM). Made in the background from the session's start (helpers.background)."""
     spec = tmp / "faults.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
+    memory_spec = tmp / "memory.yaml"
+    memory_spec.write_text(yaml.safe_dump(MEMORY_SPEC))
     # The chain's run folder is on a tmpfs where one can be mounted, so that its disk can fill for real; the
     # tests read from it, so it is unmounted when the session ends.
     disk = Tmpfs(tmp / "disk", "256m") if can_mount() else None
     if disk is not None:
         background.on_exit(disk.close)
     runs = {"reference": tmp / "reference", "chain": (disk.path if disk else tmp) / "chain",
-            "sigkilled": tmp / "sigkilled"}
-    reference, chain, sigkilled = None, None, None
+            "sigkilled": tmp / "sigkilled", "memory": tmp / "memory"}
+    reference, chain, sigkilled, memory = None, None, None, None
     try:
         import optuna  # noqa: F401  (imported now, not in the middle of a watch)
 
         reference = Study(tmp, "reference", spec, "--out", runs["reference"], "--cpus", "2")
+        memory = Study(tmp, "memory", memory_spec, "--out", runs["memory"], "--cpus", "1", env=fault(**OOM))
         chain = Chain(tmp, spec, runs["chain"], disk)
         sigkilled = Sigkilled(tmp, spec, runs["sigkilled"])
         deadline = time.time() + 900
@@ -646,9 +727,10 @@ def fault_runs(tmp: Path) -> dict:
         assert reference.wait() == 0, reference.stderr()[-3000:]
         assert sigkilled.study.wait() == 0, sigkilled.study.stderr()[-3000:]
         return {"runs": runs, "reference": (runs["reference"] / "trials.csv").read_text(), "chain": chain.results,
-                "chain_csv": (runs["chain"] / "trials.csv").read_text(), "sigkilled": sigkilled}
+                "chain_csv": (runs["chain"] / "trials.csv").read_text(), "sigkilled": sigkilled,
+                "memory": what_it_left(memory, runs["memory"], 0)}
     finally:
-        for study in [s for s in (reference, chain and chain.study, sigkilled and sigkilled.study) if s]:
+        for study in [s for s in (reference, chain and chain.study, sigkilled and sigkilled.study, memory) if s]:
             if study.proc.poll() is None:  # what a failed assertion left running
                 os.killpg(study.proc.pid, signal.SIGKILL)
                 study.wait()
@@ -668,7 +750,11 @@ def test_a_killed_worker_stops_the_study_and_resume_gives_the_uninterrupted_tria
     assert killed["ids"] and killed["acted"], killed["lines"]
     assert all("its worker died without a word" in line for line in killed["lines"][1:-1])
     assert all(a == [] for a in killed["attempts"].values())  # the worker could not say anything
-    assert killed["csv_while_running"] == [False]  # trials.csv is written when the study ends, not per trial
+    # trials.csv (removed before the link started) is written as the study starts and follows the registry
+    [(csv, rows, at_start)] = killed["csv_while_running"]
+    assert csv is not None and csv.splitlines()[0] == faulted["reference"].splitlines()[0]
+    assert {line.split(",")[0] for line in csv.splitlines()[1:]} <= {r["trial_id"] for r in rows}
+    assert len(csv.splitlines()) - 1 >= at_start
     assert faulted["chain_csv"] == faulted["reference"]
 
 
@@ -724,6 +810,8 @@ def test_ctrl_c_and_sigterm_at_any_moment_say_how_to_resume_and_the_resume_finis
     runs, chain = faulted["runs"], faulted["chain"]
     moments = [faulted["sigkilled"].interrupted, chain["sigterm"]]
     assert [(m["acted"], m["code"]) for m in moments] == [(1, 130), (1, 143)]
+    assert chain["sigterm"]["stopped_workers"] >= 1  # its trial workers were stopped (SIGSTOP) when SIGTERM came
+    assert chain["sigterm"]["exit_after"] < 10, chain["sigterm"]["exit_after"]
     for moment, word, run in zip(moments, ("interrupted", "terminated"), (runs["sigkilled"], runs["chain"])):
         assert moment["lines"][-1] == (f"{word}: what finished is kept in {run}; finish it with: "
                                        f"ablate study --resume {run}"), moment
@@ -734,6 +822,70 @@ def test_ctrl_c_and_sigterm_at_any_moment_say_how_to_resume_and_the_resume_finis
     assert (runs["sigkilled"] / "trials.csv").read_text() == faulted["reference"]
     assert "not implemented" not in chain["disk"]["stderr"], chain["disk"]["stderr"][-2000:]  # resumed after SIGTERM
     assert not (runs["chain"] / "ray").exists() and not (runs["sigkilled"] / "ray").exists()
+
+
+STALL_LINE = re.compile(r"trial ([0-9a-f]{12}) \((tune|confirm), residual=(true|false), [^)]*\) stalled: no progress "
+                        r"for (\d+) s \(its bound: (\d+) s, (.*?)\) (at step .*|before its worker .*); its worker was "
+                        r"killed; Ray retries it as --retries says, else the study stops for a resume$")
+
+
+@pytest.mark.slow
+def test_a_stopped_trial_worker_is_declared_stalled_killed_and_retried_and_resume_gives_the_uninterrupted_trials(faulted):
+    """A trial's Ray worker stopped (SIGSTOP) once it has taken a training step, in a study with --stall-seconds 10
+    and --retries 1: one line names the trial and where it stalled, within its bound (20 x its slowest step, at
+    least 10 s; 60 s before a first step, where the stop found the worker between two trials); the worker is
+    killed and Ray retries the trial (a new attempt of it runs); the run (stopped by SIGTERM after that, then
+    resumed) ends with the uninterrupted trials.csv."""
+    stalled, said = faulted["chain"]["sigterm"]["stalled"], faulted["chain"]["sigterm"]["stderr"][-3000:]
+    assert stalled["stopped"] is not None and stalled["line"] is not None, said
+    match = STALL_LINE.match(stalled["line"])
+    assert match, stalled["line"]
+    idle, limit = int(match[4]), int(match[5])
+    assert limit >= 10 and idle >= limit, stalled["line"]
+    if match[1] == stalled["stopped"]["trial"]:  # stopped at work, as meant: where it was is named
+        assert f"pid {stalled['stopped']['pid']}" in match[7], match[7]
+        assert re.match(r"at step \d+ of \d+ \((training|evaluating on dev|scoring on \w+)\) on ", match[7]), match[7]
+    # seen within its bound, give or take the study's one check a second and the watch loop's look at stderr
+    assert stalled["line_at"] - stalled["stopped"]["at"] <= limit + 10, (stalled["line_at"] - stalled["stopped"]["at"])
+    assert stalled["retried"] in ("at work", "done"), said  # Ray retried it: a new attempt of the trial ran
+    assert sum(" stalled: " in line for line in faulted["chain"]["sigterm"]["lines"]) == 1, said
+    assert faulted["chain_csv"] == faulted["reference"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_a_stopped_worker_stops_a_study_that_inherited_sigint_ignored_within_10_s(faulted):
+    """A study started as `ablate study ... &` in a script starts it (SIGINT ignored, which Python leaves ignored:
+    Ctrl-C did nothing, for ever) gets SIGINT while a trial's worker is stopped (SIGSTOP): exit 130 within 10 s,
+    with the resume line, no traceback, trials.csv written, Ray's folder removed; the resumes after it end with
+    the uninterrupted trials.csv."""
+    stopped, run = faulted["sigkilled"].stopped, faulted["runs"]["sigkilled"]
+    assert "problem" not in stopped, stopped["problem"]
+    assert stopped["code"] == 130 and stopped["exit_after"] < 10, (stopped["code"], stopped["exit_after"])
+    assert stopped["lines"][-1] == f"interrupted: what finished is kept in {run}; finish it with: ablate study --resume {run}"
+    assert "Traceback" not in stopped["stderr"] and stopped["trials_csv"] and not stopped["ray_tmp_left"]
+    assert (run / "trials.csv").read_text() == faulted["reference"]
+
+
+@pytest.mark.slow
+def test_a_config_that_cannot_fit_in_memory_is_its_error_result_and_the_study_goes_on(faulted, tmp_path):
+    """A trial whose every attempt asks for more memory than the machine has (a real allocation of 4x its
+    memory, refused by torch's allocator) at the same place: its error result, the study goes on to exit 0 (it
+    was a fault of the machine: exit 3, and the same at every --resume). The error recorded names no number
+    that changes from run to run (free memory), so trials.csv stays comparable."""
+    memory, run = faulted["memory"], faulted["runs"]["memory"]
+    gib = r"[\d.]+ GiB"
+    assert memory["code"] == 0, memory["stderr"][-3000:]
+    [line] = [line for line in memory["lines"] if " failed " in line]
+    cause = rf"out of memory at step 0 \(injected fault at start\) on every attempt \(asked for {gib} of the cpu's {gib}\)"
+    assert re.fullmatch(rf"trial [0-9a-f]{{12}} \(confirm, residual=false, seed \d+\) failed twice: {cause}; recorded as "
+                        rf"its result, a property of the config: it ran out of memory at the same place on each of its "
+                        rf"attempts while the machine was not short of memory \(at each, other processes held at most "
+                        rf"{gib}, at most 50% of it; or it asked for more than the machine has in all\); traceback in "
+                        rf"{run}/trials/[0-9a-f]{{12}}/error.txt", line), line
+    rows = {r["arm"]: r for r in read_registry(run)}
+    assert rows["residual=true"]["status"] == "ok" and rows["residual=false"]["status"] == "error"
+    assert re.fullmatch(cause, rows["residual=false"]["error"]), rows["residual=false"]["error"]
+    assert ",error," in (run / "trials.csv").read_text()
 
 
 @pytest.mark.slow

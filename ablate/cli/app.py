@@ -317,6 +317,7 @@ def study(
     address: Optional[str] = typer.Option(None, help="Attach to a running Ray cluster (HOST:PORT) instead of starting one."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user@host/db (default: optuna.db in the run folder)."),
     retries: int = typer.Option(1, help="Times a failed trial is retried; then a failure its config raised on every attempt is its result (error), anything else (worker died, disk full, ...) stops the study (exit 3) for --resume."),
+    stall_seconds: int = typer.Option(300, "--stall-seconds", help="A trial with no progress for max(this, 20 x its slowest step so far) seconds, or 6 x this before its first step (worker start, data, model, torch.compile: 30 minutes by default), is stalled: its worker is killed and the trial retried (--retries), else the study stops (exit 3) for --resume. 1 to 604,800; default 300."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files (curves, hyper-parameters) to RUN/tensorboard."),
     fuse: str = typer.Option("off", help="Train trials that differ only in seed/lr/momentum/weight decay as one model batched over them: off (the default: fusing changes a trial's numbers slightly), auto (on a GPU when measured faster, never on a CPU) or the members per model; fused trials are marked in trials.csv (fused_with)."),
 ) -> None:
@@ -330,6 +331,9 @@ def study(
     from ablate.engine.study_runner import StudyInterrupted, StudyStopped, run_study
 
     terminate_like_ctrl_c()  # SIGTERM stops a study as Ctrl-C does, whenever it comes
+    from ablate.engine.liveness import check_stall_seconds
+
+    check_stall_seconds(stall_seconds)
     if name is None and resume is None:
         for study_name, description in list_studies():
             typer.echo(f"{study_name:20s} {description}")
@@ -361,11 +365,11 @@ def study(
     try:  # from here on the run folder exists: an interruption says how to finish it
         error_folder(run_dir)
         run_study(plan.spec, run_dir, plan.resources, str(data_dir) if data_dir else None, storage=storage,
-                  retries=retries, run_id=plan.run_id, tensorboard=tensorboard, fuse=plan.fuse, on_start=started)
+                  retries=retries, run_id=plan.run_id, tensorboard=tensorboard, fuse=plan.fuse, on_start=started,
+                  stall_seconds=stall_seconds)
     except (StudyInterrupted, KeyboardInterrupt) as exc:
         signum = interrupt_signal(exc)
-        typer.echo(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: what finished is kept in "
-                   f"{run_dir}; finish it with: ablate study --resume {run_dir}", err=True)
+        typer.echo(StudyInterrupted.line(signum, run_dir), err=True)
         raise typer.Exit(128 + signum)
     except StudyStopped as exc:  # a fault of the machine; a failed trial's traceback is in its own folder
         where = f" ({save_traceback(exc.__cause__)})" if exc.__cause__ is not None else ""

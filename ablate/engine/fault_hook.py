@@ -8,6 +8,8 @@ attempt of each trial segment whose Work matches all the given keys (stage, arm,
   enospc    OSError(ENOSPC), as a full disk gives;
   threads   RuntimeError("can't start new thread"), as Python gives when no thread can be had;
   memory    MemoryError;
+  oom       a real allocation (torch.empty) of four times the machine's memory, which torch's allocator refuses
+            with its own "can't allocate memory" error: a config that cannot fit, the same on every attempt;
   kill      SIGKILL of the worker process itself;
   config    ValueError, the same on every attempt (a failure of the config, for contrast).
 The study's Ray workers inherit the variable; a `--resume` without it runs the trial normally.
@@ -25,7 +27,8 @@ VARIABLE = "ABLATE_TEST_FAULT"
 _KEYS = ("stage", "arm", "round", "index")
 
 
-def strike(works, at: str) -> None:
+def strike(works, at: str, beat=None) -> None:
+    """`beat`: the attempt's heartbeat, told where the fault struck (the place an out-of-memory record names)."""
     text = os.environ.get(VARIABLE)
     if not text:
         return
@@ -35,6 +38,8 @@ def strike(works, at: str) -> None:
     for work in works:
         if all(fault[k] == getattr(work, k) for k in _KEYS if k in fault) and \
                 ("seed" not in fault or fault["seed"] == work.config.seed):
+            if beat is not None:
+                beat(f"injected fault at {at}", 0)
             _raise(fault["fault"], f"trials/{work.trial_id}")
 
 
@@ -52,6 +57,12 @@ def _raise(kind: str, where: str) -> None:
         raise RuntimeError("can't start new thread")
     if kind == "memory":
         raise MemoryError()
+    if kind == "oom":
+        import torch
+
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        torch.empty(4 * pages * size, dtype=torch.uint8)  # refused by the allocator: nothing is touched
+        raise AssertionError("an allocation of four times the machine's memory succeeded")
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if kind == "config":

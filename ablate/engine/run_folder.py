@@ -173,7 +173,9 @@ def _blank(value: Any) -> Any:
 
 
 def create_run_dir(study: Study, out: Path | None, files: dict[str, str]) -> Path:
-    """Make the run folder with its first files in one step: it either does not exist or holds spec.yaml."""
+    """Make the run folder with its first files in one step: it either does not exist or holds spec.yaml, and
+    trials.csv (its header: no trial has run), so that trials.csv is there at every moment the folder is."""
+    files = {**files, "trials.csv": files.get("trials.csv", trials_csv(study, []))}
     run_dir = out or child(Path("runs"), study.name) / time.strftime("%Y%m%d-%H%M%S")  # the name is spec text
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         if (run_dir / "spec.yaml").is_file():

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.atomic_files import atomic_write_text
-from ablate.engine import fault_hook, trial_failures
+from ablate.engine import fault_hook, liveness, memory_faults, trial_failures
 from ablate.engine.trial_plan import TrialPlan
 
 
@@ -47,11 +47,13 @@ def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device:
     checkpoint = read_checkpoint(folder) if work.resume else None
     # By default final-stage runs keep their best-dev weights (for the lesion study), tuning runs none.
     keep = work.stage in ("confirm", "grid") if keep is None else keep
+    beat = liveness.Heartbeat(folder, where, cfg.total_steps())  # the study watches it (ablate.engine.liveness)
     try:
-        fault_hook.strike([work], "start")
+        fault_hook.strike([work], "start", beat)
         result = run_trial(cfg, data_dir=data_dir, device=device, keep_best_state=keep,
-                           stop_after_evals=work.stop_after_evals, resume=checkpoint)
+                           stop_after_evals=work.stop_after_evals, resume=checkpoint, beat=beat)
         extra = {**where, "ended_at": time.time()}
+        beat("writing the trial folder", result.steps)
         fault_hook.strike([work], "write")
         if result.status == "paused":
             write_paused(folder, cfg, result, extra=extra)
@@ -60,8 +62,11 @@ def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device:
     except Exception as exc:
         # Recorded for the engine, then raised so that Ray retries the trial (FailureConfig); once the retries
         # are spent the engine judges whether the failure is the config's (ablate.engine.trial_failures).
-        trial_failures.record_attempt(folder, exc, {"device": device, **where})
+        trial_failures.record_attempt(folder, exc, {"device": device, **where,
+                                                    **memory_faults.facts(exc, device, beat.place())})
         raise
+    finally:
+        beat.close()
     trial_failures.clear(folder)
     return result
 
@@ -80,19 +85,24 @@ def run_works(works: list[TrialPlan], run_dir: str | Path, data_dir: str | None,
     folders = [trial_folder(run_dir, w.trial_id) for w in works]
     for work, folder in zip(works, folders):
         atomic_write_text(folder / "config.yaml", work.config.to_yaml())
+    beat = liveness.Heartbeat(folders[0], where, works[0].config.total_steps())  # one per Ray trial: the first's
     try:
-        fault_hook.strike(works, "start")
+        fault_hook.strike(works, "start", beat)
         results = run_fused([w.config for w in works], device=device, data_dir=data_dir,
-                            keep_best_state=any(w.stage in keep_stages for w in works))
+                            keep_best_state=any(w.stage in keep_stages for w in works), beat=beat)
         ids = [w.trial_id for w in works]
+        beat("writing the trial folder", max(r.steps for r in results))
         fault_hook.strike(works, "write")
         for work, folder, result in zip(works, folders, results):
             extra = {**where, "ended_at": time.time(), "fused_with": [i for i in ids if i != work.trial_id]}
             write_trial_folder(folder, work.config, result, extra=extra, plot=False, weights=work.stage in keep_stages)
     except Exception as exc:
+        facts = memory_faults.facts(exc, device, beat.place())
         for folder in folders:
-            trial_failures.record_attempt(folder, exc, {"device": device, **where})
+            trial_failures.record_attempt(folder, exc, {"device": device, **where, **facts})
         raise
+    finally:
+        beat.close()
     for folder in folders:
         trial_failures.clear(folder)
     return results

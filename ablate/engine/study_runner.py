@@ -9,9 +9,11 @@ import signal
 from pathlib import Path
 from typing import Callable
 
-from ablate.engine import fault_hook
+from ablate.engine import fault_hook, interrupts
 from ablate.errors import AblateError
-from ablate.engine.run_folder import write_trials_csv
+from ablate.atomic_files import atomic_write_text
+from ablate.engine.liveness import DEFAULT_STALL_SECONDS
+from ablate.engine.run_folder import trials_csv, write_trials_csv
 from ablate.engine.interrupts import interrupt_signal
 from ablate.engine.planner import Planner, default_study_names
 from ablate.engine.storage import open_storage
@@ -29,6 +31,12 @@ class StudyInterrupted(Exception):
     def __init__(self, signum: int = signal.SIGINT):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+    @staticmethod
+    def line(signum: int, run_dir: Path) -> str:
+        """What the command says when a signal stopped the study (exit code 128 + signum)."""
+        return (f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: what finished is kept in {run_dir}; "
+                f"finish it with: ablate study --resume {run_dir}")
 
 
 class StudyStopped(Exception):
@@ -57,16 +65,26 @@ def optuna_study_names(study: Study, run_id: str, storage: str | None) -> dict[t
 
 def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str | None,
               storage: str | None = None, retries: int = 1, run_id: str = "", tensorboard: bool = False,
-              fuse: int = 1, on_start: Callable[[], None] | None = None) -> None:
+              fuse: int = 1, on_start: Callable[[], None] | None = None,
+              stall_seconds: float = DEFAULT_STALL_SECONDS) -> None:
     """Every stage of the study in one Tuner, skipping what the run folder already holds; with fuse >= 2,
     groups of up to `fuse` trials that may be fused train as one model (ablate.train.fused). `on_start` is
-    called once it is known that work is left (a resume records itself then: resuming a finished run is none)."""
+    called once it is known that work is left (a resume records itself then: resuming a finished run is none).
+    A trial with no progress for its bound (ablate.engine.liveness, `stall_seconds`) is killed as stalled.
+
+    trials.csv is there at every moment the run folder is (made with it, ablate.engine.run_folder), and follows
+    the registry: rewritten whenever results are registered, and when the study ends, stops or is interrupted.
+    Interrupted (Ctrl-C, SIGTERM), the study stops within seconds whatever its workers are doing (stopped, in a
+    C call, dead): its Ray session is shut down (which ends them) and a watchdog ends what blocks longer
+    (ablate.engine.interrupts)."""
     with RunLock(run_dir):
         ended = False
         try:
-            _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorboard, fuse, on_start)
+            _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorboard, fuse, on_start,
+                 stall_seconds)
             ended = True
         except KeyboardInterrupt as exc:
+            _stopping(exc, run_dir)
             raise StudyInterrupted(interrupt_signal(exc)) from None
         except (AblateError, StudyStopped):
             raise
@@ -78,13 +96,47 @@ def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str |
             raise StudyStopped(run_dir, [], describe(exc)) from exc
         finally:
             try:
-                write_trials_csv(study, run_dir)  # once, as the study ends, stops or is interrupted
+                write_trials_csv(study, run_dir)  # as the study ends, stops or is interrupted
             except OSError as exc:
                 if ended:  # nothing else went wrong: say this
                     raise StudyStopped(run_dir, [], f"trials.csv could not be written ({describe(exc)})") from exc
+            finally:
+                interrupts.stopped()
 
 
-def _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorboard, fuse, on_start) -> None:
+def _stopping(exc: BaseException, run_dir: Path) -> None:
+    """Interrupted: the cleanup from here on is not cut short by another signal, and ends within seconds."""
+    signum = interrupt_signal(exc)
+    interrupts.stopping(signum, lambda: StudyInterrupted.line(signum, run_dir))
+
+
+class _TrialsCsv:
+    """Rewrites trials.csv from the planner's rows after results were registered (planner.on_register)."""
+
+    def __init__(self, study: Study, run_dir: Path, planner: Planner):
+        self.study, self.run_dir, self.planner = study, run_dir, planner
+        self.pending = True
+        then = planner.on_register
+
+        def registered(row, config) -> None:
+            self.pending = True
+            if then is not None:
+                then(row, config)
+
+        planner.on_register = registered
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        self.pending = False
+        try:
+            atomic_write_text(self.run_dir / "trials.csv", trials_csv(self.study, list(self.planner.rows.values())))
+        except OSError:
+            self.pending = True  # a full disk: tried again at the next change, and said when the study ends
+
+
+def _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorboard, fuse, on_start,
+         stall_seconds) -> None:
     if storage is not None:
         open_storage(storage)  # a new SQLite file is made here, not when the command line was checked
     planner = Planner(study, run_dir, storage, optuna_study_names(study, run_id, storage), fuse=fuse)
@@ -92,7 +144,9 @@ def _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorbo
         from ablate.engine.tensorboard import write_trial
 
         planner.on_register = lambda row, config: write_trial(run_dir, row, config.to_dict())
+    csv = _TrialsCsv(study, run_dir, planner)
     planner.refresh()
+    csv.flush()
     if planner.done:  # a finished study resumes without starting Ray
         return
     if on_start is not None:
@@ -106,7 +160,10 @@ def _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorbo
             raise
         except Exception as exc:  # Ray's node did not come up (an overloaded machine, a cluster gone): not the spec's
             raise StudyStopped(run_dir, [], f"Ray could not start ({describe(exc)})") from exc
-        faults = _fit(study, run_dir, resources, data_dir, planner, retries, tmp)
+        faults = _fit(study, run_dir, resources, data_dir, planner, retries, tmp, stall_seconds, csv.flush)
+    except KeyboardInterrupt as exc:
+        _stopping(exc, run_dir)  # before Ray's shutdown, which another Ctrl-C would cut short
+        raise
     finally:
         stop_ray()
         shutil.rmtree(tmp, ignore_errors=True)

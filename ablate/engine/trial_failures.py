@@ -1,12 +1,14 @@
 """Why a trial failed, and whether that failure is a result.
 
-A failure that is a property of the trial's config (an error that the same config raises again on its retry)
-is a result: the trial is recorded as an error, ranked last and told to Optuna as failed. Anything else (the
-worker died, the disk filled up, no thread or memory could be had, a node was lost, or an error that did not
-come back on the retry) is a fault of the machine: it is never a result, the study stops, and `--resume` runs
-the trial again later. The worker leaves `error.txt` (the whole traceback) and `failure.json` (one record per
-attempt: its kind, the exception's type and message, where it ran) in the trial folder; the engine judges
-once Ray's retries are spent. Knows nothing of Ray or torch.
+A failure that is a property of the trial's config (an error that the same config raises again on its retry,
+or running out of memory at the same place on every attempt while the machine was not short of memory: see
+ablate.engine.memory_faults) is a result: the trial is recorded as an error, ranked last and told to Optuna as
+failed. Anything else (the worker died, the disk filled up, no thread or memory could be had, a node was lost,
+the trial stalled (ablate.engine.liveness), or an error that did not come back on the retry) is a fault of the
+machine: it is never a result, the study stops, and `--resume` runs the trial again later. The worker leaves
+`error.txt` (the whole traceback) and `failure.json` (one record per attempt: its kind, the exception's type
+and message, where it ran; the study adds the record of an attempt it killed as stalled) in the trial folder;
+the engine judges once Ray's retries are spent. Knows nothing of Ray or torch.
 """
 from __future__ import annotations
 
@@ -17,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from ablate.atomic_files import atomic_write_text
+from ablate.engine import memory_faults
 
 FAILURE = "failure.json"
 ERROR_TEXT = "error.txt"
 INFRASTRUCTURE = "infrastructure"
 CONFIG = "config"
+STALLED = "Stalled"  # the type of an attempt the study killed as stalled
+_FACTS = ("kind", "type", "error", "memory")  # what an attempt record holds beside where it ran
 
 # Messages of exceptions that say the machine ran out of something, whatever their type.
 _EXHAUSTED = ("can't start new thread", "pthread_create", "resource temporarily unavailable", "out of memory",
@@ -64,6 +69,16 @@ def record_attempt(folder: Path, exc: BaseException, where: dict[str, Any]) -> N
         pass
 
 
+def record_stall(folder: Path, description: str, where: dict[str, Any]) -> None:
+    """The study killed an attempt that made no progress (ablate.engine.liveness): a fault of the machine."""
+    try:
+        attempts = read_attempts(folder)
+        attempts.append({"kind": INFRASTRUCTURE, "type": STALLED, "error": f"stalled: {description}", **where})
+        atomic_write_text(Path(folder) / FAILURE, json.dumps({"attempts": attempts}, indent=2) + "\n")
+    except OSError:
+        pass
+
+
 def read_attempts(folder: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads((Path(folder) / FAILURE).read_text(encoding="utf-8"))
@@ -99,7 +114,14 @@ def judge(folder: Path, failures: int, reported: BaseException | None) -> Verdic
     for the last one (the worker's own exception, or Ray's word that the worker died), or None."""
     attempts = read_attempts(folder)
     last = attempts[-1] if attempts else {}
-    where = {k: v for k, v in last.items() if k not in ("kind", "type", "error")}
+    where = {k: v for k, v in last.items() if k not in _FACTS}
+    if last.get("type") == STALLED:
+        return Verdict(INFRASTRUCTURE, last.get("error", "stalled"),
+                       "a fault of the machine (a hung read, a deadlock, a device that stopped answering), not of the "
+                       "trial's config", where)
+    memory = memory_faults.config_verdict(attempts, failures)
+    if memory is not None:
+        return Verdict(CONFIG, *memory, where)
     if reported is not None and kind_of(reported) == INFRASTRUCTURE:
         return Verdict(INFRASTRUCTURE, describe(reported), "a fault of the machine, not of the trial's config", where)
     if any(a.get("kind") == INFRASTRUCTURE for a in attempts):

@@ -135,9 +135,12 @@ class FusedModel:
 
 
 def run_fused(configs: list[TrialConfig], *, device: str | torch.device | None = None,
-              data_dir: str | os.PathLike | None = None, keep_best_state: bool = False) -> list[TrialResult]:
-    """Train `configs` (see `fusable`) together; one TrialResult per config, in order."""
+              data_dir: str | os.PathLike | None = None, keep_best_state: bool = False,
+              beat=None) -> list[TrialResult]:
+    """Train `configs` (see `fusable`) together; one TrialResult per config, in order. `beat`: the heartbeat,
+    as in ablate.train.loop.run_trial."""
     why = fusable(configs)  # before any data is loaded (FusedModel checks again, for other callers)
     if why:
         raise AblateError(f"cannot fuse these trials: {why}")
-    return TrainingLoop(configs, FusedModel, device=device, data_dir=data_dir, keep_best_state=keep_best_state).run()
+    return TrainingLoop(configs, FusedModel, device=device, data_dir=data_dir, keep_best_state=keep_best_state,
+                        beat=beat).run()

@@ -8,7 +8,9 @@ best-dev checkpoint, telemetry, pausing and continuing, timing, and the TrialRes
 the weights is a *model* object: `SingleModel` here (torch's SGD through TrainForward: precision, compile), or
 `FusedModel` (the members stacked and batched by vmap, SGD applied per member).
 
-Knows nothing of Ray or Optuna: the study engine passes a `report` callback. A trial can stop
+Knows nothing of Ray or Optuna: the study engine passes a `report` callback, and a `beat(phase, step)` callback
+(its heartbeat, ablate.engine.liveness) that is called after every training step and every evaluation batch: it
+must cost no more than a clock read (the engine writes a file at most every few seconds). A trial can stop
 after a given number of dev evaluations ("paused") and later continue from the checkpoint it
 returned; the continued trial computes exactly what an uninterrupted one would.
 """
@@ -33,9 +35,9 @@ from ablate.train.result import TrialResult
 CHECKPOINT_VERSION = 1
 
 
-def evaluate(model, split_x, split_y, memory_format, batch: int = 500, predictions: bool = False):
+def evaluate(model, split_x, split_y, memory_format, batch: int = 500, predictions: bool = False, tick=None):
     """(accuracy, mean loss) over a split already on the model's device; with predictions, also the
-    predicted labels as a list."""
+    predicted labels as a list. `tick()` is called after each batch (a heartbeat)."""
     model.eval()
     total_loss, correct, n = 0.0, 0, split_y.numel()
     preds = []
@@ -49,6 +51,8 @@ def evaluate(model, split_x, split_y, memory_format, batch: int = 500, predictio
             correct += (pred == y).sum().item()
             if predictions:
                 preds += pred.tolist()
+            if tick is not None:
+                tick()
     model.train()
     return (correct / n, total_loss / n, preds) if predictions else (correct / n, total_loss / n)
 
@@ -160,7 +164,8 @@ class TrainingLoop:
                  device: str | torch.device | None = None, data_dir: str | os.PathLike | None = None,
                  report: Callable[[dict[str, Any]], None] | None = None,
                  progress: Callable[[int, int], None] | None = None, keep_best_state: bool = False,
-                 stop_after_evals: int | None = None, resume: dict[str, Any] | None = None) -> None:
+                 stop_after_evals: int | None = None, resume: dict[str, Any] | None = None,
+                 beat: Callable[[str, int], None] | None = None) -> None:
         if not configs:
             raise ValueError("a training loop needs at least one config")
         if len(configs) > 1 and (stop_after_evals is not None or resume is not None):
@@ -170,6 +175,18 @@ class TrainingLoop:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.data_dir, self.report, self.progress = data_dir, report, progress
         self.keep_best_state, self.stop_after_evals, self.resume = keep_best_state, stop_after_evals, resume
+        self.beat = beat
+        self.steps = 0
+
+    def _ticker(self, phase: str):
+        """The heartbeat's tick for each batch of an evaluation in `phase` (None without a heartbeat)."""
+        if self.beat is None:
+            return None
+        return lambda: self.beat(phase, self.steps)
+
+    def _phase(self, phase: str) -> None:
+        if self.beat is not None:
+            self.beat(phase, self.steps)
 
     def run(self) -> list[TrialResult]:
         with torch_threads(self.config.threads):
@@ -190,10 +207,12 @@ class TrainingLoop:
         cfg, device = self.config, self.device
         if device.type == "cuda":
             deterministic_cuda()
+        self._phase("loading data")
         splits = load_splits(cfg.dataset, self.data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
                              seed=cfg.data_seed, image_size=cfg.image_size)
         self.batches = cfg.batches()
         input_shape = (self.batches[0][1] - self.batches[0][0], *splits.train.x.shape[1:])
+        self._phase("building the model")
         self.model = self.model_type([model_for(c, splits) for c in self.configs], self.configs, device, input_shape)
         self.memory_format = fmt = self.model.memory_format
         # Padding is black: the value a zero pixel has after the split's scaling. Each member its own stream.
@@ -225,6 +244,7 @@ class TrainingLoop:
         self.seconds_before = self.total_before = 0.0
         if self.resume is not None:
             self._restore(self.resume)
+        self._phase("first step")
         self.t_train = time.perf_counter()
         return self
 
@@ -256,6 +276,8 @@ class TrainingLoop:
             labels = ((0,) if step == 0 else ()) + ((step + 1,) if step + 1 in self.eval_at else ())
         self.loss_buf[step] = self.model.train_step(xs, [self.train_y[i] for i in idx], step, labels, self.live)
         self.steps = step + 1
+        if self.beat is not None:
+            self.beat("training", self.steps)
         if self.progress is not None:
             self.progress(self.steps, self.total_steps)
 
@@ -274,7 +296,8 @@ class TrainingLoop:
                 self.live.remove(m)
                 continue
             self.checked[m] = step
-            dev_acc, dev_loss = evaluate(self.model.current(m), self.dev_x, self.dev_y, self.memory_format)
+            dev_acc, dev_loss = evaluate(self.model.current(m), self.dev_x, self.dev_y, self.memory_format,
+                                         tick=self._ticker("evaluating on dev"))
             if result.record_evaluation(step, dev_acc, dev_loss):
                 self.best[m] = self.model.snapshot(m)
             if self.report is not None:
@@ -308,12 +331,14 @@ class TrainingLoop:
                 result.final_train_loss = float(np.mean(result.train_loss[-self.steps_per_epoch:]))
             if result.status == "ok" and self.best[m] is not None:
                 result.final_test_acc, result.final_test_loss, result.test_pred_final = evaluate(
-                    self.model.current(m), self.test_x, self.test_y, self.memory_format, predictions=True)
+                    self.model.current(m), self.test_x, self.test_y, self.memory_format, predictions=True,
+                    tick=self._ticker("scoring on test"))
                 scored = self.model.load(m, self.best[m])
                 result.test_acc, result.test_loss, result.test_pred = evaluate(
-                    scored, self.test_x, self.test_y, self.memory_format, predictions=True)
+                    scored, self.test_x, self.test_y, self.memory_format, predictions=True,
+                    tick=self._ticker("scoring on test"))
                 result.scored_train_acc, result.scored_train_loss = evaluate(
-                    scored, self.train_x, self.train_y, self.memory_format)
+                    scored, self.train_x, self.train_y, self.memory_format, tick=self._ticker("scoring on train"))
                 result.test_labels = self.test_y.tolist()
             result.best_dev_acc = max(result.best_dev_acc, 0.0)
             if self.keep_best_state and self.best[m] is not None:
@@ -376,12 +401,14 @@ def run_trial(
     keep_best_state: bool = False,
     stop_after_evals: int | None = None,
     resume: dict[str, Any] | None = None,
+    beat: Callable[[str, int], None] | None = None,
 ) -> TrialResult:
     """Train one model as `config` says (a TrainingLoop of one member).
 
     train_seconds and total_seconds of a continued trial add up all of its segments.
 
-    `report(metrics)` is called after every dev evaluation; `progress(step, total)` after every step.
+    `report(metrics)` is called after every dev evaluation; `progress(step, total)` after every step;
+    `beat(phase, step)` after every step and every evaluation batch (the study's heartbeat).
     A loss that becomes NaN/inf ends the trial with status "diverged" instead of raising.
     With `stop_after_evals=k` the trial stops after its k-th evaluation (unless that is its last)
     with status "paused" and `result.checkpoint`; `run_trial(config, resume=checkpoint)` continues
@@ -392,4 +419,5 @@ def run_trial(
     config.compile: telemetry steps run eagerly, and eager and compiled kernels round differently).
     """
     return TrainingLoop([config], device=device, data_dir=data_dir, report=report, progress=progress,
-                        keep_best_state=keep_best_state, stop_after_evals=stop_after_evals, resume=resume).run()[0]
+                        keep_best_state=keep_best_state, stop_after_evals=stop_after_evals, resume=resume,
+                        beat=beat).run()[0]

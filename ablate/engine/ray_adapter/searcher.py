@@ -11,7 +11,7 @@ from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from ablate.atomic_files import atomic_write_text
-from ablate.engine import trial_failures
+from ablate.engine import liveness, trial_failures
 from ablate.engine.planner import FINISHED, Planner
 
 
@@ -43,6 +43,7 @@ class PlannerSearch(Searcher):
         works = [work, *self.planner.take_group(work)]  # a fused group goes out as one Ray trial
         for w in works:  # its attempts start over
             trial_failures.clear(self._folder(w))
+            liveness.remove(self._folder(w))
         self.works[trial_id] = works
         if self.on_change is not None:  # the progress line's count of running trials
             self.on_change()
@@ -54,6 +55,7 @@ class PlannerSearch(Searcher):
             self.failing[trial_id] = works
         elif works:
             for work in works:
+                trial_failures.clear(self._folder(work))  # a stall declared as it ended is no failure
                 self.planner.finished(work)
             self._changed()
 

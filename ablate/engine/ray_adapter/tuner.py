@@ -7,9 +7,12 @@ from __future__ import annotations
 from ablate.engine.progress_bar import Progress
 
 
-def _fit(study, run_dir, resources, data_dir, planner, retries, tmp) -> list[str]:
+def _fit(study, run_dir, resources, data_dir, planner, retries, tmp, stall_seconds: float,
+         on_change=None) -> list[str]:
     """Run until the planner has nothing left, or until a trial failed for a reason outside its config (then
-    the running trials end and no more start). Returns one line per such failure."""
+    the running trials end and no more start). Returns one line per such failure. A trial that makes no
+    progress for its bound (ablate.engine.liveness, `stall_seconds`) is killed and retried (Liveness).
+    `on_change` is called whenever the planner may have registered results."""
     import logging
 
     from ray import tune
@@ -20,6 +23,7 @@ def _fit(study, run_dir, resources, data_dir, planner, retries, tmp) -> list[str
     # A failed trial gets one line of ablate's (PlannerSearch.judge), not Ray's list of its own trial ids.
     logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)
 
+    from ablate.engine.ray_adapter.liveness import Liveness
     from ablate.engine.ray_adapter.searcher import PlannerSearch, TrialErrors
     from ablate.engine.ray_adapter.trainable import train_trainable
 
@@ -28,7 +32,13 @@ def _fit(study, run_dir, resources, data_dir, planner, retries, tmp) -> list[str
     fn = tune.with_resources(tune.with_parameters(train_trainable, job=job),
                              {"cpu": resources.cpus_per_trial(), "gpu": resources.gpu_share()})
     progress = Progress(study, planner)
-    searcher = PlannerSearch(planner, on_change=progress.refresh, say=progress.say)
+
+    def changed() -> None:
+        progress.refresh()
+        if on_change is not None:
+            on_change()
+
+    searcher = PlannerSearch(planner, on_change=changed, say=progress.say)
 
     try:
         tune.Tuner(
@@ -38,8 +48,8 @@ def _fit(study, run_dir, resources, data_dir, planner, retries, tmp) -> list[str
                 max_concurrent_trials=resources.concurrency(),
                 trial_dirname_creator=lambda t: t.trial_id, trial_name_creator=lambda t: t.trial_id,
             ),
-            run_config=tune.RunConfig(name="tune", storage_path=str(tmp / "results"), verbose=0,
-                                      log_to_file=False, callbacks=[TrialErrors(searcher)],
+            run_config=tune.RunConfig(name="tune", storage_path=str(tmp / "results"), verbose=0, log_to_file=False,
+                                      callbacks=[TrialErrors(searcher), Liveness(searcher, stall_seconds)],
                                       failure_config=tune.FailureConfig(max_failures=retries)),
         ).fit()
     finally:
