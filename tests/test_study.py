@@ -162,7 +162,8 @@ def test_resample_data_gives_tuning_seeds_their_own_draws_never_a_confirm_seeds(
     ({"search": {**SEARCH, "space": {"depth": {"distribution": "choice", "choices": [10, 19]}}}},
      "arm residual=true: unknown depth 19"),
     # and both bounds
-    ({"search": {**SEARCH, "space": {"batch_size": {"distribution": "int", "low": 16, "high": 100000}}}}, None),
+    ({"search": {**SEARCH, "space": {"batch_size": {"distribution": "int", "low": 16, "high": 100000}}}},
+     "batch_size 100,000 is more than train_size 128"),
     ({"search": {**SEARCH, "space": {"momentum": {"distribution": "uniform", "low": 0.0, "high": 1.5}}}},
      "momentum must be in [0, 1)"),
     # two arms that would run the same trials
