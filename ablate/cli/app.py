@@ -443,7 +443,7 @@ def analyze_cmd(
     out: Optional[Path] = typer.Option(None, help="Output folder (default RUN_DIR/analysis)."),
     lesion: bool = typer.Option(False, "--lesion", help="Also drop each residual block in turn at test time (needs weights.pt)."),
     lesion_recalibrate: bool = typer.Option(False, "--lesion-recalibrate", help="With --lesion: re-estimate the BatchNorm statistics on the training images after each lesion (default: keep those of training, as Veit et al. 2016)."),
-    diagnostics: bool = typer.Option(False, "--diagnostics", help="Also measure loss landscapes, shattered gradients, signal propagation and k-block lesions per arm (see README for the cost)."),
+    diagnostics: bool = typer.Option(False, "--diagnostics", help="Also measure loss landscapes, shattered gradients, signal propagation and k-block lesions per arm (see docs/benchmarks.md for the cost)."),
     landscape_2d: bool = typer.Option(False, "--landscape-2d", help="With --diagnostics: add a 21x21 loss landscape plane per arm."),
     min_effect: Optional[float] = typer.Option(None, "--min-effect", metavar="PP", help="The difference (percentage points of test accuracy) the seeds-for-80%-power line asks about (default: the observed one)."),
     no_figures: bool = typer.Option(False, "--no-figures", help="Tables, statistics and reports without drawing figures (0.2 s instead of 4.2 s for a small two-arm run here); the report lists the figures as not drawn, and figures of an earlier analysis in the folder are removed."),

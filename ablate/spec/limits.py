@@ -3,7 +3,7 @@
 They are far above anything a researcher asks for in good faith; they exist so that a typo or a hostile file
 (`train_size: 100000000000000000000`, `threads: 100000`, a YAML alias bomb) gets one line saying what is wrong
 instead of a hang, a segfault or memory running out. `check_config` runs first in TrialConfig.validate, before
-anything counts batches or steps. README.md ("Faults and hostile input") lists them.
+anything counts batches or steps. docs/faults.md ("Bounds") lists them.
 """
 from __future__ import annotations
 
