@@ -83,7 +83,7 @@ def stopped() -> None:
 def _watchdog(signum: int, last_words: Callable[[], str], grace: float) -> None:
     if _STOPPED.wait(grace):
         return
-    for pid in _descendants(os.getpid()):
+    for pid in descendants(os.getpid()):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -99,7 +99,7 @@ def _watchdog(signum: int, last_words: Callable[[], str], grace: float) -> None:
         os._exit(128 + signum)
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Every process below `pid`, from /proc (none where there is no /proc)."""
     children: dict[int, list[int]] = {}
     try:

@@ -2,7 +2,6 @@
 process tree."""
 from __future__ import annotations
 
-import collections
 import json
 import os
 import signal
@@ -37,19 +36,10 @@ def output(proc):
 
 
 def descendants(pid):
-    children = collections.defaultdict(list)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children[int(fields[1])].append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+    """Every process below pid (the product's own walk of /proc)."""
+    from ablate.engine.interrupts import descendants as walk
+
+    return walk(pid)
 
 
 def cmdline(pid):
