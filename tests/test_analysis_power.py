@@ -16,7 +16,7 @@ from ablate.analysis.compare import compare
 from ablate.analysis.load import load_run
 from ablate.analysis.power import add_power, seeds_for_power, t_test_power
 from ablate.analysis.seed_design import simulate
-from ablate.analysis.seeding import power_lines, rule_lines
+from ablate.analysis.seeding import power_lines, rule_lines, rule_outcome
 from ablate.cli.app import app
 from helpers.runs import build_run, spec_doc
 
@@ -159,3 +159,28 @@ def test_min_effect_must_be_a_positive_number_of_points(tmp_path, value):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --min-effect must be") and not out.exists()
+
+
+def test_the_rules_outcome_is_that_of_the_answers_confirm_runs_not_every_repeats(tmp_path):
+    # three repeats of the search; repeat 1 chose plain lr 0.01, whose confirm runs spread widely: the rule decided
+    # on repeat 0's choice (lr 0.03), and so must the report (it mixed the repeats: "max, widest ±5.99" for ±0.53)
+    from helpers.runs import tune_rows
+
+    search = {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}}, "trials": 4, "sampler_seed": 0}
+    doc = spec_doc(seeds={"min": 6, "max": 6, "half_width": 1.0, "design": "two-stage"}, search=search)
+    runs = lambda dev_test: [(100 + s, dev_test[0] + 0.001 * s, dev_test[1]) for s in range(3)]  # noqa: E731
+    trials = []
+    for k, plain_best in enumerate((0.03, 0.01, 0.03)):
+        trials += tune_rows(RES, {0.03: runs((.90, .88)), 0.1: runs((.60, .58))}, repeat=k, first_round=10 * k)
+        trials += tune_rows(PLAIN, {plain_best: runs((.70, .68)), 0.3: runs((.30, .28))}, repeat=k,
+                            first_round=10 * k + 5)
+    res = [.900, .905, .910, .900, .905, .910]
+    plain = {0.03: [.700, .705, .705, .700, .710, .705], 0.01: [.50, .80, .40, .90, .30, .70]}
+    trials += [{"arm": RES, "seed": s, "params": {"lr": 0.03}, "test_acc": a} for s, a in enumerate(res)]
+    trials += [{"arm": PLAIN, "seed": s, "params": {"lr": lr}, "test_acc": a} for lr, accs in plain.items()
+               for s, a in enumerate(accs)]
+    run = load_run(build_run(tmp_path / "run", trials, doc=doc))
+    out = rule_outcome(run)
+    d = 100 * (np.array(res) - np.array(plain[0.03]))
+    assert out.widest == pytest.approx(st.t.ppf(0.975, 5) * d.std(ddof=1) / math.sqrt(6))
+    assert out.per_arm == {RES: (6, 6), PLAIN: (6, 6)} and out.state == "planned"
