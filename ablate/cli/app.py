@@ -305,7 +305,10 @@ def study(
     run_dir = L.start(plan, out)
     t0 = time.perf_counter()
 
+    ran = []
+
     def started() -> None:  # the study holds the run folder's lock and has work left
+        ran.append(True)
         if resumed:
             L.record_resume(plan)
         typer.echo(f"study {plan.spec.name} ({plan.spec.budget}) -> {run_dir}", err=True)
@@ -324,6 +327,10 @@ def study(
         typer.echo(one_line(f"error: {exc.what}{where}; {exc.hint}"), err=True)
         raise typer.Exit(3)
     rows = read_registry(run_dir)
+    if not ran:  # resuming a finished run: every planned trial has its result
+        typer.echo(f"nothing to run: {run_dir} is finished (no trial ran; {len(rows)} trial rows in "
+                   f"{run_dir / 'trials.csv'}); figures, statistics and a report: ablate analyze {run_dir}")
+        return
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / 'trials.csv'}")
     from ablate.analysis import terminal_table
 
@@ -417,6 +424,7 @@ def analyze_cmd(
     def progress(i: int, n: int, trial: dict) -> None:
         typer.echo(f"diagnostics {i + 1}/{n}: {trial['arm']}, seed {trial['seed']}", err=True)
 
+    _runs_inside(run_dir, "analyze")
     result = analyze(run_dir or latest_run(), out, lesion=lesion, lesion_recalibrate=lesion_recalibrate,
                      diagnostics=diagnostics, landscape_2d=landscape_2d, progress=progress, min_effect=min_effect,
                      figures=not no_figures)
@@ -434,6 +442,24 @@ def analyze_cmd(
     typer.echo(f"wrote {result.report}, {result.html.name}, {result.methods.name} and {result.references.name}")
 
 
+def _runs_inside(run_dir: Path | None, command: str) -> None:
+    """A folder that is no study run but holds some (runs/NAME, runs/): one line listing them, newest first, and the
+    command for the latest."""
+    import shlex
+
+    from ablate.analysis.load import study_runs
+
+    if run_dir is None or not run_dir.is_dir() or (run_dir / "spec.yaml").is_file():
+        return
+    runs = study_runs(run_dir)
+    if not runs:
+        return
+    shown = ", ".join(r.relative_to(run_dir).as_posix() for r in runs[:3])
+    more = f" and {len(runs) - 3} more" if len(runs) > 3 else ""
+    fail(f"{run_dir} is not a study run folder but holds {len(runs)} run{'s' if len(runs) > 1 else ''}, newest first: "
+         f"{shown}{more}; for the latest: ablate {command} {shlex.quote(str(runs[0]))}")
+
+
 @app.command("export")
 @handles_errors
 def export_cmd(
@@ -446,6 +472,7 @@ def export_cmd(
     from ablate.analysis.exports import check_configs_dest
     from ablate.analysis.load import integrity_notes
 
+    _runs_inside(run_dir, "export")
     if configs is not None:
         check_configs_dest(configs)  # a non-empty folder that is not an earlier export is refused before anything runs
     text = export(run_dir, fmt)  # everything is checked and made before anything is printed or copied
