@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from ablate.cli.errors import OneLineErrors, _timestamp, error_folder, fail, handles_errors, save_traceback
+from ablate.cli.errors import OneLineErrors, _timestamp, error_folder, fail, handles_errors, save_traceback, say
 from ablate.messages import one_line
 from ablate.cli.trial_options import given_settings, model_options, trial_options
 from ablate.data.registry import DATASETS
@@ -320,7 +320,7 @@ def study(
                   stall_seconds=stall_seconds)
     except (StudyInterrupted, KeyboardInterrupt) as exc:
         signum = interrupt_signal(exc)
-        typer.echo(StudyInterrupted.line(signum, run_dir), err=True)
+        say(StudyInterrupted.line(signum, run_dir))  # dropped where stderr's reader has gone (2>&1 | tee)
         raise typer.Exit(128 + signum)
     except StudyStopped as exc:  # a fault of the machine; a failed trial's traceback is in its own folder
         where = f" ({save_traceback(exc.__cause__)})" if exc.__cause__ is not None else ""
