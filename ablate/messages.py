@@ -2,7 +2,9 @@
 report text that may hold a storage URL or a name from a file goes through here. Imports nothing of ablate."""
 from __future__ import annotations
 
+import os
 import re
+from typing import TextIO
 
 
 def _patterns(stop: str) -> tuple[re.Pattern, re.Pattern]:
@@ -42,3 +44,28 @@ def one_line(message: str) -> str:
     """A message as one line of plain text: a newline, a terminal escape or any other control character from a
     file name or a spec key is shown escaped, and a storage password in a URL as ***."""
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in mask_text(message))
+
+
+def write_line(stream: TextIO, line: str) -> bool:
+    """Write one line to `stream` (stderr, stdout); False when its reader has gone: a pipe into `tee` that the same
+    Ctrl-C ended. The stream is then pointed at /dev/null (Python's advice for a broken pipe), so that neither a
+    later line nor the interpreter's flush at exit fails and turns an interruption into a crash."""
+    try:
+        stream.write(line + "\n")
+        stream.flush()
+        return True
+    except BrokenPipeError:
+        closed_output(stream)
+        return False
+
+
+def closed_output(stream: TextIO) -> None:
+    """`stream`'s reader has gone (writing raised BrokenPipeError): what is still written to it goes to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's captured stream): nothing to do
+        pass

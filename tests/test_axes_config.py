@@ -39,6 +39,19 @@ def test_defaults_keep_the_trial_ids_of_configs_written_before_the_axes():
     assert len(ids) == 1 + len(NEW)  # each non-default value names another trial
 
 
+def test_every_setting_added_after_schema_1_stays_out_of_the_id_at_its_default():
+    """A new trial setting must say so in its metadata (neutral=True), or every existing trial would change its id:
+    the settings outside schema 1 are exactly the id-neutral ones, and at their defaults the id is schema 1's."""
+    from dataclasses import fields
+
+    from ablate.spec.trial_config import id_neutral_defaults, setting_meta
+
+    neutral = {f.name for f in fields(TrialConfig) if setting_meta(f).neutral}
+    assert neutral == {f.name for f in fields(TrialConfig)} - set(SCHEMA_1)
+    assert id_neutral_defaults() == {f.name: f.default for f in fields(TrialConfig) if f.name in neutral}
+    assert {*RECIPE_DEFAULTS, *EXECUTION_DEFAULTS} < neutral
+
+
 def test_residual_stages_round_trips_through_yaml_and_is_canonical(tmp_path):
     cfg = TrialConfig(residual_stages=[4, 3])
     assert cfg.residual_stages == (3, 4) and hash(cfg) == hash(TrialConfig(residual_stages=(3, 4)))

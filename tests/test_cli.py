@@ -123,3 +123,47 @@ def test_save_weights_then_reproduce_exactly(tmp_path):
     (out / "metrics.json").write_text(json.dumps(metrics))
     result = invoke("reproduce", out / "config.yaml")
     assert result.exit_code == 1 and "test_acc" in result.output
+
+
+def test_analyze_on_a_folder_of_runs_lists_them_newest_first_and_names_the_latest(tmp_path):
+    """`analyze runs/NAME` (the study's folder, not one of its runs): one line listing the runs in it, newest first,
+    a few of them, and the command for the latest, which then works."""
+    from helpers.runs import build_run
+
+    parent = tmp_path / "runs" / "residual-ablation"
+    rows = [{"arm": arm, "seed": s, "test_acc": 0.9} for arm in ("residual=true", "residual=false") for s in (0, 1, 2)]
+    names = ["20260101-100000-aaaaaa", "20260301-100000-cccccc", "20260201-100000-bbbbbb", "20251201-100000-dddddd"]
+    for name in names:
+        build_run(parent / name, rows, doc=None)
+    (parent / "notes").mkdir()  # a folder that is no run is not listed
+    for command in ("analyze", "export"):
+        result = invoke(command, parent)
+        assert result.exit_code == 2, result.output
+        line = result.output.strip()
+        assert line == (f"error: {parent} is not a study run folder but holds 4 runs, newest first: "
+                        f"20260301-100000-cccccc, 20260201-100000-bbbbbb, 20260101-100000-aaaaaa and 1 more; for the "
+                        f"latest: ablate {command} {parent / '20260301-100000-cccccc'}")
+    assert (Path(line.split("for the latest: ablate export ")[1]) / "spec.yaml").is_file()  # a run folder
+    one = tmp_path / "one"
+    build_run(one / "20260101-100000-aaaaaa", rows, doc=None)
+    assert "holds 1 run, newest first: 20260101-100000-aaaaaa;" in invoke("analyze", one).output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "is not a study run folder (no spec.yaml)" in invoke("analyze", empty).output  # nothing to list: as before
+
+
+def test_resuming_a_finished_run_says_that_nothing_ran(tmp_path):
+    """`study --resume` on a run whose every planned trial has its result: one line saying so, exit 0, and the run
+    folder's records untouched (no resume recorded, no trial run)."""
+    from helpers.runs import build_run
+
+    run = build_run(tmp_path / "run", [{"arm": arm, "seed": s, "test_acc": 0.5 + s / 10}
+                                       for arm in ("residual=true", "residual=false") for s in (0, 1, 2)])
+    before = sorted(p.relative_to(run) for p in (run / "trials").rglob("*"))
+    result = invoke("study", "--resume", run)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines == [f"nothing to run: {run} is finished (no trial ran; 6 trial rows in {run / 'trials.csv'}); "
+                     f"figures, statistics and a report: ablate analyze {run}"], result.output
+    assert sorted(p.relative_to(run) for p in (run / "trials").rglob("*")) == before  # no trial ran
+    assert not list(run.glob("manifest-resume-*"))  # and no resume was recorded

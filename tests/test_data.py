@@ -1,3 +1,4 @@
+import re
 import shutil
 import time
 from pathlib import Path
@@ -112,6 +113,23 @@ def test_auto_with_empty_dir_falls_back_quickly(tmp_path):
     assert s.note.startswith(f"MNIST not available under {tmp_path.resolve()} (") and "digits" in s.note
     assert "\n" not in s.note
     assert time.perf_counter() - t < 10
+
+
+def test_the_digits_fallback_says_where_mnist_goes_and_following_it_gives_mnist(tmp_path, fake_mnist):
+    """The one warning line names the files, the folder they go in and the two ways to point ablate at a data root;
+    doing what it says makes `auto` read MNIST."""
+    sizes = dict(train_size=50, dev_size=5, test_size=5, download=False)
+    note = load_splits("auto", data_dir=tmp_path, **sizes).note
+    found = re.search(r"For MNIST put (.+) in (\S+), or point --data-dir or \$ABLATE_DATA_DIR at a folder holding "
+                      r"(\S+)$", note)
+    assert found and "\n" not in note, note
+    files, folder, layout = found.group(1).split(", "), Path(found.group(2)), found.group(3)
+    assert folder == tmp_path.resolve() / layout and layout == "MNIST/raw/"
+    folder.mkdir(parents=True)
+    for name in files:
+        shutil.copy(fake_mnist / layout / name, folder / name)
+    again = load_splits("auto", data_dir=tmp_path, **sizes)
+    assert again.dataset == "mnist" and again.note is None
 
 
 def test_auto_with_empty_dir_offline_download_attempt_is_bounded(tmp_path):

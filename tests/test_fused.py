@@ -14,8 +14,9 @@ most of a batch's pixels the fill value, so a BatchNorm's batch mean nearly equa
 activations, and which of them a ReLU passes flips with rounding; a single trial's own initial gradient moves
 by 1.2e-2 (relative) when its batch is merely permuted. So for a recipe (schedule, warm-up, Nesterov, crop)
 the pieces are checked exactly instead: each member trains on the very batches it trains on alone, and the
-per-member update equals torch.optim.SGD's on the same gradients to 1e-6; end to end, the first step's loss
-holds to 1e-5 and the accuracies and best step as above.
+per-member update equals torch.optim.SGD's on the same gradients (to 1e-6, and bit for bit: both are torch's SGD
+function, ablate.train.sgd); end to end, the first step's loss holds to 1e-5 and the accuracies and best step as
+above.
 """
 from types import SimpleNamespace
 
@@ -182,3 +183,26 @@ def test_autocast_does_not_reach_vmapped_operations_so_bf16_trials_never_fuse():
         assert vmap(lambda p, x: functional_call(conv, p, (x,)))(stacked, torch.randn(2, 3, 1, 8, 8)).dtype == torch.float32
     why = fusable([BASE.replace(seed=s, precision="bf16") for s in (0, 1)])
     assert why is not None and "precision bf16" in why and "autocast does not reach vmapped operations" in why
+
+
+@pytest.mark.parametrize("members", [RECIPE_MEMBERS, MEMBERS], ids=["cosine-warmup-nesterov", "constant-mixed-momentum"])
+def test_one_sgd_a_fused_members_update_is_its_single_trials_update_bit_for_bit(members):
+    """One SGD (ablate.train.sgd): a fused member's step is torch's SGD step, the very function a single trial's
+    optimizer runs, on its slices of the stacked weights; from the same gradients both give the same bits."""
+    shape = (members[0].batch_size, 1, members[0].image_size, members[0].image_size)
+    data = SimpleNamespace(in_channels=1, num_classes=10)
+    cpu = torch.device("cpu")
+    fused = FusedModel([model_for(c, data) for c in members], members, cpu, shape)
+    singles = [SingleModel([model_for(c, data)], [c], cpu, shape) for c in members]
+    alone = [dict(s.model.named_parameters()) for s in singles]
+    gen = torch.Generator().manual_seed(1)
+    for step in range(members[0].total_steps()):
+        for name, p in fused.params.items():
+            p.grad = torch.randn(p.shape, generator=gen)
+            for m, params in enumerate(alone):
+                params[name].grad = p.grad[m].clone()
+        fused.update(step)
+        for single in singles:
+            single.update(step)
+        for m, params in enumerate(alone):
+            assert all(torch.equal(fused.params[name][m], p) for name, p in params.items()), (m, step)

@@ -1,9 +1,12 @@
 """Reproduce: rerun a trial folder's config and compare with what it recorded."""
 import csv
 import json
+import re
 import shutil
 
 import pytest
+import typer.main
+import yaml
 
 from ablate.errors import AblateError
 from ablate.train.trial_files import write_trial_folder
@@ -98,3 +101,28 @@ def test_bad_input_is_refused_with_a_clear_message(copy, tmp_path):
     (copy / "metrics.json").write_text(json.dumps({"trial_id": copy.name, "status": "stopped", "best_dev_acc": 0.5}))
     with pytest.raises(AblateError, match="not a finished trial"):
         reproduce(copy / "config.yaml")
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "auto"])
+def test_missing_data_says_where_the_trials_data_goes_with_the_flags_reproduce_has(copy, tmp_path, dataset):
+    """A trial that trained on MNIST, rerun where MNIST is not: one line naming reproduce's own --data-dir and
+    $ABLATE_DATA_DIR and where the files go, never a flag reproduce does not have (such as --dataset)."""
+    from typer.testing import CliRunner
+
+    from ablate.cli.app import app
+
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    (copy / "config.yaml").write_text(yaml.safe_dump({**config, "dataset": dataset}))
+    metrics = json.loads((copy / "metrics.json").read_text())
+    (copy / "metrics.json").write_text(json.dumps({**metrics, "dataset": "mnist"}))
+    empty = tmp_path / "no-data"
+    result = CliRunner().invoke(app, ["reproduce", str(copy), "--data-dir", str(empty)])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert "\n" not in line and line.startswith("error: the trial trained on MNIST, which was not found under "), line
+    assert f"put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte " \
+           f"in {empty.resolve() / 'MNIST' / 'raw'}, or pass --data-dir (or set $ABLATE_DATA_DIR) to a folder holding " \
+           f"MNIST/raw/" in line, line
+    flags = set(re.findall(r"--[a-z-]+", line))
+    own = {opt for p in typer.main.get_command(app).commands["reproduce"].params for opt in p.opts}
+    assert flags and flags <= own, flags - own

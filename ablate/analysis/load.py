@@ -349,10 +349,16 @@ def series_of(run: Run, arm: str) -> str:
 
 def latest_run(runs_root: Path = Path("runs")) -> Path:
     """The newest study run folder under runs_root (runs/<study>/<time>/), by its name's timestamp, else mtime."""
+    runs = study_runs(runs_root)
+    if not runs:
+        raise AblateError(f"no study run folders under {Path(runs_root)}/; run 'ablate study NAME' first or pass RUN_DIR")
+    return runs[0]
+
+
+def study_runs(runs_root: Path) -> list[Path]:
+    """The study run folders under runs_root (runs/<study>/<time>/ or <time>/), newest first."""
     runs_root = Path(runs_root)
     candidates = [p.parent for pattern in ("*/spec.yaml", "*/*/spec.yaml") for p in runs_root.glob(pattern)]
-    if not candidates:
-        raise AblateError(f"no study run folders under {runs_root}/; run 'ablate study NAME' first or pass RUN_DIR")
 
     def when(path: Path) -> float:
         m = TIMESTAMP.match(path.name)
@@ -363,4 +369,4 @@ def latest_run(runs_root: Path = Path("runs")) -> Path:
                 pass
         return path.stat().st_mtime
 
-    return max(candidates, key=lambda p: (when(p), p.stat().st_mtime))
+    return sorted(candidates, key=lambda p: (when(p), p.stat().st_mtime), reverse=True)

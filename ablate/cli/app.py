@@ -16,10 +16,10 @@ from typing import Optional
 
 import typer
 
-from ablate.cli.errors import OneLineErrors, _timestamp, error_folder, fail, handles_errors, save_traceback
+from ablate.cli.errors import OneLineErrors, _timestamp, error_folder, fail, handles_errors, save_traceback, say
 from ablate.messages import one_line
-from ablate.cli.model_options import axis_settings, model_options
-from ablate.data.registry import DATASETS, no_flip
+from ablate.cli.trial_options import given_settings, model_options, trial_options
+from ablate.data.registry import DATASETS
 from ablate.errors import AblateError
 
 
@@ -31,6 +31,9 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Ablation studies of residual connections: train, tune, analyse.",
 )
+
+
+DATA_DIR_HELP = "Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."  # train, study and reproduce
 
 
 def main() -> None:
@@ -51,54 +54,17 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Ablation studies of residual connections: train, tune, analyse."""
 
 
-def _d(name: str) -> str:
-    """' (default X)' for a trial setting, from TrialConfig itself (the flags default to None so that a
-    --config file is not overridden by flags that were not given)."""
-    from ablate.spec.trial_config import TrialConfig
-
-    value = getattr(TrialConfig, name)
-    return f" (default {str(value).lower() if isinstance(value, bool) else value})"
-
-
 # --- train -----------------------------------------------------------------------------------------
 @app.command()
 @handles_errors
-@model_options
+@trial_options()
 def train(
     config: Optional[Path] = typer.Option(None, "--config", help="Trial YAML (e.g. a study's trials/<id>/config.yaml); flags override it."),
-    model_axes: dict = None,  # one option per model axis (ablate.cli.model_options): --family, --depth, --plain ...
-    lr: Optional[float] = typer.Option(None, help="SGD learning rate" + _d("lr") + "."),
-    momentum: Optional[float] = typer.Option(None, help="SGD momentum" + _d("momentum") + "."),
-    weight_decay: Optional[float] = typer.Option(None, help="SGD weight decay" + _d("weight_decay") + "."),
-    batch_size: Optional[int] = typer.Option(None, help="Mini-batch size" + _d("batch_size") + "."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs" + _d("epochs") + "."),
-    eval_every: Optional[int] = typer.Option(None, help="Evaluate on dev every N steps" + _d("eval_every") + "."),
-    dataset: Optional[str] = typer.Option(None, help=", ".join(DATASETS[:-1]) + ", or folder:PATH (PATH/train/<class>/"
-                                          "*.png|jpg, PATH/test/<class>/...)" + _d("dataset") + "."),
-    train_size: Optional[int] = typer.Option(None, help="Training images" + _d("train_size") + "."),
-    dev_size: Optional[int] = typer.Option(None, help="Dev images (from the training split)" + _d("dev_size") + "."),
-    test_size: Optional[int] = typer.Option(None, help="Test images (from the test split)" + _d("test_size") + "."),
-    data_seed: Optional[int] = typer.Option(None, help="Seed of the subset draw" + _d("data_seed") + "."),
-    seed: Optional[int] = typer.Option(None, help="Training seed (init, shuffling)" + _d("seed") + "."),
-    threads: Optional[int] = typer.Option(None, help="Torch threads (0 = all cores)" + _d("threads") + "."),
-    data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
+    settings: dict = None,  # one option per trial setting (ablate.cli.trial_options): --family ... --lr ... --compile
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/train/<time>-<trial id>)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     save_weights: bool = typer.Option(False, "--save-weights", help="Also save the best-dev weights as weights.pt."),
-    schedule: Optional[str] = typer.Option(None, help="Learning rate over training: constant, step (times "
-                                           "--milestone-factor at each milestone) or cosine (to zero)" + _d("schedule") + "."),
-    warmup_steps: Optional[int] = typer.Option(None, help="Ramp the learning rate linearly up to --lr over the first N steps" + _d("warmup_steps") + "."),
-    milestones: Optional[str] = typer.Option(None, help="Step schedule: fractions of training at which the learning rate "
-                                             "drops, comma-separated (default 0.5,0.75)."),
-    milestone_factor: Optional[float] = typer.Option(None, help="Step schedule: factor applied at each milestone" + _d("milestone_factor") + "."),
-    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov", help="Nesterov momentum (needs --momentum > 0)" + _d("nesterov") + "."),
-    augment: Optional[str] = typer.Option(None, help="On-device augmentation drawn from the seed: none, crop (random "
-                                          "crop after padding by 4 black pixels) or crop-flip (and mirror left-right). "
-                                          "Never flip digits or characters: a mirrored 2 is no digit, so crop-flip is "
-                                          f"refused with {', '.join(no_flip())}" + _d("augment") + "."),
-    precision: Optional[str] = typer.Option(None, help="Training forward passes in fp32 or bf16 (autocast)" + _d("precision") + "."),
-    compile_mode: Optional[str] = typer.Option(None, "--compile", help="torch.compile the model for training: none, "
-                                               "default or reduce-overhead (CUDA graphs)" + _d("compile") + "."),
 ) -> None:
     """Train one model and write config.yaml, metrics.json, curves.csv, grad_norms.csv and curves.png."""
     from tqdm import tqdm
@@ -111,16 +77,9 @@ def train(
     from ablate.train.loop import run_trial
 
     base = TrialConfig.from_yaml_file(config).to_dict() if config else {}
-    given = dict(
-        # another family without a depth: its own default depth, not the config's
-        **axis_settings(model_axes, base.get("family")), lr=lr, momentum=momentum,
-        weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, eval_every=eval_every,
-        dataset=dataset, train_size=train_size, dev_size=dev_size, test_size=test_size,
-        data_seed=data_seed, seed=seed, threads=threads, schedule=schedule, warmup_steps=warmup_steps,
-        milestones=_fractions("--milestones", milestones), milestone_factor=milestone_factor, nesterov=nesterov,
-        augment=augment, precision=precision, compile=compile_mode,
-    )
-    cfg = TrialConfig.from_dict({**base, **{k: v for k, v in given.items() if v is not None}}, source="flags")
+    # another family without a depth: its own default depth, not the config's
+    given = given_settings(settings, base.get("family"))
+    cfg = TrialConfig.from_dict({**base, **given}, source="flags")
     cfg = cfg.replace(dataset=canonical_dataset(cfg.dataset))  # folder:PATH made absolute: it runs from anywhere
     folder = out or Path("runs") / "train" / f"{_timestamp()}-{cfg.trial_id()}"
     check_folder_path(folder, "--out" if out is not None else "the run folder in this directory")
@@ -160,16 +119,6 @@ def train(
         f"in {result.total_seconds:.1f} s"
     )
     typer.echo(f"wrote {folder}")
-
-
-def _fractions(flag: str, text: str | None) -> list[float] | None:
-    """'0.5,0.75' -> [0.5, 0.75]; the config checks the values."""
-    if text is None:
-        return None
-    try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        raise AblateError(f"{flag} must be comma-separated numbers such as 0.5,0.75, got {text!r}") from None
 
 
 def _make_folder(folder: Path) -> list[Path]:
@@ -258,7 +207,7 @@ def _check_device(device: str | None) -> None:
 @handles_errors
 @model_options
 def summary(
-    model_axes: dict = None,  # one option per model axis (ablate.cli.model_options): --family, --depth, --plain ...
+    settings: dict = None,  # one option per model axis (ablate.cli.trial_options): --family, --depth, --plain ...
     in_channels: int = typer.Option(1, help="Input channels."),
     num_classes: int = typer.Option(10, help="Output classes."),
     input_size: int = typer.Option(32, help="Input height and width."),
@@ -270,7 +219,7 @@ def summary(
 
     from ablate.spec import limits
 
-    spec = TrialConfig.from_dict(axis_settings(model_axes), source="flags").model
+    spec = TrialConfig.from_dict(given_settings(settings), source="flags").model
     if input_size < 8:
         fail(f"--input-size must be at least 8, got {input_size}")
     limits.check_at_most(input_size, limits.MAX_IMAGE_SIZE, "--input-size")
@@ -309,7 +258,7 @@ def study(
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<study>/<time>)."),
     resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run folder: only what is missing runs."),
     dataset: Optional[str] = typer.Option(None, help=f"Override the spec's dataset: {', '.join(DATASETS[:-1])} or folder:PATH."),
-    data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     cpus: Optional[int] = typer.Option(None, help="CPUs to use (default: all)."),
     gpus: Optional[int] = typer.Option(None, help="GPUs to use, a whole number (default: all visible)."),
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPU share per trial (default: chosen from img/s measured for 1, 2, 4 and 8 trials at once on the GPU; see the dry run)."),
@@ -356,7 +305,10 @@ def study(
     run_dir = L.start(plan, out)
     t0 = time.perf_counter()
 
+    ran = []
+
     def started() -> None:  # the study holds the run folder's lock and has work left
+        ran.append(True)
         if resumed:
             L.record_resume(plan)
         typer.echo(f"study {plan.spec.name} ({plan.spec.budget}) -> {run_dir}", err=True)
@@ -368,13 +320,17 @@ def study(
                   stall_seconds=stall_seconds)
     except (StudyInterrupted, KeyboardInterrupt) as exc:
         signum = interrupt_signal(exc)
-        typer.echo(StudyInterrupted.line(signum, run_dir), err=True)
+        say(StudyInterrupted.line(signum, run_dir))  # dropped where stderr's reader has gone (2>&1 | tee)
         raise typer.Exit(128 + signum)
     except StudyStopped as exc:  # a fault of the machine; a failed trial's traceback is in its own folder
         where = f" ({save_traceback(exc.__cause__)})" if exc.__cause__ is not None else ""
         typer.echo(one_line(f"error: {exc.what}{where}; {exc.hint}"), err=True)
         raise typer.Exit(3)
     rows = read_registry(run_dir)
+    if not ran:  # resuming a finished run: every planned trial has its result
+        typer.echo(f"nothing to run: {run_dir} is finished (no trial ran; {len(rows)} trial rows in "
+                   f"{run_dir / 'trials.csv'}); figures, statistics and a report: ablate analyze {run_dir}")
+        return
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / 'trials.csv'}")
     from ablate.analysis import terminal_table
 
@@ -468,6 +424,7 @@ def analyze_cmd(
     def progress(i: int, n: int, trial: dict) -> None:
         typer.echo(f"diagnostics {i + 1}/{n}: {trial['arm']}, seed {trial['seed']}", err=True)
 
+    _runs_inside(run_dir, "analyze")
     result = analyze(run_dir or latest_run(), out, lesion=lesion, lesion_recalibrate=lesion_recalibrate,
                      diagnostics=diagnostics, landscape_2d=landscape_2d, progress=progress, min_effect=min_effect,
                      figures=not no_figures)
@@ -485,6 +442,24 @@ def analyze_cmd(
     typer.echo(f"wrote {result.report}, {result.html.name}, {result.methods.name} and {result.references.name}")
 
 
+def _runs_inside(run_dir: Path | None, command: str) -> None:
+    """A folder that is no study run but holds some (runs/NAME, runs/): one line listing them, newest first, and the
+    command for the latest."""
+    import shlex
+
+    from ablate.analysis.load import study_runs
+
+    if run_dir is None or not run_dir.is_dir() or (run_dir / "spec.yaml").is_file():
+        return
+    runs = study_runs(run_dir)
+    if not runs:
+        return
+    shown = ", ".join(r.relative_to(run_dir).as_posix() for r in runs[:3])
+    more = f" and {len(runs) - 3} more" if len(runs) > 3 else ""
+    fail(f"{run_dir} is not a study run folder but holds {len(runs)} run{'s' if len(runs) > 1 else ''}, newest first: "
+         f"{shown}{more}; for the latest: ablate {command} {shlex.quote(str(runs[0]))}")
+
+
 @app.command("export")
 @handles_errors
 def export_cmd(
@@ -497,6 +472,7 @@ def export_cmd(
     from ablate.analysis.exports import check_configs_dest
     from ablate.analysis.load import integrity_notes
 
+    _runs_inside(run_dir, "export")
     if configs is not None:
         check_configs_dest(configs)  # a non-empty folder that is not an earlier export is refused before anything runs
     text = export(run_dir, fmt)  # everything is checked and made before anything is printed or copied
@@ -512,7 +488,7 @@ def export_cmd(
 @handles_errors
 def reproduce(
     config: Path = typer.Argument(..., help="A trial's config.yaml (RUN_DIR/trials/<id>/config.yaml) or its folder."),
-    data_dir: Optional[Path] = typer.Option(None, help="Data root (default: $ABLATE_DATA_DIR, else ~/.cache/ablate)."),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     device: Optional[str] = typer.Option(None, help="cpu, cuda ... (default: the device the trial recorded)."),
 ) -> None:
     """Rerun one trial and compare with what was recorded; exit 0 iff identical."""

@@ -14,7 +14,8 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from ablate.messages import mask_text, one_line
+from ablate.engine.interrupts import interrupt_behind
+from ablate.messages import mask_text, one_line, write_line
 from ablate.errors import AblateError
 
 
@@ -79,6 +80,19 @@ def _crash(exc: BaseException) -> None:
     raise typer.Exit(1)
 
 
+def say(line: str) -> None:
+    """A command's last line, on stderr: dropped where its reader has gone (`2>&1 | tee`, ended by the Ctrl-C that
+    this line reports), so that the exit code stays the one the line would explain."""
+    write_line(sys.stderr, line)
+
+
+def interrupted(exc: KeyboardInterrupt) -> None:
+    """Ctrl-C (exit 130) or SIGTERM (143), said in one word."""
+    signum = getattr(exc, "signum", 2)
+    say("terminated" if signum == 15 else "interrupted")
+    raise typer.Exit(128 + signum)
+
+
 def handles_errors(func):
     """The toolkit's own errors: one line, exit 2. Anything else: one line, exit 1, traceback in a file."""
 
@@ -92,10 +106,11 @@ def handles_errors(func):
         except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where a command turns it into one (exit 143)
-            signum = getattr(exc, "signum", 2)
-            typer.echo("terminated" if signum == 15 else "interrupted", err=True)
-            raise typer.Exit(128 + signum)
+            interrupted(exc)
         except Exception as exc:  # noqa: BLE001  every other failure still ends in one line
+            interrupt = interrupt_behind(exc)
+            if interrupt is not None:  # its cleanup failed, e.g. a progress line on a pipe the Ctrl-C closed
+                interrupted(interrupt)
             _crash(exc)
 
     return wrapper

@@ -107,7 +107,10 @@ def load_splits(
         try:
             raw, used = D.read("mnist", root, bool(download)), "mnist"
         except D.Unavailable as e:
-            note = f"MNIST not available under {root} ({e.reason}); using scikit-learn's 8x8 digits instead"
+            mnist = D.SOURCES["mnist"]
+            note = (f"MNIST not available under {root} ({e.reason}); using scikit-learn's 8x8 digits instead. For "
+                    f"MNIST put {', '.join(mnist.files)} in {root / mnist.folder}, or point --data-dir or "
+                    f"${DATA_DIR_ENV} at a folder holding {mnist.folder}/")
             raw, used = D.read_digits(), "digits"
     else:
         raw = D.read(dataset, Path() if dataset == "digits" else resolve_data_dir(data_dir), bool(download))

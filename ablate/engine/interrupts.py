@@ -52,6 +52,19 @@ def interrupt_signal(exc: BaseException) -> int:
     return getattr(exc, "signum", None) or (signal.SIGTERM if _TERMINATED else signal.SIGINT)
 
 
+def interrupt_behind(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The interrupt (Ctrl-C, SIGTERM) that `exc` was raised while handling, if any: an interrupt's cleanup that
+    fails because of the interrupt itself (a line written to a pipe whose reader, `| tee`, the same Ctrl-C ended)
+    stopped the study no more than the interrupt did."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__context__
+    return None
+
+
 def stopping(signum: int, last_words: Callable[[], str], grace: float = GRACE) -> None:
     """The study is stopping after `signum`: further signals are quiet, and unless the process has ended
     `grace` seconds from now, the watchdog kills the processes it started (Ray's), prints `last_words()` and

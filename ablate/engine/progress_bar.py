@@ -1,11 +1,15 @@
-"""The live progress line of a running study: finished trials per stage and the trials running now."""
+"""The live progress line of a running study: finished trials per stage and the trials running now.
+
+The line is for the eyes only: where its reader has gone (`ablate study ... 2>&1 | tee log`, and Ctrl-C ended tee
+first), it is dropped, never an error of the study's (which would take the place of the interruption)."""
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from ablate.engine.planner import Planner
 from ablate.spec.study_spec import Study
-from ablate.messages import one_line
+from ablate.messages import closed_output, one_line
 
 
 class Progress:
@@ -16,8 +20,15 @@ class Progress:
 
         self.study, self.planner = study, planner
         self.totals = self._totals()
-        self.bar = tqdm(total=sum(self.totals.values()), desc=study.name, unit="trial", file=sys.stderr,
+        def bar():
+            return tqdm(total=sum(self.totals.values()), desc=study.name, unit="trial", file=sys.stderr,
                         dynamic_ncols=True, initial=sum(planner.counts().values()))
+
+        try:
+            self.bar = bar()
+        except BrokenPipeError:  # its first drawing found stderr's reader gone
+            closed_output(sys.stderr)
+            self.bar = bar()
 
     def _totals(self) -> dict[str, int]:
         """Trials per stage the study will have run: registered plus remaining (an adaptive seed rule that asks
@@ -31,11 +42,23 @@ class Progress:
         counts = self.planner.finished_counts()
         self.bar.n = sum(counts.values())
         stages = " ".join(f"{s} {counts.get(s, 0)}/{n}" for s, n in self.totals.items())
-        self.bar.set_postfix_str(f"{stages} | running {len(self.planner.in_flight)}")
+        with _unless_closed():
+            self.bar.set_postfix_str(f"{stages} | running {len(self.planner.in_flight)}")
 
     def say(self, line: str) -> None:
         """One line above the progress line (passwords masked, control characters shown escaped)."""
-        self.bar.write(one_line(line), file=sys.stderr)
+        with _unless_closed():
+            self.bar.write(one_line(line), file=sys.stderr)
 
     def close(self) -> None:
-        self.bar.close()
+        with _unless_closed():
+            self.bar.close()
+
+
+@contextlib.contextmanager
+def _unless_closed():
+    """Writes to stderr that its reader may have left: then stderr goes to /dev/null and the write is dropped."""
+    try:
+        yield
+    except BrokenPipeError:
+        closed_output(sys.stderr)

@@ -89,6 +89,10 @@ def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str |
         except (AblateError, StudyStopped):
             raise
         except Exception as exc:
+            interrupt = interrupts.interrupt_behind(exc)
+            if interrupt is not None:  # the interrupt's cleanup failed (e.g. stderr piped into a tee Ctrl-C ended)
+                _stopping(interrupt, run_dir)
+                raise StudyInterrupted(interrupt_signal(interrupt)) from None
             # The study's own writes failing (a full disk under trials.jsonl or optuna.db, no thread to be had)
             # stop it like a trial's fault of the machine.
             if kind_of(exc) != INFRASTRUCTURE:

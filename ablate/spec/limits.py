@@ -2,8 +2,9 @@
 
 They are far above anything a researcher asks for in good faith; they exist so that a typo or a hostile file
 (`train_size: 100000000000000000000`, `threads: 100000`, a YAML alias bomb) gets one line saying what is wrong
-instead of a hang, a segfault or memory running out. `check_config` runs first in TrialConfig.validate, before
-anything counts batches or steps. docs/faults.md ("Bounds") lists them.
+instead of a hang, a segfault or memory running out. A trial setting names its bound in its field's metadata
+(`most`, ablate.spec.trial_config), checked first in TrialConfig.validate, before anything counts batches or steps.
+docs/faults.md ("Bounds") lists them.
 """
 from __future__ import annotations
 
@@ -42,12 +43,6 @@ MAX_SPEC_BYTES = 1 << 20
 MAX_YAML_VALUES = 100_000
 MAX_YAML_DEPTH = 50
 
-# (setting, largest value) for the whole-number sizes of a trial config
-_CONFIG_MAXIMA = (("train_size", MAX_IMAGES), ("dev_size", MAX_IMAGES), ("test_size", MAX_IMAGES),
-                  ("batch_size", MAX_IMAGES), ("epochs", MAX_STEPS), ("eval_every", MAX_STEPS),
-                  ("warmup_steps", MAX_STEPS), ("threads", MAX_THREADS), ("image_size", MAX_IMAGE_SIZE),
-                  ("lr", MAX_LR), ("weight_decay", MAX_WEIGHT_DECAY))
-
 
 def _show(value: int | float) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:g}"
@@ -57,12 +52,15 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def check_most(name: str, value: Any, most: int | float) -> None:
+    """One setting's upper bound (a trial setting's `most`, ablate.spec.trial_config), before anything derived from
+    it is computed; inf and nan are left to the config's own checks, which name them."""
+    if _number(value) and math.isfinite(value) and value > most:
+        raise AblateError(f"{name} must be at most {_show(most)}, got {_show(value)}")
+
+
 def check_config(config: Any) -> None:
-    """The bounds of one trial config (a TrialConfig), before anything derived from them is computed."""
-    for name, most in _CONFIG_MAXIMA:
-        value = getattr(config, name)
-        if _number(value) and math.isfinite(value) and value > most:  # inf and nan: validate names them
-            raise AblateError(f"{name} must be at most {_show(most)}, got {_show(value)}")
+    """The seeds and the step count of one trial config (a TrialConfig), after the upper bounds of its settings."""
     for name in ("seed", "data_seed"):
         check_seed(getattr(config, name), name)
     n, b, epochs = config.train_size, config.batch_size, config.epochs

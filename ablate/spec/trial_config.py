@@ -5,19 +5,53 @@ Imports neither torch nor Ray, so specs can be read and planned cheaply.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
 
 import yaml
 
+from ablate.data.registry import DATASETS, check_dataset, may_mirror, no_flip
 from ablate.errors import AblateError
-from ablate.models.registry import ModelSpec, coerce_stages, neutral_defaults
+from ablate.models.registry import ModelSpec, coerce_stages
+from ablate.spec.limits import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_LR, MAX_STEPS, MAX_THREADS, MAX_WEIGHT_DECAY, check_config,
+                                check_most)
 
 SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What ablate knows of one trial setting besides its default: what `train --help` says of it, its flag, its
+    upper bound, and whether its default stays out of the trial id. The model axes carry the registry's Axis
+    instead (ablate.models.registry), which says the same of them (help, flag, default_text, neutral)."""
+
+    help: str  # what it sets, for --help (the default is added there)
+    neutral: bool = False  # its default stays out of the trial id (settings added after schema 1)
+    flag: str | None = None  # its command-line flag(s) when not --<name-with-dashes> (--x/--no-x for true/false)
+    default_text: str | None = None  # what --help says of the default, when not the value itself
+    most: int | float | None = None  # the largest value (ablate.spec.limits says why), checked before anything else
+    # How a flag's text becomes the value, for a setting that is no single number or word (milestones: 0.5,0.75);
+    # called with the text and the flag, it raises AblateError naming the flag.
+    from_text: Callable[[str, str], Any] | None = None
+    cli: bool = True  # False: no `train` flag (what the config file records of itself, not a setting)
+
+
+def setting(default: Any, help: str, **meta: Any) -> Any:
+    """A TrialConfig field: its default, with its Setting as metadata."""
+    return field(default=default, metadata={"setting": Setting(help, **meta)})
+
+
+def fractions(text: str, flag: str) -> tuple[float, ...]:
+    """'0.5,0.75' -> (0.5, 0.75); the config checks the values."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise AblateError(f"{flag} must be comma-separated numbers such as 0.5,0.75, got {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -25,40 +59,53 @@ class TrialConfig(ModelSpec):
     """Everything that decides what a trial computes; its hash names the trial.
 
     The model axes are ModelSpec's fields (ablate.models.registry), at the top level of the YAML as they always
-    were; `model` is them alone, the frozen ModelSpec that build_model takes."""
+    were; `model` is them alone, the frozen ModelSpec that build_model takes. Every other setting is a field made by
+    `setting(...)`: its metadata gives `train` its flag and help (ablate.cli.trial_options), its upper bound, and
+    whether its default stays out of the trial id. Adding a setting: a field here with its metadata (neutral=True,
+    so that the ids of existing trials hold), its check in validate, what it does, and a test."""
 
     # optimiser (SGD)
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
+    lr: float = setting(0.01, "SGD learning rate", most=MAX_LR)
+    momentum: float = setting(0.0, "SGD momentum")
+    weight_decay: float = setting(0.0, "SGD weight decay", most=MAX_WEIGHT_DECAY)
     # schedule
-    batch_size: int = 64
-    epochs: int = 5
-    eval_every: int = 15
+    batch_size: int = setting(64, "Mini-batch size", most=MAX_IMAGES)
+    epochs: int = setting(5, "Training epochs", most=MAX_STEPS)
+    eval_every: int = setting(15, "Evaluate on dev every N steps", most=MAX_STEPS)
     # data
-    dataset: str = "auto"
-    train_size: int = 1000
-    dev_size: int = 200
-    test_size: int = 200
-    image_size: int = 32
-    data_seed: int = 0
+    dataset: str = setting("auto", ", ".join(DATASETS[:-1]) + ", or folder:PATH (PATH/train/<class>/*.png|jpg, "
+                                   "PATH/test/<class>/...)")
+    train_size: int = setting(1000, "Training images", most=MAX_IMAGES)
+    dev_size: int = setting(200, "Dev images (from the training split)", most=MAX_IMAGES)
+    test_size: int = setting(200, "Test images (from the test split)", most=MAX_IMAGES)
+    image_size: int = setting(32, "Height and width the images are resized to, in pixels", most=MAX_IMAGE_SIZE)
+    data_seed: int = setting(0, "Seed of the subset draw")
     # execution
-    seed: int = 100
-    threads: int = 0  # 0: leave torch's default (all cores)
-    channels_last: bool = True
+    seed: int = setting(100, "Training seed (init, shuffling)")
+    threads: int = setting(0, "Torch threads (0 = all cores)", most=MAX_THREADS)
+    channels_last: bool = setting(True, "Train in the channels-last memory format (NHWC) instead of NCHW")
     # per-layer gradient/weight norms and per-block output std at init and every evaluation (grad_norms.csv)
-    telemetry: bool = True
-    schema: int = SCHEMA_VERSION
-    # training recipe (at their defaults these stay out of the trial id: see _HASH_NEUTRAL_DEFAULTS)
-    schedule: str = "constant"  # learning rate over training: constant | step | cosine (see learning_rate)
-    warmup_steps: int = 0  # the first N steps ramp the learning rate linearly up to lr
-    milestones: tuple[float, ...] = (0.5, 0.75)  # step schedule: fractions of training at which the lr drops
-    milestone_factor: float = 0.1  # step schedule: what the lr is multiplied by at each milestone
-    nesterov: bool = False  # Nesterov momentum (needs momentum > 0)
-    augment: str = "none"  # none | crop (4-pixel padded random crop) | crop-flip (and horizontal flip)
+    telemetry: bool = setting(True, "Record per-layer gradient and weight norms and per-block output std at "
+                                    "initialisation and every evaluation (grad_norms.csv)", neutral=True)
+    schema: int = setting(SCHEMA_VERSION, "The config format's version", cli=False)
+    # training recipe (at their defaults these stay out of the trial id)
+    schedule: str = setting("constant", "Learning rate over training: constant, step (times --milestone-factor at "
+                                        "each milestone) or cosine (to zero)", neutral=True)  # see learning_rate
+    warmup_steps: int = setting(0, "Ramp the learning rate linearly up to --lr over the first N steps", neutral=True,
+                                most=MAX_STEPS)
+    milestones: tuple[float, ...] = setting(
+        (0.5, 0.75), "Step schedule: fractions of training at which the learning rate drops, comma-separated",
+        neutral=True, default_text="0.5,0.75", from_text=fractions)
+    milestone_factor: float = setting(0.1, "Step schedule: factor applied at each milestone", neutral=True)
+    nesterov: bool = setting(False, "Nesterov momentum (needs --momentum > 0)", neutral=True)
+    augment: str = setting("none", "On-device augmentation drawn from the seed: none, crop (random crop after padding "
+                                   "by 4 black pixels) or crop-flip (and mirror left-right). Never flip digits or "
+                                   "characters: a mirrored 2 is no digit, so crop-flip is refused with "
+                                   f"{', '.join(no_flip())}", neutral=True)
     # how the training steps execute (ablate.train.forward; at their defaults these stay out of the trial id too)
-    precision: str = "fp32"  # fp32 | bf16 (training forward passes under torch.autocast to bfloat16)
-    compile: str = "none"  # none | default | reduce-overhead (torch.compile of the model for training steps)
+    precision: str = setting("fp32", "Training forward passes in fp32 or bf16 (autocast)", neutral=True)
+    compile: str = setting("none", "torch.compile the model for training: none, default or reduce-overhead (CUDA "
+                                   "graphs)", neutral=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.milestones, list):  # hashable, as a frozen config must be
@@ -66,10 +113,11 @@ class TrialConfig(ModelSpec):
         self.validate()
 
     def validate(self) -> None:
-        from ablate.data.registry import check_dataset
-        from ablate.spec.limits import check_config
-
-        check_config(self)  # the upper bounds first: nothing below counts batches of a train_size of 10^20
+        for f in fields(self):  # the upper bounds first: nothing below counts batches of a train_size of 10^20
+            meta = f.metadata.get("setting")
+            if meta is not None and meta.most is not None:
+                check_most(f.name, getattr(self, f.name), meta.most)
+        check_config(self)  # the seeds, and the steps the sizes make
         super().validate()  # the model axes
         check_dataset(self.dataset)
         for f in fields(self):
@@ -108,8 +156,6 @@ class TrialConfig(ModelSpec):
             )
 
     def _validate_recipe(self) -> None:
-        from ablate.data.registry import may_mirror
-
         if self.schedule not in SCHEDULES:
             raise AblateError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
         if self.augment not in AUGMENTS:
@@ -223,7 +269,7 @@ class TrialConfig(ModelSpec):
         data = self.to_dict()
         # Settings added after schema 1 stay out of the hash at their default, so a config written
         # before they existed keeps its id: old run folders resume and reproduce under their names.
-        for key, default in _HASH_NEUTRAL_DEFAULTS.items():
+        for key, default in id_neutral_defaults(type(self)).items():
             if data[key] == default:
                 del data[key]
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -232,13 +278,32 @@ class TrialConfig(ModelSpec):
 
 SCHEDULES = ("constant", "step", "cosine")
 AUGMENTS = ("none", "crop", "crop-flip")
-RECIPE_DEFAULTS = {"schedule": "constant", "warmup_steps": 0, "milestones": (0.5, 0.75), "milestone_factor": 0.1,
-                   "nesterov": False, "augment": "none"}
 PRECISIONS = ("fp32", "bf16")
 COMPILES = ("none", "default", "reduce-overhead")
-EXECUTION_DEFAULTS = {"precision": "fp32", "compile": "none"}
-# Settings added after schema 1 (the model axes' own from ModelSpec's metadata): out of the id at these defaults.
-_HASH_NEUTRAL_DEFAULTS = {"telemetry": True, **neutral_defaults(), **RECIPE_DEFAULTS, **EXECUTION_DEFAULTS}
+
+
+def setting_meta(f: dataclasses.Field) -> Any:
+    """A TrialConfig field's metadata: its Setting, or for a model axis the registry's Axis; both say `help`, `flag`,
+    `default_text` and `neutral`."""
+    return f.metadata.get("setting") or f.metadata["axis"]
+
+
+def _defaults(*names: str) -> dict[str, Any]:
+    return {f.name: f.default for f in fields(TrialConfig) if f.name in names}
+
+
+RECIPE_DEFAULTS = _defaults("schedule", "warmup_steps", "milestones", "milestone_factor", "nesterov", "augment")
+EXECUTION_DEFAULTS = _defaults("precision", "compile")
+
+
+@functools.cache
+def id_neutral_defaults(config: type = TrialConfig) -> dict[str, Any]:
+    """The settings added after schema 1, the model axes' among them, with the defaults at which they stay out of
+    the trial id (their metadata's `neutral`)."""
+    return {f.name: f.default for f in fields(config) if setting_meta(f).neutral}
+
+
+_HASH_NEUTRAL_DEFAULTS = id_neutral_defaults(TrialConfig)
 
 
 def _coerce(key: str, value: Any, kind: type, source: str) -> Any:

@@ -2,11 +2,12 @@
 
 `torch.func.stack_module_state` stacks every member's parameters and buffers; `vmap` over
 `functional_call` runs all members in one pass, each on its own batch (its own data order and
-augmentation), with its own BatchNorm running statistics (the buffers are batched too). SGD is applied
-per member: its own learning rate at every step (schedule and warm-up), momentum, Nesterov, weight decay,
-as vectors over the members. Everything else (data, seeds, evaluation, best-dev checkpoint, telemetry,
-results) is the shared training loop's (ablate.train.loop.TrainingLoop): this module only supplies
-`FusedModel`, the batched forward pass and per-member update the loop trains through.
+augmentation), with its own BatchNorm running statistics (the buffers are batched too). Each member takes
+torch's SGD step on its own slices of the stacked weights (ablate.train.sgd, the function a single trial's
+optimizer runs): its own learning rate at every step (schedule and warm-up), momentum, Nesterov, weight decay.
+Everything else (data, seeds, evaluation, best-dev checkpoint, telemetry, results) is the shared training loop's
+(ablate.train.loop.TrainingLoop): this module only supplies `FusedModel`, the batched forward pass and per-member
+update the loop trains through.
 
 A fused member is not bit for bit the same trial run alone: the batched kernels sum in another order, and
 early training amplifies such rounding (tests/test_fused.py states the tolerance that holds). So a study
@@ -28,16 +29,12 @@ from ablate.spec.trial_config import TrialConfig, fusable
 from ablate.train.telemetry import GradTelemetry
 from ablate.train.result import TrialResult
 from ablate.train.loop import TrainingLoop
-
-
-def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A [K, 1, 1, ...] view of one value per member that broadcasts over a stacked parameter like `like`."""
-    return values.view(-1, *([1] * (like.dim() - 1)))
+from ablate.train.sgd import MemberSgd
 
 
 class FusedModel:
-    """The members' weights stacked, and one step: a batched forward (vmap over functional_call) and SGD per
-    member. The same interface as ablate.train.loop.SingleModel, which the loop trains through."""
+    """The members' weights stacked, and one step: a batched forward (vmap over functional_call) and each member's
+    SGD step on its slices. The same interface as ablate.train.loop.SingleModel, which the loop trains through."""
 
     memory_format = torch.contiguous_format  # channels_last does not carry through vmap's stacked inputs
 
@@ -56,16 +53,8 @@ class FusedModel:
         self.batched = vmap(lambda p, b, x: functional_call(shell, (p, b), (x,)), in_dims=(0, 0, 0))
         cfg = configs[0]  # fp32 and uncompiled (see `fusable`)
         self.k = len(configs)
-        # Each member's learning rate at every step (its schedule and warm-up), one row per step.
-        total = cfg.total_steps()
-        self.rates = torch.tensor([c.learning_rates() or [c.lr] * total for c in configs], dtype=torch.float32,
-                                  device=device).T.contiguous()
-        self.weight_decay = torch.tensor([c.weight_decay for c in configs], dtype=torch.float32, device=device)
-        self.momentum = torch.tensor([c.momentum for c in configs], dtype=torch.float32, device=device)
-        self.use_wd = any(c.weight_decay for c in configs)
-        self.use_momentum = any(c.momentum for c in configs)
-        self.nesterov = cfg.nesterov  # shared (not FUSABLE)
-        self.momentum_buf: dict[str, torch.Tensor] = {}
+        # Each member its own SGD (ablate.train.sgd): its schedule and warm-up, momentum, weight decay, Nesterov.
+        self.sgd = [MemberSgd(c, m) for m, c in enumerate(configs)]
         self.telemetry = [GradTelemetry(self.view) for _ in configs] if cfg.telemetry else None
 
     def train_step(self, xs: list[torch.Tensor], ys: list[torch.Tensor], step: int, labels: tuple[int, ...],
@@ -84,24 +73,12 @@ class FusedModel:
         return losses.detach()
 
     def update(self, step: int) -> None:
-        """Step `step`'s update from the gradients the stacked parameters hold: torch.optim.SGD's, with each member's
-        own scheduled rate, momentum and weight decay as vectors (Nesterov is shared)."""
-        lr = self.rates[step]
-        with torch.no_grad():
-            for name, p in self.params.items():
-                grad = p.grad
-                if self.use_wd:
-                    grad = grad + _per_member(self.weight_decay, p) * p
-                if self.use_momentum:
-                    mom = _per_member(self.momentum, p)
-                    if name not in self.momentum_buf:
-                        self.momentum_buf[name] = grad.clone()
-                    else:
-                        self.momentum_buf[name].mul_(mom).add_(grad)
-                    direction = grad + mom * self.momentum_buf[name] if self.nesterov else self.momentum_buf[name]
-                    grad = torch.where(mom != 0, direction, grad)  # a member without momentum: plain SGD
-                p.sub_(_per_member(lr, p) * grad)
-                p.grad = None
+        """Step `step`'s update from the gradients the stacked parameters hold: each member's torch SGD step (the one
+        a single trial takes, ablate.train.sgd) on its own slices, at its own scheduled rate."""
+        for member in self.sgd:
+            member.step(self.params, step)
+        for p in self.params.values():
+            p.grad = None
 
     def _state_of(self, m: int) -> dict[str, torch.Tensor]:
         return {**{name: p[m] for name, p in self.params.items()}, **{name: b[m] for name, b in self.buffers.items()}}

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ablate.spec.trial_config import TrialConfig
 from ablate.errors import AblateError
+from ablate.train import sgd
 from ablate.train.telemetry import GradTelemetry
 from ablate.train.device import deterministic_cuda, seed_everything, torch_threads
 from ablate.train.result import TrialResult
@@ -72,8 +73,9 @@ def model_for(config: TrialConfig, splits) -> torch.nn.Module:
 
 
 class SingleModel:
-    """One trial's weights and how a step updates them: torch's SGD (momentum, Nesterov, weight decay, the
-    scheduled rate set before each step) on the forward pass TrainForward runs (fp32 or bf16, eager or compiled).
+    """One trial's weights and how a step updates them: torch's SGD (ablate.train.sgd: momentum, Nesterov, weight
+    decay, the scheduled rate set before each step) on the forward pass TrainForward runs (fp32 or bf16, eager or
+    compiled).
 
     The interface the loop trains through (FusedModel has the same): `memory_format`, `telemetry` (one
     GradTelemetry per member, or None), `train_step` (forward, backward, `update`), `current`, `snapshot`, `load`;
@@ -86,10 +88,7 @@ class SingleModel:
         (model,), (config,) = models, configs
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format).train()
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-            nesterov=config.nesterov,
-        )
+        self.optimizer = sgd.optimizer(self.model.parameters(), config)
         # The schedule is a function of the step, worked out once: a step only sets a number, and a continued
         # trial resumes it from the step it restored.
         self.rates = config.learning_rates()
@@ -122,8 +121,7 @@ class SingleModel:
     def update(self, step: int) -> None:
         """Step `step`'s SGD update from the gradients the parameters hold, at the scheduled rate."""
         if self.rates is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.rates[step]
+            sgd.set_rate(self.optimizer, self.rates[step])
         self.optimizer.step()
 
     def current(self, member: int) -> torch.nn.Module:

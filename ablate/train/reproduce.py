@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ablate.data.readers import SOURCES, Unavailable
 from ablate.errors import AblateError
 from ablate.train.telemetry import GRAD_NORM_COLUMNS
 from ablate.spec.trial_config import TrialConfig
@@ -145,6 +146,17 @@ def _check_registered(folder: Path) -> None:
             check_trial_records(run_dir, line, row)
 
 
+def _missing_data(dataset: str, data_dir: str | os.PathLike | None, exc: Unavailable) -> str:
+    """What reproduce says when the data the trial trained on is not here: where its files go (a rerun on other data
+    would compare nothing)."""
+    from ablate.data.splits import DATA_DIR_ENV, resolve_data_dir
+
+    source, root = SOURCES[dataset], resolve_data_dir(data_dir)
+    return (f"the trial trained on {source.title}, which was not found under {root} ({exc.reason}); reproduce reruns "
+            f"it on the same data: put {', '.join(source.files)} in {root / source.folder}, or pass --data-dir (or set "
+            f"${DATA_DIR_ENV}) to a folder holding {source.folder}/")
+
+
 def reproduce(config_path: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
               device: str | torch.device | None = None) -> Report:
     """Rerun the trial in config_path (a trial folder's config.yaml, or the folder) and compare.
@@ -183,7 +195,10 @@ def reproduce(config_path: str | os.PathLike, data_dir: str | os.PathLike | None
     if cfg.dataset == "auto" and recorded.get("dataset") in ("mnist", "digits"):
         # `auto` may resolve otherwise on this machine; the recorded numbers came from this dataset.
         run_cfg = cfg.replace(dataset=recorded["dataset"])
-    result = run_trial(run_cfg, data_dir=data_dir, device=device)
+    try:
+        result = run_trial(run_cfg, data_dir=data_dir, device=device)
+    except Unavailable as exc:  # its advice (e.g. another --dataset) is train's and study's, not reproduce's
+        raise AblateError(_missing_data(run_cfg.dataset, data_dir, exc)) from None
     report.result = result
     for key, value in (("threads", result.threads), ("device", result.device)):
         if key in recorded and recorded[key] != value:
