@@ -131,7 +131,7 @@ def test_a_two_stage_run_reports_steins_interval_and_the_designs_error_rates(tmp
     asked = math.ceil((st.t.ppf(0.975, 5) * s0 / 1.0) ** 2)
     text = " ".join(rule_lines(run))
     assert (f"The pilot (0, 1, 2, 3, 4, 5) gave a largest SD of the compared paired differences of {s0:.2f} pp, which "
-            f"asked for {asked} seed pairs in all, more than its maximum of 8") in text
+            f"asked for {asked} seed pairs in all for a 95 % interval within ±1 pp (more than its maximum of 8)") in text
     assert "It stopped at its maximum of 8 seeds (0, 1, 2, 3, 4, 5, 6, 7)" in text
     assert "Stein's: the mean of all the seed pairs ± t_{0.975, 5}" in text
     assert re.search(r"with no true difference the verdict would be \*supported\* in \d\.\d % of runs", text)

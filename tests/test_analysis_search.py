@@ -128,8 +128,8 @@ def test_the_report_gives_the_curves_the_per_lr_effects_and_the_range_near_the_o
     lead = md[md.index("## At a glance"): md.index("## Completeness")]
     luck = search_luck(load_run(result.run_dir)).iloc[0]
     # the search's luck stands beside the effect, apart from its interval
-    assert sentence in lead and (f"seed pairs, confirm stage; search luck ±{luck['luck_sd_pp']:.1f} pp (SD over 10,000 "
-                                 "replayed searches), which the interval does not cover)") in lead
+    assert sentence in lead and (f"seed pairs, confirm stage; search luck ±{luck['luck_sd_pp']:.1f} pp, SD over 10,000 "
+                                 "replayed searches, not covered by the interval)") in lead
     assert "not measured" not in lead
     frame = pd.read_csv(result.out_dir / "lr_curves.csv")
     assert len(frame) == 8 and {"dev_mean", "test_low", "near_optimal", "chosen"} <= set(frame.columns)

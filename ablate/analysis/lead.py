@@ -45,7 +45,7 @@ def _luck(luck: pd.DataFrame | None, a: str, b: str) -> str:
         return ""
     how = {"repeats": f"SD over {int(row['luck_draws'].iloc[0])} repeats of the search",
            "replay": f"SD over {int(row['luck_draws'].iloc[0]):,} replayed searches"}.get(row["luck_method"].iloc[0])
-    return f"; search luck ±{row['luck_sd_pp'].iloc[0]:.1f} pp ({how}), which the interval does not cover" if how else ""
+    return f"; search luck ±{row['luck_sd_pp'].iloc[0]:.1f} pp, {how}, not covered by the interval" if how else ""
 
 
 def next_step(run: Run, c) -> str:

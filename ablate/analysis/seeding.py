@@ -126,10 +126,9 @@ def rule_lines(run: Run) -> list[str]:
                 f"of {rule.min} ({pilot}).")
     else:
         sd = "n/a" if math.isnan(out.pilot_sd) else f"{out.pilot_sd:.2f} pp"
-        asked = (f"asked for {out.asked} seed pairs in all" + (f", more than its maximum of {rule.max}"
-                                                                 if out.asked > rule.max else ""))
-        stop = (f"The pilot ({pilot}) gave a largest SD of the compared paired differences of {sd}, which "
-                f"{asked} for a 95 % interval within ±{rule.half_width:g} pp.")
+        more = f" (more than its maximum of {rule.max})" if out.asked > rule.max else ""
+        stop = (f"The pilot ({pilot}) gave a largest SD of the compared paired differences of {sd}, which asked for "
+                f"{out.asked} seed pairs in all for a 95 % interval within ±{rule.half_width:g} pp{more}.")
         if out.state == "extended":
             stop += (f" It ran {n} seeds ({seeds}): more than that, because too few pairs differed for the exact "
                      f"sign-flip test to reach α (it needs {out.nonzero_needed}).")
