@@ -324,7 +324,8 @@ def study(
     halving), then the best config of each arm over seeds."""
     from ablate.execute import launch as L
     from ablate.execute.estimate import process_baseline
-    from ablate.engine.run_folder import read_registry
+    from ablate.run_folder.layout import TRIALS_CSV
+    from ablate.run_folder.registry import read_registry
     from ablate.spec.study_spec import list_studies
     from ablate.engine.interrupts import interrupt_signal, terminate_like_ctrl_c
     from ablate.engine.study_runner import StudyInterrupted, StudyStopped, run_study
@@ -375,7 +376,7 @@ def study(
         typer.echo(one_line(f"error: {exc.what}{where}; {exc.hint}"), err=True)
         raise typer.Exit(3)
     rows = read_registry(run_dir)
-    typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / 'trials.csv'}")
+    typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / TRIALS_CSV}")
     from ablate.analysis import terminal_table
 
     try:

@@ -1,7 +1,7 @@
 """Constructed study run folders with known right answers, for the analysis tests (no training, no data).
 
 `build_run` writes what the study engine writes: spec.yaml (resolved), manifest.json (with the spec it started
-with), trials.jsonl (through ablate.engine.run_folder.append_registry: each row with its trial files' hashes) and
+with), trials.jsonl (through ablate.run_folder.registry.append_registry: each row with its trial files' hashes) and
 trials/<id>/ with config.yaml, metrics.json and, on request,
 curves.csv, grad_norms.csv and predictions.csv. Trial ids are the configs' own hashes, as the engine's.
 tests/test_analysis_builder.py checks that the engine's readers accept what it writes.
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ablate.engine.manifest import spec_record
-from ablate.engine.run_folder import append_registry
+from ablate.run_folder.registry import append_registry
 from ablate.spec.study_spec import parse_study
 
 BASE = {"family": "imagenet", "depth": 18, "shortcut": "projection", "dataset": "digits", "train_size": 1000,
