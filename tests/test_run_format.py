@@ -92,8 +92,8 @@ def test_a_run_folder_of_a_newer_or_damaged_format_is_refused_in_one_line(format
 
 
 def test_a_new_run_folder_and_each_resume_record_this_format_first(tmp_path):
-    study = parse_study({"name": "fmt", "base": {"dataset": "digits"}, "factors": {"residual": {"values": [True, False]}},
-                         "seeds": [0]}, source="test")
+    study = parse_study({"name": "fmt", "base": {"dataset": "digits"}, "seeds": [0],
+                         "factors": {"residual": {"values": [True, False]}}}, source="test")
     run_dir = create_run_dir(study, tmp_path / "run", study.resolved_yaml(), {"study": "fmt", FORMAT_KEY: 1},
                              trials_csv(study, []))
     manifest = json.loads((run_dir / MANIFEST).read_text())

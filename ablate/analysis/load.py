@@ -342,9 +342,10 @@ def load_predictions(run: Run) -> pd.DataFrame | None:
 
 
 def arm_value(run: Run, arm: str, key: str) -> Any:
-    """A setting's value in an arm as the spec declares it (Study.settings: the arm's own setting, else the spec's
+    """A setting's value in an arm as the spec declares it (Study.trial_settings: the arm's own setting, else the spec's
     base), else the trial default."""
-    return run.study.settings(next(a for a in run.study.arms if a.name == arm)).get(key, getattr(TrialConfig, key, None))
+    settings = run.study.trial_settings(next(a for a in run.study.arms if a.name == arm))
+    return settings.get(key, getattr(TrialConfig, key, None))
 
 
 def series_of(run: Run, arm: str) -> str:

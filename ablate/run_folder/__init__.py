@@ -7,6 +7,7 @@ registry row).
 
 Other tools read run folders too, so this format is an interface: `layout.FORMAT_VERSION` is recorded in
 manifest.json as `format_version`; a folder without one was made before it existed (format 1) and is read the
-same way. Knows nothing of torch (weights.pt and resume.pt are read with torch imported where they are read),
-of Ray or of pandas; it sits just above `spec/`, so that engine, train, probes, analysis and cli all use it.
+same way. Knows nothing of Ray; torch is imported only where weights.pt or resume.pt is read, pandas only where
+grad_norms.csv or predictions.csv is. It sits just above `spec/`, so that engine, train, probes, analysis and cli
+all use it.
 """

@@ -282,10 +282,11 @@ def load_weights(folder: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise AblateError(f"no weights at {path}; train with weights saved (write_trial_folder(..., weights=True))") from None
+        raise AblateError(f"no weights at {path}; train with weights saved (write_trial_folder(..., weights=True))") \
+            from None
     except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as exc:
-        raise AblateError(f"cannot read weights {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
-                          "retrain to write it again") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AblateError(f"cannot read weights {path}: {first}; retrain to write it again") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise AblateError(f"{path} is not a state_dict of tensors; pass a {WEIGHTS} written by ablate")
     return state

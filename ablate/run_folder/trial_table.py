@@ -28,7 +28,7 @@ STAGE_ORDER = {s: i for i, s in enumerate(["tune", "grid", "confirm"])}
 @dataclass
 class TrialRecord:
     """A registry row and the settings of its trial: `settings` maps every trial setting to its value, from the
-    trial's recorded config.yaml where the caller read one (`recorded` True), else from the spec (Study.settings:
+    trial's recorded config.yaml where the caller read one (`recorded` True), else from the spec (Study.trial_settings:
     the base, the arm's settings, the row's search or grid point and seed)."""
 
     row: dict[str, Any]
@@ -50,14 +50,14 @@ def trial_records(study: Study, rows: list[dict[str, Any]],
     for row in rows:
         recorded = configs.get(row["trial_id"])
         settings = recorded if recorded is not None else \
-            study.settings(arms.get(row["arm"]), row.get("params") or {}, row.get("seed"))
+            study.trial_settings(arms.get(row["arm"]), row.get("params") or {}, row.get("seed"))
         out.append(TrialRecord(row, settings, recorded is not None))
     return out
 
 
 def trials_csv(study: Study, rows: list[dict[str, Any]]) -> str:
     """trials.csv: one row per registry row, in an order that does not depend on when trials finished; the varied
-    settings (Study.varied) as the spec gives them for the row (Study.settings; the trial id, which is its
+    settings (Study.varied) as the spec gives them for the row (Study.trial_settings; the trial id, which is its
     config's hash, binds the trial's config.yaml to the same values)."""
     arm_order = {a.name: i for i, a in enumerate(study.arms)}
     varied = study.varied()
@@ -65,9 +65,11 @@ def trials_csv(study: Study, rows: list[dict[str, Any]]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     repeat = ["repeat"] if study.repeats > 1 else []  # the search's repeat, where it is repeated
     writer.writerow(["trial_id", "stage", "arm", *repeat, "round", "index", *varied, "seed", *RESULT_COLUMNS])
-    key = lambda r: (STAGE_ORDER.get(r.row["stage"], 9), arm_order.get(r.row["arm"], 99), str(r.row["arm"]),  # noqa: E731
-                     r.row.get("repeat") or 0, r.row.get("round") or 0, r.row.get("index") or 0, r.row.get("seed") or 0,
-                     r.row["trial_id"])
+    def key(record: TrialRecord) -> tuple:
+        r = record.row
+        return (STAGE_ORDER.get(r["stage"], 9), arm_order.get(r["arm"], 99), str(r["arm"]), r.get("repeat") or 0,
+                r.get("round") or 0, r.get("index") or 0, r.get("seed") or 0, r["trial_id"])
+
     for record in sorted(trial_records(study, rows), key=key):
         row, values = record.row, record.settings
         writer.writerow([row["trial_id"], row["stage"], row["arm"], *([_blank(row.get("repeat"))] if repeat else []),

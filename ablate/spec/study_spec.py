@@ -116,7 +116,8 @@ class Study:
         self.base = {**self.base, **settings}
         self.raw["base"] = {**(self.raw.get("base") or {}), **settings}
 
-    def settings(self, arm: Arm | None, params: dict[str, Any] | None = None, seed: int | None = None) -> dict[str, Any]:
+    def trial_settings(self, arm: Arm | None, params: dict[str, Any] | None = None,
+                       seed: int | None = None) -> dict[str, Any]:
         """The one merge of a trial's settings, as its config gets them: the spec's base, then the arm's settings
         (none for None), then the search or grid point `params`, then `seed` (with resample_data the seed also
         draws the trial's data subsets: data_seed = seed). Settings left out take TrialConfig's defaults."""
@@ -128,11 +129,12 @@ class Study:
         return merged
 
     def arm_config(self, arm: Arm, **params: Any) -> TrialConfig:
-        return TrialConfig.from_dict(self.settings(arm, params), source=f"study {self.name}, arm {arm.name}")
+        return TrialConfig.from_dict(self.trial_settings(arm, params), source=f"study {self.name}, arm {arm.name}")
 
     def trial_config(self, arm: Arm, params: dict[str, Any], seed: int) -> TrialConfig:
-        """The config of the trial of `arm` at search or grid point `params` under `seed` (settings)."""
-        return TrialConfig.from_dict(self.settings(arm, params, seed), source=f"study {self.name}, arm {arm.name}")
+        """The config of the trial of `arm` at search or grid point `params` under `seed` (trial_settings)."""
+        return TrialConfig.from_dict(self.trial_settings(arm, params, seed),
+                                     source=f"study {self.name}, arm {arm.name}")
 
     def first_config(self) -> TrialConfig:
         """The first arm's config at the grid's first point: what a launch checks the data and the machine with."""
