@@ -64,8 +64,7 @@ def test_a_format_1_run_folder_still_analyses_exports_and_gives_the_same_trials_
     assert list(run.trials["total_steps"]) == [2.0] * 4
     # trials.csv written by this ablate from the old registry is the file the old one wrote, byte for byte
     assert trials_csv(read_spec(format_1), rows) == (FORMAT_1 / TRIALS_CSV).read_text()
-    for args in (("analyze", format_1, "--no-figures"), ("export", format_1, "--format", "csv"),
-                 ("export", format_1, "--configs", tmp_path / "configs")):
+    for args in (("analyze", format_1, "--no-figures"), ("export", format_1, "--configs", tmp_path / "configs")):
         result = invoke(*args)
         assert result.exit_code == 0, result.output
     exported = sorted((tmp_path / "configs").glob(f"*/{CONFIG}"))

@@ -27,13 +27,12 @@ STAGE_ORDER = {s: i for i, s in enumerate(["tune", "grid", "confirm"])}
 
 @dataclass
 class TrialRecord:
-    """A registry row and the settings of its trial: `settings` maps every trial setting to its value, from the
-    trial's recorded config.yaml where the caller read one (`recorded` True), else from the spec (Study.trial_settings:
-    the base, the arm's settings, the row's search or grid point and seed)."""
+    """A registry row and the settings of its trial: `settings` maps trial settings to their values, from the
+    trial's recorded config.yaml where the caller read one, else from the spec (Study.trial_settings: the base, the
+    arm's settings, the row's search or grid point and seed)."""
 
     row: dict[str, Any]
     settings: dict[str, Any]
-    recorded: bool
 
     def fields(self) -> dict[str, Any]:
         """The row's own fields, without the point (`params`, which `settings` holds) and the file hashes."""
@@ -51,7 +50,7 @@ def trial_records(study: Study, rows: list[dict[str, Any]],
         recorded = configs.get(row["trial_id"])
         settings = recorded if recorded is not None else \
             study.trial_settings(arms.get(row["arm"]), row.get("params") or {}, row.get("seed"))
-        out.append(TrialRecord(row, settings, recorded is not None))
+        out.append(TrialRecord(row, settings))
     return out
 
 
