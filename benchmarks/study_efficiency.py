@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ablate.data.splits import load_splits
-from ablate.engine.run_folder import read_registry
+from ablate.run_folder.registry import read_registry
 from ablate.spec.study_spec import load_study
 from ablate.engine.resources import Resources
 from ablate.engine.study_runner import run_study

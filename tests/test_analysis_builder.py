@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import yaml
 
-from ablate.engine.run_folder import read_registry
+from ablate.run_folder.registry import read_registry
 from ablate.spec.study_spec import parse_study
 from helpers.runs import build_run
 

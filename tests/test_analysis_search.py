@@ -156,7 +156,7 @@ def test_collapse_rate_with_an_exact_binomial_interval(tmp_path):
 
 def test_a_diverged_confirm_run_counts_as_collapsed(tmp_path):
     run = robust_run(tmp_path)
-    from ablate.engine.run_folder import append_registry, read_registry
+    from ablate.run_folder.registry import append_registry, read_registry
     row = next(r for r in read_registry(run) if r["stage"] == "confirm" and r["arm"] == RES and r["seed"] == 2)
     metrics = run / "trials" / row["trial_id"] / "metrics.json"  # the trial ran again and diverged
     metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "status": "diverged", "test_acc": None}))

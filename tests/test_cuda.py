@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from ablate.engine.run_folder import read_registry
+from ablate.run_folder.registry import read_registry
 from ablate.spec.trial_config import TrialConfig
 from ablate.train.loop import run_trial
 

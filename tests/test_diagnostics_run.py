@@ -13,7 +13,7 @@ from ablate.cli.app import app
 from ablate.probes.diagnostics import LANDSCAPE_DIRECTIONS, LANDSCAPE_POINTS, MAX_LAG, diagnose_run
 from ablate.probes.lesion import load_trial
 from ablate.train.loop import model_for
-from ablate.engine.run_folder import read_registry
+from ablate.run_folder.registry import read_registry
 
 pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
 

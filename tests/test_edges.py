@@ -9,9 +9,10 @@ import yaml
 from typer.testing import CliRunner
 
 from ablate.cli.app import app
-from ablate.engine.ray_adapter.session import RAY_TMP_RECORD, _temp_dir
+from ablate.engine.ray_adapter.session import _temp_dir
 from ablate.engine.resources import Resources
 from ablate.engine.run_work import trial_device
+from ablate.run_folder.layout import RAY_TMP as RAY_TMP_RECORD
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(ROOT / "cli.py")

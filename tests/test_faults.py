@@ -21,12 +21,13 @@ from ablate.cli.app import app
 from ablate.engine import fault_hook, trial_failures
 from ablate.engine.planner import Planner
 from ablate.engine.trial_plan import TrialPlan
-from ablate.engine.ray_adapter.session import RAY_TMP_RECORD
-from ablate.engine.run_folder import append_registry, read_registry
+from ablate.run_folder.registry import append_registry, read_registry
 from ablate.engine.run_lock import RunLock
 from ablate.engine.run_work import run_work
 from ablate.errors import AblateError
 from ablate.spec.study_spec import parse_study
+from ablate.run_folder.layout import RAY_TMP as RAY_TMP_RECORD
+from ablate.run_folder.trial_state import read_heartbeat
 from helpers import background
 from helpers.mounts import Tmpfs, can_mount, read_only
 from helpers.runs import build_run
@@ -396,13 +397,12 @@ def kill_workers(study: Study, signum=signal.SIGKILL) -> int:
 def stop_a_working_worker(study: Study, run: Path, trained: bool = True) -> dict | None:
     """SIGSTOP the Ray worker of a trial at work, found by the heartbeat in its trial folder (with `trained`,
     one that has taken a training step); None while there is none."""
-    from ablate.engine import liveness
     from helpers.processes import cmdline, descendants
 
     trials = run / "trials"
     ours = {p for p in descendants(study.proc.pid) if cmdline(p).startswith("ray::")}
     for folder in (trials.iterdir() if trials.exists() else []):
-        beat = liveness.read(folder)
+        beat = read_heartbeat(folder)
         if beat and beat.get("pid") in ours and (beat.get("trained") or not trained) and \
                 beat.get("step", 0) < beat.get("total", 0):
             os.kill(beat["pid"], signal.SIGSTOP)
@@ -603,8 +603,6 @@ class Chain:
     def _stalled_and_retried(self) -> bool:
         """Steps the stall: a worker stopped, the stall said, the retry at work (a new attempt's heartbeat) or
         done; True once all of it was seen."""
-        from ablate.engine import liveness
-
         state = self.stalled
         if state["stopped"] is None:
             state["stopped"] = stop_a_working_worker(self.study, self.run)
@@ -614,7 +612,7 @@ class Chain:
                 state["line"], state["line_at"] = found[0], time.time()
         elif state["retried"] is None:
             folder = self.run / "trials" / re.match(r"trial ([0-9a-f]{12}) ", state["line"])[1]
-            beat = liveness.read(folder)
+            beat = read_heartbeat(folder)
             killed = state["stopped"]["beat"]["attempt"] if state["stopped"]["trial"] == folder.name else None
             if (folder / "metrics.json").exists():
                 state["retried"] = "done"

@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from ablate.engine.run_folder import read_registry
+from ablate.run_folder.registry import read_registry
 from helpers import background
 from helpers.processes import kill_tree, start
 

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from ablate.cli.app import app
 from ablate.engine.manifest import hardware
-from ablate.engine.run_folder import read_metrics, read_registry, read_registry_lines
+from ablate.run_folder.trial_records import read_metrics
+from ablate.run_folder.registry import read_registry, read_registry_lines
 from ablate.errors import AblateError
 from helpers.runs import build_run
 

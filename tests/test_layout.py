@@ -1,4 +1,5 @@
-"""The house's layout holds: what reads specs, plans studies and analyses run folders needs no torch."""
+"""The house's layout holds: what reads specs, plans studies and analyses run folders needs no torch, and one
+module names the run folder's files."""
 from __future__ import annotations
 
 import subprocess
@@ -23,13 +24,13 @@ NO_TORCH = textwrap.dedent('''
 
     sys.meta_path.insert(0, NoTorch())
     failed = []
-    for package in ("ablate.spec", "ablate.engine", "ablate.analysis"):
+    for package in ("ablate.spec", "ablate.run_folder", "ablate.engine", "ablate.analysis"):
         for info in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
             try:
                 importlib.import_module(info.name)
             except Exception as exc:
                 failed.append(f"{info.name}: {exc!r}")
-    for module in ("ablate.models.registry", "ablate.data.registry", "ablate.train.folder_layout", "ablate.cli.errors"):
+    for module in ("ablate.models.registry", "ablate.data.registry", "ablate.cli.errors"):
         importlib.import_module(module)
     assert not failed, failed
 
@@ -55,3 +56,48 @@ def test_spec_engine_and_analysis_load_and_plan_a_run_folder_without_torch(tmp_p
     out = subprocess.run([sys.executable, "-c", NO_TORCH, str(run)], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "loaded without torch" in out.stdout, out.stderr[-3000:]
+
+
+def _bare_run_folder_names(path: Path, files: set[str], folders: set[str], prefixes: tuple[str, ...]) -> list[str]:
+    """Where a module spells a run-folder file's name itself: a string (or a part of an f-string) that is the name,
+    a path made of it ('*/spec.yaml'), the start of a resume manifest's name, or a folder of the run joined as
+    `path / "trials"`. Prose (a string with a space: docstrings, messages) may mention the files."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)) or any(c.isspace() for c in node.value):
+            continue
+        text, parent = node.value, parents.get(node)
+        bare = (bool(files & set(text.split("/"))) or text.startswith(prefixes)
+                or (text in folders and isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.Div)))
+        if bare:
+            found.append(f"{path}:{node.lineno}: {text!r}")
+    return found
+
+
+def test_every_run_folder_file_is_named_in_one_module(tmp_path):
+    """ablate.run_folder.layout names every file and folder of a run folder and of a trial folder; every other
+    module uses its names (and ablate.run_folder's readers and writers), so that the format has one owner."""
+    from ablate.run_folder import layout
+
+    names = {k: v for k, v in vars(layout).items() if k.isupper() and isinstance(v, str)}
+    folders = {layout.TRIALS, layout.TENSORBOARD, layout.ANALYSIS}
+    files = {v for k, v in names.items() if v not in folders and k not in ("FORMAT_KEY", "RESUME_MANIFEST_PREFIX",
+                                                                               "RESUME_MANIFEST_SUFFIX")}
+    assert {"metrics.json", "config.yaml", "curves.csv", "grad_norms.csv", "predictions.csv", "weights.pt",
+            "error.txt", "failure.json", "heartbeat.json", "paused.json", "resume.pt", "trials.jsonl", "trials.csv",
+            "manifest.json", "spec.yaml", "optuna.db", ".ray_tmp", ".lock", "curves.png"} <= files
+    owner = ROOT / "ablate" / "run_folder" / "layout.py"
+    found = [hit for path in sorted((ROOT / "ablate").rglob("*.py")) if path != owner
+             for hit in _bare_run_folder_names(path, files, folders, (layout.RESUME_MANIFEST_PREFIX,))]
+    assert not found, "run-folder names spelt outside ablate/run_folder/layout.py:\n" + "\n".join(found)
+    # the check finds what it looks for, and lets prose be
+    probe = tmp_path / "probe.py"
+    probe.write_text("a = folder / 'metrics.json'\nb = f'sqlite:///{run / \"optuna.db\"}'\nc = run / 'trials'\n"
+                     "d = run.glob('*/spec.yaml')\ne = f'manifest-resume-{stamp}.json'\n"
+                     "f = 'delete its metrics.json and resume'\ng = search.get('trials')\n")
+    hits = _bare_run_folder_names(probe, files, folders, (layout.RESUME_MANIFEST_PREFIX,))
+    assert sorted(int(hit.split(":")[1]) for hit in hits) == [1, 2, 3, 4, 5], hits

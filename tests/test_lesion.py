@@ -12,10 +12,11 @@ from ablate.probes.lesion import RUN_COLUMNS, dropped, lesion_run, lesion_trial,
 from ablate.models.resnet import IdentityShortcut
 from ablate.probes.batchnorm import estimate_statistics, kept_statistics
 from helpers.models import build
-from ablate.train.trial_files import load_weights, write_trial_folder
-from ablate.engine.run_folder import append_registry
+from ablate.train.trial_files import write_trial_folder
+from ablate.run_folder.registry import append_registry
 from ablate.spec.trial_config import TrialConfig
 from ablate.train.loop import run_trial
+from ablate.run_folder.trial_records import load_weights
 
 # cifar-20 at 16x16: small enough for seconds on two cores, trained well enough that removing a
 # block has something to destroy.
@@ -59,7 +60,7 @@ def test_weights_are_the_best_dev_state_and_only_written_on_request(tmp_path):
     saved = torch.load(tmp_path / "with" / "weights.pt", map_location="cpu", weights_only=True)
     assert saved.keys() == result.best_state.keys()
     assert all(torch.equal(saved[k], result.best_state[k]) for k in saved)
-    assert load_weights(tmp_path / "with" / "weights.pt").keys() == saved.keys()
+    assert load_weights(tmp_path / "with").keys() == saved.keys()
     assert not list((tmp_path / "with").glob(".*.tmp"))  # the atomic write left no temp file behind
 
 
@@ -94,7 +95,7 @@ def test_a_dropped_block_computes_only_its_shortcut_path_and_is_restored(run_dir
     torch.manual_seed(0)
     for residual in (True, False):
         model = build("cifar", 20, residual=residual)
-        model.load_state_dict(load_weights(folder_of(run_dir, residual) / "weights.pt"))
+        model.load_state_dict(load_weights(folder_of(run_dir, residual)))
         model.eval()
         x = torch.randn(4, 1, 16, 16)
         with torch.no_grad():
@@ -133,7 +134,7 @@ def test_changed_is_the_share_of_test_predictions_the_lesion_changed(run_dir, le
     splits = load_splits(cfg.dataset, None, cfg.train_size, cfg.dev_size, cfg.test_size, seed=cfg.data_seed,
                          image_size=cfg.image_size)
     model = build("cifar", 20, residual=False)
-    model.load_state_dict(load_weights(folder_of(run_dir, False) / "weights.pt"))
+    model.load_state_dict(load_weights(folder_of(run_dir, False)))
     model = model.eval().to(memory_format=torch.channels_last)
     x = splits.test.x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():

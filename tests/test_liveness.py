@@ -18,6 +18,8 @@ from ablate.engine import liveness, memory_faults, trial_failures
 from ablate.engine.run_work import run_work
 from ablate.engine.trial_plan import TrialPlan
 from ablate.spec.study_spec import parse_study
+from ablate.run_folder.layout import FAILURE, HEARTBEAT
+from ablate.run_folder.trial_state import read_heartbeat
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"family": "cifar", "depth": 20, "dataset": "digits", "image_size": 16, "train_size": 128, "dev_size": 64,
@@ -50,32 +52,32 @@ def test_the_training_loop_ticks_the_heartbeat_at_every_step_and_evaluation_batc
 
 def test_a_heartbeat_measures_its_slowest_step_and_is_written_on_phase_changes_or_every_few_seconds(tmp_path):
     beat = liveness.Heartbeat(tmp_path, {"host": "h", "node": "n", "pid": 1}, total=10, every=3600)
-    first = liveness.read(tmp_path)
+    first = read_heartbeat(tmp_path)
     assert first["phase"] == "starting" and first["ticks"] == 0 and not first["trained"] and first["host"] == "h"
     assert first["pid"] == os.getpid() and first["total"] == 10
     beat("loading data", 0)
-    assert liveness.read(tmp_path)["phase"] == "loading data"  # a phase change is written at once
+    assert read_heartbeat(tmp_path)["phase"] == "loading data"  # a phase change is written at once
     time.sleep(0.3)  # model building: before the first step, not a step
     beat("training", 1)
-    assert liveness.read(tmp_path)["trained"]  # the first training step is written at once
+    assert read_heartbeat(tmp_path)["trained"]  # the first training step is written at once
     beat("training", 2)
     time.sleep(0.2)
     beat("training", 3)
-    seen = liveness.read(tmp_path)
+    seen = read_heartbeat(tmp_path)
     assert seen["step"] == 1 and seen["ticks"] == 2  # the same phase within `every`: not written
     assert 0.2 <= beat.record["slowest"] < 0.3  # the gap before the first step does not count
     beat("evaluating on dev", 3)
-    assert liveness.read(tmp_path)["ticks"] == 5
+    assert read_heartbeat(tmp_path)["ticks"] == 5
     assert beat.place() == {"phase": "evaluating on dev", "step": 3}
     beat.close()
-    assert liveness.read(tmp_path) is None and list(tmp_path.iterdir()) == []
+    assert read_heartbeat(tmp_path) is None and list(tmp_path.iterdir()) == []
 
 
 def test_a_heartbeat_that_cannot_be_written_does_not_fail_the_trial(tmp_path):
     folder = tmp_path / "gone"
     beat = liveness.Heartbeat(folder, {}, every=0)  # its folder does not exist: every write fails
     beat("training", 1)
-    assert liveness.read(folder) is None
+    assert read_heartbeat(folder) is None
     beat.close()
 
 
@@ -127,7 +129,7 @@ def test_the_study_kills_a_stopped_worker_once_its_trial_passes_its_bound_and_re
     folder.mkdir(parents=True)
     proc = fake_ray_worker(tmp_path)
     said = []
-    searcher = SimpleNamespace(works={"ray_a": [work]}, planner=SimpleNamespace(trials_dir=tmp_path / "trials"),
+    searcher = SimpleNamespace(works={"ray_a": [work]}, planner=SimpleNamespace(run_dir=tmp_path),
                                say=said.append)
     clock = Clock()
     watch = Liveness(searcher, stall_seconds=5, clock=clock)
@@ -175,7 +177,7 @@ def test_a_trial_whose_heartbeat_went_away_has_ended_and_is_not_called_stalled(t
     work = tiny_work()
     folder = tmp_path / "trials" / work.trial_id
     folder.mkdir(parents=True)
-    searcher = SimpleNamespace(works={"ray_a": [work]}, planner=SimpleNamespace(trials_dir=tmp_path / "trials"),
+    searcher = SimpleNamespace(works={"ray_a": [work]}, planner=SimpleNamespace(run_dir=tmp_path),
                                say=print)
     clock = Clock()
     watch = Liveness(searcher, stall_seconds=1, clock=clock)
@@ -220,7 +222,7 @@ def test_running_out_of_memory_is_the_configs_only_when_the_machine_cannot_expla
 
     for n, record in enumerate([oom(requested=40 * GIB), oom(requested=40 * GIB)]):
         attempts = trial_failures.read_attempts(tmp_path) + [record]
-        (tmp_path / trial_failures.FAILURE).write_text(json.dumps({"attempts": attempts}))
+        (tmp_path / FAILURE).write_text(json.dumps({"attempts": attempts}))
     judged = trial_failures.judge(tmp_path, 2, RuntimeError("DefaultCPUAllocator: can't allocate memory"))
     assert judged.is_result and judged.cause.startswith("out of memory at step 0 (training) on every attempt")
     assert "memory" not in judged.where  # metrics.json keeps where it ran, not the memory record
@@ -244,7 +246,7 @@ def test_an_out_of_memory_record_names_the_request_the_machine_and_the_place(tmp
     pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     assert memory["requested"] == 4 * pages and memory["total"] == pages and 0 < memory["free"] <= pages
     assert memory["own"] > 0 and memory["place"] == {"phase": "injected fault at start", "step": 0}
-    assert not (tmp_path / "trials" / work.trial_id / liveness.HEARTBEAT).exists()  # gone with the attempt
+    assert not (tmp_path / "trials" / work.trial_id / HEARTBEAT).exists()  # gone with the attempt
     assert isinstance(torch.empty(1), torch.Tensor)
 
 

@@ -19,7 +19,7 @@ import optuna
 import pytest
 import yaml
 
-from ablate.engine.run_folder import read_registry
+from ablate.run_folder.registry import read_registry
 from helpers import background
 
 pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel

@@ -10,7 +10,7 @@ import json
 import optuna
 import pytest
 
-from ablate.engine.run_folder import read_registry
+from ablate.run_folder.registry import read_registry
 from ablate.engine.planner import FINISHED, Planner, remaining
 from ablate.engine.progress_bar import Progress
 from ablate.spec.study_spec import Halving, parse_study

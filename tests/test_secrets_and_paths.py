@@ -93,12 +93,12 @@ def test_slugs_keep_good_names_and_tell_different_names_apart():
 
 @pytest.mark.parametrize("name", ["../../x", "/abs/path", "残差", "a\nb", "..", "x" * 500])
 def test_the_run_folder_stays_under_runs_whatever_the_study_name(name, tmp_path, monkeypatch):
-    from ablate.engine.run_folder import create_run_dir
+    from ablate.run_folder.run_files import create_run_dir
 
     monkeypatch.chdir(tmp_path)
     study = parse_study({**SPEC, "name": name})
     assert study.name == name  # the name itself is kept (reports quote it); only the folder is a slug
-    run_dir = create_run_dir(study, None, {"spec.yaml": study.resolved_yaml()})
+    run_dir = create_run_dir(study, None, study.resolved_yaml(), {}, "")
     assert run_dir.resolve().parent.parent == (tmp_path / "runs").resolve()
     assert [p.relative_to(tmp_path) for p in tmp_path.rglob("spec.yaml")] == [run_dir / "spec.yaml"]
     assert yaml.safe_load((run_dir / "spec.yaml").read_text())["name"] == name
@@ -106,7 +106,8 @@ def test_the_run_folder_stays_under_runs_whatever_the_study_name(name, tmp_path,
 
 def test_tensorboard_folders_from_arms_and_grid_values_stay_in_the_run(tmp_path):
     pytest.importorskip("tensorboard")
-    from ablate.engine.tensorboard import FOLDER, write_trial
+    from ablate.engine.tensorboard import write_trial
+    from ablate.run_folder.layout import TENSORBOARD as FOLDER
 
     run_dir = tmp_path / "run"
     (run_dir / "trials").mkdir(parents=True)

@@ -11,7 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from ablate.engine.run_folder import read_registry, trials_csv
+from ablate.run_folder.registry import read_registry
+from ablate.run_folder.trial_table import trials_csv
 from ablate.engine.selection import best_params, params_key
 from ablate.errors import AblateError
 from ablate.spec.search_space import Halving, Param, grid_points

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from ablate.errors import AblateError
-from ablate.engine.run_folder import append_registry, read_registry, registry_row, trials_csv
+from ablate.run_folder.registry import append_registry, read_registry, registry_row
+from ablate.run_folder.trial_table import trials_csv
 from ablate.spec.study_spec import BUDGETS, list_studies, load_study, parse_study
 from ablate.engine.trial_plan import plan_fixed_stage
 

@@ -7,7 +7,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ablate.cli.app import app
-from ablate.engine.run_folder import read_registry
+from ablate.run_folder.registry import read_registry
 from ablate.spec.trial_config import TrialConfig
 
 pytestmark = [pytest.mark.usefixtures("fake_mnist_env"),  # `mnist` and `auto` read MNIST-format files of the tests

@@ -12,10 +12,11 @@ from ablate.data.splits import load_splits
 from ablate.spec.trial_config import _HASH_NEUTRAL_DEFAULTS
 from helpers.models import build
 from ablate.train.trial_files import write_trial_folder
-from ablate.train.telemetry import GRAD_NORM_COLUMNS, GradTelemetry
+from ablate.train.telemetry import GradTelemetry
 from ablate.spec.trial_config import TrialConfig
 from ablate.train.loop import run_trial
 from ablate.train.device import seed_everything
+from ablate.run_folder.trial_records import GRAD_NORM_COLUMNS
 
 SMALL = dict(dataset="digits", train_size=128, dev_size=64, test_size=64, batch_size=32, epochs=2, eval_every=3,
              threads=2, lr=0.05)

@@ -2,13 +2,15 @@
 and the precision the numbers carry. Shared by the report, the tables and the figure titles."""
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any
 
 from ablate.data.registry import FOLDER, REGISTRY as DATASETS
+from ablate.errors import AblateError
 from ablate.models.registry import FAMILY_TITLES, MODEL_AXES, axis_meta, axis_text, neutral_defaults
+from ablate.run_folder.layout import trial_dir
+from ablate.run_folder.trial_records import read_metrics
 
 from .load import Run, arm_value
 from .markdown_text import plot_text, text
@@ -31,10 +33,10 @@ def recorded(run: Run, key: str) -> int | None:
     """An integer the reported trials recorded in their metrics.json (the first found), or None."""
     for row in run.ok.itertuples():
         try:
-            value = json.loads((run.run_dir / "trials" / row.trial_id / "metrics.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            value = read_metrics(trial_dir(run.run_dir, row.trial_id)) or {}
+        except AblateError:  # a value its field cannot hold: not a count to report
             continue
-        if isinstance(value, dict) and isinstance(value.get(key), int) and not isinstance(value.get(key), bool):
+        if isinstance(value.get(key), int) and not isinstance(value.get(key), bool):
             return value[key]
     return None
 

@@ -5,14 +5,15 @@ import csv
 import io
 import os
 import re
-import hashlib
 from pathlib import Path
 
 import pandas as pd
 
 from ablate.errors import AblateError
 from ablate.atomic_files import atomic_write_bytes, atomic_write_text
-from ablate.engine.record_checks import symlink_message
+from ablate.run_folder.integrity import read_registered
+from ablate.run_folder.layout import CONFIG, CURVES, GRAD_NORMS, METRICS, PREDICTIONS, trial_dir
+from ablate.run_folder.record_checks import symlink_message
 from .compare import compare, supported_best
 from .load import load_predictions, load_run
 from .summary import summarize
@@ -60,9 +61,9 @@ def arm_slug(arm: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", arm.replace("=", "-").replace(",", "_")).strip("-_") or "arm"
 
 
-RECORDS = ("metrics.json", "curves.csv", "grad_norms.csv", "predictions.csv")
-
-
+# What an export copies of each final-stage trial: its config and what it recorded (not its weights).
+EXPORTED = (CONFIG, METRICS, CURVES, GRAD_NORMS, PREDICTIONS)
+INDEX = "index.csv"  # the export's own list of what it holds
 INDEX_COLUMNS = ["folder", "arm", "seed", "trial_id", "status", "test_acc", "dataset"]
 
 
@@ -74,7 +75,7 @@ def check_configs_dest(dest: Path) -> None:
         raise AblateError(f"{dest} exists and is not a folder; pass a folder for --configs")
     if dest.is_dir() and any(dest.iterdir()):
         try:
-            header = (dest / "index.csv").read_text(encoding="utf-8").splitlines()[:1]
+            header = (dest / INDEX).read_text(encoding="utf-8").splitlines()[:1]
         except (OSError, UnicodeDecodeError):
             header = []
         if header != [",".join(INDEX_COLUMNS)]:
@@ -96,18 +97,18 @@ def export_configs(run_dir: Path, dest: Path) -> list[Path]:
     dest = Path(dest)
     check_configs_dest(dest)
     rows = run.trials[run.trials["stage"] == run.final_stage]
-    sources = [(r, run.run_dir / "trials" / r.trial_id) for r in rows.itertuples()]
-    sources = [(r, folder) for r, folder in sources if (folder / "config.yaml").is_file()]
+    sources = [(r, trial_dir(run.run_dir, r.trial_id)) for r in rows.itertuples()]
+    sources = [(r, folder) for r, folder in sources if (folder / CONFIG).is_file()]
     if not sources:
-        raise AblateError(f"no {run.final_stage}-stage trial of {run.run_dir} has a config.yaml to export")
+        raise AblateError(f"no {run.final_stage}-stage trial of {run.run_dir} has a {CONFIG} to export")
     plan = []
     for r, folder in sorted(sources, key=lambda x: (str(x[0].arm), x[0].seed, x[0].trial_id)):
         name = f"{arm_slug(str(r.arm))}_seed{r.seed}_{r.trial_id}"
-        files = _checked_files(folder, run.file_hashes.get((run.final_stage, r.trial_id)))
+        files = read_registered(folder, EXPORTED, run.file_hashes.get((run.final_stage, r.trial_id)))
         _refuse_links(dest, name)
         plan.append((r, name, files))
-    if (dest / "index.csv").is_symlink():
-        raise AblateError(symlink_message(dest / "index.csv"))
+    if (dest / INDEX).is_symlink():
+        raise AblateError(symlink_message(dest / INDEX))
     writable_dir(dest)
     out, index = [], []
     for r, name, files in plan:
@@ -118,43 +119,15 @@ def export_configs(run_dir: Path, dest: Path) -> list[Path]:
                 atomic_write_bytes(target / file, files[file])
             else:
                 (target / file).unlink(missing_ok=True)  # an earlier export's copy of a file this trial lacks
-        out.append(target / "config.yaml")
+        out.append(target / CONFIG)
         acc = "" if pd.isna(r.test_acc) else f"{r.test_acc:.6g}"
         index.append([name, str(r.arm), r.seed, r.trial_id, r.status, acc, getattr(r, "dataset", "") or ""])
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(INDEX_COLUMNS)
     writer.writerows(index)
-    atomic_write_text(dest / "index.csv", text.getvalue())
+    atomic_write_text(dest / INDEX, text.getvalue())
     return out
-
-
-EXPORTED = ("config.yaml", *RECORDS)
-
-
-def _checked_files(folder: Path, hashes: dict[str, str] | None) -> dict[str, bytes]:
-    """The bytes of each exported file the trial folder holds, each checked against its registered hash."""
-    files = {}
-    for file in EXPORTED:
-        path = folder / file
-        if path.is_symlink():
-            raise AblateError(symlink_message(path))
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            data = None
-        except OSError as exc:
-            raise AblateError(f"cannot read {path}: {exc.strerror or exc}") from None
-        if hashes is not None and file in hashes:
-            now = None if data is None else hashlib.sha256(data).hexdigest()
-            if now != hashes[file]:
-                state = "is missing" if data is None else "changed after the trial was registered"
-                raise AblateError(f"{path} {state} (trials.jsonl recorded SHA-256 {hashes[file][:12]}...); an export "
-                                  "copies only what was registered: restore the file, or run the trial again "
-                                  "(delete its metrics.json, then 'ablate study --resume')")
-        if data is not None:
-            files[file] = data
-    return files
 
 
 def _refuse_links(dest: Path, name: str) -> None:

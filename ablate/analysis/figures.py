@@ -140,7 +140,7 @@ def run_styles(run: Run) -> dict[str, dict]:
     palette = sns.color_palette("flare" if numeric else "colorblind", max(len(levels), 1))
     out = {}
     for a in arms:
-        on = bool(settings[a].get(flag, study.base.get(flag, True)))
+        on = bool(arm_value(run, a, flag))
         colour = palette[levels.index(repr(settings[a][other]))] if other in settings[a] else (0.45, 0.45, 0.45)
         out[a] = {"color": colour, "marker": "o" if on else "s", "ls": "-" if on else "--"}
     return out

@@ -1,11 +1,12 @@
 """Reading a study run folder into tables: trials, the rows to report, curves, gradient norms.
 
-Everything comes from the registry (trials.jsonl) and the trial folders; trials.csv is never
-read because the registry is the record the engine appends to and trials.csv is derived from it.
+Everything comes from the registry (trials.jsonl) and the trial folders, through the run folder's readers
+(ablate.run_folder); trials.csv is never read because the registry is the record the engine appends to and
+trials.csv is derived from it. Each trial's settings are those its config.yaml recorded (checked against its
+registry row's hash); a trial whose folder holds none (an error, an older run) takes the spec's.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -19,14 +20,19 @@ import pandas as pd
 from ablate.errors import AblateError
 from ablate.engine.selection import best_params
 from ablate.engine.manifest import check_spec
-from ablate.engine.record_checks import HASH_KEY
-from ablate.engine.run_folder import RecordCheck, check_run_records, open_run_dir, read_registry_lines
 from ablate.engine.seed_decisions import RuleState, rule_state
+from ablate.run_folder.integrity import RecordCheck, check_run_records, recorded_configs
+from ablate.run_folder.layout import REGISTRY, SPEC, trial_dir
+from ablate.run_folder.record_checks import HASH_KEY
+from ablate.run_folder.registry import read_registry_lines
+from ablate.run_folder.run_files import open_run_dir, read_manifest, read_resume_manifests, read_spec
+from ablate.run_folder.trial_records import read_curves, read_grad_norms, read_predictions
+from ablate.run_folder.trial_table import trial_records
 from ablate.spec.trial_config import TrialConfig
-from ablate.spec.study_spec import Study, parse_study
-from ablate.spec.reading import read_yaml
+from ablate.spec.study_spec import Study
 
 TIMESTAMP = re.compile(r"^(\d{8}-\d{6})")
+GRAD_NORMS_READ = ("step", "layer_index", "kind", "grad_norm")  # the columns of grad_norms.csv the profiles need
 # Registry columns read as numbers; older run folders lack some of them (they read as NaN: "n/a").
 NUMERIC = ("best_dev_acc", "best_step", "test_acc", "test_loss", "final_test_acc", "final_test_loss",
            "scored_train_acc", "scored_train_loss", "final_train_loss", "steps")
@@ -54,6 +60,8 @@ class Run:
     # (stage, trial id) -> the SHA-256 of each file its registry row bound it to (none for an older row)
     file_hashes: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     rule: RuleState | None = None  # what the adaptive rule saw and asked for (ablate.engine.seed_decisions)
+    # trial id -> the config its config.yaml recorded (ablate.run_folder.integrity.recorded_configs)
+    configs: dict[str, TrialConfig] = field(default_factory=dict)
 
     @property
     def arm_names(self) -> list[str]:
@@ -98,13 +106,22 @@ class Run:
         values = {repr(arm_value(self, a, key)) for a in self.arm_names}
         return arm_value(self, self.arm_names[0], key) if len(values) == 1 else None
 
+    def reported_config(self, arm: str) -> TrialConfig:
+        """The config an arm's reported trials ran with: the first one's recorded config.yaml (they differ in the
+        seed alone), else the spec's arm at its selected point."""
+        for trial_id in self.reported.loc[self.reported["arm"] == arm, "trial_id"]:
+            if trial_id in self.configs:
+                return self.configs[trial_id]
+        spec_arm = next(a for a in self.study.arms if a.name == arm)
+        return self.study.arm_config(spec_arm, **self.selected.get(arm, {}))
+
 
 def load_run(run_dir: Path) -> Run:
     """Parse a run folder; AblateError when it is not one or has no finished final-stage trial."""
-    run_dir = open_run_dir(Path(run_dir))
-    manifest = _read_json(run_dir / "manifest.json") or {}
+    run_dir = open_run_dir(Path(run_dir))  # of a format this ablate reads
+    manifest = read_manifest(run_dir)
     notes = [note for note in [check_spec(run_dir, manifest, "the analysis describes")] if note]
-    study = parse_study(read_yaml(run_dir / "spec.yaml"), source=str(run_dir / "spec.yaml"))
+    study = read_spec(run_dir)
     # Every value read back is checked (read_registry_lines), and every registered trial's files against the
     # hashes its row recorded (check_run_records): a damaged or changed record is refused, never a number here.
     lines = read_registry_lines(run_dir)
@@ -112,7 +129,8 @@ def load_run(run_dir: Path) -> Run:
     records = check_run_records(run_dir, lines)
     notes += [note for note in [records.note()] if note]
     rows = [row for _, row in lines]
-    trials = _trials_frame(study, rows)
+    configs = recorded_configs(run_dir, rows)
+    trials = _trials_frame(study, rows, configs)
     final = study.stages[-1]
     rule = rule_state(study, rows)
     seeds, seeds_final = rule.seeds, rule.final
@@ -121,21 +139,16 @@ def load_run(run_dir: Path) -> Run:
     if reported.empty or not ((reported["status"] == "ok") & reported["test_acc"].notna()).any():
         raise AblateError(f"{run_dir} has no finished {final}-stage trials yet; let the study run "
                           f"(or 'ablate study --resume {run_dir}') before analysing it")
-    resumes = []
-    for path in sorted(run_dir.glob("manifest-resume-*.json")):
-        data = _read_json(path)
-        if data is not None:
-            resumes.append({"file": path.name, **data})
-    return Run(run_dir, study, trials, final, reported, selected, _completeness(study, trials, seeds), manifest, resumes,
-               seeds, seeds_final, notes, {(r["stage"], r["trial_id"]): r[HASH_KEY] for r in rows if HASH_KEY in r},
-               rule)
+    return Run(run_dir, study, trials, final, reported, selected, _completeness(study, trials, seeds), manifest,
+               read_resume_manifests(run_dir), seeds, seeds_final, notes,
+               {(r["stage"], r["trial_id"]): r[HASH_KEY] for r in rows if HASH_KEY in r}, rule, configs)
 
 
 def integrity_notes(run_dir: Path) -> list[str]:
     """What load_run could not check in a run folder, one line each (no file is hashed here): the spec, when the
     manifest recorded none, and the trials registered without hashes."""
     run_dir = Path(run_dir)
-    manifest = _read_json(run_dir / "manifest.json") or {}
+    manifest = read_manifest(run_dir)
     notes = [check_spec(run_dir, manifest, "the analysis describes")]
     unhashed = sum(HASH_KEY not in row for _, row in read_registry_lines(run_dir))
     if unhashed:
@@ -149,28 +162,22 @@ def _check_rows_belong(study: Study, run_dir: Path, lines: list[tuple[int, dict[
     for line, row in lines:
         for key, allowed in (("arm", arms), ("stage", stages)):
             if row[key] not in allowed:
-                raise AblateError(f"{run_dir / 'trials.jsonl'} line {line}: {key} is {row[key]!r}, not one of this "
+                raise AblateError(f"{run_dir / REGISTRY} line {line}: {key} is {row[key]!r}, not one of this "
                                   f"run's {key}s ({', '.join(sorted(allowed))}); the registry was edited or damaged: "
                                   "restore it from a backup, or delete that line")
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _trials_frame(study: Study, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    settings = {a.name: a.settings for a in study.arms}
+def _trials_frame(study: Study, rows: list[dict[str, Any]], configs: dict[str, TrialConfig]) -> pd.DataFrame:
+    """The per-trial table (ablate.run_folder.trial_table.trial_records, which trials.csv is written from too) as
+    a DataFrame: every registry field but params and hashes, each varied setting as the trial's recorded config
+    holds it (the spec's where it recorded none), and the steps it was configured to run."""
     varied = study.varied()
     records = []
-    for row in rows:
-        values = {**study.base, **settings.get(row["arm"], {}), **(row.get("params") or {})}
-        rec = {k: v for k, v in row.items() if k not in ("params", HASH_KEY)}
-        rec.update({k: values.get(k) for k in varied})
-        records.append(rec)
+    steps = []
+    for record in trial_records(study, rows, {i: _settings(c) for i, c in configs.items()}):
+        records.append({**record.fields(), **{k: record.settings.get(k) for k in varied}})
+        config = configs.get(record.row["trial_id"])
+        steps.append(float(config.total_steps()) if config is not None else _planned_steps(record.settings))
     columns = ["trial_id", "stage", "arm", *varied, "seed", "status", "dataset", *NUMERIC]
     df = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=columns)
     for col in columns:
@@ -178,17 +185,21 @@ def _trials_frame(study: Study, rows: list[dict[str, Any]]) -> pd.DataFrame:
             df[col] = np.nan
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    df["total_steps"] = [_planned_steps(study, settings, row) for row in records] if records else []
+    df["total_steps"] = steps
     # Arms keep the spec's order everywhere (tables, legends, colours), not alphabetical order.
     df["arm"] = pd.Categorical(df["arm"], categories=[a.name for a in study.arms])
     return df
 
 
-def _planned_steps(study: Study, settings: dict[str, dict], row: dict[str, Any]) -> float:
-    """SGD steps the trial was configured to run (NaN when its config cannot be rebuilt)."""
+def _settings(config: TrialConfig) -> dict[str, Any]:
+    """A recorded config's settings as its config.yaml writes them (lists, not tuples)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()}
+
+
+def _planned_steps(settings: dict[str, Any]) -> float:
+    """SGD steps a trial of these settings is configured to run (NaN when they make no config)."""
     try:
-        return float(TrialConfig.from_dict({**study.base, **settings.get(row["arm"], {}), **(row.get("params") or {})},
-                                           source="registry row").total_steps())
+        return float(TrialConfig.from_dict(settings, source="registry row").total_steps())
     except AblateError:
         return math.nan
 
@@ -267,11 +278,13 @@ def load_curves(run: Run) -> pd.DataFrame:
     """curves.csv of every reported ok trial, with arm and seed columns; empty frame when none."""
     frames = []
     for row in run.ok.itertuples():
-        path = run.run_dir / "trials" / row.trial_id / "curves.csv"
         try:
-            df = pd.read_csv(path)
-        except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
+            curves = read_curves(trial_dir(run.run_dir, row.trial_id))
+        except AblateError:
             continue
+        if curves is None:
+            continue
+        df = pd.DataFrame(curves.columns()).astype({"train_loss": float, "dev_loss": float, "dev_acc": float})
         frames.append(df.assign(arm=row.arm, seed=row.seed, trial_id=row.trial_id))
     if not frames:
         return pd.DataFrame(columns=["step", "train_loss", "dev_loss", "dev_acc", "arm", "seed", "trial_id"])
@@ -284,14 +297,11 @@ def load_grad_norms(run: Run) -> pd.DataFrame | None:
     """grad_norms.csv of every reported ok trial that has one, or None when no trial has one."""
     frames = []
     for row in run.ok.itertuples():
-        path = run.run_dir / "trials" / row.trial_id / "grad_norms.csv"
-        if not path.is_file():
-            continue
         try:
-            df = pd.read_csv(path)
-        except (pd.errors.EmptyDataError, pd.errors.ParserError):
+            df = read_grad_norms(trial_dir(run.run_dir, row.trial_id), GRAD_NORMS_READ)
+        except AblateError:
             continue
-        if not {"step", "layer_index", "kind", "grad_norm"} <= set(df.columns) or df.empty:
+        if df is None or df.empty:
             continue
         frames.append(df.assign(arm=row.arm, seed=row.seed, trial_id=row.trial_id))
     if not frames:
@@ -312,16 +322,14 @@ def load_predictions(run: Run) -> pd.DataFrame | None:
     trials with equal keys saw the same images in the same order. None when no trial has one."""
     frames = []
     for row in run.ok.itertuples():
-        folder = run.run_dir / "trials" / row.trial_id
-        path = folder / "predictions.csv"
-        if not path.is_file():
+        cfg = run.configs.get(row.trial_id)  # the config it recorded: the test subset it was scored on
+        if cfg is None:
             continue
         try:
-            df = pd.read_csv(path)
-            cfg = TrialConfig.from_yaml_file(folder / "config.yaml")
-        except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError, AblateError):
+            df = read_predictions(trial_dir(run.run_dir, row.trial_id))
+        except AblateError:
             continue
-        if not {"index", "label", "pred", "pred_final"} <= set(df.columns) or df.empty:
+        if df is None or df.empty:
             continue
         dataset = row.dataset if isinstance(row.dataset, str) else cfg.dataset
         key = f"{dataset}/data_seed={cfg.data_seed}/test_size={cfg.test_size}/image_size={cfg.image_size}"
@@ -334,9 +342,10 @@ def load_predictions(run: Run) -> pd.DataFrame | None:
 
 
 def arm_value(run: Run, arm: str, key: str) -> Any:
-    """A setting's value in an arm: the arm's own setting, else the spec's base, else the trial default."""
-    settings = next(a.settings for a in run.study.arms if a.name == arm)
-    return settings.get(key, run.study.base.get(key, getattr(TrialConfig, key, None)))
+    """A setting's value in an arm as the spec declares it (Study.trial_settings: the arm's own setting, else the spec's
+    base), else the trial default."""
+    settings = run.study.trial_settings(next(a for a in run.study.arms if a.name == arm))
+    return settings.get(key, getattr(TrialConfig, key, None))
 
 
 def series_of(run: Run, arm: str) -> str:
@@ -358,7 +367,7 @@ def latest_run(runs_root: Path = Path("runs")) -> Path:
 def study_runs(runs_root: Path) -> list[Path]:
     """The study run folders under runs_root (runs/<study>/<time>/ or <time>/), newest first."""
     runs_root = Path(runs_root)
-    candidates = [p.parent for pattern in ("*/spec.yaml", "*/*/spec.yaml") for p in runs_root.glob(pattern)]
+    candidates = [p.parent for pattern in (f"*/{SPEC}", f"*/*/{SPEC}") for p in runs_root.glob(pattern)]
 
     def when(path: Path) -> float:
         m = TIMESTAMP.match(path.name)

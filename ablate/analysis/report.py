@@ -10,6 +10,7 @@ import pandas as pd
 
 from ablate.errors import AblateError
 from ablate.atomic_files import atomic_write_text
+from ablate.run_folder.layout import ANALYSIS
 from . import figures as F
 from . import figures_grad as G
 from .figures_paired import paired_differences
@@ -190,7 +191,7 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     """
     check_min_effect(min_effect)
     run = load_run(Path(run_dir))
-    out_dir = writable_dir(Path(out) if out is not None else run.run_dir / "analysis")
+    out_dir = writable_dir(Path(out) if out is not None else run.run_dir / ANALYSIS)
     summary = summarize(run)
     comparisons = run_power(run, compare(run, load_predictions(run), min_effect), min_effect)
     best = supported_best(run, comparisons)

@@ -10,6 +10,8 @@ from typing import Any
 from .context import recorded
 from .load import Run
 from ablate.engine.manifest import package_versions
+from ablate.errors import AblateError
+from ablate.run_folder.run_files import read_spec_bytes
 
 ANALYSIS_PACKAGES = ("scipy", "seaborn", "matplotlib", "markdown-it-py")
 PACKAGE_NAMES = {"ablate": "ablate", "torch": "PyTorch", "torchvision": "torchvision", "ray": "Ray",
@@ -68,10 +70,9 @@ def wall_time(sessions: list[float], ends: list[float]) -> float | None:
 
 
 def facts(run: Run) -> RunFacts:
-    spec = run.run_dir / "spec.yaml"
     try:
-        spec_text = spec.read_text(encoding="utf-8")
-    except OSError:
+        spec_text = read_spec_bytes(run.run_dir).decode("utf-8")
+    except (AblateError, UnicodeDecodeError):
         spec_text = run.study.resolved_yaml()
     sessions = [t for t in (_epoch(m.get("started_at")) for m in [run.manifest, *run.resumes]) if t is not None]
     devices = run.trials["device"].dropna().astype(str).value_counts() if "device" in run.trials else {}
@@ -97,18 +98,18 @@ def duration(seconds: float | None) -> str:
 
 
 def param_counts(run: Run) -> dict[str, int | None]:
-    """Parameters of each arm's model, built on the meta device (no memory, no time) with the input channels and
-    classes the trials recorded; None for an arm whose model cannot be built."""
+    """Parameters of each arm's model (the config its reported trials recorded: Run.reported_config), built on the
+    meta device (no memory, no time) with the input channels and classes the trials recorded; None for an arm
+    whose model cannot be built."""
     import torch
 
-    from ablate.errors import AblateError
     from ablate.models.resnet import build_model
 
     channels, classes = recorded(run, "in_channels") or 1, recorded(run, "num_classes") or 10
     out: dict[str, int | None] = {}
     for arm in run.study.arms:
         try:
-            cfg = run.study.arm_config(arm, **run.selected.get(arm.name, {}))
+            cfg = run.reported_config(arm.name)
             with torch.device("meta"):
                 model = build_model(cfg.model, channels, classes)
             out[arm.name] = sum(p.numel() for p in model.parameters())

@@ -30,7 +30,7 @@ def summarize(run: Run) -> pd.DataFrame:
         rep = run.reported[run.reported["arm"] == arm.name]
         ok = run.ok[run.ok["arm"] == arm.name]
         row: dict[str, Any] = {"arm": arm.name}
-        row.update({k: arm.settings.get(k, study.base.get(k)) for k in study.factor_names})
+        row.update({k: study.trial_settings(arm).get(k) for k in study.factor_names})
         row.update({k: run.selected.get(arm.name, {}).get(k) for k in run.param_names})
         # For a grid study an arm reports one grid point, so its seeds are what is planned for it.
         datasets = sorted(rep["dataset"].dropna().astype(str).unique())

@@ -273,7 +273,8 @@ def study(
     halving), then the best config of each arm over seeds."""
     from ablate.execute import launch as L
     from ablate.execute.estimate import process_baseline
-    from ablate.engine.run_folder import read_registry
+    from ablate.run_folder.layout import TRIALS_CSV
+    from ablate.run_folder.registry import read_registry
     from ablate.spec.study_spec import list_studies
     from ablate.engine.interrupts import interrupt_signal, terminate_like_ctrl_c
     from ablate.engine.study_runner import StudyInterrupted, StudyStopped, run_study
@@ -329,9 +330,9 @@ def study(
     rows = read_registry(run_dir)
     if not ran:  # resuming a finished run: every planned trial has its result
         typer.echo(f"nothing to run: {run_dir} is finished (no trial ran; {len(rows)} trial rows in "
-                   f"{run_dir / 'trials.csv'}); figures, statistics and a report: ablate analyze {run_dir}")
+                   f"{run_dir / TRIALS_CSV}); figures, statistics and a report: ablate analyze {run_dir}")
         return
-    typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / 'trials.csv'}")
+    typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / TRIALS_CSV}")
     from ablate.analysis import terminal_table
 
     try:

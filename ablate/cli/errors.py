@@ -17,6 +17,7 @@ from typer.exceptions import TyperException
 from ablate.engine.interrupts import interrupt_behind
 from ablate.messages import mask_text, one_line, write_line
 from ablate.errors import AblateError
+from ablate.run_folder.layout import ERROR_TEXT
 
 
 class OneLineErrors(TyperGroup):
@@ -64,7 +65,7 @@ def save_traceback(exc: BaseException) -> str:
     file); says where."""
     text = mask_text("".join(traceback.format_exception(exc)))
     folder = _Crash.folder if _Crash.folder is not None and _Crash.folder.is_dir() else None
-    target = folder / "error.txt" if folder else Path(tempfile.gettempdir()) / f"ablate-error-{_timestamp()}.txt"
+    target = folder / ERROR_TEXT if folder else Path(tempfile.gettempdir()) / f"ablate-error-{_timestamp()}.txt"
     try:
         target.write_text(text, encoding="utf-8")
         return f"the full traceback is in {target}"

@@ -23,7 +23,6 @@ says; the study prints one line naming the trial and where it stalled. Knows not
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -32,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
+from ablate.run_folder.trial_state import remove_heartbeat, write_heartbeat
 
-HEARTBEAT = "heartbeat.json"
 WRITE_EVERY = 2.0  # seconds between two writes of the heartbeat, at most one write per interval
 DEFAULT_STALL_SECONDS = 300
 MIN_STALL_SECONDS, MAX_STALL_SECONDS = 1, 7 * 24 * 3600
@@ -54,7 +53,7 @@ class Heartbeat:
     WRITE_EVERY seconds. A write that fails (a full disk) is skipped: the trial's own writes will say why."""
 
     def __init__(self, folder: Path, where: dict[str, Any], total: int = 0, every: float = WRITE_EVERY):
-        self.path = Path(folder) / HEARTBEAT
+        self.folder = Path(folder)
         self.every, self.total = every, total
         self.record: dict[str, Any] = {"attempt": uuid.uuid4().hex[:12], "pid": os.getpid(),
                                        **{k: where[k] for k in ("host", "node") if k in where},
@@ -87,37 +86,11 @@ class Heartbeat:
 
     def _write(self, now: float | None = None) -> None:
         self.last_write = time.monotonic() if now is None else now
-        tmp = self.path.with_name(f".{HEARTBEAT}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(self.record), encoding="utf-8")
-            os.replace(tmp, self.path)  # readers see the old beat or the new one; no fsync: it is only a beat
-        except OSError:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
+        write_heartbeat(self.folder, self.record)
 
     def close(self) -> None:
         """The attempt ended (well or not): its heartbeat goes."""
-        remove(self.path.parent)
-
-
-def remove(folder: Path) -> None:
-    try:
-        (Path(folder) / HEARTBEAT).unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-def read(folder: Path) -> dict[str, Any] | None:
-    """The trial's heartbeat, or None when there is none (not started, ended) or it cannot be read."""
-    try:
-        data = json.loads((Path(folder) / HEARTBEAT).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("ticks"), int) or not isinstance(data.get("attempt"), str):
-        return None
-    return data
+        remove_heartbeat(self.folder)
 
 
 @dataclass(frozen=True)

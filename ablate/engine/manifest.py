@@ -18,6 +18,8 @@ import yaml
 
 from ablate.errors import AblateError
 from ablate.messages import mask_url
+from ablate.run_folder.layout import MANIFEST
+from ablate.run_folder.run_files import read_spec_bytes, spec_path
 from ablate.spec.study_spec import Study
 
 
@@ -165,15 +167,12 @@ def check_spec(run_dir: Path, recorded: dict[str, Any], doing: str) -> str | Non
     """Refuse (one line, naming each change) a run folder whose spec.yaml is not the spec it started with, as its
     manifest recorded it; `doing` says what needs it ('a resume runs'). Returns a note when the manifest recorded no
     spec (a run started by an older ablate): then the spec could not be checked."""
-    path = Path(run_dir) / "spec.yaml"
+    path = spec_path(run_dir)
     digest, doc = recorded.get(SPEC_HASH), recorded.get(SPEC_DOC)
     if not isinstance(digest, str) or SPEC_DOC not in recorded:
-        return (f"the spec could not be checked: {Path(run_dir) / 'manifest.json'} records no hash of the spec the run "
+        return (f"the spec could not be checked: {Path(run_dir) / MANIFEST} records no hash of the spec the run "
                 "started with (a run started by an older ablate)")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise AblateError(f"cannot read {path}: {exc.strerror or exc}") from None
+    data = read_spec_bytes(run_dir)
     if hashlib.sha256(data).hexdigest() == digest:
         return None
     try:

@@ -14,25 +14,25 @@ by `Planner.next`.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ablate.atomic_files import atomic_write_text
 from ablate.engine.optuna_rounds import ArmSampler, PointOutcome, SearchPoint
-from ablate.engine.run_folder import (append_registry, metrics_changed, read_metrics, read_registry, registry_key,
-                                      registry_row)
 from ablate.engine.seed_decisions import decided_seeds, remaining
 from ablate.engine.selection import best_params, params_key, point_score, seed_result
 from ablate.engine.storage import storage_url
 from ablate.engine.trial_plan import TrialPlan, plan_fixed_stage
 from ablate.errors import AblateError
 from ablate.spec.study_spec import Study
+from ablate.run_folder.integrity import metrics_changed
+from ablate.run_folder.layout import trial_dir
+from ablate.run_folder.registry import append_registry, read_registry, registry_key, registry_row
+from ablate.run_folder.run_files import optuna_db
+from ablate.run_folder.trial_records import read_curves, read_metrics, write_metrics
+from ablate.run_folder.trial_state import checkpointed, read_paused, remove_paused
 from ablate.spec.trial_config import TrialConfig, fusable
-from ablate.train.folder_layout import CHECKPOINT, PAUSED
 
 FINISHED = "FINISHED"  # Planner.next: nothing is left to hand out and nothing is running
 
@@ -59,14 +59,14 @@ class Outcome:
 
 
 def _dev_curve(folder: Path) -> tuple[list[float], list[float]]:
-    """Dev accuracy and loss of each evaluation so far (curves.csv: written by finished and paused trials)."""
+    """Dev accuracy and loss of each evaluation so far (curves.csv: written by finished and paused trials); a loss
+    the file leaves blank counts as infinite. Nothing, when the trial has no readable curves."""
     try:
-        with open(folder / "curves.csv", newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.DictReader(fh) if r.get("dev_acc")]
-        return [float(r["dev_acc"]) for r in rows], [float(r["dev_loss"]) if r.get("dev_loss") else math.inf
-                                                     for r in rows]
-    except (OSError, ValueError, KeyError):
-        return [], []
+        curves = read_curves(folder)
+    except AblateError:
+        curves = None
+    evaluations = curves.evaluations() if curves is not None else []
+    return [acc for _, _, acc in evaluations], [math.inf if loss is None else loss for _, loss, _ in evaluations]
 
 
 def read_outcome(folder: Path, failed: bool = False) -> Outcome:
@@ -76,11 +76,8 @@ def read_outcome(folder: Path, failed: bool = False) -> Outcome:
     status = metrics.get("status") if metrics else None
     if status in ("ok", "diverged", "stopped") or (status == "error" and failed):
         return Outcome("final", status, *_dev_curve(folder), metrics)
-    try:
-        paused = json.loads((folder / PAUSED).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        paused = None
-    if isinstance(paused, dict) and (folder / CHECKPOINT).is_file():
+    paused = read_paused(folder)
+    if paused is not None:
         acc, loss = _dev_curve(folder)
         acc = list(paused.get("dev_acc") or acc)
         return Outcome("paused", None, acc, (loss + [math.inf] * len(acc))[:len(acc)], paused)
@@ -100,7 +97,6 @@ class Planner:
                  study_names: dict[tuple[str, int], str] | None = None, fuse: int = 1):
         self.study, self.run_dir = study, Path(run_dir)
         self.fuse = fuse  # members per fused group (1: no fusing)
-        self.trials_dir = self.run_dir / "trials"
         self.failed: set[str] = set()
         self.in_flight: dict[str, TrialPlan] = {}
         self.settled: set[str] = set()  # tuning trials finished (or stopped) whose round is not registered yet
@@ -114,7 +110,7 @@ class Planner:
         self.optuna: dict[tuple[str, int], ArmSampler] = {}
         if study.space:
             names = study_names or default_study_names(study)
-            url = storage_url(storage) if storage else f"sqlite:///{(self.run_dir / 'optuna.db').resolve()}"
+            url = storage_url(storage) if storage else f"sqlite:///{optuna_db(self.run_dir).resolve()}"
             self.optuna = {(a.name, r): ArmSampler(study, a.name, url, names[(a.name, r)], self.run_dir, r)
                            for a in study.arms for r in range(study.repeats)}
 
@@ -294,12 +290,11 @@ class Planner:
 
     def _stop(self, trial_id: str, outcome: Outcome, rung: int) -> Outcome:
         """Halving stopped this trial at `rung`: its paused state becomes its final record."""
-        folder = self.trials_dir / trial_id
+        folder = trial_dir(self.run_dir, trial_id)
         metrics = {**outcome.metrics, "status": "stopped", "stopped_at_evaluations": rung}
         metrics.pop("dev_acc", None)
-        atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        (folder / CHECKPOINT).unlink(missing_ok=True)
-        (folder / PAUSED).unlink(missing_ok=True)
+        write_metrics(folder, metrics)
+        remove_paused(folder)
         return Outcome("final", "stopped", outcome.dev_acc, metrics)
 
     def _confirm_plan(self, arm: str, repeat: int) -> list[TrialPlan]:
@@ -338,7 +333,7 @@ class Planner:
         return out
 
     def _outcome(self, trial_id: str) -> Outcome:
-        return read_outcome(self.trials_dir / trial_id, failed=trial_id in self.failed)
+        return read_outcome(trial_dir(self.run_dir, trial_id), failed=trial_id in self.failed)
 
     def _register(self, plan: TrialPlan, outcome: Outcome, repeat_of: tuple[int, int] | None = None) -> None:
         row = registry_row(plan, outcome.metrics, repeats=self.study.repeats > 1)
@@ -352,7 +347,7 @@ class Planner:
         # A trial that ran again (after an error, or a lost metrics.json) is registered again even with the same
         # numbers: its row binds the files it left by their hashes.
         if old is None or any(old.get(k) != row.get(k) for k in ("status", "best_dev_acc", "test_acc")) \
-                or metrics_changed(old, self.trials_dir / plan.trial_id):
+                or metrics_changed(old, trial_dir(self.run_dir, plan.trial_id)):
             row = append_registry(self.run_dir, row)  # with the hashes of the trial's files
             self.rows[key] = row
             if self.on_register is not None:
@@ -361,10 +356,9 @@ class Planner:
     def cleanup(self) -> None:
         """Checkpoints of trials that are final (left when a crash came between the final record and their
         removal) are only dead weight."""
-        for path in self.trials_dir.glob(f"*/{CHECKPOINT}"):
-            if read_outcome(path.parent).final:
-                path.unlink(missing_ok=True)
-                (path.parent / PAUSED).unlink(missing_ok=True)
+        for folder in list(checkpointed(self.run_dir)):
+            if read_outcome(folder).final:
+                remove_paused(folder)
 
     # --- read-only views -------------------------------------------------------------------------
     def remaining(self) -> dict[str, int]:

@@ -5,13 +5,14 @@ import fcntl
 from pathlib import Path
 
 from ablate.errors import AblateError
+from ablate.run_folder.run_files import lock_path
 
 
 class RunLock:
     """One study process per run folder: a second one (say, a --resume while the first still runs) is refused."""
 
     def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
+        self.path = lock_path(run_dir)
         self.fh = None
 
     def __enter__(self):

@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ablate.atomic_files import atomic_write_text
 from ablate.engine import fault_hook, liveness, memory_faults, trial_failures
 from ablate.engine.trial_plan import TrialPlan
+from ablate.run_folder.layout import trial_dir
+from ablate.run_folder.trial_records import write_config
+from ablate.run_folder.trial_state import read_checkpoint
+from ablate.spec.trial_config import TrialConfig
 
 
 def trial_device(gpu_ids: list) -> str:
@@ -19,15 +22,17 @@ def trial_device(gpu_ids: list) -> str:
     return "cuda" if gpu_ids else "cpu"
 
 
-def trial_folder(run_dir: str | Path, trial_id: str) -> Path:
-    """run_dir/trials/<trial_id>, made if missing; never written through a symbolic link. One that is a link (put
+def trial_folder(run_dir: str | Path, trial_id: str, config: TrialConfig) -> Path:
+    """run_dir/trials/<trial_id>, made if missing, with the trial's config.yaml (before anything runs, so that a
+    trial that fails still says what it was); never written through a symbolic link. One that is a link (put
     there while the study ran: a resume refuses it before anything runs) fails as a fault of the machine (OSError),
     so that the study stops for a resume rather than recording the trial's config as failed."""
-    folder = Path(run_dir) / "trials" / trial_id
+    folder = trial_dir(run_dir, trial_id)
     for path in (folder.parent, folder):
         if path.is_symlink():
             raise OSError(errno.ELOOP, f"{path} is a symbolic link; a trial's results are never written through one")
     folder.mkdir(parents=True, exist_ok=True)
+    write_config(folder, config)
     return folder
 
 
@@ -36,11 +41,10 @@ def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device:
     """Run one TrialPlan and write its trial folder: a paused segment (checkpoint) or a finished trial.
     Knows nothing of Ray; the trainable below adds where the trial ran."""
     from ablate.train.loop import run_trial
-    from ablate.train.trial_files import read_checkpoint, write_paused, write_trial_folder
+    from ablate.train.trial_files import write_paused, write_trial_folder
 
     cfg = work.config
-    folder = trial_folder(run_dir, work.trial_id)
-    atomic_write_text(folder / "config.yaml", cfg.to_yaml())
+    folder = trial_folder(run_dir, work.trial_id, cfg)
     where = {"started_at": time.time(), **(where or {})}
     # A continuation starts from the checkpoint the last segment left; when there is none (lost or
     # damaged), the trial starts over, which gives the same numbers, only later.
@@ -82,9 +86,7 @@ def run_works(works: list[TrialPlan], run_dir: str | Path, data_dir: str | None,
     from ablate.train.trial_files import write_trial_folder
 
     where = {"started_at": time.time(), **(where or {})}
-    folders = [trial_folder(run_dir, w.trial_id) for w in works]
-    for work, folder in zip(works, folders):
-        atomic_write_text(folder / "config.yaml", work.config.to_yaml())
+    folders = [trial_folder(run_dir, w.trial_id, w.config) for w in works]
     beat = liveness.Heartbeat(folders[0], where, works[0].config.total_steps())  # one per Ray trial: the first's
     try:
         fault_hook.strike(works, "start", beat)

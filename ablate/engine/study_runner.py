@@ -11,9 +11,7 @@ from typing import Callable
 
 from ablate.engine import fault_hook, interrupts
 from ablate.errors import AblateError
-from ablate.atomic_files import atomic_write_text
 from ablate.engine.liveness import DEFAULT_STALL_SECONDS
-from ablate.engine.run_folder import trials_csv, write_trials_csv
 from ablate.engine.interrupts import interrupt_signal
 from ablate.engine.planner import Planner, default_study_names
 from ablate.engine.storage import open_storage
@@ -21,8 +19,10 @@ from ablate.engine.trial_failures import INFRASTRUCTURE, describe, kind_of
 from ablate.spec.study_spec import Study
 from ablate.engine.resources import Resources
 from ablate.engine.run_lock import RunLock
-from ablate.engine.ray_adapter.session import RAY_TMP_RECORD, _temp_dir, start_ray, stop_ray
+from ablate.engine.ray_adapter.session import _temp_dir, start_ray, stop_ray
 from ablate.engine.ray_adapter.tuner import _fit
+from ablate.run_folder.run_files import remove_ray_tmp
+from ablate.run_folder.trial_table import write_trials_csv
 
 
 class StudyInterrupted(Exception):
@@ -72,7 +72,7 @@ def run_study(study: Study, run_dir: Path, resources: Resources, data_dir: str |
     called once it is known that work is left (a resume records itself then: resuming a finished run is none).
     A trial with no progress for its bound (ablate.engine.liveness, `stall_seconds`) is killed as stalled.
 
-    trials.csv is there at every moment the run folder is (made with it, ablate.engine.run_folder), and follows
+    trials.csv is there at every moment the run folder is (made with it, ablate.run_folder.run_files), and follows
     the registry: rewritten whenever results are registered, and when the study ends, stops or is interrupted.
     Interrupted (Ctrl-C, SIGTERM), the study stops within seconds whatever its workers are doing (stopped, in a
     C call, dead): its Ray session is shut down (which ends them) and a watchdog ends what blocks longer
@@ -134,7 +134,7 @@ class _TrialsCsv:
             return
         self.pending = False
         try:
-            atomic_write_text(self.run_dir / "trials.csv", trials_csv(self.study, list(self.planner.rows.values())))
+            write_trials_csv(self.study, self.run_dir, list(self.planner.rows.values()))
         except OSError:
             self.pending = True  # a full disk: tried again at the next change, and said when the study ends
 
@@ -171,7 +171,7 @@ def _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorbo
     finally:
         stop_ray()
         shutil.rmtree(tmp, ignore_errors=True)
-        (run_dir / RAY_TMP_RECORD).unlink(missing_ok=True)
+        remove_ray_tmp(run_dir)
     if faults:
         raise StudyStopped(run_dir, faults)
     if planner.done:

@@ -7,15 +7,15 @@ Open them with `tensorboard --logdir RUN/tensorboard`. Needs the `tensorboard` p
 """
 from __future__ import annotations
 
-import csv
 import importlib.util
 from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
+from ablate.run_folder.layout import TENSORBOARD, trial_dir
+from ablate.run_folder.trial_records import read_curves
 from ablate.slug import child, slug
 
-FOLDER = "tensorboard"
 HPARAM_METRICS = ("best_dev_acc", "test_acc", "final_test_acc", "steps")
 
 
@@ -45,24 +45,21 @@ def write_trial(run_dir: Path, row: dict[str, Any], settings: dict[str, Any]) ->
     """Event files for one registered trial (a registry row), from its folder's curves.csv."""
     from torch.utils.tensorboard import SummaryWriter
 
-    folder = Path(run_dir) / "trials" / row["trial_id"]
-    dest = child(Path(run_dir) / FOLDER, *_parts(row))
+    dest = child(Path(run_dir) / TENSORBOARD, *_parts(row))
     if dest.exists():
         for old in dest.glob("events.out.tfevents.*"):
             old.unlink()  # a trial registered again (a retried error) replaces its events
     writer = SummaryWriter(log_dir=str(dest))
     try:
-        try:
-            with open(folder / "curves.csv", newline="", encoding="utf-8") as fh:
-                for r in csv.DictReader(fh):
-                    step = int(r["step"])
-                    if r.get("train_loss"):
-                        writer.add_scalar("train/loss", float(r["train_loss"]), step)
-                    if r.get("dev_acc"):
-                        writer.add_scalar("dev/accuracy", float(r["dev_acc"]), step)
-                        writer.add_scalar("dev/loss", float(r["dev_loss"]), step)
-        except OSError:
-            pass  # a trial that failed before its first step has no curves
+        curves = read_curves(trial_dir(run_dir, row["trial_id"]))  # None: a trial that failed before its first step
+        if curves is not None:
+            for step, train_loss in zip(curves.step, curves.train_loss):
+                if train_loss is not None:
+                    writer.add_scalar("train/loss", train_loss, step)
+            for step, dev_loss, dev_acc in curves.evaluations():
+                writer.add_scalar("dev/accuracy", dev_acc, step)
+                if dev_loss is not None:
+                    writer.add_scalar("dev/loss", dev_loss, step)
         hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.items()}
         hparams.update({"stage": row["stage"], "arm": str(row["arm"]), "status": str(row.get("status"))})
         metrics = {f"result/{k}": float(row[k]) for k in HPARAM_METRICS if isinstance(row.get(k), (int, float))}

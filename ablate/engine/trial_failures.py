@@ -12,17 +12,14 @@ the engine judges once Ray's retries are spent. Knows nothing of Ray or torch.
 """
 from __future__ import annotations
 
-import json
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablate.atomic_files import atomic_write_text
 from ablate.engine import memory_faults
+from ablate.run_folder.trial_state import add_attempt, clear_failures, read_attempts, write_error_text
 
-FAILURE = "failure.json"
-ERROR_TEXT = "error.txt"
 INFRASTRUCTURE = "infrastructure"
 CONFIG = "config"
 STALLED = "Stalled"  # the type of an attempt the study killed as stalled
@@ -61,10 +58,8 @@ def record_attempt(folder: Path, exc: BaseException, where: dict[str, Any]) -> N
     """A worker's failed attempt: the whole traceback to error.txt, and one record to failure.json. Writing
     may fail too (a full disk); then the engine takes the cause from what Ray reports."""
     try:
-        atomic_write_text(folder / ERROR_TEXT, "".join(traceback.format_exception(exc)))
-        attempts = read_attempts(folder)
-        attempts.append({"kind": kind_of(exc), "type": type(exc).__name__, "error": describe(exc), **where})
-        atomic_write_text(folder / FAILURE, json.dumps({"attempts": attempts}, indent=2) + "\n")
+        write_error_text(folder, "".join(traceback.format_exception(exc)))
+        add_attempt(folder, {"kind": kind_of(exc), "type": type(exc).__name__, "error": describe(exc), **where})
     except OSError:
         pass
 
@@ -72,27 +67,15 @@ def record_attempt(folder: Path, exc: BaseException, where: dict[str, Any]) -> N
 def record_stall(folder: Path, description: str, where: dict[str, Any]) -> None:
     """The study killed an attempt that made no progress (ablate.engine.liveness): a fault of the machine."""
     try:
-        attempts = read_attempts(folder)
-        attempts.append({"kind": INFRASTRUCTURE, "type": STALLED, "error": f"stalled: {description}", **where})
-        atomic_write_text(Path(folder) / FAILURE, json.dumps({"attempts": attempts}, indent=2) + "\n")
+        add_attempt(folder, {"kind": INFRASTRUCTURE, "type": STALLED, "error": f"stalled: {description}", **where})
     except OSError:
         pass
-
-
-def read_attempts(folder: Path) -> list[dict[str, Any]]:
-    try:
-        data = json.loads((Path(folder) / FAILURE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    attempts = data.get("attempts") if isinstance(data, dict) else None
-    return [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []
 
 
 def clear(folder: Path) -> None:
     """Forget earlier attempts: when a trial is handed out anew (its attempts start over), and when it succeeds
     (an attempt that a retry made good is no failure)."""
-    for name in (FAILURE, ERROR_TEXT):
-        (Path(folder) / name).unlink(missing_ok=True)
+    clear_failures(folder)
 
 
 @dataclass
@@ -138,6 +121,6 @@ def judge(folder: Path, failures: int, reported: BaseException | None) -> Verdic
     return Verdict(CONFIG, last.get("error", "?"), f"a property of the config ({again})", where)
 
 
-def error_metrics(trial_id: str, verdict: Verdict) -> str:
-    """metrics.json of a trial whose failure is a result."""
-    return json.dumps({"trial_id": trial_id, "status": "error", "error": verdict.cause, **verdict.where})
+def error_metrics(trial_id: str, verdict: Verdict) -> dict[str, Any]:
+    """What metrics.json records of a trial whose failure is a result."""
+    return {"trial_id": trial_id, "status": "error", "error": verdict.cause, **verdict.where}

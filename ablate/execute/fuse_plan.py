@@ -39,7 +39,7 @@ def fuse_plan(option: str, res: Resources, spec: Study, table: dict[int, float] 
         raise AblateError(f"--fuse must be auto, off or a number of members (2 or more), got {option!r}")
     if option.isdigit() and int(option) < 2:
         raise AblateError(f"--fuse {option}: a fused group needs at least 2 members; use --fuse off not to fuse")
-    cfg = spec.arm_config(spec.arms[0], **{k: v[0] for k, v in spec.grid.items()})
+    cfg = spec.first_config()
     why_not = fusable([cfg, cfg.replace(seed=cfg.seed + 1)])
     if why_not:
         return 1, f"{option}: not fused: {why_not}"

@@ -4,7 +4,6 @@ the run folder and its manifest. All checks happen before any file is written.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
 import time
@@ -15,11 +14,11 @@ from typing import Any
 
 from ablate.errors import AblateError
 from ablate.execute.gpu_plan import GpuPlan, decide
-from ablate.atomic_files import atomic_write_text
-from ablate.engine.run_folder import create_run_dir, open_run_dir
 from ablate.engine.manifest import check_spec, manifest, spec_record
-from ablate.spec.study_spec import Study, load_study, parse_study
-from ablate.spec.reading import read_yaml
+from ablate.run_folder.run_files import (create_run_dir, open_run_dir, optuna_db, read_manifest, read_spec,
+                                         write_resume_manifest)
+from ablate.run_folder.trial_table import trials_csv
+from ablate.spec.study_spec import Study, load_study
 from ablate.spec.limits import MAX_RETRIES, MAX_SAMPLER_SEED, check_at_most
 from ablate.engine.storage import check_storage
 from ablate.messages import mask_url
@@ -86,12 +85,12 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
     if sampler_seed is not None and not 0 <= sampler_seed <= MAX_SAMPLER_SEED:
         raise AblateError(f"--sampler-seed must be from 0 to {MAX_SAMPLER_SEED:,}, got {sampler_seed}")
     if resume is not None:
-        run_dir = open_run_dir(resume)
-        recorded = _read_manifest(run_dir)
+        run_dir = open_run_dir(resume)  # of a format this ablate reads
+        recorded = read_manifest(run_dir)
         unchecked = check_spec(run_dir, recorded, "a resume runs")  # a changed spec.yaml is refused, naming the change
         if unchecked:
             notes.append(f"{unchecked}; resuming it as spec.yaml says")
-        spec = parse_study(read_yaml(run_dir / "spec.yaml"), source=str(run_dir / "spec.yaml"))
+        spec = read_spec(run_dir)
         _check_resume(spec, run_dir, name, budget, dataset, out, sampler_seed)
         run_id = recorded.get("run_id") or run_dir.name
         _check_resume_storage(recorded, storage, run_dir)
@@ -104,11 +103,11 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
         if dataset is not None:
             spec.pin(dataset=dataset)
             requested = dataset
-            _first_config(spec)  # validates the name
+            spec.first_config()  # validates the name
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     check_run_paths(spec, out, run_dir, storage)  # before anything is read or written
     res = resources(cpus, gpus, gpus_per_trial, address, int(spec.base["threads"]))
-    base = _first_config(spec)
+    base = spec.first_config()
     check_data_fits(base, memory_limits())  # loading data that can never fit would end this process unannounced
     splits = load_splits(base.dataset, data_dir, base.train_size, base.dev_size, base.test_size,
                          seed=base.data_seed, image_size=base.image_size)
@@ -122,7 +121,7 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
         check_address(res.address)
     if storage is not None:
         check_storage(storage)
-    gpu = decide(res.cpus, res.gpus, res.threads, _first_config(spec), splits.in_channels, gpus_per_trial, res.address)
+    gpu = decide(res.cpus, res.gpus, res.threads, spec.first_config(), splits.in_channels, gpus_per_trial, res.address)
     if res.gpus:
         res = dataclasses.replace(res, gpus_per_trial=gpu.gpu_share, trial_cpus=gpu.cpus_per_trial)
     info = {"cpus": res.cpus, "gpus": res.gpus, "gpu_share": res.gpu_share(), "threads_per_trial": res.threads,
@@ -153,7 +152,7 @@ def check_run_paths(spec: Study, out: Path | None, run_dir: Path | None, storage
     else:  # create_run_dir's default, its time stamp as long as the one it will have
         folder, flag = child(Path("runs"), spec.name) / time.strftime("%Y%m%d-%H%M%S"), "the run folder in this directory"
     full = check_folder_path(folder, flag, staged=run_dir is None)
-    database = sqlite_path(storage) if storage is not None else full / "optuna.db"
+    database = sqlite_path(storage) if storage is not None else optuna_db(full)
     if database is not None:
         check_sqlite_path(database, "--storage" if storage is not None else flag)
 
@@ -164,26 +163,25 @@ def start(launch: Launch, out: Path | None) -> Path:
     if launch.run_dir is None:
         spec_text = launch.spec.resolved_yaml()
         launch.manifest.update(spec_record(spec_text))  # the spec it started with: a resume must run the same
-        text = json.dumps(launch.manifest, indent=2) + "\n"
-        launch.run_dir = create_run_dir(launch.spec, out, {"spec.yaml": spec_text, "manifest.json": text})
+        launch.run_dir = create_run_dir(launch.spec, out, spec_text, launch.manifest, trials_csv(launch.spec, []))
     return launch.run_dir
 
 
 def record_resume(launch: Launch) -> None:
     """A resume's own manifest beside the first one."""
-    text = json.dumps(launch.manifest, indent=2) + "\n"
-    atomic_write_text(launch.run_dir / f"manifest-resume-{time.strftime('%Y%m%d-%H%M%S')}.json", text)
+    write_resume_manifest(launch.run_dir, launch.manifest)
 
 
 def _check_run_files(run_dir: Path, storage: str | None) -> list[str]:
     """What a resume needs of the run folder, before anything is written: it can be written to, its registry is
     readable and holds only what ablate writes, every registered trial's files are those its row recorded (their
     hashes), no trial folder or file is a symbolic link, and its own Optuna database is readable. Returns notes."""
-    from ablate.engine.run_folder import check_run_records
     from ablate.engine.storage import check_sqlite_file
+    from ablate.run_folder.integrity import check_run_records
+    from ablate.run_folder.layout import trials_dir
 
     note = check_run_records(run_dir, resuming=True).note()  # first: the probe below must not go through a link
-    for folder in (run_dir, run_dir / "trials"):
+    for folder in (run_dir, trials_dir(run_dir)):
         if not folder.is_dir():
             continue
         try:  # a real write: permission bits do not bind root, a read-only mount does
@@ -193,21 +191,9 @@ def _check_run_files(run_dir: Path, storage: str | None) -> list[str]:
         except OSError as exc:
             raise AblateError(f"cannot write to {folder} ({exc.strerror or exc}); a resume writes its results "
                               "there: make the run folder writable, then resume") from None
-    if storage is None and (run_dir / "optuna.db").exists():
-        check_sqlite_file(run_dir / "optuna.db")
+    if storage is None and optuna_db(run_dir).exists():
+        check_sqlite_file(optuna_db(run_dir))
     return [note] if note else []
-
-
-def _first_config(spec: Study):
-    return spec.arm_config(spec.arms[0], **{k: v[0] for k, v in spec.grid.items()})
-
-
-def _read_manifest(run_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _check_resume(spec: Study, run_dir: Path, name: str | None, budget: str | None, dataset: str | None,

@@ -2,7 +2,7 @@
 
 Three limits, measured on Linux (ext4, overlayfs) with SQLite 3.40.1:
   * NAME_MAX, 255 bytes per path component (os.pathconf): a longer name fails with "File name too long". A study
-    stages its run folder as `.<name>.XXXXXXXX` beside it (ablate.engine.run_folder), 10 bytes more.
+    stages its run folder as `.<name>.XXXXXXXX` beside it (ablate.run_folder.run_files), 10 bytes more.
   * PATH_MAX, 4096 bytes with its terminating zero (os.pathconf): no system call takes a longer path. The longest
     path ablate makes inside a run folder is trials/<id>/ and a file name written through a temporary name
     (`.predictions.csv.XXXXXXXX.tmp`): INSIDE bytes at most.

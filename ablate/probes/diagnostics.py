@@ -35,6 +35,8 @@ import torch
 from ablate.probes import measurements as probes
 from ablate.errors import AblateError
 from ablate.probes.lesion import load_trial
+from ablate.run_folder.layout import trial_dir
+from ablate.run_folder.trial_records import has_weights
 from ablate.train.device import torch_threads
 from ablate.train.loop import evaluate, model_for
 
@@ -121,12 +123,12 @@ def diagnose_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None
                    ) -> tuple[dict[str, list[dict]], dict[str, float], list[str]]:
     """Every diagnostic of one trial folder: (rows per table, seconds per diagnostic, notes on what was left out)."""
     folder = Path(folder)
-    has_weights = (folder / "weights.pt").is_file()
+    with_weights = has_weights(folder)
     t0 = time.perf_counter()
-    trial = load_trial(folder, data_dir, device=device, weights=has_weights)
+    trial = load_trial(folder, data_dir, device=device, weights=with_weights)
     # The trial's own thread count (1 in a study): two threads on two busy cores can be many times slower.
     with torch_threads(trial.cfg.threads):
-        return _diagnose_trial(folder, trial, has_weights, t0, landscape_2d)
+        return _diagnose_trial(folder, trial, with_weights, t0, landscape_2d)
 
 
 def _diagnose_trial(folder: Path, trial, has_weights: bool, t0: float, landscape_2d: bool):
@@ -187,7 +189,7 @@ def diagnose_run(run_dir: str | os.PathLike, trials: list[dict[str, Any]], data_
     for i, t in enumerate(trials):
         if progress is not None:
             progress(i, len(trials), t)
-        folder = run_dir / "trials" / t["trial_id"]
+        folder = trial_dir(run_dir, t["trial_id"])
         want_2d = landscape_2d and t["arm"] not in planes_done
         rows, seconds, notes = diagnose_trial(folder, data_dir, device=device, landscape_2d=want_2d)
         if rows["landscape_2d"]:

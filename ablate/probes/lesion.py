@@ -44,8 +44,8 @@ import torch
 from ablate.errors import AblateError
 from ablate.models.resnet import Block, IdentityShortcut
 from ablate.probes.batchnorm import estimate_statistics, kept_statistics
-from ablate.engine.run_folder import read_metrics
-from ablate.train.trial_files import load_weights
+from ablate.run_folder.layout import CONFIG, REGISTRY, WEIGHTS, trial_dir
+from ablate.run_folder.trial_records import has_weights, load_weights, read_config, read_metrics
 from ablate.spec.trial_config import TrialConfig
 from ablate.train.loop import evaluate, model_for
 from ablate.train.device import recorded_device, torch_threads
@@ -100,13 +100,13 @@ def load_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = N
     from ablate.data.splits import load_splits
 
     folder = Path(folder)
-    config_path, weights_path = folder / "config.yaml", folder / "weights.pt"
+    config_path, weights_path = folder / CONFIG, folder / WEIGHTS
     if not config_path.is_file():
-        raise AblateError(f"no config.yaml in {folder}; pass a trial folder (run_dir/trials/<trial_id>)")
-    if weights and not weights_path.is_file():
-        raise AblateError(f"no weights.pt in {folder}; retrain the trial with its weights saved (train --save-weights)")
-    cfg = TrialConfig.from_yaml_file(config_path)
-    state = load_weights(weights_path) if weights else None
+        raise AblateError(f"no {CONFIG} in {folder}; pass a trial folder (run_dir/trials/<trial_id>)")
+    if weights and not has_weights(folder):
+        raise AblateError(f"no {WEIGHTS} in {folder}; retrain the trial with its weights saved (train --save-weights)")
+    cfg = read_config(folder)
+    state = load_weights(folder) if weights else None
     metrics = read_metrics(folder) or {}
     # 'auto' may resolve differently on this machine; the recorded dataset is the one the weights saw.
     dataset = metrics.get("dataset") if cfg.dataset == "auto" and metrics.get("dataset") else cfg.dataset
@@ -170,7 +170,8 @@ def lesion_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = 
     """
     import pandas as pd
 
-    from ablate.engine.run_folder import REGISTRY, check_trial_records, read_registry_lines
+    from ablate.run_folder.integrity import check_trial_records
+    from ablate.run_folder.registry import read_registry_lines
 
     run_dir = Path(run_dir)
     if not (run_dir / REGISTRY).is_file():
@@ -186,12 +187,12 @@ def lesion_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = 
                     key=lambda r: (str(r.get("arm")), r.get("seed") or 0, r["trial_id"]))
     out = []
     for row in trials:
-        folder = run_dir / "trials" / row["trial_id"]
-        if not (folder / "weights.pt").is_file():
+        folder = trial_dir(run_dir, row["trial_id"])
+        if not has_weights(folder):
             continue
         # the weights and config read here are those the trial left (their hashes in its registry row)
-        check_trial_records(run_dir, line_of[id(row)], row, ("config.yaml", "weights.pt"))
-        cfg = TrialConfig.from_yaml_file(folder / "config.yaml")
+        check_trial_records(run_dir, line_of[id(row)], row, (CONFIG, WEIGHTS))
+        cfg = read_config(folder)
         for lesion in lesion_trial(folder, data_dir, device=device, recalibrate=recalibrate):
             out.append({"trial_id": row["trial_id"], "arm": row.get("arm"), "seed": row.get("seed"),
                         "residual": cfg.residual, **lesion})

@@ -116,14 +116,29 @@ class Study:
         self.base = {**self.base, **settings}
         self.raw["base"] = {**(self.raw.get("base") or {}), **settings}
 
+    def trial_settings(self, arm: Arm | None, params: dict[str, Any] | None = None,
+                       seed: int | None = None) -> dict[str, Any]:
+        """The one merge of a trial's settings, as its config gets them: the spec's base, then the arm's settings
+        (none for None), then the search or grid point `params`, then `seed` (with resample_data the seed also
+        draws the trial's data subsets: data_seed = seed). Settings left out take TrialConfig's defaults."""
+        merged = {**self.base, **(arm.settings if arm is not None else {}), **(params or {})}
+        if seed is not None:
+            merged["seed"] = seed
+            if self.resample_data:
+                merged["data_seed"] = seed
+        return merged
+
     def arm_config(self, arm: Arm, **params: Any) -> TrialConfig:
-        return TrialConfig.from_dict({**self.base, **arm.settings, **params}, source=f"study {self.name}, arm {arm.name}")
+        return TrialConfig.from_dict(self.trial_settings(arm, params), source=f"study {self.name}, arm {arm.name}")
 
     def trial_config(self, arm: Arm, params: dict[str, Any], seed: int) -> TrialConfig:
-        """The config of the trial of `arm` at search or grid point `params` under `seed`: with resample_data, the
-        seed also draws the trial's data subsets (data_seed = seed)."""
-        data = {"data_seed": seed} if self.resample_data else {}
-        return self.arm_config(arm, **params, seed=seed, **data)
+        """The config of the trial of `arm` at search or grid point `params` under `seed` (trial_settings)."""
+        return TrialConfig.from_dict(self.trial_settings(arm, params, seed),
+                                     source=f"study {self.name}, arm {arm.name}")
+
+    def first_config(self) -> TrialConfig:
+        """The first arm's config at the grid's first point: what a launch checks the data and the machine with."""
+        return self.arm_config(self.arms[0], **{k: v[0] for k, v in self.grid.items()})
 
     def tuning_seeds(self, repeat: int = 0) -> list[int]:
         """The seeds every search point of `repeat` trains under: base.seed, base.seed + 1, ... shifted by 1000 per

@@ -6,8 +6,6 @@ metrics.json, JSON's spelling of NaN, matches NaN). Any difference is listed wit
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,8 +16,9 @@ import torch
 
 from ablate.data.readers import SOURCES, Unavailable
 from ablate.errors import AblateError
-from ablate.train.telemetry import GRAD_NORM_COLUMNS
-from ablate.spec.trial_config import TrialConfig
+from ablate.run_folder.layout import CONFIG, METRICS, REGISTRY, TRIALS
+from ablate.run_folder.trial_records import (Curves, has_metrics, read_config_file, read_curves, read_grad_norms,
+                                             read_metrics)
 from ablate.train.result import TrialResult
 from ablate.train.device import recorded_device
 from ablate.train.loop import run_trial
@@ -78,10 +77,6 @@ def _abs_diff(recorded: Any, now: Any) -> float | None:
     return None
 
 
-def _float(text: str) -> float | None:
-    return None if text == "" else float(text)
-
-
 def _series_difference(name: str, recorded: dict, now: dict, label: str) -> list[Difference]:
     """One Difference per series: its first differing point, with how many differ and the largest gap."""
     if recorded.keys() != now.keys():
@@ -96,38 +91,26 @@ def _series_difference(name: str, recorded: dict, now: dict, label: str) -> list
     return [Difference(f"{name} [{label} {first}]", recorded[first], now[first], _abs_diff(recorded[first], now[first]), note)]
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-    except OSError as exc:
-        raise AblateError(f"cannot read {path}: {exc.strerror or exc}") from None
+def _curves(curves: Curves) -> dict[str, dict[int, float | None]]:
+    return {"train_loss": dict(zip(curves.step, curves.train_loss)),
+            "dev_loss": {step: loss for step, loss, _ in curves.evaluations()},
+            "dev_acc": {step: acc for step, _, acc in curves.evaluations()}}
 
 
-def _curves(rows: list[dict[str, str]], path: Path) -> dict[str, dict[int, float | None]]:
-    out: dict[str, dict[int, float | None]] = {"train_loss": {}, "dev_loss": {}, "dev_acc": {}}
-    try:
-        for row in rows:
-            step = int(row["step"])
-            out["train_loss"][step] = _float(row["train_loss"])
-            if row.get("dev_acc"):
-                out["dev_loss"][step] = _float(row["dev_loss"])
-                out["dev_acc"][step] = _float(row["dev_acc"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise AblateError(f"{path} is not a curves table ({exc}); pass a folder written by ablate") from None
-    return out
+GRAD_NORM_VALUES = ("grad_norm", "weight_norm", "output_std")
 
 
-def _grad_norms(rows: list[dict[str, str]], path: Path) -> dict[str, dict[tuple, float | None]]:
-    values = ("grad_norm", "weight_norm", "output_std")
-    out: dict[str, dict[tuple, float | None]] = {c: {} for c in values}
-    try:
-        for row in rows:
-            key = (int(row["step"]), row["layer"], row["kind"])
-            for c in values:
-                out[c][key] = _float(row[c])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise AblateError(f"{path} is not a grad_norms table ({exc}); expected columns {','.join(GRAD_NORM_COLUMNS)}") from None
+def _grad_norms(folder: Path) -> dict[str, dict[tuple, float | None]] | None:
+    """grad_norms.csv's values by (step, layer, kind); None when the trial recorded none."""
+    table = read_grad_norms(folder)
+    if table is None:
+        return None
+    out: dict[str, dict[tuple, float | None]] = {c: {} for c in GRAD_NORM_VALUES}
+    for row in table.to_dict("records"):
+        key = (int(row["step"]), row["layer"], row["kind"])
+        for c in GRAD_NORM_VALUES:
+            value = row[c]
+            out[c][key] = None if isinstance(value, float) and math.isnan(value) else float(value)
     return out
 
 
@@ -135,11 +118,12 @@ def _check_registered(folder: Path) -> None:
     """A trial folder inside a study run (RUN/trials/<id>) is compared only if its files are those its registry row
     bound it to (their hashes; a row of an older ablate has none): an edited config.yaml or metrics.json is
     named and refused, not rerun and compared. A folder elsewhere (an export, a `train` run) has no registry."""
-    from ablate.engine.run_folder import REGISTRY, check_trial_records, read_registry_lines
+    from ablate.run_folder.integrity import check_trial_records
+    from ablate.run_folder.registry import read_registry_lines
 
     folder = folder.absolute()  # not resolved: a trial folder that is a symbolic link is refused, not followed
     run_dir = folder.parent.parent
-    if folder.parent.name != "trials" or not (run_dir / REGISTRY).is_file():
+    if folder.parent.name != TRIALS or not (run_dir / REGISTRY).is_file():
         return
     for line, row in read_registry_lines(run_dir):
         if row["trial_id"] == folder.name:
@@ -166,22 +150,20 @@ def reproduce(config_path: str | os.PathLike, data_dir: str | os.PathLike | None
     """
     path = Path(config_path)
     if path.is_dir():
-        path = path / "config.yaml"
+        path = path / CONFIG
     if not path.is_file():
-        raise AblateError(f"no config at {path}; pass a trial folder's config.yaml (trials/<id>/config.yaml)")
+        raise AblateError(f"no config at {path}; pass a trial folder's {CONFIG} (trials/<id>/{CONFIG})")
     folder = path.parent
     _check_registered(folder)
-    cfg = TrialConfig.from_yaml_file(path)
-    metrics_path = folder / "metrics.json"
-    if not metrics_path.is_file():
-        raise AblateError(f"no recorded metrics next to {path} (metrics.json missing); "
+    cfg = read_config_file(path)
+    metrics_path = folder / METRICS
+    if not has_metrics(folder):
+        raise AblateError(f"no recorded metrics next to {path} ({METRICS} missing); "
                           "reproduce compares against a finished trial folder")
-    try:
-        recorded = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AblateError(f"cannot read {metrics_path} ({exc}); the trial folder is damaged, rerun the trial") from None
-    if not isinstance(recorded, dict):
-        raise AblateError(f"{metrics_path} is not a metrics mapping; pass a folder written by ablate")
+    recorded = read_metrics(folder)
+    if recorded is None:
+        raise AblateError(f"cannot read {metrics_path} (cut short, damaged or not a metrics mapping); the trial folder "
+                          "is damaged, rerun the trial")
     if recorded.get("status") not in REPRODUCIBLE:
         raise AblateError(f"{metrics_path} records status {recorded.get('status')!r}, not a finished trial "
                           f"({' or '.join(REPRODUCIBLE)}); there is nothing complete to compare against")
@@ -214,9 +196,9 @@ def reproduce(config_path: str | os.PathLike, data_dir: str | os.PathLike | None
             report.differences.append(Difference(key, recorded[key], now_metrics[key],
                                                  _abs_diff(recorded[key], now_metrics[key])))
 
-    curves_path = folder / "curves.csv"
-    if curves_path.is_file():
-        then = _curves(_read_csv(curves_path), curves_path)
+    curves = read_curves(folder)
+    if curves is not None:
+        then = _curves(curves)
         now = {"train_loss": dict(enumerate(result.train_loss, start=1)),
                "dev_loss": dict(zip(result.eval_steps, result.dev_loss)),
                "dev_acc": dict(zip(result.eval_steps, result.dev_acc))}
@@ -226,9 +208,8 @@ def reproduce(config_path: str | os.PathLike, data_dir: str | os.PathLike | None
     else:
         report.notes.append("no curves.csv next to the config: curves not compared")
 
-    norms_path = folder / "grad_norms.csv"
-    if norms_path.is_file():
-        then = _grad_norms(_read_csv(norms_path), norms_path)
+    then = _grad_norms(folder)
+    if then is not None:
         now = {c: {} for c in then}
         for row in result.grad_norms:
             for c in now:

@@ -7,9 +7,6 @@ from typing import Any
 import torch
 
 
-GRAD_NORM_COLUMNS = ("step", "layer", "layer_index", "block", "kind", "grad_norm", "weight_norm", "output_std")
-
-
 class GradTelemetry:
     """Gradient and response statistics of one model, recorded on chosen steps only.
 
@@ -95,7 +92,8 @@ class GradTelemetry:
         self._records = [(int(step), values.to(device)) for step, values in records]
 
     def rows(self) -> list[dict[str, Any]]:
-        """All records as tidy rows (the columns of grad_norms.csv), fetched from the device in one go."""
+        """All records as tidy rows (the columns of grad_norms.csv: ablate.run_folder.trial_records.GRAD_NORM_COLUMNS),
+        fetched from the device in one go."""
         if not self._records:
             return []
         table = torch.stack([v for _, v in self._records]).cpu().tolist()

@@ -6,7 +6,8 @@ import random
 from pathlib import Path
 
 from ablate.engine.planner import FINISHED, Planner
-from ablate.engine.run_folder import read_registry, trials_csv
+from ablate.run_folder.registry import read_registry
+from ablate.run_folder.trial_table import trials_csv
 from ablate.engine.run_work import run_works
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ablate.engine.run_folder import read_registry
+from ablate.run_folder.registry import read_registry
 from helpers import background
 
 

@@ -18,6 +18,8 @@ from typing import Any
 from ray.tune import Callback
 
 from ablate.engine import liveness, trial_failures
+from ablate.run_folder.layout import trial_dir
+from ablate.run_folder.trial_state import read_heartbeat
 
 CHECK_EVERY = 1.0  # seconds between two reads of the heartbeats
 
@@ -75,8 +77,7 @@ class Liveness(Callback):
             watch = self.watches[trial_id] = _Watch(since=now)
         if watch.killed:
             return False
-        folder = self.searcher.planner.trials_dir / works[0].trial_id
-        beat = liveness.read(folder)
+        beat = read_heartbeat(trial_dir(self.searcher.planner.run_dir, works[0].trial_id))
         if beat is None:
             if watch.key is not None:  # it had a heartbeat: the attempt ended, Ray will say how
                 watch.ended = True
@@ -109,7 +110,7 @@ class Liveness(Callback):
                        f"{liveness.where_text(beat)}")
         where = {k: beat[k] for k in ("host", "node", "pid") if beat and k in beat}
         for work in works:
-            trial_failures.record_stall(self.searcher.planner.trials_dir / work.trial_id, description, where)
+            trial_failures.record_stall(trial_dir(self.searcher.planner.run_dir, work.trial_id), description, where)
         killed = self._kill(beat, trial)
         watch.killed = True
         if watch.key:

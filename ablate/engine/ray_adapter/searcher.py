@@ -10,9 +10,11 @@ from pathlib import Path
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from ablate.atomic_files import atomic_write_text
-from ablate.engine import liveness, trial_failures
+from ablate.engine import trial_failures
 from ablate.engine.planner import FINISHED, Planner
+from ablate.run_folder.layout import trial_dir
+from ablate.run_folder.trial_records import write_metrics
+from ablate.run_folder.trial_state import error_text_path, remove_heartbeat, write_error_text
 
 
 class PlannerSearch(Searcher):
@@ -43,7 +45,7 @@ class PlannerSearch(Searcher):
         works = [work, *self.planner.take_group(work)]  # a fused group goes out as one Ray trial
         for w in works:  # its attempts start over
             trial_failures.clear(self._folder(w))
-            liveness.remove(self._folder(w))
+            remove_heartbeat(self._folder(w))
         self.works[trial_id] = works
         if self.on_change is not None:  # the progress line's count of running trials
             self.on_change()
@@ -71,7 +73,7 @@ class PlannerSearch(Searcher):
             label = _label(work)
             times = {1: "once", 2: "twice"}.get(failures, f"{failures} times")
             if verdict.is_result:
-                atomic_write_text(folder / "metrics.json", trial_failures.error_metrics(work.trial_id, verdict))
+                write_metrics(folder, trial_failures.error_metrics(work.trial_id, verdict))
                 self.planner.finished(work, failed=True)
                 self.say(f"trial {label} failed {times}: {verdict.cause}; recorded as its result, {verdict.why}; "
                          f"{where}")
@@ -83,7 +85,7 @@ class PlannerSearch(Searcher):
         self._changed()
 
     def _folder(self, work) -> Path:
-        return self.planner.trials_dir / work.trial_id
+        return trial_dir(self.planner.run_dir, work.trial_id)
 
     def _changed(self) -> None:
         self.planner.refresh()
@@ -134,10 +136,10 @@ def _label(work) -> str:
 
 def _keep_traceback(folder: Path, report_text: str) -> str:
     """Where the failure's traceback is: the worker's error.txt, else what Ray reported, written there now."""
-    path = folder / trial_failures.ERROR_TEXT
+    path = error_text_path(folder)
     if not path.is_file() and report_text:
         try:
-            atomic_write_text(path, report_text + "\n")
+            write_error_text(folder, report_text + "\n")
         except OSError as exc:
             return f"its traceback could not be written to {path} ({exc.strerror or exc})"
     return f"traceback in {path}" if path.is_file() else "no traceback was kept"

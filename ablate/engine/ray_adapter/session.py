@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 from ablate.errors import AblateError
-from ablate.atomic_files import atomic_write_text
 from ablate.engine.interrupts import Terminated, terminate_like_ctrl_c
 from ablate.engine.resources import Resources
+from ablate.run_folder.run_files import read_ray_tmp, write_ray_tmp
 
 
 def check_address(address: str, timeout: float = 3.0) -> None:
@@ -53,22 +53,15 @@ def _ray_env(address: str | None) -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-RAY_TMP_RECORD = ".ray_tmp"
-
-
 def _temp_dir(run_dir: Path) -> Path:
     """A short private folder for Ray's session files and sockets (their paths must stay under 107
     bytes, which a run folder's path cannot promise), recorded in the run folder so that one left by a
     crash is removed when the run resumes."""
-    record = run_dir / RAY_TMP_RECORD
-    try:
-        stale = Path(record.read_text(encoding="utf-8").strip())
-        if stale.name.startswith("ablate-ray-"):
-            shutil.rmtree(stale, ignore_errors=True)
-    except OSError:
-        pass
+    stale = read_ray_tmp(run_dir)
+    if stale is not None and stale.name.startswith("ablate-ray-"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix="ablate-ray-", dir="/tmp" if os.path.isdir("/tmp") else None))
-    atomic_write_text(record, str(tmp))
+    write_ray_tmp(run_dir, tmp)
     return tmp
 
 

@@ -6,7 +6,7 @@
   where a count belongs ... are refused: one line naming the file, the line, the field and the value. A damaged
   record is never a number in a table.
 - Hashes. A registry row records the SHA-256 of each file its trial folder held when it was registered (`sha256`:
-  {file name: hex digest}; ablate.engine.run_folder.append_registry); a reader checks the files it uses against
+  {file name: hex digest}; ablate.run_folder.registry.append_registry); a reader checks the files it uses against
   them and names the one that changed or went missing. Rows written before the hashes existed have none: their
   folders are not checked (the readers say how many).
 - Symbolic links. A trial folder, or a file in one, that is a symbolic link is never read as a result and never
@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
+from ablate.run_folder.layout import CONFIG, CURVES, GRAD_NORMS, METRICS, PREDICTIONS, WEIGHTS
 
 # The files a finished trial leaves (ablate.train.trial_files.write_trial_folder), each bound to its registry row
 # by its hash. weights.pt is hashed too, once, when the trial is registered (0.24 s for 42 MiB, ResNet18's, on the
 # busy 2-core AMD EPYC this was written on) but checked only where it is read (the lesion probe): analyze, export
 # and resume do not read it, so they do not hash it.
-HASHED = ("config.yaml", "metrics.json", "curves.csv", "grad_norms.csv", "predictions.csv", "weights.pt")
-WEIGHTS = "weights.pt"
+HASHED = (CONFIG, METRICS, CURVES, GRAD_NORMS, PREDICTIONS, WEIGHTS)
 RECORDS = tuple(name for name in HASHED if name != WEIGHTS)  # what analyze, export and resume read
 HASH_KEY = "sha256"
 
@@ -149,6 +149,11 @@ def digest_file(path: Path) -> str | None:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def digest_bytes(data: bytes) -> str:
+    """The SHA-256 of bytes already read (a reader that checks what it read, not the file again)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def digests(folder: Path, names: tuple[str, ...] = HASHED) -> dict[str, str]:
