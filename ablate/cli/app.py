@@ -449,8 +449,9 @@ def _runs_inside(run_dir: Path | None, command: str) -> None:
     import shlex
 
     from ablate.analysis.load import study_runs
+    from ablate.run_folder.layout import SPEC
 
-    if run_dir is None or not run_dir.is_dir() or (run_dir / "spec.yaml").is_file():
+    if run_dir is None or not run_dir.is_dir() or (run_dir / SPEC).is_file():
         return
     runs = study_runs(run_dir)
     if not runs:
