@@ -82,7 +82,7 @@ def test_report_html_is_one_file_that_links_to_nothing_outside_itself(tuned_anal
     page = Page(text)
     # every image is an embedded PNG: exactly the figures the analysis drew
     images = page.attrs("src")
-    assert len(images) == len(tuned_analysis.figures) == 7
+    assert len(images) == len(tuned_analysis.figures) == 8  # paired_differences among them
     assert all(src.startswith("data:image/png;base64,") for src in images)
     embedded = sorted(base64.b64decode(src.split(",", 1)[1]) for src in images)
     assert embedded == sorted(paths[0].read_bytes() for paths in tuned_analysis.figures.values())
@@ -116,9 +116,9 @@ def test_report_html_says_what_report_md_says_with_the_runs_metadata(tuned_analy
         assert " ".join(_plain(caption).split()) in words
     # the lead sentence: the paired difference with its CI and the seeds 80 % power would need
     c = tuned_analysis.comparisons.iloc[0]
-    assert (f"residual=true minus residual=false: {100 * c['diff']:+.1f} pp (95 % CI [{100 * c['diff_ci_low']:+.1f}, "
-            f"{100 * c['diff_ci_high']:+.1f}] pp, 3 seed pairs, confirm stage), {c['verdict']}; "
-            f"{int(c['seeds_needed'])} seed pairs would detect") in words
+    assert (f"residual=true minus residual=false: {100 * c['diff']:+.1f} pp (95 % t-interval [{100 * c['diff_ci_low']:+.1f}, "
+            f"{100 * c['diff_ci_high']:+.1f}] pp, 3 seed pairs, confirm stage), {c['verdict']} because") in words
+    assert f"with 80 % power its verdict needs about {int(c['seeds_needed'])} seed pairs" in words
     # the run's metadata, read from its folder
     manifest = json.loads((tuned_study / "manifest.json").read_text())
     for value in (manifest["git_commit"], manifest["run_id"], manifest["started_at"], manifest["packages"]["torch"],

@@ -244,7 +244,8 @@ def test_the_manifest_records_the_cpu_and_its_flags_without_loading_torch():
 
 # --- a real run (the session's shared tiny study, copied before it is damaged) ----------------------------------
 def real_copy(tuned_study: Path, tmp_path: Path, name: str) -> Path:
-    return Path(shutil.copytree(tuned_study, tmp_path / name, symlinks=True))
+    """A copy of the run as the study left it: another test may have analysed the shared run in place already."""
+    return Path(shutil.copytree(tuned_study, tmp_path / name, symlinks=True, ignore=shutil.ignore_patterns("analysis")))
 
 
 def test_a_real_run_names_each_changed_record_and_prints_no_number(tuned_study, tmp_path):

@@ -101,3 +101,15 @@ def test_every_run_folder_file_is_named_in_one_module(tmp_path):
                      "f = 'delete its metrics.json and resume'\ng = search.get('trials')\n")
     hits = _bare_run_folder_names(probe, files, folders, (layout.RESUME_MANIFEST_PREFIX,))
     assert sorted(int(hit.split(":")[1]) for hit in hits) == [1, 2, 3, 4, 5], hits
+
+
+def test_pyproject_lists_every_package_of_ablate():
+    """The wheel takes the packages pyproject.toml lists (a mapped folder needs an explicit list): a new folder of
+    ablate/ missing from it installs without its modules. Checked here in the fast lane; tests/test_wheel.py checks
+    the wheel itself."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "ablate").rglob("__init__.py")
+               if "__pycache__" not in p.parts}
+    assert folders <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(folders - listed)}"
