@@ -32,7 +32,7 @@ def depth_and_grid(tmp: Path) -> dict:
     depth = start_study(tmp, "depth", {
         "description": "tiny depth study", "base": {"family": "cifar", "shortcut": "identity", "lr": 0.05, **TINY},
         "factors": {"depth": {"values": [20, 32]}, "residual": {"values": [True, False]}},
-        "seeds": [0, 1]})
+        "seeds": [0, 1], "keep_weights": "final"})
     grid = start_study(tmp, "grid", {
         "description": "tiny lr grid", "base": {"family": "cifar", "depth": 20, **TINY},
         "factors": {"residual": {"values": [True, False]}}, "grid": {"lr": [0.02, 0.2]}, "seeds": [0, 1]})

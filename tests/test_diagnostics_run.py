@@ -17,7 +17,7 @@ from ablate.run_folder.registry import read_registry
 
 pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
 
-SPEC = {"description": "tiny plain vs residual", "seeds": [0, 1],
+SPEC = {"description": "tiny plain vs residual", "seeds": [0, 1], "keep_weights": "final",
         "base": {"family": "cifar", "depth": 20, "shortcut": "identity", "dataset": "digits", "image_size": 8,
                  "train_size": 256, "dev_size": 64, "test_size": 64, "batch_size": 64, "epochs": 2, "eval_every": 2,
                  "lr": 0.05},

@@ -148,3 +148,31 @@ def test_a_format_1_run_folder_resumes_and_its_new_rows_are_read_with_the_old(fo
     run = load_run(format_1)
     assert len(run.trials) == 4 and set(run.configs) == {r["trial_id"] for r in read_registry(format_1)}
     assert (format_1 / TRIALS_CSV).read_text().count("\n") == 5
+
+
+def test_a_spec_without_keep_weights_keeps_none_now_and_what_it_kept_in_the_folders_format(tmp_path):
+    """Format 3 changed one default: a spec that does not name keep_weights keeps no weights.pt. A folder made by an
+    earlier format kept the final stage's, and a resume of it goes on doing so (read_spec follows the folder's
+    format, not this ablate's)."""
+    doc = {"name": "fmt", "base": {"dataset": "digits"}, "seeds": [0], "factors": {"residual": {"values": [True, False]}}}
+    study = parse_study(doc, source="test")
+    assert study.keep_weights == "none" and not study.keeps_weights("confirm")
+    run_dir = create_run_dir(study, tmp_path / "run", study.resolved_yaml(), {"study": "fmt"}, trials_csv(study, []))
+    assert read_spec(run_dir).keep_weights == "none"
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    for older in (1, 2):
+        (run_dir / MANIFEST).write_text(json.dumps({**manifest, FORMAT_KEY: older}))
+        assert read_spec(run_dir).keeps_weights("confirm") and not read_spec(run_dir).keeps_weights("tune")
+    (run_dir / MANIFEST).unlink()  # a folder made before manifests: format 1
+    assert read_spec(run_dir).keep_weights == "final"
+    assert parse_study({**doc, "keep_weights": "all"}, source="test").keeps_weights("tune")
+
+
+def test_no_shipped_study_keeps_weights_by_default():
+    """The dry run's disk line counts the weights.pt each stage keeps (ablate.execute.estimate): by default none."""
+    from ablate.spec.study_spec import list_studies, load_study
+
+    for name, _ in list_studies():
+        study = load_study(name)
+        assert study.keep_weights == "none", name
+        assert not any(study.keeps_weights(stage) for stage in ("tune", "confirm", "grid")), name

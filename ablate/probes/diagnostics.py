@@ -152,7 +152,8 @@ def _diagnose_trial(folder: Path, trial, has_weights: bool, t0: float, landscape
     out["shattered"] = timed("shattered", lambda: _shattered(fresh(), train_x, train_y, splits.num_classes))
     out["signal"] = timed("signal", lambda: probes.signal_propagation(fresh().train(), train_x[:BATCH_IMAGES]))
     if not has_weights:
-        notes.append(f"{folder.name}: no weights.pt, so no loss landscape and no k-block lesions")
+        notes.append(f"{folder.name}: no weights.pt (a spec keeps them with `keep_weights: final`), so no loss "
+                     "landscape and no k-block lesions")
         return out, seconds, notes
     model = trial.model
     x, y = train_x[:LANDSCAPE_IMAGES], train_y[:LANDSCAPE_IMAGES]

@@ -197,5 +197,6 @@ def lesion_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = 
             out.append({"trial_id": row["trial_id"], "arm": row.get("arm"), "seed": row.get("seed"),
                         "residual": cfg.residual, **lesion})
     if not out:
-        raise AblateError(f"no {final} trial in {run_dir} has weights.pt; rerun that stage with weights saved")
+        raise AblateError(f"no {final} trial in {run_dir} has weights.pt (the spec keeps none unless it says "
+                          "`keep_weights: final`); add that line to the spec and run the study again")
     return pd.DataFrame(out, columns=list(RUN_COLUMNS))

@@ -1,13 +1,16 @@
 """The name of every file and folder of a study run folder and of a trial folder: the one place they are named.
 
-Format 2 (this one) is format 1 with `format_version: 2` in manifest.json; ablate reads both alike. A folder whose
-manifest records a newer format than FORMAT_VERSION was made by a newer ablate and is refused, naming both.
+Format 2 is format 1 with `format_version: 2` in manifest.json; ablate reads both alike. Format 3 (this one) differs
+in one default: a spec.yaml without `keep_weights` keeps no weights.pt (formats 1 and 2 kept the final stage's), so
+a resume of an older folder goes on saving what it saved. A folder whose manifest records a newer format than
+FORMAT_VERSION was made by a newer ablate and is refused, naming both.
 Imports nothing of ablate, so that every part of ablate can name a run folder's files."""
 from __future__ import annotations
 
 from pathlib import Path
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+KEEP_WEIGHTS_BEFORE_3 = "final"  # what a spec without keep_weights meant in formats 1 and 2
 FORMAT_KEY = "format_version"  # in manifest.json (absent: format 1)
 FIRST_FORMAT = 1  # what a run folder whose manifest records no format is
 

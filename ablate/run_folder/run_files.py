@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ablate.atomic_files import atomic_write_text
 from ablate.errors import AblateError
-from ablate.run_folder.layout import (FIRST_FORMAT, FORMAT_KEY, FORMAT_VERSION, LOCK, MANIFEST, OPTUNA_DB, RAY_TMP,
+from ablate.run_folder.layout import (FIRST_FORMAT, FORMAT_KEY, FORMAT_VERSION, KEEP_WEIGHTS_BEFORE_3, LOCK, MANIFEST, OPTUNA_DB, RAY_TMP,
                                       SPEC, TRIALS_CSV, is_run_folder, resume_manifest_name, resume_manifests)
 from ablate.slug import child
 
@@ -78,12 +78,15 @@ def spec_path(run_dir: Path) -> Path:
 
 
 def read_spec(run_dir: Path) -> "Study":
-    """The study as its run folder's spec.yaml says (strict YAML, checked as any spec)."""
+    """The study as its run folder's spec.yaml says (strict YAML, checked as any spec). A spec without
+    `keep_weights` means what it meant to the ablate that made the folder: the final stage's weights before format 3."""
     from ablate.spec.reading import read_yaml
     from ablate.spec.study_spec import parse_study
 
     path = spec_path(run_dir)
-    return parse_study(read_yaml(path), source=str(path))
+    made_in = format_version(read_manifest(run_dir), Path(run_dir) / MANIFEST)
+    return parse_study(read_yaml(path), source=str(path),
+                       keep_weights_default=KEEP_WEIGHTS_BEFORE_3 if made_in < 3 else "none")
 
 
 def read_spec_bytes(run_dir: Path) -> bytes:

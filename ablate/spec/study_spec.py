@@ -78,8 +78,9 @@ class Study:
     min_effect: float | None = None
     # A run folder made before rounds existed (asynchronous ASHA); it can be analysed but not resumed.
     legacy: bool = False
-    # Which trials save their best-dev weights (weights.pt): none, the final stage (for lesions), or all.
-    keep_weights: str = "final"
+    # Which trials save their best-dev weights (weights.pt): none (the default: no analysis reads them unless asked),
+    # the final stage (what --lesion and --diagnostics read), or all. Run folders of formats 1-2 kept the final stage's.
+    keep_weights: str = "none"
     # Adaptive confirmation: `seeds` are the candidates, run in order until the rule says enough.
     seed_rule: SeedRule | None = None
     # What proposes the search points: TPE (rounds of proposals) or a fixed grid (every point at once).
@@ -229,7 +230,8 @@ def load_study(name_or_path: str | Path, budget: str = "default", sampler_seed: 
     return parse_study(data, budget=budget, source=str(path), default_name=Path(path.name).stem)
 
 
-def parse_study(data: Any, budget: str = "default", source: str = "spec", default_name: str = "study") -> Study:
+def parse_study(data: Any, budget: str = "default", source: str = "spec", default_name: str = "study",
+                keep_weights_default: str = "none") -> Study:
     """Validate a spec document and apply a budget. Any problem raises AblateError naming it."""
     need(isinstance(data, dict), source, f"a study spec must be a mapping, got {type(data).__name__}")
     check_keys(data, SPEC_KEYS, source, "spec")
@@ -338,7 +340,7 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
     need(min_effect is None or (isinstance(min_effect, (int, float)) and not isinstance(min_effect, bool)
                                 and math.isfinite(min_effect) and 0 < min_effect < 100), source,
          f"min_effect must be a difference in percentage points above 0 and below 100 (e.g. 1.0), got {min_effect!r}")
-    keep_weights = raw.get("keep_weights", "final")
+    keep_weights = raw.get("keep_weights", keep_weights_default)
     need(keep_weights in KEEP_WEIGHTS, source, f"keep_weights must be one of {', '.join(KEEP_WEIGHTS)} (which trials save "
          f"weights.pt), got {keep_weights!r}")
 

@@ -20,7 +20,7 @@ TUNED = {"description": "tiny residual vs plain, lr tuned", "base": {"family": "
          "factors": {"residual": {"values": [True, False]}},
          "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
                     "trials": 2, "sampler_seed": 0},
-         "seeds": [0, 1, 2]}
+         "seeds": [0, 1, 2], "keep_weights": "final"}  # the lesion and integrity tests read weights.pt
 
 
 def start_study(tmp: Path, name: str, doc: dict) -> tuple[Path, subprocess.Popen]:
