@@ -1,0 +1,91 @@
+"""Peak resident memory of a study's processes: each Ray trial worker, the study process, and one `train` of the
+study's first trial config alone.
+
+Runs `ablate study NAME --budget B` into a temporary folder while a poller reads /proc every 0.25 s (VmRSS of
+every process whose command line is a Ray trial worker, `ray::ImplicitFunc...`, or the study itself), then one
+`ablate train` of the same trial config, whose peak the kernel reports (ru_maxrss of os.wait4). Prints each
+worker's peak, the study's, the train's, and each against the 1 GB target. Linux only (reads /proc).
+
+    python benchmarks/worker_memory.py [--study residual-ablation] [--budget smoke]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GB = 2 ** 30
+
+
+def _rss(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def _role(pid: str, study_pid: int) -> str | None:
+    try:
+        first = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return None
+    if first.startswith("ray::ImplicitFunc"):
+        return "worker"
+    return "study" if int(pid) == study_pid else None
+
+
+def poll(study_pid: int, peaks: dict[str, tuple[str, int]], stop: threading.Event) -> None:
+    while not stop.is_set():
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            role = _role(pid, study_pid)
+            rss = _rss(pid) if role else None
+            if rss is not None:
+                peaks[pid] = (role, max(rss, peaks.get(pid, (role, 0))[1]))
+        time.sleep(0.25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="residual-ablation")
+    parser.add_argument("--budget", default="smoke")
+    args = parser.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with tempfile.TemporaryDirectory(prefix="ablate-memory-") as tmp:
+        run = Path(tmp) / "run"
+        peaks: dict[str, tuple[str, int]] = {}
+        stop = threading.Event()
+        study = subprocess.Popen([sys.executable, "-m", "ablate", "study", args.study, "--budget", args.budget,
+                                  "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        poller = threading.Thread(target=poll, args=(study.pid, peaks, stop), daemon=True)
+        poller.start()
+        _, err = study.communicate()
+        stop.set()
+        poller.join()
+        if study.returncode != 0:
+            sys.exit(f"the study failed (exit {study.returncode}): {err.decode(errors='replace')[-1000:]}")
+        config = next((run / "trials").glob("*/config.yaml"))
+        train = subprocess.Popen([sys.executable, "-m", "ablate", "train", "--config", str(config), "--out",
+                                  str(Path(tmp) / "train")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 env=env, cwd=ROOT)
+        _, status, usage = os.wait4(train.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit("the train of the study's first trial config failed")
+    workers = sorted((rss for role, rss in peaks.values() if role == "worker"), reverse=True)
+    study_peak = max((rss for role, rss in peaks.values() if role == "study"), default=0)
+    train_peak = usage.ru_maxrss * 1024
+    print(f"study {args.study} ({args.budget}): {len(workers)} Ray trial worker(s)")
+    for i, rss in enumerate(workers):
+        print(f"worker {i}: peak RSS {rss / 2**20:7.0f} MB  ({rss / GB:.2f} x the 1 GB target)")
+    print(f"study process: peak RSS {study_peak / 2**20:7.0f} MB")
+    print(f"train alone (first trial's config): peak RSS {train_peak / 2**20:7.0f} MB  ({train_peak / GB:.2f} x the 1 GB target)")
+
+
+if __name__ == "__main__":
+    main()
