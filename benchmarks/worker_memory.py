@@ -2,7 +2,8 @@
 study's first trial config alone.
 
 Runs `ablate study NAME --budget B` into a temporary folder while a poller reads /proc every 0.25 s (VmRSS of
-every process whose command line is a Ray trial worker, `ray::ImplicitFunc...`, or the study itself), then one
+every process whose command line is a Ray trial worker, `ray::ImplicitFunc...`, or the study itself; a worker
+counts as one that ran trials when the registry's rows name its pid), then one
 `ablate train` of the same trial config, whose peak the kernel reports (ru_maxrss of os.wait4). Prints each
 worker's peak, the study's, the train's, and each against the 1 GB target. Linux only (reads /proc).
 
@@ -18,6 +19,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from ablate.run_folder.registry import read_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 GB = 2 ** 30
@@ -70,6 +73,7 @@ def main() -> None:
         poller.join()
         if study.returncode != 0:
             sys.exit(f"the study failed (exit {study.returncode}): {err.decode(errors='replace')[-1000:]}")
+        ran = {str(row["pid"]) for row in read_registry(run)}
         config = next((run / "trials").glob("*/config.yaml"))
         train = subprocess.Popen([sys.executable, "-m", "ablate", "train", "--config", str(config), "--out",
                                   str(Path(tmp) / "train")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -77,10 +81,12 @@ def main() -> None:
         _, status, usage = os.wait4(train.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit("the train of the study's first trial config failed")
-    workers = sorted((rss for role, rss in peaks.values() if role == "worker"), reverse=True)
+    workers = sorted((rss for pid, (role, rss) in peaks.items() if role == "worker" and pid in ran), reverse=True)
+    idle = [rss for pid, (role, rss) in peaks.items() if role == "worker" and pid not in ran]
     study_peak = max((rss for role, rss in peaks.values() if role == "study"), default=0)
     train_peak = usage.ru_maxrss * 1024
-    print(f"study {args.study} ({args.budget}): {len(workers)} Ray trial worker(s)")
+    print(f"study {args.study} ({args.budget}): {len(workers)} Ray trial worker(s) ran its trials; {len(idle)} more "
+          f"were started and ran none (peak RSS up to {max(idle, default=0) / 2**20:.0f} MB)")
     for i, rss in enumerate(workers):
         print(f"worker {i}: peak RSS {rss / 2**20:7.0f} MB  ({rss / GB:.2f} x the 1 GB target)")
     print(f"study process: peak RSS {study_peak / 2**20:7.0f} MB")
