@@ -8,6 +8,10 @@ Runs a study into a temporary folder and prints, from its own records:
 Target: efficiency >= 0.8 (rounds make the search reproducible; their synchronisation costs some of it).
 
     python benchmarks/study_efficiency.py [--study residual-ablation] [--budget smoke]
+    python benchmarks/study_efficiency.py --run RUN_DIR     # the same figures from a finished run's own records
+
+With --run, the wall time is the run's own (launch to its last trial's end, summed over its sessions, as the
+report gives it) and the trials are its registry's.
 """
 from __future__ import annotations
 
@@ -29,8 +33,17 @@ def main() -> None:
     parser.add_argument("--study", default="residual-ablation")
     parser.add_argument("--budget", default="smoke")
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
+    parser.add_argument("--run", type=Path, help="a finished study run folder: its records, nothing is run")
     args = parser.parse_args()
+    if args.run is not None:
+        from ablate.analysis.load import load_run
+        from ablate.analysis.runinfo import facts
 
+        run = load_run(args.run)
+        study = run.study
+        resources = Resources(cpus=args.cpus, threads=study.base["threads"])
+        summarise(study, resources, facts(run).wall_seconds, read_registry(args.run))
+        return
     study = load_study(args.study, args.budget)
     resources = Resources(cpus=args.cpus, threads=study.base["threads"])
     base = study.arm_config(study.arms[0], **{k: v[0] for k, v in study.grid.items()})
@@ -44,6 +57,10 @@ def main() -> None:
         run_study(study, run_dir, resources, None)
         wall = time.perf_counter() - t0
         rows = read_registry(run_dir)
+    summarise(study, resources, wall, rows)
+
+
+def summarise(study, resources: Resources, wall: float, rows: list[dict]) -> None:
     threads = study.base["threads"]
     # A repeated proposal shares its trial with the first one: count each trial's compute once.
     rows = list({(r["stage"], r["trial_id"]): r for r in rows}.values())
