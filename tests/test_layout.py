@@ -113,3 +113,73 @@ def test_pyproject_lists_every_package_of_ablate():
     folders = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "ablate").rglob("__init__.py")
                if "__pycache__" not in p.parts}
     assert folders <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(folders - listed)}"
+
+
+def _private_imports(path: Path, module: str) -> list[str]:
+    """Where the module `module` (at `path`) takes a private name (one leading underscore) of another ablate
+    module: `from ablate.x.y import _name`, the relative forms (`from . import _name`, `from .y import _name`),
+    a private module (`ablate.x._y`), or `_name` read off a module imported whole (`import ablate.x.y as y`,
+    then `y._name`). Dunder names (`__version__`) are public; what a package's `__init__` takes from itself is a
+    submodule."""
+    import ast
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+    is_package = path.name == "__init__.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found, modules = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")[:len(module.split(".")) - node.level + is_package]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            if source.split(".")[0] != "ablate":
+                continue
+            names = [alias.name for alias in node.names]
+            if any(private(part) for part in source.split(".")) or (
+                    (source != module or is_package) and any(private(name) for name in names)):
+                found.append(f"{path}:{node.lineno}: from {source} import {', '.join(names)}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "ablate":
+                    if any(private(part) for part in alias.name.split(".")):
+                        found.append(f"{path}:{node.lineno}: import {alias.name}")
+                    modules[alias.asname or alias.name] = alias.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            owner = node.value
+            dotted = []
+            while isinstance(owner, ast.Attribute):
+                dotted.insert(0, owner.attr)
+                owner = owner.value
+            target = ".".join([owner.id] + dotted) if isinstance(owner, ast.Name) else None
+            if target in modules and modules[target] != module:
+                found.append(f"{path}:{node.lineno}: {modules[target]}.{node.attr}")
+    return found
+
+
+def test_no_module_of_ablate_imports_another_modules_private_name(tmp_path):
+    """A name with a leading underscore belongs to its module: what another module uses is public (named without
+    one, and exported by its package where another package uses it). Tests may reach in; ablate/ may not."""
+    found = []
+    for path in sorted((ROOT / "ablate").rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        found += _private_imports(path, ".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    assert not found, "private names imported across modules:\n" + "\n".join(found)
+    # the check finds each form it looks for, and lets public names, dunders and a module's own names be
+    probe = tmp_path / "probe.py"
+    probe.write_text("from ablate.spec.limits import _a\nfrom . import _b\nfrom .other import c, _d\n"
+                     "from ..engine._hidden import e\nimport ablate.spec.reading as reading\nx = reading._f\n"
+                     "import ablate.models.registry\ny = ablate.models.registry._g\n"
+                     "from ablate import __version__\nfrom ablate.spec.limits import check_seed as _check_seed\n"
+                     "from ablate.pkg.probe import _own\nz = reading.public\nimport os\nw = os._exit\n")
+    hits = _private_imports(probe, "ablate.pkg.probe")
+    assert sorted(int(hit.split(":")[1]) for hit in hits) == [1, 2, 3, 4, 6, 8], hits
+    assert any("from ablate.pkg import _b" in hit for hit in hits) and any("ablate.pkg.other" in hit for hit in hits)
+    package = tmp_path / "__init__.py"
+    package.write_text("from . import _h\nfrom .mod import _i\n")
+    assert [hit.split(": ", 1)[1] for hit in _private_imports(package, "ablate.pkg")] == [
+        "from ablate.pkg import _h", "from ablate.pkg.mod import _i"]

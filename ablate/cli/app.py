@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from ablate.cli.errors import OneLineErrors, _timestamp, error_folder, fail, handles_errors, save_traceback, say
+from ablate.cli.errors import OneLineErrors, error_folder, fail, handles_errors, save_traceback, say, timestamp
 from ablate.messages import one_line
 from ablate.cli.trial_options import given_settings, model_options, trial_options
 from ablate.data.registry import DATASETS
@@ -81,7 +81,7 @@ def train(
     given = given_settings(settings, base.get("family"))
     cfg = TrialConfig.from_dict({**base, **given}, source="flags")
     cfg = cfg.replace(dataset=canonical_dataset(cfg.dataset))  # folder:PATH made absolute: it runs from anywhere
-    folder = out or Path("runs") / "train" / f"{_timestamp()}-{cfg.trial_id()}"
+    folder = out or Path("runs") / "train" / f"{timestamp()}-{cfg.trial_id()}"
     check_folder_path(folder, "--out" if out is not None else "the run folder in this directory")
     if folder.exists() and not folder.is_dir():
         fail(f"{folder} is a file; pass a folder for --out")

@@ -135,10 +135,10 @@ def write_cache(key: str, table: dict[int, float]) -> Path:
 
 
 # --- measuring ---------------------------------------------------------------------------------------------
-CHILD = "import sys, json; from ablate.execute.gpu_plan import _child; _child(json.loads(sys.argv[1]))"
+CHILD = "import sys, json; from ablate.execute.gpu_plan import run_child; run_child(json.loads(sys.argv[1]))"
 
 
-def _child(job: dict[str, Any]) -> None:
+def run_child(job: dict[str, Any]) -> None:
     """One trial-shaped training loop on random data: warm up (and compile), say ready, wait for go, time."""
     import torch
 

@@ -103,7 +103,7 @@ class Liveness(Callback):
         self.watches[trial_id] = _Watch(since=self.clock(), stale=stale)
 
     def _stalled(self, trial_id: str, works: list, watch: _Watch, idle: float, limit, trial) -> None:
-        from ablate.engine.ray_adapter.searcher import _label
+        from ablate.engine.ray_adapter.searcher import work_label
 
         beat = watch.beat
         description = (f"no progress for {idle:.0f} s (its bound: {limit.seconds:.0f} s, {limit.why}) "
@@ -115,7 +115,7 @@ class Liveness(Callback):
         watch.killed = True
         if watch.key:
             watch.stale.add(watch.key[0])
-        line = f"trial {_label(works[0])} stalled: {description}; {killed}"
+        line = f"trial {work_label(works[0])} stalled: {description}; {killed}"
         self.stalls.append(line)
         self.searcher.say(line)
 

@@ -70,7 +70,7 @@ class PlannerSearch(Searcher):
             folder = self._folder(work)
             verdict = trial_failures.judge(folder, failures, reported)
             where = _keep_traceback(folder, report_text)
-            label = _label(work)
+            label = work_label(work)
             times = {1: "once", 2: "twice"}.get(failures, f"{failures} times")
             if verdict.is_result:
                 write_metrics(folder, trial_failures.error_metrics(work.trial_id, verdict))
@@ -128,7 +128,8 @@ class TrialErrors(Callback):
         self.searcher.judge(trial.trial_id, trial.num_failures, reported, text)
 
 
-def _label(work) -> str:
+def work_label(work) -> str:
+    """How a line names a trial: its id, stage, arm, and round, index and seed."""
     where = (f"round {work.round}, index {work.index}, seed {work.config.seed}" if work.round is not None
              else f"seed {work.config.seed}")
     return f"{work.trial_id} ({work.stage}, {work.arm}, {where})"

@@ -53,7 +53,7 @@ def _ray_env(address: str | None) -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-def _temp_dir(run_dir: Path) -> Path:
+def ray_temp_dir(run_dir: Path) -> Path:
     """A short private folder for Ray's session files and sockets (their paths must stay under 107
     bytes, which a run folder's path cannot promise), recorded in the run folder so that one left by a
     crash is removed when the run resumes."""
