@@ -183,3 +183,67 @@ def test_no_module_of_ablate_imports_another_modules_private_name(tmp_path):
     package.write_text("from . import _h\nfrom .mod import _i\n")
     assert [hit.split(": ", 1)[1] for hit in _private_imports(package, "ablate.pkg")] == [
         "from ablate.pkg import _h", "from ablate.pkg.mod import _i"]
+
+
+def _packages() -> list[str]:
+    """Every package of ablate/, innermost first when one holds another."""
+    return sorted({".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "ablate").rglob("__init__.py")},
+                  key=len, reverse=True)
+
+
+def _package_of(module: str, packages: list[str]) -> str:
+    return next(p for p in packages if module == p or module.startswith(p + "."))
+
+
+def _reaches_into(path: Path, module: str, packages: list[str]) -> list[str]:
+    """Where the module `module` (at `path`) imports names from a module inside another package instead of from
+    that package (`from ablate.run_folder.layout import trial_dir` rather than `from ablate.run_folder import
+    trial_dir`). The modules at the top of ablate/ (errors, messages, ...) belong to no subpackage and are imported
+    as they are."""
+    import ast
+
+    mine = module if path.name == "__init__.py" else _package_of(module, packages)
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("ablate."):
+            owner = _package_of(node.module, packages)
+            if owner not in ("ablate", node.module, mine):
+                found.append(f"{path}:{node.lineno}: from {node.module} import ... (import it from {owner})")
+    return found
+
+
+def test_other_packages_use_a_package_through_what_its_init_exports(tmp_path):
+    """Each subpackage's __init__ exports (in __all__) what other packages use, and they import it from there:
+    the modules inside a package are its own business. Every exported name resolves (the torch-using ones are
+    loaded when first used, ablate.lazy_names) and none is also the name of one of its package's modules, which
+    `import ablate.x.y` would then shadow."""
+    import importlib
+    import pkgutil
+
+    packages = _packages()
+    found = []
+    for path in sorted((ROOT / "ablate").rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        found += _reaches_into(path, ".".join(parts[:-1] if parts[-1] == "__init__" else parts), packages)
+    assert not found, "imports that reach into another package's modules:\n" + "\n".join(found)
+    for name in packages:
+        if name == "ablate":
+            continue
+        package = importlib.import_module(name)
+        modules = {info.name for info in pkgutil.iter_modules(package.__path__)}
+        exported = package.__all__
+        assert len(set(exported)) == len(exported) and not set(exported) & modules, (name, set(exported) & modules)
+        for attr in exported:
+            value = getattr(package, attr)
+            home = sys.modules[getattr(value, "__module__", None) or name]
+            assert home.__name__.startswith(name + ".") or home is package, (name, attr, home)
+    # the check finds an import that reaches in, and lets a package's own modules, the top modules and a package's
+    # exports be
+    probe = tmp_path / "probe.py"
+    probe.write_text("from ablate.run_folder.layout import trial_dir\nfrom ablate.engine.planner import Planner\n"
+                     "from ablate.engine.ray_adapter.session import start_ray\nfrom ablate.run_folder import METRICS\n"
+                     "from ablate.errors import AblateError\nfrom ablate.engine.selection import FAILED\n")
+    hits = _reaches_into(probe, "ablate.engine.probe", packages)
+    assert sorted(int(hit.split(":")[1]) for hit in hits) == [1, 3], hits
+    assert "import it from ablate.engine.ray_adapter" in hits[1]
+    assert [int(hit.split(":")[1]) for hit in _reaches_into(probe, "ablate.cli.probe", packages)] == [1, 2, 3, 6]

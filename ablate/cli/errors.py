@@ -14,10 +14,10 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from ablate.engine.interrupts import interrupt_behind
+from ablate.engine import interrupt_behind
 from ablate.messages import mask_text, one_line, write_line
 from ablate.errors import AblateError
-from ablate.run_folder.layout import ERROR_TEXT
+from ablate.run_folder import ERROR_TEXT
 
 
 class OneLineErrors(TyperGroup):

@@ -16,13 +16,11 @@ from ablate.engine.interrupts import interrupt_signal
 from ablate.engine.planner import Planner, default_study_names
 from ablate.engine.storage import open_storage
 from ablate.engine.trial_failures import INFRASTRUCTURE, describe, kind_of
-from ablate.spec.study_spec import Study
+from ablate.spec import Study
 from ablate.engine.resources import Resources
 from ablate.engine.run_lock import RunLock
-from ablate.engine.ray_adapter.session import ray_temp_dir, start_ray, stop_ray
-from ablate.engine.ray_adapter.tuner import tune_study
-from ablate.run_folder.run_files import remove_ray_tmp
-from ablate.run_folder.trial_table import write_trials_csv
+from ablate.engine.ray_adapter import ray_temp_dir, start_ray, stop_ray, tune_study
+from ablate.run_folder import remove_ray_tmp, write_trials_csv
 
 
 class StudyInterrupted(Exception):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate.spec.trial_config import TrialConfig
+from ablate.spec import TrialConfig
 
 COUNTS = (1, 2, 4, 8)  # trials at once on one GPU, as measured
 TOLERANCE = 0.10  # the smallest count within this fraction of the best total img/s is chosen
@@ -143,9 +143,9 @@ def run_child(job: dict[str, Any]) -> None:
     import torch
 
     from ablate.execute.step_timer import time_steps
-    from ablate.models.resnet import build_model
-    from ablate.train.device import deterministic_cuda, torch_threads
-    from ablate.train.loop import SingleModel
+    from ablate.models import build_model
+    from ablate.train import deterministic_cuda, torch_threads
+    from ablate.train import SingleModel
 
     cfg, device, c = TrialConfig.from_dict(job["config"]), torch.device(job["device"]), job["in_channels"]
     if device.type == "cuda":

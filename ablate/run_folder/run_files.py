@@ -27,7 +27,7 @@ from ablate.run_folder.layout import (FIRST_FORMAT, FORMAT_KEY, FORMAT_VERSION, 
 from ablate.slug import child
 
 if TYPE_CHECKING:
-    from ablate.spec.study_spec import Study
+    from ablate.spec import Study
 
 
 def create_run_dir(study: "Study", out: Path | None, spec_text: str, manifest: dict[str, Any],
@@ -79,8 +79,8 @@ def spec_path(run_dir: Path) -> Path:
 
 def read_spec(run_dir: Path) -> "Study":
     """The study as its run folder's spec.yaml says (strict YAML, checked as any spec)."""
-    from ablate.spec.reading import read_yaml
-    from ablate.spec.study_spec import parse_study
+    from ablate.spec import read_yaml
+    from ablate.spec import parse_study
 
     path = spec_path(run_dir)
     return parse_study(read_yaml(path), source=str(path))

@@ -18,8 +18,7 @@ from typing import Any
 from ray.tune import Callback
 
 from ablate.engine import liveness, trial_failures
-from ablate.run_folder.layout import trial_dir
-from ablate.run_folder.trial_state import read_heartbeat
+from ablate.run_folder import read_heartbeat, trial_dir
 
 CHECK_EVERY = 1.0  # seconds between two reads of the heartbeats
 

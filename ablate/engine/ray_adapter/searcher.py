@@ -10,11 +10,8 @@ from pathlib import Path
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from ablate.engine import trial_failures
-from ablate.engine.planner import FINISHED, Planner
-from ablate.run_folder.layout import trial_dir
-from ablate.run_folder.trial_records import write_metrics
-from ablate.run_folder.trial_state import error_text_path, remove_heartbeat, write_error_text
+from ablate.engine import FINISHED, Planner, trial_failures
+from ablate.run_folder import error_text_path, remove_heartbeat, trial_dir, write_error_text, write_metrics
 
 
 class PlannerSearch(Searcher):

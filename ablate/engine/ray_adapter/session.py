@@ -12,9 +12,8 @@ import tempfile
 from pathlib import Path
 
 from ablate.errors import AblateError
-from ablate.engine.interrupts import Terminated, terminate_like_ctrl_c
-from ablate.engine.resources import Resources
-from ablate.run_folder.run_files import read_ray_tmp, write_ray_tmp
+from ablate.engine import Resources, Terminated, terminate_like_ctrl_c
+from ablate.run_folder import read_ray_tmp, write_ray_tmp
 
 
 def check_address(address: str, timeout: float = 3.0) -> None:

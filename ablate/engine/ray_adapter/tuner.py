@@ -4,7 +4,7 @@ the resources and retries the study was given.
 from __future__ import annotations
 
 
-from ablate.engine.progress_bar import Progress
+from ablate.engine import Progress
 
 
 def tune_study(study, run_dir, resources, data_dir, planner, retries, tmp, stall_seconds: float,
