@@ -69,12 +69,10 @@ def train(
     """Train one model and write config.yaml, metrics.json, curves.csv, grad_norms.csv and curves.png."""
     from tqdm import tqdm
 
-    from ablate.data import load_splits
-    from ablate.data import canonical_dataset
+    from ablate.data import canonical_dataset, load_splits
     from ablate.execute import check_folder_path
-    from ablate.train import write_trial_folder
+    from ablate.train import run_trial, write_trial_folder
     from ablate.spec import TrialConfig
-    from ablate.train import run_trial
 
     base = TrialConfig.from_yaml_file(config).to_dict() if config else {}
     # another family without a depth: its own default depth, not the config's
@@ -213,11 +211,8 @@ def summary(
     input_size: int = typer.Option(32, help="Input height and width."),
 ) -> None:
     """Per-layer table (output shape, params, MACs) and totals; MACs counted by torch's FlopCounterMode."""
-    from ablate.models import format_summary, summarize
-    from ablate.models import build_model
-    from ablate.spec import TrialConfig
-
-    from ablate.spec import limits
+    from ablate.models import build_model, format_summary, summarize
+    from ablate.spec import TrialConfig, limits
 
     spec = TrialConfig.from_dict(given_settings(settings), source="flags").model
     if input_size < 8:
@@ -271,13 +266,10 @@ def study(
 ) -> None:
     """Run a study: per-arm search in reproducible rounds (Optuna TPE through Ray Tune, optional successive
     halving), then the best config of each arm over seeds."""
-    from ablate.execute import launch as L
-    from ablate.execute import process_baseline
-    from ablate.run_folder import TRIALS_CSV
-    from ablate.run_folder import read_registry
+    from ablate.execute import launch as L, process_baseline
+    from ablate.run_folder import TRIALS_CSV, read_registry
     from ablate.spec import list_studies
-    from ablate.engine import interrupt_signal, terminate_like_ctrl_c
-    from ablate.engine import StudyInterrupted, StudyStopped, run_study
+    from ablate.engine import StudyInterrupted, StudyStopped, interrupt_signal, run_study, terminate_like_ctrl_c
 
     terminate_like_ctrl_c()  # SIGTERM stops a study as Ctrl-C does, whenever it comes
     from ablate.engine import check_stall_seconds
@@ -406,10 +398,7 @@ def analyze_cmd(
     no_figures: bool = typer.Option(False, "--no-figures", help="Tables, statistics and reports without drawing figures (0.2 s instead of 4.2 s for a small two-arm run here); the report lists the figures as not drawn, and figures of an earlier analysis in the folder are removed."),
 ) -> None:
     """Figures, summary tables, statistics, report.md, report.html, methods.md and references.bib for a finished (or partly finished) study."""
-    from ablate.analysis import analyze, latest_run
-    from ablate.analysis import integrity_notes
-    from ablate.analysis import check_min_effect
-    from ablate.analysis import NOT_DRAWN
+    from ablate.analysis import NOT_DRAWN, analyze, check_min_effect, integrity_notes, latest_run
 
     check_min_effect(min_effect)
 
@@ -470,9 +459,7 @@ def export_cmd(
     configs: Optional[Path] = typer.Option(None, "--configs", help="Also copy every confirm-stage trial config here."),
 ) -> None:
     """Print the summary table for a paper, and optionally copy the exact trial configs behind it."""
-    from ablate.analysis import export, export_configs
-    from ablate.analysis import check_configs_dest
-    from ablate.analysis import integrity_notes
+    from ablate.analysis import check_configs_dest, export, export_configs, integrity_notes
 
     _runs_inside(run_dir, "export")
     if configs is not None:

@@ -38,8 +38,7 @@ def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device:
              where: dict[str, Any] | None = None, keep: bool | None = None):
     """Run one TrialPlan and write its trial folder: a paused segment (checkpoint) or a finished trial.
     Knows nothing of Ray; the trainable below adds where the trial ran."""
-    from ablate.train import run_trial
-    from ablate.train import write_paused, write_trial_folder
+    from ablate.train import run_trial, write_paused, write_trial_folder
 
     cfg = work.config
     folder = trial_folder(run_dir, work.trial_id, cfg)
@@ -80,8 +79,7 @@ def run_works(works: list[TrialPlan], run_dir: str | Path, data_dir: str | None,
     metrics.json (and so in the registry and trials.csv), the ids of the trials it was fused with."""
     if len(works) == 1:
         return [run_work(works[0], run_dir, data_dir, device, where, keep=works[0].stage in keep_stages)]
-    from ablate.train import run_fused
-    from ablate.train import write_trial_folder
+    from ablate.train import run_fused, write_trial_folder
 
     where = {"started_at": time.time(), **(where or {})}
     folders = [trial_folder(run_dir, w.trial_id, w.config) for w in works]

@@ -111,8 +111,7 @@ def _seconds_per_step(cfg: TrialConfig) -> float:
     import torch
 
     from ablate.execute.step_timer import time_steps
-    from ablate.train import torch_threads
-    from ablate.train import SingleModel
+    from ablate.train import SingleModel, torch_threads
 
     model, in_channels, classes = _model(cfg)
     shape = (cfg.batch_size, in_channels, cfg.image_size, cfg.image_size)

@@ -78,8 +78,7 @@ def measure(config: TrialConfig, k: int, device: str, steps: int = 4, *, in_chan
 
     from ablate.execute.step_timer import time_steps
     from ablate.models import build_model
-    from ablate.train import FusedModel
-    from ablate.train import SingleModel
+    from ablate.train import FusedModel, SingleModel
 
     device = torch.device(device)
     shape = (config.batch_size, in_channels, config.image_size, config.image_size)

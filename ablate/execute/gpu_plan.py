@@ -144,8 +144,7 @@ def run_child(job: dict[str, Any]) -> None:
 
     from ablate.execute.step_timer import time_steps
     from ablate.models import build_model
-    from ablate.train import deterministic_cuda, torch_threads
-    from ablate.train import SingleModel
+    from ablate.train import SingleModel, deterministic_cuda, torch_threads
 
     cfg, device, c = TrialConfig.from_dict(job["config"]), torch.device(job["device"]), job["in_channels"]
     if device.type == "cuda":

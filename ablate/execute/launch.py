@@ -173,8 +173,7 @@ def _check_run_files(run_dir: Path, storage: str | None) -> list[str]:
     readable and holds only what ablate writes, every registered trial's files are those its row recorded (their
     hashes), no trial folder or file is a symbolic link, and its own Optuna database is readable. Returns notes."""
     from ablate.engine import check_sqlite_file
-    from ablate.run_folder import check_run_records
-    from ablate.run_folder import trials_dir
+    from ablate.run_folder import check_run_records, trials_dir
 
     note = check_run_records(run_dir, resuming=True).note()  # first: the probe below must not go through a link
     for folder in (run_dir, trials_dir(run_dir)):

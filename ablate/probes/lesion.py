@@ -168,8 +168,7 @@ def lesion_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = 
     """
     import pandas as pd
 
-    from ablate.run_folder import check_trial_records
-    from ablate.run_folder import read_registry_lines
+    from ablate.run_folder import check_trial_records, read_registry_lines
 
     run_dir = Path(run_dir)
     if not (run_dir / REGISTRY).is_file():

@@ -79,8 +79,7 @@ def spec_path(run_dir: Path) -> Path:
 
 def read_spec(run_dir: Path) -> "Study":
     """The study as its run folder's spec.yaml says (strict YAML, checked as any spec)."""
-    from ablate.spec import read_yaml
-    from ablate.spec import parse_study
+    from ablate.spec import parse_study, read_yaml
 
     path = spec_path(run_dir)
     return parse_study(read_yaml(path), source=str(path))

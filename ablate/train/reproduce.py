@@ -117,8 +117,7 @@ def _check_registered(folder: Path) -> None:
     """A trial folder inside a study run (RUN/trials/<id>) is compared only if its files are those its registry row
     bound it to (their hashes; a row of an older ablate has none): an edited config.yaml or metrics.json is
     named and refused, not rerun and compared. A folder elsewhere (an export, a `train` run) has no registry."""
-    from ablate.run_folder import check_trial_records
-    from ablate.run_folder import read_registry_lines
+    from ablate.run_folder import check_trial_records, read_registry_lines
 
     folder = folder.absolute()  # not resolved: a trial folder that is a symbolic link is refused, not followed
     run_dir = folder.parent.parent
