@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ablate.cli.app import app
-from ablate.engine.ray_adapter.session import _temp_dir
+from ablate.engine.ray_adapter.session import ray_temp_dir
 from ablate.engine.resources import Resources
 from ablate.engine.run_work import trial_device
 from ablate.run_folder.layout import RAY_TMP as RAY_TMP_RECORD
@@ -95,12 +95,12 @@ def test_ray_session_files_live_in_a_short_folder_whatever_the_run_folders_lengt
         run_dir = base / ("x" * (length - len(str(base)) - 1))
         run_dir.mkdir()
         assert len(str(run_dir)) == length
-        tmp = _temp_dir(run_dir)
+        tmp = ray_temp_dir(run_dir)
         made.append(tmp)
         assert len(str(tmp)) + 1 + ray_suffix < 107, (length, tmp)
         assert (run_dir / RAY_TMP_RECORD).read_text() == str(tmp)
     # a folder recorded by a run that crashed is removed when the run starts again
-    again = _temp_dir(run_dir)
+    again = ray_temp_dir(run_dir)
     assert not made[-1].exists() and again.exists()
     for tmp in made[:-1] + [again]:
         tmp.rmdir()

@@ -11,7 +11,7 @@ from ablate.spec.trial_config import TrialConfig
 from ablate.errors import AblateError
 from ablate.train.fused import fusable, run_fused
 from ablate.train.trial_files import write_trial_folder
-from ablate.train.reproduce import reproduce
+from ablate.train.reproduce import reproduce_trial as reproduce
 from ablate.spec.study_spec import parse_study
 from ablate.train.loop import run_trial
 

@@ -113,3 +113,137 @@ def test_pyproject_lists_every_package_of_ablate():
     folders = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "ablate").rglob("__init__.py")
                if "__pycache__" not in p.parts}
     assert folders <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(folders - listed)}"
+
+
+def _private_imports(path: Path, module: str) -> list[str]:
+    """Where the module `module` (at `path`) takes a private name (one leading underscore) of another ablate
+    module: `from ablate.x.y import _name`, the relative forms (`from . import _name`, `from .y import _name`),
+    a private module (`ablate.x._y`), or `_name` read off a module imported whole (`import ablate.x.y as y`,
+    then `y._name`). Dunder names (`__version__`) are public; what a package's `__init__` takes from itself is a
+    submodule."""
+    import ast
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+    is_package = path.name == "__init__.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found, modules = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")[:len(module.split(".")) - node.level + is_package]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            if source.split(".")[0] != "ablate":
+                continue
+            names = [alias.name for alias in node.names]
+            if any(private(part) for part in source.split(".")) or (
+                    (source != module or is_package) and any(private(name) for name in names)):
+                found.append(f"{path}:{node.lineno}: from {source} import {', '.join(names)}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "ablate":
+                    if any(private(part) for part in alias.name.split(".")):
+                        found.append(f"{path}:{node.lineno}: import {alias.name}")
+                    modules[alias.asname or alias.name] = alias.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            owner = node.value
+            dotted = []
+            while isinstance(owner, ast.Attribute):
+                dotted.insert(0, owner.attr)
+                owner = owner.value
+            target = ".".join([owner.id] + dotted) if isinstance(owner, ast.Name) else None
+            if target in modules and modules[target] != module:
+                found.append(f"{path}:{node.lineno}: {modules[target]}.{node.attr}")
+    return found
+
+
+def test_no_module_of_ablate_imports_another_modules_private_name(tmp_path):
+    """A name with a leading underscore belongs to its module: what another module uses is public (named without
+    one, and exported by its package where another package uses it). Tests may reach in; ablate/ may not."""
+    found = []
+    for path in sorted((ROOT / "ablate").rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        found += _private_imports(path, ".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    assert not found, "private names imported across modules:\n" + "\n".join(found)
+    # the check finds each form it looks for, and lets public names, dunders and a module's own names be
+    probe = tmp_path / "probe.py"
+    probe.write_text("from ablate.spec.limits import _a\nfrom . import _b\nfrom .other import c, _d\n"
+                     "from ..engine._hidden import e\nimport ablate.spec.reading as reading\nx = reading._f\n"
+                     "import ablate.models.registry\ny = ablate.models.registry._g\n"
+                     "from ablate import __version__\nfrom ablate.spec.limits import check_seed as _check_seed\n"
+                     "from ablate.pkg.probe import _own\nz = reading.public\nimport os\nw = os._exit\n")
+    hits = _private_imports(probe, "ablate.pkg.probe")
+    assert sorted(int(hit.split(":")[1]) for hit in hits) == [1, 2, 3, 4, 6, 8], hits
+    assert any("from ablate.pkg import _b" in hit for hit in hits) and any("ablate.pkg.other" in hit for hit in hits)
+    package = tmp_path / "__init__.py"
+    package.write_text("from . import _h\nfrom .mod import _i\n")
+    assert [hit.split(": ", 1)[1] for hit in _private_imports(package, "ablate.pkg")] == [
+        "from ablate.pkg import _h", "from ablate.pkg.mod import _i"]
+
+
+def _packages() -> list[str]:
+    """Every package of ablate/, innermost first when one holds another."""
+    return sorted({".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "ablate").rglob("__init__.py")},
+                  key=len, reverse=True)
+
+
+def _package_of(module: str, packages: list[str]) -> str:
+    return next(p for p in packages if module == p or module.startswith(p + "."))
+
+
+def _reaches_into(path: Path, module: str, packages: list[str]) -> list[str]:
+    """Where the module `module` (at `path`) imports names from a module inside another package instead of from
+    that package (`from ablate.run_folder.layout import trial_dir` rather than `from ablate.run_folder import
+    trial_dir`). The modules at the top of ablate/ (errors, messages, ...) belong to no subpackage and are imported
+    as they are."""
+    import ast
+
+    mine = module if path.name == "__init__.py" else _package_of(module, packages)
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("ablate."):
+            owner = _package_of(node.module, packages)
+            if owner not in ("ablate", node.module, mine):
+                found.append(f"{path}:{node.lineno}: from {node.module} import ... (import it from {owner})")
+    return found
+
+
+def test_other_packages_use_a_package_through_what_its_init_exports(tmp_path):
+    """Each subpackage's __init__ exports (in __all__) what other packages use, and they import it from there:
+    the modules inside a package are its own business. Every exported name resolves (the torch-using ones are
+    loaded when first used, ablate.lazy_names) and none is also the name of one of its package's modules, which
+    `import ablate.x.y` would then shadow."""
+    import importlib
+    import pkgutil
+
+    packages = _packages()
+    found = []
+    for path in sorted((ROOT / "ablate").rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        found += _reaches_into(path, ".".join(parts[:-1] if parts[-1] == "__init__" else parts), packages)
+    assert not found, "imports that reach into another package's modules:\n" + "\n".join(found)
+    for name in packages:
+        if name == "ablate":
+            continue
+        package = importlib.import_module(name)
+        modules = {info.name for info in pkgutil.iter_modules(package.__path__)}
+        exported = package.__all__
+        assert len(set(exported)) == len(exported) and not set(exported) & modules, (name, set(exported) & modules)
+        for attr in exported:
+            value = getattr(package, attr)
+            home = sys.modules[getattr(value, "__module__", None) or name]
+            assert home.__name__.startswith(name + ".") or home is package, (name, attr, home)
+    # the check finds an import that reaches in, and lets a package's own modules, the top modules and a package's
+    # exports be
+    probe = tmp_path / "probe.py"
+    probe.write_text("from ablate.run_folder.layout import trial_dir\nfrom ablate.engine.planner import Planner\n"
+                     "from ablate.engine.ray_adapter.session import start_ray\nfrom ablate.run_folder import METRICS\n"
+                     "from ablate.errors import AblateError\nfrom ablate.engine.selection import FAILED\n")
+    hits = _reaches_into(probe, "ablate.engine.probe", packages)
+    assert sorted(int(hit.split(":")[1]) for hit in hits) == [1, 3], hits
+    assert "import it from ablate.engine.ray_adapter" in hits[1]
+    assert [int(hit.split(":")[1]) for hit in _reaches_into(probe, "ablate.cli.probe", packages)] == [1, 2, 3, 6]

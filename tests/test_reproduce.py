@@ -10,7 +10,7 @@ import yaml
 
 from ablate.errors import AblateError
 from ablate.train.trial_files import write_trial_folder
-from ablate.train.reproduce import reproduce
+from ablate.train.reproduce import reproduce_trial as reproduce
 from ablate.spec.trial_config import TrialConfig
 from ablate.train.loop import run_trial
 

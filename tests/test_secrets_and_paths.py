@@ -56,7 +56,7 @@ def test_messages_and_tracebacks_lose_the_passwords_of_every_url_in_them():
 def test_the_manifest_command_shows_no_password(monkeypatch):
     """The manifest's command (the raw argv) reaches report.html, the file meant to be sent."""
     from ablate import __version__
-    from ablate.engine.manifest import manifest
+    from ablate.engine.manifest import run_manifest as manifest
 
     url = f"postgresql://user:{SECRET}@db.example/ablate?password={SECRET}"
     monkeypatch.setattr(sys, "argv", ["/usr/bin/ablate", "study", "spec.yaml", "--storage", url,

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ablate.cli import app
+from ablate.cli.app import app
 from ablate.run_folder.registry import read_registry
 from ablate.run_folder.trial_table import trials_csv
 from ablate.engine.selection import best_params, params_key

@@ -6,18 +6,11 @@ figures' plotting libraries.
 """
 from __future__ import annotations
 
-import importlib
+from ablate.lazy_names import lazy_names
 
-_WHERE = {"Run": "load", "latest_run": "load", "load_run": "load",
-          "FORMATS": "exports", "export": "exports", "export_configs": "exports", "terminal_table": "exports",
-          "AnalysisResult": "report", "analyze": "report"}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __all__ = lazy_names(__name__, {
+    "load": ["Run", "integrity_notes", "latest_run", "load_run", "study_runs"],
+    "exports": ["FORMATS", "check_configs_dest", "export", "export_configs", "terminal_table"],
+    "power": ["check_min_effect"],
+    "report": ["NOT_DRAWN", "AnalysisResult", "analyze"],
+})

@@ -22,8 +22,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from ablate.engine.seed_decisions import itt_score
-from ablate.spec.seed_rule import ALPHA, TWO_STAGE
+from ablate.engine import itt_score
+from ablate.spec import ALPHA, TWO_STAGE
 from . import stats
 from .context import chance
 from .load import Run

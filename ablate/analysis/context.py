@@ -6,11 +6,10 @@ import math
 import re
 from typing import Any
 
-from ablate.data.registry import FOLDER, REGISTRY as DATASETS
+from ablate.data import FOLDER, REGISTRY as DATASETS
 from ablate.errors import AblateError
-from ablate.models.registry import FAMILY_TITLES, MODEL_AXES, axis_meta, axis_text, neutral_defaults
-from ablate.run_folder.layout import trial_dir
-from ablate.run_folder.trial_records import read_metrics
+from ablate.models import FAMILY_TITLES, MODEL_AXES, axis_meta, axis_text, neutral_defaults
+from ablate.run_folder import read_metrics, trial_dir
 
 from .load import Run, arm_value
 from .markdown_text import plot_text, text

@@ -11,9 +11,8 @@ import pandas as pd
 
 from ablate.errors import AblateError
 from ablate.atomic_files import atomic_write_bytes, atomic_write_text
-from ablate.run_folder.integrity import read_registered
-from ablate.run_folder.layout import CONFIG, CURVES, GRAD_NORMS, METRICS, PREDICTIONS, trial_dir
-from ablate.run_folder.record_checks import symlink_message
+from ablate.run_folder import (CONFIG, CURVES, GRAD_NORMS, METRICS, PREDICTIONS, read_registered, symlink_message,
+    trial_dir)
 from .compare import compare, supported_best
 from .load import load_predictions, load_run
 from .summary import summarize

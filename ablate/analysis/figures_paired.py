@@ -11,7 +11,7 @@ from .compare import paired_scores
 from .figures import label
 from .lead import MAX_LEADS
 from .load import Run
-from ablate.spec.study_spec import compared_pairs
+from ablate.spec import compared_pairs
 
 
 def shown_pairs(run: Run, comparisons: pd.DataFrame) -> pd.DataFrame:

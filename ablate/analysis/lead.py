@@ -9,7 +9,7 @@ import math
 import pandas as pd
 
 from ablate.intervals import t_quantile
-from ablate.spec.study_spec import compared_pairs
+from ablate.spec import compared_pairs
 from .collapse import collapse
 from .compare import EQUIVALENT, INCONCLUSIVE, SUPPORTED
 from .load import Run

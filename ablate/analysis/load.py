@@ -18,18 +18,11 @@ import numpy as np
 import pandas as pd
 
 from ablate.errors import AblateError
-from ablate.engine.selection import best_params
-from ablate.engine.manifest import check_spec
-from ablate.engine.seed_decisions import RuleState, rule_state
-from ablate.run_folder.integrity import RecordCheck, check_run_records, recorded_configs
-from ablate.run_folder.layout import REGISTRY, SPEC, trial_dir
-from ablate.run_folder.record_checks import HASH_KEY
-from ablate.run_folder.registry import read_registry_lines
-from ablate.run_folder.run_files import open_run_dir, read_manifest, read_resume_manifests, read_spec
-from ablate.run_folder.trial_records import read_curves, read_grad_norms, read_predictions
-from ablate.run_folder.trial_table import trial_records
-from ablate.spec.trial_config import TrialConfig
-from ablate.spec.study_spec import Study
+from ablate.engine import RuleState, best_params, check_spec, rule_state
+from ablate.run_folder import (HASH_KEY, REGISTRY, RecordCheck, SPEC, check_run_records, open_run_dir, read_curves,
+    read_grad_norms, read_manifest, read_predictions, read_registry_lines, read_resume_manifests, read_spec,
+    recorded_configs, table_records, trial_dir)
+from ablate.spec import Study, TrialConfig
 
 TIMESTAMP = re.compile(r"^(\d{8}-\d{6})")
 GRAD_NORMS_READ = ("step", "layer_index", "kind", "grad_norm")  # the columns of grad_norms.csv the profiles need
@@ -168,13 +161,13 @@ def _check_rows_belong(study: Study, run_dir: Path, lines: list[tuple[int, dict[
 
 
 def _trials_frame(study: Study, rows: list[dict[str, Any]], configs: dict[str, TrialConfig]) -> pd.DataFrame:
-    """The per-trial table (ablate.run_folder.trial_table.trial_records, which trials.csv is written from too) as
+    """The per-trial table (ablate.run_folder.trial_table.table_records, which trials.csv is written from too) as
     a DataFrame: every registry field but params and hashes, each varied setting as the trial's recorded config
     holds it (the spec's where it recorded none), and the steps it was configured to run."""
     varied = study.varied()
     records = []
     steps = []
-    for record in trial_records(study, rows, {i: _settings(c) for i, c in configs.items()}):
+    for record in table_records(study, rows, {i: _settings(c) for i, c in configs.items()}):
         records.append({**record.fields(), **{k: record.settings.get(k) for k in varied}})
         config = configs.get(record.row["trial_id"])
         steps.append(float(config.total_steps()) if config is not None else _planned_steps(record.settings))

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
-from ablate.spec.study_spec import compared_pairs
+from ablate.spec import compared_pairs
 from . import stats
 from .context import chance
 from .load import Run, completed

@@ -25,7 +25,7 @@ from scipy import integrate
 from scipy import stats as _st
 
 from ablate.errors import AblateError
-from ablate.spec.seed_rule import SeedRule, holm_family, nonzero_needed
+from ablate.spec import SeedRule, holm_family, nonzero_needed
 from .seed_design import LATTICE_PP, REPS, simulate
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def lattice_pp(run: "Run") -> float:
 def run_power(run: "Run", comparisons: pd.DataFrame, min_effect: float | None = None) -> pd.DataFrame:
     """add_power with what the run says: the spec's min_effect, its seed rule, the Holm family of its scored arms,
     its test-set size, and (with many pairs) only the pairs the study compares."""
-    from ablate.spec.study_spec import compared_pairs
+    from ablate.spec import compared_pairs
 
     scored = len(set(comparisons["arm_a"]) | set(comparisons["arm_b"])) if len(comparisons) else 0
     many = len(comparisons) > MAX_POWER_ROWS

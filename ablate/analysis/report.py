@@ -10,7 +10,7 @@ import pandas as pd
 
 from ablate.errors import AblateError
 from ablate.atomic_files import atomic_write_text
-from ablate.run_folder.layout import ANALYSIS
+from ablate.run_folder import ANALYSIS
 from . import figures as F
 from . import figures_grad as G
 from .figures_paired import paired_differences
@@ -128,7 +128,7 @@ def _lesion_table(run: Run, lesion: "bool | pd.DataFrame", recalibrate: bool = F
         return check_table(lesion), None
     if not lesion:
         return None, None
-    from ablate.probes.lesion import lesion_run
+    from ablate.probes import lesion_run
 
     try:
         return lesion_run(run.run_dir, recalibrate=recalibrate), None
@@ -145,7 +145,7 @@ def _diagnostics(run: Run, diagnostics, landscape_2d: bool, progress=None):
         return None, None
     if diagnostics is not True:
         return diagnostics, None
-    from ablate.probes.diagnostics import diagnose_run
+    from ablate.probes import diagnose_run
 
     trials = [{"trial_id": r.trial_id, "arm": str(r.arm), "seed": r.seed} for r in run.ok.itertuples()]
     try:

@@ -9,9 +9,9 @@ from typing import Any
 
 from .context import recorded
 from .load import Run
-from ablate.engine.manifest import package_versions
+from ablate.engine import package_versions
 from ablate.errors import AblateError
-from ablate.run_folder.run_files import read_spec_bytes
+from ablate.run_folder import read_spec_bytes
 
 ANALYSIS_PACKAGES = ("scipy", "seaborn", "matplotlib", "markdown-it-py")
 PACKAGE_NAMES = {"ablate": "ablate", "torch": "PyTorch", "torchvision": "torchvision", "ray": "Ray",
@@ -103,7 +103,7 @@ def param_counts(run: Run) -> dict[str, int | None]:
     whose model cannot be built."""
     import torch
 
-    from ablate.models.resnet import build_model
+    from ablate.models import build_model
 
     channels, classes = recorded(run, "in_channels") or 1, recorded(run, "num_classes") or 10
     out: dict[str, int | None] = {}

@@ -42,9 +42,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ablate.run_folder.registry import read_registry
-from ablate.engine.selection import FAILED
-from ablate.spec.study_spec import compared_pairs
+from ablate.run_folder import read_registry
+from ablate.engine import FAILED
+from ablate.spec import compared_pairs
 from . import stats
 from .context import chance
 from .load import Run

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ablate.engine.selection import FAILED, PointScore, SeedResult, params_key, point_score
-from ablate.spec.study_spec import Study
+from ablate.engine import FAILED, PointScore, SeedResult, params_key, point_score
+from ablate.spec import Study
 
 ENDED = ("ok", "stopped", *FAILED)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ablate.intervals import t_quantile
-from ablate.spec.seed_rule import ALPHA, TWO_STAGE, SeedRule
+from ablate.spec import ALPHA, TWO_STAGE, SeedRule
 from .stats import EQUIVALENCE_CONFIDENCE, sign_flip_pvalues
 
 LATTICE_PP = 0.5   # one test image in 200

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ablate.intervals import stein_pairs, two_stage_half_width, t_half_width, sample_sd
-from ablate.spec.seed_rule import ALPHA, TWO_STAGE, nonzero, nonzero_needed
-from ablate.spec.study_spec import compared_pairs
+from ablate.spec import ALPHA, TWO_STAGE, compared_pairs, nonzero, nonzero_needed
 from .load import Run
 from .power import EXACT_UP_TO, MAX_POWER_ROWS, MAX_SEEDS, POWER, lattice_pp
 from .seed_design import simulate

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ablate.run_folder.registry import read_registry
-from ablate.engine.selection import best_params
-from ablate.spec.study_spec import compared_pairs
+from ablate.run_folder import read_registry
+from ablate.engine import best_params
+from ablate.spec import compared_pairs
 from . import stats
 from .load import Run
 from .search_points import Point, search_points

@@ -1,4 +1,5 @@
-"""The `ablate` command line (the top of the house: it may import every other part)."""
-from ablate.cli.app import app, main
+"""The `ablate` command line (the top of the house: it may import every other part). Its Typer application is
+`ablate.cli.app.app`; the installed command runs `main`."""
+from ablate.cli.app import main
 
-__all__ = ["app", "main"]
+__all__ = ["main"]

@@ -16,10 +16,10 @@ from typing import Optional
 
 import typer
 
-from ablate.cli.errors import OneLineErrors, _timestamp, error_folder, fail, handles_errors, save_traceback, say
+from ablate.cli.errors import OneLineErrors, error_folder, fail, handles_errors, save_traceback, say, timestamp
 from ablate.messages import one_line
 from ablate.cli.trial_options import given_settings, model_options, trial_options
-from ablate.data.registry import DATASETS
+from ablate.data import DATASETS
 from ablate.errors import AblateError
 
 
@@ -69,19 +69,17 @@ def train(
     """Train one model and write config.yaml, metrics.json, curves.csv, grad_norms.csv and curves.png."""
     from tqdm import tqdm
 
-    from ablate.data.splits import load_splits
-    from ablate.data.registry import canonical_dataset
-    from ablate.execute.path_limits import check_folder_path
-    from ablate.train.trial_files import write_trial_folder
-    from ablate.spec.trial_config import TrialConfig
-    from ablate.train.loop import run_trial
+    from ablate.data import canonical_dataset, load_splits
+    from ablate.execute import check_folder_path
+    from ablate.train import run_trial, write_trial_folder
+    from ablate.spec import TrialConfig
 
     base = TrialConfig.from_yaml_file(config).to_dict() if config else {}
     # another family without a depth: its own default depth, not the config's
     given = given_settings(settings, base.get("family"))
     cfg = TrialConfig.from_dict({**base, **given}, source="flags")
     cfg = cfg.replace(dataset=canonical_dataset(cfg.dataset))  # folder:PATH made absolute: it runs from anywhere
-    folder = out or Path("runs") / "train" / f"{_timestamp()}-{cfg.trial_id()}"
+    folder = out or Path("runs") / "train" / f"{timestamp()}-{cfg.trial_id()}"
     check_folder_path(folder, "--out" if out is not None else "the run folder in this directory")
     if folder.exists() and not folder.is_dir():
         fail(f"{folder} is a file; pass a folder for --out")
@@ -142,8 +140,8 @@ def _trial_memory(cfg, device: str | None):
     trial that can never fit (one line, exit 2) and warns of one that may not fit in what is free now."""
     import torch
 
-    from ablate.data.readers import expected_shape
-    from ablate.execute.estimate import process_baseline, trial_memory
+    from ablate.data import expected_shape
+    from ablate.execute import process_baseline, trial_memory
     from ablate.machine_memory import gpu_memory, memory_limits
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -165,7 +163,7 @@ def _memory_faults(memory, limits, folder: Path, made: list[Path]):
     """Memory running out inside the trial: one line, exit 2 when the config can never fit here, 3 when other
     programs held the memory (ablate.execute.estimate.out_of_memory); the run folder it made is removed (it holds
     nothing yet: the trial's files are written at its end)."""
-    from ablate.execute.estimate import out_of_memory
+    from ablate.execute import out_of_memory
     from ablate.machine_memory import is_out_of_memory
 
     try:
@@ -213,11 +211,8 @@ def summary(
     input_size: int = typer.Option(32, help="Input height and width."),
 ) -> None:
     """Per-layer table (output shape, params, MACs) and totals; MACs counted by torch's FlopCounterMode."""
-    from ablate.models.summary import format_summary, summarize
-    from ablate.models.resnet import build_model
-    from ablate.spec.trial_config import TrialConfig
-
-    from ablate.spec import limits
+    from ablate.models import build_model, format_summary, summarize
+    from ablate.spec import TrialConfig, limits
 
     spec = TrialConfig.from_dict(given_settings(settings), source="flags").model
     if input_size < 8:
@@ -236,8 +231,8 @@ def verify_torchvision_cmd(
     tolerance: float = typer.Option(1e-5, help="Largest allowed absolute difference."),
 ) -> None:
     """Copy torchvision's resnet18 weights into ablate's ResNet18 and compare outputs (exit 0 iff equal within tolerance)."""
-    from ablate.models.torchvision_check import verify_torchvision
-    from ablate.spec.limits import check_seed
+    from ablate.models import verify_torchvision
+    from ablate.spec import check_seed
 
     check_seed(seed, "--seed")
     diff = verify_torchvision(seed=seed)
@@ -271,16 +266,13 @@ def study(
 ) -> None:
     """Run a study: per-arm search in reproducible rounds (Optuna TPE through Ray Tune, optional successive
     halving), then the best config of each arm over seeds."""
-    from ablate.execute import launch as L
-    from ablate.execute.estimate import process_baseline
-    from ablate.run_folder.layout import TRIALS_CSV
-    from ablate.run_folder.registry import read_registry
-    from ablate.spec.study_spec import list_studies
-    from ablate.engine.interrupts import interrupt_signal, terminate_like_ctrl_c
-    from ablate.engine.study_runner import StudyInterrupted, StudyStopped, run_study
+    from ablate.execute import launch as L, process_baseline
+    from ablate.run_folder import TRIALS_CSV, read_registry
+    from ablate.spec import list_studies
+    from ablate.engine import StudyInterrupted, StudyStopped, interrupt_signal, run_study, terminate_like_ctrl_c
 
     terminate_like_ctrl_c()  # SIGTERM stops a study as Ctrl-C does, whenever it comes
-    from ablate.engine.liveness import check_stall_seconds
+    from ablate.engine import check_stall_seconds
 
     check_stall_seconds(stall_seconds)
     if name is None and resume is None:
@@ -288,7 +280,7 @@ def study(
             typer.echo(f"{study_name:20s} {description}")
         return
     if tensorboard:
-        from ablate.engine.tensorboard import check_available
+        from ablate.engine import check_available
 
         check_available()
     baseline = process_baseline() if dry_run else 0  # before any data is loaded: what a trial's process starts from
@@ -375,8 +367,8 @@ def _print_plan(spec, resources, baseline: int) -> None:
     device = f"each on a {resources.gpu_share():g} share of a GPU" if resources.gpus else "on the CPU"
     typer.echo(f"resources: {resources.cpus} CPUs, {resources.gpus} GPUs; {resources.threads} threads per trial "
                f"(from the spec), {resources.concurrency()} trials at a time {device}; dataset {spec.base['dataset']}")
-    from ablate.execute.estimate import estimate, study_memory, trial_memory
-    from ablate.data.readers import expected_shape
+    from ablate.execute import estimate_study, study_memory, trial_memory
+    from ablate.data import expected_shape
 
     memory = study_memory(spec, resources, baseline)
     for line in memory.lines():
@@ -388,7 +380,7 @@ def _print_plan(spec, resources, baseline: int) -> None:
     def fits(cfg) -> bool:  # the step timing below trains a few steps of it in this process, on the CPU
         return trial_memory(cfg, *expected_shape(cfg.dataset), baseline).not_now(cpu.limits) is None
 
-    for line in estimate(spec, resources.concurrency(), fits).lines():
+    for line in estimate_study(spec, resources.concurrency(), fits).lines():
         typer.echo(line)
 
 
@@ -406,10 +398,7 @@ def analyze_cmd(
     no_figures: bool = typer.Option(False, "--no-figures", help="Tables, statistics and reports without drawing figures (0.2 s instead of 4.2 s for a small two-arm run here); the report lists the figures as not drawn, and figures of an earlier analysis in the folder are removed."),
 ) -> None:
     """Figures, summary tables, statistics, report.md, report.html, methods.md and references.bib for a finished (or partly finished) study."""
-    from ablate.analysis import analyze, latest_run
-    from ablate.analysis.load import integrity_notes
-    from ablate.analysis.power import check_min_effect
-    from ablate.analysis.report import NOT_DRAWN
+    from ablate.analysis import NOT_DRAWN, analyze, check_min_effect, integrity_notes, latest_run
 
     check_min_effect(min_effect)
 
@@ -448,8 +437,8 @@ def _runs_inside(run_dir: Path | None, command: str) -> None:
     command for the latest."""
     import shlex
 
-    from ablate.analysis.load import study_runs
-    from ablate.run_folder.layout import SPEC
+    from ablate.analysis import study_runs
+    from ablate.run_folder import SPEC
 
     if run_dir is None or not run_dir.is_dir() or (run_dir / SPEC).is_file():
         return
@@ -470,9 +459,7 @@ def export_cmd(
     configs: Optional[Path] = typer.Option(None, "--configs", help="Also copy every confirm-stage trial config here."),
 ) -> None:
     """Print the summary table for a paper, and optionally copy the exact trial configs behind it."""
-    from ablate.analysis import export, export_configs
-    from ablate.analysis.exports import check_configs_dest
-    from ablate.analysis.load import integrity_notes
+    from ablate.analysis import check_configs_dest, export, export_configs, integrity_notes
 
     _runs_inside(run_dir, "export")
     if configs is not None:
@@ -494,7 +481,7 @@ def reproduce(
     device: Optional[str] = typer.Option(None, help="cpu, cuda ... (default: the device the trial recorded)."),
 ) -> None:
     """Rerun one trial and compare with what was recorded; exit 0 iff identical."""
-    from ablate.train.reproduce import reproduce as rerun
+    from ablate.train import reproduce_trial as rerun
 
     _check_device(device)
     report = rerun(config, data_dir, device=device)

@@ -14,10 +14,10 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from ablate.engine.interrupts import interrupt_behind
+from ablate.engine import interrupt_behind
 from ablate.messages import mask_text, one_line, write_line
 from ablate.errors import AblateError
-from ablate.run_folder.layout import ERROR_TEXT
+from ablate.run_folder import ERROR_TEXT
 
 
 class OneLineErrors(TyperGroup):
@@ -65,7 +65,7 @@ def save_traceback(exc: BaseException) -> str:
     file); says where."""
     text = mask_text("".join(traceback.format_exception(exc)))
     folder = _Crash.folder if _Crash.folder is not None and _Crash.folder.is_dir() else None
-    target = folder / ERROR_TEXT if folder else Path(tempfile.gettempdir()) / f"ablate-error-{_timestamp()}.txt"
+    target = folder / ERROR_TEXT if folder else Path(tempfile.gettempdir()) / f"ablate-error-{timestamp()}.txt"
     try:
         target.write_text(text, encoding="utf-8")
         return f"the full traceback is in {target}"
@@ -117,5 +117,6 @@ def handles_errors(func):
     return wrapper
 
 
-def _timestamp() -> str:
+def timestamp() -> str:
+    """The local time as YYYYmmdd-HHMMSS, for a new folder's or file's name."""
     return time.strftime("%Y%m%d-%H%M%S")

@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterable, Optional
 
 import typer
 
-from ablate.models.registry import DEFAULT_DEPTH, MODEL_AXES, ModelSpec
-from ablate.spec.trial_config import TrialConfig, setting_meta
+from ablate.models import DEFAULT_DEPTH, MODEL_AXES, ModelSpec
+from ablate.spec import TrialConfig, setting_meta
 
 PARAMETER = "settings"
 

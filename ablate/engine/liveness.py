@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
-from ablate.run_folder.trial_state import remove_heartbeat, write_heartbeat
+from ablate.run_folder import remove_heartbeat, write_heartbeat
 
 WRITE_EVERY = 2.0  # seconds between two writes of the heartbeat, at most one write per interval
 DEFAULT_STALL_SECONDS = 300

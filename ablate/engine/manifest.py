@@ -18,9 +18,8 @@ import yaml
 
 from ablate.errors import AblateError
 from ablate.messages import mask_url
-from ablate.run_folder.layout import MANIFEST
-from ablate.run_folder.run_files import read_spec_bytes, spec_path
-from ablate.spec.study_spec import Study
+from ablate.run_folder import MANIFEST, read_spec_bytes, spec_path
+from ablate.spec import Study
 
 
 PACKAGES = ("ablate", "torch", "torchvision", "ray", "optuna", "numpy", "pandas", "scikit-learn")
@@ -98,7 +97,7 @@ def package_versions(names) -> dict[str, str | None]:
     return versions
 
 
-def manifest(study: Study, dataset: str, resources: dict[str, Any]) -> dict[str, Any]:
+def run_manifest(study: Study, dataset: str, resources: dict[str, Any]) -> dict[str, Any]:
     from ablate import __version__
 
     # This copy's version: the distribution is named ablate-residuals (pyproject.toml), and the name `ablate` on

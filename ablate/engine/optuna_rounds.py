@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ablate.spec.study_spec import Study
+    from ablate.spec import Study
 
 
 @dataclass(frozen=True)

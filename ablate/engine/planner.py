@@ -25,14 +25,9 @@ from ablate.engine.selection import best_params, params_key, point_score, seed_r
 from ablate.engine.storage import storage_url
 from ablate.engine.trial_plan import TrialPlan, plan_fixed_stage
 from ablate.errors import AblateError
-from ablate.spec.study_spec import Study
-from ablate.run_folder.integrity import metrics_changed
-from ablate.run_folder.layout import trial_dir
-from ablate.run_folder.registry import append_registry, read_registry, registry_key, registry_row
-from ablate.run_folder.run_files import optuna_db
-from ablate.run_folder.trial_records import read_curves, read_metrics, write_metrics
-from ablate.run_folder.trial_state import checkpointed, read_paused, remove_paused
-from ablate.spec.trial_config import TrialConfig, fusable
+from ablate.spec import Study, TrialConfig, fusable
+from ablate.run_folder import (append_registry, checkpointed, metrics_changed, optuna_db, read_curves, read_metrics,
+    read_paused, read_registry, registry_key, registry_row, remove_paused, trial_dir, write_metrics)
 
 FINISHED = "FINISHED"  # Planner.next: nothing is left to hand out and nothing is running
 

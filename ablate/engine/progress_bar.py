@@ -8,7 +8,7 @@ import contextlib
 import sys
 
 from ablate.engine.planner import Planner
-from ablate.spec.study_spec import Study
+from ablate.spec import Study
 from ablate.messages import closed_output, one_line
 
 

@@ -5,7 +5,7 @@ import fcntl
 from pathlib import Path
 
 from ablate.errors import AblateError
-from ablate.run_folder.run_files import lock_path
+from ablate.run_folder import lock_path
 
 
 class RunLock:

@@ -10,10 +10,8 @@ from typing import Any
 
 from ablate.engine import fault_hook, liveness, memory_faults, trial_failures
 from ablate.engine.trial_plan import TrialPlan
-from ablate.run_folder.layout import trial_dir
-from ablate.run_folder.trial_records import write_config
-from ablate.run_folder.trial_state import read_checkpoint
-from ablate.spec.trial_config import TrialConfig
+from ablate.run_folder import read_checkpoint, trial_dir, write_config
+from ablate.spec import TrialConfig
 
 
 def trial_device(gpu_ids: list) -> str:
@@ -40,8 +38,7 @@ def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device:
              where: dict[str, Any] | None = None, keep: bool | None = None):
     """Run one TrialPlan and write its trial folder: a paused segment (checkpoint) or a finished trial.
     Knows nothing of Ray; the trainable below adds where the trial ran."""
-    from ablate.train.loop import run_trial
-    from ablate.train.trial_files import write_paused, write_trial_folder
+    from ablate.train import run_trial, write_paused, write_trial_folder
 
     cfg = work.config
     folder = trial_folder(run_dir, work.trial_id, cfg)
@@ -82,8 +79,7 @@ def run_works(works: list[TrialPlan], run_dir: str | Path, data_dir: str | None,
     metrics.json (and so in the registry and trials.csv), the ids of the trials it was fused with."""
     if len(works) == 1:
         return [run_work(works[0], run_dir, data_dir, device, where, keep=works[0].stage in keep_stages)]
-    from ablate.train.fused import run_fused
-    from ablate.train.trial_files import write_trial_folder
+    from ablate.train import run_fused, write_trial_folder
 
     where = {"started_at": time.time(), **(where or {})}
     folders = [trial_folder(run_dir, w.trial_id, w.config) for w in works]

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ablate.data.registry import REGISTRY as DATASETS
+from ablate.data import REGISTRY as DATASETS
 from ablate.engine.selection import best_params, params_key
-from ablate.spec.seed_rule import holm_family
-from ablate.spec.study_spec import Study, compared_pairs
+from ablate.spec import Study, compared_pairs, holm_family
 
 DEFAULT_CLASSES = 10
 

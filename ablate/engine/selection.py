@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ablate.spec.study_spec import Study
+from ablate.spec import Study
 
 FAILED = ("diverged", "error")
 

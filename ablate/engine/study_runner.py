@@ -16,13 +16,11 @@ from ablate.engine.interrupts import interrupt_signal
 from ablate.engine.planner import Planner, default_study_names
 from ablate.engine.storage import open_storage
 from ablate.engine.trial_failures import INFRASTRUCTURE, describe, kind_of
-from ablate.spec.study_spec import Study
+from ablate.spec import Study
 from ablate.engine.resources import Resources
 from ablate.engine.run_lock import RunLock
-from ablate.engine.ray_adapter.session import _temp_dir, start_ray, stop_ray
-from ablate.engine.ray_adapter.tuner import _fit
-from ablate.run_folder.run_files import remove_ray_tmp
-from ablate.run_folder.trial_table import write_trials_csv
+from ablate.engine.ray_adapter import ray_temp_dir, start_ray, stop_ray, tune_study
+from ablate.run_folder import remove_ray_tmp, write_trials_csv
 
 
 class StudyInterrupted(Exception):
@@ -155,7 +153,7 @@ def _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorbo
         return
     if on_start is not None:
         on_start()
-    tmp = _temp_dir(run_dir)
+    tmp = ray_temp_dir(run_dir)
     try:
         try:
             fault_hook.strike_ray_start()
@@ -164,7 +162,7 @@ def _run(study, run_dir, resources, data_dir, storage, retries, run_id, tensorbo
             raise
         except Exception as exc:  # Ray's node did not come up (an overloaded machine, a cluster gone): not the spec's
             raise StudyStopped(run_dir, [], f"Ray could not start ({describe(exc)})") from exc
-        faults = _fit(study, run_dir, resources, data_dir, planner, retries, tmp, stall_seconds, csv.flush)
+        faults = tune_study(study, run_dir, resources, data_dir, planner, retries, tmp, stall_seconds, csv.flush)
     except KeyboardInterrupt as exc:
         _stopping(exc, run_dir)  # before Ray's shutdown, which another Ctrl-C would cut short
         raise

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
-from ablate.run_folder.layout import TENSORBOARD, trial_dir
-from ablate.run_folder.trial_records import read_curves
+from ablate.run_folder import TENSORBOARD, read_curves, trial_dir
 from ablate.slug import child, slug
 
 HPARAM_METRICS = ("best_dev_acc", "test_acc", "final_test_acc", "steps")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.engine import memory_faults
-from ablate.run_folder.trial_state import add_attempt, clear_failures, read_attempts, write_error_text
+from ablate.run_folder import add_attempt, clear_failures, read_attempts, write_error_text
 
 INFRASTRUCTURE = "infrastructure"
 CONFIG = "config"

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ablate.spec.study_spec import Study
-from ablate.spec.trial_config import TrialConfig
+from ablate.spec import Study, TrialConfig
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ablate.errors import AblateError
-from ablate.spec.trial_config import TrialConfig
-from ablate.spec.study_spec import Study
-from ablate.engine.trial_plan import plan_fixed_stage
+from ablate.spec import Study, TrialConfig
+from ablate.engine import plan_fixed_stage
 from ablate.machine_memory import GpuMemory, MemoryLimits, resident_bytes, size_text
 
 
@@ -59,7 +58,7 @@ def _duration(seconds: float) -> str:
 def _arch(cfg: TrialConfig) -> str:
     """What a step's cost depends on, in words: the model with every axis that is not the default, the input
     (channels x size, classes) and the batch."""
-    from ablate.data.readers import expected_shape
+    from ablate.data import expected_shape
 
     channels, classes = expected_shape(cfg.dataset)
     return " ".join(x for x in (cfg.model.key(), f"{channels}x{cfg.image_size}px {classes} classes batch {cfg.batch_size}",
@@ -101,8 +100,8 @@ def planned(study: Study) -> list[tuple[str, TrialConfig, int]]:
 
 
 def _model(cfg: TrialConfig):
-    from ablate.data.readers import expected_shape
-    from ablate.models.resnet import build_model
+    from ablate.data import expected_shape
+    from ablate.models import build_model
 
     channels, classes = expected_shape(cfg.dataset)
     return build_model(cfg.model, channels, classes), channels, classes
@@ -112,8 +111,7 @@ def _seconds_per_step(cfg: TrialConfig) -> float:
     import torch
 
     from ablate.execute.step_timer import time_steps
-    from ablate.train.device import torch_threads
-    from ablate.train.loop import SingleModel
+    from ablate.train import SingleModel, torch_threads
 
     model, in_channels, classes = _model(cfg)
     shape = (cfg.batch_size, in_channels, cfg.image_size, cfg.image_size)
@@ -131,7 +129,7 @@ def _state_bytes(cfg: TrialConfig) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
-def estimate(study: Study, concurrency: int, fits: Callable[[TrialConfig], bool] | None = None) -> Estimate:
+def estimate_study(study: Study, concurrency: int, fits: Callable[[TrialConfig], bool] | None = None) -> Estimate:
     """Steps, time and disk of the study. A config for which `fits` says no (its step would not fit in this
     machine's memory) is not timed; the time then leaves its trials out and says so."""
     trials = planned(study)
@@ -322,7 +320,7 @@ def _eval_batch(cfg: TrialConfig) -> int:
     largest split it evaluates (the training subset is scored too)."""
     import inspect
 
-    from ablate.train.loop import evaluate
+    from ablate.train import evaluate
 
     return min(int(inspect.signature(evaluate).parameters["batch"].default),
                max(cfg.train_size, cfg.dev_size, cfg.test_size))
@@ -344,8 +342,8 @@ def _simulated(cfg: TrialConfig, channels: int, classes: int) -> tuple[int, int,
 def _simulate(cfg: TrialConfig, channels: int, classes: int) -> tuple[int, int, int]:
     import torch
 
-    from ablate.models.resnet import build_model
-    from ablate.train.loop import SingleModel
+    from ablate.models import build_model
+    from ablate.train import SingleModel
 
     meta = torch.device("meta")
     with meta:
@@ -371,11 +369,11 @@ def _dataset_bytes(cfg: TrialConfig) -> tuple[int, int]:
     """(bytes of the dataset as its reader keeps it: uint8 images at their own size, train and test parts; bytes of
     the largest subset as float32 at that size, which resizing holds for a moment). A folder's images are counted
     from their headers (ablate.data.readers.folder_pixels), as RGB; `auto` counts as MNIST, the larger."""
-    from ablate.data.registry import FOLDER, info
+    from ablate.data import FOLDER, info
 
     largest = max(cfg.train_size, cfg.dev_size, cfg.test_size)
     if cfg.dataset.startswith(FOLDER):
-        from ablate.data.readers import folder_pixels
+        from ablate.data import folder_pixels
 
         pixels, most = folder_pixels(cfg.dataset)
         return 3 * pixels, 4 * 3 * most * largest
@@ -439,7 +437,7 @@ class StudyMemory:
 def study_memory(study: Study, resources, baseline: int) -> StudyMemory:
     """The study's largest trial (over _probe_configs) against this machine's memory, or its GPU's when the study
     runs on GPUs (trials sharing a GPU by the plan's share)."""
-    from ablate.data.readers import expected_shape
+    from ablate.data import expected_shape
     from ablate.machine_memory import gpu_memory, memory_limits
 
     on_gpu = bool(resources.gpus)
@@ -494,7 +492,7 @@ def check_data_fits(cfg: TrialConfig, limits: MemoryLimits) -> None:
     """Refuse (one line) a config whose data alone, the dataset as read and its subsets at image_size, can never be
     held here: a study loads them before its dry run can say anything, and would be ended by the allocator or the
     kernel instead. Counted exactly from their shapes (trial_memory), no tolerance needed."""
-    from ablate.data.readers import expected_shape
+    from ablate.data import expected_shape
 
     dataset, _ = _dataset_bytes(cfg)
     subsets = 4 * expected_shape(cfg.dataset)[0] * cfg.image_size ** 2 * (cfg.train_size + cfg.dev_size + cfg.test_size)

@@ -10,10 +10,9 @@ the chosen number of separate trials, so whether it fuses depends on the machine
 """
 from __future__ import annotations
 
-from ablate.engine.resources import Resources
+from ablate.engine import Resources
 from ablate.errors import AblateError
-from ablate.spec.study_spec import Study
-from ablate.spec.trial_config import TrialConfig
+from ablate.spec import Study, TrialConfig
 
 
 FUSE_MEMBERS = 4  # members per fused group when `--fuse auto` decides to fuse
@@ -26,7 +25,7 @@ def fuse_plan(option: str, res: Resources, spec: Study, table: dict[int, float] 
     """How many trials train as one fused model (1: none), and why, in words for the manifest. `table` is the
     GPU plan's measured total img/s per count of separate trials at once, when it measured one; `in_channels`
     and `num_classes` are the study's data's (the launcher knows them), so the measured model is the trials' own."""
-    from ablate.spec.trial_config import fusable
+    from ablate.spec import fusable
 
     option = str(option).strip().lower()
     tuning = ""
@@ -78,9 +77,8 @@ def measure(config: TrialConfig, k: int, device: str, steps: int = 4, *, in_chan
     import torch
 
     from ablate.execute.step_timer import time_steps
-    from ablate.models.resnet import build_model
-    from ablate.train.fused import FusedModel
-    from ablate.train.loop import SingleModel
+    from ablate.models import build_model
+    from ablate.train import FusedModel, SingleModel
 
     device = torch.device(device)
     shape = (config.batch_size, in_channels, config.image_size, config.image_size)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate.spec.trial_config import TrialConfig
+from ablate.spec import TrialConfig
 
 COUNTS = (1, 2, 4, 8)  # trials at once on one GPU, as measured
 TOLERANCE = 0.10  # the smallest count within this fraction of the best total img/s is chosen
@@ -135,17 +135,16 @@ def write_cache(key: str, table: dict[int, float]) -> Path:
 
 
 # --- measuring ---------------------------------------------------------------------------------------------
-CHILD = "import sys, json; from ablate.execute.gpu_plan import _child; _child(json.loads(sys.argv[1]))"
+CHILD = "import sys, json; from ablate.execute.gpu_plan import run_child; run_child(json.loads(sys.argv[1]))"
 
 
-def _child(job: dict[str, Any]) -> None:
+def run_child(job: dict[str, Any]) -> None:
     """One trial-shaped training loop on random data: warm up (and compile), say ready, wait for go, time."""
     import torch
 
     from ablate.execute.step_timer import time_steps
-    from ablate.models.resnet import build_model
-    from ablate.train.device import deterministic_cuda, torch_threads
-    from ablate.train.loop import SingleModel
+    from ablate.models import build_model
+    from ablate.train import SingleModel, deterministic_cuda, torch_threads
 
     cfg, device, c = TrialConfig.from_dict(job["config"]), torch.device(job["device"]), job["in_channels"]
     if device.type == "cuda":

@@ -14,16 +14,12 @@ from typing import Any
 
 from ablate.errors import AblateError
 from ablate.execute.gpu_plan import GpuPlan, decide
-from ablate.engine.manifest import check_spec, manifest, spec_record
-from ablate.run_folder.run_files import (create_run_dir, open_run_dir, optuna_db, read_manifest, read_spec,
-                                         write_resume_manifest)
-from ablate.run_folder.trial_table import trials_csv
-from ablate.spec.study_spec import Study, load_study
-from ablate.spec.limits import MAX_RETRIES, MAX_SAMPLER_SEED, check_at_most
-from ablate.engine.storage import check_storage
+from ablate.engine import Resources, check_spec, check_storage, run_manifest, spec_record
+from ablate.run_folder import (create_run_dir, open_run_dir, optuna_db, read_manifest, read_spec, trials_csv,
+    write_resume_manifest)
+from ablate.spec import MAX_RETRIES, MAX_SAMPLER_SEED, Study, check_at_most, load_study
 from ablate.messages import mask_url
-from ablate.engine.resources import Resources
-from ablate.engine.ray_adapter.session import check_address
+from ablate.engine.ray_adapter import check_address
 from ablate.execute.fuse_plan import fuse_plan
 
 
@@ -74,7 +70,7 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
             address: str | None, storage: str | None, retries: int, fuse: str = "off",
             sampler_seed: int | None = None) -> Launch:
     """Read and check everything; write nothing."""
-    from ablate.data.splits import load_splits
+    from ablate.data import load_splits
     from ablate.execute.estimate import check_data_fits
     from ablate.machine_memory import memory_limits
 
@@ -129,7 +125,7 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
             "storage": mask_url(storage) if storage else None}
     members, why = fuse_plan(fuse, res, spec, gpu.table, splits.in_channels, splits.num_classes)
     gpu.fuse = why
-    record = manifest(spec, splits.dataset, info)
+    record = run_manifest(spec, splits.dataset, info)
     record.update({"run_id": run_id, "dataset_requested": requested, "sampler": spec.sampler_text(),
                    "fuse": {"members": members, "why": why},
                    "gpu_plan": {"trials_per_gpu": gpu.trials_per_gpu, "source": gpu.source,
@@ -141,7 +137,7 @@ def check_run_paths(spec: Study, out: Path | None, run_dir: Path | None, storage
     """A run folder whose path the operating system or SQLite cannot take is refused before anything is written
     (ablate.execute.path_limits): a new one (--out, or runs/<study>/<time> in the working directory, as
     create_run_dir names it) or a resumed one, and the Optuna database in it or at --storage's sqlite path."""
-    from ablate.engine.storage import sqlite_path
+    from ablate.engine import sqlite_path
     from ablate.execute.path_limits import check_folder_path, check_sqlite_path
     from ablate.slug import child
 
@@ -176,9 +172,8 @@ def _check_run_files(run_dir: Path, storage: str | None) -> list[str]:
     """What a resume needs of the run folder, before anything is written: it can be written to, its registry is
     readable and holds only what ablate writes, every registered trial's files are those its row recorded (their
     hashes), no trial folder or file is a symbolic link, and its own Optuna database is readable. Returns notes."""
-    from ablate.engine.storage import check_sqlite_file
-    from ablate.run_folder.integrity import check_run_records
-    from ablate.run_folder.layout import trials_dir
+    from ablate.engine import check_sqlite_file
+    from ablate.run_folder import check_run_records, trials_dir
 
     note = check_run_records(run_dir, resuming=True).note()  # first: the probe below must not go through a link
     for folder in (run_dir, trials_dir(run_dir)):

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.errors import AblateError
-from ablate.models.registry import ModelSpec, SHORTCUTS as SHORTCUT_NAMES, _join
+from ablate.models.registry import ModelSpec, SHORTCUTS as SHORTCUT_NAMES
 
 
 _IMAGENET_BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -109,7 +109,7 @@ class Block(nn.Module):
 
     def _make_shortcut(self, in_channels, out_channels, stride, residual, shortcut, norm, with_bn) -> None:
         if shortcut not in SHORTCUTS:
-            raise AblateError(f"unknown shortcut {shortcut!r}; valid shortcuts: {_join(SHORTCUT_NAMES)}")
+            raise AblateError(f"unknown shortcut {shortcut!r}; valid shortcuts: {', '.join(SHORTCUT_NAMES)}")
         if stride < 1:
             raise AblateError(f"stride must be >= 1, got {stride}; pass a positive stride")
         self.residual = residual

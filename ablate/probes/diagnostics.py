@@ -35,10 +35,8 @@ import torch
 from ablate.probes import measurements as probes
 from ablate.errors import AblateError
 from ablate.probes.lesion import load_trial
-from ablate.run_folder.layout import trial_dir
-from ablate.run_folder.trial_records import has_weights
-from ablate.train.device import torch_threads
-from ablate.train.loop import evaluate, model_for
+from ablate.run_folder import has_weights, trial_dir
+from ablate.train import evaluate, model_for, torch_threads
 
 LANDSCAPE_IMAGES = 128
 LANDSCAPE_POINTS = 41

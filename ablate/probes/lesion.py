@@ -42,13 +42,11 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ablate.errors import AblateError
-from ablate.models.resnet import Block, IdentityShortcut
+from ablate.models import Block, IdentityShortcut
 from ablate.probes.batchnorm import estimate_statistics, kept_statistics
-from ablate.run_folder.layout import CONFIG, REGISTRY, WEIGHTS, trial_dir
-from ablate.run_folder.trial_records import has_weights, load_weights, read_config, read_metrics
-from ablate.spec.trial_config import TrialConfig
-from ablate.train.loop import evaluate, model_for
-from ablate.train.device import recorded_device, torch_threads
+from ablate.run_folder import CONFIG, REGISTRY, WEIGHTS, has_weights, load_weights, read_config, read_metrics, trial_dir
+from ablate.spec import TrialConfig
+from ablate.train import evaluate, model_for, recorded_device, torch_threads
 
 ROW_COLUMNS = ("block", "block_index", "block_type", "replacement", "recalibrated", "test_acc", "lesioned_acc", "drop",
                "changed")
@@ -97,7 +95,7 @@ def load_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = N
                device: str | torch.device | None = None, weights: bool = True) -> TrialModel:
     """The trial's model in eval mode on the device asked for, else the one it was trained on: its best-dev weights
     (weights.pt), or with weights=False its own seeded initialisation (ablate.train.loop.model_for, as the trial began)."""
-    from ablate.data.splits import load_splits
+    from ablate.data import load_splits
 
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG, folder / WEIGHTS
@@ -170,8 +168,7 @@ def lesion_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = 
     """
     import pandas as pd
 
-    from ablate.run_folder.integrity import check_trial_records
-    from ablate.run_folder.registry import read_registry_lines
+    from ablate.run_folder import check_trial_records, read_registry_lines
 
     run_dir = Path(run_dir)
     if not (run_dir / REGISTRY).is_file():

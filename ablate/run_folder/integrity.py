@@ -13,7 +13,7 @@ from ablate.run_folder import record_checks
 from ablate.run_folder.layout import CONFIG, METRICS, REGISTRY, trial_dir, trials_dir
 from ablate.run_folder.registry import ROW_METRICS, read_registry_lines, registry_hint
 from ablate.run_folder.trial_records import read_config, read_metrics
-from ablate.spec.trial_config import TrialConfig
+from ablate.spec import TrialConfig
 
 
 def metrics_changed(row: dict[str, Any], folder: Path) -> bool:

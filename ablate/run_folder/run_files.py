@@ -27,7 +27,7 @@ from ablate.run_folder.layout import (FIRST_FORMAT, FORMAT_KEY, FORMAT_VERSION, 
 from ablate.slug import child
 
 if TYPE_CHECKING:
-    from ablate.spec.study_spec import Study
+    from ablate.spec import Study
 
 
 def create_run_dir(study: "Study", out: Path | None, spec_text: str, manifest: dict[str, Any],
@@ -80,8 +80,7 @@ def spec_path(run_dir: Path) -> Path:
 def read_spec(run_dir: Path) -> "Study":
     """The study as its run folder's spec.yaml says (strict YAML, checked as any spec). A spec without
     `keep_weights` means what it meant to the ablate that made the folder: the final stage's weights before format 3."""
-    from ablate.spec.reading import read_yaml
-    from ablate.spec.study_spec import parse_study
+    from ablate.spec import parse_study, read_yaml
 
     path = spec_path(run_dir)
     made_in = format_version(read_manifest(run_dir), Path(run_dir) / MANIFEST)

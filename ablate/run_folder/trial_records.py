@@ -29,8 +29,7 @@ from ablate.atomic_files import atomic_write_bytes, atomic_write_text
 from ablate.errors import AblateError
 from ablate.run_folder import record_checks
 from ablate.run_folder.layout import CONFIG, CURVES, CURVES_PLOT, GRAD_NORMS, METRICS, PREDICTIONS, WEIGHTS
-from ablate.spec.limits import MAX_SPEC_BYTES
-from ablate.spec.trial_config import TrialConfig
+from ablate.spec import MAX_SPEC_BYTES, TrialConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,7 +74,7 @@ def read_config_file(path: str | os.PathLike, sha256: str | None = None) -> Tria
     to it. AblateError, naming the file, when it cannot be read, is a symbolic link, changed or not a config."""
     import yaml
 
-    from ablate.spec.reading import load_yaml
+    from ablate.spec import load_yaml
 
     path = Path(path)
     if path.is_symlink():

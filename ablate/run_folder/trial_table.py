@@ -13,7 +13,7 @@ from ablate.atomic_files import atomic_write_text
 from ablate.run_folder.layout import TRIALS_CSV
 from ablate.run_folder.record_checks import HASH_KEY
 from ablate.run_folder.registry import read_registry
-from ablate.spec.study_spec import Study
+from ablate.spec import Study
 
 # What trials.csv shows of each trial: results only, so that two runs of one spec give identical files
 # (where, when and how fast a trial ran stay in trials.jsonl and the trial's metrics.json). fused_with names the
@@ -39,8 +39,8 @@ class TrialRecord:
         return {k: v for k, v in self.row.items() if k not in ("params", HASH_KEY)}
 
 
-def trial_records(study: Study, rows: list[dict[str, Any]],
-                  configs: dict[str, dict[str, Any]] | None = None) -> list[TrialRecord]:
+def table_records(study: Study, rows: list[dict[str, Any]],
+                 configs: dict[str, dict[str, Any]] | None = None) -> list[TrialRecord]:
     """One TrialRecord per registry row, in the rows' order. `configs`: trial id -> the settings its config.yaml
     records (ablate.run_folder.integrity.recorded_configs); a row whose trial has none there takes the spec's."""
     arms = {a.name: a for a in study.arms}
@@ -69,7 +69,7 @@ def trials_csv(study: Study, rows: list[dict[str, Any]]) -> str:
         return (STAGE_ORDER.get(r["stage"], 9), arm_order.get(r["arm"], 99), str(r["arm"]), r.get("repeat") or 0,
                 r.get("round") or 0, r.get("index") or 0, r.get("seed") or 0, r["trial_id"])
 
-    for record in sorted(trial_records(study, rows), key=key):
+    for record in sorted(table_records(study, rows), key=key):
         row, values = record.row, record.settings
         writer.writerow([row["trial_id"], row["stage"], row["arm"], *([_blank(row.get("repeat"))] if repeat else []),
                          _blank(row.get("round")), _blank(row.get("index")), *(values.get(k, "") for k in varied),

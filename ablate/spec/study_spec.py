@@ -21,8 +21,7 @@ from ablate.errors import AblateError
 from ablate.spec.trial_config import TrialConfig
 from ablate.spec.seed_rule import SeedRule, parse_seeds, recorded_seeds
 from ablate.spec.search_space import HALVING_MIN_POINTS, SAMPLERS, Halving, Param, grid_points, parse_halving, parse_space
-from ablate.spec.reading import check_keys, check_setting_names, is_int, need
-from ablate.spec.reading import read_yaml
+from ablate.spec.reading import check_keys, check_setting_names, is_int, need, read_yaml
 from ablate.spec import limits
 
 if TYPE_CHECKING:

@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import yaml
 
-from ablate.data.registry import DATASETS, check_dataset, may_mirror, no_flip
+from ablate.data import DATASETS, check_dataset, may_mirror, no_flip
 from ablate.errors import AblateError
-from ablate.models.registry import ModelSpec, coerce_stages
+from ablate.models import ModelSpec, coerce_stages
 from ablate.spec.limits import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_LR, MAX_STEPS, MAX_THREADS, MAX_WEIGHT_DECAY, check_config,
                                 check_most)
 

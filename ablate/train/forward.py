@@ -32,7 +32,7 @@ import types
 
 import torch
 
-from ablate.spec.trial_config import TrialConfig
+from ablate.spec import TrialConfig
 
 
 def overhanging_convs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> list[str]:

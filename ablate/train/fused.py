@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ablate.errors import AblateError
-from ablate.spec.trial_config import TrialConfig, fusable
+from ablate.spec import TrialConfig, fusable
 from ablate.train.telemetry import GradTelemetry
 from ablate.train.result import TrialResult
 from ablate.train.loop import TrainingLoop

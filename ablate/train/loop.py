@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ablate.spec.trial_config import TrialConfig
+from ablate.spec import TrialConfig
 from ablate.errors import AblateError
 from ablate.train import sgd
 from ablate.train.telemetry import GradTelemetry
@@ -66,7 +66,7 @@ def data_record(splits) -> dict[str, Any]:
 
 def model_for(config: TrialConfig, splits) -> torch.nn.Module:
     """The trial's model with its own seeded initialisation (what a fused member gets too)."""
-    from ablate.models.resnet import build_model
+    from ablate.models import build_model
 
     seed_everything(config.seed)
     return build_model(config.model, splits.in_channels, splits.num_classes)
@@ -198,7 +198,7 @@ class TrainingLoop:
     # --- prepare -----------------------------------------------------------------------------------
     def prepare(self) -> "TrainingLoop":
         """Data on the device, the members' models, generators and results; a continuation's state restored."""
-        from ablate.data.splits import load_splits
+        from ablate.data import load_splits
         from ablate.train.augment import Augmenter
 
         self.t_start = time.perf_counter()

@@ -14,11 +14,10 @@ from typing import Any
 
 import torch
 
-from ablate.data.readers import SOURCES, Unavailable
+from ablate.data import SOURCES, Unavailable
 from ablate.errors import AblateError
-from ablate.run_folder.layout import CONFIG, METRICS, REGISTRY, TRIALS
-from ablate.run_folder.trial_records import (Curves, has_metrics, read_config_file, read_curves, read_grad_norms,
-                                             read_metrics)
+from ablate.run_folder import (CONFIG, Curves, METRICS, REGISTRY, TRIALS, has_metrics, read_config_file, read_curves,
+    read_grad_norms, read_metrics)
 from ablate.train.result import TrialResult
 from ablate.train.device import recorded_device
 from ablate.train.loop import run_trial
@@ -118,8 +117,7 @@ def _check_registered(folder: Path) -> None:
     """A trial folder inside a study run (RUN/trials/<id>) is compared only if its files are those its registry row
     bound it to (their hashes; a row of an older ablate has none): an edited config.yaml or metrics.json is
     named and refused, not rerun and compared. A folder elsewhere (an export, a `train` run) has no registry."""
-    from ablate.run_folder.integrity import check_trial_records
-    from ablate.run_folder.registry import read_registry_lines
+    from ablate.run_folder import check_trial_records, read_registry_lines
 
     folder = folder.absolute()  # not resolved: a trial folder that is a symbolic link is refused, not followed
     run_dir = folder.parent.parent
@@ -133,7 +131,7 @@ def _check_registered(folder: Path) -> None:
 def _missing_data(dataset: str, data_dir: str | os.PathLike | None, exc: Unavailable) -> str:
     """What reproduce says when the data the trial trained on is not here: where its files go (a rerun on other data
     would compare nothing)."""
-    from ablate.data.splits import DATA_DIR_ENV, resolve_data_dir
+    from ablate.data import DATA_DIR_ENV, resolve_data_dir
 
     source, root = SOURCES[dataset], resolve_data_dir(data_dir)
     return (f"the trial trained on {source.title}, which was not found under {root} ({exc.reason}); reproduce reruns "
@@ -141,8 +139,8 @@ def _missing_data(dataset: str, data_dir: str | os.PathLike | None, exc: Unavail
             f"${DATA_DIR_ENV}) to a folder holding {source.folder}/")
 
 
-def reproduce(config_path: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
-              device: str | torch.device | None = None) -> Report:
+def reproduce_trial(config_path: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
+                    device: str | torch.device | None = None) -> Report:
     """Rerun the trial in config_path (a trial folder's config.yaml, or the folder) and compare.
 
     Compared: the scalars in SCALARS against metrics.json, the train-loss curve and the dev curve

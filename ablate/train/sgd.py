@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.optim.sgd import sgd
 
-from ablate.spec.trial_config import TrialConfig
+from ablate.spec import TrialConfig
 
 
 def settings(config: TrialConfig) -> dict[str, Any]:

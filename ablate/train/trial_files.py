@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.run_folder import trial_records, trial_state
-from ablate.spec.trial_config import TrialConfig
+from ablate.spec import TrialConfig
 from ablate.train.result import TrialResult
 
 
@@ -23,7 +23,7 @@ def state_dict_bytes(state: dict[str, Any]) -> bytes:
 
 def dataset_title(name: str) -> str:
     """A named dataset as a figure names it, with its images' size: 'scikit-learn digits (8×8)'; a folder as given."""
-    from ablate.data.registry import REGISTRY
+    from ablate.data import REGISTRY
 
     entry = REGISTRY.get(name)
     return f"{entry.title} ({entry.image_size}×{entry.image_size})" if entry else name

@@ -18,8 +18,7 @@ from typing import Any
 from ray.tune import Callback
 
 from ablate.engine import liveness, trial_failures
-from ablate.run_folder.layout import trial_dir
-from ablate.run_folder.trial_state import read_heartbeat
+from ablate.run_folder import read_heartbeat, trial_dir
 
 CHECK_EVERY = 1.0  # seconds between two reads of the heartbeats
 
@@ -103,7 +102,7 @@ class Liveness(Callback):
         self.watches[trial_id] = _Watch(since=self.clock(), stale=stale)
 
     def _stalled(self, trial_id: str, works: list, watch: _Watch, idle: float, limit, trial) -> None:
-        from ablate.engine.ray_adapter.searcher import _label
+        from ablate.engine.ray_adapter.searcher import work_label
 
         beat = watch.beat
         description = (f"no progress for {idle:.0f} s (its bound: {limit.seconds:.0f} s, {limit.why}) "
@@ -115,7 +114,7 @@ class Liveness(Callback):
         watch.killed = True
         if watch.key:
             watch.stale.add(watch.key[0])
-        line = f"trial {_label(works[0])} stalled: {description}; {killed}"
+        line = f"trial {work_label(works[0])} stalled: {description}; {killed}"
         self.stalls.append(line)
         self.searcher.say(line)
 

@@ -10,11 +10,8 @@ from pathlib import Path
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from ablate.engine import trial_failures
-from ablate.engine.planner import FINISHED, Planner
-from ablate.run_folder.layout import trial_dir
-from ablate.run_folder.trial_records import write_metrics
-from ablate.run_folder.trial_state import error_text_path, remove_heartbeat, write_error_text
+from ablate.engine import FINISHED, Planner, trial_failures
+from ablate.run_folder import error_text_path, remove_heartbeat, trial_dir, write_error_text, write_metrics
 
 
 class PlannerSearch(Searcher):
@@ -70,7 +67,7 @@ class PlannerSearch(Searcher):
             folder = self._folder(work)
             verdict = trial_failures.judge(folder, failures, reported)
             where = _keep_traceback(folder, report_text)
-            label = _label(work)
+            label = work_label(work)
             times = {1: "once", 2: "twice"}.get(failures, f"{failures} times")
             if verdict.is_result:
                 write_metrics(folder, trial_failures.error_metrics(work.trial_id, verdict))
@@ -128,7 +125,8 @@ class TrialErrors(Callback):
         self.searcher.judge(trial.trial_id, trial.num_failures, reported, text)
 
 
-def _label(work) -> str:
+def work_label(work) -> str:
+    """How a line names a trial: its id, stage, arm, and round, index and seed."""
     where = (f"round {work.round}, index {work.index}, seed {work.config.seed}" if work.round is not None
              else f"seed {work.config.seed}")
     return f"{work.trial_id} ({work.stage}, {work.arm}, {where})"

@@ -12,9 +12,8 @@ import tempfile
 from pathlib import Path
 
 from ablate.errors import AblateError
-from ablate.engine.interrupts import Terminated, terminate_like_ctrl_c
-from ablate.engine.resources import Resources
-from ablate.run_folder.run_files import read_ray_tmp, write_ray_tmp
+from ablate.engine import Resources, Terminated, terminate_like_ctrl_c
+from ablate.run_folder import read_ray_tmp, write_ray_tmp
 
 
 def check_address(address: str, timeout: float = 3.0) -> None:
@@ -53,7 +52,7 @@ def _ray_env(address: str | None) -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-def _temp_dir(run_dir: Path) -> Path:
+def ray_temp_dir(run_dir: Path) -> Path:
     """A short private folder for Ray's session files and sockets (their paths must stay under 107
     bytes, which a run folder's path cannot promise), recorded in the run folder so that one left by a
     crash is removed when the run resumes."""

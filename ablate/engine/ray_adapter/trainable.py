@@ -5,8 +5,7 @@ import os
 import socket
 from typing import Any
 
-from ablate.engine.trial_plan import TrialPlan
-from ablate.engine.run_work import run_works, trial_device
+from ablate.engine import TrialPlan, run_works, trial_device
 
 
 def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:

@@ -4,11 +4,11 @@ the resources and retries the study was given.
 from __future__ import annotations
 
 
-from ablate.engine.progress_bar import Progress
+from ablate.engine import Progress
 
 
-def _fit(study, run_dir, resources, data_dir, planner, retries, tmp, stall_seconds: float,
-         on_change=None) -> list[str]:
+def tune_study(study, run_dir, resources, data_dir, planner, retries, tmp, stall_seconds: float,
+               on_change=None) -> list[str]:
     """Run until the planner has nothing left, or until a trial failed for a reason outside its config (then
     the running trials end and no more start). Returns one line per such failure. A trial that makes no
     progress for its bound (ablate.engine.liveness, `stall_seconds`) is killed and retried (Liveness).
