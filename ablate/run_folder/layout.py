@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 FORMAT_VERSION = 3
-KEEP_WEIGHTS_BEFORE_3 = "final"  # what a spec without keep_weights meant in formats 1 and 2
 FORMAT_KEY = "format_version"  # in manifest.json (absent: format 1)
 FIRST_FORMAT = 1  # what a run folder whose manifest records no format is
 

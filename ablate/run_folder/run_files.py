@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ablate.atomic_files import atomic_write_text
 from ablate.errors import AblateError
-from ablate.run_folder.layout import (FIRST_FORMAT, FORMAT_KEY, FORMAT_VERSION, KEEP_WEIGHTS_BEFORE_3, LOCK, MANIFEST, OPTUNA_DB, RAY_TMP,
+from ablate.run_folder.layout import (FIRST_FORMAT, FORMAT_KEY, FORMAT_VERSION, LOCK, MANIFEST, OPTUNA_DB, RAY_TMP,
                                       SPEC, TRIALS_CSV, is_run_folder, resume_manifest_name, resume_manifests)
 from ablate.slug import child
 
@@ -70,6 +70,9 @@ def open_run_dir(run_dir: Path) -> Path:
         raise AblateError(f"{run_dir} is not a study run folder (no {SPEC}); pass a folder made by 'study'")
     read_manifest(run_dir)
     return run_dir
+
+
+KEEP_WEIGHTS_BEFORE_3 = "final"  # what a spec.yaml without keep_weights meant in formats 1 and 2
 
 
 # --- spec.yaml ------------------------------------------------------------------------------------------------------
