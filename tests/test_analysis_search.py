@@ -279,7 +279,7 @@ def test_an_older_run_with_one_seed_per_lr_says_what_it_cannot_show(tmp_path):
 
 def test_the_lead_gives_as_many_lr_ranges_as_pairs_and_points_to_the_rest(tmp_path):
     """A depth smoke study (8 arms) led with 8 pairs and then 16 ranges: the ranges follow the pairs' limit."""
-    from ablate.analysis.lead import MAX_LEADS
+    from ablate.analysis.context import MAX_LEADS
     from helpers.runs import BASE
 
     depths = (20, 32, 44)

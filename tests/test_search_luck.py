@@ -19,7 +19,8 @@ from ablate.analysis.context import search_line
 from ablate.analysis.load import load_run
 from ablate.analysis.methods import methods
 from ablate.analysis.search_luck import (DRAWS, LUCK_COLUMNS, OPTIMISM_COLUMNS, TPE_CAVEAT, lucks, search_luck,
-                                         search_luck_lines, selection_optimism)
+                                         selection_optimism)
+from ablate.analysis.search_luck_text import search_luck_lines
 from ablate.analysis.search_points import chosen, choose_points, search_points
 from ablate.engine.selection import best_params
 from ablate.spec.study_spec import parse_study

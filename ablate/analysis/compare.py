@@ -27,7 +27,7 @@ from ablate.spec import ALPHA, TWO_STAGE
 from . import stats
 from .context import chance
 from .load import Run
-from .tables import p_eq
+from .formats import p_eq
 from .markdown_text import code
 
 BOOTSTRAP_SEED = 0

@@ -17,7 +17,7 @@ from . import stats
 from .context import chance, readable_arm, title
 from .figures import arm_handles, clip, label, legend_below, note, run_styles
 from .load import Run, arm_value
-from .tables import Fmt
+from .formats import Fmt
 from .markdown_text import code, plot_text, text
 
 CAPTIONS = {

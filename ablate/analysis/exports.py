@@ -16,7 +16,8 @@ from ablate.run_folder import (CONFIG, CURVES, GRAD_NORMS, METRICS, PREDICTIONS,
 from .compare import compare, supported_best
 from .load import load_predictions, load_run
 from .summary import summarize
-from .tables import CUT_NOTE, any_cut, caption, to_csv, to_latex, to_markdown, to_text
+from .formats import CUT_NOTE
+from .tables import any_cut, caption, to_csv, to_latex, to_markdown, to_text
 
 FORMATS = ("latex", "csv", "markdown")
 

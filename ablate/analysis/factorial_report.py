@@ -16,7 +16,7 @@ from .factorial import Design, is_numeric, key, log_scale, trend_unit
 from .figures import MARKERS, clip, legend_below, log_x_axis, note
 from .load import Run
 from .markdown_text import text
-from .tables import Fmt, fmt_p, p_eq
+from .formats import Fmt, fmt_p, p_eq
 
 
 def effect_name(factor: str, level, reference) -> str:

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from .compare import paired_scores
 from .figures import label
-from .lead import MAX_LEADS
+from .context import MAX_LEADS
 from .load import Run
 from ablate.spec import compared_pairs
 

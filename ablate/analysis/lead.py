@@ -12,12 +12,12 @@ from ablate.intervals import t_quantile
 from ablate.spec import compared_pairs
 from .collapse import collapse
 from .compare import EQUIVALENT, INCONCLUSIVE, SUPPORTED
+from .context import MAX_LEADS
 from .load import Run
 from .markdown_text import code
-from .tables import Fmt
+from .formats import Fmt
 from .variance import covers
 
-MAX_LEADS = 8
 TITLE = "At a glance"
 
 

@@ -20,7 +20,7 @@ from . import stats
 from .context import chance, title
 from .figures import FEW_SEEDS, arm_handles, clip, label, legend_below, note, run_styles
 from .load import Run
-from .tables import Fmt
+from .formats import Fmt
 from .markdown_text import code
 
 NEEDED = {"trial_id", "arm", "seed", "block", "block_index", "replacement", "test_acc", "lesioned_acc", "drop"}

@@ -23,7 +23,7 @@ from .runinfo import RunFacts, analysis_versions_text, duration, facts, param_co
 from .seeding import rule_outcome
 from ablate.spec import TWO_STAGE
 from .stats import EXACT_MAX_N, IMAGE_BOOTSTRAP_RESAMPLES
-from .tables import fmt_param
+from .formats import fmt_param
 
 
 

@@ -20,7 +20,8 @@ from .sections import (checkpoint_lines, collapse_lines, comparison_lines, depth
                        tuning_lines)
 from .tuning_budget import EXPECTED_MAX_CAPTION, Repeats
 from .tuning_sections import budget_section, lead_more, lr_section
-from .tables import CUT_NOTE, any_cut, fmt_param, table_note, to_markdown
+from .formats import CUT_NOTE, fmt_param
+from .tables import any_cut, table_note, to_markdown
 from .markdown_text import code, text
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from .collapse import RULE
 from .context import chance
 from .load import Run, completed
 from .summary import DEGRADE_RULE, degradation
-from .tables import Fmt, fmt_p, loss_pm, p_eq
+from .formats import Fmt, fmt_p, loss_pm, p_eq
 from .markdown_text import code
 
 DEV_FALL = 0.05  # a dev accuracy 5 pp or more below the run's best is a fall the checkpoints section names

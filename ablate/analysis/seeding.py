@@ -13,7 +13,7 @@ from ablate.spec import ALPHA, TWO_STAGE, compared_pairs, nonzero, nonzero_neede
 from .load import Run
 from .power import EXACT_UP_TO, MAX_POWER_ROWS, MAX_SEEDS, POWER, lattice_pp
 from .seed_design import simulate
-from .tables import Fmt
+from .formats import Fmt
 from .markdown_text import code
 
 SIM_REPS = 4000      # simulated runs behind the design's stated error rates in a report
