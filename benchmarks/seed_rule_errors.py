@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ablate.analysis.seed_design import simulate  # noqa: E402
+from ablate.analysis.statistics.seed_design import simulate  # noqa: E402
 from ablate.spec.seed_rule import WIDTH, SeedRule  # noqa: E402
 
 DESIGNS = {"two-stage {min: 8, max: 20, half_width: 1.0} (shipped)": SeedRule(8, 20, 1.0),

@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ablate.analysis.search_points import choose_points  # noqa: E402
+from ablate.analysis.statistics.search_points import choose_points  # noqa: E402
 from ablate.run_folder.registry import read_registry  # noqa: E402
 from ablate.engine.selection import SeedResult  # noqa: E402
 from ablate.spec.reading import read_yaml  # noqa: E402

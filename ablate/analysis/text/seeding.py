@@ -10,11 +10,11 @@ import pandas as pd
 
 from ablate.intervals import stein_pairs, two_stage_half_width, t_half_width, sample_sd
 from ablate.spec import ALPHA, TWO_STAGE, compared_pairs, nonzero, nonzero_needed
-from .load import Run
-from .power import EXACT_UP_TO, MAX_POWER_ROWS, MAX_SEEDS, POWER, lattice_pp
-from .seed_design import simulate
-from .formats import Fmt
-from .markdown_text import code
+from ..load import Run
+from ..statistics.power import EXACT_UP_TO, MAX_POWER_ROWS, MAX_SEEDS, POWER, lattice_pp
+from ..statistics.seed_design import simulate
+from ..formats import Fmt
+from ..markdown_text import code
 
 SIM_REPS = 4000      # simulated runs behind the design's stated error rates in a report
 

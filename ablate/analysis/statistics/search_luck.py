@@ -46,8 +46,8 @@ from ablate.run_folder import read_registry
 from ablate.engine import FAILED
 from ablate.spec import compared_pairs
 from . import stats
-from .context import chance
-from .load import Run
+from ..context import chance
+from ..load import Run
 from .search_points import Point, chosen, choose_points, search_points, tie_order
 from .tuning_budget import repeats
 

@@ -6,10 +6,10 @@ import math
 
 import pandas as pd
 
-from .formats import Fmt, fmt_param
-from .load import Run
-from .markdown_text import code
-from .search_luck import DRAWS, OFF_PP, REPLAY_SEED, TPE_CAVEAT, Luck, lucks, selection_optimism
+from ..formats import Fmt, fmt_param
+from ..load import Run
+from ..markdown_text import code
+from ..statistics.search_luck import DRAWS, OFF_PP, REPLAY_SEED, TPE_CAVEAT, Luck, lucks, selection_optimism
 
 
 def _sd(f: Fmt, x: float) -> str:

@@ -11,10 +11,10 @@ import re
 
 import pandas as pd
 
-from .context import dataset_name, model_name, readable_arm
-from .formats import CUT_NOTE, Fmt, fmt_param, is_missing, loss_pm
-from .load import Run, arm_value
-from .markdown_text import text
+from ..context import dataset_name, model_name, readable_arm
+from ..formats import CUT_NOTE, Fmt, fmt_param, is_missing, loss_pm
+from ..load import Run, arm_value
+from ..markdown_text import text
 
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -147,7 +147,7 @@ def caption(run: Run, summary: pd.DataFrame, delta: bool = True, comparisons: pd
 
     steps = sorted({int(s) for s in summary["total_steps"].dropna()})
     seeds = len(run.seeds)
-    from .variance import covers
+    from ..statistics.variance import covers
 
     two_stage = comparisons is not None and "pilot" in comparisons and bool(comparisons["pilot"].any())
     interval = "Stein's two-stage 95 % interval (the seed rule's design)" if two_stage else "95 % t-interval"

@@ -35,7 +35,7 @@ from ablate.run_folder import read_registry
 from ablate.engine import best_params
 from ablate.spec import compared_pairs
 from . import stats
-from .load import Run
+from ..load import Run
 from .search_points import Point, search_points
 
 CURVE_MAX_POINTS = 400  # n values of one curve: every n up to this many points, else this many spread over 1 .. N

@@ -29,7 +29,7 @@ from ablate.spec import SeedRule, holm_family, nonzero_needed
 from .seed_design import LATTICE_PP, REPS, simulate
 
 if TYPE_CHECKING:
-    from .load import Run
+    from ..load import Run
 
 POWER = 0.8
 ALPHA = 0.05

@@ -10,13 +10,13 @@ import pandas as pd
 
 from ablate.intervals import t_quantile
 from ablate.spec import compared_pairs
-from .collapse import collapse
-from .compare import EQUIVALENT, INCONCLUSIVE, SUPPORTED
-from .context import MAX_LEADS
-from .load import Run
-from .markdown_text import code
-from .formats import Fmt
-from .variance import covers
+from ..statistics.collapse import collapse
+from ..statistics.compare import EQUIVALENT, INCONCLUSIVE, SUPPORTED
+from ..context import MAX_LEADS
+from ..load import Run
+from ..markdown_text import code
+from ..formats import Fmt
+from ..statistics.variance import covers
 
 TITLE = "At a glance"
 
