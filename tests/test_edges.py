@@ -138,6 +138,7 @@ def test_out_on_a_folder_that_is_no_run_does_not_suggest_resuming_it(tmp_path):
     assert "is not a study run folder" in line and "--resume" not in line
 
 
+@pytest.mark.slow
 def test_analyze_out_and_export_configs_are_checked_before_anything_is_written(finished_run, tmp_path):
     _, run_dir = finished_run
     (tmp_path / "busy").mkdir()
@@ -218,6 +219,7 @@ def test_reproduce_reruns_on_the_recorded_device_and_says_so_when_it_cannot(tmp_
     assert "recorded with device=cuda, rerun with device=cpu" in forced.output
 
 
+@pytest.mark.slow
 def test_exported_configs_can_be_reproduced_anywhere(finished_run, tmp_path):
     import shutil
 
