@@ -379,7 +379,7 @@ def fault_runs(tmp: Path) -> dict:
     resumed after each (Chain); a run on 1 CPU interrupted by Ctrl-C while Ray starts, then killed with SIGKILL
     at three points, and resumed after each stop (Sigkilled). Each ends with trials.csv, compared with the
     uninterrupted one's by the tests. Beside them, a study of two trials one of which cannot fit in memory
-    (OOM). Made in the background from the session's start (helpers.background)."""
+    (OOM)."""
     spec = tmp / "faults.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
     memory_spec = tmp / "memory.yaml"
