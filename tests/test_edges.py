@@ -73,6 +73,7 @@ def test_gpus_beyond_the_visible_ones_are_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_the_dry_run_says_what_will_happen_and_what_it_costs():
     result = invoke("study", "residual-ablation", "--dry-run", "--dataset", "digits", "--cpus", "2")
     assert result.exit_code == 0, result.output

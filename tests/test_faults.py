@@ -231,6 +231,7 @@ def test_a_registry_with_garbage_bytes_is_refused_naming_the_file_and_the_line(t
 
 
 # --- run folders a resume cannot use --------------------------------------------------------------
+@pytest.mark.slow  # a second or more of 2 cores
 def test_a_damaged_optuna_db_is_one_line_on_resume_and_no_matter_to_analyze(tmp_path):
     run = finished_run(tmp_path)
     (run / "optuna.db").write_bytes(b"this is not a database" * 100)
@@ -315,6 +316,7 @@ def test_ray_not_starting_stops_the_study_for_a_resume_not_as_a_failure_inside_a
     assert (run / "spec.yaml").exists() and not read_registry(run)
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_a_new_sqlite_storage_is_made_by_the_study_not_by_a_dry_run_or_a_refused_command(tmp_path):
     db = tmp_path / "new.db"
     result = invoke("study", "residual-ablation", "--dataset", "digits", "--dry-run", "--storage", f"sqlite:///{db}")

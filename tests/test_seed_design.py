@@ -58,6 +58,7 @@ def test_the_old_width_rule_fails_the_same_check():
     assert sim.stop_n.get(6, 0) > 0  # it stopped early
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_the_simulation_decides_as_paired_diff_and_verdict_do():
     rng = np.random.default_rng(5)
     rule = SHIPPED

@@ -17,8 +17,8 @@ module that reads a background study runs after every module that reads none**: 
 tests, so a module's tests run in the order written. Among those modules, the ones whose studies finish first (in
 `STUDIES` order, by the last study a module reads) run first.
 
-**The slow rule.** A test is slow when it starts Ray, a CLI subprocess or torch.compile, or trains for seconds,
-and a slow test says so itself: `@pytest.mark.slow` on the test function (or, for one case of a parametrized
+**The slow rule.** A test is slow when it starts Ray, a CLI subprocess or torch.compile, or takes a second or
+more of 2 cores (training, figures, simulations), and a slow test says so itself: `@pytest.mark.slow` on the test function (or, for one case of a parametrized
 test, `pytest.param(..., marks=pytest.mark.slow)`), nothing else. No module-level `pytestmark`, no class mark,
 no mark added from a hook. `pytest -m "not slow"` (the fast lane) leaves them out.
 At collection this plugin refuses (a usage error naming the tests) a `slow` mark that is not on the test itself,
