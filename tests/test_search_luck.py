@@ -182,6 +182,7 @@ def test_selection_optimism_is_the_chosen_points_tuning_score_minus_its_confirm_
     assert "| `residual=false` | lr = 0.01 | 50.0 | 4 | 32.0 | 3 | +18.0 |" in lines
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_the_report_writes_both_tables_and_says_what_was_replayed(tmp_path):
     run = grid_run(tmp_path)
     result = analyze(run.run_dir, figures=False)
