@@ -18,6 +18,7 @@ from scipy import stats as st
 from ablate.analysis import analyze, export, export_configs, latest_run
 from ablate.analysis.figures_grad import grad_ratios
 from ablate.analysis.load import load_grad_norms, load_run
+from ablate.analysis.markdown_text import text
 from ablate.analysis.summary import summarize
 from ablate.analysis.tables import latex_escape, to_latex
 from ablate.errors import AblateError
@@ -305,7 +306,8 @@ def test_lesion_without_saved_weights_is_skipped_with_the_reason(runs, tmp_path)
         path.unlink()
     result = analyze(run_dir, lesion=True)
     assert "weights.pt" in result.skipped["lesion"] and result.lesion_csv is None and "lesion" not in result.figures
-    assert f"- lesion: {result.skipped['lesion']}" in result.report.read_text()
+    # report.md shows the reason as Markdown text: its backticks and the run folder's path escaped
+    assert f"- lesion: {text(result.skipped['lesion'])}" in result.report.read_text()
 
 
 # --- the lr grid study -------------------------------------------------------------------------------

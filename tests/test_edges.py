@@ -74,12 +74,18 @@ def test_gpus_beyond_the_visible_ones_are_refused(tmp_path):
 
 
 @pytest.mark.slow  # a second or more of 2 cores
-def test_the_dry_run_says_what_will_happen_and_what_it_costs():
+def test_the_dry_run_says_what_will_happen_and_what_it_costs(tmp_path):
     result = invoke("study", "residual-ablation", "--dry-run", "--dataset", "digits", "--cpus", "2")
     assert result.exit_code == 0, result.output
     assert "1 threads per trial (from the spec), 2 trials at a time on the CPU" in result.output
     # a grid of 5 learning rates x 3 tuning seeds x 80 steps x 2 arms; at most 20 confirm seeds x 80 steps x 2 arms
     assert "estimate: tune 2,400, confirm 3,200 training steps" in result.output
+    assert "disk: no weights.pt kept (keep_weights: none)" in result.output  # the shipped spec keeps none
+    # the same spec keeping each confirm trial's final weights: 20 seeds x 2 arms of ResNet18 (11.2 M float32)
+    spec = tmp_path / "keep.yaml"
+    spec.write_text((ROOT / "studies" / "residual-ablation.yaml").read_text() + "\nkeep_weights: final\n")
+    result = invoke("study", str(spec), "--dry-run", "--dataset", "digits", "--cpus", "2")
+    assert result.exit_code == 0, result.output
     assert "disk: 40 weights.pt of 42.3 MB = 1693 MB kept" in result.output
 
 

@@ -29,7 +29,7 @@ TINY = {"family": "cifar", "depth": 20, "dataset": "digits", "image_size": 16, "
 SPEC = {"description": "faults", "base": dict(TINY), "factors": {"residual": {"values": [True, False]}},
         "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.3}},
                    "trials": 3, "round": 2, "sampler_seed": 0, "halving": True},
-        "seeds": [0, 1, 2]}
+        "seeds": [0, 1, 2], "keep_weights": "final"}  # the disk link fills a disk with confirm trials' weights
 
 
 
