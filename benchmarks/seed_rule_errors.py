@@ -1,5 +1,5 @@
 """The adaptive seed rule's error rates, simulated with the project's own rule, intervals and sign-flip test
-(ablate.analysis.seed_design.simulate): per paired SD, the share of runs whose verdict is *supported* when there is
+(ablate.analysis.statistics.seed_design.simulate): per paired SD, the share of runs whose verdict is *supported* when there is
 no true difference (type-I error; alpha = 5 %), the coverage of the 95 % interval, the power at a given true
 difference and the seeds run on average. Nothing is trained here.
 

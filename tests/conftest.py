@@ -27,6 +27,8 @@ NO_MNIST_REASON = (f"needs the real MNIST, not found under {_looked_in}/MNIST/ra
 _EMPTY_DATA_ROOT = None if REAL_MNIST else Path(tempfile.mkdtemp(prefix="ablate-test-data-"))
 os.environ[DATA_DIR_ENV] = str(REAL_MNIST or _EMPTY_DATA_ROOT)
 os.environ["ABLATE_OFFLINE"] = "1"  # whatever the network, no test downloads anything
+# Real studies that tests read, made in the background, and the slow rule: declared in one place.
+pytest_plugins = ["helpers.background_studies"]
 # The session runs studies in the background beside the unit tests (helpers.background): an OpenMP thread of
 # torch that finds its core busy must sleep, not spin, or a 2-thread training step waits on it for ages (a train
 # took 11 s instead of 7.7 s with one core busy). Results are the same either way; read before torch loads.
@@ -35,43 +37,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", f"mnist: needs the real MNIST under ${DATA_DIR_ENV} (skipped where it is absent)")
-    from helpers import background
-
-    background.register("tuned_study", _tuned)
 
 
 def pytest_unconfigure(config):
     if _EMPTY_DATA_ROOT is not None:
         shutil.rmtree(_EMPTY_DATA_ROOT, ignore_errors=True)
-
-
-# Fixtures made by a real study through the CLI (Ray, a subprocess): every test that uses one is slow.
-STUDY_FIXTURES = {"tuned_study", "tuned_analysis", "finished_run"}
-
-
-def pytest_collection_modifyitems(config, items):
-    from helpers import background
-
-    for item in items:
-        if STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.slow)
-    # The tests that read a study made in the background run last, so that it runs while the others do.
-    waiting = [item for item in items if background.fixtures() & set(getattr(item, "fixturenames", ()))]
-    if waiting:
-        first = set(map(id, waiting))
-        items[:] = [item for item in items if id(item) not in first] + waiting
-
-
-@pytest.fixture(scope="session", autouse=True)
-def background_studies(request, tmp_path_factory):
-    """Starts the studies that the selected tests read (helpers.background), before the first test runs."""
-    from helpers import background
-
-    background.snapshot()
-    needed = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
-    background.start(needed, tmp_path_factory.mktemp)
-    yield
-    background.finish()
 
 
 def pytest_runtest_setup(item):
@@ -115,27 +85,3 @@ def fake_mnist_env(fake_mnist, monkeypatch) -> Path:
     this process and in the Ray workers a study starts (they inherit its environment)."""
     monkeypatch.setenv(DATA_DIR_ENV, str(fake_mnist))
     return fake_mnist
-
-
-def _tuned(tmp: Path) -> Path:
-    from helpers.studies import TUNED, run_study
-
-    return run_study(tmp, "tuned", TUNED)
-
-
-@pytest.fixture(scope="session")
-def tuned_study(tmp_path_factory) -> Path:
-    """A real tiny study (helpers.studies.TUNED: residual vs plain, lr tuned, 3 seeds) made once per session, in
-    the background from the session's start."""
-    from helpers import background
-
-    return background.result("tuned_study", tmp_path_factory.mktemp)
-
-
-@pytest.fixture(scope="session")
-def tuned_analysis(tuned_study):
-    """`analyze` of `tuned_study` into its analysis/ folder, once per session: read it, never write into it."""
-    from ablate.analysis import analyze
-
-    return analyze(tuned_study)
-

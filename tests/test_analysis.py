@@ -1,7 +1,8 @@
 """ablate.analysis on real tiny study runs (scikit-learn's digits, the real study engine through the CLI).
 
-The tuned residual-vs-plain study (tune + confirm stages) is made once per session (conftest.py's `tuned_study`);
-a depth study and a grid study (confirm or grid stage only) once per module. Every other case works on copies.
+The tuned residual-vs-plain study (tune + confirm stages, `tuned_study`) and a depth study and a grid study
+(confirm or grid stage only, `depth_and_grid_runs`) are background studies of helpers.background_studies.
+Every other case works on copies.
 """
 import json
 import math
@@ -17,34 +18,11 @@ from scipy import stats as st
 from ablate.analysis import analyze, export, export_configs, latest_run
 from ablate.analysis.figures.grad import grad_ratios
 from ablate.analysis.load import load_grad_norms, load_run
+from ablate.analysis.markdown_text import text
 from ablate.analysis.statistics.summary import summarize
 from ablate.analysis.text.tables import latex_escape, to_latex
 from ablate.errors import AblateError
 from ablate.spec.trial_config import TrialConfig
-from helpers import background
-from helpers.studies import TINY, finish, start_study
-
-pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
-
-
-def depth_and_grid(tmp: Path) -> dict:
-    """A depth study and a grid study, side by side (in the background from the session's start)."""
-    depth = start_study(tmp, "depth", {
-        "description": "tiny depth study", "base": {"family": "cifar", "shortcut": "identity", "lr": 0.05, **TINY},
-        "factors": {"depth": {"values": [20, 32]}, "residual": {"values": [True, False]}},
-        "seeds": [0, 1], "keep_weights": "final"})
-    grid = start_study(tmp, "grid", {
-        "description": "tiny lr grid", "base": {"family": "cifar", "depth": 20, **TINY},
-        "factors": {"residual": {"values": [True, False]}}, "grid": {"lr": [0.02, 0.2]}, "seeds": [0, 1]})
-    return {"tmp": tmp, "depth": finish(depth), "grid": finish(grid)}
-
-
-background.register("depth_and_grid_runs", depth_and_grid)
-
-
-@pytest.fixture(scope="module")
-def depth_and_grid_runs(tmp_path_factory):
-    return background.result("depth_and_grid_runs", tmp_path_factory.mktemp)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +52,7 @@ def assert_figures(result, names):
 
 
 # --- the tuned study ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_analyze_writes_every_output(runs):
     result = runs["tuned_result"]
     assert result.out_dir == runs["tuned"] / "analysis"
@@ -85,6 +64,7 @@ def test_analyze_writes_every_output(runs):
         assert path.parent == result.out_dir and path.stat().st_size > 100
 
 
+@pytest.mark.slow
 def test_summary_equals_pandas_recomputation_from_trials_csv(runs):
     trials = pd.read_csv(runs["tuned"] / "trials.csv")
     summary = pd.read_csv(runs["tuned_result"].summary_csv)
@@ -109,6 +89,7 @@ def test_summary_equals_pandas_recomputation_from_trials_csv(runs):
         assert any(summary.set_index("arm").loc[arm, "lr"] == pytest.approx(lr) for lr in best)
 
 
+@pytest.mark.slow
 def test_latex_table_is_balanced_booktabs_without_unsupported_bold(runs):
     tex = runs["tuned_result"].summary_tex.read_text()
     begins, ends = re.findall(r"\\begin\{(\w+)\}", tex), re.findall(r"\\end\{(\w+)\}", tex)
@@ -126,6 +107,7 @@ def test_latex_table_is_balanced_booktabs_without_unsupported_bold(runs):
     assert "scikit-learn digits" in tex and "64 test images" in tex and str(runs["tuned"]) not in tex
 
 
+@pytest.mark.slow
 def test_latex_escapes_special_characters_in_arm_names(runs):
     run = load_run(runs["tuned"])
     weird = ["net_a & b 50% #1", r"x{y}~z^\w"]
@@ -137,6 +119,7 @@ def test_latex_escapes_special_characters_in_arm_names(runs):
     assert latex_escape("residual=true,shortcut=projection") == "residual=true,shortcut=projection"
 
 
+@pytest.mark.slow
 def test_report_gives_the_paired_statistics_and_embeds_existing_figures(runs):
     result = runs["tuned_result"]
     md = result.report.read_text()
@@ -163,6 +146,7 @@ def test_report_gives_the_paired_statistics_and_embeds_existing_figures(runs):
     assert "Every planned trial has a result" in md and "on **scikit-learn digits**" in md
 
 
+@pytest.mark.slow
 def test_terminal_table_lists_every_arm(runs):
     table = runs["tuned_result"].table
     lines = table.splitlines()
@@ -173,6 +157,7 @@ def test_terminal_table_lists_every_arm(runs):
     assert not any(l.startswith("* ") for l in lines) and "no arm is starred" in table
 
 
+@pytest.mark.slow
 def test_partial_run_is_analysed_and_says_what_is_missing(runs, tmp_path):
     run_dir = copy_run(runs["tuned"], tmp_path / "partial")
     dropped = []
@@ -195,6 +180,7 @@ def test_partial_run_is_analysed_and_says_what_is_missing(runs, tmp_path):
     assert "1/3" in result.table
 
 
+@pytest.mark.slow
 def test_run_without_gradient_logs_skips_those_figures_and_says_so(runs, tmp_path):
     run_dir = copy_run(runs["depth"], tmp_path / "nograd")
     for path in run_dir.glob("trials/*/grad_norms.csv"):
@@ -214,6 +200,7 @@ def test_run_without_gradient_logs_skips_those_figures_and_says_so(runs, tmp_pat
 
 
 # --- the depth study ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_depth_study_figures_and_degradation_statement(runs):
     result = runs["depth_result"]
     assert result.out_dir == runs["tmp"] / "depth-analysis" and result.report.is_file()
@@ -244,6 +231,7 @@ def test_depth_study_figures_and_degradation_statement(runs):
     assert "- `depth=20,residual=true` minus `depth=32,residual=true`" not in results
 
 
+@pytest.mark.slow
 def test_gradient_ratio_is_first_block_conv_over_last_block_conv_at_init(runs):
     run = load_run(runs["depth"])
     grads = load_grad_norms(run)
@@ -260,6 +248,7 @@ def test_gradient_ratio_is_first_block_conv_over_last_block_conv_at_init(runs):
         (first["grad_norm"] / first["weight_norm"]) / (last["grad_norm"] / last["weight_norm"]))
 
 
+@pytest.mark.slow
 def test_gradient_profiles_follow_the_main_path(runs):
     # The tuned run's residual arm has 1x1 projection shortcuts, logged at their block's layer index.
     run = load_run(runs["tuned"])
@@ -277,6 +266,7 @@ def test_gradient_profiles_follow_the_main_path(runs):
     assert kept["layer_index"].tolist() == list(range(len(main)))
 
 
+@pytest.mark.slow
 def test_lesion_study_is_drawn_and_reported(runs, tmp_path):
     run_dir = copy_run(runs["depth"], tmp_path / "lesion")
     # the study engine keeps the best-dev weights of every confirm run
@@ -309,16 +299,19 @@ def test_lesion_study_is_drawn_and_reported(runs, tmp_path):
         assert row.test_acc == pytest.approx(recorded[row.trial_id])
 
 
+@pytest.mark.slow
 def test_lesion_without_saved_weights_is_skipped_with_the_reason(runs, tmp_path):
     run_dir = copy_run(runs["tuned"], tmp_path / "noweights")
     for path in run_dir.glob("trials/*/weights.pt"):
         path.unlink()
     result = analyze(run_dir, lesion=True)
     assert "weights.pt" in result.skipped["lesion"] and result.lesion_csv is None and "lesion" not in result.figures
-    assert f"- lesion: {result.skipped['lesion']}" in result.report.read_text()
+    # report.md shows the reason as Markdown text: its backticks and the run folder's path escaped
+    assert f"- lesion: {text(result.skipped['lesion'])}" in result.report.read_text()
 
 
 # --- the lr grid study -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_grid_study_reports_each_arm_at_its_best_dev_grid_point(runs):
     result = analyze(runs["grid"])
     assert_figures(result, ["test_accuracy", "paired_differences", "curves", "grad_profile", "grad_heatmap", "lr_grid", "effects",
@@ -340,6 +333,7 @@ def test_grid_study_reports_each_arm_at_its_best_dev_grid_point(runs):
 
 
 # --- export, latest_run, bad input -------------------------------------------------------------------
+@pytest.mark.slow
 def test_export_formats(runs):
     result = runs["tuned_result"]
     assert export(runs["tuned"], "latex") == result.summary_tex.read_text()
@@ -354,6 +348,7 @@ def test_export_formats(runs):
         export(runs["tuned"], "xlsx")
 
 
+@pytest.mark.slow
 def test_export_configs_copies_every_final_stage_config(runs, tmp_path):
     paths = export_configs(runs["depth"], tmp_path / "configs")
     rows = [json.loads(l) for l in (runs["depth"] / "trials.jsonl").read_text().splitlines()]
@@ -371,6 +366,7 @@ def test_export_configs_copies_every_final_stage_config(runs, tmp_path):
         export_configs(runs["depth"], tmp_path / "afile")
 
 
+@pytest.mark.slow
 def test_bad_inputs_raise_one_line_ablate_errors(runs, tmp_path):
     with pytest.raises(AblateError, match="is not a study run folder") as exc:
         analyze(tmp_path)
@@ -387,6 +383,7 @@ def test_bad_inputs_raise_one_line_ablate_errors(runs, tmp_path):
         analyze(unfinished)
 
 
+@pytest.mark.slow
 def test_latest_run_picks_the_newest_study_folder(runs, tmp_path):
     root = tmp_path / "runs"
     with pytest.raises(AblateError, match="no study run folders under"):

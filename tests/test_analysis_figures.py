@@ -10,8 +10,8 @@ from matplotlib.collections import PolyCollection, QuadMesh
 from scipy import stats as st
 
 from ablate.analysis import analyze
-from ablate.analysis.figures import arms as F
-from ablate.analysis.figures import grad as G
+from ablate.analysis.figures.arms import arms as F
+from ablate.analysis.figures.arms import grad as G
 from ablate.analysis.figures.tuning import tuning_landscape
 from ablate.analysis.load import load_curves, load_grad_norms, load_run
 from helpers.runs import build_run, spec_doc
@@ -91,6 +91,7 @@ def test_heatmap_columns_sit_at_their_real_steps(tmp_path):
     assert widths[-1] == pytest.approx(5.0) and widths[1] == pytest.approx(15.0)  # 75 -> 80 is a third of a gap
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_cut_intervals_are_said_and_uncut_ones_are_not(tmp_path):
     near_top = [{"arm": a, "seed": s, "test_acc": acc} for a, accs in ((RES, (0.995, 1.0)), (PLAIN, (0.9, 0.92)))
                 for s, acc in enumerate(accs)]
@@ -230,6 +231,7 @@ def test_train_curves_png_names_the_model_and_the_dataset_actually_used():
                                  "(best-dev checkpoint)")
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_a_lesion_study_without_figures_keeps_its_table_and_removes_an_earlier_lesion_figure(tmp_path):
     trials = [{"arm": a, "seed": s, "test_acc": 0.9} for a in (RES, PLAIN) for s in (0, 1)]
     run = build_run(tmp_path / "run", trials, doc=spec_doc(seeds=[0, 1]))

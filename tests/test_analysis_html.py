@@ -1,6 +1,7 @@
-"""report.html of a real smoke study (conftest.py's `tuned_analysis`): one self-contained file with report.md's
-content, and what a real browser (headless Chromium) shows of it: every figure decoded and drawn, the tables laid
-out, the page not blank. The browser tests skip, naming what they looked for, where no Chromium is installed."""
+"""report.html of a real smoke study (`tuned_analysis` of helpers.background_studies): one self-contained file
+with report.md's content, and what a real browser (headless Chromium) shows of it: every figure decoded and
+drawn, the tables laid out, the page not blank. The browser tests skip, naming what they looked for, where no
+Chromium is installed."""
 from __future__ import annotations
 
 import base64

@@ -1,5 +1,5 @@
 """methods.md and references.bib: the numbers come from the run folder (a constructed run with unusual values,
-and the real smoke study of conftest.py's `tuned_analysis`), and only the works a run used are cited."""
+and the real smoke study's `tuned_analysis`, helpers.background_studies), and only the works a run used are cited."""
 from __future__ import annotations
 
 import json

@@ -142,6 +142,7 @@ def test_a_run_made_before_the_new_metrics_reads_n_a(tmp_path):
     assert "the final checkpoint's test accuracy is n/a (not recorded by this run)" in md
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_checkpoints_section_shows_what_best_dev_checkpointing_changed(tmp_path):
     steps = [15, 30, 45, 60, 75, 80]
     collapse = [0.3, 0.8, 0.9, 0.975, 0.9, 0.85]
@@ -180,6 +181,7 @@ def test_protocol_limits_are_stated(tmp_path):
         assert text in line, text
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_tuning_counts_trials_that_reached_their_last_step_and_gives_the_learning_rates_tried(tmp_path):
     doc = spec_doc(seeds=[0], search={"space": {"lr": {"distribution": "loguniform", "low": 0.001, "high": 0.5}},
                                       "trials": 4, "sampler_seed": 0})
@@ -217,6 +219,7 @@ def test_partial_ci_table_cells_never_print_nan(tmp_path):
     assert pd.read_csv(result.comparisons_csv).loc[0, "verdict"] == "untested"
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_no_figures_writes_the_same_tables_and_report_and_says_the_figures_were_not_drawn(tmp_path):
     from typer.testing import CliRunner
 

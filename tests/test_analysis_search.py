@@ -109,6 +109,7 @@ def test_arms_without_shared_seeds_are_compared_unpaired_and_say_so(tmp_path):
     assert "| 0.01 | not paired (3 vs 3 runs, no shared seed) |" in "\n".join(lr_section(run, lr, compare(run)))
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_the_report_gives_the_curves_the_per_lr_effects_and_the_range_near_the_optima(tmp_path):
     result = analyze(robust_run(tmp_path))
     md = result.report.read_text()

@@ -110,6 +110,7 @@ def test_a_spec_is_checked_when_read_and_identical_arms_are_refused():
         parse_study(doc)
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_a_trial_builds_the_variant_its_config_names():
     small = dict(dataset="digits", family="cifar", depth=20, image_size=8, train_size=64, dev_size=32, test_size=32,
                  batch_size=32, epochs=1, eval_every=2, lr=0.05, threads=1)

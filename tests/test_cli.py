@@ -18,6 +18,7 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_train_writes_a_run_folder_whose_config_reloads(tmp_path):
     out = tmp_path / "run"
     result = invoke("train", "--dataset", "digits", "--plain", "--lr", "0.03", *SMALL, "--out", out)

@@ -15,7 +15,6 @@ from ablate.probes.lesion import load_trial
 from ablate.train.loop import model_for
 from ablate.run_folder.registry import read_registry
 
-pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
 
 SPEC = {"description": "tiny plain vs residual", "seeds": [0, 1], "keep_weights": "final",
         "base": {"family": "cifar", "depth": 20, "shortcut": "identity", "dataset": "digits", "image_size": 8,
@@ -38,6 +37,7 @@ def analysed(run):
     return analyze(run, diagnostics=True, landscape_2d=True)
 
 
+@pytest.mark.slow
 def test_tables_cover_every_reported_trial(run, analysed):
     d = analysed.diagnostics
     rows = [r for r in read_registry(run) if r["stage"] == "confirm"]
@@ -51,6 +51,7 @@ def test_tables_cover_every_reported_trial(run, analysed):
     assert (d.cost["seconds"] > 0).all()
 
 
+@pytest.mark.slow
 def test_landscape_centre_and_intact_lesion_row_are_the_trained_model(run, analysed):
     d = analysed.diagnostics
     recorded = {r["trial_id"]: r["test_acc"] for r in read_registry(run) if r["stage"] == "confirm"}
@@ -66,6 +67,7 @@ def test_landscape_centre_and_intact_lesion_row_are_the_trained_model(run, analy
     assert centre[centre["trial_id"] == next(iter(recorded))]["loss"].iloc[0] == pytest.approx(loss, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_the_initialisation_is_the_trials_own(run):
     """The weight norms of model_for equal the ones the trial logged at step 0 (grad_norms.csv), before any update."""
     for row in (r for r in read_registry(run) if r["stage"] == "confirm"):
@@ -80,6 +82,7 @@ def test_the_initialisation_is_the_trials_own(run):
         assert not torch.equal(trained["stem.0.weight"], params["stem.0.weight"])  # the comparison can fail
 
 
+@pytest.mark.slow
 def test_figures_and_report(analysed):
     for name in ("landscape", "landscape_2d", "shattered", "signal", "lesions_k"):
         png, pdf = analysed.figures[name]
@@ -94,6 +97,7 @@ def test_figures_and_report(analysed):
         assert (analysed.out_dir / "diagnostics" / f"{name}.csv").is_file()
 
 
+@pytest.mark.slow
 def test_without_weights_the_trained_diagnostics_are_left_out_with_the_reason(run, tmp_path):
     rows = [r for r in read_registry(run) if r["stage"] == "confirm"][:1]
     (run / "trials" / rows[0]["trial_id"] / "weights.pt").rename(tmp_path / "weights.pt")
@@ -105,6 +109,7 @@ def test_without_weights_the_trained_diagnostics_are_left_out_with_the_reason(ru
     assert "no weights.pt" in next(iter(d.skipped.values()))
 
 
+@pytest.mark.slow
 def test_command_line(run, analysed):
     runner = CliRunner()
     result = runner.invoke(app, ["analyze", str(run), "--landscape-2d"])

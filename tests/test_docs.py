@@ -150,6 +150,7 @@ def named(page: str) -> set[str]:
     return set(spans) | {w for s in spans for w in re.split(r"[\s,:/{}\[\]()]+", s) if w}
 
 
+@pytest.mark.slow
 def test_the_run_folder_page_names_every_file_and_field_of_a_real_run(tuned_study, tuned_analysis):
     page = text(DOCS / "run-folder.md")
     words = named(page)

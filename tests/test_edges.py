@@ -1,6 +1,7 @@
 """The edges a new user meets: devices and resources, run folders of any length, Ctrl-C, exits that tell
 the truth, and the small breaks of the command line."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -72,12 +73,19 @@ def test_gpus_beyond_the_visible_ones_are_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_the_dry_run_says_what_will_happen_and_what_it_costs():
+@pytest.mark.slow  # a second or more of 2 cores
+def test_the_dry_run_says_what_will_happen_and_what_it_costs(tmp_path):
     result = invoke("study", "residual-ablation", "--dry-run", "--dataset", "digits", "--cpus", "2")
     assert result.exit_code == 0, result.output
     assert "1 threads per trial (from the spec), 2 trials at a time on the CPU" in result.output
     # a grid of 5 learning rates x 3 tuning seeds x 80 steps x 2 arms; at most 20 confirm seeds x 80 steps x 2 arms
     assert "estimate: tune 2,400, confirm 3,200 training steps" in result.output
+    assert "disk: no weights.pt kept (keep_weights: none)" in result.output  # the shipped spec keeps none
+    # the same spec keeping each confirm trial's final weights: 20 seeds x 2 arms of ResNet18 (11.2 M float32)
+    spec = tmp_path / "keep.yaml"
+    spec.write_text((ROOT / "studies" / "residual-ablation.yaml").read_text() + "\nkeep_weights: final\n")
+    result = invoke("study", str(spec), "--dry-run", "--dataset", "digits", "--cpus", "2")
+    assert result.exit_code == 0, result.output
     assert "disk: 40 weights.pt of 42.3 MB = 1693 MB kept" in result.output
 
 
@@ -108,14 +116,11 @@ def test_ray_session_files_live_in_a_short_folder_whatever_the_run_folders_lengt
 
 
 # --- resume -------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("finished")
-    spec = spec_file(tmp / "edges.yaml", search={"space": {"lr": {"distribution": "loguniform", "low": 0.01,
-                                                                  "high": 0.3}}, "trials": 2, "round": 2})
-    result = invoke("study", spec, "--out", tmp / "run", "--cpus", "1")
-    assert result.exit_code == 0, result.output
-    return spec, tmp / "run"
+@pytest.fixture
+def finished_run(tuned_study, tmp_path):
+    """A copy of the session's real finished study (a background study) and its spec: (spec, run folder)."""
+    run = shutil.copytree(tuned_study, tmp_path / "finished", symlinks=True, ignore=shutil.ignore_patterns("analysis"))
+    return tuned_study.parent / "tuned.yaml", run
 
 
 @pytest.mark.slow
@@ -124,7 +129,7 @@ def test_resume_accepts_the_runs_own_name_and_refuses_what_it_cannot_change(fini
     again = invoke("study", spec, "--resume", run_dir)
     assert again.exit_code == 0, again.output  # the name matches: nothing left to run
     line = one_line_error(invoke("study", "residual-ablation", "--resume", run_dir))
-    assert "is a run of study 'edges', not 'residual-ablation'" in line
+    assert "is a run of study 'tuned', not 'residual-ablation'" in line
     for flag, value in (("--budget", "smoke"), ("--dataset", "mnist"), ("--out", tmp_path / "x")):
         line = one_line_error(invoke("study", "--resume", run_dir, flag, value))
         assert f"{flag} cannot change when resuming" in line
@@ -138,6 +143,7 @@ def test_out_on_a_folder_that_is_no_run_does_not_suggest_resuming_it(tmp_path):
     assert "is not a study run folder" in line and "--resume" not in line
 
 
+@pytest.mark.slow
 def test_analyze_out_and_export_configs_are_checked_before_anything_is_written(finished_run, tmp_path):
     _, run_dir = finished_run
     (tmp_path / "busy").mkdir()
@@ -218,14 +224,13 @@ def test_reproduce_reruns_on_the_recorded_device_and_says_so_when_it_cannot(tmp_
     assert "recorded with device=cuda, rerun with device=cpu" in forced.output
 
 
+@pytest.mark.slow
 def test_exported_configs_can_be_reproduced_anywhere(finished_run, tmp_path):
-    import shutil
-
     _, run_dir = finished_run
     result = invoke("export", run_dir, "--format", "csv", "--configs", tmp_path / "sent")
     assert result.exit_code == 0, result.output
     index = (tmp_path / "sent" / "index.csv").read_text().splitlines()
-    assert index[0] == "folder,arm,seed,trial_id,status,test_acc,dataset" and len(index) == 1 + 4
+    assert index[0] == "folder,arm,seed,trial_id,status,test_acc,dataset" and len(index) == 1 + 2 * 3  # arms x seeds
     folder = tmp_path / "sent" / index[1].split(",")[0]
     elsewhere = shutil.copytree(folder, tmp_path / "collaborator" / "inbox" / folder.name)  # the run folder is not there
     checked = invoke("reproduce", elsewhere / "config.yaml")

@@ -102,6 +102,7 @@ def test_fuse_auto_says_why_bf16_or_compiled_trials_are_not_fused():
     assert members == 1 and "not fused" in why
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_fuse_measurement_times_the_trials_own_model():
     """measure builds the trial's model, every axis, for the data's channels and classes: its FLOPs grow with each."""
     import torch
@@ -133,6 +134,7 @@ def test_the_cache_key_names_every_model_axis():
     assert len(keys) == 7 and shape_key(base, 1, "GPU") in keys
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_the_dry_run_prints_the_gpu_plan_and_says_nothing_was_measured_without_a_gpu():
     import torch
 

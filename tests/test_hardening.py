@@ -12,7 +12,6 @@ from ablate.run_folder.registry import read_registry
 from helpers import background
 from helpers.processes import kill_tree, start
 
-pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
 
 TINY = {"family": "cifar", "depth": 20, "dataset": "digits", "image_size": 16, "train_size": 128, "dev_size": 64,
         "test_size": 64, "batch_size": 32, "epochs": 2, "eval_every": 2, "seed": 100}
@@ -27,6 +26,7 @@ def write_spec(path, trials=3, seeds=(0, 1), halving=True):
     return path
 
 
+@pytest.mark.slow
 def test_a_trial_that_raises_is_recorded_with_its_error(tmp_path):
     from ablate.engine.trial_plan import TrialPlan
     from ablate.spec.trial_config import TrialConfig
@@ -59,6 +59,7 @@ cluster.shutdown()
 """
 
 
+@pytest.mark.slow
 def test_study_on_a_real_two_node_ray_cluster(tmp_path):
     t0 = time.time()
     env = {**background.environ(), "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}

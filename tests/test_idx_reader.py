@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torchvision
 
@@ -22,6 +23,7 @@ def test_read_idx_gives_what_torchvisions_reader_gives(fake_mnist):
     assert raw.train_x.shape == (1500, 1, 28, 28) and raw.test_x.shape == (297, 1, 28, 28)
 
 
+@pytest.mark.slow  # a new process imports torch
 def test_drawing_mnist_splits_does_not_import_torchvision(fake_mnist):
     code = ("import sys\nfrom ablate.data.splits import load_splits\n"
             f"s = load_splits('mnist', data_dir={str(fake_mnist)!r}, train_size=100, dev_size=20, test_size=20)\n"

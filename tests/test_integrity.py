@@ -248,6 +248,7 @@ def real_copy(tuned_study: Path, tmp_path: Path, name: str) -> Path:
     return Path(shutil.copytree(tuned_study, tmp_path / name, symlinks=True, ignore=shutil.ignore_patterns("analysis")))
 
 
+@pytest.mark.slow
 def test_a_real_run_names_each_changed_record_and_prints_no_number(tuned_study, tmp_path):
     manifest = json.loads((tuned_study / "manifest.json").read_text())
     assert manifest["spec_sha256"] == hashlib.sha256((tuned_study / "spec.yaml").read_bytes()).hexdigest()
@@ -289,6 +290,7 @@ def test_a_real_run_names_each_changed_record_and_prints_no_number(tuned_study, 
         assert not list(run_dir.glob("manifest-resume-*"))
 
 
+@pytest.mark.slow
 def test_a_real_run_refuses_a_symlinked_trial_and_a_changed_spec_on_resume(tuned_study, tmp_path):
     run_dir = real_copy(tuned_study, tmp_path, "interrupted")
     # interrupted before its last confirm trial finished: neither its row nor its metrics.json
@@ -317,6 +319,7 @@ def test_a_real_run_refuses_a_symlinked_trial_and_a_changed_spec_on_resume(tuned
     assert sorted(os.listdir(outside)) == sorted(os.listdir(tuned_study / "trials" / last["trial_id"]))
 
 
+@pytest.mark.slow
 def test_the_lesion_study_reads_only_the_weights_its_trial_registered(tuned_study, tmp_path):
     from ablate.probes.lesion import lesion_run
 

@@ -2,6 +2,7 @@
 module names the run folder's files."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -247,3 +248,35 @@ def test_other_packages_use_a_package_through_what_its_init_exports(tmp_path):
     assert sorted(int(hit.split(":")[1]) for hit in hits) == [1, 3], hits
     assert "import it from ablate.engine.ray_adapter" in hits[1]
     assert [int(hit.split(":")[1]) for hit in _reaches_into(probe, "ablate.cli.probe", packages)] == [1, 2, 3, 6]
+
+
+SLOW_RULE = {  # test files of a throwaway session, and what the slow rule says of each
+    "test_reader.py": ("def test_reads(tuned_study):\n    pass\n",
+                       "test_reader.py::test_reads: reads tuned_study (a background study) without @pytest.mark.slow"),
+    "test_module_mark.py": ("import pytest\n\npytestmark = pytest.mark.slow\n\n\ndef test_x():\n    pass\n",
+                            "test_module_mark.py::test_x: marked slow by its module or class; mark the test itself"),
+    "test_fine.py": ("import pytest\n\n\n@pytest.mark.slow\ndef test_reads(faulted):\n    pass\n\n\n"
+                     "def test_fast():\n    pass\n", None),
+}
+
+
+@pytest.mark.slow
+def test_the_slow_rule_is_checked_when_tests_are_collected(tmp_path):
+    """helpers.background_studies refuses a test that reads a background study without @pytest.mark.slow, and a
+    slow mark that is not the test's own; a module that keeps the rule collects."""
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["helpers.background_studies"]\n')
+    for name, (text, _) in SLOW_RULE.items():
+        (tmp_path / name).write_text(text)
+    path = os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])
+
+    def collect(*files):
+        return subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                               "--rootdir", str(tmp_path), *files], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "PYTHONPATH": path})
+
+    refused = collect(*SLOW_RULE)
+    assert refused.returncode == pytest.ExitCode.USAGE_ERROR, refused.stdout + refused.stderr
+    named = [line.strip() for line in refused.stderr.splitlines()[1:] if line.startswith("  ")]
+    assert named == [why for _, why in SLOW_RULE.values() if why], refused.stderr
+    kept = collect("test_fine.py")
+    assert kept.returncode == 0 and "2 tests collected" in kept.stdout, kept.stdout + kept.stderr

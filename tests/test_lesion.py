@@ -26,7 +26,8 @@ TRAIN = dict(dataset="digits", family="cifar", depth=20, image_size=16, train_si
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A study-like run folder: residual and plain trials with weights in confirm, one tune trial without."""
+    """A study-like run folder: residual and plain trials with weights in confirm, one tune trial without. It
+    trains two nets for about 10 s each: the tests that read it are slow."""
     run = tmp_path_factory.mktemp("run")
     for residual in (True, False):
         cfg = TrialConfig(**TRAIN, residual=residual)
@@ -64,6 +65,7 @@ def test_weights_are_the_best_dev_state_and_only_written_on_request(tmp_path):
     assert not list((tmp_path / "with").glob(".*.tmp"))  # the atomic write left no temp file behind
 
 
+@pytest.mark.slow
 def test_nothing_dropped_scores_exactly_the_recorded_test_accuracy(run_dir, lesions):
     for residual, rows in lesions.items():
         recorded = json.loads((folder_of(run_dir, residual) / "metrics.json").read_text())["test_acc"]
@@ -74,6 +76,7 @@ def test_nothing_dropped_scores_exactly_the_recorded_test_accuracy(run_dir, lesi
         assert recorded > 0.6
 
 
+@pytest.mark.slow
 def test_each_block_is_dropped_once_with_the_right_replacement(lesions):
     names = [name for name, _ in build("cifar", 20).blocks()]
     downsampling = {"stages.1.0", "stages.2.0"}
@@ -91,6 +94,7 @@ def test_each_block_is_dropped_once_with_the_right_replacement(lesions):
     assert kinds == ["zero-pad" if n in downsampling else "identity" for n in names]
 
 
+@pytest.mark.slow
 def test_a_dropped_block_computes_only_its_shortcut_path_and_is_restored(run_dir):
     torch.manual_seed(0)
     for residual in (True, False):
@@ -127,6 +131,7 @@ def test_a_dropped_block_computes_only_its_shortcut_path_and_is_restored(run_dir
             assert torch.equal(model(x), before)
 
 
+@pytest.mark.slow
 def test_changed_is_the_share_of_test_predictions_the_lesion_changed(run_dir, lesions):
     from ablate.data.splits import load_splits
 
@@ -148,6 +153,7 @@ def test_changed_is_the_share_of_test_predictions_the_lesion_changed(run_dir, le
     assert lesions[False][0]["changed"] == 0.0
 
 
+@pytest.mark.slow
 def test_residual_nets_survive_single_lesions_that_break_plain_nets(lesions):
     # Veit et al. 2016: a residual net behaves like an ensemble of paths, so most single blocks can go;
     # in a plain net every block lies on the only path.
@@ -158,6 +164,7 @@ def test_residual_nets_survive_single_lesions_that_break_plain_nets(lesions):
     assert min(plain) > 0.2
 
 
+@pytest.mark.slow
 def test_lesion_run_covers_the_final_stage_trials_with_weights(run_dir, lesions):
     frame = lesion_run(run_dir)
     assert list(frame.columns) == list(RUN_COLUMNS)
@@ -190,6 +197,7 @@ def test_batchnorm_statistics_are_estimated_from_the_images_and_then_restored():
     assert not net.training and net[1].momentum == 0.1
 
 
+@pytest.mark.slow
 def test_recalibrated_lesions_score_each_lesioned_net_with_statistics_from_the_training_images(run_dir, lesions):
     from ablate.probes.lesion import load_trial
     from ablate.train.loop import evaluate
@@ -208,6 +216,7 @@ def test_recalibrated_lesions_score_each_lesioned_net_with_statistics_from_the_t
     assert any(r["lesioned_acc"] != q["lesioned_acc"] for r, q in zip(rows[1:], lesions[False][1:]))
 
 
+@pytest.mark.slow
 def test_bad_input_is_refused_with_a_clear_message(run_dir, tmp_path):
     tune_folder = next(p for p in (run_dir / "trials").iterdir() if not (p / "weights.pt").exists())
     with pytest.raises(AblateError, match="no weights.pt in"):

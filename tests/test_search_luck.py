@@ -143,7 +143,7 @@ def test_the_replay_matches_the_closed_form_with_failures_scored_as_selection_sc
 def test_a_large_search_is_replayed_in_blocks_with_the_same_law(tmp_path, monkeypatch):
     """MAX_CELLS bounds the memory of the replay: in blocks of 3 searches (7 cells over 2 points) it gives other
     draws, but of the same law (the closed form of the test above)."""
-    import ablate.analysis.search_luck as luck_module
+    import ablate.analysis.statistics.search_luck as luck_module
 
     run = grid_run(tmp_path)
     (whole,) = lucks(run)
@@ -183,6 +183,7 @@ def test_selection_optimism_is_the_chosen_points_tuning_score_minus_its_confirm_
     assert "| `residual=false` | lr = 0.01 | 50.0 | 4 | 32.0 | 3 | +18.0 |" in lines
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_the_report_writes_both_tables_and_says_what_was_replayed(tmp_path):
     run = grid_run(tmp_path)
     result = analyze(run.run_dir, figures=False)

@@ -1,6 +1,7 @@
 """Fuzzing the study-spec loader: any YAML document either loads or raises the toolkit's own error."""
 import copy
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,6 +28,7 @@ def load_or_reject(doc, budget="default") -> str:
         return "rejected"
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values, st.sampled_from(BUDGETS))
 def test_random_documents(doc, budget):
@@ -54,6 +56,7 @@ def mutated_specs(draw):
     return doc
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_specs(), st.sampled_from(BUDGETS))
 def test_mutated_shipped_specs(doc, budget):
@@ -70,6 +73,7 @@ def test_random_text_through_yaml(text):
     load_or_reject(doc)
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_fuzzing_exercises_both_outcomes():
     """The fuzz above is worth something only if its documents reach both outcomes: a fixed-seed run of the
     mutated shipped specs, counted here (no state shared with the other tests)."""

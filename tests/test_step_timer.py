@@ -22,7 +22,8 @@ def test_warm_up_steps_are_not_timed_and_the_median_ignores_a_disturbed_step():
     times = time_steps(step, steps=5, warmup=2, ready=lambda: events.append("ready"))
     assert events == ["step", "step", "ready", *["step"] * 5]
     assert len(times.seconds) == times.steps == 5
-    assert times.median < 0.1 < max(times.seconds)  # the median is an undisturbed step
+    # the median is an undisturbed step: below the disturbed one (slept 0.2 s), whatever else holds the cores
+    assert times.seconds[1] >= 0.2 and times.median < times.seconds[1]
     assert times.mean == pytest.approx((times.end - times.start) / 5)
     assert times.end - times.start >= sum(times.seconds) * 0.999
 

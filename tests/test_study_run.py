@@ -10,8 +10,7 @@ from ablate.cli.app import app
 from ablate.run_folder.registry import read_registry
 from ablate.spec.trial_config import TrialConfig
 
-pytestmark = [pytest.mark.usefixtures("fake_mnist_env"),  # `mnist` and `auto` read MNIST-format files of the tests
-              pytest.mark.slow]  # real studies on Ray
+pytestmark = pytest.mark.usefixtures("fake_mnist_env")  # `mnist` and `auto` read MNIST-format files of the tests
 runner = CliRunner()
 TINY = {"family": "imagenet", "depth": 18, "dataset": "mnist", "train_size": 128, "dev_size": 64,
         "test_size": 64, "batch_size": 64, "epochs": 2, "eval_every": 1, "seed": 100}
@@ -58,6 +57,7 @@ def tiny_run(tmp_path_factory, fake_mnist):
     return spec, run_dir, result
 
 
+@pytest.mark.slow
 def test_end_to_end_study_then_resume_runs_nothing_new(tiny_run):
     spec, run_dir, result = tiny_run
     assert len(str(run_dir)) == 120
@@ -146,6 +146,7 @@ def test_end_to_end_study_then_resume_runs_nothing_new(tiny_run):
     assert invoke("analyze", run_dir, "--no-figures").exit_code == 0
 
 
+@pytest.mark.slow
 def test_diverging_trial_is_recorded_and_the_study_goes_on(tmp_path):
     spec = write_spec(tmp_path / "grid.yaml", search=None, grid={"lr": [1.0e6, 0.05]}, seeds=[0],
                       factors={"residual": {"values": [True]}},
@@ -165,6 +166,7 @@ def test_diverging_trial_is_recorded_and_the_study_goes_on(tmp_path):
     (["residual-ablation", "--cpus", "0"], "--cpus must be at least 1"),
     (["--resume", "."], "is not a study run folder"),
 ])
+@pytest.mark.slow
 def test_bad_study_input_is_one_line_exit_2_and_creates_nothing(tmp_path, args, fragment):
     out = tmp_path / "run"
     extra = [] if args[0] == "--resume" else ["--out", out]
@@ -175,6 +177,7 @@ def test_bad_study_input_is_one_line_exit_2_and_creates_nothing(tmp_path, args, 
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_malformed_spec_file_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("description: x\nseeds: [0, 1\n")
@@ -183,6 +186,7 @@ def test_malformed_spec_file_names_file_and_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     result = invoke("study", "residual-ablation", "--dry-run", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
@@ -192,6 +196,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_optuna_dashboard_shows_each_arms_study_with_its_trials(tiny_run):
     """The real optuna-dashboard, on loopback, serves the run's optuna.db: one study per arm, each trial
     labelled with its arm, stage, round, index, trial id and run folder."""

@@ -125,6 +125,7 @@ def test_step_zero_is_the_first_batch_gradient_before_any_update(trained):
     assert last[("stem.0", "layer")]["weight_norm"] != init[("stem.0", "layer")]["weight_norm"]
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_telemetry_off_writes_no_file_and_trains_identically(trained, tmp_path):
     cfg, on, _ = trained
     off = run_trial(cfg.replace(telemetry=False))
@@ -159,6 +160,7 @@ def test_diverged_trial_still_writes_its_records(tmp_path):
     assert all(math.isfinite(float(r["grad_norm"])) for r in rows if r["step"] == "0")
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_plain_deep_net_has_exploding_first_layer_gradients_at_init():
     # He et al. motivate residuals with vanishing signals, but with BatchNorm a deep plain net's
     # gradient at init *grows* toward the input (Yang et al. 2019; Balduzzi et al. 2017); measured

@@ -38,6 +38,7 @@ def test_same_config_gives_identical_metrics(fake_mnist):
     assert c.train_loss != a.train_loss
 
 
+@pytest.mark.slow  # a second or more of 2 cores
 def test_report_callback_sees_every_evaluation():
     seen = []
     cfg = TrialConfig(dataset="digits", epochs=1, **SMALL)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # real studies on Ray, CLI subprocesses or an installed wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.stem for p in (ROOT / "studies").glob("*.yaml"))
@@ -78,6 +77,7 @@ def installed(tmp_path_factory):
     return wheel, venv, outside
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_every_module_and_every_shipped_spec(installed):
     wheel, _, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -86,6 +86,7 @@ def test_the_wheel_holds_every_module_and_every_shipped_spec(installed):
     assert SHIPPED and {f"ablate/studies/{n}.yaml" for n in SHIPPED} <= names
 
 
+@pytest.mark.slow
 def test_the_installed_package_lists_every_shipped_study_and_dry_runs_from_its_own_files(installed):
     _, venv, outside = installed
     where = _run([venv / "bin" / "python", "-c", "import ablate; print(ablate.__file__)"], cwd=outside)
@@ -108,6 +109,7 @@ def test_the_installed_package_lists_every_shipped_study_and_dry_runs_from_its_o
     assert not any(outside.iterdir()), "a dry run wrote files"
 
 
+@pytest.mark.slow
 def test_python_dash_m_ablate_runs_the_cli(installed):
     _, venv, outside = installed
     result = _run([venv / "bin" / "python", "-m", "ablate", "--help"], cwd=outside)

@@ -1,7 +1,7 @@
 """Tiny real studies (scikit-learn's digits, the real engine through the CLI) shared by the analysis tests.
 
-The tuned residual-vs-plain study is made once per test session (the `tuned_study` and `tuned_analysis`
-fixtures of conftest.py), so every test module that reads it shares one run and one analysis."""
+The tuned residual-vs-plain study and the depth and grid studies are made once per test session, in the background
+(helpers.background_studies declares them), so every test module that reads one shares one run."""
 from __future__ import annotations
 
 import subprocess
@@ -43,3 +43,19 @@ def finish(started: tuple[Path, subprocess.Popen]) -> Path:
 
 def run_study(tmp: Path, name: str, doc: dict) -> Path:
     return finish(start_study(tmp, name, doc))
+
+
+def tuned(tmp: Path) -> Path:
+    return run_study(tmp, "tuned", TUNED)
+
+
+def depth_and_grid(tmp: Path) -> dict:
+    """A depth study and a grid study, side by side."""
+    depth = start_study(tmp, "depth", {
+        "description": "tiny depth study", "base": {"family": "cifar", "shortcut": "identity", "lr": 0.05, **TINY},
+        "factors": {"depth": {"values": [20, 32]}, "residual": {"values": [True, False]}},
+        "seeds": [0, 1], "keep_weights": "final"})  # the lesion tests read its weights.pt
+    grid = start_study(tmp, "grid", {
+        "description": "tiny lr grid", "base": {"family": "cifar", "depth": 20, **TINY},
+        "factors": {"residual": {"values": [True, False]}}, "grid": {"lr": [0.02, 0.2]}, "seeds": [0, 1]})
+    return {"tmp": tmp, "depth": finish(depth), "grid": finish(grid)}

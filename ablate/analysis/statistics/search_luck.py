@@ -10,11 +10,11 @@ search_luck(run), one row per compared pair (ablate.spec.study_spec.compared_pai
   an effect. Repeats that chose the same configurations reran the very same confirm trials, so they agree by
   construction: agreement across repeats is not independent evidence.
 - luck_method "replay" (one search, its points trained under several tuning seeds): a plug-in simulation on the
-  run's own tuning trials. Per arm and search point (ablate.analysis.search_points), the tuning seeds' mean dev
+  run's own tuning trials. Per arm and search point (ablate.analysis.statistics.search_points), the tuning seeds' mean dev
   accuracy of those that did not fail, their share that failed, and their mean test accuracy (a failed seed at
   chance, as the report scores a failed run) are taken as the truth; the noise of one tuning seed's dev accuracy is
   the SD within points, pooled over the pair's stable points (every seed ran to the end without failing and none
-  fell below halfway from its arm's best point score to chance, the collapse rule of ablate.analysis.collapse).
+  fell below halfway from its arm's best point score to chance, the collapse rule of ablate.analysis.statistics.collapse).
   DRAWS fresh searches (generator seed REPLAY_SEED) give every point as many fresh tuning seeds as it had, each
   failing with the point's failure share (scored 0, as selection scores it) or drawing its dev accuracy from a
   normal around the truth (cut to [0, 1]), and choose each arm's point by the study's own rule

@@ -22,7 +22,7 @@ TITLE = "At a glance"
 
 
 def failure_sentence(run: Run) -> str | None:
-    """Failed (diverged or errored) and collapsed final-stage runs per arm (ablate.analysis.collapse), when they
+    """Failed (diverged or errored) and collapsed final-stage runs per arm (ablate.analysis.statistics.collapse), when they
     differ between arms."""
     table = collapse(run)
     if table.empty or (table["failed"].nunique() <= 1 and table["collapsed"].nunique() <= 1):

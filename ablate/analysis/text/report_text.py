@@ -67,7 +67,7 @@ class Search:
     budget: pd.DataFrame | None = None
     repeats: Repeats | None = None
     collapse: pd.DataFrame | None = None
-    luck: pd.DataFrame | None = None     # per compared pair, the search's luck (ablate.analysis.search_luck)
+    luck: pd.DataFrame | None = None     # per compared pair, the search's luck (ablate.analysis.statistics.search_luck)
     optimism: pd.DataFrame | None = None  # per arm, how optimistic the search's score of its choice was
 
 
