@@ -14,7 +14,7 @@ import pytest
 from scipy import stats as st
 
 from ablate.analysis import analyze
-from ablate.analysis.figures.arms import arms as F
+from ablate.analysis.figures import arms as F
 from ablate.analysis.statistics.compare import compare
 from ablate.analysis.statistics.factorial import factorial
 from ablate.analysis.text.factorial_report import answer_lines, effects_figure
@@ -278,7 +278,7 @@ def test_dev_curve_ticks_sit_at_the_evaluation_steps(tmp_path):
 
 # --- gradient ratios -------------------------------------------------------------------------------------
 def test_both_gradient_ratios_and_the_end_panel_says_when_learning_rates_differ(tmp_path):
-    from ablate.analysis.figures.arms import grad as G
+    from ablate.analysis.figures import grad as G
     from ablate.analysis.load import load_grad_norms
 
     layers = [("stem.0", "stem", 40.0, 2.0), ("stages.0.0.conv1", "stages.0.0", 6.0, 3.0),
