@@ -1,5 +1,5 @@
 """The adaptive seed rule's error rates, simulated with the project's own rule, intervals and sign-flip test
-(ablate.analysis.seed_design.simulate): per paired SD, the share of runs whose verdict is *supported* when there is
+(ablate.analysis.statistics.seed_design.simulate): per paired SD, the share of runs whose verdict is *supported* when there is
 no true difference (type-I error; alpha = 5 %), the coverage of the 95 % interval, the power at a given true
 difference and the seeds run on average. Nothing is trained here.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ablate.analysis.seed_design import simulate  # noqa: E402
+from ablate.analysis.statistics.seed_design import simulate  # noqa: E402
 from ablate.spec.seed_rule import WIDTH, SeedRule  # noqa: E402
 
 DESIGNS = {"two-stage {min: 8, max: 20, half_width: 1.0} (shipped)": SeedRule(8, 20, 1.0),

@@ -14,7 +14,7 @@ tuning trials (points x k per arm, which on a CPU is what the time is):
            ends at the same kind of choice)
   mean-k   the best mean dev accuracy over k tuning seeds (k = 2, 3): the study's own rule
 
-Both choose as the study's selection does (ablate.analysis.search_points.choose_points, which `analyze` uses for
+Both choose as the study's selection does (ablate.analysis.statistics.search_points.choose_points, which `analyze` uses for
 the report's search luck too): a seed that diverged counts 0 (ablate.engine.selection.SeedResult), ties go to the
 earlier point (here the smaller learning rate; no dev loss is compared), a point whose drawn seeds all diverged is
 never chosen.
@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ablate.analysis.search_points import choose_points  # noqa: E402
+from ablate.analysis.statistics.search_points import choose_points  # noqa: E402
 from ablate.run_folder.registry import read_registry  # noqa: E402
 from ablate.engine.selection import SeedResult  # noqa: E402
 from ablate.spec.reading import read_yaml  # noqa: E402

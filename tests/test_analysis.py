@@ -16,11 +16,11 @@ import pytest
 from scipy import stats as st
 
 from ablate.analysis import analyze, export, export_configs, latest_run
-from ablate.analysis.figures_grad import grad_ratios
+from ablate.analysis.figures.grad import grad_ratios
 from ablate.analysis.load import load_grad_norms, load_run
 from ablate.analysis.markdown_text import text
-from ablate.analysis.summary import summarize
-from ablate.analysis.tables import latex_escape, to_latex
+from ablate.analysis.statistics.summary import summarize
+from ablate.analysis.text.tables import latex_escape, to_latex
 from ablate.errors import AblateError
 from ablate.spec.trial_config import TrialConfig
 

@@ -14,16 +14,16 @@ import pytest
 from scipy import stats as st
 
 from ablate.analysis import analyze
-from ablate.analysis import figures as F
-from ablate.analysis.compare import compare
-from ablate.analysis.factorial import factorial
-from ablate.analysis.factorial_report import answer_lines, effects_figure
-from ablate.analysis.figures_tuning import tuning_landscape
-from ablate.analysis.sections import depth_lines
-from ablate.analysis.summary import summarize
+from ablate.analysis.figures import arms as F
+from ablate.analysis.statistics.compare import compare
+from ablate.analysis.statistics.factorial import factorial
+from ablate.analysis.text.factorial_report import answer_lines, effects_figure
+from ablate.analysis.figures.tuning import tuning_landscape
+from ablate.analysis.text.sections import depth_lines
+from ablate.analysis.statistics.summary import summarize
 from ablate.analysis.load import load_curves, load_run
-from ablate.analysis.methods import methods
-from ablate.analysis.power import seeds_for_power, t_test_power
+from ablate.analysis.text.methods import methods
+from ablate.analysis.statistics.power import seeds_for_power, t_test_power
 from helpers.runs import BASE, build_run, spec_doc
 
 RES, PLAIN = "residual=true", "residual=false"
@@ -131,7 +131,7 @@ def test_intervals_are_cut_at_what_is_possible_in_every_table_and_csv(tmp_path):
 
 
 def test_a_diagnostics_correlation_interval_is_cut_at_one(tmp_path):
-    from ablate.analysis.diagnostics_report import diagnostics_lines
+    from ablate.analysis.text.diagnostics_report import diagnostics_lines
     from ablate.probes.diagnostics import Diagnostics
 
     run = load_run(paired(tmp_path, "run", [0.9, 0.91, 0.92], [0.8, 0.81, 0.82]))
@@ -278,7 +278,7 @@ def test_dev_curve_ticks_sit_at_the_evaluation_steps(tmp_path):
 
 # --- gradient ratios -------------------------------------------------------------------------------------
 def test_both_gradient_ratios_and_the_end_panel_says_when_learning_rates_differ(tmp_path):
-    from ablate.analysis import figures_grad as G
+    from ablate.analysis.figures import grad as G
     from ablate.analysis.load import load_grad_norms
 
     layers = [("stem.0", "stem", 40.0, 2.0), ("stages.0.0.conv1", "stages.0.0", 6.0, 3.0),
@@ -306,7 +306,7 @@ def test_both_gradient_ratios_and_the_end_panel_says_when_learning_rates_differ(
 
 # --- diagnostics and lesions in the report -----------------------------------------------------------
 def test_diagnostics_report_the_hessian_the_unmatched_loss_the_branch_before_bn_and_lesions_per_type(tmp_path):
-    from ablate.analysis.diagnostics_report import diagnostics_lines, lesions_k_figure
+    from ablate.analysis.text.diagnostics_report import diagnostics_lines, lesions_k_figure
     from ablate.probes.diagnostics import Diagnostics
 
     run = load_run(paired(tmp_path, "run", [0.9, 0.91, 0.92], [0.3, 0.31, 0.32]))
@@ -351,7 +351,7 @@ def test_lesion_recalibrate_needs_lesion(tmp_path):
 
 
 def test_the_lesion_report_says_whether_statistics_were_recalibrated(tmp_path):
-    from ablate.analysis.lesion_report import lesion_lines
+    from ablate.analysis.text.lesion_report import lesion_lines
 
     run = load_run(paired(tmp_path, "run", [0.9, 0.91], [0.8, 0.82]))
     rows = [{"trial_id": f"t{a[9]}{s}", "arm": a, "seed": s, "residual": a == RES, "block": b, "block_index": i,

@@ -10,9 +10,9 @@ from matplotlib.collections import PolyCollection, QuadMesh
 from scipy import stats as st
 
 from ablate.analysis import analyze
-from ablate.analysis import figures as F
-from ablate.analysis import figures_grad as G
-from ablate.analysis.figures_tuning import tuning_landscape
+from ablate.analysis.figures import arms as F
+from ablate.analysis.figures import grad as G
+from ablate.analysis.figures.tuning import tuning_landscape
 from ablate.analysis.load import load_curves, load_grad_norms, load_run
 from helpers.runs import build_run, spec_doc
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ablate.analysis.references import cited_as_text
+from ablate.analysis.text.references import cited_as_text
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BLOCK = {"p", "li", "td", "th", "tr", "h1", "h2", "h3", "h4", "div", "figcaption", "pre", "table", "ul", "ol", "nav",

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from ablate.analysis.compare import compare
+from ablate.analysis.statistics.compare import compare
 from ablate.analysis.load import load_run
-from ablate.analysis.methods import methods
-from ablate.analysis.references import ENTRIES, fields
+from ablate.analysis.text.methods import methods
+from ablate.analysis.text.references import ENTRIES, fields
 from ablate.analysis.runinfo import duration
 from ablate.spec.trial_config import TrialConfig
 from ablate.models.resnet import build_model

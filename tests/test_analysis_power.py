@@ -12,11 +12,11 @@ import pytest
 from scipy import stats as st
 from typer.testing import CliRunner
 
-from ablate.analysis.compare import compare
+from ablate.analysis.statistics.compare import compare
 from ablate.analysis.load import load_run
-from ablate.analysis.power import add_power, seeds_for_power, t_test_power
-from ablate.analysis.seed_design import simulate
-from ablate.analysis.seeding import power_lines, rule_lines, rule_outcome
+from ablate.analysis.statistics.power import add_power, seeds_for_power, t_test_power
+from ablate.analysis.statistics.seed_design import simulate
+from ablate.analysis.text.seeding import power_lines, rule_lines, rule_outcome
 from ablate.cli.app import app
 from helpers.runs import build_run, spec_doc
 

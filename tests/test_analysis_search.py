@@ -13,15 +13,15 @@ import pytest
 from scipy import stats as st
 
 from ablate.analysis import analyze
-from ablate.analysis.collapse import clopper_pearson, collapse
+from ablate.analysis.statistics.collapse import clopper_pearson, collapse
 from ablate.analysis.load import load_run
-from ablate.analysis.lr_effects import lr_effects
-from ablate.analysis.compare import compare
-from ablate.analysis.methods import methods
-from ablate.analysis.sections import collapse_lines
-from ablate.analysis.search_luck import LUCK_COLUMNS, search_luck
-from ablate.analysis.tuning_budget import expected_best, expected_max, expected_max_curves, repeats
-from ablate.analysis.tuning_sections import budget_section, lead_more, lr_section
+from ablate.analysis.statistics.lr_effects import lr_effects
+from ablate.analysis.statistics.compare import compare
+from ablate.analysis.text.methods import methods
+from ablate.analysis.text.sections import collapse_lines
+from ablate.analysis.statistics.search_luck import LUCK_COLUMNS, search_luck
+from ablate.analysis.statistics.tuning_budget import expected_best, expected_max, expected_max_curves, repeats
+from ablate.analysis.text.tuning_sections import budget_section, lead_more, lr_section
 from helpers.runs import build_run, spec_doc, tune_rows
 
 RES, PLAIN = "residual=true", "residual=false"
@@ -280,7 +280,7 @@ def test_an_older_run_with_one_seed_per_lr_says_what_it_cannot_show(tmp_path):
 
 def test_the_lead_gives_as_many_lr_ranges_as_pairs_and_points_to_the_rest(tmp_path):
     """A depth smoke study (8 arms) led with 8 pairs and then 16 ranges: the ranges follow the pairs' limit."""
-    from ablate.analysis.lead import MAX_LEADS
+    from ablate.analysis.context import MAX_LEADS
     from helpers.runs import BASE
 
     depths = (20, 32, 44)

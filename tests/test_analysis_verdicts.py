@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ablate.analysis import analyze
-from ablate.analysis.compare import EQUIVALENT, INCONCLUSIVE, SUPPORTED, compare
+from ablate.analysis.statistics.compare import EQUIVALENT, INCONCLUSIVE, SUPPORTED, compare
 from ablate.analysis.load import load_run
 from helpers.runs import build_run, spec_doc
 

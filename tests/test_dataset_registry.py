@@ -2,8 +2,9 @@
 knows a dataset fact reading it from there."""
 import pytest
 
-from ablate.analysis import context, methods
-from ablate.analysis.references import ENTRIES
+from ablate.analysis import context
+from ablate.analysis.text import methods
+from ablate.analysis.text.references import ENTRIES
 from ablate.data import readers
 from ablate.data.registry import DATASETS, NAMED, REGISTRY, may_mirror, no_flip
 from ablate.errors import AblateError

@@ -10,10 +10,10 @@ import pytest
 from scipy import stats as st
 
 from ablate.analysis import analyze
-from ablate.analysis.factorial import design, effects, interactions
-from ablate.analysis.figures import run_styles
+from ablate.analysis.statistics.factorial import design, effects, interactions
+from ablate.analysis.figures.arms import run_styles
 from ablate.analysis.load import load_run
-from ablate.analysis.stats import holm
+from ablate.analysis.statistics.stats import holm
 from helpers.runs import spec_doc, build_run
 
 SEEDS = list(range(7))  # 7 seeds: the exact sign-flip test can reach 2/2^7 = 0.0156, Holm over 3 still < 0.05

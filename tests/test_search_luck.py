@@ -14,13 +14,14 @@ import yaml
 from scipy import stats as st
 
 from ablate.analysis import analyze
-from ablate.analysis.compare import compare
+from ablate.analysis.statistics.compare import compare
 from ablate.analysis.context import search_line
 from ablate.analysis.load import load_run
-from ablate.analysis.methods import methods
-from ablate.analysis.search_luck import (DRAWS, LUCK_COLUMNS, OPTIMISM_COLUMNS, TPE_CAVEAT, lucks, search_luck,
-                                         search_luck_lines, selection_optimism)
-from ablate.analysis.search_points import chosen, choose_points, search_points
+from ablate.analysis.text.methods import methods
+from ablate.analysis.statistics.search_luck import (DRAWS, LUCK_COLUMNS, OPTIMISM_COLUMNS, TPE_CAVEAT, lucks, search_luck,
+                                                    selection_optimism)
+from ablate.analysis.text.search_luck_text import search_luck_lines
+from ablate.analysis.statistics.search_points import chosen, choose_points, search_points
 from ablate.engine.selection import best_params
 from ablate.spec.study_spec import parse_study
 from helpers.runs import build_run, spec_doc, tune_rows
@@ -142,7 +143,7 @@ def test_the_replay_matches_the_closed_form_with_failures_scored_as_selection_sc
 def test_a_large_search_is_replayed_in_blocks_with_the_same_law(tmp_path, monkeypatch):
     """MAX_CELLS bounds the memory of the replay: in blocks of 3 searches (7 cells over 2 points) it gives other
     draws, but of the same law (the closed form of the test above)."""
-    import ablate.analysis.search_luck as luck_module
+    import ablate.analysis.statistics.search_luck as luck_module
 
     run = grid_run(tmp_path)
     (whole,) = lucks(run)

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from ablate.analysis import stats
-from ablate.analysis.compare import SUPPORTED, verdict
-from ablate.analysis.seed_design import intervals, simulate
+from ablate.analysis.statistics import stats
+from ablate.analysis.statistics.compare import SUPPORTED, verdict
+from ablate.analysis.statistics.seed_design import intervals, simulate
 from ablate.engine.seed_decisions import rule_state
 from ablate.spec.seed_rule import TWO_STAGE, WIDTH, SeedRule, nonzero, nonzero_needed
 from ablate.spec.study_spec import load_study, parse_study

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from ablate.analysis.stats import (holm, image_seed_bootstrap, mcnemar_exact, mean_ci, paired_diff, sign_flip_test,
-                                   smallest_sign_flip_p, std)
+from ablate.analysis.statistics.stats import (holm, image_seed_bootstrap, mcnemar_exact, mean_ci, paired_diff, sign_flip_test,
+                                              smallest_sign_flip_p, std)
 
 ACC_A = [0.912, 0.925, 0.918, 0.931, 0.909, 0.927, 0.921]
 ACC_B = [0.887, 0.902, 0.899, 0.915, 0.893, 0.896, 0.905]

@@ -15,6 +15,8 @@ from .load import Run, arm_value
 from .markdown_text import plot_text, text
 
 # The named datasets' titles and descriptions, from the dataset registry.
+MAX_LEADS = 8  # the compared pairs a report names one by one (its lead, the paired-difference figure, the tuning
+#               notes); the rest are counted and left to their sections
 DATASET_NAMES = {name: d.title for name, d in DATASETS.items()}
 DATASET_DETAILS = {name: d.details for name, d in DATASETS.items()}
 

@@ -11,29 +11,29 @@ import pandas as pd
 from ablate.errors import AblateError
 from ablate.atomic_files import atomic_write_text
 from ablate.run_folder import ANALYSIS
-from . import figures as F
-from . import figures_grad as G
-from .figures_paired import paired_differences
-from .compare import compare, supported_best
-from .diagnostics_report import CAPTIONS as DIAGNOSTIC_CAPTIONS
-from .diagnostics_report import diagnostic_figures
-from .exports import writable_dir
-from .factorial import Factorial, factorial
-from .factorial_report import answer_lines, effects_figure
-from .collapse import collapse
-from .figures_tuning import expected_max_figure, lr_curves_figure, tuning_landscape
-from .lr_effects import LrEffects, lr_effects
-from .tuning_budget import Repeats, expected_max_curves, repeats
-from .search_luck import search_luck, selection_optimism
-from .lesion_report import check_table, lesion_figure
-from .power import check_min_effect, run_power
+from .figures import arms as F
+from .figures import grad as G
+from .figures.paired import paired_differences
+from .statistics.compare import compare, supported_best
+from .text.diagnostics_report import CAPTIONS as DIAGNOSTIC_CAPTIONS
+from .text.diagnostics_report import diagnostic_figures
+from .text.exports import writable_dir
+from .statistics.factorial import Factorial, factorial
+from .text.factorial_report import answer_lines, effects_figure
+from .statistics.collapse import collapse
+from .figures.tuning import expected_max_figure, lr_curves_figure, tuning_landscape
+from .statistics.lr_effects import LrEffects, lr_effects
+from .statistics.tuning_budget import Repeats, expected_max_curves, repeats
+from .statistics.search_luck import search_luck, selection_optimism
+from .text.lesion_report import check_table, lesion_figure
+from .statistics.power import check_min_effect, run_power
 from .load import Run, load_curves, load_grad_norms, load_predictions, load_run
-from .html_report import report_html
-from .methods import methods
-from .report_text import CAPTIONS, Search, figure_lines, report_body
+from .text.html_report import report_html
+from .text.methods import methods
+from .text.report_text import CAPTIONS, Search, figure_lines, report_body
 from .runinfo import facts
-from .summary import summarize
-from .tables import to_csv, to_latex, to_text
+from .statistics.summary import summarize
+from .text.tables import to_csv, to_latex, to_text
 
 
 @dataclass

@@ -22,7 +22,7 @@ class Dataset:
     train_images: int  # in its training split (the most a file of it may declare)
     test_images: int  # in its test split
     mirror: bool  # whether a mirrored image keeps its class (augment crop-flip is refused where not)
-    cite: tuple[str, ...]  # citation keys (ablate.analysis.references) of the works that made it
+    cite: tuple[str, ...]  # citation keys (ablate.analysis.text.references) of the works that made it
     reader: str  # which reader of ablate.data.readers reads it: idx | cifar | digits
 
 

@@ -30,7 +30,7 @@ from ablate.intervals import sample_sd, stein_pairs
 from ablate.spec.limits import MAX_SEEDS, SEED_LIMIT
 from ablate.spec.reading import check_keys, is_int, need
 
-ALPHA = 0.05  # the verdict's level (two-sided), shared with ablate.analysis.compare
+ALPHA = 0.05  # the verdict's level (two-sided), shared with ablate.analysis.statistics.compare
 TWO_STAGE, WIDTH = "two-stage", "width"
 ZERO_PP = 1e-9  # a paired difference this small (in pp) is 0: accuracies are fractions k/N
 

@@ -7,8 +7,8 @@ Each simulated run draws its paired differences (percentage points) from a norma
 to the lattice accuracies of a test subset take (0.5 pp for 200 test images), so that ties and zero differences
 happen as they do in real runs. The number of seeds is what the study's own rule decides
 (ablate.spec.seed_rule.SeedRule.wanted), or fixed; the interval and the exact sign-flip test are computed as
-ablate.analysis.stats.paired_diff computes them (vectorised here; tests check that both agree), and *supported*
-is what ablate.analysis.compare.verdict asks of them: the 95 % interval excludes 0 and the sign-flip p is below
+ablate.analysis.statistics.stats.paired_diff computes them (vectorised here; tests check that both agree), and *supported*
+is what ablate.analysis.statistics.compare.verdict asks of them: the 95 % interval excludes 0 and the sign-flip p is below
 alpha / family (Holm's first step; with one compared pair, alpha). The verdict's further conditions (the interval
 over test images, the failure counts) can only turn *supported* into *inconclusive*, so the simulated rate of
 *supported* is an upper bound of the real one.

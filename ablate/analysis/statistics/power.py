@@ -1,9 +1,9 @@
 """How many seeds a paired comparison needs: the chance that the verdict rule actually used calls a true
 difference *supported* (power), and the seed pairs at which that chance reaches 80 %.
 
-The verdict asks for a 95 % interval that excludes 0 and an exact sign-flip p below alpha (ablate.analysis.compare),
+The verdict asks for a 95 % interval that excludes 0 and an exact sign-flip p below alpha (ablate.analysis.statistics.compare),
 and the adaptive rule decides the seeds (ablate.spec.seed_rule), so its power is simulated with those very rules
-(ablate.analysis.seed_design.simulate: normal paired differences with the SD observed here, on the lattice of the
+(ablate.analysis.statistics.seed_design.simulate: normal paired differences with the SD observed here, on the lattice of the
 run's test-set size). `seeds_for_verdict` finds the smallest fixed number of seed pairs whose simulated power
 reaches 80 % (the sign-flip test can reach alpha only from 6 pairs that differ, so no fewer); above 16 pairs the
 sign-flip test no longer limits anything and the noncentral-t power of the paired t-test stands in for the
@@ -29,7 +29,7 @@ from ablate.spec import SeedRule, holm_family, nonzero_needed
 from .seed_design import LATTICE_PP, REPS, simulate
 
 if TYPE_CHECKING:
-    from .load import Run
+    from ..load import Run
 
 POWER = 0.8
 ALPHA = 0.05

@@ -25,10 +25,10 @@ import pandas as pd
 from ablate.engine import itt_score
 from ablate.spec import ALPHA, TWO_STAGE
 from . import stats
-from .context import chance
-from .load import Run
-from .tables import p_eq
-from .markdown_text import code
+from ..context import chance
+from ..load import Run
+from ..formats import p_eq
+from ..markdown_text import code
 
 BOOTSTRAP_SEED = 0
 SUPPORTED, INCONCLUSIVE, EQUIVALENT, UNTESTED = "supported", "inconclusive", "no meaningful difference", "untested"

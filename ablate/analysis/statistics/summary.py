@@ -8,8 +8,8 @@ import pandas as pd
 
 from ablate.intervals import t_half_width
 from . import stats
-from .context import chance
-from .load import Run, arm_value, series_of
+from ..context import chance
+from ..load import Run, arm_value, series_of
 
 # Per arm: mean, SD and 95 % t-interval over the scored seeds of each of these registry columns, the interval cut
 # at what the metric can be (an accuracy in [0, 1], a loss >= 0); <metric>_ci_cut says where it was.

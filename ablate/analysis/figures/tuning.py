@@ -9,11 +9,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from . import stats
-from .context import chance, title
-from .figures import arm_handles, clip, label, legend_below, log_x_axis, note, run_styles
-from .load import Run, completed
-from .lr_effects import LrEffects, lr_param, search_trials
+from ..statistics import stats
+from ..context import chance, title
+from .arms import arm_handles, clip, label, legend_below, log_x_axis, note, run_styles
+from ..load import Run, completed
+from ..statistics.lr_effects import LrEffects, lr_param, search_trials
 
 
 def spread(x, i: int, n: int, log: bool):

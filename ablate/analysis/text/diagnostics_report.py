@@ -13,12 +13,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from . import stats
-from .context import chance, readable_arm, title
-from .figures import arm_handles, clip, label, legend_below, note, run_styles
-from .load import Run, arm_value
-from .tables import Fmt
-from .markdown_text import code, plot_text, text
+from ..statistics import stats
+from ..context import chance, readable_arm, title
+from ..figures.arms import arm_handles, clip, label, legend_below, note, run_styles
+from ..load import Run, arm_value
+from ..formats import Fmt
+from ..markdown_text import code, plot_text, text
 
 CAPTIONS = {
     "landscape": "Loss landscape (Li et al. 2018) of the best-dev weights: training loss along filter-normalised random "

@@ -16,12 +16,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from . import stats
-from .context import chance, title
-from .figures import FEW_SEEDS, arm_handles, clip, label, legend_below, note, run_styles
-from .load import Run
-from .tables import Fmt
-from .markdown_text import code
+from ..statistics import stats
+from ..context import chance, title
+from ..figures.arms import FEW_SEEDS, arm_handles, clip, label, legend_below, note, run_styles
+from ..load import Run
+from ..formats import Fmt
+from ..markdown_text import code
 
 NEEDED = {"trial_id", "arm", "seed", "block", "block_index", "replacement", "test_acc", "lesioned_acc", "drop"}
 NEAR_CHANCE = 0.05  # a lesioned accuracy within 5 pp of chance is "at chance"

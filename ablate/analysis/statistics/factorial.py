@@ -30,7 +30,7 @@ import pandas as pd
 
 from . import stats
 from .compare import verdict
-from .load import Run
+from ..load import Run
 
 EFFECT_COLUMNS = ["factor", "level", "reference", "context", "arm", "reference_arm", "n_pairs", "seeds", "diff",
                   "ci_low", "ci_high", "ci_cut", "sd", "p_sign_flip", "sign_flip_exact", "min_p", "p_holm", "verdict", "why",

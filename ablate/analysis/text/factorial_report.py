@@ -10,13 +10,13 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .compare import ALPHA
-from .context import context_text, level_text, title
-from .factorial import Design, is_numeric, key, log_scale, trend_unit
-from .figures import MARKERS, clip, legend_below, log_x_axis, note
-from .load import Run
-from .markdown_text import text
-from .tables import Fmt, fmt_p, p_eq
+from ..statistics.compare import ALPHA
+from ..context import context_text, level_text, title
+from ..statistics.factorial import Design, is_numeric, key, log_scale, trend_unit
+from ..figures.arms import MARKERS, clip, legend_below, log_x_axis, note
+from ..load import Run
+from ..markdown_text import text
+from ..formats import Fmt, fmt_p, p_eq
 
 
 def effect_name(factor: str, level, reference) -> str:

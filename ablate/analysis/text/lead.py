@@ -10,19 +10,19 @@ import pandas as pd
 
 from ablate.intervals import t_quantile
 from ablate.spec import compared_pairs
-from .collapse import collapse
-from .compare import EQUIVALENT, INCONCLUSIVE, SUPPORTED
-from .load import Run
-from .markdown_text import code
-from .tables import Fmt
-from .variance import covers
+from ..statistics.collapse import collapse
+from ..statistics.compare import EQUIVALENT, INCONCLUSIVE, SUPPORTED
+from ..context import MAX_LEADS
+from ..load import Run
+from ..markdown_text import code
+from ..formats import Fmt
+from ..statistics.variance import covers
 
-MAX_LEADS = 8
 TITLE = "At a glance"
 
 
 def failure_sentence(run: Run) -> str | None:
-    """Failed (diverged or errored) and collapsed final-stage runs per arm (ablate.analysis.collapse), when they
+    """Failed (diverged or errored) and collapsed final-stage runs per arm (ablate.analysis.statistics.collapse), when they
     differ between arms."""
     table = collapse(run)
     if table.empty or (table["failed"].nunique() <= 1 and table["collapsed"].nunique() <= 1):

@@ -9,14 +9,14 @@ import math
 
 import pandas as pd
 
-from . import stats
-from .compare import ALPHA, BOOTSTRAP_SEED
-from .collapse import RULE
-from .context import chance
-from .load import Run, completed
-from .summary import DEGRADE_RULE, degradation
-from .tables import Fmt, fmt_p, loss_pm, p_eq
-from .markdown_text import code
+from ..statistics import stats
+from ..statistics.compare import ALPHA, BOOTSTRAP_SEED
+from ..statistics.collapse import RULE
+from ..context import chance
+from ..load import Run, completed
+from ..statistics.summary import DEGRADE_RULE, degradation
+from ..formats import Fmt, fmt_p, loss_pm, p_eq
+from ..markdown_text import code
 
 DEV_FALL = 0.05  # a dev accuracy 5 pp or more below the run's best is a fall the checkpoints section names
 

@@ -1,6 +1,6 @@
 """'## Seeds': how many seeds ran and why (a fixed list, or the adaptive rule and where it stopped, with the error
 rates of that design simulated at the spread observed here), and how many seeds each paired comparison's verdict
-would need for 80 % power (ablate.analysis.power)."""
+would need for 80 % power (ablate.analysis.statistics.power)."""
 from __future__ import annotations
 
 import math
@@ -10,11 +10,11 @@ import pandas as pd
 
 from ablate.intervals import stein_pairs, two_stage_half_width, t_half_width, sample_sd
 from ablate.spec import ALPHA, TWO_STAGE, compared_pairs, nonzero, nonzero_needed
-from .load import Run
-from .power import EXACT_UP_TO, MAX_POWER_ROWS, MAX_SEEDS, POWER, lattice_pp
-from .seed_design import simulate
-from .tables import Fmt
-from .markdown_text import code
+from ..load import Run
+from ..statistics.power import EXACT_UP_TO, MAX_POWER_ROWS, MAX_SEEDS, POWER, lattice_pp
+from ..statistics.seed_design import simulate
+from ..formats import Fmt
+from ..markdown_text import code
 
 SIM_REPS = 4000      # simulated runs behind the design's stated error rates in a report
 
@@ -86,7 +86,7 @@ def design_error_rates(run: Run, out: RuleOutcome) -> str:
     null = simulate(0.0, sd, rule=rule, family=family, reps=SIM_REPS, lattice_pp=lattice_pp(run))
     return (f"Simulated with this design at an SD of the paired differences of {sd:.2f} pp (the largest observed "
             f"here; {SIM_REPS:,} runs of normal differences on the lattice of one test image, "
-            f"ablate.analysis.seed_design): with no true difference the verdict would be *supported* in "
+            f"ablate.analysis.statistics.seed_design): with no true difference the verdict would be *supported* in "
             f"{100 * null.supported:.1f} % of runs (Monte Carlo SE {100 * null.se(null.supported):.1f}; α = "
             f"{100 * ALPHA:g} %), and the 95 % interval covered the true difference in {100 * null.covered:.1f} % "
             f"(SE {100 * null.se(null.covered):.1f}).")
@@ -167,7 +167,7 @@ def power_lines(run: Run, comparisons: pd.DataFrame, min_effect: float | None = 
              f"verdict rule itself (a 95 % interval that excludes 0 and an exact sign-flip p < {ALPHA:g}) calls "
              f"{target} *supported* in its direction with probability ≥ {100 * POWER:.0f} %, taking the SD of the "
              "paired differences observed here as the true SD. Simulated with the project's own rule and tests "
-             "(ablate.analysis.seed_design: normal differences on the lattice of one test image, seeded) up to "
+             "(ablate.analysis.statistics.seed_design: normal differences on the lattice of one test image, seeded) up to "
              f"{EXACT_UP_TO} pairs; above that the sign-flip test no longer limits anything and the paired t-test's "
              "noncentral-t power stands in (scipy.stats.nct, searched up to "
              f"{MAX_SEEDS:,}). *Power of this design* is that probability for {design}. An SD from a few seeds is "

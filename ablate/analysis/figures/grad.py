@@ -17,9 +17,9 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .context import title
-from .figures import arm_handles, arm_styles, depth_axis, label, legend_below, note, plain_log_labels, run_styles
-from .load import Run, arm_value, series_of
+from ..context import title
+from .arms import arm_handles, arm_styles, depth_axis, label, legend_below, note, plain_log_labels, run_styles
+from ..load import Run, arm_value, series_of
 
 RATIO_DEFINITION = ("the first conv of the first residual block over the last conv of the last block (both 3×3 convs "
                     "on the main path; the stem and the classifier are left out), at step 0")

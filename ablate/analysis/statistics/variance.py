@@ -3,9 +3,9 @@ initialisation, data order, augmentation draws, the draw of the training, dev an
 not (the search's luck, other data). One sentence, for the report's lead and for the tables' captions."""
 from __future__ import annotations
 
-from .context import dataset_name
-from .load import Run
-from .markdown_text import text
+from ..context import dataset_name
+from ..load import Run
+from ..markdown_text import text
 
 
 def covers(run: Run, markdown: bool = True) -> str:

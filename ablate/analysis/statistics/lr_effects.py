@@ -25,8 +25,8 @@ from scipy import stats as _st
 
 from ablate.spec import compared_pairs
 from . import stats
-from .context import chance
-from .load import Run, completed
+from ..context import chance
+from ..load import Run, completed
 
 WINDOW = 0.02  # near-optimal: mean dev accuracy within 2 pp of the arm's best (one pp is 2 dev images of 200)
 CURVE_COLUMNS = ["arm", "lr", "n", "failed", "seeds", "dev_mean", "dev_low", "dev_high", "dev_cut", "test_mean",

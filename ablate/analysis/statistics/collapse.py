@@ -14,8 +14,8 @@ import pandas as pd
 from scipy import stats as _st
 
 from . import stats
-from .context import chance
-from .load import Run
+from ..context import chance
+from ..load import Run
 
 COLUMNS = ["arm", "runs", "collapsed", "failed", "median", "threshold", "rate", "rate_low", "rate_high",
            "kept_mean", "kept_low", "kept_high", "kept_cut", "seeds_collapsed"]

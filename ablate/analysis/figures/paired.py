@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .compare import paired_scores
-from .figures import label
-from .lead import MAX_LEADS
-from .load import Run
+from ..statistics.compare import paired_scores
+from .arms import label
+from ..context import MAX_LEADS
+from ..load import Run
 from ablate.spec import compared_pairs
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from .load import Run
+from ..load import Run
 from .methods import Methods
 from .lead import TITLE
 from .references import cited_as_text, plain, short
-from .runinfo import RunFacts, analysis_versions_text, duration, versions_text
-from .markdown_text import code, text
+from ..runinfo import RunFacts, analysis_versions_text, duration, versions_text
+from ..markdown_text import code, text
 
 STYLE = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1b1b1b;

@@ -8,23 +8,24 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .context import dataset_lines, dataset_name, model_name, protocol, resume_lines, search_line, test_images_line
+from ..context import dataset_lines, dataset_name, model_name, protocol, resume_lines, search_line, test_images_line
 from .diagnostics_report import diagnostics_lines
 from .factorial_report import answer_lines, effects_section
 from .lead import lead_section
 from .lesion_report import lesion_lines
-from .load import Run, load_curves
+from ..load import Run, load_curves
 from .seeding import seeds_section
-from .lr_effects import LrEffects
+from ..statistics.lr_effects import LrEffects
 from .sections import (checkpoint_lines, collapse_lines, comparison_lines, depth_lines, failure_lines, pairs_table,
                        tuning_lines)
-from .tuning_budget import EXPECTED_MAX_CAPTION, Repeats
+from ..statistics.tuning_budget import EXPECTED_MAX_CAPTION, Repeats
 from .tuning_sections import budget_section, lead_more, lr_section
-from .tables import CUT_NOTE, any_cut, fmt_param, table_note, to_markdown
-from .markdown_text import code, text
+from ..formats import CUT_NOTE, fmt_param
+from .tables import any_cut, table_note, to_markdown
+from ..markdown_text import code, text
 
 if TYPE_CHECKING:
-    from .factorial import Factorial
+    from ..statistics.factorial import Factorial
 
 CAPTIONS = {
     "test_accuracy": "Test accuracy (best-dev checkpoint) per arm: every seed as a dot; black diamond = mean with its "
@@ -66,7 +67,7 @@ class Search:
     budget: pd.DataFrame | None = None
     repeats: Repeats | None = None
     collapse: pd.DataFrame | None = None
-    luck: pd.DataFrame | None = None     # per compared pair, the search's luck (ablate.analysis.search_luck)
+    luck: pd.DataFrame | None = None     # per compared pair, the search's luck (ablate.analysis.statistics.search_luck)
     optimism: pd.DataFrame | None = None  # per arm, how optimistic the search's score of its choice was
 
 

@@ -8,97 +8,16 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 
-from .context import acc_digits, dataset_name, model_name, readable_arm
-from .load import Run, arm_value
-from .markdown_text import text
+from ..context import dataset_name, model_name, readable_arm
+from ..formats import CUT_NOTE, Fmt, fmt_param, is_missing, loss_pm
+from ..load import Run, arm_value
+from ..markdown_text import text
 
-CUT_MARK = "†"
-CUT_NOTE = ("†: the 95 % t-interval reached past what is possible (below 0 or above 100 % accuracy, a loss below 0) "
-            "and is cut at that bound, so it is shown as [low, high].")
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def _nan(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-@dataclass(frozen=True)
-class Fmt:
-    """Number formats for one run: `digits` decimals for accuracies and differences in %/pp."""
-
-    digits: int = 1
-
-    @classmethod
-    def of(cls, run: Run) -> "Fmt":
-        return cls(acc_digits(run))
-
-    def acc(self, x: float) -> str:
-        return "n/a" if _nan(x) else f"{100 * x:.{self.digits}f}"
-
-    def pct(self, x: float) -> str:
-        return "n/a" if _nan(x) else f"{self.acc(x)} %"
-
-    def pp(self, x: float) -> str:
-        if _nan(x):
-            return "n/a"
-        v = round(100 * x, self.digits) + 0.0  # + 0.0 turns -0.0 into 0.0
-        return f"{v:+.{self.digits}f}"
-
-    def ci(self, low: float, high: float) -> str:
-        return "n/a" if _nan(low) else f"[{self.pp(low)}, {self.pp(high)}]"
-
-    def pm(self, mean: float, low: float, high: float, cut: bool = False) -> str:
-        """'mean ± half-width' of an accuracy in %, just the mean when there is no interval; an interval cut at 0 or
-        100 % is no longer symmetric: 'mean [low, high]' and CUT_MARK."""
-        if _nan(mean):
-            return "n/a"
-        m = f"{100 * mean:.{self.digits}f}"
-        if _nan(low):
-            return m
-        if cut:
-            return f"{m} [{100 * low:.{self.digits}f}, {100 * high:.{self.digits}f}]{CUT_MARK}"
-        return f"{m} ± {100 * (high - low) / 2:.{self.digits}f}"
-
-
-def _loss_decimals(x: float) -> int:
-    return max(0, 2 - math.floor(math.log10(abs(x)))) if x and math.isfinite(x) else 3
-
-
-def loss_pm(mean: float, low: float, high: float, cut: bool = False) -> str:
-    if _nan(mean):
-        return "n/a"
-    d = _loss_decimals(mean)
-    if _nan(low):
-        return f"{mean:.{d}f}"
-    if cut:
-        return f"{mean:.{d}f} [{low:.{d}f}, {high:.{d}f}]{CUT_MARK}"
-    return f"{mean:.{d}f} ± {(high - low) / 2:.{d}f}"
-
-
-def fmt_param(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return "" if value is None else str(value)
-
-
-def fmt_p(p: float) -> str:
-    if _nan(p):
-        return "n/a"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def p_eq(p: float) -> str:
-    """'p = 0.250', 'p < 0.001', 'p = n/a'."""
-    text = fmt_p(p)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 # --- the per-arm table (terminal, Markdown) ---------------------------------------------------------
@@ -181,10 +100,10 @@ def latex_escape(text: str) -> str:
 def _tex_pm(f: Fmt, mean: float, low: float, high: float, bold: bool = False, cut: bool = False) -> str:
     """Two cells of an r@{$\\pm$}l pair; one spanning cell without an interval, or with one cut at a bound."""
     b = (lambda s: rf"\textbf{{{s}}}") if bold else (lambda s: s)
-    if _nan(mean):
+    if is_missing(mean):
         return r"\multicolumn{2}{c}{--}"
     m = f.acc(mean)
-    if _nan(low):
+    if is_missing(low):
         return rf"\multicolumn{{2}}{{c}}{{{b(m)}}}"
     if cut:
         return rf"\multicolumn{{2}}{{c}}{{{b(m)} [{f.acc(low)}, {f.acc(high)}]$^\dagger$}}"
@@ -192,12 +111,12 @@ def _tex_pm(f: Fmt, mean: float, low: float, high: float, bold: bool = False, cu
 
 
 def _tex_diff(f: Fmt, c: dict | None, sign: float, bold: bool) -> str:
-    if c is None or _nan(c["diff"]):
+    if c is None or is_missing(c["diff"]):
         return r"\multicolumn{2}{c}{--}"
-    lo, hi = sorted((sign * c["diff_ci_low"], sign * c["diff_ci_high"])) if not _nan(c["diff_ci_low"]) else (math.nan, math.nan)
+    lo, hi = sorted((sign * c["diff_ci_low"], sign * c["diff_ci_high"])) if not is_missing(c["diff_ci_low"]) else (math.nan, math.nan)
     tex = lambda s: s.replace("-", "$-$")
     value = tex(f.pp(sign * c["diff"]))
-    ci = "" if _nan(lo) else tex(f"[{f.pp(lo)}, {f.pp(hi)}]")
+    ci = "" if is_missing(lo) else tex(f"[{f.pp(lo)}, {f.pp(hi)}]")
     return (rf"\textbf{{{value}}}" if bold else value) + f" & {ci}"
 
 
@@ -228,7 +147,7 @@ def caption(run: Run, summary: pd.DataFrame, delta: bool = True, comparisons: pd
 
     steps = sorted({int(s) for s in summary["total_steps"].dropna()})
     seeds = len(run.seeds)
-    from .variance import covers
+    from ..statistics.variance import covers
 
     two_stage = comparisons is not None and "pilot" in comparisons and bool(comparisons["pilot"].any())
     interval = "Stein's two-stage 95 % interval (the seed rule's design)" if two_stage else "95 % t-interval"

@@ -23,10 +23,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from . import stats
-from .context import chance, title
-from .load import Run, arm_value, series_of
-from .markdown_text import plot_text
+from ..statistics import stats
+from ..context import chance, title
+from ..load import Run, arm_value, series_of
+from ..markdown_text import plot_text
 
 MARKERS = ["o", "s", "D", "^", "v", "P", "X", "*", "h", "<", ">", "p"]
 DPI = 200

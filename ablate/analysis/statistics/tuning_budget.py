@@ -4,7 +4,7 @@ al. 2021, "Accounting for variance in machine learning benchmarks").
 
 Expected best of n points (the expected validation performance of Dodge et al. 2019, "Show your work", estimated
 as Tang et al. 2020, "Showing your work doesn't always work", show it must be): the unit is the unit the study's
-selection ranks, a search point scored by the mean over its tuning seeds (ablate.analysis.search_points; a seed
+selection ranks, a search point scored by the mean over its tuning seeds (ablate.analysis.statistics.search_points; a seed
 that diverged or failed counts 0, as selection counts it). With an arm's N points ranked as selection ranks them,
 worst first, and v(i) the score of the i-th, the mean over all C(N, n) sets of n points, drawn without
 replacement, of the score of the point selection would choose from the set is
@@ -35,7 +35,7 @@ from ablate.run_folder import read_registry
 from ablate.engine import best_params
 from ablate.spec import compared_pairs
 from . import stats
-from .load import Run
+from ..load import Run
 from .search_points import Point, search_points
 
 CURVE_MAX_POINTS = 400  # n values of one curve: every n up to this many points, else this many spread over 1 .. N

@@ -9,13 +9,14 @@ import math
 
 import pandas as pd
 
-from .load import Run
-from .lr_effects import WINDOW, LrEffects
-from .markdown_text import code
-from .tables import Fmt, fmt_p, fmt_param
-from .lead import MAX_LEADS
-from .search_luck import lucks, search_luck_lines
-from .tuning_budget import CURVE_MAX_POINTS, Repeats, spread
+from ..load import Run
+from ..statistics.lr_effects import WINDOW, LrEffects
+from ..markdown_text import code
+from ..formats import Fmt, fmt_p, fmt_param
+from ..context import MAX_LEADS
+from ..statistics.search_luck import lucks
+from .search_luck_text import search_luck_lines
+from ..statistics.tuning_budget import CURVE_MAX_POINTS, Repeats, spread
 
 
 def _lr_name(lr: LrEffects) -> str:

@@ -12,11 +12,12 @@ import pandas as pd
 from ablate.errors import AblateError
 from ablate.atomic_files import atomic_write_bytes, atomic_write_text
 from ablate.run_folder import (CONFIG, CURVES, GRAD_NORMS, METRICS, PREDICTIONS, read_registered, symlink_message,
-    trial_dir)
-from .compare import compare, supported_best
-from .load import load_predictions, load_run
-from .summary import summarize
-from .tables import CUT_NOTE, any_cut, caption, to_csv, to_latex, to_markdown, to_text
+                               trial_dir)
+from ..statistics.compare import compare, supported_best
+from ..load import load_predictions, load_run
+from ..statistics.summary import summarize
+from ..formats import CUT_NOTE
+from .tables import any_cut, caption, to_csv, to_latex, to_markdown, to_text
 
 FORMATS = ("latex", "csv", "markdown")
 

@@ -10,20 +10,20 @@ from typing import Any
 
 import pandas as pd
 
-from .compare import ALPHA, BOOTSTRAP_SEED
+from ..statistics.compare import ALPHA, BOOTSTRAP_SEED
 from ablate.data import REGISTRY as DATASETS
 
-from .context import (DATASET_DETAILS, augment_text, dataset_name, model_name, readable_arm, scaling_text, schedule_text,
-                      shared_model_axes)
-from .load import Run, arm_value
-from .markdown_text import text
+from ..context import (DATASET_DETAILS, augment_text, dataset_name, model_name, readable_arm, scaling_text, schedule_text,
+                       shared_model_axes)
+from ..load import Run, arm_value
+from ..markdown_text import text
 from .references import ENTRIES, bibtex
-from .search_luck import DRAWS, lucks, selection_optimism
-from .runinfo import RunFacts, analysis_versions_text, duration, facts, param_counts, versions_text
+from ..statistics.search_luck import DRAWS, lucks, selection_optimism
+from ..runinfo import RunFacts, analysis_versions_text, duration, facts, param_counts, versions_text
 from .seeding import rule_outcome
 from ablate.spec import TWO_STAGE
-from .stats import EXACT_MAX_N, IMAGE_BOOTSTRAP_RESAMPLES
-from .tables import fmt_param
+from ..statistics.stats import EXACT_MAX_N, IMAGE_BOOTSTRAP_RESAMPLES
+from ..formats import fmt_param
 
 
 
