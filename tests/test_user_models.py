@@ -217,6 +217,8 @@ def test_an_exported_trial_reproduces_and_a_changed_source_is_refused_naming_bot
     assert refused.returncode == 2
     line = refused.stderr.strip().splitlines()[-1]
     assert str((folder / "nets.py").resolve()) in line and recorded in line and now in line
+    resumed = cli("study", "--resume", str(mlp_run["out"]))  # a run goes on only with the source it started with
+    assert resumed.returncode == 2 and recorded in resumed.stderr and now in resumed.stderr
     anyway = cli("reproduce", str(exported), "--allow-changed")
     assert anyway.returncode == 0, anyway.stdout + anyway.stderr  # a comment changes no number
     assert "--allow-changed: reran a changed model source" in anyway.stdout and now in anyway.stdout

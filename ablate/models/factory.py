@@ -44,7 +44,7 @@ def load_factory(reference: str, file: str, sha256: str, *, announce: bool = Tru
     now = _sha256(path)
     if now != sha256 and not allow_changed:
         raise AblateError(f"model factory {reference}: {file} has changed since it was recorded (recorded SHA-256 "
-                          f"{sha256}, now {now}); restore that source, or rerun with --allow-changed")
+                          f"{sha256}, now {now}); restore that source (a change is a new study: its trials are other trials)")
     target, _, attr = reference.rpartition(":")
     if announce:
         print(f"importing model factory {reference} from {file}", file=sys.stderr, flush=True)

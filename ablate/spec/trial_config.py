@@ -120,7 +120,7 @@ class TrialConfig(ModelSpec):
         if isinstance(self.milestones, list):  # hashable, as a frozen config must be
             object.__setattr__(self, "milestones", tuple(self.milestones))
         if isinstance(self.axes, dict):
-            object.__setattr__(self, "axes", tuple(sorted(self.axes.items())))
+            object.__setattr__(self, "axes", tuple(sorted(self.axes.items(), key=lambda item: str(item[0]))))
         self.validate()
 
     def validate(self) -> None:
@@ -289,6 +289,9 @@ class TrialConfig(ModelSpec):
             raise AblateError(f"{source}: unknown setting(s) {', '.join(map(str, unknown))}; valid: {', '.join(known)}")
         values = {}
         for key, value in data.items():
+            if key == "axes" and not isinstance(value, dict):
+                raise AblateError(f"{source}: axes must be a mapping of a model factory's keyword arguments, got "
+                                  f"{value!r}")
             values[key] = value if key == "axes" else _coerce(key, value, type(getattr(cls, key)), source)
         return cls(**values)
 
