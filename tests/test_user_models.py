@@ -199,7 +199,7 @@ def test_the_report_names_the_factory_never_a_resnet(mlp_run):
         text = (analysis / name).read_text()
         assert "./nets.py:build" in text and sha in text, name
         assert "ResNet" not in text and "BatchNorm" not in text, name
-    assert "a user model's trials record no grad" in (analysis / "report.md").read_text()
+    assert "a user model's trials record no grad_norms.csv" in (analysis / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -141,10 +141,10 @@ def _lesion_table(run: Run, lesion: "bool | pd.DataFrame", recalibrate: bool = F
 
 # Why a user model's run has no per-layer gradient figures, lesions or diagnostics (each reads the shipped ResNet's
 # blocks: its stem, stages and head).
-USER_MODEL_TELEMETRY = ("the per-layer gradient telemetry reads the shipped ResNet's blocks; a user model's trials record "
-                        "no grad_norms.csv")
-USER_MODEL_PROBES = ("lesions and diagnostics take out or probe the shipped ResNet's residual blocks; a user model marks "
-                     "none, so they are not run for it")
+USER_MODEL_TELEMETRY = ("the per-layer gradient telemetry reads the stem, blocks and head of ablate's own networks; a user "
+                        "model's trials record no grad_norms.csv")
+USER_MODEL_PROBES = ("lesions and diagnostics take out or probe the residual blocks of ablate's own networks; a user model "
+                     "marks none, so they are not run for it")
 
 
 DIAGNOSTIC_NAMES = ("landscape", "landscape_2d", "shattered", "signal", "lesions_k")

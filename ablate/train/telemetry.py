@@ -7,13 +7,9 @@ from typing import Any
 import torch
 
 
-USER_MODEL_REASON = ("per-layer gradient telemetry groups layers by the shipped ResNet's blocks (stem, stages, head); a "
-                     "user model records none")
-
-
 def records_blocks(model: torch.nn.Module) -> bool:
     """Whether GradTelemetry can watch this model: the shipped ResNet's stem, blocks() and fc (a user's network from
-    its own factory has no such layout, and its trials record no grad_norms.csv: USER_MODEL_REASON)."""
+    its own factory has no such layout, and its trials record no grad_norms.csv)."""
     return all(hasattr(model, name) for name in ("stem", "blocks", "fc"))
 
 
