@@ -115,6 +115,37 @@ def test_an_import_path_is_found_without_importing_it(tmp_path):
     assert study.model.root == str(tmp_path.resolve()) and study.model.module == "mypkg.nets"
 
 
+def test_an_import_path_is_imported_from_the_recorded_file_with_its_package_root_on_the_path(tmp_path):
+    from ablate.models import build_trial_model
+
+    package = tmp_path / "pkgroot" / "zoo_of_nets"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "mlp.py").write_text(RECORDING)
+    spec = {**SPEC, "model": "zoo_of_nets.mlp:build"}
+    study = parse_study(spec, source="spec", spec_dir=tmp_path / "pkgroot")
+    cfg = study.trial_config(study.arms[0], {}, seed=0)
+    model = build_trial_model(cfg, 1, 10)
+    module = sys.modules["zoo_of_nets.mlp"]
+    assert Path(module.__file__).resolve() == package / "mlp.py" and module.CALLS[-1]["width"] == 16
+    assert model[-1].out_features == 10
+
+
+def test_the_manifest_records_the_version_of_an_import_paths_distribution(tmp_path):
+    from importlib import metadata
+
+    from ablate.engine import model_record
+
+    study = parse_study({**SPEC, "model": "yaml.constructor:SafeConstructor"}, source="spec", spec_dir=tmp_path)
+    record = model_record(study)
+    assert record["package"] == "PyYAML" and record["version"] == metadata.version("PyYAML")
+    assert record["file"].endswith("constructor.py") and record["sha256"] == file_sha256(record["file"])
+    resnet = {"base": {"dataset": "digits"}, "factors": {"residual": {"values": [True, False]}}, "seeds": [0, 1]}
+    assert model_record(parse_study(resnet, source="spec")) is None
+    with pytest.raises(AblateError, match="unknown base setting"):  # without a model, width is no setting
+        parse_study({k: v for k, v in SPEC.items() if k != "model"}, source="spec")
+
+
 def test_a_user_axis_reaches_the_factory_and_changes_the_model(tmp_path):
     from ablate.models import build_trial_model
 
