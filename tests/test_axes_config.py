@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from ablate.spec.trial_config import EXECUTION_DEFAULTS, RECIPE_DEFAULTS, TrialConfig
+from ablate.spec.trial_config import EXECUTION_DEFAULTS, FACTORY_FIELDS, RECIPE_DEFAULTS, TrialConfig
 from ablate.errors import AblateError
 from ablate.spec.study_spec import load_study, parse_study
 from ablate.train.loop import run_trial
@@ -21,7 +21,8 @@ SCHEMA_1 = ("family", "depth", "residual", "shortcut", "lr", "momentum", "weight
 def old_id(cfg: TrialConfig) -> str:
     """The id a config.yaml written before the new axes existed had: the hash of its fields then."""
     before = {k: v for k, v in cfg.to_dict().items() if k in SCHEMA_1}
-    assert not set(cfg.to_dict()) - set(SCHEMA_1) - {"telemetry", *NEW, *RECIPE_DEFAULTS, *EXECUTION_DEFAULTS}
+    assert not set(cfg.to_dict()) - set(SCHEMA_1) - {"telemetry", *NEW, *RECIPE_DEFAULTS, *EXECUTION_DEFAULTS,
+                                                     *FACTORY_FIELDS}
     return hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 

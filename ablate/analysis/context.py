@@ -57,7 +57,10 @@ def chance(run: Run) -> float:
 
 
 def model_name(run: Run) -> str:
-    """e.g. 'ResNet-18', 'CIFAR-style ResNets, depths 20–56' when depth is a factor."""
+    """e.g. 'ResNet-18', 'CIFAR-style ResNets, depths 20–56' when depth is a factor; a user model by its factory and
+    its source's hash ('the user model ./nets.py:build (source SHA-256 1a2b3c4d5e6f)'), never as a ResNet."""
+    if run.study.model is not None:
+        return run.study.model.describe()
     family, depth = run.config_value("family"), run.config_value("depth")
     if family is None:
         return "ResNets"
@@ -70,7 +73,10 @@ def model_name(run: Run) -> str:
 
 def shared_model_axes(run: Run) -> list[str]:
     """The model axes every arm sets alike away from the reference model ('pre-activation blocks', 'GELU'), in the
-    words ModelSpec.describe() uses; the protocol and methods.md name them."""
+    words ModelSpec.describe() uses; the protocol and methods.md name them. None for a user model (its settings are
+    its factory's, not these axes)."""
+    if run.study.model is not None:
+        return []
     return [axis_text(name, value) for name, default in neutral_defaults().items() if name != "residual_stages"
             and (value := run.config_value(name)) is not None and value != default]
 
@@ -144,7 +150,9 @@ def protocol(run: Run) -> str:
     source = "; ".join(DATASET_DETAILS.get(d, text(_short(d))) for d in data)
     sgd = "SGD with Nesterov momentum" if val("nesterov") is True else "plain SGD"
     shared = "".join(f", {text}" for text in shared_model_axes(run))
-    return (f"Protocol: {model_name(run)} ({val('family')} layout, {val('shortcut')} shortcuts where residual{shared}), "
+    arch = (f" ({val('family')} layout, {val('shortcut')} shortcuts where residual{shared})" if run.study.model is None
+            else " (built by its factory with each arm's settings)")
+    return (f"Protocol: {model_name(run)}{arch}, "
             f"{sgd} (lr {lr}, momentum {val('momentum')}, weight decay {val('weight_decay')}, batch {val('batch_size')}, "
             f"{schedule_text(val)}), {steps_text} steps ({val('epochs')} epochs over {val('train_size')} training "
             f"images), {augment_text(val('augment'))}; dev set {val('dev_size')} images from the training split, "

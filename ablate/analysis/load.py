@@ -185,8 +185,9 @@ def _trials_frame(study: Study, rows: list[dict[str, Any]], configs: dict[str, T
 
 
 def _settings(config: TrialConfig) -> dict[str, Any]:
-    """A recorded config's settings as its config.yaml writes them (lists, not tuples)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()}
+    """A recorded config's settings as its config.yaml writes them (lists, not tuples), a user model's axes beside
+    ablate's own settings (TrialConfig.settings)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.settings().items()}
 
 
 def _planned_steps(settings: dict[str, Any]) -> float:

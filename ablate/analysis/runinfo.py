@@ -103,7 +103,7 @@ def param_counts(run: Run) -> dict[str, int | None]:
     whose model cannot be built."""
     import torch
 
-    from ablate.models import build_model
+    from ablate.models import build_trial_model
 
     channels, classes = recorded(run, "in_channels") or 1, recorded(run, "num_classes") or 10
     out: dict[str, int | None] = {}
@@ -111,7 +111,7 @@ def param_counts(run: Run) -> dict[str, int | None]:
         try:
             cfg = run.reported_config(arm.name)
             with torch.device("meta"):
-                model = build_model(cfg.model, channels, classes)
+                model = build_trial_model(cfg, channels, classes, announce=True)
             out[arm.name] = sum(p.numel() for p in model.parameters())
         except (AblateError, TypeError, ValueError):
             out[arm.name] = None

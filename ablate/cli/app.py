@@ -479,11 +479,13 @@ def reproduce(
     config: Path = typer.Argument(..., help="A trial's config.yaml (RUN_DIR/trials/<id>/config.yaml) or its folder."),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     device: Optional[str] = typer.Option(None, help="cpu, cuda ... (default: the device the trial recorded)."),
+    allow_changed: bool = typer.Option(False, "--allow-changed", help="Rerun a user model whose source file no "
+                                       "longer hashes to what the trial recorded (the result says so)."),
 ) -> None:
     """Rerun one trial and compare with what was recorded; exit 0 iff identical."""
     from ablate.train import reproduce_trial as rerun
 
     _check_device(device)
-    report = rerun(config, data_dir, device=device)
+    report = rerun(config, data_dir, device=device, allow_changed=allow_changed)
     typer.echo(report.format())
     raise typer.Exit(0 if report.identical else 1)

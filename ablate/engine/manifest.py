@@ -113,6 +113,23 @@ def run_manifest(study: Study, dataset: str, resources: dict[str, Any]) -> dict[
     }
 
 
+def model_record(study: Study) -> dict[str, Any] | None:
+    """What the manifest records of a user model: its reference, source file and SHA-256, and for an import path
+    the installed distribution that provides its top-level package with that distribution's version (None where
+    none does: a folder on sys.path, or a file path)."""
+    ref = study.model
+    if ref is None:
+        return None
+    record: dict[str, Any] = {**ref.record(), "package": None, "version": None}
+    if ref.module is not None:
+        top = ref.module.split(".")[0]
+        dists = metadata.packages_distributions().get(top) or []
+        if dists:
+            record["package"] = dists[0]
+            record["version"] = package_versions(dists[:1])[dists[0]]
+    return record
+
+
 SPEC_HASH = "spec_sha256"
 SPEC_DOC = "spec"
 

@@ -61,7 +61,7 @@ def _arch(cfg: TrialConfig) -> str:
     from ablate.data import expected_shape
 
     channels, classes = expected_shape(cfg.dataset)
-    return " ".join(x for x in (cfg.model.key(), f"{channels}x{cfg.image_size}px {classes} classes batch {cfg.batch_size}",
+    return " ".join(x for x in (cfg.model_key(), f"{channels}x{cfg.image_size}px {classes} classes batch {cfg.batch_size}",
                                 cfg.precision if cfg.precision != "fp32" else "",
                                 "(eager; compiled trials differ)" if cfg.compile != "none" else "") if x)
 
@@ -101,10 +101,10 @@ def planned(study: Study) -> list[tuple[str, TrialConfig, int]]:
 
 def _model(cfg: TrialConfig):
     from ablate.data import expected_shape
-    from ablate.models import build_model
+    from ablate.models import build_trial_model
 
     channels, classes = expected_shape(cfg.dataset)
-    return build_model(cfg.model, channels, classes), channels, classes
+    return build_trial_model(cfg, channels, classes), channels, classes
 
 
 def _seconds_per_step(cfg: TrialConfig) -> float:
@@ -332,7 +332,7 @@ _SIMULATED: dict[tuple, tuple[int, int, int]] = {}
 def _simulated(cfg: TrialConfig, channels: int, classes: int) -> tuple[int, int, int]:
     """(bytes of the weights and buffers, the most a training step holds at once, the most an evaluation batch
     holds at once), measured on the meta device; remembered for configs that differ in nothing they depend on."""
-    key = (cfg.model, channels, classes, cfg.image_size, _largest_batch(cfg), _eval_batch(cfg), cfg.momentum > 0,
+    key = (cfg.model_key(), channels, classes, cfg.image_size, _largest_batch(cfg), _eval_batch(cfg), cfg.momentum > 0,
            cfg.nesterov, cfg.channels_last)
     if key not in _SIMULATED:
         _SIMULATED[key] = _simulate(cfg, channels, classes)
@@ -342,12 +342,12 @@ def _simulated(cfg: TrialConfig, channels: int, classes: int) -> tuple[int, int,
 def _simulate(cfg: TrialConfig, channels: int, classes: int) -> tuple[int, int, int]:
     import torch
 
-    from ablate.models import build_model
+    from ablate.models import build_trial_model
     from ablate.train import SingleModel
 
     meta = torch.device("meta")
     with meta:
-        model = build_model(cfg.model, channels, classes)
+        model = build_trial_model(cfg, channels, classes)
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     batch = _largest_batch(cfg)
     shape = (batch, channels, cfg.image_size, cfg.image_size)

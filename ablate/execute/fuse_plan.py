@@ -77,14 +77,14 @@ def measure(config: TrialConfig, k: int, device: str, steps: int = 4, *, in_chan
     import torch
 
     from ablate.execute.step_timer import time_steps
-    from ablate.models import build_model
+    from ablate.models import build_trial_model
     from ablate.train import FusedModel, SingleModel
 
     device = torch.device(device)
     shape = (config.batch_size, in_channels, config.image_size, config.image_size)
 
     def make():
-        return build_model(config.model, in_channels, num_classes).to(device)
+        return build_trial_model(config, in_channels, num_classes).to(device)
 
     single = SingleModel([make()], [config], device, shape)
     fused = FusedModel([make() for _ in range(k)], [config.replace(seed=config.seed + i) for i in range(k)], device,

@@ -106,7 +106,7 @@ def shape_key(cfg: TrialConfig, in_channels: int, device_name: str) -> str:
     """What the throughput depends on: the GPU, torch, and the trial's model, input and execution settings."""
     import torch
 
-    return (f"{device_name} | torch {torch.__version__} | {cfg.model.key()} | "
+    return (f"{device_name} | torch {torch.__version__} | {cfg.model_key()} | "
             f"{in_channels}x{cfg.image_size}x{cfg.image_size} batch {cfg.batch_size} | {cfg.precision} compile "
             f"{cfg.compile}{' channels_last' if cfg.channels_last else ''}")
 
@@ -143,14 +143,14 @@ def run_child(job: dict[str, Any]) -> None:
     import torch
 
     from ablate.execute.step_timer import time_steps
-    from ablate.models import build_model
+    from ablate.models import build_trial_model
     from ablate.train import SingleModel, deterministic_cuda, torch_threads
 
     cfg, device, c = TrialConfig.from_dict(job["config"]), torch.device(job["device"]), job["in_channels"]
     if device.type == "cuda":
         deterministic_cuda()
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = build_model(cfg.model, c).to(device, memory_format=fmt).train()
+    model = build_trial_model(cfg, c).to(device, memory_format=fmt).train()
     shape = (cfg.batch_size, c, cfg.image_size, cfg.image_size)
     trainer = SingleModel([model], [cfg], device, shape)  # the training loop's own step (precision, compile)
     x = torch.randn(shape, device=device).contiguous(memory_format=fmt)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ablate.errors import AblateError
 from ablate.execute.gpu_plan import GpuPlan, decide
-from ablate.engine import Resources, check_spec, check_storage, run_manifest, spec_record
+from ablate.engine import Resources, check_spec, check_storage, model_record, run_manifest, spec_record
 from ablate.run_folder import (create_run_dir, open_run_dir, optuna_db, read_manifest, read_spec, trials_csv,
     write_resume_manifest)
 from ablate.spec import MAX_RETRIES, MAX_SAMPLER_SEED, Study, check_at_most, load_study
@@ -102,6 +102,7 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
             spec.first_config()  # validates the name
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     check_run_paths(spec, out, run_dir, storage)  # before anything is read or written
+    check_model(spec)  # a user's network: imported (saying so), its file unchanged, every axis a parameter
     res = resources(cpus, gpus, gpus_per_trial, address, int(spec.base["threads"]))
     base = spec.first_config()
     check_data_fits(base, memory_limits())  # loading data that can never fit would end this process unannounced
@@ -126,11 +127,42 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
     members, why = fuse_plan(fuse, res, spec, gpu.table, splits.in_channels, splits.num_classes)
     gpu.fuse = why
     record = run_manifest(spec, splits.dataset, info)
+    if spec.model is not None:
+        record["model"] = model_record(spec)
     record.update({"run_id": run_id, "dataset_requested": requested, "sampler": spec.sampler_text(),
                    "fuse": {"members": members, "why": why},
                    "gpu_plan": {"trials_per_gpu": gpu.trials_per_gpu, "source": gpu.source,
                                 "img_per_s": {str(k): round(v, 1) for k, v in sorted(gpu.table.items())}}})
     return Launch(spec, res, run_dir, run_id, storage, retries, members, gpu, notes, record)
+
+
+def check_model(spec: Study) -> None:
+    """A spec's user model, before anything runs: its module imported (after one line naming it and its file; the
+    reference is the user's spec's own), its source still what spec.yaml recorded, and every setting the factory is
+    to be called with one of its parameters (refused in one line naming the setting and the parameters)."""
+    if spec.model is None:
+        return
+    from ablate.models import check_axes, load_factory
+
+    ref = spec.model
+    factory = load_factory(ref.reference, ref.file, ref.sha256, announce=True)
+    axes = spec.user_axes()
+    check_axes(ref.reference, factory, [a for a in axes if a in spec.factor_names], "factor")
+    check_axes(ref.reference, factory, [a for a in axes if a not in spec.factor_names], "setting")
+
+
+def model_source(spec: Study) -> bytes | None:
+    """The bytes of a user model's source file for the run folder's copy, checked against the hash the trials
+    record (so the copy is what ran)."""
+    if spec.model is None:
+        return None
+    import hashlib
+
+    data = Path(spec.model.file).read_bytes()
+    if hashlib.sha256(data).hexdigest() != spec.model.sha256:
+        raise AblateError(f"model factory {spec.model.reference}: {spec.model.file} changed while the study was "
+                          f"being prepared (recorded SHA-256 {spec.model.sha256}); start again")
+    return data
 
 
 def check_run_paths(spec: Study, out: Path | None, run_dir: Path | None, storage: str | None) -> None:
@@ -159,7 +191,8 @@ def start(launch: Launch, out: Path | None) -> Path:
     if launch.run_dir is None:
         spec_text = launch.spec.resolved_yaml()
         launch.manifest.update(spec_record(spec_text))  # the spec it started with: a resume must run the same
-        launch.run_dir = create_run_dir(launch.spec, out, spec_text, launch.manifest, trials_csv(launch.spec, []))
+        launch.run_dir = create_run_dir(launch.spec, out, spec_text, launch.manifest, trials_csv(launch.spec, []),
+                                        model_source(launch.spec))
     return launch.run_dir
 
 

@@ -4,17 +4,18 @@ The registry's names load with the package; the torch modules' names when first 
 """
 from __future__ import annotations
 
-from ablate.models.registry import (DEFAULT_DEPTH, FAMILY_TITLES, MODEL_AXES, ModelSpec, axis_meta, axis_text,
-    coerce_stages, neutral_defaults)
+from ablate.models.registry import (DEFAULT_DEPTH, FACTORY_INPUTS, FAMILY_TITLES, MODEL_AXES, ModelSpec, axis_meta,
+    axis_text, coerce_stages, neutral_defaults)
 from ablate.lazy_names import lazy_names
 
 # these import torch: loaded when first used
 __getattr__, _LAZY = lazy_names(__name__, {
     "resnet": ["Block", "IdentityShortcut", "build_model"],
+    "factory": ["build_trial_model", "check_axes", "load_factory"],
     "summary": ["format_summary", "summarize"],
     "torchvision_check": ["verify_torchvision"],
 })
 
-__all__ = ["DEFAULT_DEPTH", "FAMILY_TITLES", "MODEL_AXES", "ModelSpec", "axis_meta", "axis_text", "coerce_stages",
-           "neutral_defaults"]
+__all__ = ["DEFAULT_DEPTH", "FACTORY_INPUTS", "FAMILY_TITLES", "MODEL_AXES", "ModelSpec", "axis_meta", "axis_text",
+           "coerce_stages", "neutral_defaults"]
 __all__ += _LAZY

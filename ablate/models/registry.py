@@ -15,6 +15,8 @@ from typing import Any, Mapping
 from ablate.errors import AblateError
 
 
+# What ablate passes a user's model factory besides its axes (ablate.models.factory), each where it declares it.
+FACTORY_INPUTS = ("in_channels", "num_classes", "image_size")
 FAMILIES: dict[str, tuple[int, ...]] = {"imagenet": (10, 18, 34), "cifar": (20, 32, 44, 56, 110)}
 DEFAULT_DEPTH = {"imagenet": 18, "cifar": 20}  # a family's depth when none is given
 STAGES = {"imagenet": 4, "cifar": 3}

@@ -14,9 +14,11 @@ import yaml
 
 from ablate.errors import AblateError
 from ablate.spec.limits import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES
-from ablate.spec.trial_config import TrialConfig
+from ablate.models import FACTORY_INPUTS
+from ablate.spec.trial_config import FACTORY_FIELDS, TrialConfig
 
-CONFIG_FIELDS = {f.name for f in fields(TrialConfig)}
+# what a spec may set by name (the factory's fields come from its `model`)
+CONFIG_FIELDS = {f.name for f in fields(TrialConfig)} - set(FACTORY_FIELDS)
 
 
 def read_yaml(path: Path) -> Any:
@@ -114,6 +116,14 @@ def check_keys(data: dict, allowed: set[str], source: str, what: str) -> None:
     need(not unknown, source, f"unknown {what} key(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
 
 
-def check_setting_names(names, source: str, what: str) -> None:
+def check_setting_names(names, source: str, what: str, user_axes: bool = False) -> None:
+    """Every name a trial setting; with a user model (`user_axes`) a name that is not one of ablate's own settings is
+    an axis of its factory, so any keyword-argument name but the factory's inputs and the factory's fields."""
+    if user_axes:
+        bad = [str(n) for n in names if not (isinstance(n, str) and n.isidentifier()) or n in FACTORY_INPUTS[:2]
+               or n in FACTORY_FIELDS]
+        need(not bad, source, f"{what} {', '.join(bad)} cannot be a setting or an axis of the model factory (an axis is "
+             f"a keyword-argument name; {', '.join(FACTORY_INPUTS)} and {', '.join(FACTORY_FIELDS)} are ablate's)")
+        return
     bad = [str(n) for n in names if n not in CONFIG_FIELDS]
     need(not bad, source, f"unknown {what} {', '.join(bad)}; valid trial settings: {', '.join(sorted(CONFIG_FIELDS))}")

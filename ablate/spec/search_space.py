@@ -97,14 +97,14 @@ def grid_points(space: list[Param], points: int) -> list[dict[str, Any]]:
     return out
 
 
-def parse_space(search: Any, source: str) -> list[Param]:
+def parse_space(search: Any, source: str, user_axes: bool = False) -> list[Param]:
     if search is None:
         return []
     need(isinstance(search, dict), source, f"search must be a mapping with {', '.join(sorted(SEARCH_KEYS))}")
     check_keys(search, SEARCH_KEYS, source, "search")
     space = search.get("space")
     need(isinstance(space, dict) and space, source, "search.space must name at least one parameter, e.g. lr: {distribution: loguniform, low: 0.001, high: 0.3}")
-    check_setting_names(space, source, "search parameter(s)")
+    check_setting_names(space, source, "search parameter(s)", user_axes)
     params = []
     for name, body in space.items():
         where = f"search.space.{name}"

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ablate.errors import AblateError
-from ablate.spec.trial_config import TrialConfig
+from ablate.spec.model_ref import ModelRef, parse_model
+from ablate.spec.trial_config import OWN_SETTINGS, TrialConfig
 from ablate.spec.seed_rule import SeedRule, parse_seeds, recorded_seeds
 from ablate.spec.search_space import HALVING_MIN_POINTS, SAMPLERS, Halving, Param, grid_points, parse_halving, parse_space
 from ablate.spec.reading import check_keys, check_setting_names, is_int, need, read_yaml
@@ -38,7 +39,7 @@ def _shipped_studies() -> Traversable:
 STUDIES_DIR = _shipped_studies()
 BUDGETS = ("smoke", "default", "full")
 SPEC_KEYS = {"name", "description", "base", "factors", "arms", "search", "grid", "seeds", "resample_data",
-             "min_effect", "keep_weights", "budgets", "budget"}
+             "min_effect", "keep_weights", "budgets", "budget", "model"}
 KEEP_WEIGHTS = ("none", "final", "all")
 SEARCH_OVERRIDES = ("sampler", "trials", "points", "round", "startup", "tuning_seeds", "repeats", "halving")
 BUDGET_KEYS = {"base", "seeds", "grid", *SEARCH_OVERRIDES}
@@ -94,6 +95,16 @@ class Study:
     # the others measure the tuning luck).
     repeats: int = 1
     halving_note: str = ""  # why halving is off although the spec asked for it
+    # The user's network (the spec's `model`); None: the shipped ResNet of the model axes.
+    model: ModelRef | None = None
+
+    def user_axes(self) -> list[str]:
+        """The settings a user model's factory is called with (every name in the spec that is not one of ablate's
+        own settings), in the order the spec names them; none without a user model."""
+        if self.model is None:
+            return []
+        names = [*self.base, *(k for a in self.arms for k in a.settings), *(p.name for p in self.space), *self.grid]
+        return [n for n in dict.fromkeys(names) if n not in OWN_SETTINGS]
 
     def keeps_weights(self, stage: str) -> bool:
         return self.keep_weights == "all" or (self.keep_weights == "final" and stage != "tune")
@@ -126,6 +137,9 @@ class Study:
             merged["seed"] = seed
             if self.resample_data:
                 merged["data_seed"] = seed
+        if self.model is not None:  # TrialConfig.from_dict makes every other name an axis of the factory
+            merged.update(factory=self.model.reference, factory_file=self.model.file,
+                          factory_sha256=self.model.sha256)
         return merged
 
     def arm_config(self, arm: Arm, **params: Any) -> TrialConfig:
@@ -226,14 +240,18 @@ def load_study(name_or_path: str | Path, budget: str = "default", sampler_seed: 
         need(isinstance(data, dict) and isinstance(data.get("search"), dict), str(path),
              "--sampler-seed needs a study with a search (this one has none)")
         data = {**data, "search": {**data["search"], "sampler_seed": sampler_seed}}
-    return parse_study(data, budget=budget, source=str(path), default_name=Path(path.name).stem)
+    spec_dir = Path(str(path)).parent if isinstance(path, Path) else None
+    return parse_study(data, budget=budget, source=str(path), default_name=Path(path.name).stem, spec_dir=spec_dir)
 
 
 def parse_study(data: Any, budget: str = "default", source: str = "spec", default_name: str = "study",
-                keep_weights_default: str = "none") -> Study:
-    """Validate a spec document and apply a budget. Any problem raises AblateError naming it."""
+                keep_weights_default: str = "none", spec_dir: Path | None = None) -> Study:
+    """Validate a spec document and apply a budget. Any problem raises AblateError naming it. `spec_dir`: the folder
+    a user model's file path (`model: ./nets.py:build`) is relative to (default: the working directory)."""
     need(isinstance(data, dict), source, f"a study spec must be a mapping, got {type(data).__name__}")
     check_keys(data, SPEC_KEYS, source, "spec")
+    model = parse_model(data["model"], spec_dir, source) if "model" in data else None
+    user_axes = model is not None
     budgets = data.get("budgets") or {}
     need(isinstance(budgets, dict), source, "budgets must be a mapping of budget name to overrides")
     check_keys(budgets, set(BUDGETS), source, "budget")
@@ -256,10 +274,12 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
     raw["budget"] = data["budget"] if not budgets and data.get("budget") in BUDGETS else budget
     name = str(raw.get("name") or default_name)
     raw["name"] = name
+    if model is not None:
+        raw["model"] = model.record()  # spec.yaml records the file and its hash the run used
 
     base = raw.get("base") or {}
     need(isinstance(base, dict), source, "base must be a mapping of trial settings")
-    check_setting_names(base, source, "base setting(s)")  # values are checked per arm below
+    check_setting_names(base, source, "base setting(s)", user_axes)  # values are checked per arm below
     # A trial's numbers depend on its thread count, so the spec fixes it (the machine only decides how
     # many trials run at once); spec.yaml of a run records it.
     threads = base.get("threads", DEFAULT_THREADS)
@@ -268,8 +288,8 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
     base = raw["base"] = {**base, "threads": threads}
 
     legacy = _legacy_asha(raw, data, source)
-    factor_names, arms = _expand_arms(raw, source)
-    space = parse_space(raw.get("search"), source)
+    factor_names, arms = _expand_arms(raw, source, user_axes)
+    space = parse_space(raw.get("search"), source, user_axes)
     search = raw.get("search") or {}
     sampler = search.get("sampler", "tpe")
     trials = search.get("trials", 0) if space else 0
@@ -317,7 +337,7 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
 
     grid = raw.get("grid") or {}
     need(isinstance(grid, dict), source, "grid must be a mapping of setting to a list of values")
-    check_setting_names(grid, source, "grid setting(s)")
+    check_setting_names(grid, source, "grid setting(s)", user_axes)
     for key, values in grid.items():
         need(isinstance(values, list) and values, source, f"grid.{key} must be a non-empty list")
     fixed_points = math.prod(len(v) for v in grid.values())
@@ -350,7 +370,7 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
         budget=raw["budget"], raw=raw, resample_data=resample_data, min_effect=min_effect, legacy=legacy,
         keep_weights=keep_weights,
         seed_rule=seed_rule, sampler=sampler, search_points=points, tuning_seed_count=tuning,
-        tuning_seeds_given="tuning_seeds" in search, repeats=repeats, halving_note=halving_note,
+        tuning_seeds_given="tuning_seeds" in search, repeats=repeats, halving_note=halving_note, model=model,
     )
     if space and study.tuning_seeds_given:
         tuning_seeds = {s for r in range(repeats) for s in study.tuning_seeds(r)}
@@ -402,7 +422,7 @@ def _format_value(v: Any) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def _expand_arms(raw: dict, source: str) -> tuple[list[str], list[Arm]]:
+def _expand_arms(raw: dict, source: str, user_axes: bool = False) -> tuple[list[str], list[Arm]]:
     factors, explicit = raw.get("factors"), raw.get("arms")
     need(not (factors and explicit), source, "use either factors (combinations) or arms (an explicit list), not both")
     if explicit:
@@ -412,7 +432,7 @@ def _expand_arms(raw: dict, source: str) -> tuple[list[str], list[Arm]]:
         for i, entry in enumerate(explicit):
             need(isinstance(entry, dict) and isinstance(entry.get("name"), str), source, f"arms[{i}] must be a mapping with a name")
             settings = {k: v for k, v in entry.items() if k != "name"}
-            check_setting_names(settings, source, f"setting(s) in arm {entry['name']!r}:")
+            check_setting_names(settings, source, f"setting(s) in arm {entry['name']!r}:", user_axes)
             need(entry["name"] not in names, source, f"arm name {entry['name']!r} repeats")
             names.add(entry["name"])
             arms.append(Arm(entry["name"], settings))
@@ -421,7 +441,7 @@ def _expand_arms(raw: dict, source: str) -> tuple[list[str], list[Arm]]:
     if not factors:
         return [], [Arm("all", {})]
     need(isinstance(factors, dict), source, "factors must be a mapping of setting name to {values: [...], requires: {...}}")
-    check_setting_names(factors, source, "factor(s)")
+    check_setting_names(factors, source, "factor(s)", user_axes)
     parsed: list[tuple[str, list, dict]] = []
     for name, body in factors.items():
         if isinstance(body, list):

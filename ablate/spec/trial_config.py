@@ -17,7 +17,7 @@ import yaml
 
 from ablate.data import DATASETS, check_dataset, may_mirror, no_flip
 from ablate.errors import AblateError
-from ablate.models import ModelSpec, coerce_stages
+from ablate.models import FACTORY_INPUTS, MODEL_AXES, ModelSpec, coerce_stages
 from ablate.spec.limits import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_LR, MAX_STEPS, MAX_THREADS, MAX_WEIGHT_DECAY, check_config,
                                 check_most)
 
@@ -106,10 +106,21 @@ class TrialConfig(ModelSpec):
     precision: str = setting("fp32", "Training forward passes in fp32 or bf16 (autocast)", neutral=True)
     compile: str = setting("none", "torch.compile the model for training: none, default or reduce-overhead (CUDA "
                                    "graphs)", neutral=True)
+    # a user's network (the spec's `model`, ablate.spec.model_ref): its reference, its source file and that file's
+    # SHA-256, and the axes its factory is called with. Empty: the shipped ResNet of the model axes above. With a
+    # factory the model axes are unused (left out of config.yaml and the trial id) and every setting that is not
+    # ablate's own is an axis; factory_file is where this machine found the source, never part of the trial id.
+    factory: str = setting("", "The user's model factory (the spec's model)", neutral=True, cli=False)
+    factory_file: str = setting("", "Where the factory's source file was found", neutral=True, cli=False)
+    factory_sha256: str = setting("", "SHA-256 of the factory's source file", neutral=True, cli=False)
+    axes: tuple = setting((), "The factory's keyword arguments besides in_channels, num_classes and image_size",
+                          neutral=True, cli=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.milestones, list):  # hashable, as a frozen config must be
             object.__setattr__(self, "milestones", tuple(self.milestones))
+        if isinstance(self.axes, dict):
+            object.__setattr__(self, "axes", tuple(sorted(self.axes.items(), key=lambda item: str(item[0]))))
         self.validate()
 
     def validate(self) -> None:
@@ -154,6 +165,40 @@ class TrialConfig(ModelSpec):
             raise AblateError(
                 f"config schema {self.schema} is newer than this toolkit's ({SCHEMA_VERSION}); upgrade ablate"
             )
+        self._validate_factory()
+
+    def _validate_factory(self) -> None:
+        if not self.factory:
+            if self.axes or self.factory_file or self.factory_sha256:
+                raise AblateError("axes, factory_file and factory_sha256 belong to a user model: set factory too")
+            return
+        if not (len(self.factory_sha256) == 64 and all(c in "0123456789abcdef" for c in self.factory_sha256)):
+            raise AblateError(f"factory_sha256 must be the SHA-256 of the factory's source file, got "
+                              f"{self.factory_sha256!r}")
+        if not self.factory_file:
+            raise AblateError(f"factory {self.factory} needs factory_file, the path of its source")
+        for name, value in self.axes:
+            if not isinstance(name, str) or not name.isidentifier() or name in FACTORY_INPUTS or name in OWN_SETTINGS:
+                raise AblateError(f"{name!r} cannot be an axis of model factory {self.factory} (an axis is a keyword "
+                                  f"argument name; {', '.join(FACTORY_INPUTS)} are ablate's)")
+            if not (value is None or isinstance(value, (bool, int, float, str))):
+                raise AblateError(f"axis {name} of model factory {self.factory} must be a number, text, true/false "
+                                  f"or null, got {value!r}")
+
+    # --- the model -----------------------------------------------------------------------------
+    def model_key(self) -> str:
+        """A short string that identifies the network, for caches and grouping: ModelSpec.key() for the shipped
+        ResNet; the factory, its source hash and its axes for a user's."""
+        if not self.factory:
+            return self.model.key()
+        axes = " ".join(f"{k}={v}" for k, v in self.axes)
+        return f"{self.factory}@{self.factory_sha256[:12]}" + (f" {axes}" if axes else "")
+
+    def settings(self) -> dict[str, Any]:
+        """The config as one flat mapping of setting to value, as a spec writes them: a user model's axes beside
+        ablate's own settings (config.yaml nests them under axes). from_dict reads it back."""
+        data = self.to_dict()
+        return {**{k: v for k, v in data.items() if k != "axes"}, **data["axes"]}
 
     def _validate_recipe(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -227,6 +272,9 @@ class TrialConfig(ModelSpec):
         data = dataclasses.asdict(self)
         if data["residual_stages"] is not None:
             data["residual_stages"] = list(data["residual_stages"])  # YAML and JSON write lists
+        data["axes"] = dict(self.axes)
+        if self.factory:  # the ResNet's axes do not describe a user's network
+            data = {k: v for k, v in data.items() if k not in MODEL_AXES}
         return data
 
     @classmethod
@@ -234,12 +282,17 @@ class TrialConfig(ModelSpec):
         if not isinstance(data, dict):
             raise AblateError(f"{source}: expected a mapping of trial settings, got {type(data).__name__}")
         known = {f.name: f for f in fields(cls)}
+        if data.get("factory"):
+            data = _user_axes(data, source)
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise AblateError(f"{source}: unknown setting(s) {', '.join(map(str, unknown))}; valid: {', '.join(known)}")
         values = {}
         for key, value in data.items():
-            values[key] = _coerce(key, value, type(getattr(cls, key)), source)
+            if key == "axes" and not isinstance(value, dict):
+                raise AblateError(f"{source}: axes must be a mapping of a model factory's keyword arguments, got "
+                                  f"{value!r}")
+            values[key] = value if key == "axes" else _coerce(key, value, type(getattr(cls, key)), source)
         return cls(**values)
 
     def replace(self, **changes: Any) -> "TrialConfig":
@@ -270,10 +323,25 @@ class TrialConfig(ModelSpec):
         # Settings added after schema 1 stay out of the hash at their default, so a config written
         # before they existed keeps its id: old run folders resume and reproduce under their names.
         for key, default in id_neutral_defaults(type(self)).items():
-            if data[key] == default:
+            if key in data and (data[key] == default or (key == "axes" and not data[key])):
                 del data[key]
+        data.pop("factory_file", None)  # where this machine keeps the source: the hash names what it is
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _user_axes(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """A user model's settings: ablate's own stay; every other name (the model axes' names among them: residual,
+    depth) is an axis the factory is called with. config.yaml nests the axes under `axes`; a flat mapping (a spec's
+    merged settings, TrialConfig.settings) holds them beside the rest, and those win."""
+    axes = data.get("axes") or {}
+    if isinstance(axes, (list, tuple)):
+        axes = dict(axes)
+    if not isinstance(axes, dict):
+        raise AblateError(f"{source}: axes must be a mapping of the model factory's keyword arguments, got {axes!r}")
+    own = {k: v for k, v in data.items() if k in OWN_SETTINGS or k in FACTORY_FIELDS}
+    flat = {k: v for k, v in data.items() if k not in own}
+    return {**own, "axes": {**axes, **flat}}
 
 
 SCHEDULES = ("constant", "step", "cosine")
@@ -304,6 +372,9 @@ def id_neutral_defaults(config: type = TrialConfig) -> dict[str, Any]:
 
 
 _HASH_NEUTRAL_DEFAULTS = id_neutral_defaults(TrialConfig)
+FACTORY_FIELDS = ("factory", "factory_file", "factory_sha256", "axes")  # set by the spec's `model`, not by name
+# ablate's own settings: what a user model's factory never receives (the model axes and the factory's fields aside)
+OWN_SETTINGS = frozenset(f.name for f in fields(TrialConfig)) - set(MODEL_AXES) - set(FACTORY_FIELDS)
 
 
 def _coerce(key: str, value: Any, kind: type, source: str) -> Any:

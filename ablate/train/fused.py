@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ablate.errors import AblateError
 from ablate.spec import TrialConfig, fusable
-from ablate.train.telemetry import GradTelemetry
+from ablate.train.telemetry import GradTelemetry, records_blocks
 from ablate.train.result import TrialResult
 from ablate.train.loop import TrainingLoop
 from ablate.train.sgd import MemberSgd
@@ -55,7 +55,8 @@ class FusedModel:
         self.k = len(configs)
         # Each member its own SGD (ablate.train.sgd): its schedule and warm-up, momentum, weight decay, Nesterov.
         self.sgd = [MemberSgd(c, m) for m, c in enumerate(configs)]
-        self.telemetry = [GradTelemetry(self.view) for _ in configs] if cfg.telemetry else None
+        self.telemetry = ([GradTelemetry(self.view) for _ in configs] if cfg.telemetry and records_blocks(self.view)
+                          else None)
 
     def train_step(self, xs: list[torch.Tensor], ys: list[torch.Tensor], step: int, labels: tuple[int, ...],
                    record: list[int]) -> torch.Tensor:

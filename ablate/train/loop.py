@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ablate.spec import TrialConfig
 from ablate.errors import AblateError
 from ablate.train import sgd
-from ablate.train.telemetry import GradTelemetry
+from ablate.train.telemetry import GradTelemetry, records_blocks
 from ablate.train.device import deterministic_cuda, seed_everything, torch_threads
 from ablate.train.result import TrialResult
 
@@ -66,10 +66,10 @@ def data_record(splits) -> dict[str, Any]:
 
 def model_for(config: TrialConfig, splits) -> torch.nn.Module:
     """The trial's model with its own seeded initialisation (what a fused member gets too)."""
-    from ablate.models import build_model
+    from ablate.models import build_trial_model
 
     seed_everything(config.seed)
-    return build_model(config.model, splits.in_channels, splits.num_classes)
+    return build_trial_model(config, splits.in_channels, splits.num_classes)
 
 
 class SingleModel:
@@ -94,7 +94,7 @@ class SingleModel:
         self.rates = config.learning_rates()
         # fp32 or bf16 autocast, eager or compiled (ablate.train.forward); evaluations always run the eager fp32 model.
         self.forward = TrainForward(self.model, config, device, input_shape)
-        self.telemetry = [GradTelemetry(self.model)] if config.telemetry else None
+        self.telemetry = [GradTelemetry(self.model)] if config.telemetry and records_blocks(self.model) else None
 
     def train_step(self, xs: list[torch.Tensor], ys: list[torch.Tensor], step: int, labels: tuple[int, ...],
                    record: list[int]) -> torch.Tensor:

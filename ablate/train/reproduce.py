@@ -128,6 +128,26 @@ def _check_registered(folder: Path) -> None:
             check_trial_records(run_dir, line, row)
 
 
+def _check_factory(cfg, allow_changed: bool, report: Report) -> None:
+    """The user model's source as the trial recorded it, imported (saying so) before anything is trained."""
+    from ablate.models import load_factory
+    from ablate.spec import file_sha256
+
+    path = Path(cfg.factory_file)
+    if not path.is_file():
+        raise AblateError(f"model factory {cfg.factory}: its source file {path} is missing (recorded SHA-256 "
+                          f"{cfg.factory_sha256}); put that file back there to reproduce the trial")
+    now = file_sha256(path)
+    if now != cfg.factory_sha256:
+        if not allow_changed:
+            raise AblateError(f"model factory {cfg.factory}: {path} has changed since the trial ran (recorded SHA-256 "
+                              f"{cfg.factory_sha256}, now {now}); restore it, or pass --allow-changed to rerun the "
+                              "changed source anyway")
+        report.notes.append(f"--allow-changed: reran a changed model source, {path} (recorded SHA-256 "
+                            f"{cfg.factory_sha256}, now {now}); differences may come from that change")
+    load_factory(cfg.factory, cfg.factory_file, cfg.factory_sha256, announce=True, allow_changed=allow_changed)
+
+
 def _missing_data(dataset: str, data_dir: str | os.PathLike | None, exc: Unavailable) -> str:
     """What reproduce says when the data the trial trained on is not here: where its files go (a rerun on other data
     would compare nothing)."""
@@ -140,11 +160,15 @@ def _missing_data(dataset: str, data_dir: str | os.PathLike | None, exc: Unavail
 
 
 def reproduce_trial(config_path: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
-                    device: str | torch.device | None = None) -> Report:
+                    device: str | torch.device | None = None, allow_changed: bool = False) -> Report:
     """Rerun the trial in config_path (a trial folder's config.yaml, or the folder) and compare.
 
     Compared: the scalars in SCALARS against metrics.json, the train-loss curve and the dev curve
     against curves.csv, and every value of grad_norms.csv when the folder has one.
+
+    A trial of a user model reruns its factory from the source file its config records: a missing file, or one whose
+    SHA-256 is not the recorded one, is refused in one line naming the file and the hashes; `allow_changed` reruns
+    a changed one anyway, and the report says so.
     """
     path = Path(config_path)
     if path.is_dir():
@@ -171,6 +195,8 @@ def reproduce_trial(config_path: str | os.PathLike, data_dir: str | os.PathLike 
         report.notes.append(f"metrics.json names trial {recorded['trial_id']} but config.yaml hashes to "
                             f"{report.trial_id}: the config was edited or written by another ablate version")
     device = recorded_device(recorded, device)
+    if cfg.factory:
+        _check_factory(cfg, allow_changed, report)
     run_cfg = cfg
     if cfg.dataset == "auto" and recorded.get("dataset") in ("mnist", "digits"):
         # `auto` may resolve otherwise on this machine; the recorded numbers came from this dataset.

@@ -7,6 +7,12 @@ from typing import Any
 import torch
 
 
+def records_blocks(model: torch.nn.Module) -> bool:
+    """Whether GradTelemetry can watch this model: the shipped ResNet's stem, blocks() and fc (a user's network from
+    its own factory has no such layout, and its trials record no grad_norms.csv)."""
+    return all(hasattr(model, name) for name in ("stem", "blocks", "fc"))
+
+
 class GradTelemetry:
     """Gradient and response statistics of one model, recorded on chosen steps only.
 

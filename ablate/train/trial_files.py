@@ -89,7 +89,9 @@ def write_trial_folder(folder: str | os.PathLike, config: TrialConfig, result: T
     if weights and result.best_state is not None:
         trial_records.write_weights(folder, state_dict_bytes(result.best_state))
     if plot and result.train_loss:
-        title = f"{config.family}-{config.depth} {'residual' if config.residual else 'plain'} lr={config.lr:g}"
+        model = (config.model_key() if config.factory else
+                 f"{config.family}-{config.depth} {'residual' if config.residual else 'plain'}")
+        title = f"{model} lr={config.lr:g}"
         trial_records.write_curves_plot(folder, plot_curves(result, title))
     trial_records.write_metrics(folder, {"trial_id": config.trial_id(), **result.metrics(), **(extra or {})})
     trial_state.remove_paused(folder)

@@ -70,11 +70,14 @@ def _tpe_used(run: Run) -> bool:
 
 def _model(run: Run, cite: _Cites) -> str:
     counts = param_counts(run)
+    variants = "; ".join(f"{text(readable_arm(run, a))} ({_num(counts[a]) + ' parameters' if counts[a] else 'parameters n/a'})"
+                         for a in run.arm_names)
+    if run.study.model is not None:  # the user's network: what its factory built, never a ResNet
+        return (f"We compared {_plural(len(run.arm_names), 'variant')} of {text(model_name(run))}, each built by "
+                f"calling the factory with its settings: {variants}.")
     keys = ["he2016deep"]
     if any(arm_value(run, a, "block") == "preact" for a in run.arm_names):
         keys.append("he2016identity")
-    variants = "; ".join(f"{text(readable_arm(run, a))} ({_num(counts[a]) + ' parameters' if counts[a] else 'parameters n/a'})"
-                         for a in run.arm_names)
     n = len(run.arm_names)
     family, shortcut = run.config_value("family"), run.config_value("shortcut")
     notes = ([f"{family} layout"] if family else []) + ([f"{shortcut} shortcuts in the residual blocks"] if shortcut else [])

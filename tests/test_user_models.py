@@ -1,0 +1,255 @@
+"""A network the user brings (docs/your-own-network.md): named in a spec by `model:`, its factory called with the
+study's settings that are not ablate's own, refused before anything runs where it does not take one, recorded (its
+reference and source hash in every trial config, a copy of its source in the run folder, its package's version in
+the manifest), described as itself in the report, and reproduced only from the source it ran."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ablate.cli.app import app
+from ablate.errors import AblateError
+from ablate.spec import TrialConfig, file_sha256, load_study, parse_study
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "residual_mlp"
+
+# A factory that records what it was called with (on the module, which the test reads back).
+RECORDING = '''
+import torch
+from torch import nn
+
+CALLS = []
+
+
+def build(in_channels, num_classes, image_size, residual=True, depth=2, width=8):
+    CALLS.append(dict(in_channels=in_channels, num_classes=num_classes, image_size=image_size, residual=residual,
+                      depth=depth, width=width))
+    layers = [nn.Flatten(), nn.Linear(in_channels * image_size * image_size, width)]
+    layers += [nn.Linear(width, width) for _ in range(depth)]
+    return nn.Sequential(*layers, nn.Linear(width, num_classes))
+'''
+
+SPEC = {"name": "mine", "model": "./mynets.py:build",
+        "base": {"dataset": "digits", "image_size": 8, "width": 16, "train_size": 64, "dev_size": 32,
+                 "test_size": 32, "batch_size": 32, "epochs": 1, "eval_every": 2, "lr": 0.05},
+        "factors": {"residual": {"values": [True, False]}, "depth": {"values": [3, 5]}},
+        "seeds": [0, 1]}
+
+
+def _write(tmp_path: Path, spec: dict = SPEC, source: str = RECORDING) -> Path:
+    (tmp_path / "mynets.py").write_text(source)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_user_axis_enters_the_trial_config_and_the_resnet_checks_do_not_refuse_it(tmp_path):
+    study = load_study(_write(tmp_path))
+    arm = next(a for a in study.arms if a.settings == {"residual": False, "depth": 3})
+    cfg = study.trial_config(arm, {}, seed=0)
+    assert cfg.factory == "./mynets.py:build"
+    assert cfg.factory_file == str((tmp_path / "mynets.py").resolve())
+    assert cfg.factory_sha256 == file_sha256(tmp_path / "mynets.py")
+    assert dict(cfg.axes) == {"residual": False, "depth": 3, "width": 16}  # depth 3 is no ResNet depth: no matter
+    assert cfg.lr == 0.05 and cfg.image_size == 8  # ablate's own settings stay ablate's
+    text = cfg.to_yaml()
+    assert "family" not in text and "shortcut" not in text  # the ResNet's axes do not describe this network
+    again = TrialConfig.from_yaml_file(_dump(tmp_path, text))
+    assert again == cfg and again.trial_id() == cfg.trial_id()
+    assert cfg.settings()["width"] == 16 and TrialConfig.from_dict(cfg.settings()) == cfg
+    # where this machine keeps the file is not part of the trial id; the source's hash and the axes are
+    assert cfg.replace(factory_file="/elsewhere/mynets.py").trial_id() == cfg.trial_id()
+    assert cfg.replace(width=32).trial_id() != cfg.trial_id()
+    assert cfg.replace(factory_sha256="0" * 64).trial_id() != cfg.trial_id()
+    # spec.yaml of the run records the resolved reference, file and hash, and reads back as the same study
+    resolved = yaml.safe_load(study.resolved_yaml())
+    assert resolved["model"] == {"reference": "./mynets.py:build", "file": cfg.factory_file, "sha256": cfg.factory_sha256}
+    assert parse_study(resolved, source="spec.yaml").trial_config(arm, {}, seed=0) == cfg
+
+
+def _dump(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_without_a_model_a_resnet_config_keeps_its_trial_id():
+    cfg = TrialConfig()
+    data = cfg.to_dict()
+    assert data["factory"] == "" and data["axes"] == {}
+    assert TrialConfig.from_dict(data) == cfg
+    assert cfg.trial_id() == TrialConfig.from_dict({k: v for k, v in data.items()
+                                                    if k not in ("factory", "factory_file", "factory_sha256",
+                                                                 "axes")}).trial_id()
+
+
+@pytest.mark.parametrize("name", ["in_channels", "num_classes", "factory_sha256"])
+def test_a_setting_named_as_one_of_ablates_inputs_is_refused(tmp_path, name):
+    spec = {**SPEC, "base": {**SPEC["base"], name: 3}}
+    with pytest.raises(AblateError, match=name):
+        load_study(_write(tmp_path, spec))
+
+
+def test_a_missing_model_file_or_a_malformed_reference_is_refused_in_one_line(tmp_path):
+    with pytest.raises(AblateError, match="no file"):
+        load_study(_write(tmp_path, {**SPEC, "model": "./other.py:build"}))
+    with pytest.raises(AblateError, match="MODULE:FUNCTION"):
+        load_study(_write(tmp_path, {**SPEC, "model": "mynets"}))
+
+
+def test_an_import_path_is_found_without_importing_it(tmp_path):
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise RuntimeError('imported at parse time')\n")
+    (package / "nets.py").write_text(RECORDING)
+    study = load_study(_write(tmp_path, {**SPEC, "model": "mypkg.nets:build"}))
+    assert study.model.file == str((package / "nets.py").resolve())
+    assert study.model.root == str(tmp_path.resolve()) and study.model.module == "mypkg.nets"
+
+
+def test_an_import_path_is_imported_from_the_recorded_file_with_its_package_root_on_the_path(tmp_path):
+    from ablate.models import build_trial_model
+
+    package = tmp_path / "pkgroot" / "zoo_of_nets"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "mlp.py").write_text(RECORDING)
+    spec = {**SPEC, "model": "zoo_of_nets.mlp:build"}
+    study = parse_study(spec, source="spec", spec_dir=tmp_path / "pkgroot")
+    cfg = study.trial_config(study.arms[0], {}, seed=0)
+    model = build_trial_model(cfg, 1, 10)
+    module = sys.modules["zoo_of_nets.mlp"]
+    assert Path(module.__file__).resolve() == package / "mlp.py" and module.CALLS[-1]["width"] == 16
+    assert model[-1].out_features == 10
+
+
+def test_the_manifest_records_the_version_of_an_import_paths_distribution(tmp_path):
+    from importlib import metadata
+
+    from ablate.engine import model_record
+
+    study = parse_study({**SPEC, "model": "yaml.constructor:SafeConstructor"}, source="spec", spec_dir=tmp_path)
+    record = model_record(study)
+    assert record["package"] == "PyYAML" and record["version"] == metadata.version("PyYAML")
+    assert record["file"].endswith("constructor.py") and record["sha256"] == file_sha256(record["file"])
+    resnet = {"base": {"dataset": "digits"}, "factors": {"residual": {"values": [True, False]}}, "seeds": [0, 1]}
+    assert model_record(parse_study(resnet, source="spec")) is None
+    with pytest.raises(AblateError, match="unknown base setting"):  # without a model, width is no setting
+        parse_study({k: v for k, v in SPEC.items() if k != "model"}, source="spec")
+
+
+def test_a_user_axis_reaches_the_factory_and_changes_the_model(tmp_path):
+    from ablate.models import build_trial_model
+
+    study = load_study(_write(tmp_path))
+    arm = study.arms[0]
+    narrow = study.trial_config(arm, {}, seed=0)
+    wide = narrow.replace(width=32)
+    counts = [sum(p.numel() for p in build_trial_model(c, 1, 10).parameters()) for c in (narrow, wide)]
+    module = sys.modules[f"ablate_user_model_{narrow.factory_sha256[:16]}"]
+    assert module.CALLS[-2:] == [dict(in_channels=1, num_classes=10, image_size=8, residual=True, depth=3, width=16),
+                                 dict(in_channels=1, num_classes=10, image_size=8, residual=True, depth=3, width=32)]
+    assert counts[1] > counts[0]
+
+
+def test_a_factor_the_factory_does_not_take_is_refused_before_anything_is_written(tmp_path):
+    spec = _write(tmp_path, {**SPEC, "factors": {**SPEC["factors"], "dropout": {"values": [0.0, 0.5]}}})
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["study", str(spec), "--out", str(out), "--cpus", "1"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[0] == f"importing model factory ./mynets.py:build from {(tmp_path / 'mynets.py').resolve()}"
+    assert len(lines) == 2
+    assert "factor dropout is not a parameter of model factory ./mynets.py:build" in lines[1]
+    assert "in_channels, num_classes, image_size, residual, depth, width" in lines[1]
+    assert not out.exists()
+
+
+def test_nothing_in_the_package_names_the_examples():
+    for path in (ROOT / "ablate").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "residual_mlp" not in text and "examples/" not in text, path
+
+
+# --- the example, end to end: one tiny real study ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory):
+    """examples/residual_mlp at its smoke budget, copied to a folder of its own, through the command line: search,
+    confirm, analyze, export."""
+    from helpers.background import environ
+
+    tmp = tmp_path_factory.mktemp("mlp")
+    folder = tmp / "residual_mlp"
+    shutil.copytree(EXAMPLE, folder)
+    out = tmp / "run"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=tmp, capture_output=True, text=True,
+                              env=environ(), timeout=900)
+
+    study = cli("study", str(folder / "study.yaml"), "--budget", "smoke", "--out", str(out), "--cpus", "2")
+    assert study.returncode == 0, study.stdout[-3000:] + study.stderr[-3000:]
+    analyze = cli("analyze", str(out))
+    assert analyze.returncode == 0, analyze.stdout[-3000:] + analyze.stderr[-3000:]
+    exported = cli("export", str(out), "--configs", str(tmp / "exported"))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    return {"tmp": tmp, "folder": folder, "out": out, "study": study, "cli": cli}
+
+
+@pytest.mark.slow
+def test_the_example_runs_and_records_what_its_result_depends_on(mlp_run):
+    out, folder = mlp_run["out"], mlp_run["folder"]
+    source = folder / "nets.py"
+    assert f"importing model factory ./nets.py:build from {source.resolve()}" in mlp_run["study"].stderr
+    assert (out / "model_source.py").read_bytes() == source.read_bytes()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"] == {"reference": "./nets.py:build", "file": str(source.resolve()),
+                                 "sha256": file_sha256(source), "package": None, "version": None}
+    trials = list((out / "trials").glob("*/config.yaml"))
+    assert len(trials) == 4 * 2 + 4 * 2  # 4 arms: 2 grid points, then 2 confirm seeds
+    configs = [TrialConfig.from_yaml_file(p) for p in trials]
+    assert {c.factory_sha256 for c in configs} == {file_sha256(source)}
+    assert {(dict(c.axes)["residual"], dict(c.axes)["depth"]) for c in configs} == {(True, 2), (False, 2), (True, 16),
+                                                                                  (False, 16)}
+    assert not list((out / "trials").glob("*/grad_norms.csv"))  # the telemetry reads ResNet blocks only
+
+
+@pytest.mark.slow
+def test_the_report_names_the_factory_never_a_resnet(mlp_run):
+    analysis = mlp_run["out"] / "analysis"
+    sha = file_sha256(mlp_run["folder"] / "nets.py")[:12]
+    for name in ("report.md", "methods.md"):
+        text = (analysis / name).read_text()
+        assert "./nets.py:build" in text and sha in text, name
+        assert "ResNet" not in text and "BatchNorm" not in text, name
+    assert "a user model's trials record no grad_norms.csv" in (analysis / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_an_exported_trial_reproduces_and_a_changed_source_is_refused_naming_both_hashes(mlp_run):
+    cli, folder = mlp_run["cli"], mlp_run["folder"]
+    exported = sorted(p for p in (mlp_run["tmp"] / "exported").iterdir() if p.is_dir())[0]
+    same = cli("reproduce", str(exported))
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "identical" in same.stdout and "importing model factory ./nets.py:build" in same.stderr
+    recorded = file_sha256(folder / "nets.py")
+    with open(folder / "nets.py", "a") as f:
+        f.write("\n# an edit after the run\n")
+    now = file_sha256(folder / "nets.py")
+    refused = cli("reproduce", str(exported))
+    assert refused.returncode == 2
+    line = refused.stderr.strip().splitlines()[-1]
+    assert str((folder / "nets.py").resolve()) in line and recorded in line and now in line
+    resumed = cli("study", "--resume", str(mlp_run["out"]))  # a run goes on only with the source it started with
+    assert resumed.returncode == 2 and recorded in resumed.stderr and now in resumed.stderr
+    anyway = cli("reproduce", str(exported), "--allow-changed")
+    assert anyway.returncode == 0, anyway.stdout + anyway.stderr  # a comment changes no number
+    assert "--allow-changed: reran a changed model source" in anyway.stdout and now in anyway.stdout
