@@ -25,3 +25,8 @@ __getattr__, __all__ = _lazy_names(__name__, {
     "api": ["Outcome", "Plan", "RunTables", "analyze", "execute", "load_run", "load_study", "plan", "run"],
     "errors": ["AblateError"],
 })
+
+
+def __dir__() -> list[str]:
+    """The public names with the module's own, so that a notebook's completion offers `ablate.run` and the rest."""
+    return sorted(set(globals()) | set(__all__))

@@ -96,7 +96,6 @@ class Outcome:
     ran: bool
     rows: int
     seconds: float
-    notes: list[str] = field(default_factory=list)
 
 
 def execute(planned: Plan, echo: Callable[..., None] = _echo,

@@ -181,6 +181,6 @@ def test_import_ablate_load_study_and_load_run_need_no_torch_ray_or_matplotlib(t
 
 def test_the_public_names_are_documented_and_loaded_when_first_used():
     for name in ("load_study", "run", "analyze", "load_run", "RunTables", "AblateError"):
-        assert name in ablate.__all__ and getattr(ablate, name).__doc__, name
+        assert name in ablate.__all__ and name in dir(ablate) and getattr(ablate, name).__doc__, name
     with pytest.raises(AttributeError):
         ablate.no_such_name  # noqa: B018
