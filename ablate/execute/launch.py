@@ -102,10 +102,6 @@ def prepare(name: str | Path | dict | Study | None, resume: Path | None, *, budg
             sampler_seed: int | None = None) -> Launch:
     """Read and check everything; write nothing. `name`: the study of a new run, as new_study takes it (with a
     resume: nothing, or the run's own study)."""
-    from ablate.data import load_splits
-    from ablate.execute.estimate import check_data_fits
-    from ablate.machine_memory import memory_limits
-
     notes: list[str] = []
     if retries < 0:
         raise AblateError(f"--retries must be >= 0, got {retries}")
@@ -130,6 +126,10 @@ def prepare(name: str | Path | dict | Study | None, resume: Path | None, *, budg
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     check_run_paths(spec, out, run_dir, storage)  # before anything is read or written
     res = resources(cpus, gpus, gpus_per_trial, address, int(spec.base["threads"]))
+    from ablate.data import load_splits  # torch: after the spec and the flags are checked, which need none
+    from ablate.execute.estimate import check_data_fits
+    from ablate.machine_memory import memory_limits
+
     base = spec.first_config()
     check_data_fits(base, memory_limits())  # loading data that can never fit would end this process unannounced
     splits = load_splits(base.dataset, data_dir, base.train_size, base.dev_size, base.test_size,
