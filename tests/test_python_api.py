@@ -184,3 +184,24 @@ def test_the_public_names_are_documented_and_loaded_when_first_used():
         assert name in ablate.__all__ and name in dir(ablate) and getattr(ablate, name).__doc__, name
     with pytest.raises(AttributeError):
         ablate.no_such_name  # noqa: B018
+
+
+def test_in_a_notebook_the_progress_bar_is_a_widget_whose_total_follows_the_study(tmp_path, monkeypatch):
+    """tqdm.auto picks tqdm.notebook in a Jupyter kernel with ipywidgets (skipped where ipywidgets is absent): the
+    bar is a widget, and when the totals change (an adaptive seed rule asks for more seeds) its maximum follows."""
+    pytest.importorskip("ipywidgets", reason="ipywidgets is not installed: the bar is a text line without it")
+    import tqdm.auto
+    import tqdm.notebook
+
+    from ablate.engine import Planner, Progress
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", tqdm.notebook.tqdm)  # what tqdm.auto is inside a Jupyter kernel
+    study = ablate.load_study({"base": {"family": "cifar", "depth": 20, "dataset": "digits"},
+                               "factors": {"residual": {"values": [True, False]}}, "seeds": [0, 1, 2]})
+    progress = Progress(study, Planner(study, tmp_path))
+    slider = progress.bar.container.children[-2]
+    assert isinstance(progress.bar, tqdm.notebook.tqdm) and slider.max == 6
+    slider.max = 1  # drawn with an older total
+    progress.refresh()
+    assert slider.max == 6 and "confirm 0/6" in progress.bar.container.children[-1].value.replace("\u2007", " ")
+    progress.close()
