@@ -3,9 +3,12 @@ command line runs, with the command line's errors."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -28,15 +31,20 @@ DOC = {"name": "api", "description": "tiny residual vs plain from Python", "base
                   "sampler_seed": 0},
        "seeds": [0, 1]}
 
-# What a notebook runs, in a fresh interpreter: the whole cycle, then the finished folder resumed.
+# What a notebook runs, in a fresh interpreter: a study started, then stopped by Ctrl-C.
+START = textwrap.dedent('''
+    import json, sys
+    import ablate
+
+    ablate.run(ablate.load_study(json.loads(sys.argv[1])), out=sys.argv[2], cpus=1)
+''')
+# Then, in another: the interrupted run finished, analysed, read as tables, and the finished folder resumed.
 CYCLE = textwrap.dedent('''
     import json, sys
     from pathlib import Path
     import ablate
 
-    doc, out = json.loads(sys.argv[1]), Path(sys.argv[2])
-    study = ablate.load_study(doc)
-    run_dir = ablate.run(study, out=out, cpus=1)
+    run_dir = ablate.run(resume=Path(sys.argv[1]), cpus=1)
     result = ablate.analyze(run_dir, figures=False)
     tables = ablate.load_run(run_dir)
     registry = (run_dir / "trials.jsonl").read_text()
@@ -48,9 +56,34 @@ CYCLE = textwrap.dedent('''
 ''')
 
 
+def _interrupted_run(run_dir: Path, cwd: Path) -> str:
+    """START's study, given Ctrl-C (SIGINT to its process group) once it has said it started; its stderr."""
+    proc = subprocess.Popen([sys.executable, "-c", START, json.dumps(DOC), str(run_dir)], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**environ(), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+    seen, deadline = b"", time.monotonic() + 600
+    try:
+        while f"-> {run_dir}".encode() not in seen and time.monotonic() < deadline:
+            chunk = os.read(proc.stderr.fileno(), 65536)
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode != 0
+    return (seen + rest).decode()
+
+
 @pytest.mark.slow
 def test_a_study_runs_end_to_end_from_python_and_its_tables_agree_with_the_run_folder(tmp_path):
-    out = subprocess.run([sys.executable, "-c", CYCLE, json.dumps(DOC), str(tmp_path / "run")], cwd=tmp_path,
+    """One real study from Python: started, stopped by Ctrl-C (run says how to finish it and raises
+    StudyInterrupted), finished with run(resume=...), analysed, read as tables that agree with trials.csv and
+    comparisons.csv, and resumed once finished, which runs nothing."""
+    stopped = _interrupted_run(tmp_path / "run", tmp_path)
+    assert (f"interrupted: what finished is kept in {tmp_path / 'run'}; finish it with: ablate study --resume "
+            f"{tmp_path / 'run'}") in stopped and "StudyInterrupted" in stopped, stopped[-3000:]
+    out = subprocess.run([sys.executable, "-c", CYCLE, str(tmp_path / "run")], cwd=tmp_path,
                          capture_output=True, text=True, timeout=900, env={**environ(), "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     first, resumed = out.stdout.split("RESUME\n")
@@ -58,7 +91,7 @@ def test_a_study_runs_end_to_end_from_python_and_its_tables_agree_with_the_run_f
     run_dir = Path(told["run_dir"])
     assert run_dir == tmp_path / "run"
     # what the command line says, said by the API: the start line and the progress bar on stderr, the table on stdout
-    assert f"study api (default) -> {run_dir}" in out.stderr and "8/8" in out.stderr
+    assert f"study api (default) -> {run_dir}" in out.stderr and "8/8" in out.stderr, out.stderr[-3000:]
     assert "done in" in first and "residual=true" in first
     # resuming the finished folder ran nothing, said so, and wrote no result
     assert told["again"] == str(run_dir) and told["registry_unchanged"]
