@@ -19,6 +19,6 @@ from ablate.lazy_names import lazy_names
 __getattr__, __all__ = lazy_names(__name__, {
     "load": ["Run", "integrity_notes", "latest_run", "load_run", "study_runs"],
     "text.exports": ["FORMATS", "check_configs_dest", "export", "export_configs", "terminal_table"],
-    "statistics.power": ["check_min_effect"],
-    "report": ["NOT_DRAWN", "AnalysisResult", "analyze"],
+    "statistics.power": ["check_min_effect", "paired_verdicts"],
+    "report": ["NOT_DRAWN", "AnalysisResult", "analyze", "check_out"],
 })

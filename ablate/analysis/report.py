@@ -14,7 +14,7 @@ from ablate.run_folder import ANALYSIS
 from .figures import arms as F
 from .figures import grad as G
 from .figures.paired import paired_differences
-from .statistics.compare import compare, supported_best
+from .statistics.compare import supported_best
 from .text.diagnostics_report import CAPTIONS as DIAGNOSTIC_CAPTIONS
 from .text.diagnostics_report import diagnostic_figures
 from .text.exports import writable_dir
@@ -26,8 +26,8 @@ from .statistics.lr_effects import LrEffects, lr_effects
 from .statistics.tuning_budget import Repeats, expected_max_curves, repeats
 from .statistics.search_luck import search_luck, selection_optimism
 from .text.lesion_report import check_table, lesion_figure
-from .statistics.power import check_min_effect, run_power
-from .load import Run, load_curves, load_grad_norms, load_predictions, load_run
+from .statistics.power import check_min_effect, paired_verdicts
+from .load import Run, load_curves, load_grad_norms, load_run
 from .text.html_report import report_html
 from .text.methods import methods
 from .text.report_text import CAPTIONS, Search, figure_lines, report_body
@@ -186,6 +186,19 @@ def _write_diagnostics(run: Run, diag, out_dir: Path, figs: dict, captions: dict
             captions[name] = " ".join([DIAGNOSTIC_CAPTIONS[name], *F.notes(fig)])
 
 
+def check_out(out: Path | None) -> None:
+    """An output folder analyze may write: new, empty, or one holding an earlier analysis (its report.md); a
+    folder of anything else is refused (AblateError), before anything is read or written."""
+    if out is None:
+        return
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not (out / "report.md").is_file():
+        raise AblateError(f"{out} is not empty and holds no earlier analysis (no report.md); choose an empty or new "
+                          "--out")
+    if out.exists() and not out.is_dir():
+        raise AblateError(f"{out} is a file; pass a folder for --out")
+
+
 def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFrame" = False,
             lesion_recalibrate: bool = False, diagnostics=False, landscape_2d: bool = False, progress=None,
             min_effect: float | None = None, figures: bool = True) -> AnalysisResult:
@@ -203,10 +216,11 @@ def analyze(run_dir: Path, out: Path | None = None, *, lesion: "bool | pd.DataFr
     table and the report without drawing a figure (the report lists them as not drawn), in a fraction of the time.
     """
     check_min_effect(min_effect)
+    check_out(out)
     run = load_run(Path(run_dir))
     out_dir = writable_dir(Path(out) if out is not None else run.run_dir / ANALYSIS)
     summary = summarize(run)
-    comparisons = run_power(run, compare(run, load_predictions(run), min_effect), min_effect)
+    comparisons = paired_verdicts(run, min_effect)
     best = supported_best(run, comparisons)
     fact = factorial(run)
     lr = lr_effects(run)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -266,10 +265,10 @@ def study(
 ) -> None:
     """Run a study: per-arm search in reproducible rounds (Optuna TPE through Ray Tune, optional successive
     halving), then the best config of each arm over seeds."""
-    from ablate.execute import launch as L, process_baseline
-    from ablate.run_folder import TRIALS_CSV, read_registry
+    from ablate import api
+    from ablate.execute import process_baseline
     from ablate.spec import list_studies
-    from ablate.engine import StudyInterrupted, StudyStopped, interrupt_signal, run_study, terminate_like_ctrl_c
+    from ablate.engine import StudyInterrupted, StudyStopped, interrupt_signal, terminate_like_ctrl_c
 
     terminate_like_ctrl_c()  # SIGTERM stops a study as Ctrl-C does, whenever it comes
     from ablate.engine import check_stall_seconds
@@ -284,9 +283,10 @@ def study(
 
         check_available()
     baseline = process_baseline() if dry_run else 0  # before any data is loaded: what a trial's process starts from
-    plan = L.prepare(name, resume, budget=budget, dataset=dataset, out=out, data_dir=data_dir, cpus=cpus, gpus=gpus,
-                     gpus_per_trial=gpus_per_trial, address=address, storage=storage, retries=retries, fuse=fuse,
-                     sampler_seed=sampler_seed)
+    planned = api.plan(name, resume=resume, budget=budget, dataset=dataset, out=out, data_dir=data_dir, cpus=cpus,
+                       gpus=gpus, gpus_per_trial=gpus_per_trial, address=address, storage=storage, retries=retries,
+                       fuse=fuse, sampler_seed=sampler_seed, stall_seconds=stall_seconds, tensorboard=tensorboard)
+    plan = planned.launch
     for note in plan.notes:
         typer.echo(f"warning: {note}", err=True)
     if dry_run:
@@ -294,44 +294,18 @@ def study(
         for line in plan.gpu.lines():  # trials per GPU, cores per trial, fusing, and where the numbers came from
             typer.echo(line)
         return
-    resumed = plan.resumed
-    run_dir = L.start(plan, out)
-    t0 = time.perf_counter()
-
-    ran = []
-
-    def started() -> None:  # the study holds the run folder's lock and has work left
-        ran.append(True)
-        if resumed:
-            L.record_resume(plan)
-        typer.echo(f"study {plan.spec.name} ({plan.spec.budget}) -> {run_dir}", err=True)
-
-    try:  # from here on the run folder exists: an interruption says how to finish it
-        error_folder(run_dir)
-        run_study(plan.spec, run_dir, plan.resources, str(data_dir) if data_dir else None, storage=storage,
-                  retries=retries, run_id=plan.run_id, tensorboard=tensorboard, fuse=plan.fuse, on_start=started,
-                  stall_seconds=stall_seconds)
+    try:  # from the moment the run folder exists (error_folder), an interruption says how to finish it
+        api.execute(planned, echo=typer.echo, on_folder=error_folder)
     except (StudyInterrupted, KeyboardInterrupt) as exc:
+        if planned.run_dir is None:  # before the run folder was made: nothing to finish
+            raise
         signum = interrupt_signal(exc)
-        say(StudyInterrupted.line(signum, run_dir))  # dropped where stderr's reader has gone (2>&1 | tee)
+        say(StudyInterrupted.line(signum, planned.run_dir))  # dropped where stderr's reader has gone (2>&1 | tee)
         raise typer.Exit(128 + signum)
     except StudyStopped as exc:  # a fault of the machine; a failed trial's traceback is in its own folder
         where = f" ({save_traceback(exc.__cause__)})" if exc.__cause__ is not None else ""
         typer.echo(one_line(f"error: {exc.what}{where}; {exc.hint}"), err=True)
         raise typer.Exit(3)
-    rows = read_registry(run_dir)
-    if not ran:  # resuming a finished run: every planned trial has its result
-        typer.echo(f"nothing to run: {run_dir} is finished (no trial ran; {len(rows)} trial rows in "
-                   f"{run_dir / TRIALS_CSV}); figures, statistics and a report: ablate analyze {run_dir}")
-        return
-    typer.echo(f"done in {time.perf_counter() - t0:.0f} s: {len(rows)} trial rows in {run_dir / TRIALS_CSV}")
-    from ablate.analysis import terminal_table
-
-    try:
-        typer.echo(terminal_table(run_dir))
-    except AblateError as exc:  # e.g. every final-stage trial failed: the run is still complete
-        typer.echo(f"no table: {exc}", err=True)
-    typer.echo(f"figures, statistics and a report: ablate analyze {run_dir}")
 
 
 def _print_plan(spec, resources, baseline: int) -> None:
@@ -398,14 +372,11 @@ def analyze_cmd(
     no_figures: bool = typer.Option(False, "--no-figures", help="Tables, statistics and reports without drawing figures (0.2 s instead of 4.2 s for a small two-arm run here); the report lists the figures as not drawn, and figures of an earlier analysis in the folder are removed."),
 ) -> None:
     """Figures, summary tables, statistics, report.md, report.html, methods.md and references.bib for a finished (or partly finished) study."""
-    from ablate.analysis import NOT_DRAWN, analyze, check_min_effect, integrity_notes, latest_run
+    from ablate import api
+    from ablate.analysis import NOT_DRAWN, check_min_effect, check_out, integrity_notes, latest_run
 
     check_min_effect(min_effect)
-
-    if out is not None and out.is_dir() and any(out.iterdir()) and not (out / "report.md").is_file():
-        fail(f"{out} is not empty and holds no earlier analysis (no report.md); choose an empty or new --out")
-    if out is not None and out.exists() and not out.is_dir():
-        fail(f"{out} is a file; pass a folder for --out")
+    check_out(out)
     if landscape_2d and not diagnostics:
         fail("--landscape-2d adds to --diagnostics; pass both")
     if lesion_recalibrate and not lesion:
@@ -415,9 +386,9 @@ def analyze_cmd(
         typer.echo(f"diagnostics {i + 1}/{n}: {trial['arm']}, seed {trial['seed']}", err=True)
 
     _runs_inside(run_dir, "analyze")
-    result = analyze(run_dir or latest_run(), out, lesion=lesion, lesion_recalibrate=lesion_recalibrate,
-                     diagnostics=diagnostics, landscape_2d=landscape_2d, progress=progress, min_effect=min_effect,
-                     figures=not no_figures)
+    result = api.analyze(run_dir or latest_run(), out, lesion=lesion, lesion_recalibrate=lesion_recalibrate,
+                         diagnostics=diagnostics, landscape_2d=landscape_2d, progress=progress, min_effect=min_effect,
+                         figures=not no_figures)
     error_folder(result.out_dir)
     typer.echo(result.table)
     for line in result.missing:

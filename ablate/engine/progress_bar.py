@@ -1,4 +1,5 @@
-"""The live progress line of a running study: finished trials per stage and the trials running now.
+"""The live progress line of a running study: finished trials per stage and the trials running now. tqdm.auto
+draws it: a line on stderr in a terminal, a widget in a Jupyter notebook that has ipywidgets (else a text line).
 
 The line is for the eyes only: where its reader has gone (`ablate study ... 2>&1 | tee log`, and Ctrl-C ended tee
 first), it is dropped, never an error of the study's (which would take the place of the interruption)."""
@@ -16,7 +17,7 @@ class Progress:
     """The live progress line: finished trials per stage (a tuning trial counts once, however many segments)."""
 
     def __init__(self, study: Study, planner: Planner):
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         self.study, self.planner = study, planner
         self.totals = self._totals()
@@ -39,6 +40,9 @@ class Progress:
     def refresh(self) -> None:
         self.totals = self._totals()
         self.bar.total = sum(self.totals.values())
+        widget = getattr(self.bar, "container", None)  # a notebook's bar: its widget keeps the total it was drawn with
+        if widget is not None:
+            widget.children[-2].max = self.bar.total
         counts = self.planner.finished_counts()
         self.bar.n = sum(counts.values())
         stages = " ".join(f"{s} {counts.get(s, 0)}/{n}" for s, n in self.totals.items())

@@ -3,6 +3,7 @@ the run folder and its manifest. All checks happen before any file is written.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tempfile
@@ -17,7 +18,7 @@ from ablate.execute.gpu_plan import GpuPlan, decide
 from ablate.engine import Resources, check_spec, check_storage, model_record, run_manifest, spec_record
 from ablate.run_folder import (create_run_dir, open_run_dir, optuna_db, read_manifest, read_spec, trials_csv,
     write_resume_manifest)
-from ablate.spec import MAX_RETRIES, MAX_SAMPLER_SEED, Study, check_at_most, load_study
+from ablate.spec import MAX_RETRIES, MAX_SAMPLER_SEED, Study, check_at_most, load_study, parse_study
 from ablate.messages import mask_url
 from ablate.engine.ray_adapter import check_address
 from ablate.execute.fuse_plan import fuse_plan
@@ -65,15 +66,42 @@ def _visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def prepare(name: str | None, resume: Path | None, *, budget: str | None, dataset: str | None, out: Path | None,
+def new_study(study: str | Path | dict | Study, budget: str | None = None, dataset: str | None = None,
+              sampler_seed: int | None = None) -> tuple[Study, str]:
+    """The study a new run starts, and the dataset it asks for: a spec by name or path (the budget and sampler seed
+    applied), a spec document as a dict (read by the same parser, its budget applied), or a Study already made
+    (copied: a run pins its dataset); `dataset` replaces the spec's. Any problem raises AblateError."""
+    if sampler_seed is not None and not 0 <= sampler_seed <= MAX_SAMPLER_SEED:
+        raise AblateError(f"--sampler-seed must be from 0 to {MAX_SAMPLER_SEED:,}, got {sampler_seed}")
+    if isinstance(study, Study):
+        if budget is not None or sampler_seed is not None:
+            raise AblateError(f"study {study.name!r} is already made with budget {study.budget}; pass the budget and "
+                              "sampler seed where it is made (load_study), not with it")
+        spec = copy.deepcopy(study)
+    elif isinstance(study, dict):
+        if sampler_seed is not None:
+            raise AblateError("a study given as a dict takes its sampler seed in it (search.sampler_seed), not "
+                              "beside it")
+        spec = parse_study(study, budget or "default", source="study dict")
+    elif isinstance(study, (str, Path)):
+        spec = load_study(study, budget or "default", sampler_seed)
+    else:
+        raise AblateError(f"a study is a name, a path to a spec .yaml, a spec dict or a Study, not "
+                          f"{type(study).__name__}")
+    requested = spec.base.get("dataset", "auto")
+    if dataset is not None:
+        spec.pin(dataset=dataset)
+        requested = dataset
+        spec.first_config()  # validates the name
+    return spec, requested
+
+
+def prepare(name: str | Path | dict | Study | None, resume: Path | None, *, budget: str | None, dataset: str | None, out: Path | None,
             data_dir: Path | None, cpus: int | None, gpus: int | None, gpus_per_trial: float | None,
             address: str | None, storage: str | None, retries: int, fuse: str = "off",
             sampler_seed: int | None = None) -> Launch:
-    """Read and check everything; write nothing."""
-    from ablate.data import load_splits
-    from ablate.execute.estimate import check_data_fits
-    from ablate.machine_memory import memory_limits
-
+    """Read and check everything; write nothing. `name`: the study of a new run, as new_study takes it (with a
+    resume: nothing, or the run's own study)."""
     notes: list[str] = []
     if retries < 0:
         raise AblateError(f"--retries must be >= 0, got {retries}")
@@ -94,16 +122,15 @@ def prepare(name: str | None, resume: Path | None, *, budget: str | None, datase
         requested = recorded.get("dataset_requested")
     else:
         run_dir = None
-        spec = load_study(name, budget or "default", sampler_seed)
-        requested = spec.base.get("dataset", "auto")
-        if dataset is not None:
-            spec.pin(dataset=dataset)
-            requested = dataset
-            spec.first_config()  # validates the name
+        spec, requested = new_study(name, budget, dataset, sampler_seed)
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     check_run_paths(spec, out, run_dir, storage)  # before anything is read or written
     check_model(spec)  # a user's network: imported (saying so), its file unchanged, every axis a parameter
     res = resources(cpus, gpus, gpus_per_trial, address, int(spec.base["threads"]))
+    from ablate.data import load_splits  # torch: after the spec and the flags are checked, which need none
+    from ablate.execute.estimate import check_data_fits
+    from ablate.machine_memory import memory_limits
+
     base = spec.first_config()
     check_data_fits(base, memory_limits())  # loading data that can never fit would end this process unannounced
     splits = load_splits(base.dataset, data_dir, base.train_size, base.dev_size, base.test_size,
@@ -224,13 +251,13 @@ def _check_run_files(run_dir: Path, storage: str | None) -> list[str]:
     return [note] if note else []
 
 
-def _check_resume(spec: Study, run_dir: Path, name: str | None, budget: str | None, dataset: str | None,
+def _check_resume(spec: Study, run_dir: Path, name: str | Path | dict | Study | None, budget: str | None, dataset: str | None,
                   out: Path | None, sampler_seed: int | None = None) -> None:
     if spec.legacy:
         raise AblateError(f"{run_dir} was made by an older ablate whose search was asynchronous (ASHA); it cannot be "
                           "resumed reproducibly; analyse it as it is, or start a new run")
     if name is not None:
-        named = load_study(name).name
+        named = new_study(name)[0].name
         if named != spec.name:
             raise AblateError(f"{run_dir} is a run of study {spec.name!r}, not {named!r}; drop the name or pass "
                               f"{spec.name}")

@@ -166,6 +166,16 @@ def run_power(run: "Run", comparisons: pd.DataFrame, min_effect: float | None = 
                      pairs=set(compared_pairs(run.study)) if many else None)
 
 
+def paired_verdicts(run: "Run", min_effect: float | None = None) -> pd.DataFrame:
+    """The comparisons of a run as analyze writes them to comparisons.csv: every pair of scored arms paired by seed
+    and per image, its verdict (ablate.analysis.statistics.compare.compare) and the seeds it needs for power
+    (run_power). `min_effect` (pp) as in run_power."""
+    from ..load import load_predictions
+    from .compare import compare
+
+    return run_power(run, compare(run, load_predictions(run), min_effect), min_effect)
+
+
 def _target(c: dict, min_effect: float | None, declared: float | None) -> tuple[str, float | None]:
     if min_effect is not None:
         return "named (--min-effect)", min_effect / 100
