@@ -5,8 +5,6 @@ the manifest), described as itself in the report, and reproduced only from the s
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +17,6 @@ from ablate.errors import AblateError
 from ablate.spec import TrialConfig, file_sha256, load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "residual_mlp"
 
 # A factory that records what it was called with (on the module, which the test reads back).
 RECORDING = '''
@@ -179,36 +176,12 @@ def test_nothing_in_the_package_names_the_examples():
         assert "residual_mlp" not in text and "examples/" not in text, path
 
 
-# --- the example, end to end: one tiny real study ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def mlp_run(tmp_path_factory):
-    """examples/residual_mlp at its smoke budget, copied to a folder of its own, through the command line: search,
-    confirm, analyze, export."""
-    from helpers.background import environ
-
-    tmp = tmp_path_factory.mktemp("mlp")
-    folder = tmp / "residual_mlp"
-    shutil.copytree(EXAMPLE, folder)
-    out = tmp / "run"
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=tmp, capture_output=True, text=True,
-                              env=environ(), timeout=900)
-
-    study = cli("study", str(folder / "study.yaml"), "--budget", "smoke", "--out", str(out), "--cpus", "2")
-    assert study.returncode == 0, study.stdout[-3000:] + study.stderr[-3000:]
-    analyze = cli("analyze", str(out))
-    assert analyze.returncode == 0, analyze.stdout[-3000:] + analyze.stderr[-3000:]
-    exported = cli("export", str(out), "--configs", str(tmp / "exported"))
-    assert exported.returncode == 0, exported.stderr[-3000:]
-    return {"tmp": tmp, "folder": folder, "out": out, "study": study, "cli": cli}
-
-
+# --- the example, end to end: one tiny real study (user_model_example, a background study) ----------------------
 @pytest.mark.slow
-def test_the_example_runs_and_records_what_its_result_depends_on(mlp_run):
-    out, folder = mlp_run["out"], mlp_run["folder"]
+def test_the_example_runs_and_records_what_its_result_depends_on(user_model_example):
+    out, folder = user_model_example["out"], user_model_example["folder"]
     source = folder / "nets.py"
-    assert f"importing model factory ./nets.py:build from {source.resolve()}" in mlp_run["study"].stderr
+    assert f"importing model factory ./nets.py:build from {source.resolve()}" in user_model_example["study"].stderr
     assert (out / "model_source.py").read_bytes() == source.read_bytes()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"] == {"reference": "./nets.py:build", "file": str(source.resolve()),
@@ -223,9 +196,9 @@ def test_the_example_runs_and_records_what_its_result_depends_on(mlp_run):
 
 
 @pytest.mark.slow
-def test_the_report_names_the_factory_never_a_resnet(mlp_run):
-    analysis = mlp_run["out"] / "analysis"
-    sha = file_sha256(mlp_run["folder"] / "nets.py")[:12]
+def test_the_report_names_the_factory_never_a_resnet(user_model_example):
+    analysis = user_model_example["out"] / "analysis"
+    sha = file_sha256(user_model_example["folder"] / "nets.py")[:12]
     for name in ("report.md", "methods.md"):
         text = (analysis / name).read_text()
         assert "./nets.py:build" in text and sha in text, name
@@ -234,9 +207,9 @@ def test_the_report_names_the_factory_never_a_resnet(mlp_run):
 
 
 @pytest.mark.slow
-def test_an_exported_trial_reproduces_and_a_changed_source_is_refused_naming_both_hashes(mlp_run):
-    cli, folder = mlp_run["cli"], mlp_run["folder"]
-    exported = sorted(p for p in (mlp_run["tmp"] / "exported").iterdir() if p.is_dir())[0]
+def test_an_exported_trial_reproduces_and_a_changed_source_is_refused_naming_both_hashes(user_model_example):
+    cli, folder = user_model_example["cli"], user_model_example["folder"]
+    exported = sorted(p for p in (user_model_example["tmp"] / "exported").iterdir() if p.is_dir())[0]
     same = cli("reproduce", str(exported))
     assert same.returncode == 0, same.stdout + same.stderr
     assert "identical" in same.stdout and "importing model factory ./nets.py:build" in same.stderr
@@ -248,7 +221,7 @@ def test_an_exported_trial_reproduces_and_a_changed_source_is_refused_naming_bot
     assert refused.returncode == 2
     line = refused.stderr.strip().splitlines()[-1]
     assert str((folder / "nets.py").resolve()) in line and recorded in line and now in line
-    resumed = cli("study", "--resume", str(mlp_run["out"]))  # a run goes on only with the source it started with
+    resumed = cli("study", "--resume", str(user_model_example["out"]))  # a run goes on only with the source it started with
     assert resumed.returncode == 2 and recorded in resumed.stderr and now in resumed.stderr
     anyway = cli("reproduce", str(exported), "--allow-changed")
     assert anyway.returncode == 0, anyway.stdout + anyway.stderr  # a comment changes no number
