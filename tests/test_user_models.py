@@ -226,3 +226,15 @@ def test_an_exported_trial_reproduces_and_a_changed_source_is_refused_naming_bot
     anyway = cli("reproduce", str(exported), "--allow-changed")
     assert anyway.returncode == 0, anyway.stdout + anyway.stderr  # a comment changes no number
     assert "--allow-changed: reran a changed model source" in anyway.stdout and now in anyway.stdout
+
+
+@pytest.mark.slow
+def test_with_more_than_two_arms_an_unstarred_table_does_not_say_no_difference_is_supported(user_model_example):
+    """4 arms, 2 seeds each (no pair can be supported: the smallest sign-flip p of 2 pairs is 0.5): no arm is
+    starred, and the note says only that, not that no difference is supported (a run with more seeds may support
+    some pairs while no arm beats every other)."""
+    from ablate.analysis import terminal_table
+
+    table = terminal_table(user_model_example["out"])
+    assert "* = better than every other arm" not in table
+    assert "none is better than every other arm with support" in table and "no difference is supported" not in table

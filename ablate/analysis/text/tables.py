@@ -69,7 +69,9 @@ def to_text(summary: pd.DataFrame, run: Run, best: str | None = None) -> str:
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     out = [line(header), "-" * len(line(header)), *(line(r) for r in rows)]
     star = ("* = better than every other arm (paired CI excludes 0, sign-flip p < 0.05)" if best
-            else "no arm is starred: no difference is supported by the data")
+            else "no arm is starred: no difference is supported by the data" if len(rows) <= 2
+            else "no arm is starred: none is better than every other arm with support; the paired comparisons "
+                 "are in analyze's report")
     out.append(f"({model_name(run)} on {dataset_name(run)}; mean ± 95 % CI half-width over seeds; {star})")
     if any_cut(summary):
         out.append(CUT_NOTE)
@@ -218,7 +220,8 @@ def to_latex(summary: pd.DataFrame, run: Run, comparisons: pd.DataFrame | None =
             cells.append(r"\multicolumn{2}{c}{(reference)}" if r["arm"] == ref else _tex_diff(f, c, sign, False))
             body.append(" & ".join(cells) + r" \\")
         bold_note = ("Bold: better than every other arm (paired interval excludes 0 and exact sign-flip $p<0.05$)."
-                     if best else "No arm is bold: no difference is supported by the data.")
+                     if best else "No arm is bold: no difference is supported by the data." if len(summary) <= 2
+                     else "No arm is bold: none is better than every other arm with support.")
         bold_note = "Final ckpt.: test accuracy of the last checkpoint. " + bold_note
     text = (latex_escape(caption(run, summary, comparisons=comparisons)).replace("±", r"$\pm$").replace("×", r"$\times$")
             .replace("Δ", r"$\Delta$").replace("–", "--").replace("Student-t", "Student-$t$").replace("t-interval", "$t$-interval"))
