@@ -212,3 +212,31 @@ def test_a_study_on_the_users_data_records_it_and_a_changed_source_is_refused(tm
     assert refused.exit_code == 2, refused.output
     line = refused.output.strip().splitlines()[-1]
     assert "data loader ./mydata.py:load" in line and recorded in line and now in line
+
+
+def test_an_import_path_loader_and_a_dataset_flag_are_found_hashed_and_loaded(tmp_path, monkeypatch):
+    import sys
+
+    from ablate.execute.launch import new_study
+
+    package = tmp_path / "pkgroot" / "my_data_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "data.py").write_text(LOADER)
+    spec = {**SPEC, "base": {**SPEC["base"], "dataset": "my_data_pkg.data:load"}}
+    study = parse_study(spec, source="spec", spec_dir=tmp_path / "pkgroot")
+    cfg = study.first_config()
+    assert cfg.data_file == str(package / "data.py") and study.data.root == str(tmp_path / "pkgroot")
+    splits = load_splits(cfg.dataset, None, cfg.train_size, cfg.dev_size, cfg.test_size, image_size=cfg.image_size,
+                         data_file=cfg.data_file, data_sha256=cfg.data_sha256)
+    assert Path(sys.modules["my_data_pkg.data"].__file__).resolve() == package / "data.py"
+    assert splits.num_classes == 3 and splits.dataset == "my_data_pkg.data:load"
+    # --dataset (study's flag, the API's dataset=): relative to the working directory, recorded as base.dataset is
+    (tmp_path / "mydata.py").write_text(LOADER)
+    monkeypatch.chdir(tmp_path)
+    flagged, requested = new_study({**SPEC, "base": {**TINY, "dataset": "digits"}}, dataset="./mydata.py:load")
+    assert requested == "./mydata.py:load" and flagged.data.file == str((tmp_path / "mydata.py").resolve())
+    assert flagged.first_config().data_sha256 == file_sha256(tmp_path / "mydata.py")
+    assert yaml.safe_load(flagged.resolved_yaml())["base"]["dataset"]["sha256"] == file_sha256(tmp_path / "mydata.py")
+    flagged.pin(dataset="./mydata.py:load")  # what a launch pins (the dataset used) keeps the record
+    assert yaml.safe_load(flagged.resolved_yaml())["base"]["dataset"]["reference"] == "./mydata.py:load"
