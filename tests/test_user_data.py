@@ -200,6 +200,11 @@ def test_a_study_on_the_users_data_records_it_and_a_changed_source_is_refused(tm
     assert {m["dataset"] for m in metrics} == {"./mydata.py:load"}
     # resample_data: each seed its own draw, so its own per-channel statistics, recorded in metrics.json
     assert len({tuple(m["channel_mean"]) for m in metrics}) == 2 and all(len(m["channel_std"]) == 3 for m in metrics)
+    same = runner.invoke(app, ["reproduce", str(trials[0])])  # a trial on the user's data reruns bit for bit
+    assert same.exit_code == 0 and "identical" in same.output, same.output
+    analysed = runner.invoke(app, ["analyze", str(out)])
+    assert analysed.exit_code == 0, analysed.output
+    assert "./mydata.py:load" in (out / "analysis" / "report.md").read_text()
 
     with open(source, "a") as f:
         f.write("\n# an edit after the run\n")
