@@ -36,8 +36,9 @@ def load_study(study: str | Path | dict, budget: str | None = None, sampler_seed
     `study`: a shipped study's name (`ablate study` lists them), a path to a spec .yaml, or a spec document as a
     dict (the same keys as the YAML; read by the same parser). `budget`: smoke, default or full (default: default).
     `sampler_seed` replaces the spec's search.sampler_seed (a name or path only: a dict carries its own).
-    `dataset` replaces the spec's dataset (mnist, digits, ..., or folder:PATH). Raises AblateError naming the
-    problem, as `ablate study` prints it."""
+    `dataset` replaces the spec's dataset (mnist, digits, ..., folder:PATH, or a data loader MODULE:FUNCTION or
+    FILE.py:FUNCTION, found from the working directory). Raises AblateError naming the problem, as `ablate study`
+    prints it."""
     from ablate.execute import launch as L
 
     return L.new_study(study, budget, dataset, sampler_seed)[0]

@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from ablate.spec.trial_config import EXECUTION_DEFAULTS, FACTORY_FIELDS, RECIPE_DEFAULTS, TrialConfig
+from ablate.spec.trial_config import DATA_FIELDS, EXECUTION_DEFAULTS, FACTORY_FIELDS, RECIPE_DEFAULTS, TrialConfig
 from ablate.errors import AblateError
 from ablate.spec.study_spec import load_study, parse_study
 from ablate.train.loop import run_trial
@@ -22,7 +22,7 @@ def old_id(cfg: TrialConfig) -> str:
     """The id a config.yaml written before the new axes existed had: the hash of its fields then."""
     before = {k: v for k, v in cfg.to_dict().items() if k in SCHEMA_1}
     assert not set(cfg.to_dict()) - set(SCHEMA_1) - {"telemetry", *NEW, *RECIPE_DEFAULTS, *EXECUTION_DEFAULTS,
-                                                     *FACTORY_FIELDS}
+                                                     *FACTORY_FIELDS, *DATA_FIELDS}
     return hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 

@@ -31,8 +31,9 @@ def test_every_trial_setting_has_a_train_flag_made_from_its_metadata():
     params = _params("train")
     assert set(params) == set(T.TRIAL_SETTINGS) | COMMAND_OPTIONS
     without = {name for name, f in FIELDS.items() if not getattr(setting_meta(f), "cli", True)}
-    # the config file's own format version is no setting, and a user model's fields come from the spec's `model`
-    assert without == {"schema", "factory", "factory_file", "factory_sha256", "axes"}
+    # the config file's own format version is no setting, a user model's fields come from the spec's `model` and a
+    # data loader's from its reference (the dataset)
+    assert without == {"schema", "factory", "factory_file", "factory_sha256", "axes", "data_file", "data_sha256"}
     assert set(T.TRIAL_SETTINGS) == set(FIELDS) - without
     for name in T.TRIAL_SETTINGS:
         f, p, meta = FIELDS[name], params[name], setting_meta(FIELDS[name])

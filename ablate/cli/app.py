@@ -76,7 +76,7 @@ def train(
     base = TrialConfig.from_yaml_file(config).to_dict() if config else {}
     # another family without a depth: its own default depth, not the config's
     given = given_settings(settings, base.get("family"))
-    cfg = TrialConfig.from_dict({**base, **given}, source="flags")
+    cfg = TrialConfig.from_dict(with_data_loader({**base, **given}, "dataset" in given), source="flags")
     cfg = cfg.replace(dataset=canonical_dataset(cfg.dataset))  # folder:PATH made absolute: it runs from anywhere
     folder = out or Path("runs") / "train" / f"{timestamp()}-{cfg.trial_id()}"
     check_folder_path(folder, "--out" if out is not None else "the run folder in this directory")
@@ -88,9 +88,14 @@ def train(
     memory, limits = _trial_memory(cfg, device)  # before any data is loaded: a trial that cannot fit stops here
     # Loading first surfaces data problems before anything is written; the data cache makes it free.
     made: list[Path] = []
+    if cfg.data_sha256:  # a data loader of the user's: imported (saying so) before anything is read
+        from ablate.data import check_loader
+
+        check_loader(cfg.dataset, cfg.data_file, cfg.data_sha256)
     with _memory_faults(memory, limits, folder, made):
         splits = load_splits(cfg.dataset, data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
-                             seed=cfg.data_seed, image_size=cfg.image_size)
+                             seed=cfg.data_seed, image_size=cfg.image_size, data_file=cfg.data_file,
+                             data_sha256=cfg.data_sha256)
         if splits.note:
             typer.echo(f"warning: {splits.note}", err=True)
         made += _make_folder(folder)
@@ -116,6 +121,20 @@ def train(
         f"in {result.total_seconds:.1f} s"
     )
     typer.echo(f"wrote {folder}")
+
+
+def with_data_loader(settings: dict, given: bool) -> dict:
+    """A trial's settings with a data loader's source file and hash: found and hashed now (relative to the working
+    directory) where --dataset names a loader, or taken as a --config recorded them; none for another dataset."""
+    from ablate.data import is_user_data
+    from ablate.spec import parse_data
+
+    if given or not settings.get("data_sha256"):
+        settings = {k: v for k, v in settings.items() if k not in ("data_file", "data_sha256")}
+        if is_user_data(settings.get("dataset")):
+            ref = parse_data(settings["dataset"], None, "--dataset")
+            settings.update(data_file=ref.file, data_sha256=ref.sha256)
+    return settings
 
 
 def _make_folder(folder: Path) -> list[Path]:
@@ -251,7 +270,7 @@ def study(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print arms, search, trial counts and resources; run nothing."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<study>/<time>)."),
     resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run folder: only what is missing runs."),
-    dataset: Optional[str] = typer.Option(None, help=f"Override the spec's dataset: {', '.join(DATASETS[:-1])} or folder:PATH."),
+    dataset: Optional[str] = typer.Option(None, help=f"Override the spec's dataset: {', '.join(DATASETS[:-1])}, folder:PATH, or a data loader of yours: MODULE:FUNCTION or FILE.py:FUNCTION."),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     cpus: Optional[int] = typer.Option(None, help="CPUs to use (default: all)."),
     gpus: Optional[int] = typer.Option(None, help="GPUs to use, a whole number (default: all visible)."),
@@ -450,8 +469,8 @@ def reproduce(
     config: Path = typer.Argument(..., help="A trial's config.yaml (RUN_DIR/trials/<id>/config.yaml) or its folder."),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     device: Optional[str] = typer.Option(None, help="cpu, cuda ... (default: the device the trial recorded)."),
-    allow_changed: bool = typer.Option(False, "--allow-changed", help="Rerun a user model whose source file no "
-                                       "longer hashes to what the trial recorded (the result says so)."),
+    allow_changed: bool = typer.Option(False, "--allow-changed", help="Rerun a user model or data loader whose "
+                                       "source file no longer hashes to what the trial recorded (the result says so)."),
 ) -> None:
     """Rerun one trial and compare with what was recorded; exit 0 iff identical."""
     from ablate.train import reproduce_trial as rerun

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ablate.errors import AblateError
-from ablate.data.registry import FOLDER, REGISTRY, folder_path, info
+from ablate.data.registry import FOLDER, REGISTRY, folder_path, info, is_user_data
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -358,7 +358,10 @@ def read_cifar(source: Source, root: Path) -> Raw:
 def expected_shape(name: str) -> tuple[int, int]:
     """(input channels, classes) a dataset gives the model, known without reading it: a named one's from the
     registry (auto's are MNIST's and digits' alike); for a folder, its class folders counted and 3 channels assumed
-    (the larger, RGB case) when it cannot be seen without decoding."""
+    (the larger, RGB case) when it cannot be seen without decoding; for a data loader of the user's, which only its
+    call can tell, 3 channels and 10 classes."""
+    if is_user_data(name):
+        return 3, 10
     if name.startswith(FOLDER):
         train = folder_path(name) / "train"
         classes = sum(1 for c in train.iterdir() if c.is_dir() and not c.name.startswith(".")) if train.is_dir() else 0

@@ -1,10 +1,11 @@
 """The dataset registry: per dataset name what ablate knows of it without reading it (title, description, classes,
 channels, image size, split sizes, whether it may be mirrored, the works to cite, which reader reads it), and the
-rules that depend on the name alone (folder:PATH). Every other module reads these facts from here. Imports no
-torch.
+rules that depend on the name alone (folder:PATH; a user's loader, my_package.data:load or ./data.py:load). Every
+other module reads these facts from here. Imports no torch.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +47,18 @@ AUTO_CHOICES = ("mnist", "digits")
 NAMED = (AUTO, *REGISTRY)
 FOLDER = "folder:"
 DATASETS = (*NAMED, f"{FOLDER}PATH")
+# a user's data loader (ablate.data.user_data): an import path or a .py file, then the function's name
+_LOADER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*|.*\.py|.*[/\\].*):[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def info(name: str) -> Dataset | None:
     """The registry's entry of a named dataset (auto: MNIST's, what it is where it can be); None for a folder."""
     return REGISTRY.get(AUTO_CHOICES[0] if name == AUTO else name)
+
+
+def is_user_data(name: object) -> bool:
+    """Whether a dataset name is a user's loader (MODULE:FUNCTION or FILE.py:FUNCTION); folder:PATH comes first."""
+    return isinstance(name, str) and not name.startswith(FOLDER) and bool(_LOADER.match(name))
 
 
 def may_mirror(name: str) -> bool:
@@ -68,11 +76,14 @@ def no_flip() -> tuple[str, ...]:
 
 
 def check_dataset(name: object) -> str:
-    """The name if it is a dataset ablate knows (folder:PATH with any non-empty PATH), else one line saying which are."""
-    if isinstance(name, str) and (name in NAMED or (name.startswith(FOLDER) and name[len(FOLDER):].strip())):
+    """The name if it is a dataset ablate knows (folder:PATH with any non-empty PATH, or a user's loader), else one
+    line saying which are."""
+    if isinstance(name, str) and (name in NAMED or (name.startswith(FOLDER) and name[len(FOLDER):].strip())
+                                  or is_user_data(name)):
         return name
-    raise AblateError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)} (PATH holding train/<class>/ "
-                      "and test/<class>/ image folders)")
+    raise AblateError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}, MODULE:FUNCTION, FILE.py:FUNCTION (PATH holding train/<class>/ "
+                      "and test/<class>/ image folders; FUNCTION a data loader of yours that returns the images and "
+                      "labels)")
 
 
 # --- folders of images ---------------------------------------------------------------------------

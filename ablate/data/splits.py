@@ -1,6 +1,7 @@
 """Datasets as small, preprocessed tensor splits: seeded train/dev/test subsets held in memory.
 
-The readers of each file format live in `ablate.data.readers`; this module draws the subsets, resizes them and
+The readers of each file format live in `ablate.data.readers` (a user's data loader in `ablate.data.user_data`);
+this module draws the subsets, resizes them and
 scales them: greyscale images to [-1, 1], colour images per channel by the training subset's mean and standard
 deviation (recorded in every trial's metrics.json).
 """
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ablate.data import readers as D
-from ablate.data.registry import FOLDER, canonical_dataset, check_dataset
+from ablate.data.registry import FOLDER, canonical_dataset, check_dataset, is_user_data
 from ablate.errors import AblateError
 
 DATA_DIR_ENV = "ABLATE_DATA_DIR"
@@ -32,7 +33,8 @@ class Splits:
     train: Split
     dev: Split
     test: Split
-    dataset: str  # the dataset actually used: "mnist" or "digits" for auto, folder:ABSOLUTE_PATH for a folder
+    dataset: str  # the dataset actually used: "mnist" or "digits" for auto, folder:ABSOLUTE_PATH for a folder, a
+    # data loader's reference as given
     num_classes: int
     in_channels: int
     note: str | None  # a warning for the caller to print, e.g. that auto fell back to digits
@@ -86,10 +88,13 @@ def load_splits(
     seed: int = 0,
     image_size: int = 32,
     download: bool = True,
+    data_file: str = "",
+    data_sha256: str = "",
 ) -> Splits:
     """Seeded train/dev subsets (disjoint, from the training split) and a test subset (from the test split),
     resized to image_size; greyscale scaled to [-1, 1], colour normalised per channel by the training subset's
-    statistics. `download=False` never touches the network."""
+    statistics. `download=False` never touches the network. A data loader's reference (`dataset` MODULE:FUNCTION or
+    FILE.py:FUNCTION) is imported from `data_file`, which must hash to `data_sha256` (a trial config's fields)."""
     check_dataset(dataset)
     for name, value in (("train_size", train_size), ("dev_size", dev_size), ("test_size", test_size)):
         _check_int(name, value, 1)
@@ -99,7 +104,13 @@ def load_splits(
 
     note = None
     used = dataset
-    if dataset.startswith(FOLDER):
+    if is_user_data(dataset):
+        from ablate.data.user_data import read_user
+
+        if not (data_file and data_sha256):
+            raise AblateError(f"dataset {dataset} is a data loader: its source file and SHA-256 are needed to load it")
+        raw = read_user(dataset, data_file, data_sha256)
+    elif dataset.startswith(FOLDER):
         used = canonical_dataset(dataset)  # absolute: the name means the same images from any folder
         raw = D.read(used, Path(), bool(download))
     elif dataset == "auto":

@@ -11,7 +11,7 @@ from ablate.lazy_names import lazy_names
 __getattr__, __all__ = lazy_names(__name__, {
     "interrupts": ["Terminated", "interrupt_behind", "interrupt_signal", "terminate_like_ctrl_c"],
     "liveness": ["check_stall_seconds"],
-    "manifest": ["check_spec", "model_record", "package_versions", "run_manifest", "spec_record"],
+    "manifest": ["check_spec", "data_record", "model_record", "package_versions", "run_manifest", "spec_record"],
     "planner": ["FINISHED", "Planner"],
     "progress_bar": ["Progress"],
     "resources": ["Resources"],

@@ -117,7 +117,17 @@ def model_record(study: Study) -> dict[str, Any] | None:
     """What the manifest records of a user model: its reference, source file and SHA-256, and for an import path
     the installed distribution that provides its top-level package with that distribution's version (None where
     none does: a folder on sys.path, or a file path)."""
-    ref = study.model
+    return source_record(study.model)
+
+
+def data_record(study: Study) -> dict[str, Any] | None:
+    """What the manifest records of a user's data loader, as model_record of a user model."""
+    return source_record(study.data)
+
+
+def source_record(ref: Any) -> dict[str, Any] | None:
+    """A user's function (ablate.spec.ModelRef): reference, file, SHA-256, and the package and version of an import
+    path's distribution (None where none provides it)."""
     if ref is None:
         return None
     record: dict[str, Any] = {**ref.record(), "package": None, "version": None}

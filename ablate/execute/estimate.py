@@ -368,7 +368,8 @@ def _simulate(cfg: TrialConfig, channels: int, classes: int) -> tuple[int, int, 
 def _dataset_bytes(cfg: TrialConfig) -> tuple[int, int]:
     """(bytes of the dataset as its reader keeps it: uint8 images at their own size, train and test parts; bytes of
     the largest subset as float32 at that size, which resizing holds for a moment). A folder's images are counted
-    from their headers (ablate.data.readers.folder_pixels), as RGB; `auto` counts as MNIST, the larger."""
+    from their headers (ablate.data.readers.folder_pixels), as RGB; `auto` counts as MNIST, the larger, and so does a
+    user's data loader (what it returns is known only once it has run)."""
     from ablate.data import FOLDER, info
 
     largest = max(cfg.train_size, cfg.dev_size, cfg.test_size)

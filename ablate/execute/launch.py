@@ -15,7 +15,7 @@ from typing import Any
 
 from ablate.errors import AblateError
 from ablate.execute.gpu_plan import GpuPlan, decide
-from ablate.engine import Resources, check_spec, check_storage, model_record, run_manifest, spec_record
+from ablate.engine import Resources, check_spec, check_storage, data_record, model_record, run_manifest, spec_record
 from ablate.run_folder import (create_run_dir, open_run_dir, optuna_db, read_manifest, read_spec, trials_csv,
     write_resume_manifest)
 from ablate.spec import MAX_RETRIES, MAX_SAMPLER_SEED, Study, check_at_most, load_study, parse_study
@@ -126,6 +126,7 @@ def prepare(name: str | Path | dict | Study | None, resume: Path | None, *, budg
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     check_run_paths(spec, out, run_dir, storage)  # before anything is read or written
     check_model(spec)  # a user's network: imported (saying so), its file unchanged, every axis a parameter
+    check_data(spec)  # a user's data loader: imported (saying so), its file unchanged
     res = resources(cpus, gpus, gpus_per_trial, address, int(spec.base["threads"]))
     from ablate.data import load_splits  # torch: after the spec and the flags are checked, which need none
     from ablate.execute.estimate import check_data_fits
@@ -134,7 +135,8 @@ def prepare(name: str | Path | dict | Study | None, resume: Path | None, *, budg
     base = spec.first_config()
     check_data_fits(base, memory_limits())  # loading data that can never fit would end this process unannounced
     splits = load_splits(base.dataset, data_dir, base.train_size, base.dev_size, base.test_size,
-                         seed=base.data_seed, image_size=base.image_size)
+                         seed=base.data_seed, image_size=base.image_size, data_file=base.data_file,
+                         data_sha256=base.data_sha256)
     if splits.note:
         notes.append(splits.note)
     if resume is not None and requested == "auto" and spec.base["dataset"] == "digits":
@@ -156,6 +158,8 @@ def prepare(name: str | Path | dict | Study | None, resume: Path | None, *, budg
     record = run_manifest(spec, splits.dataset, info)
     if spec.model is not None:
         record["model"] = model_record(spec)
+    if spec.data is not None:
+        record["data"] = data_record(spec)
     record.update({"run_id": run_id, "dataset_requested": requested, "sampler": spec.sampler_text(),
                    "fuse": {"members": members, "why": why},
                    "gpu_plan": {"trials_per_gpu": gpu.trials_per_gpu, "source": gpu.source,
@@ -178,17 +182,37 @@ def check_model(spec: Study) -> None:
     check_axes(ref.reference, factory, [a for a in axes if a not in spec.factor_names], "setting")
 
 
+def check_data(spec: Study) -> None:
+    """A spec's data loader (base.dataset or --dataset MODULE:FUNCTION), before anything is read: its module imported
+    after one line naming it and its file, its source still what spec.yaml recorded (a resume of a changed loader is
+    refused in one line naming both hashes)."""
+    if spec.data is None:
+        return
+    from ablate.data import check_loader
+
+    check_loader(spec.data.reference, spec.data.file, spec.data.sha256)
+
+
 def model_source(spec: Study) -> bytes | None:
     """The bytes of a user model's source file for the run folder's copy, checked against the hash the trials
     record (so the copy is what ran)."""
-    if spec.model is None:
+    return _source_copy(spec.model, "model factory")
+
+
+def data_source(spec: Study) -> bytes | None:
+    """The bytes of a user's data loader's source file for the run folder's copy, as model_source."""
+    return _source_copy(spec.data, "data loader")
+
+
+def _source_copy(ref: Any, what: str) -> bytes | None:
+    if ref is None:
         return None
     import hashlib
 
-    data = Path(spec.model.file).read_bytes()
-    if hashlib.sha256(data).hexdigest() != spec.model.sha256:
-        raise AblateError(f"model factory {spec.model.reference}: {spec.model.file} changed while the study was "
-                          f"being prepared (recorded SHA-256 {spec.model.sha256}); start again")
+    data = Path(ref.file).read_bytes()
+    if hashlib.sha256(data).hexdigest() != ref.sha256:
+        raise AblateError(f"{what} {ref.reference}: {ref.file} changed while the study was being prepared (recorded "
+                          f"SHA-256 {ref.sha256}); start again")
     return data
 
 
@@ -219,7 +243,7 @@ def start(launch: Launch, out: Path | None) -> Path:
         spec_text = launch.spec.resolved_yaml()
         launch.manifest.update(spec_record(spec_text))  # the spec it started with: a resume must run the same
         launch.run_dir = create_run_dir(launch.spec, out, spec_text, launch.manifest, trials_csv(launch.spec, []),
-                                        model_source(launch.spec))
+                                        model_source(launch.spec), data_source(launch.spec))
     return launch.run_dir
 
 

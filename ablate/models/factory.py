@@ -8,76 +8,24 @@ that are not ablate's own: residual, depth, width, ...) by name; an axis the fac
 before anything runs (check_axes).
 
 Importing a module runs its code, so every import of a user's file is announced first (one line on stderr, once per
-process and file) and happens only for a reference the user's own spec or flag gave. The file must still hash to
-what the trial config recorded: a source changed under a running study is refused, not silently trained.
+process and file) and happens only for a reference the user's own spec or flag gave (ablate.user_code, which also
+imports a user's data loader). The file must still hash to what the trial config recorded: a source changed under a
+running study is refused, not silently trained.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import sys
-from pathlib import Path
 from typing import Any, Callable
 
 from ablate.errors import AblateError
-_LOADED: dict[tuple[str, str, str], Callable[..., Any]] = {}  # (reference, file, sha256) -> the factory
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from ablate.user_code import load_callable
 
 
 def load_factory(reference: str, file: str, sha256: str, *, announce: bool = True,
                  allow_changed: bool = False) -> Callable[..., Any]:
-    """The factory `reference` names, imported from `file` (an import path `pkg.mod:build` with the folder above
-    `pkg` put on sys.path; a file path as a module of its own). Refused in one line, before anything is imported,
-    when the file is missing or no longer hashes to `sha256` (allow_changed: imported anyway)."""
-    key = (reference, file, sha256)
-    if key in _LOADED:
-        return _LOADED[key]
-    path = Path(file)
-    if not path.is_file():
-        raise AblateError(f"model factory {reference}: its source file {file} is missing (recorded SHA-256 {sha256})")
-    now = _sha256(path)
-    if now != sha256 and not allow_changed:
-        raise AblateError(f"model factory {reference}: {file} has changed since it was recorded (recorded SHA-256 "
-                          f"{sha256}, now {now}); restore that source (a change is a new study: its trials are other trials)")
-    target, _, attr = reference.rpartition(":")
-    if announce:
-        print(f"importing model factory {reference} from {file}", file=sys.stderr, flush=True)
-    try:
-        if target.endswith(".py") or "/" in target or "\\" in target:
-            name = f"ablate_user_model_{now[:16]}"
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        else:
-            root = _package_root(path, target)
-            if root not in sys.path:
-                sys.path.insert(0, root)
-            module = importlib.import_module(target)
-            if Path(getattr(module, "__file__", "") or "").resolve() != path.resolve():
-                raise AblateError(f"model factory {reference}: {target} imports from {module.__file__}, not from the "
-                                  f"recorded {file}; another module of that name comes first on sys.path")
-    except AblateError:
-        raise
-    except Exception as exc:  # the user's module failed to import: say where, in one line
-        raise AblateError(f"model factory {reference}: importing {file} failed: {type(exc).__name__}: {exc}") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise AblateError(f"model factory {reference}: {file} has no function {attr}")
-    _LOADED[key] = factory
-    return factory
-
-
-def _package_root(path: Path, module: str) -> str:
-    """The folder above the package: ROOT for ROOT/pkg/mod.py and ROOT/pkg/mod/__init__.py."""
-    depth = module.count(".") + (1 if path.name == "__init__.py" else 0)
-    return str(path.resolve().parents[depth])
+    """The factory `reference` names, imported from `file` (ablate.user_code.load_callable: announced, refused in one
+    line when the file is missing or no longer hashes to `sha256`, unless allow_changed)."""
+    return load_callable("model factory", reference, file, sha256, announce=announce, allow_changed=allow_changed)
 
 
 def parameters(factory: Callable[..., Any]) -> tuple[list[str], bool]:

@@ -108,8 +108,13 @@ def load_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None = N
     metrics = read_metrics(folder) or {}
     # 'auto' may resolve differently on this machine; the recorded dataset is the one the weights saw.
     dataset = metrics.get("dataset") if cfg.dataset == "auto" and metrics.get("dataset") else cfg.dataset
+    if cfg.data_sha256:  # a data loader of the user's: imported after one line says so, from its recorded source
+        from ablate.data import check_loader
+
+        check_loader(cfg.dataset, cfg.data_file, cfg.data_sha256)
     splits = load_splits(dataset, data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
-                         seed=cfg.data_seed, image_size=cfg.image_size)
+                         seed=cfg.data_seed, image_size=cfg.image_size, data_file=cfg.data_file,
+                         data_sha256=cfg.data_sha256)
     model = model_for(cfg, splits)
     if state is not None:
         try:

@@ -16,7 +16,7 @@ The readers, writers and names other packages use are exported here.
 from __future__ import annotations
 
 from ablate.run_folder.layout import (ANALYSIS, CONFIG, CURVES, ERROR_TEXT, GRAD_NORMS, MANIFEST, METRICS,
-    MODEL_SOURCE, PREDICTIONS, REGISTRY, SPEC, TENSORBOARD, TRIALS, TRIALS_CSV, WEIGHTS, trial_dir, trials_dir)
+    DATA_SOURCE, MODEL_SOURCE, PREDICTIONS, REGISTRY, SPEC, TENSORBOARD, TRIALS, TRIALS_CSV, WEIGHTS, trial_dir, trials_dir)
 from ablate.run_folder.record_checks import HASH_KEY, symlink_message
 from ablate.run_folder.registry import append_registry, read_registry, read_registry_lines, registry_key, registry_row
 from ablate.run_folder.run_files import (create_run_dir, lock_path, open_run_dir, optuna_db, read_manifest,
@@ -32,7 +32,8 @@ from ablate.run_folder.integrity import (RecordCheck, check_run_records, check_t
     read_registered, recorded_configs)
 
 __all__ = ["ANALYSIS", "CONFIG", "CURVES", "ERROR_TEXT", "GRAD_NORMS", "MANIFEST", "METRICS", "PREDICTIONS",
-           "MODEL_SOURCE", "REGISTRY", "SPEC", "TENSORBOARD", "TRIALS", "TRIALS_CSV", "WEIGHTS", "trial_dir", "trials_dir",
+           "DATA_SOURCE", "MODEL_SOURCE", "REGISTRY", "SPEC", "TENSORBOARD", "TRIALS", "TRIALS_CSV", "WEIGHTS",
+           "trial_dir", "trials_dir",
            "HASH_KEY", "symlink_message", "append_registry", "read_registry", "read_registry_lines", "registry_key",
            "registry_row", "create_run_dir", "lock_path", "open_run_dir", "optuna_db", "read_manifest",
            "read_ray_tmp", "read_resume_manifests", "read_spec", "read_spec_bytes", "remove_ray_tmp", "spec_path",

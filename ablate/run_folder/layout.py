@@ -26,6 +26,7 @@ LOCK = ".lock"  # held (flock) by the one study process working on the folder
 RAY_TMP = ".ray_tmp"  # the path of Ray's session folder while a study runs (removed when it ends)
 TENSORBOARD = "tensorboard"  # with study --tensorboard: event files per registered trial
 MODEL_SOURCE = "model_source.py"  # a user model's source file as the run used it (the spec's model; its SHA-256 there)
+DATA_SOURCE = "data_source.py"  # a user's data loader's source file as the run used it (base.dataset; its SHA-256 there)
 ANALYSIS = "analysis"  # analyze's default output folder (its files are analyze's own products, not this format)
 
 # --- a trial folder: trials/<trial id>/ ----------------------------------------------------------------------------

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from ablate.atomic_files import atomic_write_bytes, atomic_write_text
 from ablate.errors import AblateError
-from ablate.run_folder.layout import (FIRST_FORMAT, FORMAT_KEY, FORMAT_VERSION, LOCK, MANIFEST, MODEL_SOURCE, OPTUNA_DB,
-                                      RAY_TMP, SPEC, TRIALS_CSV, is_run_folder, resume_manifest_name, resume_manifests)
+from ablate.run_folder.layout import (DATA_SOURCE, FIRST_FORMAT, FORMAT_KEY, FORMAT_VERSION, LOCK, MANIFEST,
+                                      MODEL_SOURCE, OPTUNA_DB, RAY_TMP, SPEC, TRIALS_CSV, is_run_folder,
+                                      resume_manifest_name, resume_manifests)
 from ablate.slug import child
 
 if TYPE_CHECKING:
@@ -31,11 +32,12 @@ if TYPE_CHECKING:
 
 
 def create_run_dir(study: "Study", out: Path | None, spec_text: str, manifest: dict[str, Any],
-                   trials_csv: str, model_source: bytes | None = None) -> Path:
+                   trials_csv: str, model_source: bytes | None = None, data_source: bytes | None = None) -> Path:
     """Make the run folder with its first files in one step: it either does not exist or holds spec.yaml,
     manifest.json (with this format's version) and trials.csv (`trials_csv`: its header, no trial has run), so that
     trials.csv is there at every moment the folder is; and model_source.py, the bytes of a user model's source file
-    (`model_source`), where the spec names one. `out` None: runs/<study>/<time> here."""
+    (`model_source`), where the spec names one, and data_source.py, a user's data loader's (`data_source`). `out`
+    None: runs/<study>/<time> here."""
     files = {SPEC: spec_text, MANIFEST: manifest_text(manifest),
              TRIALS_CSV: trials_csv}
     run_dir = out or child(Path("runs"), study.name) / time.strftime("%Y%m%d-%H%M%S")  # the name is spec text
@@ -53,6 +55,8 @@ def create_run_dir(study: "Study", out: Path | None, spec_text: str, manifest: d
             atomic_write_text(staging / name, text)
         if model_source is not None:
             atomic_write_bytes(staging / MODEL_SOURCE, model_source)
+        if data_source is not None:
+            atomic_write_bytes(staging / DATA_SOURCE, data_source)
         os.rename(staging, run_dir)  # replaces an empty folder too
     except OSError as exc:
         if staging is not None:

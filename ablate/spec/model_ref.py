@@ -1,9 +1,10 @@
-"""A user's network named in a spec (`model: my_package.nets:build` or `model: ./nets.py:build`): where its source
-file is and what that file hashes to, found without importing anything (importing runs the module's code: that
-happens at launch, ablate.execute.launch, after one line says so).
+"""A user's function named in a spec: a network's factory (`model: my_package.nets:build` or
+`model: ./nets.py:build`) or a data loader (`base.dataset: my_package.data:load` or `./data.py:load`, and
+`--dataset`): where its source file is and what that file hashes to, found without importing anything (importing
+runs the module's code: that happens at launch, ablate.execute.launch, after one line says so; ablate.user_code).
 
-The spec's `model` is a reference as the user wrote it; a run folder's spec.yaml records the resolved mapping
-(reference, file, sha256, and for an import path the folder it was found under), so that the run is analysed,
+The spec's `model` or `dataset` is a reference as the user wrote it; a run folder's spec.yaml records the resolved
+mapping (reference, file, sha256, and for an import path the folder it was found under), so that the run is analysed,
 resumed and reproduced from what it ran, never from a search that might find another file.
 Imports no torch.
 """
@@ -66,41 +67,50 @@ def parse_model(value: Any, spec_dir: Path | None, source: str) -> ModelRef:
     """The spec's `model`: a reference (`pkg.mod:build`, `./nets.py:build` relative to the spec's folder), found and
     hashed now; or the mapping a run folder's spec.yaml records, taken as recorded (launch checks the file still
     hashes to it)."""
+    return parse_reference(value, spec_dir, source, "model", "./nets.py:build or my_package.nets:build")
+
+
+def parse_data(value: Any, spec_dir: Path | None, source: str) -> ModelRef:
+    """A user's data loader (`dataset: ./data.py:load` or `my_package.data:load`), as parse_model finds a factory."""
+    return parse_reference(value, spec_dir, source, "dataset", "./data.py:load or my_package.data:load")
+
+
+def parse_reference(value: Any, spec_dir: Path | None, source: str, key: str, example: str) -> ModelRef:
+    """A reference to a user's function under the spec's `key`, found and hashed now, or as a run folder recorded it."""
     if isinstance(value, dict):
         unknown = sorted(set(map(str, value)) - set(RECORD_KEYS))
         if unknown or not all(isinstance(value.get(k), str) for k in ("reference", "file", "sha256")):
-            raise AblateError(f"{source}: model must be a reference such as ./nets.py:build or my_package.nets:build "
+            raise AblateError(f"{source}: {key} must be a reference such as {example} "
                               f"(a run folder's spec.yaml records reference, file and sha256), got {value!r}")
-        _split(value["reference"], source)
+        _split(value["reference"], source, key)
         if not re.fullmatch(r"[0-9a-f]{64}", value["sha256"]):
-            raise AblateError(f"{source}: model.sha256 must be a SHA-256 (64 hex digits), got {value['sha256']!r}")
+            raise AblateError(f"{source}: {key}.sha256 must be a SHA-256 (64 hex digits), got {value['sha256']!r}")
         return ModelRef(value["reference"], value["file"], value["sha256"], value.get("root"))
     if not isinstance(value, str):
-        raise AblateError(f"{source}: model must be a reference such as ./nets.py:build or my_package.nets:build, "
-                          f"got {value!r}")
-    target, attr = _split(value, source)
+        raise AblateError(f"{source}: {key} must be a reference such as {example}, got {value!r}")
+    target, attr = _split(value, source, key)
     if _is_file_form(target):
         path = Path(target).expanduser()
         if not path.is_absolute():
             path = (spec_dir or Path.cwd()) / path
         path = path.resolve()
         if not path.is_file():
-            raise AblateError(f"{source}: model {value}: no file {path} (a file path is relative to the spec's folder)")
+            raise AblateError(f"{source}: {key} {value}: no file {path} (a file path is relative to the spec's folder)")
         root = None
     else:
-        path, root = _locate(target, spec_dir, value, source)
+        path, root = _locate(target, spec_dir, value, source, key)
     return ModelRef(value, str(path), file_sha256(path), root)
 
 
-def _split(value: str, source: str) -> tuple[str, str]:
+def _split(value: str, source: str, key: str = "model") -> tuple[str, str]:
     target, sep, attr = value.rpartition(":")
     if not sep or not target or not _NAME.match(attr) or not (_is_file_form(target) or _MODULE.match(target)):
-        raise AblateError(f"{source}: model must be MODULE:FUNCTION (my_package.nets:build) or FILE.py:FUNCTION "
-                          f"(./nets.py:build), got {value!r}")
+        raise AblateError(f"{source}: {key} must be MODULE:FUNCTION (my_package.mod:function) or FILE.py:FUNCTION "
+                          f"(./file.py:function), got {value!r}")
     return target, attr
 
 
-def _locate(module: str, spec_dir: Path | None, value: str, source: str) -> tuple[Path, str]:
+def _locate(module: str, spec_dir: Path | None, value: str, source: str, key: str) -> tuple[Path, str]:
     """The source file of `module` found without importing it (importing runs code): ROOT/pkg/mod.py or
     ROOT/pkg/mod/__init__.py, ROOT the spec's folder, the working directory, then sys.path."""
     parts = module.split(".")
@@ -112,6 +122,6 @@ def _locate(module: str, spec_dir: Path | None, value: str, source: str) -> tupl
         for candidate in (base.with_suffix(".py"), base / "__init__.py"):
             if candidate.is_file():
                 return candidate.resolve(), str(Path(root).resolve())
-    raise AblateError(f"{source}: model {value}: module {module} not found as a .py file under the spec's folder, the "
+    raise AblateError(f"{source}: {key} {value}: module {module} not found as a .py file under the spec's folder, the "
                       "working directory or sys.path (ablate finds it without importing it; a compiled or zipped "
                       "module cannot be named)")

@@ -15,10 +15,10 @@ import yaml
 from ablate.errors import AblateError
 from ablate.spec.limits import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES
 from ablate.models import FACTORY_INPUTS
-from ablate.spec.trial_config import FACTORY_FIELDS, TrialConfig
+from ablate.spec.trial_config import DATA_FIELDS, FACTORY_FIELDS, TrialConfig
 
 # what a spec may set by name (the factory's fields come from its `model`)
-CONFIG_FIELDS = {f.name for f in fields(TrialConfig)} - set(FACTORY_FIELDS)
+CONFIG_FIELDS = {f.name for f in fields(TrialConfig)} - set(FACTORY_FIELDS) - set(DATA_FIELDS)
 
 
 def read_yaml(path: Path) -> Any:
@@ -121,9 +121,10 @@ def check_setting_names(names, source: str, what: str, user_axes: bool = False) 
     an axis of its factory, so any keyword-argument name but the factory's inputs and the factory's fields."""
     if user_axes:
         bad = [str(n) for n in names if not (isinstance(n, str) and n.isidentifier()) or n in FACTORY_INPUTS[:2]
-               or n in FACTORY_FIELDS]
+               or n in FACTORY_FIELDS or n in DATA_FIELDS]
         need(not bad, source, f"{what} {', '.join(bad)} cannot be a setting or an axis of the model factory (an axis is "
-             f"a keyword-argument name; {', '.join(FACTORY_INPUTS)} and {', '.join(FACTORY_FIELDS)} are ablate's)")
+             f"a keyword-argument name; {', '.join(FACTORY_INPUTS)}, {', '.join(FACTORY_FIELDS)} and {', '.join(DATA_FIELDS)} "
+             "are ablate's)")
         return
     bad = [str(n) for n in names if n not in CONFIG_FIELDS]
     need(not bad, source, f"unknown {what} {', '.join(bad)}; valid trial settings: {', '.join(sorted(CONFIG_FIELDS))}")

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ablate.errors import AblateError
-from ablate.spec.model_ref import ModelRef, parse_model
+from ablate.data import is_user_data
+from ablate.spec.model_ref import ModelRef, parse_data, parse_model
 from ablate.spec.trial_config import OWN_SETTINGS, TrialConfig
 from ablate.spec.seed_rule import SeedRule, parse_seeds, recorded_seeds
 from ablate.spec.search_space import HALVING_MIN_POINTS, SAMPLERS, Halving, Param, grid_points, parse_halving, parse_space
@@ -97,6 +98,9 @@ class Study:
     halving_note: str = ""  # why halving is off although the spec asked for it
     # The user's network (the spec's `model`); None: the shipped ResNet of the model axes.
     model: ModelRef | None = None
+    # The user's data loader (base.dataset MODULE:FUNCTION or FILE.py:FUNCTION, or --dataset); None: a shipped
+    # dataset or a folder. base holds its reference; spec.yaml records the file and its hash (raw base.dataset).
+    data: ModelRef | None = None
 
     def user_axes(self) -> list[str]:
         """The settings a user model's factory is called with (every name in the spec that is not one of ablate's
@@ -123,9 +127,21 @@ class Study:
         return list(dict.fromkeys(names))
 
     def pin(self, **settings: Any) -> None:
-        """Fix base settings decided at launch (threads, the dataset `auto` chose) so spec.yaml reproduces them."""
+        """Fix base settings decided at launch (threads, the dataset `auto` chose, a --dataset) so spec.yaml reproduces
+        them. A data loader's reference (a --dataset relative to the working directory) is found and hashed here, and
+        spec.yaml records its file and hash."""
+        recorded = dict(settings)
+        if "dataset" in settings:
+            value = settings["dataset"]
+            if isinstance(value, dict) or is_user_data(value):
+                if self.data is None or self.data.reference != value:
+                    self.data = parse_data(value, None, "--dataset")
+                settings = {**settings, "dataset": self.data.reference}
+                recorded["dataset"] = self.data.record()
+            else:
+                self.data = None
         self.base = {**self.base, **settings}
-        self.raw["base"] = {**(self.raw.get("base") or {}), **settings}
+        self.raw["base"] = {**(self.raw.get("base") or {}), **recorded}
 
     def trial_settings(self, arm: Arm | None, params: dict[str, Any] | None = None,
                        seed: int | None = None) -> dict[str, Any]:
@@ -137,6 +153,8 @@ class Study:
             merged["seed"] = seed
             if self.resample_data:
                 merged["data_seed"] = seed
+        if self.data is not None and merged.get("dataset") == self.data.reference:
+            merged.update(data_file=self.data.file, data_sha256=self.data.sha256)
         if self.model is not None:  # TrialConfig.from_dict makes every other name an axis of the factory
             merged.update(factory=self.model.reference, factory_file=self.model.file,
                           factory_sha256=self.model.sha256)
@@ -286,6 +304,11 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
     need(is_int(threads) and threads >= 1, source, f"base.threads must be an integer >= 1 in a study (a trial's "
           f"results depend on its thread count), got {threads!r}")
     base = raw["base"] = {**base, "threads": threads}
+    data_ref = None
+    if isinstance(base.get("dataset"), dict) or is_user_data(base.get("dataset")):  # a user's data loader
+        data_ref = parse_data(base["dataset"], spec_dir, source)
+        raw["base"] = {**base, "dataset": data_ref.record()}  # spec.yaml records the file and its hash the run used
+        base = {**base, "dataset": data_ref.reference}
 
     legacy = _legacy_asha(raw, data, source)
     factor_names, arms = _expand_arms(raw, source, user_axes)
@@ -371,6 +394,7 @@ def parse_study(data: Any, budget: str = "default", source: str = "spec", defaul
         keep_weights=keep_weights,
         seed_rule=seed_rule, sampler=sampler, search_points=points, tuning_seed_count=tuning,
         tuning_seeds_given="tuning_seeds" in search, repeats=repeats, halving_note=halving_note, model=model,
+        data=data_ref,
     )
     if space and study.tuning_seeds_given:
         tuning_seeds = {s for r in range(repeats) for s in study.tuning_seeds(r)}

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import yaml
 
-from ablate.data import DATASETS, check_dataset, may_mirror, no_flip
+from ablate.data import DATASETS, check_dataset, is_user_data, may_mirror, no_flip
 from ablate.errors import AblateError
 from ablate.models import FACTORY_INPUTS, MODEL_AXES, ModelSpec, coerce_stages
 from ablate.spec.limits import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_LR, MAX_STEPS, MAX_THREADS, MAX_WEIGHT_DECAY, check_config,
@@ -73,8 +73,9 @@ class TrialConfig(ModelSpec):
     epochs: int = setting(5, "Training epochs", most=MAX_STEPS)
     eval_every: int = setting(15, "Evaluate on dev every N steps", most=MAX_STEPS)
     # data
-    dataset: str = setting("auto", ", ".join(DATASETS[:-1]) + ", or folder:PATH (PATH/train/<class>/*.png|jpg, "
-                                   "PATH/test/<class>/...)")
+    dataset: str = setting("auto", ", ".join(DATASETS[:-1]) + ", folder:PATH (PATH/train/<class>/*.png|jpg, "
+                                   "PATH/test/<class>/...), or a data loader of yours: MODULE:FUNCTION or "
+                                   "FILE.py:FUNCTION")
     train_size: int = setting(1000, "Training images", most=MAX_IMAGES)
     dev_size: int = setting(200, "Dev images (from the training split)", most=MAX_IMAGES)
     test_size: int = setting(200, "Test images (from the test split)", most=MAX_IMAGES)
@@ -115,6 +116,10 @@ class TrialConfig(ModelSpec):
     factory_sha256: str = setting("", "SHA-256 of the factory's source file", neutral=True, cli=False)
     axes: tuple = setting((), "The factory's keyword arguments besides in_channels, num_classes and image_size",
                           neutral=True, cli=False)
+    # a user's data loader (dataset MODULE:FUNCTION or FILE.py:FUNCTION, ablate.data.user_data): where its source file
+    # was found (never part of the trial id) and that file's SHA-256. Empty for the shipped datasets and folders.
+    data_file: str = setting("", "Where the data loader's source file was found", neutral=True, cli=False)
+    data_sha256: str = setting("", "SHA-256 of the data loader's source file", neutral=True, cli=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.milestones, list):  # hashable, as a frozen config must be
@@ -166,6 +171,19 @@ class TrialConfig(ModelSpec):
                 f"config schema {self.schema} is newer than this toolkit's ({SCHEMA_VERSION}); upgrade ablate"
             )
         self._validate_factory()
+        self._validate_data()
+
+    def _validate_data(self) -> None:
+        if not is_user_data(self.dataset):
+            if self.data_file or self.data_sha256:
+                raise AblateError(f"data_file and data_sha256 belong to a data loader of the user's, not to dataset "
+                                  f"{self.dataset}")
+            return
+        if not (len(self.data_sha256) == 64 and all(c in "0123456789abcdef" for c in self.data_sha256)) \
+                or not self.data_file:
+            raise AblateError(f"dataset {self.dataset} is a data loader: it needs data_file and data_sha256 (its source "
+                              "file and that file's SHA-256), which a spec's base.dataset or the --dataset flag "
+                              "records; a loader cannot be an arm's, a factor's or a search's value")
 
     def _validate_factory(self) -> None:
         if not self.factory:
@@ -326,6 +344,7 @@ class TrialConfig(ModelSpec):
             if key in data and (data[key] == default or (key == "axes" and not data[key])):
                 del data[key]
         data.pop("factory_file", None)  # where this machine keeps the source: the hash names what it is
+        data.pop("data_file", None)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -373,6 +392,7 @@ def id_neutral_defaults(config: type = TrialConfig) -> dict[str, Any]:
 
 _HASH_NEUTRAL_DEFAULTS = id_neutral_defaults(TrialConfig)
 FACTORY_FIELDS = ("factory", "factory_file", "factory_sha256", "axes")  # set by the spec's `model`, not by name
+DATA_FIELDS = ("data_file", "data_sha256")  # set by a data loader's reference (the spec's dataset), not by name
 # ablate's own settings: what a user model's factory never receives (the model axes and the factory's fields aside)
 OWN_SETTINGS = frozenset(f.name for f in fields(TrialConfig)) - set(MODEL_AXES) - set(FACTORY_FIELDS)
 

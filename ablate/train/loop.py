@@ -207,7 +207,8 @@ class TrainingLoop:
             deterministic_cuda()
         self._phase("loading data")
         splits = load_splits(cfg.dataset, self.data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
-                             seed=cfg.data_seed, image_size=cfg.image_size)
+                             seed=cfg.data_seed, image_size=cfg.image_size, data_file=cfg.data_file,
+                             data_sha256=cfg.data_sha256)
         self.batches = cfg.batches()
         input_shape = (self.batches[0][1] - self.batches[0][0], *splits.train.x.shape[1:])
         self._phase("building the model")

@@ -131,21 +131,37 @@ def _check_registered(folder: Path) -> None:
 def _check_factory(cfg, allow_changed: bool, report: Report) -> None:
     """The user model's source as the trial recorded it, imported (saying so) before anything is trained."""
     from ablate.models import load_factory
+
+    _check_source("model factory", "model", cfg.factory, cfg.factory_file, cfg.factory_sha256, allow_changed, report)
+    load_factory(cfg.factory, cfg.factory_file, cfg.factory_sha256, announce=True, allow_changed=allow_changed)
+
+
+def _check_loader(cfg, allow_changed: bool, report: Report) -> None:
+    """The user's data loader's source as the trial recorded it, imported (saying so) before any data is read."""
+    from ablate.data import check_loader
+
+    _check_source("data loader", "data loader", cfg.dataset, cfg.data_file, cfg.data_sha256, allow_changed, report)
+    check_loader(cfg.dataset, cfg.data_file, cfg.data_sha256, allow_changed=allow_changed)
+
+
+def _check_source(what: str, short: str, reference: str, file: str, sha256: str, allow_changed: bool,
+                  report: Report) -> None:
+    """A user's source file still there and still hashing to what the trial recorded: else refused in one line naming
+    the file and both hashes, or with `allow_changed` rerun and said so in the report."""
     from ablate.spec import file_sha256
 
-    path = Path(cfg.factory_file)
+    path = Path(file)
     if not path.is_file():
-        raise AblateError(f"model factory {cfg.factory}: its source file {path} is missing (recorded SHA-256 "
-                          f"{cfg.factory_sha256}); put that file back there to reproduce the trial")
+        raise AblateError(f"{what} {reference}: its source file {path} is missing (recorded SHA-256 "
+                          f"{sha256}); put that file back there to reproduce the trial")
     now = file_sha256(path)
-    if now != cfg.factory_sha256:
+    if now != sha256:
         if not allow_changed:
-            raise AblateError(f"model factory {cfg.factory}: {path} has changed since the trial ran (recorded SHA-256 "
-                              f"{cfg.factory_sha256}, now {now}); restore it, or pass --allow-changed to rerun the "
+            raise AblateError(f"{what} {reference}: {path} has changed since the trial ran (recorded SHA-256 "
+                              f"{sha256}, now {now}); restore it, or pass --allow-changed to rerun the "
                               "changed source anyway")
-        report.notes.append(f"--allow-changed: reran a changed model source, {path} (recorded SHA-256 "
-                            f"{cfg.factory_sha256}, now {now}); differences may come from that change")
-    load_factory(cfg.factory, cfg.factory_file, cfg.factory_sha256, announce=True, allow_changed=allow_changed)
+        report.notes.append(f"--allow-changed: reran a changed {short} source, {path} (recorded SHA-256 "
+                            f"{sha256}, now {now}); differences may come from that change")
 
 
 def _missing_data(dataset: str, data_dir: str | os.PathLike | None, exc: Unavailable) -> str:
@@ -166,9 +182,9 @@ def reproduce_trial(config_path: str | os.PathLike, data_dir: str | os.PathLike 
     Compared: the scalars in SCALARS against metrics.json, the train-loss curve and the dev curve
     against curves.csv, and every value of grad_norms.csv when the folder has one.
 
-    A trial of a user model reruns its factory from the source file its config records: a missing file, or one whose
-    SHA-256 is not the recorded one, is refused in one line naming the file and the hashes; `allow_changed` reruns
-    a changed one anyway, and the report says so.
+    A trial of a user model reruns its factory from the source file its config records, and a trial of a user's data
+    loader that loader: a missing file, or one whose SHA-256 is not the recorded one, is refused in one line naming
+    the file and the hashes; `allow_changed` reruns a changed one anyway, and the report says so.
     """
     path = Path(config_path)
     if path.is_dir():
@@ -197,6 +213,8 @@ def reproduce_trial(config_path: str | os.PathLike, data_dir: str | os.PathLike 
     device = recorded_device(recorded, device)
     if cfg.factory:
         _check_factory(cfg, allow_changed, report)
+    if cfg.data_sha256:
+        _check_loader(cfg, allow_changed, report)
     run_cfg = cfg
     if cfg.dataset == "auto" and recorded.get("dataset") in ("mnist", "digits"):
         # `auto` may resolve otherwise on this machine; the recorded numbers came from this dataset.
