@@ -5,6 +5,7 @@ the manifest), described as itself in the report, and reproduced only from the s
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -171,9 +172,13 @@ def test_a_factor_the_factory_does_not_take_is_refused_before_anything_is_writte
 
 
 def test_nothing_in_the_package_names_the_examples():
+    examples = sorted(p.name for p in (ROOT / "examples").iterdir() if p.is_dir())
+    assert {"residual_mlp", "vit"} <= set(examples)
     for path in (ROOT / "ablate").rglob("*.py"):
         text = path.read_text(encoding="utf-8")
-        assert "residual_mlp" not in text and "examples/" not in text, path
+        assert "examples/" not in text, path
+        for name in examples:
+            assert not re.search(rf"\b{name}\b", text), (path, name)
 
 
 # --- the example, end to end: one tiny real study (user_model_example, a background study) ----------------------
@@ -238,3 +243,20 @@ def test_with_more_than_two_arms_an_unstarred_table_does_not_say_no_difference_i
     table = terminal_table(user_model_example["out"])
     assert "* = better than every other arm" not in table
     assert "none is better than every other arm with support" in table and "no difference is supported" not in table
+
+# --- the second example, a small vision transformer (vit_example, a background study) ---------------------------
+@pytest.mark.slow
+def test_the_vit_example_runs_its_smoke_budget_and_its_report_names_the_factory(vit_example):
+    out, folder = vit_example["out"], vit_example["folder"]
+    source = folder / "nets.py"
+    assert f"importing model factory ./nets.py:build from {source.resolve()}" in vit_example["study"].stderr
+    configs = [TrialConfig.from_yaml_file(p) for p in (out / "trials").glob("*/config.yaml")]
+    assert len(configs) == 4 * 2 + 4 * 2  # 4 arms: 2 grid points, then 2 confirm seeds
+    assert {c.factory for c in configs} == {"./nets.py:build"}
+    assert {c.factory_sha256 for c in configs} == {file_sha256(source)}
+    assert {(dict(c.axes)["residual"], dict(c.axes)["depth"]) for c in configs} == {(True, 2), (False, 2), (True, 8),
+                                                                                  (False, 8)}
+    assert {(dict(c.axes)["width"], dict(c.axes)["heads"], dict(c.axes)["patch"]) for c in configs} == {(32, 2, 2)}
+    report = (out / "analysis" / "report.md").read_text()
+    assert "./nets.py:build" in report and file_sha256(source)[:12] in report
+    assert "ResNet" not in report

@@ -8,6 +8,7 @@
 | `faulted` | a study faulted, killed and resumed, beside its uninterrupted twin | helpers.fault_runs.fault_runs |
 | `postgres_runs` | a study in PostgreSQL killed and resumed, and a second one | helpers.postgres.killed_resumed_and_second |
 | `user_model_example` | examples/residual_mlp at its smoke budget, analysed and exported | helpers.user_model_runs.mlp_example |
+| `vit_example` | examples/vit at its smoke budget, analysed | helpers.user_model_runs.vit_example |
 
 (`tuned_analysis` is `analyze(tuned_study)`, once per session: read it, never write into it.)
 
@@ -36,12 +37,13 @@ from helpers import background
 from helpers.fault_runs import fault_runs
 from helpers.postgres import killed_resumed_and_second
 from helpers.studies import depth_and_grid, tuned
-from helpers.user_model_runs import mlp_example
+from helpers.user_model_runs import mlp_example, vit_example
 
 # Every background study: its fixture's name -> what makes it, given a fresh folder. Run in this order.
 STUDIES: dict[str, Callable[[Path], Any]] = {
     "tuned_study": tuned,
     "user_model_example": mlp_example,
+    "vit_example": vit_example,
     "depth_and_grid_runs": depth_and_grid,
     "faulted": fault_runs,
     "postgres_runs": killed_resumed_and_second,
@@ -115,6 +117,13 @@ def user_model_example(tmp_path_factory) -> dict:
     """{"tmp", "folder", "out", "study", "cli"}: examples/residual_mlp copied to "folder", its smoke study in "out"
     (analysed, its confirm trials exported to tmp/exported), the study's CompletedProcess, the command line."""
     return _result("user_model_example", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def vit_example(tmp_path_factory) -> dict:
+    """{"tmp", "folder", "out", "study", "cli"}: examples/vit copied to "folder", its smoke study in "out" (analysed),
+    the study's CompletedProcess, the command line."""
+    return _result("vit_example", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

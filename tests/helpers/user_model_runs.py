@@ -1,6 +1,7 @@
-"""The example of a network the user brings (examples/residual_mlp) run for the tests that read it: its smoke
-budget through the command line (search, confirm), then `analyze` and `export --configs`, in a folder of its own
-(the tests edit its copy of nets.py). A background study of helpers.background_studies (`user_model_example`)."""
+"""The examples of a network the user brings, run for the tests that read them, each at its smoke budget through the
+command line (search, confirm), then `analyze`, in a folder of its own: examples/residual_mlp, also exported with
+`export --configs` (the tests edit its copy of nets.py), and examples/vit. Background studies of
+helpers.background_studies (`user_model_example`, `vit_example`)."""
 from __future__ import annotations
 
 import shutil
@@ -11,7 +12,7 @@ from pathlib import Path
 from helpers.background import environ
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "residual_mlp"
+EXAMPLES = ROOT / "examples"
 
 
 def example_cli(tmp: Path):
@@ -22,15 +23,26 @@ def example_cli(tmp: Path):
     return cli
 
 
-def mlp_example(tmp: Path) -> dict:
-    folder = tmp / "residual_mlp"
-    shutil.copytree(EXAMPLE, folder)
+def smoke_example(tmp: Path, name: str) -> dict:
+    """examples/NAME copied to tmp/NAME, its smoke study run into tmp/run and analysed:
+    {"tmp", "folder", "out", "study", "cli"} (the study's CompletedProcess, the command line)."""
+    folder = tmp / name
+    shutil.copytree(EXAMPLES / name, folder)
     out = tmp / "run"
     cli = example_cli(tmp)
     study = cli("study", str(folder / "study.yaml"), "--budget", "smoke", "--out", str(out), "--cpus", "1")
     assert study.returncode == 0, study.stdout[-3000:] + study.stderr[-3000:]
     analyze = cli("analyze", str(out))
     assert analyze.returncode == 0, analyze.stdout[-3000:] + analyze.stderr[-3000:]
-    exported = cli("export", str(out), "--configs", str(tmp / "exported"))
-    assert exported.returncode == 0, exported.stderr[-3000:]
     return {"tmp": tmp, "folder": folder, "out": out, "study": study, "cli": cli}
+
+
+def mlp_example(tmp: Path) -> dict:
+    made = smoke_example(tmp, "residual_mlp")
+    exported = made["cli"]("export", str(made["out"]), "--configs", str(tmp / "exported"))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    return made
+
+
+def vit_example(tmp: Path) -> dict:
+    return smoke_example(tmp, "vit")
