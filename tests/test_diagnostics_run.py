@@ -5,7 +5,6 @@ import math
 import pandas as pd
 import pytest
 import torch
-import yaml
 from typer.testing import CliRunner
 
 from ablate.analysis import analyze
@@ -16,20 +15,10 @@ from ablate.train.loop import model_for
 from ablate.run_folder.registry import read_registry
 
 
-SPEC = {"description": "tiny plain vs residual", "seeds": [0, 1], "keep_weights": "final",
-        "base": {"family": "cifar", "depth": 20, "shortcut": "identity", "dataset": "digits", "image_size": 8,
-                 "train_size": 256, "dev_size": 64, "test_size": 64, "batch_size": 64, "epochs": 2, "eval_every": 2,
-                 "lr": 0.05},
-        "factors": {"residual": {"values": [True, False]}}}
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("diag")
-    (tmp / "tiny.yaml").write_text(yaml.safe_dump(SPEC))
-    result = CliRunner().invoke(app, ["study", str(tmp / "tiny.yaml"), "--out", str(tmp / "run"), "--cpus", "1"])
-    assert result.exit_code == 0, result.output
-    return tmp / "run"
+def run(diagnostics_study):
+    """The tiny study of helpers.studies.DIAGNOSTICS (a background study); this module alone analyses it."""
+    return diagnostics_study
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@
 | fixture | what it is | made by |
 |---|---|---|
 | `tuned_study` | residual vs plain, lr tuned, 3 seeds (helpers.studies.TUNED) | helpers.studies.tuned |
+| `diagnostics_study` | plain vs residual on digits, 2 seeds, weights kept (helpers.studies.DIAGNOSTICS) | helpers.studies.diagnostics |
 | `depth_and_grid_runs` | a depth study and an lr-grid study, side by side | helpers.studies.depth_and_grid |
 | `faulted` | a study faulted, killed and resumed, beside its uninterrupted twin | helpers.fault_runs.fault_runs |
 | `postgres_runs` | a study in PostgreSQL killed and resumed, and a second one | helpers.postgres.killed_resumed_and_second |
@@ -36,12 +37,13 @@ import pytest
 from helpers import background
 from helpers.fault_runs import fault_runs
 from helpers.postgres import killed_resumed_and_second
-from helpers.studies import depth_and_grid, tuned
+from helpers.studies import depth_and_grid, diagnostics, tuned
 from helpers.user_model_runs import mlp_example, vit_example
 
 # Every background study: its fixture's name -> what makes it, given a fresh folder. Run in this order.
 STUDIES: dict[str, Callable[[Path], Any]] = {
     "tuned_study": tuned,
+    "diagnostics_study": diagnostics,
     "user_model_example": mlp_example,
     "vit_example": vit_example,
     "depth_and_grid_runs": depth_and_grid,
@@ -124,6 +126,12 @@ def vit_example(tmp_path_factory) -> dict:
     """{"tmp", "folder", "out", "study", "cli"}: examples/vit copied to "folder", its smoke study in "out" (analysed),
     the study's CompletedProcess, the command line."""
     return _result("vit_example", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def diagnostics_study(tmp_path_factory) -> Path:
+    """The run folder of helpers.studies.DIAGNOSTICS: test_diagnostics_run analyses it (in place)."""
+    return _result("diagnostics_study", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,18 @@ def tuned(tmp: Path) -> Path:
     return run_study(tmp, "tuned", TUNED)
 
 
+# plain vs residual on digits at 8x8, 2 seeds, weights kept: what analyze --diagnostics reads (test_diagnostics_run)
+DIAGNOSTICS = {"description": "tiny plain vs residual", "seeds": [0, 1], "keep_weights": "final",
+               "base": {"family": "cifar", "depth": 20, "shortcut": "identity", "dataset": "digits", "image_size": 8,
+                        "train_size": 256, "dev_size": 64, "test_size": 64, "batch_size": 64, "epochs": 2,
+                        "eval_every": 2, "lr": 0.05},
+               "factors": {"residual": {"values": [True, False]}}}
+
+
+def diagnostics(tmp: Path) -> Path:
+    return run_study(tmp, "diag", DIAGNOSTICS)
+
+
 def depth_and_grid(tmp: Path) -> dict:
     """A depth study and a grid study, side by side."""
     depth = start_study(tmp, "depth", {
