@@ -1,4 +1,4 @@
-"""Importing a function of the user's own from the source file a spec named and hashed (ablate.spec.model_ref): a
+"""Importing a function of the user's own from the source file a spec named and hashed (ablate.spec.user_ref): a
 model factory (ablate.models.factory) or a data loader (ablate.data.user_data).
 
 Importing a module runs its code, so every import of a user's file is announced first (one line on stderr, once per
@@ -8,7 +8,6 @@ one line naming both hashes, not silently run. Imports no torch.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ablate.errors import AblateError
+from ablate.spec import file_sha256, is_file_form
 
 # (reference, file, recorded sha256) -> the function and the SHA-256 of the source it was imported from (another than
 # the recorded one only where allow_changed said so)
@@ -31,7 +31,7 @@ def load_callable(what: str, reference: str, file: str, sha256: str, *, announce
     path = Path(file)
     if not path.is_file():
         raise AblateError(f"{what} {reference}: its source file {file} is missing (recorded SHA-256 {sha256})")
-    now = hashlib.sha256(path.read_bytes()).hexdigest()  # checked on every call: an edit in a long-lived process too
+    now = file_sha256(path)  # checked on every call: an edit in a long-lived process too
     key = (reference, file, sha256)
     if key in _LOADED and _LOADED[key][1] == now:  # imported already from this very source
         return _LOADED[key][0]
@@ -42,7 +42,7 @@ def load_callable(what: str, reference: str, file: str, sha256: str, *, announce
     if announce:
         print(f"importing {what} {reference} from {file}", file=sys.stderr, flush=True)
     try:
-        if target.endswith(".py") or "/" in target or "\\" in target:
+        if is_file_form(target):
             name = f"ablate_user_{what.split()[0]}_{now[:16]}"
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)

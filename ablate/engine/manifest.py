@@ -126,7 +126,7 @@ def data_record(study: Study) -> dict[str, Any] | None:
 
 
 def source_record(ref: Any) -> dict[str, Any] | None:
-    """A user's function (ablate.spec.ModelRef): reference, file, SHA-256, and the package and version of an import
+    """A user's function (ablate.spec.UserRef): reference, file, SHA-256, and the package and version of an import
     path's distribution (None where none provides it)."""
     if ref is None:
         return None

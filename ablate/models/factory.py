@@ -1,5 +1,5 @@
 """The one place a trial's network is built: the shipped ResNet of the model axes, or the user's factory that a
-spec's `model` names (ablate.spec.model_ref), imported from the source file the trial config records.
+spec's `model` names (ablate.spec.user_ref), imported from the source file the trial config records.
 
 The factory contract: `factory(**kwargs) -> torch.nn.Module`, a module mapping a batch of images
 (N, in_channels, image_size, image_size) to logits (N, num_classes). ablate passes `in_channels`, `num_classes` and

@@ -19,7 +19,7 @@ import yaml
 
 from ablate.errors import AblateError
 from ablate.data import is_user_data
-from ablate.spec.model_ref import ModelRef, parse_data, parse_model
+from ablate.spec.user_ref import UserRef, parse_data, parse_model
 from ablate.spec.trial_config import OWN_SETTINGS, TrialConfig
 from ablate.spec.seed_rule import SeedRule, parse_seeds, recorded_seeds
 from ablate.spec.search_space import HALVING_MIN_POINTS, SAMPLERS, Halving, Param, grid_points, parse_halving, parse_space
@@ -97,10 +97,10 @@ class Study:
     repeats: int = 1
     halving_note: str = ""  # why halving is off although the spec asked for it
     # The user's network (the spec's `model`); None: the shipped ResNet of the model axes.
-    model: ModelRef | None = None
+    model: UserRef | None = None
     # The user's data loader (base.dataset MODULE:FUNCTION or FILE.py:FUNCTION, or --dataset); None: a shipped
     # dataset or a folder. base holds its reference; spec.yaml records the file and its hash (raw base.dataset).
-    data: ModelRef | None = None
+    data: UserRef | None = None
 
     def user_axes(self) -> list[str]:
         """The settings a user model's factory is called with (every name in the spec that is not one of ablate's

@@ -107,7 +107,7 @@ class TrialConfig(ModelSpec):
     precision: str = setting("fp32", "Training forward passes in fp32 or bf16 (autocast)", neutral=True)
     compile: str = setting("none", "torch.compile the model for training: none, default or reduce-overhead (CUDA "
                                    "graphs)", neutral=True)
-    # a user's network (the spec's `model`, ablate.spec.model_ref): its reference, its source file and that file's
+    # a user's network (the spec's `model`, ablate.spec.user_ref): its reference, its source file and that file's
     # SHA-256, and the axes its factory is called with. Empty: the shipped ResNet of the model axes above. With a
     # factory the model axes are unused (left out of config.yaml and the trial id) and every setting that is not
     # ablate's own is an axis; factory_file is where this machine found the source, never part of the trial id.

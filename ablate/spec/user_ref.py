@@ -24,8 +24,8 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
-class ModelRef:
-    """A factory: `reference` as the spec wrote it, its source `file` (absolute), the file's SHA-256, and for an import
+class UserRef:
+    """A user's function (a model factory or a data loader): `reference` as the spec wrote it, its source `file` (absolute), the file's SHA-256, and for an import
     path (`pkg.mod:build`) the folder (`root`) that holds the package, which the importing process puts on sys.path."""
 
     reference: str
@@ -37,7 +37,7 @@ class ModelRef:
     def module(self) -> str | None:
         """'pkg.mod' for an import path, None for a file path."""
         target = self.reference.rsplit(":", 1)[0]
-        return None if _is_file_form(target) else target
+        return None if is_file_form(target) else target
 
     @property
     def attr(self) -> str:
@@ -59,23 +59,24 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _is_file_form(target: str) -> bool:
+def is_file_form(target: str) -> bool:
+    """Whether the part before ':' names a file (./nets.py) rather than a module (pkg.mod)."""
     return target.endswith(".py") or "/" in target or "\\" in target
 
 
-def parse_model(value: Any, spec_dir: Path | None, source: str) -> ModelRef:
+def parse_model(value: Any, spec_dir: Path | None, source: str) -> UserRef:
     """The spec's `model`: a reference (`pkg.mod:build`, `./nets.py:build` relative to the spec's folder), found and
     hashed now; or the mapping a run folder's spec.yaml records, taken as recorded (launch checks the file still
     hashes to it)."""
     return parse_reference(value, spec_dir, source, "model", "./nets.py:build or my_package.nets:build")
 
 
-def parse_data(value: Any, spec_dir: Path | None, source: str) -> ModelRef:
+def parse_data(value: Any, spec_dir: Path | None, source: str) -> UserRef:
     """A user's data loader (`dataset: ./data.py:load` or `my_package.data:load`), as parse_model finds a factory."""
     return parse_reference(value, spec_dir, source, "dataset", "./data.py:load or my_package.data:load")
 
 
-def parse_reference(value: Any, spec_dir: Path | None, source: str, key: str, example: str) -> ModelRef:
+def parse_reference(value: Any, spec_dir: Path | None, source: str, key: str, example: str) -> UserRef:
     """A reference to a user's function under the spec's `key`, found and hashed now, or as a run folder recorded it."""
     if isinstance(value, dict):
         unknown = sorted(set(map(str, value)) - set(RECORD_KEYS))
@@ -85,11 +86,11 @@ def parse_reference(value: Any, spec_dir: Path | None, source: str, key: str, ex
         _split(value["reference"], source, key)
         if not re.fullmatch(r"[0-9a-f]{64}", value["sha256"]):
             raise AblateError(f"{source}: {key}.sha256 must be a SHA-256 (64 hex digits), got {value['sha256']!r}")
-        return ModelRef(value["reference"], value["file"], value["sha256"], value.get("root"))
+        return UserRef(value["reference"], value["file"], value["sha256"], value.get("root"))
     if not isinstance(value, str):
         raise AblateError(f"{source}: {key} must be a reference such as {example}, got {value!r}")
     target, attr = _split(value, source, key)
-    if _is_file_form(target):
+    if is_file_form(target):
         path = Path(target).expanduser()
         if not path.is_absolute():
             path = (spec_dir or Path.cwd()) / path
@@ -99,12 +100,12 @@ def parse_reference(value: Any, spec_dir: Path | None, source: str, key: str, ex
         root = None
     else:
         path, root = _locate(target, spec_dir, value, source, key)
-    return ModelRef(value, str(path), file_sha256(path), root)
+    return UserRef(value, str(path), file_sha256(path), root)
 
 
 def _split(value: str, source: str, key: str = "model") -> tuple[str, str]:
     target, sep, attr = value.rpartition(":")
-    if not sep or not target or not _NAME.match(attr) or not (_is_file_form(target) or _MODULE.match(target)):
+    if not sep or not target or not _NAME.match(attr) or not (is_file_form(target) or _MODULE.match(target)):
         raise AblateError(f"{source}: {key} must be MODULE:FUNCTION (my_package.mod:function) or FILE.py:FUNCTION "
                           f"(./file.py:function), got {value!r}")
     return target, attr
