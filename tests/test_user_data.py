@@ -205,6 +205,8 @@ def test_a_study_on_the_users_data_records_it_and_a_changed_source_is_refused(tm
     analysed = runner.invoke(app, ["analyze", str(out)])
     assert analysed.exit_code == 0, analysed.output
     assert "./mydata.py:load" in (out / "analysis" / "report.md").read_text()
+    for name in ("report.md", "methods.md"):  # named with its source's hash, as a user's model is
+        assert f"loader ./mydata.py:load (source SHA-256 {recorded[:12]})" in (out / "analysis" / name).read_text(), name
 
     with open(source, "a") as f:
         f.write("\n# an edit after the run\n")

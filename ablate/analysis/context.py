@@ -21,13 +21,16 @@ DATASET_NAMES = {name: d.title for name, d in DATASETS.items()}
 DATASET_DETAILS = {name: d.details for name, d in DATASETS.items()}
 
 
-def _short(d: str) -> str:
+def _short(d: str, run: Run) -> str:
+    loader = run.study.data  # a user's data loader: named with its source's hash, as a user's model is
+    if loader is not None and d == loader.reference:
+        return loader.describe("the data of the user's loader")
     return f"images in {d[len(FOLDER):]}" if d.startswith(FOLDER) else DATASET_NAMES.get(d, d)
 
 
 def dataset_name(run: Run) -> str:
     """Short name of the dataset actually used (for titles and captions)."""
-    return " + ".join(_short(d) for d in run.dataset.split(" + "))
+    return " + ".join(_short(d, run) for d in run.dataset.split(" + "))
 
 
 def recorded(run: Run, key: str) -> int | None:
@@ -147,7 +150,7 @@ def protocol(run: Run) -> str:
           else "chosen per arm from a grid" if "lr" in run.study.grid else f"{val('lr'):g}")
     size = val("image_size")
     data = run.dataset.split(" + ")
-    source = "; ".join(DATASET_DETAILS.get(d, text(_short(d))) for d in data)
+    source = "; ".join(DATASET_DETAILS.get(d, text(_short(d, run))) for d in data)
     sgd = "SGD with Nesterov momentum" if val("nesterov") is True else "plain SGD"
     shared = "".join(f", {text}" for text in shared_model_axes(run))
     arch = (f" ({val('family')} layout, {val('shortcut')} shortcuts where residual{shared})" if run.study.model is None

@@ -50,9 +50,10 @@ class UserRef:
             out["root"] = self.root
         return out
 
-    def describe(self) -> str:
-        """'the user model ./nets.py:build (source SHA-256 1a2b3c4d5e6f)': how reports name it."""
-        return f"the user model {self.reference} (source SHA-256 {self.sha256[:12]})"
+    def describe(self, what: str = "the user model") -> str:
+        """'the user model ./nets.py:build (source SHA-256 1a2b3c4d5e6f)': how reports name it (`what`: the words
+        before the reference; a data loader's are "the data of the user's loader")."""
+        return f"{what} {self.reference} (source SHA-256 {self.sha256[:12]})"
 
 
 def file_sha256(path: str | Path) -> str:
