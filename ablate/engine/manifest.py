@@ -110,6 +110,9 @@ def run_manifest(study: Study, dataset: str, resources: dict[str, Any]) -> dict[
         "platform": platform.platform(), "python": platform.python_version(), "packages": versions,
         "git_commit": git_commit(), "dataset": dataset, "resources": resources,
         "hardware": hardware(int(resources.get("gpus") or 0)),
+        # a user's network or data loader: what ran (source_record), only where the spec names one
+        **({"model": model_record(study)} if study.model is not None else {}),
+        **({"data": data_record(study)} if study.data is not None else {}),
     }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from ablate.errors import AblateError
 from ablate.execute.gpu_plan import GpuPlan, decide
-from ablate.engine import Resources, check_spec, check_storage, data_record, model_record, run_manifest, spec_record
+from ablate.engine import Resources, check_spec, check_storage, run_manifest, spec_record
 from ablate.run_folder import (create_run_dir, open_run_dir, optuna_db, read_manifest, read_spec, trials_csv,
     write_resume_manifest)
 from ablate.spec import MAX_RETRIES, MAX_SAMPLER_SEED, Study, check_at_most, load_study, parse_study
@@ -156,10 +156,6 @@ def prepare(name: str | Path | dict | Study | None, resume: Path | None, *, budg
     members, why = fuse_plan(fuse, res, spec, gpu.table, splits.in_channels, splits.num_classes)
     gpu.fuse = why
     record = run_manifest(spec, splits.dataset, info)
-    if spec.model is not None:
-        record["model"] = model_record(spec)
-    if spec.data is not None:
-        record["data"] = data_record(spec)
     record.update({"run_id": run_id, "dataset_requested": requested, "sampler": spec.sampler_text(),
                    "fuse": {"members": members, "why": why},
                    "gpu_plan": {"trials_per_gpu": gpu.trials_per_gpu, "source": gpu.source,
