@@ -9,6 +9,9 @@ The whole cycle from Python (a script, a notebook), through the functions the co
     result = ablate.analyze(run_dir)                                  # figures, tables, report.md
     tables = ablate.load_run(run_dir)                                 # .trials, .confirm, .comparisons
 
+A network of your own marks its residual blocks as `ablate.Residual(branch, shortcut, residual=...)`, so that
+lesions, signal propagation and the per-block gradient records find them (docs/your-own-network.md).
+
 Bad input raises ablate.errors.AblateError with the line the command line prints. The names are loaded when first
 used: `import ablate` imports no torch, Ray or plotting library.
 """
@@ -24,6 +27,7 @@ from ablate.lazy_names import lazy_names as _lazy_names  # noqa: E402
 __getattr__, __all__ = _lazy_names(__name__, {
     "api": ["Outcome", "Plan", "RunTables", "analyze", "execute", "load_run", "load_study", "plan", "run"],
     "errors": ["AblateError"],
+    "models": ["Residual"],
 })
 
 

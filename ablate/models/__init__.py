@@ -10,8 +10,9 @@ from ablate.lazy_names import lazy_names
 
 # these import torch: loaded when first used
 __getattr__, _LAZY = lazy_names(__name__, {
-    "resnet": ["Block", "IdentityShortcut", "build_model"],
+    "resnet": ["Block", "IdentityShortcut", "ResNet", "build_model"],
     "factory": ["build_trial_model", "check_axes", "load_factory"],
+    "residual": ["NO_MARKED_BLOCKS", "Residual", "residual_blocks"],
     "summary": ["format_summary", "summarize"],
     "torchvision_check": ["verify_torchvision"],
 })

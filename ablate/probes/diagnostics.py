@@ -34,6 +34,7 @@ import torch
 
 from ablate.probes import measurements as probes
 from ablate.errors import AblateError
+from ablate.models import NO_MARKED_BLOCKS
 from ablate.probes.lesion import load_trial
 from ablate.run_folder import has_weights, trial_dir
 from ablate.train import evaluate, model_for, torch_threads
@@ -149,6 +150,9 @@ def _diagnose_trial(folder: Path, trial, has_weights: bool, t0: float, landscape
 
     out["shattered"] = timed("shattered", lambda: _shattered(fresh(), train_x, train_y, splits.num_classes))
     out["signal"] = timed("signal", lambda: probes.signal_propagation(fresh().train(), train_x[:BATCH_IMAGES]))
+    marked = bool(out["signal"])  # a network that marks no residual block has no signal rows and no lesions
+    if not marked:
+        notes.append(f"{folder.name}: no signal propagation and no k-block lesions: {NO_MARKED_BLOCKS}")
     if not has_weights:
         notes.append(f"{folder.name}: no weights.pt (a spec keeps them with `keep_weights: final`), so no loss "
                      "landscape and no k-block lesions")
@@ -164,9 +168,11 @@ def _diagnose_trial(folder: Path, trial, has_weights: bool, t0: float, landscape
     def score() -> float:
         return evaluate(model, test_x, test_y, fmt)[0]
 
-    rows = timed("lesions_k", lambda: probes.k_lesions(model, score, LESION_SAMPLES,
-                                                       np.random.default_rng(LESION_SEED), LESION_KS))
-    out["lesions_k"] = [{"residual": cfg.residual, **r} for r in rows]
+    if marked:
+        rows = timed("lesions_k", lambda: probes.k_lesions(model, score, LESION_SAMPLES,
+                                                           np.random.default_rng(LESION_SEED), LESION_KS, test_x))
+        # a user model's `residual` is its factory's setting (absent where the factory has none)
+        out["lesions_k"] = [{"residual": cfg.settings().get("residual"), **r} for r in rows]
     model.eval()
     return out, seconds, notes
 
@@ -198,8 +204,8 @@ def diagnose_run(run_dir: str | os.PathLike, trials: list[dict[str, Any]], data_
             tables[name] += [{**ident, **r} for r in part]
         for name, s in seconds.items():
             cost.setdefault((t["arm"], name), []).append(s)
-        for note in notes:
-            skipped[f"{t['arm']} seed {t['seed']}"] = note
+        if notes:
+            skipped[f"{t['arm']} seed {t['seed']}"] = "; ".join(notes)
     frames = {name: pd.DataFrame(rows) for name, rows in tables.items()}
     cost_frame = pd.DataFrame([{"arm": arm, "diagnostic": name, "trials": len(s), "seconds": float(sum(s))}
                                for (arm, name), s in cost.items()], columns=["arm", "diagnostic", "trials", "seconds"])

@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ablate.errors import AblateError
-from ablate.models import Block, IdentityShortcut
+from ablate.models import NO_MARKED_BLOCKS, Block, IdentityShortcut, Residual, residual_blocks
 from ablate.probes.batchnorm import estimate_statistics, kept_statistics
 from ablate.run_folder import CONFIG, REGISTRY, WEIGHTS, has_weights, load_weights, read_config, read_metrics, trial_dir
 from ablate.spec import TrialConfig
@@ -54,11 +54,47 @@ RUN_COLUMNS = ("trial_id", "arm", "seed", "residual", *ROW_COLUMNS)
 
 
 def reshapes(block: Block) -> bool:
+    """Whether a shipped ResNet block changes its input's shape (from its convolutions)."""
     return block.conv1.stride[0] != 1 or block.conv1.in_channels != block.conv2.out_channels
 
 
-def replacement_for(block: Block) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """What a dropped block computes instead: (kind, function of the block's input)."""
+def marked_blocks(model: torch.nn.Module, x: torch.Tensor | None = None) -> list[tuple[str, torch.nn.Module, bool]]:
+    """(name, block, reshapes) for every residual block the model marks (ablate.models.residual_blocks), in order.
+    A shipped ResNet block's shape change is read from its convolutions; an ablate.Residual's from one forward pass
+    of x[:2] in eval mode (no statistics updated, no random numbers drawn from the generators' streams), so `x` is
+    needed when the model has any."""
+    blocks = residual_blocks(model)
+    probe = [b for _, b in blocks if not isinstance(b, Block)]
+    changed: dict[int, bool] = {}
+    if probe:
+        if x is None:
+            raise AblateError("telling which marked residual blocks change their input's shape needs an input batch")
+
+        def hook(module, inputs, output):
+            changed[id(module)] = tuple(inputs[0].shape) != tuple(output.shape)
+
+        handles = [b.register_forward_hook(hook) for b in probe]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+                model(x[:2])
+        finally:
+            for handle in handles:
+                handle.remove()
+            model.train(was_training)
+    return [(name, b, reshapes(b) if isinstance(b, Block) else changed.get(id(b), False)) for name, b in blocks]
+
+
+def replacement_for(block: torch.nn.Module, reshaping: bool | None = None
+                    ) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None:
+    """What a dropped block computes instead: (kind, function of the block's input); None when it cannot be dropped
+    (an ablate.Residual that changes its input's shape and has no shortcut: nothing of its output's shape is left).
+    `reshaping`: whether the block changes its input's shape (marked_blocks; read from a ResNet block itself)."""
+    if isinstance(block, Residual):
+        if block.shortcut is not None:
+            return "shortcut", block.bypass
+        return None if reshaping else ("identity", block.bypass)
     shortcut = block.shortcut
     if shortcut is None:
         if not reshapes(block):
@@ -69,9 +105,12 @@ def replacement_for(block: Block) -> tuple[str, Callable[[torch.Tensor], torch.T
 
 
 @contextlib.contextmanager
-def dropped(block: Block) -> Iterator[str]:
+def dropped(block: torch.nn.Module, reshaping: bool | None = None) -> Iterator[str]:
     """Within the block, the residual branch is gone; yields the replacement kind."""
-    kind, forward = replacement_for(block)
+    replacement = replacement_for(block, reshaping)
+    if replacement is None:
+        raise AblateError("this block changes its input's shape and has no shortcut, so it cannot be dropped")
+    kind, forward = replacement
     # An instance attribute shadows the class's forward for this block only; nn.Module.__call__ finds it.
     block.forward = forward
     try:
@@ -152,13 +191,15 @@ def lesion_trial(folder: str | os.PathLike, data_dir: str | os.PathLike | None =
         intact, intact_pred = score()
         rows = [{"block": "none", "block_index": -1, "block_type": "none", "replacement": "none", "recalibrated": False,
                  "test_acc": intact, "lesioned_acc": intact, "drop": 0.0, "changed": 0.0}]
-        for index, (name, block) in enumerate(model.blocks()):
-            with dropped(block) as kind, kept_statistics(model):
+        for index, (name, block, reshaping) in enumerate(marked_blocks(model, test_x)):
+            if replacement_for(block, reshaping) is None:
+                continue  # a plain block that changes its input's shape without a shortcut: nothing can replace it
+            with dropped(block, reshaping) as kind, kept_statistics(model):
                 if recalibrate:
                     estimate_statistics(model, train_x)
                 acc, pred = score()
             rows.append({"block": name, "block_index": index,
-                         "block_type": "downsampling" if reshapes(block) else "same-shape", "replacement": kind,
+                         "block_type": "downsampling" if reshaping else "same-shape", "replacement": kind,
                          "recalibrated": recalibrate, "test_acc": intact, "lesioned_acc": acc, "drop": intact - acc,
                          "changed": float((pred != intact_pred).float().mean())})
     return rows
@@ -187,7 +228,7 @@ def lesion_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = 
         raise AblateError(f"{run_dir} has no confirm or grid trials yet; finish the study (study --resume {run_dir})")
     trials = sorted((r for r in rows if r["stage"] == final),
                     key=lambda r: (str(r.get("arm")), r.get("seed") or 0, r["trial_id"]))
-    out = []
+    out, marked = [], False
     for row in trials:
         folder = trial_dir(run_dir, row["trial_id"])
         if not has_weights(folder):
@@ -195,10 +236,15 @@ def lesion_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = 
         # the weights and config read here are those the trial left (their hashes in its registry row)
         check_trial_records(run_dir, line_of[id(row)], row, (CONFIG, WEIGHTS))
         cfg = read_config(folder)
-        for lesion in lesion_trial(folder, data_dir, device=device, recalibrate=recalibrate):
+        lesions = lesion_trial(folder, data_dir, device=device, recalibrate=recalibrate)
+        marked |= len(lesions) > 1
+        for lesion in lesions:
+            # a user model's `residual` is its factory's setting (absent where the factory has none)
             out.append({"trial_id": row["trial_id"], "arm": row.get("arm"), "seed": row.get("seed"),
-                        "residual": cfg.residual, **lesion})
+                        "residual": cfg.settings().get("residual"), **lesion})
     if not out:
         raise AblateError(f"no {final} trial in {run_dir} has weights.pt (the spec keeps none unless it says "
                           "`keep_weights: final`); add that line to the spec and run the study again")
+    if not marked:
+        raise AblateError(f"no lesions in {run_dir}: {NO_MARKED_BLOCKS}")
     return pd.DataFrame(out, columns=list(RUN_COLUMNS))

@@ -13,9 +13,13 @@
   channel variance of its output, and the average channel variance of its residual branch measured at the
   branch's last convolution, before the BatchNorm that closes a basic block's branch (a train-mode BN with
   scale 1 makes that output's variance 1 by construction). Brock et al.'s plots are of pre-activation nets,
-  whose branch ends in that convolution.
+  whose branch ends in that convolution. A user's network: per block it marks as ablate.Residual, its output and
+  its branch's output (channels: dimension 1 of an image tensor, the last of a (batch, tokens, features) one).
 - Lesions of k blocks (Veit et al. 2016): accuracy with k blocks, drawn at random from the blocks of one
   type (same-shape, or downsampling), replaced by their skip path at once (ablate.probes.lesion.dropped).
+
+Blocks are the residual blocks a network marks (ablate.models.residual: the shipped ResNets' blocks, a user's
+ablate.Residual modules); a network that marks none has no signal-propagation or lesion rows.
 
 Every function takes a model and tensors and returns plain numbers or arrays, so each can be checked on
 models whose answer is known (a linear or quadratic model, a network whose residual branches are zero).
@@ -32,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.probes.batchnorm import estimate_statistics
-from ablate.probes.lesion import dropped, reshapes
+from ablate.models import Block, residual_blocks
+from ablate.probes.lesion import dropped, marked_blocks, replacement_for
 
 EPS = 1e-10
 
@@ -176,18 +181,29 @@ def autocorrelation(g: np.ndarray, max_lag: int) -> np.ndarray:
 
 # --- signal propagation ----------------------------------------------------------------------------
 def channel_stats(t: torch.Tensor) -> tuple[float, float]:
-    """(average over channels of the squared channel mean, average channel variance) of an N x C x H x W tensor;
-    means and (population) variances over the batch and the spatial positions."""
-    t = t.detach().double().transpose(0, 1).reshape(t.shape[1], -1)
+    """(average over channels of the squared channel mean, average channel variance); means and (population)
+    variances over everything but the channel: an N x C x H x W (or N x C x L) tensor's channels are dimension 1,
+    an N x T x D tensor (a transformer's tokens) has its D features last, an N x D tensor its D features."""
+    t = t.detach().double()
+    if t.dim() == 3:
+        t = t.transpose(1, 2)  # (N, T, D) -> (N, D, T): the features are the channels
+    t = t.transpose(0, 1).reshape(t.shape[1], -1)
     mean = t.mean(dim=1)
     return float((mean ** 2).mean()), float(t.var(dim=1, unbiased=False).mean())
 
 
+def branch_point(block: nn.Module) -> nn.Module:
+    """Where a block's residual branch is read: a shipped ResNet block's last convolution (conv2), before the
+    BatchNorm that closes a basic block's branch; an ablate.Residual's branch output."""
+    return block.conv2 if isinstance(block, Block) else block.branch_output
+
+
 def signal_propagation(model: nn.Module, x: torch.Tensor) -> list[dict]:
-    """One forward pass of x in the model's current mode; per block (model.blocks(), in order) the statistics of
-    its output, and the variance of its residual branch (for a plain block, its main path) at the branch's last
-    convolution (conv2): before a basic block's closing BatchNorm, whose train-mode output has variance 1 by
-    construction; a pre-activation block's branch ends in that convolution."""
+    """One forward pass of x in the model's current mode; per marked residual block (ablate.models.residual_blocks,
+    in order) the statistics of its output, and the variance of its residual branch (for a plain block, its main
+    path) at branch_point: a shipped basic block's conv2, before its closing BatchNorm, whose train-mode output has
+    variance 1 by construction (a pre-activation block's branch ends in that convolution); an ablate.Residual's
+    branch output. Empty when the model marks no block."""
     captured: dict[str, dict[str, torch.Tensor]] = {}
 
     def keep(name: str, what: str):
@@ -195,10 +211,13 @@ def signal_propagation(model: nn.Module, x: torch.Tensor) -> list[dict]:
             captured.setdefault(name, {})[what] = output.detach().clone()
         return hook
 
+    blocks = residual_blocks(model)
+    if not blocks:
+        return []
     handles = []
-    for name, block in model.blocks():
+    for name, block in blocks:
         handles.append(block.register_forward_hook(keep(name, "out")))
-        handles.append(block.conv2.register_forward_hook(keep(name, "branch")))
+        handles.append(branch_point(block).register_forward_hook(keep(name, "branch")))
     try:
         with torch.no_grad():
             model(x)
@@ -206,7 +225,7 @@ def signal_propagation(model: nn.Module, x: torch.Tensor) -> list[dict]:
         for h in handles:
             h.remove()
     rows = []
-    for index, (name, block) in enumerate(model.blocks()):
+    for index, (name, block) in enumerate(blocks):
         sq_mean, var = channel_stats(captured[name]["out"])
         rows.append({"block": name, "block_index": index, "residual": block.residual, "sq_mean": sq_mean,
                      "variance": var, "branch_variance": channel_stats(captured[name]["branch"])[1]})
@@ -222,15 +241,17 @@ def k_values(n: int, most: int = 12) -> list[int]:
 
 
 def k_lesions(model: nn.Module, score: Callable[[], float], samples: int, rng: np.random.Generator,
-              most: int = 12) -> list[dict]:
+              most: int = 12, x: torch.Tensor | None = None) -> list[dict]:
     """Accuracy (`score()`) with k blocks of one type dropped at once, for each type (same-shape blocks, replaced by
     the identity; downsampling blocks, replaced by a shortcut: two different operations, reported apart) and k in
     k_values(blocks of that type), `samples` distinct random sets each (all of them when fewer exist); first row
-    k = 0, the intact model (block_type "none")."""
-    blocks = model.blocks()
+    k = 0, the intact model (block_type "none"). The blocks are those the model marks (ablate.models.residual_blocks)
+    that can be dropped; `x`: an input batch, needed to tell an ablate.Residual's shape change (marked_blocks)."""
+    blocks = [(name, b, reshaping) for name, b, reshaping in marked_blocks(model, x)
+              if replacement_for(b, reshaping) is not None]
     rows = [{"block_type": "none", "n_blocks": len(blocks), "k": 0, "sample": 0, "dropped": "", "accuracy": score()}]
     for kind in ("same-shape", "downsampling"):
-        members = [i for i, (_, b) in enumerate(blocks) if reshapes(b) == (kind == "downsampling")]
+        members = [i for i, (_, _, reshaping) in enumerate(blocks) if reshaping == (kind == "downsampling")]
         n = len(members)
         for k in k_values(n, most) if n else []:
             draws = min(samples, math.comb(n, k))
@@ -242,7 +263,7 @@ def k_lesions(model: nn.Module, score: Callable[[], float], samples: int, rng: n
             for sample, chosen in enumerate(sets):
                 with contextlib.ExitStack() as stack:
                     for i in chosen:
-                        stack.enter_context(dropped(blocks[i][1]))
+                        stack.enter_context(dropped(blocks[i][1], blocks[i][2]))
                     acc = score()
                 rows.append({"block_type": kind, "n_blocks": n, "k": k, "sample": sample,
                              "dropped": " ".join(blocks[i][0] for i in chosen), "accuracy": acc})

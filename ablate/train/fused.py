@@ -55,7 +55,8 @@ class FusedModel:
         self.k = len(configs)
         # Each member its own SGD (ablate.train.sgd): its schedule and warm-up, momentum, weight decay, Nesterov.
         self.sgd = [MemberSgd(c, m) for m, c in enumerate(configs)]
-        self.telemetry = ([GradTelemetry(self.view) for _ in configs] if cfg.telemetry and records_blocks(self.view)
+        self.telemetry = ([GradTelemetry(self.view, input_shape) for _ in configs]
+                          if cfg.telemetry and records_blocks(self.view)
                           else None)
 
     def train_step(self, xs: list[torch.Tensor], ys: list[torch.Tensor], step: int, labels: tuple[int, ...],

@@ -8,27 +8,91 @@ import torch
 
 
 def records_blocks(model: torch.nn.Module) -> bool:
-    """Whether GradTelemetry can watch this model: the shipped ResNet's stem, blocks() and fc (a user's network from
-    its own factory has no such layout, and its trials record no grad_norms.csv)."""
-    return all(hasattr(model, name) for name in ("stem", "blocks", "fc"))
+    """Whether GradTelemetry can watch this model: any module with a weight matrix (a parameter of two or more
+    dimensions) can; a model without one has nothing to record."""
+    return any(p.dim() >= 2 for p in model.parameters())
+
+
+def forward_order(model: torch.nn.Module, input_shape: tuple[int, ...]) -> list[str]:
+    """The names of the model's modules in the order they are first called by one forward pass, on a storage-free
+    (meta) copy of it and an input of `input_shape` (batch first): no computation, no random number drawn, the
+    model itself untouched. Modules the pass never calls are left out; a network that cannot run on the meta
+    device gives [] (its layers then keep their registration order)."""
+    import copy
+
+    meta = copy.deepcopy(model).to("meta")
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def called(name: str) -> None:
+        if name not in seen:
+            seen.add(name)
+            order.append(name)
+
+    for name, module in meta.named_modules():
+        module.register_forward_pre_hook(lambda m, args, name=name: called(name))
+    try:
+        with torch.no_grad():
+            meta(torch.empty((min(input_shape[0], 2), *input_shape[1:]), device="meta"))
+    except Exception:  # an operation without a meta kernel: the registration order stands
+        return []
+    return order
+
+
+def _call_rank(rank: dict[str, int], owner: str) -> int:
+    """Where a parameter's module comes in forward order: its own first call, else (a module whose weight its
+    parent uses directly, as nn.MultiheadAttention does its out_proj's) its nearest called ancestor's; after every
+    called module when none was called."""
+    name = owner
+    while True:
+        if name in rank:
+            return rank[name]
+        if not name:
+            return len(rank)
+        name = name.rpartition(".")[0]
+
+
+def _is_resnet(model: torch.nn.Module) -> bool:
+    from ablate.models import ResNet
+
+    return isinstance(model, ResNet)
 
 
 class GradTelemetry:
     """Gradient and response statistics of one model, recorded on chosen steps only.
 
-    Layers are the conv/linear modules in forward order. `layer_index` counts the main path from
-    the input (0 = stem conv, depth - 1 = classifier), so a plain net and its residual twin share
-    indices layer for layer; a 1x1 projection shortcut takes the index of its block's first conv
-    (its input is that conv's input) and is told apart by `.shortcut.` in its name.
-    Blocks are `stem`, each residual block by module name (`stages.1.0`), and `head` (the
-    classifier; its output std is the std of the logits).
+    A shipped ResNet: layers are the conv/linear modules in forward order, named by module. `layer_index` counts the
+    main path from the input (0 = stem conv, depth - 1 = classifier), so a plain net and its residual twin share
+    indices layer for layer; a 1x1 projection shortcut takes the index of its block's first conv (its input is that
+    conv's input) and is told apart by `.shortcut.` in its name. Blocks are `stem`, each residual block by module
+    name (`stages.1.0`), and `head` (the classifier; its output std is the std of the logits).
+
+    Any other network (a user's): layers are its weight matrices (each parameter of two or more dimensions), named by
+    the parameter's name without a trailing `.weight` (`blocks.0.branch.1`, `blocks.0.attn.in_proj_weight`,
+    `position`), numbered in forward order: the order in which their modules are first called in one forward pass
+    (`forward_order`), a parameter of a module with children taking that module's place, one of a module never
+    called itself (nn.MultiheadAttention's out_proj) its nearest called ancestor's. A layer inside a marked
+    block's shortcut (ablate.Residual) takes the index of the first layer of that block's branch, as a ResNet's
+    projection does. Blocks are the residual blocks the network marks (ablate.models.residual_blocks), by module
+    name; its other layers belong to no block (block "").
 
     Cost model: nothing at all on unrecorded steps (no hooks are registered); on a recorded step
     one `_foreach_norm` over the gradients and one over the weights, a std per block from forward
     hooks, all kept on the device; everything is fetched to the host once, by `rows()`.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, input_shape: tuple[int, ...] | None = None) -> None:
+        if _is_resnet(model):
+            self._resnet_layout(model)
+        else:
+            self._module_layout(model, input_shape)
+        self.block_first = [min((self.layers[i][1] for i in members), default=-1) for members in self.block_layers]
+        self._stds: list[torch.Tensor | None] = [None] * len(self.watched)
+        self._hooks = [self._capture_hook(i) for i in range(len(self.watched))]
+        self._handles: list[Any] = []
+        self._records: list[tuple[int, torch.Tensor]] = []
+
+    def _resnet_layout(self, model: torch.nn.Module) -> None:
         block_names = [name for name, _ in model.blocks()]
         self.layers: list[tuple[str, int, str]] = []  # (module name, layer_index, block)
         weights = []
@@ -53,12 +117,55 @@ class GradTelemetry:
             weights.append(module.weight)
         self.weights = weights
         self.watched: list[tuple[str, torch.nn.Module]] = [("stem", model.stem), *model.blocks(), ("head", model.fc)]
-        self.block_first = [first_of_block[name] for name, _ in self.watched]
         self.block_layers = [[i for i, (_, _, b) in enumerate(self.layers) if b == name] for name, _ in self.watched]
-        self._stds: list[torch.Tensor | None] = [None] * len(self.watched)
-        self._hooks = [self._capture_hook(i) for i in range(len(self.watched))]
-        self._handles: list[Any] = []
-        self._records: list[tuple[int, torch.Tensor]] = []
+
+    def _module_layout(self, model: torch.nn.Module, input_shape: tuple[int, ...] | None) -> None:
+        from ablate.models import Residual, residual_blocks
+
+        blocks = residual_blocks(model)
+        order = forward_order(model, input_shape) if input_shape is not None else []
+        rank = {name: i for i, name in enumerate(order)}
+        owners = dict(model.named_modules())
+        entries = []  # (call rank, registration rank, layer name, owning module's name, parameter)
+        for position, (pname, param) in enumerate(model.named_parameters()):
+            if param.dim() < 2:
+                continue
+            owner = pname.rpartition(".")[0]
+            layer = owner if pname.endswith(".weight") and owner else pname
+            entries.append((_call_rank(rank, owner), position, layer, owner, param))
+        entries.sort(key=lambda e: (e[0], e[1]))
+
+        def inside(name: str, module_name: str) -> bool:
+            return module_name == "" or name == module_name or name.startswith(module_name + ".")
+
+        def block_of(owner: str) -> str:
+            return max((b for b, _ in blocks if inside(owner, b)), key=len, default="")
+
+        shortcut_of = {}  # owner -> the block whose shortcut holds it
+        for b, module in blocks:
+            if isinstance(module, Residual) and module.shortcut is not None:
+                for sub, _ in module.shortcut.named_modules():
+                    shortcut_of[f"{b}.shortcut" + (f".{sub}" if sub else "")] = b
+        main = [e for e in entries if e[3] not in shortcut_of]
+        index_of = {id(e): i for i, e in enumerate(main)}
+        first_main: dict[str, int] = {}
+        for e in main:
+            b = block_of(e[3])
+            if b:
+                first_main.setdefault(b, index_of[id(e)])
+        self.layers = []
+        for e in entries:
+            owner = e[3]
+            if owner in shortcut_of:
+                block = shortcut_of[owner]
+                index = first_main.get(block, len(main))
+            else:
+                block, index = block_of(owner), index_of[id(e)]
+            self.layers.append((e[2], index, block))
+        self.weights = [e[4] for e in entries]
+        self.watched = list(blocks)
+        self.block_layers = [[i for i, (_, _, b) in enumerate(self.layers) if b == name or b.startswith(name + ".")]
+                             for name, _ in self.watched]
 
     def _capture_hook(self, i: int):
         def hook(_module, _inputs, output):
@@ -84,7 +191,7 @@ class GradTelemetry:
             values = torch.cat([
                 torch.stack(torch._foreach_norm(grads)).float(),
                 torch.stack(torch._foreach_norm(self.weights)).float(),
-                torch.stack(stds),
+                torch.stack(stds) if stds else missing.new_empty(0),  # a network that marks no block
             ])
         self._stds = [None] * len(self.watched)
         for step in steps:
