@@ -197,7 +197,7 @@ def test_the_example_runs_and_records_what_its_result_depends_on(user_model_exam
     assert {c.factory_sha256 for c in configs} == {file_sha256(source)}
     assert {(dict(c.axes)["residual"], dict(c.axes)["depth"]) for c in configs} == {(True, 2), (False, 2), (True, 16),
                                                                                   (False, 16)}
-    assert not list((out / "trials").glob("*/grad_norms.csv"))  # the telemetry reads ResNet blocks only
+    assert len(list((out / "trials").glob("*/grad_norms.csv"))) == len(trials)  # its layers, by name
 
 
 @pytest.mark.slow
@@ -208,7 +208,25 @@ def test_the_report_names_the_factory_never_a_resnet(user_model_example):
         text = (analysis / name).read_text()
         assert "./nets.py:build" in text and sha in text, name
         assert "ResNet" not in text and "BatchNorm" not in text, name
-    assert "a user model's trials record no grad_norms.csv" in (analysis / "report.md").read_text()
+    assert (analysis / "figures" / "grad_profile.png").is_file()
+
+
+@pytest.mark.slow
+def test_the_per_layer_gradient_figure_of_a_user_model_labels_layers_by_name(user_model_example):
+    from ablate.analysis.figures import grad as G
+    from ablate.analysis.load import load_grad_norms, load_run
+
+    run = load_run(user_model_example["out"])
+    grads = load_grad_norms(run)
+    # examples/residual_mlp: nn.Sequential(Flatten, Linear, ReLU, blocks..., Linear), each block an ablate.Residual
+    deep = ["1", *(f"{i}.branch.0" for i in range(3, 19)), "19"]
+    for fig in (G.grad_profile(run, grads), G.grad_heatmap(run, grads)):
+        # arms of different depths have different layers at one index: its label names each (" / ")
+        labels = {name for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()
+                  for name in t.get_text().split(" / ")}
+        assert set(deep) <= labels, sorted(labels)
+    profile = G.grad_profile(run, grads)
+    assert profile.axes[-1].get_xlabel() == "layer, in forward order"
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from .figures import arms as F
 from .figures import grad as G
 from .figures.paired import paired_differences
 from .statistics.compare import supported_best
-from .text.diagnostics_report import CAPTIONS as DIAGNOSTIC_CAPTIONS
+from .text.diagnostics_report import caption as diagnostic_caption
 from .text.diagnostics_report import diagnostic_figures
 from .text.exports import writable_dir
 from .statistics.factorial import Factorial, factorial
@@ -86,8 +86,7 @@ def make_figures(run: Run, fig_dir: Path, fact: Factorial | None = None, lr: LrE
     else:
         for ext in ("png", "pdf"):
             (fig_dir / f"effects.{ext}").unlink(missing_ok=True)
-    grad_reason = ("no trial of the final stage has a grad_norms.csv (made before gradient logging, or with telemetry: false)"
-                   if run.study.model is None else USER_MODEL_TELEMETRY)
+    grad_reason = "no trial of the final stage has a grad_norms.csv (made before gradient logging, or with telemetry: false)"
     for name, fn in (("grad_profile", G.grad_profile), ("grad_heatmap", G.grad_heatmap)):
         makers[name] = (lambda fn=fn: fn(run, grads)) if grads is not None else None
     if run.is_depth_study():
@@ -129,22 +128,12 @@ def _lesion_table(run: Run, lesion: "bool | pd.DataFrame", recalibrate: bool = F
         return check_table(lesion), None
     if not lesion:
         return None, None
-    if run.study.model is not None:
-        return None, USER_MODEL_PROBES
     from ablate.probes import lesion_run
 
     try:
         return lesion_run(run.run_dir, recalibrate=recalibrate), None
     except AblateError as exc:
         return None, str(exc)
-
-
-# Why a user model's run has no per-layer gradient figures, lesions or diagnostics (each reads the shipped ResNet's
-# blocks: its stem, stages and head).
-USER_MODEL_TELEMETRY = ("the per-layer gradient telemetry reads the stem, blocks and head of ablate's own networks; a user "
-                        "model's trials record no grad_norms.csv")
-USER_MODEL_PROBES = ("lesions and diagnostics take out or probe the residual blocks of ablate's own networks; a user model "
-                     "marks none, so they are not run for it")
 
 
 DIAGNOSTIC_NAMES = ("landscape", "landscape_2d", "shattered", "signal", "lesions_k")
@@ -156,8 +145,6 @@ def _diagnostics(run: Run, diagnostics, landscape_2d: bool, progress=None):
         return None, None
     if diagnostics is not True:
         return diagnostics, None
-    if run.study.model is not None:
-        return None, USER_MODEL_PROBES
     from ablate.probes import diagnose_run
 
     trials = [{"trial_id": r.trial_id, "arm": str(r.arm), "seed": r.seed} for r in run.ok.itertuples()]
@@ -183,7 +170,7 @@ def _write_diagnostics(run: Run, diag, out_dir: Path, figs: dict, captions: dict
                     (out_dir / "figures" / f"{name}.{ext}").unlink(missing_ok=True)
                 continue
             figs[name] = F.save(fig, out_dir / "figures", name)
-            captions[name] = " ".join([DIAGNOSTIC_CAPTIONS[name], *F.notes(fig)])
+            captions[name] = " ".join([diagnostic_caption(run, name), *F.notes(fig)])
 
 
 def check_out(out: Path | None) -> None:

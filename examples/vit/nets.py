@@ -9,24 +9,27 @@ first three describe the data, the rest are the study's settings (spec: base and
 import torch
 from torch import nn
 
+from ablate import Residual
 
-class Block(nn.Module):
-    """Pre-norm: x -> x + attn(LN(x)) -> x + mlp(LN(x)) with the skips; attn(LN(x)) -> mlp(LN(x)) without."""
 
-    def __init__(self, width: int, heads: int, residual: bool) -> None:
+class SelfAttention(nn.Module):
+    """Multi-head self-attention of a token sequence (N, tokens, width): its output alone."""
+
+    def __init__(self, width: int, heads: int) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
-        self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(x)
-        h = self.attn(h, h, h, need_weights=False)[0]
-        x = x + h if self.residual else h
-        h = self.mlp(self.norm2(x))
-        return x + h if self.residual else h
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+def block(width: int, heads: int, residual: bool) -> nn.Module:
+    """Pre-norm: x -> x + attn(LN(x)) -> x + mlp(LN(x)) with the skips; attn(LN(x)) -> mlp(LN(x)) without. Each
+    sublayer is an ablate.Residual (marked for lesions, signal propagation and the per-block gradient records)."""
+    attention = Residual(nn.Sequential(nn.LayerNorm(width), SelfAttention(width, heads)), residual=residual)
+    mlp = Residual(nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.GELU(),
+                                 nn.Linear(2 * width, width)), residual=residual)
+    return nn.Sequential(attention, mlp)
 
 
 class ViT(nn.Module):
@@ -37,7 +40,7 @@ class ViT(nn.Module):
             raise ValueError(f"image_size {image_size} is not a multiple of patch {patch}")
         self.embed = nn.Conv2d(in_channels, width, kernel_size=patch, stride=patch)
         self.position = nn.Parameter(0.02 * torch.randn(1, (image_size // patch) ** 2, width))
-        self.blocks = nn.Sequential(*[Block(width, heads, residual) for _ in range(depth)])
+        self.blocks = nn.Sequential(*[block(width, heads, residual) for _ in range(depth)])
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, num_classes)
 

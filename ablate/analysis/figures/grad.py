@@ -2,7 +2,8 @@
 heatmap, and the depth study's input-side / output-side gradient ratio.
 
 Layers are the main path only (projection shortcuts are left out by load_grad_norms); index 0 is
-the stem conv and the highest index the classifier. Raw gradient norms are not comparable between
+the stem conv and the highest index the classifier. A user's network's layers are its weight matrices in forward
+order, and its figures label them by name. Raw gradient norms are not comparable between
 layers of different widths, and BatchNorm makes a conv's output invariant to its weights' scale,
 so the gradient shrinks as the weights grow: ‖g‖/‖w‖ (the relative gradient) is drawn beside them.
 The captions' notes say what the data show at initialisation, not what is expected.
@@ -25,6 +26,40 @@ RATIO_DEFINITION = ("the first conv of the first residual block over the last co
                     "on the main path; the stem and the classifier are left out), at step 0")
 STEM_DEFINITION = ("the stem conv over the classifier (the first and the last weighted layer, of different shapes and "
                    "widths), at step 0")
+# A user's network (its layers are its weight matrices in forward order, ablate.train.telemetry.GradTelemetry):
+USER_RATIO_DEFINITION = ("the first weight matrix inside the first marked residual block over the last one inside the "
+                         "last block (in forward order; shortcuts left out), at step 0")
+USER_STEM_DEFINITION = ("the network's first weight matrix over its last (in forward order; of different shapes), at "
+                        "step 0")
+MAX_LAYER_LABELS = 40  # more layers than this: every k-th is labelled by name
+
+
+def definitions(run: Run) -> tuple[str, str]:
+    """(RATIO, STEM) definitions of the two input-side / output-side ratios for this run's networks."""
+    if run.study.model is not None:
+        return USER_RATIO_DEFINITION, USER_STEM_DEFINITION
+    return RATIO_DEFINITION, STEM_DEFINITION
+
+
+def layer_labels(run: Run, grads: pd.DataFrame) -> dict[int, str] | None:
+    """For a user's network, each main-path layer index's name (the names of every arm at that index, joined by
+    " / " where they differ); None for the shipped ResNets, whose layers are numbered from the stem conv."""
+    if run.study.model is None or "layer" not in grads:
+        return None
+    layers = grads[grads["kind"] == "layer"]
+    return {int(index): " / ".join(dict.fromkeys(str(n) for n in names))
+            for index, names in layers.groupby("layer_index")["layer"]}
+
+
+def label_layers(axis, labels: dict[int, str]) -> None:
+    """Ticks at the layers, labelled by name (every k-th where there are more than MAX_LAYER_LABELS)."""
+    positions = sorted(labels)
+    step = max(1, math.ceil(len(positions) / MAX_LAYER_LABELS))
+    shown = positions[::step]
+    axis.set_ticks(shown, [labels[i] for i in shown], fontsize="x-small")
+    if axis.axis_name == "x":
+        for tick in axis.get_ticklabels():
+            tick.set_rotation(90)
 
 
 def geo_mean(values: pd.Series) -> float:
@@ -55,13 +90,18 @@ def grad_ratios(grads: pd.DataFrame) -> pd.DataFrame:
     g = with_relative(grads)
     init = g[(g["kind"] == "layer") & (g["step"] == 0)]
     ends = init.groupby("trial_id")["layer_index"].transform
-    if "block" in init:
-        is_stem, is_head = init["block"].eq("stem"), init["block"].eq("head")
-    else:  # a file without block names: by the telemetry's convention index 0 is the stem, the last the classifier
+    blocks = init["block"].fillna("").astype(str) if "block" in init else None
+    if blocks is not None and blocks.eq("stem").any():  # a shipped ResNet: stem, blocks, head
+        is_stem, is_head = blocks.eq("stem"), blocks.eq("head")
+        in_body = ~(is_stem | is_head)
+    else:  # by index: the first and the last layer (the telemetry's convention for a ResNet's file without blocks)
         is_stem, is_head = init["layer_index"].eq(ends("min")), init["layer_index"].eq(ends("max"))
+        in_body = ~(is_stem | is_head)
+        if blocks is not None:  # a user's network: the body is what its marked residual blocks hold
+            in_body &= blocks.ne("")
     rows = []
     for trial_id, group in init.groupby("trial_id"):
-        body = group[~(is_stem | is_head)[group.index]]
+        body = group[in_body[group.index]]
         if body.empty:
             continue
         first, last = body.loc[body["layer_index"].idxmin()], body.loc[body["layer_index"].idxmax()]
@@ -90,8 +130,9 @@ def init_direction_lines(run: Run, grads: pd.DataFrame) -> list[str]:
     geometric mean over seeds."""
     ratios = grad_ratios(grads).merge(run.ok[["trial_id", "arm"]], on="trial_id")
     out = []
-    for definition, raw_col, rel_col in ((RATIO_DEFINITION, "ratio", "rel_ratio"),
-                                         (STEM_DEFINITION, "stem_ratio", "stem_rel_ratio")):
+    ratio_definition, stem_definition = definitions(run)
+    for definition, raw_col, rel_col in ((ratio_definition, "ratio", "rel_ratio"),
+                                         (stem_definition, "stem_ratio", "stem_rel_ratio")):
         lines = []
         for arm in run.arm_names:
             sub = ratios[ratios["arm"] == arm]
@@ -126,6 +167,7 @@ def grad_profile(run: Run, grads: pd.DataFrame) -> Figure:
     snapshots = {"at initialisation (step 0)": layers[layers["step"] == 0],
                  "end of training": layers[layers["step"] == last]}
     values = [("grad_norm", "gradient norm ‖g‖")]
+    names = layer_labels(run, grads)
     if layers["rel_norm"].notna().any():
         values.append(("rel_norm", "relative gradient ‖g‖/‖w‖"))
     fig = Figure(figsize=(13, 4.2 * len(values) + 1.2), layout="constrained")
@@ -147,12 +189,15 @@ def grad_profile(run: Run, grads: pd.DataFrame) -> Figure:
                 ax.plot(agg["layer_index"], agg["geo_mean"], color=st["color"], marker=st["marker"], ls=st["ls"], lw=2, ms=5)
                 ax.fill_between(agg["layer_index"], agg["min"], agg["max"], color=st["color"], alpha=0.18, lw=0)
             ax.set(yscale="log", title=name if row == 0 else "")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if names:
+                label_layers(ax.xaxis, names)
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             plain_log_labels(ax.yaxis)
             if col == 0:
                 ax.set_ylabel(f"{ylabel}\n(log scale)")
             if row == len(values) - 1:
-                ax.set_xlabel("layer index (0 = stem conv, last = classifier)")
+                ax.set_xlabel("layer, in forward order" if names else "layer index (0 = stem conv, last = classifier)")
     fig.suptitle(title(run, "per-layer gradients, main path (geometric mean over seeds, band: min–max)"))
     legend_below(fig, arm_handles(arms, styles), [label(a) for a in arms], ncol=min(len(arms), 4))
     for line in init_direction_lines(run, grads):
@@ -182,6 +227,7 @@ def grad_heatmap(run: Run, grads: pd.DataFrame) -> Figure:
     values = values[np.isfinite(values) & (values > 0)]
     # One colour scale for all panels, so equal colours mean equal norms across arms.
     norm = LogNorm(vmin=float(values.min()), vmax=float(values.max())) if values.size else LogNorm()
+    names = layer_labels(run, grads)
     ncols = min(len(arms), 2 if len(arms) <= 4 else 4)
     nrows = math.ceil(len(arms) / ncols)
     fig = Figure(figsize=(6.5 * ncols + 1.2, 4.6 * nrows + 1.2), layout="constrained")
@@ -192,9 +238,12 @@ def grad_heatmap(run: Run, grads: pd.DataFrame) -> Figure:
         # Columns sit at their real steps (the logged steps are not evenly spaced: 0, then every evaluation).
         x, y = _edges(list(table.columns)), _edges(list(table.index))
         mappable = ax.pcolormesh(x, y, np.ma.masked_invalid(table.to_numpy()), norm=norm, cmap="viridis")
-        ax.set(title=label(arm), xlabel="training step", ylabel="layer index (0 = input)", xlim=(x[0], x[-1]),
-               ylim=(y[-1], y[0]))
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(title=label(arm), xlabel="training step", ylabel="layer (from the input)" if names else
+               "layer index (0 = input)", xlim=(x[0], x[-1]), ylim=(y[-1], y[0]))
+        if names:
+            label_layers(ax.yaxis, {i: names[i] for i in table.index if i in names})
+        else:
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(False)
     for ax in axes[len(arms):]:
         ax.set_visible(False)
@@ -216,8 +265,12 @@ def depth_grad_ratio(run: Run, grads: pd.DataFrame) -> Figure | None:
     ok["series"] = [series_of(run, a) for a in ok["arm"]]
     series = list(dict.fromkeys(series_of(run, a) for a in run.arm_names))
     styles = arm_styles(series)
-    panels = [("rel_ratio", "ratio", "first block's first conv\n÷ last block's last conv", RATIO_DEFINITION),
-              ("stem_rel_ratio", "stem_ratio", "stem conv ÷ classifier", STEM_DEFINITION)]
+    ratio_definition, stem_definition = definitions(run)
+    user = run.study.model is not None
+    panels = [("rel_ratio", "ratio", "first block's first layer\n÷ last block's last layer" if user else
+               "first block's first conv\n÷ last block's last conv", ratio_definition),
+              ("stem_rel_ratio", "stem_ratio", "first layer ÷ last layer" if user else "stem conv ÷ classifier",
+               stem_definition)]
     panels = [p for p in panels if ratios[p[1]].notna().any()]
     fig = Figure(figsize=(8.0 * len(panels), 6.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels)))

@@ -33,6 +33,9 @@ CAPTIONS = {
               "block, the average squared channel mean and the average channel variance of the block's output, and the "
               "variance of its residual branch at the branch's last convolution, before a basic block's closing "
               "BatchNorm (mean over seeds).",
+    "signal_user": "Signal propagation at initialisation (Brock et al. 2021): per block the network marks "
+                   "(ablate.Residual), the average squared channel mean and the average channel variance of the "
+                   "block's output, and the variance of its branch's output (mean over seeds).",
     "lesions_k": "Lesions of k blocks (Veit et al. 2016): test accuracy with k blocks of one type (same-shape, "
                  "downsampling: one panel each), drawn at random, dropped at once (mean over draws and seeds; thin: each "
                  "seed); dotted: chance.",
@@ -254,12 +257,42 @@ def _cost_text(diag, name: str) -> str:
             f"arm's {int(c['trials'].max())} seed(s) together.")
 
 
+def caption(run: Run, name: str) -> str:
+    """The caption of diagnostic figure `name` for this run's networks (a user's marks its blocks itself)."""
+    if run.study.model is not None and f"{name}_user" in CAPTIONS:
+        return CAPTIONS[f"{name}_user"]
+    return CAPTIONS[name]
+
+
+def _signal_method(run: Run, s: dict) -> str:
+    """What the signal-propagation numbers are, for the shipped ResNets or for a user's network."""
+    if run.study.model is not None:
+        return (f"At initialisation, one forward pass of the first {s['BATCH_IMAGES']} training images in train mode "
+                "(a BatchNorm, where the network has one, uses the batch's statistics, as at the first training "
+                "step). Per block the network marks (ablate.Residual): the average over channels of the squared "
+                "channel mean and of the channel variance of the block's output, and the average channel variance of "
+                "its branch's output (the block before the addition; in a plain block, the same path). Channels are "
+                "dimension 1 of an image tensor and the features (last dimension) of a (batch, tokens, features) "
+                "one. Brock, De & Smith 2021 plot these statistics for pre-activation ResNets.")
+    return (f"At initialisation, one forward pass of the first {s['BATCH_IMAGES']} training images in train mode "
+            "(BatchNorm uses the batch's statistics, as at the first training step). Per block: the average over "
+            "channels of the squared channel mean and of the channel variance of the block's output, and the "
+            "average channel variance of its residual branch (the block's main path before the addition; in a "
+            "plain block, the same path) at the branch's last convolution: in a basic block that is before the "
+            "BatchNorm that closes the branch, whose train-mode output has variance 1 by construction (scale 1 at "
+            "initialisation), so measured after it the branch would say nothing. Brock, De & Smith 2021 plot "
+            "these statistics for pre-activation nets, whose branch ends in that convolution; for basic "
+            "(post-activation) blocks the output statistics are those after the closing ReLU, so the two are "
+            "not the same curves.")
+
+
 def diagnostics_lines(run: Run, diag) -> list[str]:
     """'## Diagnostics': one paragraph per diagnostic, then a bullet per arm with its numbers."""
     f = Fmt.of(run)
     s = diag.settings
+    builder = "build_model" if run.study.model is None else "the model factory"
     lines = ["Measurements on each reported final-stage trial, from its best-dev weights (landscape, lesions) and from "
-             "its own seeded initialisation (seed_everything(seed), then build_model, as the trial itself started: "
+             f"its own seeded initialisation (seed_everything(seed), then {builder}, as the trial itself started: "
              "shattered gradients, signal propagation). Numbers per arm are the mean over seeds with the 95 % "
              "t-interval in brackets. They describe these models under this short protocol; they are measurements, "
              "not verdicts. Per-trial values: `diagnostics/*.csv`; seconds per arm and diagnostic: "
@@ -306,17 +339,7 @@ def diagnostics_lines(run: Run, diag) -> list[str]:
             lines.append(f"- {code(arm)}: lag-1 autocorrelation {_ci_text(f, lag1.loc[lag1['arm'] == arm, 'autocorrelation'], bounds=(-1, 1))}.")
         lines.append("")
     if len(diag.signal):
-        lines += ["### Signal propagation", "",
-                  f"At initialisation, one forward pass of the first {s['BATCH_IMAGES']} training images in train mode "
-                  "(BatchNorm uses the batch's statistics, as at the first training step). Per block: the average over "
-                  "channels of the squared channel mean and of the channel variance of the block's output, and the "
-                  "average channel variance of its residual branch (the block's main path before the addition; in a "
-                  "plain block, the same path) at the branch's last convolution: in a basic block that is before the "
-                  "BatchNorm that closes the branch, whose train-mode output has variance 1 by construction (scale 1 at "
-                  "initialisation), so measured after it the branch would say nothing. Brock, De & Smith 2021 plot "
-                  "these statistics for pre-activation nets, whose branch ends in that convolution; for basic "
-                  "(post-activation) blocks the output statistics are those after the closing ReLU, so the two are "
-                  "not the same curves." + _cost_text(diag, "signal"), ""]
+        lines += ["### Signal propagation", "", _signal_method(run, s) + _cost_text(diag, "signal"), ""]
         for arm in _arms(run, diag.signal):
             sub = diag.signal[diag.signal["arm"] == arm]
             last = sub[sub["block_index"] == sub["block_index"].max()]

@@ -29,6 +29,7 @@ REPLACED_BY = {
     "identity": "the block's input, passed on unchanged (identity)",
     "projection": "the block's own trained 1×1 projection shortcut (conv + BN), then ReLU",
     "zero-pad": "the block's own parameter-free shortcut (subsample, zero-padded channels)",
+    "shortcut": "the block's own shortcut module (its ablate.Residual shortcut), then its `after` module if it has one",
     "zero-pad-added": ("a parameter-free subsample + zero-pad shortcut added for the lesion: the plain net has no "
                        "shortcut of its own, so this is not like for like with a residual net's lesion"),
 }
