@@ -56,6 +56,31 @@ def three_d():
 
 def labels_above_classes():
     return {"train": _part(150, 0), "test": _part(60, 1), "classes": 2}
+
+
+class Items(torch.utils.data.Dataset):
+    """A map-style Dataset of (image, label) items, labels as ints or as one-value tensors."""
+
+    def __init__(self, n, seed, tensor_labels=False):
+        self.x, self.y = _part(n, seed)
+        self.tensor_labels = tensor_labels
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], (self.y[i] if self.tensor_labels else int(self.y[i]))
+
+
+def datasets():
+    return {"train": Items(150, 0), "test": Items(60, 1, tensor_labels=True)}
+
+
+def dataset_of_triples():
+    class Triples(Items):
+        def __getitem__(self, i):
+            return self.x[i], int(self.y[i]), i
+    return {"train": Triples(150, 0), "test": Items(60, 1)}
 '''
 
 TINY = {"image_size": 8, "train_size": 48, "dev_size": 24, "test_size": 24, "batch_size": 24, "epochs": 1,
@@ -114,6 +139,16 @@ def test_a_loader_without_its_recorded_source_or_as_an_arms_value_is_refused(tmp
         load_study(_write(tmp_path, {**SPEC, "base": {**SPEC["base"], "dataset": "./other.py:load"}}))
     with pytest.raises(AblateError, match="data_file"):
         load_study(_write(tmp_path, {**SPEC, "base": {**SPEC["base"], "data_file": "x.py"}}))
+
+
+def test_a_loader_may_return_torch_datasets_and_gets_the_subsets_its_tensors_would(tmp_path):
+    from_tensors, from_datasets = _splits(tmp_path), _splits(tmp_path, "datasets")
+    for part in ("train", "dev", "test"):
+        assert torch.equal(getattr(from_datasets, part).x, getattr(from_tensors, part).x)
+        assert torch.equal(getattr(from_datasets, part).y, getattr(from_tensors, part).y)
+    assert (from_datasets.num_classes, from_datasets.mean) == (from_tensors.num_classes, from_tensors.mean)
+    with pytest.raises(AblateError, match=r"returned train item 0 as a tuple, not a pair \(image, label\); expected"):
+        _splits(tmp_path, "dataset_of_triples")
 
 
 def test_the_subsets_are_drawn_split_and_scaled_per_channel_as_a_shipped_datasets(tmp_path):

@@ -10,6 +10,9 @@ The loader contract: `load()`, called with no arguments, returns a dict
   channel count C; any H and W (resized to the trial's image_size like every dataset's images).
 - labels: a torch tensor (N,) of an integer dtype (read as int64), one per image, each from 0 to classes - 1.
 - classes: how many classes there are (at least 2); left out, the largest label + 1 over both parts.
+- In place of a pair, a part may be a map-style torch Dataset (`len(d)` and `d[i]`): each item a pair (image, label),
+  the image a tensor (C, H, W) under the same rules, the label an int or an integer tensor of one value. Its items
+  are read once, in order, and stacked (at most MAX_IMAGES of them).
 
 ablate.data.splits then treats the result as it treats a shipped dataset's files: the seeded train and dev subsets
 drawn from "train" (resample_data: each seed its own), the test subset from "test", resizing, and the scaling (one
@@ -23,10 +26,12 @@ import torch
 
 from ablate.data.readers import Raw
 from ablate.errors import AblateError
+from ablate.spec.limits import MAX_IMAGES
 from ablate.user_code import load_callable
 
 CONTRACT = ('{"train": (images, labels), "test": (images, labels)} (optionally "classes": int) with images a torch '
-            'tensor (N, C, H, W), uint8 or float in [0, 1], and labels an integer tensor (N,)')
+            'tensor (N, C, H, W), uint8 or float in [0, 1], and labels an integer tensor (N,); or, for a part, a torch '
+            'Dataset of (image (C, H, W), label) items')
 _READ: dict[tuple[str, str, str], Raw] = {}  # (reference, file, sha256) -> what the loader returned, checked
 
 
@@ -62,6 +67,8 @@ def _check(reference: str, returned: Any) -> Raw:
     parts = {}
     for part in ("train", "test"):
         pair = returned[part]
+        if isinstance(pair, torch.utils.data.Dataset):
+            pair = _stacked(pair, part, refuse)
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise refuse(f"{part} as a {type(pair).__name__}, not a pair (images, labels)")
         x, y = pair
@@ -92,3 +99,34 @@ def _check(reference: str, returned: Any) -> Raw:
         raise refuse(f"labels from {low} to {high}, not from 0 to {classes - 1}")
     max_value = 255.0 if train_x.dtype == torch.uint8 else 1.0
     return Raw(train_x, train_y, test_x, test_y, max_value, classes, int(train_x.shape[1]))
+
+
+def _stacked(data: Any, part: str, refuse) -> tuple[torch.Tensor, torch.Tensor]:
+    """A map-style Dataset's (image, label) items as (images (N, C, H, W), labels (N,)); what does not fit the
+    contract is refused (`refuse`) naming the first item that does not."""
+    try:
+        n = len(data)
+    except TypeError:
+        raise refuse(f"{part} as a {type(data).__name__} without a length (an iterable Dataset); return a map-style "
+                     "Dataset or tensors") from None
+    if n == 0 or n > MAX_IMAGES:
+        raise refuse(f"{part} as a Dataset of {n:,} items (from 1 to {MAX_IMAGES:,} are read)")
+    images, labels = [], []
+    for i in range(n):
+        item = data[i]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise refuse(f"{part} item {i} as a {type(item).__name__}, not a pair (image, label)")
+        x, y = item
+        if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise refuse(f"{part} item {i} with an image of shape {shape}, not a tensor (C, H, W)")
+        if isinstance(y, torch.Tensor) and y.numel() == 1 and not y.dtype.is_floating_point and y.dtype != torch.bool:
+            y = int(y)
+        if isinstance(y, bool) or not isinstance(y, int):
+            raise refuse(f"{part} item {i} with a label of {type(y).__name__}, not an int")
+        if images and (x.shape != images[0].shape or x.dtype != images[0].dtype):
+            raise refuse(f"{part} item {i} with an image of {tuple(x.shape)} {x.dtype}, item 0's of "
+                         f"{tuple(images[0].shape)} {images[0].dtype}")
+        images.append(x)
+        labels.append(y)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
