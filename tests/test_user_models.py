@@ -278,3 +278,22 @@ def test_the_vit_example_runs_its_smoke_budget_and_its_report_names_the_factory(
     report = (out / "analysis" / "report.md").read_text()
     assert "./nets.py:build" in report and file_sha256(source)[:12] in report
     assert "ResNet" not in report
+
+
+def test_the_shipped_resnets_are_built_through_the_same_factory_mechanism():
+    import torch
+
+    from ablate.models import build_trial_model
+    from ablate.models.factory import SHIPPED, parameters
+    from ablate.models.resnet import ResNet, build, build_model
+
+    assert SHIPPED == f"{build.__module__}:{build.__name__}"
+    assert parameters(build) == (["in_channels", "num_classes", "image_size"], True)
+    config = TrialConfig(family="cifar", depth=20, residual=False, block="preact")
+    torch.manual_seed(0)
+    through_factory = build_trial_model(config, 3, 7)
+    torch.manual_seed(0)
+    direct = build_model(config.model, 3, 7)
+    assert isinstance(through_factory, ResNet) and through_factory.fc.out_features == 7
+    assert through_factory.state_dict().keys() == direct.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(through_factory.state_dict().values(), direct.state_dict().values()))

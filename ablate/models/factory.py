@@ -1,5 +1,7 @@
-"""The one place a trial's network is built: the shipped ResNet of the model axes, or the user's factory that a
-spec's `model` names (ablate.spec.user_ref), imported from the source file the trial config records.
+"""The one place a trial's network is built, through one mechanism: a factory called with the data's shape and the
+trial's axes. The shipped ResNet family is one factory among others (ablate.models.resnet.build, called with the
+model axes); a user's is the function a spec's `model` names (ablate.spec.user_ref), imported from the source file
+the trial config records, and called with the trial's own axes.
 
 The factory contract: `factory(**kwargs) -> torch.nn.Module`, a module mapping a batch of images
 (N, in_channels, image_size, image_size) to logits (N, num_classes). ablate passes `in_channels`, `num_classes` and
@@ -50,26 +52,33 @@ def check_axes(reference: str, factory: Callable[..., Any], axes: list[str], wha
                               f"{', '.join(names) or '(none)'}")
 
 
-def call_factory(config: Any, in_channels: int, num_classes: int, *, announce: bool = False) -> Any:
-    """The user's network for one trial config: its factory called with the inputs it declares and its axes."""
+def call_factory(factory: Callable[..., Any], reference: str, axes: dict[str, Any], in_channels: int,
+                 num_classes: int, image_size: int) -> Any:
+    """A network from a factory: called with the inputs it declares (in_channels, num_classes, image_size) and the
+    axes, refused in one line unless it returns a torch.nn.Module."""
     import torch
 
-    factory = load_factory(config.factory, config.factory_file, config.factory_sha256, announce=announce)
     names, open_ended = parameters(factory)
-    given = {"in_channels": in_channels, "num_classes": num_classes, "image_size": config.image_size}
+    given = {"in_channels": in_channels, "num_classes": num_classes, "image_size": image_size}
     kwargs = {k: v for k, v in given.items() if open_ended or k in names}
-    model = factory(**kwargs, **dict(config.axes))
+    model = factory(**kwargs, **axes)
     if not isinstance(model, torch.nn.Module):
-        raise AblateError(f"model factory {config.factory} returned {type(model).__name__}, not a torch.nn.Module")
+        raise AblateError(f"model factory {reference} returned {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
-def build_trial_model(config: Any, in_channels: int = 1, num_classes: int = 10, *, announce: bool = False) -> Any:
-    """A trial's network (a TrialConfig, or anything with its fields): the user's factory where the config names
-    one, else the shipped ResNet of its model axes (ablate.models.resnet.build_model). `announce`: say so on stderr
-    before this process first imports the factory's module (a worker's launch said it already)."""
-    if getattr(config, "factory", ""):
-        return call_factory(config, in_channels, num_classes, announce=announce)
-    from ablate.models.resnet import build_model
+SHIPPED = "ablate.models.resnet:build"  # the shipped family's factory
 
-    return build_model(config.model, in_channels, num_classes)
+
+def build_trial_model(config: Any, in_channels: int = 1, num_classes: int = 10, *, announce: bool = False) -> Any:
+    """A trial's network (a TrialConfig, or anything with its fields): the factory the config names, called with its
+    axes, or else the shipped family's (SHIPPED) with its model axes. `announce`: say so on stderr before this
+    process first imports a user's module (a worker's launch said it already)."""
+    if getattr(config, "factory", ""):
+        factory = load_factory(config.factory, config.factory_file, config.factory_sha256, announce=announce)
+        return call_factory(factory, config.factory, dict(config.axes), in_channels, num_classes, config.image_size)
+    from dataclasses import asdict
+
+    from ablate.models.resnet import build
+
+    return call_factory(build, SHIPPED, asdict(config.model), in_channels, num_classes, config.image_size)

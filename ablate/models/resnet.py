@@ -276,3 +276,10 @@ def build_model(spec: ModelSpec, in_channels: int = 1, num_classes: int = 10, *,
             if b.residual:
                 nn.init.zeros_(b.bn2.weight)
     return model
+
+
+def build(in_channels: int, num_classes: int, image_size: int | None = None, **axes) -> ResNet:
+    """The shipped family as a model factory, with the contract of a user's (ablate.models.factory): the data's shape
+    and the model axes (ablate.models.registry.ModelSpec's fields) as keyword arguments. The image size is not
+    needed: global average pooling takes any."""
+    return build_model(ModelSpec(**axes), in_channels, num_classes)
