@@ -224,3 +224,21 @@ def test_a_transformers_layers_follow_its_forward_pass_attention_projections_inc
                      "blocks.0.1.branch.1", "blocks.0.1.branch.3", *(f"blocks.1.0.{n}" for n in block),
                      "blocks.1.1.branch.1", "blocks.1.1.branch.3", "head"]
     assert [name for name, _ in telemetry.watched] == ["blocks.0.0", "blocks.0.1", "blocks.1.0", "blocks.1.1"]
+
+
+def test_a_users_network_fuses_as_the_resnets_do(tmp_path):
+    from ablate.train.fused import fusable, run_fused
+
+    nets = tmp_path / "nets.py"
+    shutil.copy(ROOT / "examples" / "residual_mlp" / "nets.py", nets)
+    members = [_user_config(nets, True).replace(seed=seed, epochs=1) for seed in (0, 1)]
+    assert fusable(members) is None
+    fused, alone = run_fused(members), [run_trial(c) for c in members]
+    for f, s in zip(fused, alone):
+        assert f.status == s.status == "ok" and f.steps == s.steps
+        assert max(abs(a - b) for a, b in zip(f.train_loss[:3], s.train_loss[:3])) <= 1e-5
+        assert [(r["layer"], r["layer_index"], r["kind"]) for r in f.grad_norms] == \
+               [(r["layer"], r["layer_index"], r["kind"]) for r in s.grad_norms]
+        assert max(abs(a["grad_norm"] - b["grad_norm"]) for a, b in zip(f.grad_norms, s.grad_norms)
+                   if a["step"] == 0) <= 1e-4
+    assert fused[0].train_loss[:3] != fused[1].train_loss[:3]  # two members, each its own seed
