@@ -297,3 +297,38 @@ def test_the_shipped_resnets_are_built_through_the_same_factory_mechanism():
     assert isinstance(through_factory, ResNet) and through_factory.fc.out_features == 7
     assert through_factory.state_dict().keys() == direct.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(through_factory.state_dict().values(), direct.state_dict().values()))
+
+
+PYTHON_CYCLE = '''
+import json, sys
+import ablate
+
+study = ablate.load_study(sys.argv[1], budget="smoke")
+run_dir = ablate.run(study, out=sys.argv[2], cpus=1)
+result = ablate.analyze(run_dir, figures=False)
+tables = ablate.load_run(run_dir)
+print(json.dumps({"trials": len(tables.trials), "confirm": len(tables.confirm), "arms": sorted(tables.selected),
+                  "comparisons": len(tables.comparisons), "report": str(result.report)}))
+'''
+
+
+@pytest.mark.slow
+def test_a_user_model_study_runs_from_python_search_confirm_analyze_and_tables(tmp_path):
+    import shutil
+    import subprocess
+
+    from helpers.background import environ
+
+    shutil.copytree(ROOT / "examples" / "residual_mlp", tmp_path / "mlp")
+    out = subprocess.run([sys.executable, "-c", PYTHON_CYCLE, str(tmp_path / "mlp" / "study.yaml"), str(tmp_path / "run")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                         env={**environ(), "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    told = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "importing model factory ./nets.py:build" in out.stderr
+    assert (told["trials"], told["confirm"]) == (16, 8) and told["comparisons"] >= 2
+    assert told["arms"] == sorted(f"residual={r},depth={d}" for r in ("true", "false") for d in (2, 16))
+    report = Path(told["report"]).read_text()
+    assert "./nets.py:build" in report and "ResNet" not in report
+    configs = [TrialConfig.from_yaml_file(p) for p in (tmp_path / "run" / "trials").glob("*/config.yaml")]
+    assert {dict(c.axes)["depth"] for c in configs} == {2, 16}  # the user's axis reached every trial's factory call
