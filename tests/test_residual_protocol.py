@@ -242,3 +242,38 @@ def test_a_users_network_fuses_as_the_resnets_do(tmp_path):
         assert max(abs(a["grad_norm"] - b["grad_norm"]) for a, b in zip(f.grad_norms, s.grad_norms)
                    if a["step"] == 0) <= 1e-4
     assert fused[0].train_loss[:3] != fused[1].train_loss[:3]  # two members, each its own seed
+
+
+def test_the_top_hessian_eigenvalue_goes_through_attention():
+    """The fused attention kernels of torch have no second derivative on the CPU; the Hessian-vector products run
+    attention through the math kernel, and give the eigenvalue power iteration gives on an explicit Hessian."""
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(4, 2, batch_first=True)
+    model = nn.Sequential(nn.Unflatten(1, (3, 4)), Residual(nn.Sequential(nn.LayerNorm(4), VitAttention(attention))),
+                          nn.Flatten(), nn.Linear(12, 3))
+    x, y = torch.randn(8, 12), torch.arange(8) % 3
+    top, _ = probes.hessian_top(model, x, y, iterations=200, tolerance=1e-9)
+    params = list(model.parameters())
+    flat = torch.cat([p.detach().flatten() for p in params])
+
+    def loss_of(vector):
+        chunks, start = [], 0
+        for p in params:
+            chunks.append(vector[start:start + p.numel()].view_as(p))
+            start += p.numel()
+        names = [n for n, _ in model.named_parameters()]
+        with torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.MATH]):
+            return torch.nn.functional.cross_entropy(torch.func.functional_call(model, dict(zip(names, chunks)), (x,)), y)
+
+    model.eval()
+    eigenvalues = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, flat).double())
+    assert top == pytest.approx(float(eigenvalues[eigenvalues.abs().argmax()]), rel=1e-3)
+
+
+class VitAttention(nn.Module):
+    def __init__(self, attention: nn.MultiheadAttention) -> None:
+        super().__init__()
+        self.attention = attention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, x, x, need_weights=False)[0]

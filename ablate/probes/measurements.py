@@ -131,12 +131,16 @@ def top_hessian_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: Sequence
 def hessian_top(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iterations: int = 20, seed: int = 0,
                 tolerance: float = 1e-3) -> tuple[float, int]:
     """top_hessian_eigenvalue of the mean cross-entropy on (x, y), BatchNorm in eval mode (trained statistics, as
-    loss_surface); the model is left in its own mode with no gradients kept."""
+    loss_surface); the model is left in its own mode with no gradients kept. Attention runs through PyTorch's math
+    kernel of scaled_dot_product_attention here: its fused CPU kernels have no second derivative."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     was_training = model.training
     model.eval()
     try:
-        return top_hessian_eigenvalue(lambda: F.cross_entropy(model(x), y), list(model.parameters()), iterations,
-                                      tolerance, generator=torch.Generator().manual_seed(seed))
+        with sdpa_kernel([SDPBackend.MATH]):
+            return top_hessian_eigenvalue(lambda: F.cross_entropy(model(x), y), list(model.parameters()), iterations,
+                                          tolerance, generator=torch.Generator().manual_seed(seed))
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
