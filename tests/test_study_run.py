@@ -58,6 +58,40 @@ def tiny_run(tmp_path_factory, fake_mnist):
 
 
 @pytest.mark.slow
+def test_every_trial_records_its_timeline_in_order_and_its_parts_add_up_to_its_time(tiny_run):
+    """metrics.json's timeline (ablate.run_folder.timeline): one entry per segment, each mark after the one before,
+    the steps and evaluations inside training, the trial's own clock (total_seconds) between data-loaded-to-trained
+    and entered-to-trained, and the registry's registered_at after the last segment was written."""
+    from ablate.run_folder import phase_seconds, timeline_segments
+    from ablate.run_folder.timeline import MARKS
+
+    _, run_dir, _ = tiny_run
+    rows = read_registry(run_dir)
+    counts = []
+    for row in rows:
+        metrics = json.loads((run_dir / "trials" / row["trial_id"] / "metrics.json").read_text())
+        segments = timeline_segments(metrics)
+        assert segments == metrics["timeline"] and len(segments) == metrics["segments"], metrics
+        counts.append(len(segments))
+        for before, entry in zip([None, *segments], segments):
+            assert list(entry) == [*MARKS[:5], "step_seconds", "eval_seconds", "written"], entry
+            times = [entry[k] for k in MARKS]
+            assert times == sorted(times), entry
+            if before is not None:  # a continuation is handed out after the segment before it was written
+                assert entry["queued"] >= before["written"]
+            phases = phase_seconds(entry)
+            assert phases["steps"] > 0 and phases["evaluations"] > 0 and phases["other"] >= 0, phases
+        # the loop's own clock runs from before the data is loaded to after the test scoring, in each segment
+        inside = sum(e["trained"] - e["data"] for e in segments)
+        outside = sum(e["trained"] - e["entered"] for e in segments)
+        assert inside - 0.05 <= metrics["total_seconds"] <= outside + 0.05, (metrics["total_seconds"], segments)
+        assert row["registered_at"] >= segments[-1]["written"]
+        assert metrics["started_at"] == segments[-1]["entered"] and metrics["ended_at"] >= segments[-1]["trained"]
+    # halving paused one proposal per round at its rung and continued the other: some trials ran in two segments
+    assert 2 in counts and 1 in counts, counts
+
+
+@pytest.mark.slow
 def test_end_to_end_study_then_resume_runs_nothing_new(tiny_run):
     spec, run_dir, result = tiny_run
     assert len(str(run_dir)) == 120
