@@ -16,7 +16,8 @@ def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
     works = [TrialPlan.from_dict(w) for w in params["works"]]
     where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
     device = trial_device(ray.get_gpu_ids())
-    results = run_works(works, job["run_dir"], job["data_dir"], device, where, tuple(job["keep_weights"]))
+    results = run_works(works, job["run_dir"], job["data_dir"], device, where, tuple(job["keep_weights"]),
+                        queued=params.get("queued"))
     best, members = max(r.best_dev_acc for r in results), len(results)
     del results
     release_memory()
