@@ -64,7 +64,8 @@ def test_every_trial_records_its_timeline_in_order_and_its_parts_add_up_to_its_t
     building, steps and evaluations and no longer than its time on the worker, and the registry's registered_at
     after the last segment was written."""
     from ablate.run_folder import phase_seconds, timeline_segments
-    from ablate.run_folder.timeline import MARKS
+
+    marks = ["queued", "entered", "data", "model", "trained", "written"]
 
     _, run_dir, _ = tiny_run
     rows = read_registry(run_dir)
@@ -75,8 +76,8 @@ def test_every_trial_records_its_timeline_in_order_and_its_parts_add_up_to_its_t
         assert segments == metrics["timeline"] and len(segments) == metrics["segments"], metrics
         counts.append(len(segments))
         for before, entry in zip([None, *segments], segments):
-            assert list(entry) == [*MARKS[:5], "step_seconds", "eval_seconds", "written"], entry
-            times = [entry[k] for k in MARKS]
+            assert list(entry) == [*marks[:5], "step_seconds", "eval_seconds", "written"], entry
+            times = [entry[k] for k in marks]
             assert times == sorted(times), entry
             if before is not None:  # a continuation is handed out after the segment before it was written
                 assert entry["queued"] >= before["written"]
