@@ -95,6 +95,29 @@ def test_every_trial_records_its_timeline_in_order_and_its_parts_add_up_to_its_t
 
 
 @pytest.mark.slow
+def test_the_efficiency_benchmark_says_where_a_runs_seconds_went_and_that_an_older_run_recorded_none(tiny_run):
+    """benchmarks/study_efficiency.py --run reads the timelines (every phase, the workers, the waits); a run folder
+    written before timelines existed (format 1) gives its efficiency and says it has none."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    _, run_dir, _ = tiny_run
+    script = [sys.executable, str(root / "benchmarks" / "study_efficiency.py"), "--cpus", "2", "--run"]
+    out = subprocess.run([*script, str(run_dir)], capture_output=True, text=True, timeout=300, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "where a trial's seconds go (8 trials, " in out.stdout, out.stdout
+    for phase in ("dispatch", "data", "model", "steps", "evaluations", "other", "files"):
+        assert f"\n  {phase} " in out.stdout, out.stdout
+    assert "worker processes: " in out.stdout and "slot-seconds no trial held" in out.stdout, out.stdout
+    old = subprocess.run([*script, str(root / "tests" / "fixtures" / "run-format-1")], capture_output=True, text=True,
+                         timeout=300, cwd=root)
+    assert old.returncode == 0, old.stderr[-2000:]
+    assert "efficiency: " in old.stdout and "no timelines in this run's trials" in old.stdout, old.stdout
+
+
+@pytest.mark.slow
 def test_end_to_end_study_then_resume_runs_nothing_new(tiny_run):
     spec, run_dir, result = tiny_run
     assert len(str(run_dir)) == 120
