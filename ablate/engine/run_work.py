@@ -37,7 +37,8 @@ def trial_folder(run_dir: str | Path, trial_id: str, config: TrialConfig) -> Pat
 
 def _timeline(earlier: list[dict[str, float]], queued: float | None, entered: float, result,
               written: float) -> dict[str, Any]:
-    """metrics.json's (or paused.json's) timeline: the earlier segments', then this one's (ablate.run_folder.timeline)."""
+    """metrics.json's (or paused.json's) timeline: the earlier segments', then this one's
+    (ablate.run_folder.timeline)."""
     return {TIMELINE: [*earlier, timeline_segment(queued, entered, result.marks, written)]}
 
 

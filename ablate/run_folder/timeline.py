@@ -7,7 +7,8 @@ a rung and continued has two; the paused segment's entry travels in paused.json)
 
 - `queued`: the planner handed the segment out (the study process's clock);
 - `entered`: the worker's function started on it;
-- `data`: the data splits were loaded;
+- `data`: the data splits were loaded (entered -> data also holds writing the trial's config.yaml and, for a
+  continuation, reading its checkpoint);
 - `model`: the model was built and the splits were on the device (training starts);
 - `trained`: training, its dev evaluations and the test scoring are done (a paused segment: its checkpoint made);
 - `written`: the trial folder's files are written (metrics.json, or paused.json, follows at once);
