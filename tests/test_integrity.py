@@ -111,6 +111,24 @@ def test_metrics_json_values_are_checked_as_they_are_read(tmp_path):
     assert read_metrics(folder) is None
 
 
+@pytest.mark.parametrize("raw", ['{"entered": 1}', '[{"entered": -1}]', '[{"entered": "soon"}]', '[{"lunch": 1.0}]',
+                                 '[{"entered": NaN}]', '[{"entered": true}]'])
+def test_a_timeline_that_ablate_could_not_have_written_is_refused_and_none_is_unknown(tmp_path, raw):
+    """metrics.json's timeline (ablate.run_folder.timeline) holds segments of known marks, each a time >= 0; a
+    metrics.json without one (written before timelines existed) reads as it did, with no segments."""
+    from ablate.run_folder import timeline_segments
+
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    (folder / "metrics.json").write_text('{"status": "ok", "timeline": %s}' % raw)
+    with pytest.raises(AblateError, match=r"metrics.json: timeline is .*, not a list of segments"):
+        read_metrics(folder)
+    (folder / "metrics.json").write_text('{"status": "ok", "timeline": [{"queued": 1.5, "entered": 2, "written": 3}]}')
+    assert timeline_segments(read_metrics(folder)) == [{"queued": 1.5, "entered": 2, "written": 3}]
+    (folder / "metrics.json").write_text('{"status": "ok"}')
+    assert timeline_segments(read_metrics(folder)) == []
+
+
 # --- hashes ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["metrics.json", "config.yaml", "curves.csv", "predictions.csv"])
 def test_a_trial_file_changed_after_registration_is_named_by_analyze_export_and_resume(run, name):

@@ -145,3 +145,37 @@ def test_text_that_is_not_about_memory_is_not_out_of_memory():
     assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert is_out_of_memory(MemoryError()) and is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory."))
     assert requested_bytes(RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; ...)")) == 20 * GB
+
+
+def test_a_reused_worker_freezes_what_its_first_trial_left_and_still_collects_each_trials_cycles():
+    """release_memory (after each trial on a Ray worker): the first call freezes what is alive (torch's and Ray's
+    modules: no later collection walks them again); a later trial's garbage cycles are still collected, and nothing
+    more is frozen. In a process of its own: freezing is for the whole process."""
+    import subprocess
+    import sys
+
+    code = """
+import gc, weakref
+from ablate.engine.ray_adapter.trainable import release_memory
+
+class Node:
+    pass
+
+def cycle():
+    a, b = Node(), Node()
+    a.b, b.a = b, a
+    return weakref.ref(a)
+
+assert gc.get_freeze_count() == 0
+release_memory()
+frozen = gc.get_freeze_count()
+assert frozen > 1000, frozen
+gc.disable()  # only release_memory collects from here on
+ref = cycle()
+assert ref() is not None
+release_memory()
+assert ref() is None and gc.get_freeze_count() == frozen, (ref(), gc.get_freeze_count(), frozen)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

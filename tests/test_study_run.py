@@ -58,6 +58,66 @@ def tiny_run(tmp_path_factory, fake_mnist):
 
 
 @pytest.mark.slow
+def test_every_trial_records_its_timeline_in_order_and_its_parts_add_up_to_its_time(tiny_run):
+    """metrics.json's timeline (ablate.run_folder.timeline): one entry per segment, each mark after the one before,
+    the steps and evaluations inside training, the trial's own clock (total_seconds) no shorter than its model
+    building, steps and evaluations and no longer than its time on the worker, and the registry's registered_at
+    after the last segment was written."""
+    from ablate.run_folder import phase_seconds, timeline_segments
+
+    marks = ["queued", "entered", "data", "model", "trained", "written"]
+
+    _, run_dir, _ = tiny_run
+    rows = read_registry(run_dir)
+    counts = []
+    for row in rows:
+        metrics = json.loads((run_dir / "trials" / row["trial_id"] / "metrics.json").read_text())
+        segments = timeline_segments(metrics)
+        assert segments == metrics["timeline"] and len(segments) == metrics["segments"], metrics
+        counts.append(len(segments))
+        for before, entry in zip([None, *segments], segments):
+            assert list(entry) == [*marks[:5], "step_seconds", "eval_seconds", "written"], entry
+            times = [entry[k] for k in marks]
+            assert times == sorted(times), entry
+            if before is not None:  # a continuation is handed out after the segment before it was written
+                assert entry["queued"] >= before["written"]
+            phases = phase_seconds(entry)
+            assert phases["steps"] > 0 and phases["evaluations"] > 0 and phases["other"] >= 0, phases
+        # the loop's own clock (total_seconds, summed over segments) holds each segment's model building, steps and
+        # evaluations, and lies within its time on the worker
+        inside = sum(e["model"] - e["data"] + e["step_seconds"] + e["eval_seconds"] for e in segments)
+        outside = sum(e["trained"] - e["entered"] for e in segments)
+        assert inside - 0.05 <= metrics["total_seconds"] <= outside + 0.05, (metrics["total_seconds"], segments)
+        assert row["registered_at"] >= segments[-1]["written"]
+        assert metrics["started_at"] == segments[-1]["entered"] and metrics["ended_at"] >= segments[-1]["trained"]
+    # halving paused one proposal per round at its rung and continued the other: some trials ran in two segments
+    assert 2 in counts and 1 in counts, counts
+
+
+@pytest.mark.slow
+def test_the_efficiency_benchmark_says_where_a_runs_seconds_went_and_that_an_older_run_recorded_none(tiny_run):
+    """benchmarks/study_efficiency.py --run reads the timelines (every phase, the workers, the waits); a run folder
+    written before timelines existed (format 1) gives its efficiency and says it has none."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    _, run_dir, _ = tiny_run
+    script = [sys.executable, str(root / "benchmarks" / "study_efficiency.py"), "--cpus", "2", "--run"]
+    out = subprocess.run([*script, str(run_dir)], capture_output=True, text=True, timeout=300, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "where a trial's seconds go (8 trials, " in out.stdout, out.stdout
+    for phase in ("dispatch", "data", "model", "steps", "evaluations", "other", "files"):
+        assert f"\n  {phase} " in out.stdout, out.stdout
+    assert "worker processes: " in out.stdout and "slot-seconds no trial held" in out.stdout, out.stdout
+    old = subprocess.run([*script, str(root / "tests" / "fixtures" / "run-format-1")], capture_output=True, text=True,
+                         timeout=300, cwd=root)
+    assert old.returncode == 0, old.stderr[-2000:]
+    assert "efficiency: " in old.stdout and "no timelines in this run's trials" in old.stdout, old.stdout
+
+
+@pytest.mark.slow
 def test_end_to_end_study_then_resume_runs_nothing_new(tiny_run):
     spec, run_dir, result = tiny_run
     assert len(str(run_dir)) == 120

@@ -15,6 +15,7 @@ by `Planner.next`.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,8 @@ from ablate.engine.storage import storage_url
 from ablate.engine.trial_plan import TrialPlan, plan_fixed_stage
 from ablate.errors import AblateError
 from ablate.spec import Study, TrialConfig, fusable
-from ablate.run_folder import (append_registry, checkpointed, metrics_changed, optuna_db, read_curves, read_metrics,
-    read_paused, read_registry, registry_key, registry_row, remove_paused, trial_dir, write_metrics)
+from ablate.run_folder import (REGISTERED_AT, append_registry, checkpointed, metrics_changed, optuna_db, read_curves,
+    read_metrics, read_paused, read_registry, registry_key, registry_row, remove_paused, trial_dir, write_metrics)
 
 FINISHED = "FINISHED"  # Planner.next: nothing is left to hand out and nothing is running
 
@@ -343,6 +344,7 @@ class Planner:
         # numbers: its row binds the files it left by their hashes.
         if old is None or any(old.get(k) != row.get(k) for k in ("status", "best_dev_acc", "test_acc")) \
                 or metrics_changed(old, trial_dir(self.run_dir, plan.trial_id)):
+            row[REGISTERED_AT] = time.time()  # the timeline's last mark (ablate.run_folder.timeline)
             row = append_registry(self.run_dir, row)  # with the hashes of the trial's files
             self.rows[key] = row
             if self.on_register is not None:

@@ -1,7 +1,8 @@
 """The study run folder's format: every file a run folder and its trial folders hold, named in one place
 (`layout`), each with its one writer and its one reader (`registry` for trials.jsonl, `trial_records` for what a
 trial leaves, `trial_state` for a running or paused trial's files, `run_files` for the run's own files,
-`trial_table` for the per-trial table behind trials.csv and the analysis), and the checks every reader applies
+`trial_table` for the per-trial table behind trials.csv and the analysis, `timeline` for where a trial's seconds
+went), and the checks every reader applies
 (`record_checks`: values, SHA-256 hashes, symbolic links; `integrity`: a registered trial's files against its
 registry row).
 
@@ -27,6 +28,8 @@ from ablate.run_folder.trial_records import (Curves, has_metrics, has_weights, l
 from ablate.run_folder.trial_state import (add_attempt, checkpointed, clear_failures, error_text_path,
     read_attempts, read_checkpoint, read_heartbeat, read_paused, remove_heartbeat, remove_paused, write_error_text,
     write_heartbeat)
+from ablate.run_folder.timeline import (REGISTERED_AT, TIMELINE, phase_seconds, segment as timeline_segment,
+    segments as timeline_segments)
 from ablate.run_folder.trial_table import table_records, trials_csv, write_trials_csv
 from ablate.run_folder.integrity import (RecordCheck, check_run_records, check_trial_records, metrics_changed,
     read_registered, recorded_configs)
@@ -41,5 +44,6 @@ __all__ = ["ANALYSIS", "CONFIG", "CURVES", "ERROR_TEXT", "GRAD_NORMS", "MANIFEST
            "read_config", "read_config_file", "read_curves", "read_grad_norms", "read_metrics", "read_predictions",
            "write_config", "write_metrics", "add_attempt", "checkpointed", "clear_failures", "error_text_path",
            "read_attempts", "read_checkpoint", "read_heartbeat", "read_paused", "remove_heartbeat", "remove_paused",
-           "write_error_text", "write_heartbeat", "table_records", "trials_csv", "write_trials_csv", "RecordCheck",
+           "write_error_text", "write_heartbeat", "REGISTERED_AT", "TIMELINE", "phase_seconds",
+           "timeline_segment", "timeline_segments", "table_records", "trials_csv", "write_trials_csv", "RecordCheck",
            "check_run_records", "check_trial_records", "metrics_changed", "read_registered", "recorded_configs"]

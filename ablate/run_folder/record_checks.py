@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
+from ablate.run_folder import timeline
 from ablate.run_folder.layout import CONFIG, CURVES, GRAD_NORMS, METRICS, PREDICTIONS, WEIGHTS
 
 # The files a finished trial leaves (ablate.train.trial_files.write_trial_folder), each bound to its registry row
@@ -40,7 +41,7 @@ ACCURACIES = ("best_dev_acc", "test_acc", "final_test_acc", "scored_train_acc")
 LOSSES = ("test_loss", "final_test_loss", "scored_train_loss", "final_train_loss", "best_dev_loss")
 COUNTS = ("best_step", "steps", "seed", "round", "index", "repeat", "pid", "threads", "segments", "num_classes",
           "in_channels", "stopped_at_evaluations", "evaluations")
-SECONDS = ("train_seconds", "total_seconds", "started_at", "ended_at")
+SECONDS = ("train_seconds", "total_seconds", "started_at", "ended_at", timeline.REGISTERED_AT)
 TEXTS = ("dataset", "device", "node", "host", "error")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a trial id names a folder: never '..', '/' or empty
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -109,6 +110,8 @@ def field_problem(key: str, value: Any) -> str | None:
     if key == "repeat_of":
         return None if isinstance(value, list) and len(value) == 2 and all(map(_count, value)) else \
             "not a (round, index) pair"
+    if key == timeline.TIMELINE:
+        return timeline.problem(value)
     if key == HASH_KEY:
         ok = isinstance(value, dict) and all(k in HASHED and isinstance(v, str) and _DIGEST.fullmatch(v)
                                              for k, v in value.items())

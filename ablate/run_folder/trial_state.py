@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ablate.atomic_files import atomic_write_bytes, atomic_write_text
 from ablate.run_folder.layout import CHECKPOINT, ERROR_TEXT, FAILURE, HEARTBEAT, PAUSED, trials_dir
@@ -25,10 +25,13 @@ from ablate.run_folder.trial_records import json_safe
 
 
 # --- a paused segment: resume.pt and paused.json --------------------------------------------------------------------
-def write_paused(folder: str | os.PathLike, checkpoint: bytes, state: dict[str, Any]) -> None:
-    """The checkpoint first, then paused.json (`state`): a reader that sees paused.json sees a whole checkpoint."""
+def write_paused(folder: str | os.PathLike, checkpoint: bytes, state: dict[str, Any],
+                 more: Callable[[], dict[str, Any]] | None = None) -> None:
+    """The checkpoint first, then paused.json (`state`, and what `more()` gives once the checkpoint is written): a
+    reader that sees paused.json sees a whole checkpoint."""
     folder = Path(folder)
     atomic_write_bytes(folder / CHECKPOINT, checkpoint)
+    state = {**state, **(more() if more is not None else {})}
     atomic_write_text(folder / PAUSED, json.dumps({k: json_safe(v) for k, v in state.items()}, indent=2) + "\n")
 
 

@@ -210,6 +210,8 @@ class TrainingLoop:
         splits = load_splits(cfg.dataset, self.data_dir, cfg.train_size, cfg.dev_size, cfg.test_size,
                              seed=cfg.data_seed, image_size=cfg.image_size, data_file=cfg.data_file,
                              data_sha256=cfg.data_sha256)
+        # The timeline's marks (ablate.run_folder.timeline): wall-clock times, and seconds summed per kind of work.
+        self.marks = {"data": time.time(), "step_seconds": 0.0, "eval_seconds": 0.0}
         self.batches = cfg.batches()
         input_shape = (self.batches[0][1] - self.batches[0][0], *splits.train.x.shape[1:])
         self._phase("building the model")
@@ -245,6 +247,7 @@ class TrainingLoop:
         if self.resume is not None:
             self._restore(self.resume)
         self._phase("first step")
+        self.marks["model"] = time.time()
         self.t_train = time.perf_counter()
         return self
 
@@ -261,6 +264,7 @@ class TrainingLoop:
     def step(self) -> None:
         """One training step of every member, each on its own batch (a diverged fused member trains on with
         the others; nothing of it is read any more)."""
+        t0 = time.perf_counter()
         step = self.steps
         epoch = step // self.steps_per_epoch
         if epoch != self.order_epoch:
@@ -276,6 +280,7 @@ class TrainingLoop:
             labels = ((0,) if step == 0 else ()) + ((step + 1,) if step + 1 in self.eval_at else ())
         self.loss_buf[step] = self.model.train_step(xs, [self.train_y[i] for i in idx], step, labels, self.live)
         self.steps = step + 1
+        self.marks["step_seconds"] += time.perf_counter() - t0
         if self.beat is not None:
             self.beat("training", self.steps)
         if self.progress is not None:
@@ -286,6 +291,7 @@ class TrainingLoop:
         """After an evaluation step: each live member's losses since the last evaluation checked (one that is not
         finite ends the member as diverged), its dev accuracy recorded, its best-dev weights kept, reported; a
         single trial pauses after `stop_after_evals` evaluations (unless this was its last step)."""
+        t0 = time.perf_counter()
         step = self.steps
         seen = self.loss_buf[:step].T.tolist()
         for m in list(self.live):
@@ -308,6 +314,7 @@ class TrainingLoop:
         if (self.stop_after_evals is not None and self.live and step < self.total_steps
                 and len(self.results[0].eval_steps) >= self.stop_after_evals):
             self.results[0].status, self.paused = "paused", True
+        self.marks["eval_seconds"] += time.perf_counter() - t0
 
     # --- finish ------------------------------------------------------------------------------------
     def finish(self) -> list[TrialResult]:
@@ -323,7 +330,7 @@ class TrainingLoop:
             result.total_seconds = self.total_before + time.perf_counter() - self.t_start
             result.checkpoint = self._checkpoint()
             result.best_dev_acc = max(result.best_dev_acc, 0.0)
-            return self.results
+            return self._marked()
         for m, result in enumerate(self.results):
             if self.model.telemetry is not None:
                 result.grad_norms = self.model.telemetry[m].rows()
@@ -344,6 +351,13 @@ class TrainingLoop:
             if self.keep_best_state and self.best[m] is not None:
                 result.best_state = {k: v.cpu() for k, v in self.best[m].items()}
             result.total_seconds = self.total_before + time.perf_counter() - self.t_start
+        return self._marked()
+
+    def _marked(self) -> list[TrialResult]:
+        """The results, each with this run's timeline marks (the members of a fused group share them)."""
+        self.marks["trained"] = time.time()
+        for result in self.results:
+            result.marks = dict(self.marks)
         return self.results
 
     # --- pause and continue (a single trial) -------------------------------------------------------

@@ -61,9 +61,12 @@ class TrialResult:
     test_pred_final: list[int] = field(default_factory=list, repr=False)
     # Everything a continuation needs (CPU tensors); set only when status == "paused".
     checkpoint: dict[str, Any] | None = field(default=None, repr=False)
+    # When this run of the loop loaded its data, built its model and ended (time.time()), and the seconds it spent
+    # in training steps and dev evaluations: the worker's part of the trial's timeline (ablate.run_folder.timeline).
+    marks: dict[str, float] = field(default_factory=dict, repr=False)
 
     _NOT_SCALAR = ("train_loss", "eval_steps", "dev_loss", "dev_acc", "best_state", "grad_norms", "test_labels",
-                   "test_pred", "test_pred_final", "checkpoint")
+                   "test_pred", "test_pred_final", "checkpoint", "marks")
 
     def metrics(self) -> dict[str, Any]:
         """Scalars for metrics.json / trials.csv (curves are written separately)."""

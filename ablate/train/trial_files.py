@@ -6,7 +6,7 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ablate.run_folder import trial_records, trial_state
 from ablate.spec import TrialConfig
@@ -69,7 +69,8 @@ def plot_curves(result: TrialResult, title: str = "") -> bytes:
 
 
 def write_trial_folder(folder: str | os.PathLike, config: TrialConfig, result: TrialResult,
-                       extra: dict[str, Any] | None = None, plot: bool = True, *, weights: bool = False) -> Path:
+                       extra: dict[str, Any] | None = None, plot: bool = True, *, weights: bool = False,
+                       timeline: Callable[[], dict[str, Any]] | None = None) -> Path:
     """config.yaml, curves.csv, grad_norms.csv, predictions.csv, curves.png, weights.pt, then
     metrics.json last: its presence marks the trial finished (a checkpoint of a paused segment,
     resume.pt, is removed after it).
@@ -77,6 +78,8 @@ def write_trial_folder(folder: str | os.PathLike, config: TrialConfig, result: T
     grad_norms.csv is written whenever the trial recorded telemetry (a diverged trial included);
     weights.pt (the best-dev state_dict) only with `weights=True` and a result run with
     keep_best_state=True; a trial that never reached an evaluation has no weights to save.
+    `timeline()`, called once the other files are written, gives more fields of metrics.json (the study engine's
+    timeline of the trial: ablate.run_folder.timeline).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,13 +96,15 @@ def write_trial_folder(folder: str | os.PathLike, config: TrialConfig, result: T
                  f"{config.family}-{config.depth} {'residual' if config.residual else 'plain'}")
         title = f"{model} lr={config.lr:g}"
         trial_records.write_curves_plot(folder, plot_curves(result, title))
-    trial_records.write_metrics(folder, {"trial_id": config.trial_id(), **result.metrics(), **(extra or {})})
+    trial_records.write_metrics(folder, {"trial_id": config.trial_id(), **result.metrics(), **(extra or {}),
+                                         **(timeline() if timeline is not None else {})})
     trial_state.remove_paused(folder)
     return folder
 
 
 def write_paused(folder: str | os.PathLike, config: TrialConfig, result: TrialResult,
-                 extra: dict[str, Any] | None = None) -> Path:
+                 extra: dict[str, Any] | None = None,
+                 timeline: Callable[[], dict[str, Any]] | None = None) -> Path:
     """A paused segment: config.yaml (left as it is: the segment started with it), curves.csv so far, the
     checkpoint, then paused.json last (its presence says the checkpoint is complete). metrics.json is not written:
     the trial is not finished."""
@@ -110,5 +115,5 @@ def write_paused(folder: str | os.PathLike, config: TrialConfig, result: TrialRe
     trial_records.write_curves(folder, result.train_loss, result.eval_steps, result.dev_loss, result.dev_acc)
     state = {"trial_id": config.trial_id(), **result.metrics(), "evaluations": len(result.eval_steps),
              "dev_acc": list(result.dev_acc), **(extra or {})}
-    trial_state.write_paused(folder, state_dict_bytes(result.checkpoint), state)
+    trial_state.write_paused(folder, state_dict_bytes(result.checkpoint), state, timeline)
     return folder

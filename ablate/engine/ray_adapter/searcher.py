@@ -5,6 +5,7 @@ Imported only when a study runs, so that importing ablate never imports Ray.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ray.tune import Callback
@@ -46,7 +47,7 @@ class PlannerSearch(Searcher):
         self.works[trial_id] = works
         if self.on_change is not None:  # the progress line's count of running trials
             self.on_change()
-        return {"works": [w.to_dict() for w in works]}
+        return {"works": [w.to_dict() for w in works], "queued": time.time()}  # the timeline's first mark
 
     def on_trial_complete(self, trial_id, result=None, error=False):
         works = self.works.pop(trial_id, None)
