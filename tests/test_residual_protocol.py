@@ -22,7 +22,7 @@ from ablate.train import evaluate
 from ablate.run_folder.registry import append_registry
 from ablate.spec import TrialConfig, file_sha256
 from ablate.train.loop import run_trial
-from ablate.train.telemetry import GradTelemetry, forward_order
+from ablate.train.telemetry import GradTelemetry
 from ablate.train.trial_files import write_trial_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,19 +70,28 @@ class Tokens(nn.Module):
 def test_telemetry_numbers_a_users_layers_in_forward_order_and_names_them():
     torch.manual_seed(0)
     model = Tokens()
-    assert forward_order(model, (5, 1, 8, 8))[:3] == ["", "embed", "blocks"]
-    telemetry = GradTelemetry(model, (5, 1, 8, 8))
+    telemetry = GradTelemetry(model)
+    # before any recorded pass: the registration order, the classifier first
+    assert [name for name, _, _ in telemetry.layers][0] == "head"
+    x = torch.randn(5, 1, 8, 8)
+    telemetry.arm()  # the first recorded pass learns the order its modules are called in
+    out = model(x)
+    telemetry.disarm()
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())  # every hook removed
     layers = {name: (index, block) for name, index, block in telemetry.layers}
     assert layers == {"embed": (0, ""), "blocks.0.branch.1": (1, "blocks.0"), "blocks.1.branch.1": (2, "blocks.1"),
                       "narrow.shortcut": (3, "narrow"), "narrow.branch": (3, "narrow"), "fixed.branch": (4, "fixed"),
                       "head": (5, "")}
-    x = torch.randn(5, 1, 8, 8)
-    telemetry.arm()
-    out = model(x)
-    telemetry.disarm()
     out.sum().backward()
     telemetry.record((0,))
     rows = telemetry.rows()
+    assert [r["layer"] for r in rows if r["kind"] == "layer"] == ["embed", "blocks.0.branch.1", "blocks.1.branch.1",
+                                                                 "narrow.shortcut", "narrow.branch", "fixed.branch",
+                                                                 "head"]
+    # a paused trial's checkpoint keeps the order: a fresh telemetry that never saw a pass gives the same rows
+    fresh = GradTelemetry(model)
+    fresh.load_state(telemetry.state(), torch.device("cpu"))
+    assert fresh.rows() == rows
     by_layer = {r["layer"]: r for r in rows if r["kind"] == "layer"}
     assert by_layer["head"]["grad_norm"] == pytest.approx(float(model.head.weight.grad.norm()))
     assert by_layer["blocks.0.branch.1"]["weight_norm"] == pytest.approx(float(model.blocks[0].branch[1].weight.detach().norm()))
@@ -90,7 +99,7 @@ def test_telemetry_numbers_a_users_layers_in_forward_order_and_names_them():
     assert [r["layer"] for r in blocks] == ["blocks.0", "blocks.1", "narrow", "fixed"]
     assert all(r["output_std"] > 0 for r in blocks)
     # a network that marks nothing still records its layers, and no block
-    plain = GradTelemetry(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), (5, 1, 8, 8))
+    plain = GradTelemetry(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
     assert [(n, i, b) for n, i, b in plain.layers] == [("1", 0, "")] and plain.watched == []
 
 
@@ -217,7 +226,10 @@ def test_a_transformers_layers_follow_its_forward_pass_attention_projections_inc
     nets = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(nets)
     model = nets.build(in_channels=1, num_classes=10, image_size=8, depth=2, width=16, heads=2, patch=2)
-    telemetry = GradTelemetry(model, (4, 1, 8, 8))
+    telemetry = GradTelemetry(model)
+    telemetry.arm()
+    model(torch.randn(4, 1, 8, 8))
+    telemetry.disarm()
     names = [name for name, _, _ in sorted(telemetry.layers, key=lambda layer: layer[1])]
     block = ["branch.1.attn.in_proj_weight", "branch.1.attn.out_proj"]
     assert names == ["position", "embed", *(f"blocks.{i}.0.{n}" for n in block for i in [0]),

@@ -55,7 +55,7 @@ class FusedModel:
         self.k = len(configs)
         # Each member its own SGD (ablate.train.sgd): its schedule and warm-up, momentum, weight decay, Nesterov.
         self.sgd = [MemberSgd(c, m) for m, c in enumerate(configs)]
-        self.telemetry = ([GradTelemetry(self.view, input_shape) for _ in configs]
+        self.telemetry = ([GradTelemetry(self.view) for _ in configs]
                           if cfg.telemetry and records_blocks(self.view)
                           else None)
 

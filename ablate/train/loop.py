@@ -94,7 +94,7 @@ class SingleModel:
         self.rates = config.learning_rates()
         # fp32 or bf16 autocast, eager or compiled (ablate.train.forward); evaluations always run the eager fp32 model.
         self.forward = TrainForward(self.model, config, device, input_shape)
-        self.telemetry = ([GradTelemetry(self.model, input_shape)] if config.telemetry and records_blocks(self.model)
+        self.telemetry = ([GradTelemetry(self.model)] if config.telemetry and records_blocks(self.model)
                           else None)
 
     def train_step(self, xs: list[torch.Tensor], ys: list[torch.Tensor], step: int, labels: tuple[int, ...],

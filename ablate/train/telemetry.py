@@ -13,32 +13,6 @@ def records_blocks(model: torch.nn.Module) -> bool:
     return any(p.dim() >= 2 for p in model.parameters())
 
 
-def forward_order(model: torch.nn.Module, input_shape: tuple[int, ...]) -> list[str]:
-    """The names of the model's modules in the order they are first called by one forward pass, on a storage-free
-    (meta) copy of it and an input of `input_shape` (batch first): no computation, no random number drawn, the
-    model itself untouched. Modules the pass never calls are left out; a network that cannot run on the meta
-    device gives [] (its layers then keep their registration order)."""
-    import copy
-
-    meta = copy.deepcopy(model).to("meta")
-    order: list[str] = []
-    seen: set[str] = set()
-
-    def called(name: str) -> None:
-        if name not in seen:
-            seen.add(name)
-            order.append(name)
-
-    for name, module in meta.named_modules():
-        module.register_forward_pre_hook(lambda m, args, name=name: called(name))
-    try:
-        with torch.no_grad():
-            meta(torch.empty((min(input_shape[0], 2), *input_shape[1:]), device="meta"))
-    except Exception:  # an operation without a meta kernel: the registration order stands
-        return []
-    return order
-
-
 def _call_rank(rank: dict[str, int], owner: str) -> int:
     """Where a parameter's module comes in forward order: its own first call, else (a module whose weight its
     parent uses directly, as nn.MultiheadAttention does its out_proj's) its nearest called ancestor's; after every
@@ -69,9 +43,11 @@ class GradTelemetry:
 
     Any other network (a user's): layers are its weight matrices (each parameter of two or more dimensions), named by
     the parameter's name without a trailing `.weight` (`blocks.0.branch.1`, `blocks.0.attn.in_proj_weight`,
-    `position`), numbered in forward order: the order in which their modules are first called in one forward pass
-    (`forward_order`), a parameter of a module with children taking that module's place, one of a module never
-    called itself (nn.MultiheadAttention's out_proj) its nearest called ancestor's. A layer inside a marked
+    `position`), numbered in forward order: the order in which their modules are first called in the first recorded
+    forward pass (pre-hooks on every module, that pass only; the order is kept with the records of a paused trial),
+    a parameter of a module with children taking that module's place, one of a module never called itself
+    (nn.MultiheadAttention's out_proj) its nearest called ancestor's. Before any recorded pass, the registration
+    order stands. A layer inside a marked
     block's shortcut (ablate.Residual) takes the index of the first layer of that block's branch, as a ResNet's
     projection does. Blocks are the residual blocks the network marks (ablate.models.residual_blocks), by module
     name; its other layers belong to no block (block "").
@@ -81,12 +57,14 @@ class GradTelemetry:
     hooks, all kept on the device; everything is fetched to the host once, by `rows()`.
     """
 
-    def __init__(self, model: torch.nn.Module, input_shape: tuple[int, ...] | None = None) -> None:
+    def __init__(self, model: torch.nn.Module) -> None:
+        self._model = model
+        self._order: list[str] | None = None  # a user's network: module names in forward order, once seen
+        self._order_handles: list[Any] = []
         if _is_resnet(model):
             self._resnet_layout(model)
         else:
-            self._module_layout(model, input_shape)
-        self.block_first = [min((self.layers[i][1] for i in members), default=-1) for members in self.block_layers]
+            self._module_layout(model, [])
         self._stds: list[torch.Tensor | None] = [None] * len(self.watched)
         self._hooks = [self._capture_hook(i) for i in range(len(self.watched))]
         self._handles: list[Any] = []
@@ -118,22 +96,28 @@ class GradTelemetry:
         self.weights = weights
         self.watched: list[tuple[str, torch.nn.Module]] = [("stem", model.stem), *model.blocks(), ("head", model.fc)]
         self.block_layers = [[i for i, (_, _, b) in enumerate(self.layers) if b == name] for name, _ in self.watched]
+        self.rows_order = list(range(len(self.layers)))
+        self._block_first()
 
-    def _module_layout(self, model: torch.nn.Module, input_shape: tuple[int, ...] | None) -> None:
+    def _block_first(self) -> None:
+        self.block_first = [min((self.layers[i][1] for i in members), default=-1) for members in self.block_layers]
+
+    def _module_layout(self, model: torch.nn.Module, order: list[str]) -> None:
+        """The layers of a user's network, given the order its modules are first called in ([]: not seen yet).
+        `weights`, and so each record, keep the registration order whatever the order: `layers[i]` describes
+        `weights[i]`, and `rows_order` lists the layers in forward order."""
         from ablate.models import Residual, residual_blocks
 
         blocks = residual_blocks(model)
-        order = forward_order(model, input_shape) if input_shape is not None else []
         rank = {name: i for i, name in enumerate(order)}
-        owners = dict(model.named_modules())
         entries = []  # (call rank, registration rank, layer name, owning module's name, parameter)
-        for position, (pname, param) in enumerate(model.named_parameters()):
+        for pname, param in model.named_parameters():
             if param.dim() < 2:
                 continue
             owner = pname.rpartition(".")[0]
             layer = owner if pname.endswith(".weight") and owner else pname
-            entries.append((_call_rank(rank, owner), position, layer, owner, param))
-        entries.sort(key=lambda e: (e[0], e[1]))
+            entries.append((_call_rank(rank, owner), len(entries), layer, owner, param))
+        forward = sorted(entries, key=lambda e: (e[0], e[1]))
 
         def inside(name: str, module_name: str) -> bool:
             return module_name == "" or name == module_name or name.startswith(module_name + ".")
@@ -146,7 +130,7 @@ class GradTelemetry:
             if isinstance(module, Residual) and module.shortcut is not None:
                 for sub, _ in module.shortcut.named_modules():
                     shortcut_of[f"{b}.shortcut" + (f".{sub}" if sub else "")] = b
-        main = [e for e in entries if e[3] not in shortcut_of]
+        main = [e for e in forward if e[3] not in shortcut_of]
         index_of = {id(e): i for i, e in enumerate(main)}
         first_main: dict[str, int] = {}
         for e in main:
@@ -163,9 +147,15 @@ class GradTelemetry:
                 block, index = block_of(owner), index_of[id(e)]
             self.layers.append((e[2], index, block))
         self.weights = [e[4] for e in entries]
+        self.rows_order = [e[1] for e in forward]
         self.watched = list(blocks)
         self.block_layers = [[i for i, (_, _, b) in enumerate(self.layers) if b == name or b.startswith(name + ".")]
                              for name, _ in self.watched]
+        self._block_first()
+
+    def _learn_order(self, order: list[str]) -> None:
+        self._order = order
+        self._module_layout(self._model, order)
 
     def _capture_hook(self, i: int):
         def hook(_module, _inputs, output):
@@ -173,13 +163,29 @@ class GradTelemetry:
         return hook
 
     def arm(self) -> None:
-        """Capture block output stds during the next forward pass."""
+        """Capture block output stds during the next forward pass (and a user's network's module order, the first
+        time)."""
         self._handles = [m.register_forward_hook(h) for (_, m), h in zip(self.watched, self._hooks)]
+        if self._order is None and not _is_resnet(self._model):
+            seen: list[str] = []
+
+            def called(name: str) -> None:
+                if name not in seen:
+                    seen.append(name)
+
+            self._order_handles = [m.register_forward_pre_hook(lambda _m, _args, name=name: called(name))
+                                   for name, m in self._model.named_modules()]
+            self._seen = seen
 
     def disarm(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        if self._order_handles:
+            for handle in self._order_handles:
+                handle.remove()
+            self._order_handles = []
+            self._learn_order(self._seen)
 
     def record(self, steps: tuple[int, ...]) -> None:
         """Call after backward and before optimizer.step(); `steps` are the labels this record gets."""
@@ -197,12 +203,16 @@ class GradTelemetry:
         for step in steps:
             self._records.append((step, values))
 
-    def state(self) -> list[tuple[int, torch.Tensor]]:
-        """The records so far as CPU tensors, for a paused trial's checkpoint."""
-        return [(step, values.cpu()) for step, values in self._records]
+    def state(self) -> dict[str, Any]:
+        """The records so far as CPU tensors, and a user's network's module order, for a paused trial's checkpoint."""
+        return {"records": [(step, values.cpu()) for step, values in self._records], "order": self._order}
 
-    def load_state(self, records: list[tuple[int, torch.Tensor]], device: torch.device) -> None:
+    def load_state(self, state: dict[str, Any] | list, device: torch.device) -> None:
+        """What `state` gave (a list of records alone: a checkpoint written before the order was kept)."""
+        records, order = (state, None) if isinstance(state, list) else (state["records"], state.get("order"))
         self._records = [(int(step), values.to(device)) for step, values in records]
+        if order is not None and not _is_resnet(self._model):
+            self._learn_order(list(order))
 
     def rows(self) -> list[dict[str, Any]]:
         """All records as tidy rows (the columns of grad_norms.csv: ablate.run_folder.trial_records.GRAD_NORM_COLUMNS),
@@ -214,9 +224,10 @@ class GradTelemetry:
         out: list[dict[str, Any]] = []
         for (step, _), values in zip(self._records, table):
             grad, weight, std = values[:n], values[n : 2 * n], values[2 * n :]
-            for (name, index, block), g, w in zip(self.layers, grad, weight):
+            for i in self.rows_order:  # forward order
+                name, index, block = self.layers[i]
                 out.append({"step": step, "layer": name, "layer_index": index, "block": block, "kind": "layer",
-                            "grad_norm": g, "weight_norm": w, "output_std": None})
+                            "grad_norm": grad[i], "weight_norm": weight[i], "output_std": None})
             for (name, _), first, members, s in zip(self.watched, self.block_first, self.block_layers, std):
                 out.append({
                     "step": step, "layer": name, "layer_index": first, "block": name, "kind": "block",
