@@ -110,11 +110,13 @@ class SingleModel:
         else:
             logits = self.forward(x)
         loss = F.cross_entropy(logits, y)
-        self.model.zero_grad(set_to_none=True)
         loss.backward()
         if telemetry is not None:
             telemetry.record(labels)
         self.update(step)
+        # Gradients are dropped once applied, not when the next step's backward pass begins: the next forward pass
+        # and the evaluations run without a second copy of the weights' size beside them.
+        self.model.zero_grad(set_to_none=True)
         return loss.detach()
 
     def update(self, step: int) -> None:
