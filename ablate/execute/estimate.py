@@ -335,8 +335,40 @@ def _simulated(cfg: TrialConfig, channels: int, classes: int) -> tuple[int, int,
     key = (cfg.model_key(), channels, classes, cfg.image_size, _largest_batch(cfg), _eval_batch(cfg), cfg.momentum > 0,
            cfg.nesterov, cfg.channels_last)
     if key not in _SIMULATED:
-        _SIMULATED[key] = _simulate(cfg, channels, classes)
+        _SIMULATED[key] = _in_child(_simulate, cfg, channels, classes)
     return _SIMULATED[key]
+
+
+def _in_child(work: Callable[..., tuple[int, ...]], *args) -> tuple[int, ...]:
+    """work(*args), a tuple of ints, worked out in a forked child where this process may fork (Linux, no other Python
+    thread running), else here; here too when the child fails. Why: torch's meta kernels written in Python (batch
+    norm's, through torch._refs) import torch._dynamo, inductor and sympy, about 150 MB that would stay in this
+    process through the trial it goes on to run (`ablate train`); the child holds them for a moment and exits."""
+    import json
+    import os
+    import sys
+    import threading
+
+    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+        return work(*args)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: writes its answer and exits, whatever happens (no cleanup of the parent's state)
+        code = 1
+        try:
+            os.close(read)
+            with os.fdopen(write, "w") as out:
+                json.dump([int(v) for v in work(*args)], out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        text = answer.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return work(*args)
+    return tuple(json.loads(text))
 
 
 def _simulate(cfg: TrialConfig, channels: int, classes: int) -> tuple[int, int, int]:
