@@ -398,10 +398,11 @@ def _simulate(cfg: TrialConfig, channels: int, classes: int) -> tuple[int, int, 
 
 
 def _dataset_bytes(cfg: TrialConfig) -> tuple[int, int]:
-    """(bytes of the dataset as its reader keeps it: uint8 images at their own size, train and test parts; bytes of
-    the largest subset as float32 at that size, which resizing holds for a moment). A folder's images are counted
-    from their headers (ablate.data.readers.folder_pixels), as RGB; `auto` counts as MNIST, the larger, and so does a
-    user's data loader (what it returns is known only once it has run)."""
+    """(bytes of the dataset as its reader keeps it: uint8 images at their own size, train and test parts, but for
+    the IDX reader's datasets (the MNIST family) their int64 labels alone, the images being read when drawn; bytes
+    of the largest subset as float32 at that size, which resizing holds for a moment). A folder's images are counted
+    from their headers (ablate.data.readers.folder_pixels), as RGB; `auto` counts as MNIST, the larger; a user's data
+    loader as MNIST's images held in memory (what it returns is known only once it has run)."""
     from ablate.data import FOLDER, info
 
     largest = max(cfg.train_size, cfg.dev_size, cfg.test_size)
@@ -412,7 +413,8 @@ def _dataset_bytes(cfg: TrialConfig) -> tuple[int, int]:
         return 3 * pixels, 4 * 3 * most * largest
     d = info(cfg.dataset) or info("mnist")
     image = d.channels * d.image_size ** 2
-    return (d.train_images + d.test_images) * image, 4 * image * largest
+    kept = 8 if info(cfg.dataset) is d and d.reader == "idx" else image
+    return (d.train_images + d.test_images) * kept, 4 * image * largest
 
 
 def process_baseline() -> int:
