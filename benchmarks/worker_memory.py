@@ -2,8 +2,8 @@
 study's first trial config alone.
 
 Runs `ablate study NAME --budget B` into a temporary folder while a poller reads /proc every 0.25 s (VmRSS of
-every process whose command line is a Ray trial worker, `ray::ImplicitFunc...`, or the study itself; a worker
-counts as one that ran trials when the registry's rows name its pid), then one
+the study itself and every process it started whose command line is a Ray trial worker, `ray::ImplicitFunc...`: other
+programs on the machine may run Ray too; the registry's rows say how many trials each worker's pid ran), then one
 `ablate train` of the same trial config, whose peak the kernel reports (ru_maxrss of os.wait4). Prints each
 worker's peak, the study's, the train's, and each against the 1 GB target. Linux only (reads /proc).
 
@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from ablate.run_folder.registry import read_registry
@@ -34,14 +35,32 @@ def _rss(pid: str) -> int | None:
         return None
 
 
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state; the name may hold spaces or ")"
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        pid = _parent(pid)
+        if pid == ancestor:
+            return True
+    return False
+
+
 def _role(pid: str, study_pid: int) -> str | None:
+    """"study", "worker" (a Ray trial worker the study started: other programs on this machine may run Ray too), or
+    None."""
+    if int(pid) == study_pid:
+        return "study"
     try:
         first = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
     except OSError:
         return None
-    if first.startswith("ray::ImplicitFunc"):
-        return "worker"
-    return "study" if int(pid) == study_pid else None
+    return "worker" if first.startswith("ray::ImplicitFunc") and _descends(int(pid), study_pid) else None
 
 
 def poll(study_pid: int, peaks: dict[str, tuple[str, int]], stop: threading.Event) -> None:
@@ -73,7 +92,7 @@ def main() -> None:
         poller.join()
         if study.returncode != 0:
             sys.exit(f"the study failed (exit {study.returncode}): {err.decode(errors='replace')[-1000:]}")
-        ran = {str(row["pid"]) for row in read_registry(run)}
+        trials = Counter(str(row["pid"]) for row in read_registry(run))
         config = next((run / "trials").glob("*/config.yaml"))
         train = subprocess.Popen([sys.executable, "-m", "ablate", "train", "--config", str(config), "--out",
                                   str(Path(tmp) / "train")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -81,14 +100,15 @@ def main() -> None:
         _, status, usage = os.wait4(train.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit("the train of the study's first trial config failed")
-    workers = sorted((rss for pid, (role, rss) in peaks.items() if role == "worker" and pid in ran), reverse=True)
-    idle = [rss for pid, (role, rss) in peaks.items() if role == "worker" and pid not in ran]
+    workers = sorted(((rss, pid) for pid, (role, rss) in peaks.items() if role == "worker"), reverse=True)
     study_peak = max((rss for role, rss in peaks.values() if role == "study"), default=0)
     train_peak = usage.ru_maxrss * 1024
-    print(f"study {args.study} ({args.budget}): {len(workers)} Ray trial worker(s) ran its trials; {len(idle)} more "
-          f"were started and ran none (peak RSS up to {max(idle, default=0) / 2**20:.0f} MB)")
-    for i, rss in enumerate(workers):
-        print(f"worker {i}: peak RSS {rss / 2**20:7.0f} MB  ({rss / GB:.2f} x the 1 GB target)")
+    ran = sum(1 for _, pid in workers if trials[pid])
+    print(f"study {args.study} ({args.budget}): {len(workers)} Ray trial worker process(es), {ran} of them named by the "
+          f"registry as where its {sum(trials.values())} trials ran")
+    for rss, pid in workers:
+        print(f"worker pid {pid}: peak RSS {rss / 2**20:7.0f} MB  ({rss / GB:.2f} x the 1 GB target), "
+              f"{trials[pid]} trial(s) in the registry")
     print(f"study process: peak RSS {study_peak / 2**20:7.0f} MB")
     print(f"train alone (first trial's config): peak RSS {train_peak / 2**20:7.0f} MB  ({train_peak / GB:.2f} x the 1 GB target)")
 

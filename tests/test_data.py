@@ -54,7 +54,8 @@ def test_mnist_seed_determinism():
 
 @needs_mnist
 def test_mnist_is_read_once_and_reloads_come_from_the_cache():
-    """A second draw (another seed) reads no file again: the parsed IDX arrays come from read_idx's cache."""
+    """A second draw (another seed) checks and parses no file again: read_idx's cache keeps the checked files' labels
+    (the images a draw picks are read from their file, ablate.data.readers.IdxImages)."""
     from ablate.data import readers
 
     load_splits("mnist")

@@ -14,8 +14,8 @@ most of a batch's pixels the fill value, so a BatchNorm's batch mean nearly equa
 activations, and which of them a ReLU passes flips with rounding; a single trial's own initial gradient moves
 by 1.2e-2 (relative) when its batch is merely permuted. So for a recipe (schedule, warm-up, Nesterov, crop)
 the pieces are checked exactly instead: each member trains on the very batches it trains on alone, and the
-per-member update equals torch.optim.SGD's on the same gradients (to 1e-6, and bit for bit: both are torch's SGD
-function, ablate.train.sgd); end to end, the first step's loss holds to 1e-5 and the accuracies and best step as
+per-member update equals the single trial's on the same gradients (to 1e-6, and bit for bit: both are torch's SGD
+function, ablate.train.sgd, which tests/test_sgd.py checks against torch.optim.SGD itself); end to end, the first step's loss holds to 1e-5 and the accuracies and best step as
 above.
 """
 from types import SimpleNamespace
@@ -139,9 +139,9 @@ def test_fused_members_with_a_recipe_match_the_same_trials_run_alone(recipe):
 
 @pytest.mark.parametrize("members", [RECIPE_MEMBERS, MEMBERS], ids=["cosine-warmup-nesterov", "constant-mixed-momentum"])
 def test_the_fused_update_is_each_members_sgd_step_at_its_scheduled_rate(members):
-    """Given the same gradients, FusedModel.update moves every member's weights as torch.optim.SGD (through
-    SingleModel.update: momentum, Nesterov, weight decay, the scheduled and warmed-up rate) moves the member
-    trained alone, step after step, to float rounding."""
+    """Given the same gradients, FusedModel.update moves every member's weights as SingleModel.update (torch's SGD
+    step: momentum, Nesterov, weight decay, the scheduled and warmed-up rate) moves the member trained alone, step
+    after step, to float rounding."""
     shape = (members[0].batch_size, 1, members[0].image_size, members[0].image_size)
     data = SimpleNamespace(in_channels=1, num_classes=10)
     cpu = torch.device("cpu")

@@ -18,9 +18,31 @@ def test_read_idx_gives_what_torchvisions_reader_gives(fake_mnist):
     raw = read_idx(SOURCES["mnist"], fake_mnist)
     for train, x, y in ((True, raw.train_x, raw.train_y), (False, raw.test_x, raw.test_y)):
         theirs = torchvision.datasets.MNIST(str(fake_mnist), train=train, download=False)
-        assert x.dtype == torch.uint8 and torch.equal(x, theirs.data.unsqueeze(1))
+        assert x.dtype == torch.uint8 and torch.equal(x[torch.arange(len(x))], theirs.data.unsqueeze(1))
         assert y.dtype == torch.int64 and torch.equal(y, theirs.targets.long())
+        some = torch.tensor([len(x) - 1, 3, 0, 3])  # any order, repeats: the images of those numbers
+        assert torch.equal(x[some], theirs.data[some].unsqueeze(1))
     assert raw.train_x.shape == (1500, 1, 28, 28) and raw.test_x.shape == (297, 1, 28, 28)
+
+
+def test_the_images_are_read_when_a_subset_is_drawn_and_a_file_changed_since_is_one_line(fake_mnist, tmp_path):
+    """read_idx (cached for the trials a worker runs) keeps the labels, not the images: they are read from the
+    file when drawn. A file cut short after its check is refused in one line naming it."""
+    import shutil
+
+    from ablate.data.readers import IdxImages
+    from ablate.errors import AblateError
+
+    root = tmp_path / "data"
+    shutil.copytree(fake_mnist / "MNIST", root / "MNIST")
+    raw = read_idx(SOURCES["mnist"], root)
+    assert isinstance(raw.train_x, IdxImages) and isinstance(raw.test_x, IdxImages)
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    with open(path, "r+b") as f:
+        f.truncate(16 + 28 * 28 * 1000)
+    assert raw.train_x[torch.tensor([999])].shape == (1, 1, 28, 28)
+    with pytest.raises(AblateError, match="train-images-idx3-ubyte could not be read .* changed since it was checked"):
+        raw.train_x[torch.tensor([5, 1000])]
 
 
 @pytest.mark.slow  # a new process imports torch

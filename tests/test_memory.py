@@ -71,6 +71,26 @@ def test_the_estimate_is_within_its_tolerance_of_a_real_trains_measured_peak(tmp
     assert 1 - MEMORY_TOLERANCE <= ratio <= 1 + MEMORY_TOLERANCE
 
 
+def test_train_estimates_its_trial_without_keeping_a_compiler_in_its_process(tmp_path):
+    """`train` works out its trial's peak on torch's meta device, whose Python kernels import torch._dynamo, inductor
+    and sympy (about 150 MB): in a forked child, so that the process that then trains holds none of them; the
+    child's figures are the ones worked out in the process itself."""
+    cfg = TrialConfig(**{**MEASURED, "image_size": 16, "threads": 1})
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    code = ("import sys\nfrom ablate.cli.app import app\n"
+            "app(['train', '--config', sys.argv[1], '--out', sys.argv[2]], standalone_mode=False)\n"
+            "print('COMPILER', sorted(m for m in ('torch._dynamo', 'torch._inductor', 'sympy') if m in sys.modules))\n"
+            "from ablate.execute.estimate import _in_child, _simulate\nfrom ablate.spec.trial_config import TrialConfig\n"
+            "cfg = TrialConfig.from_yaml_file(sys.argv[1]).replace(batch_size=48)\n"
+            "forked = _in_child(_simulate, cfg, 1, 10)\nprint('SAME', forked == _simulate(cfg, 1, 10), forked)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "config.yaml"), str(tmp_path / "run")],
+                         capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in out.stdout.splitlines() if " " in line}
+    assert lines["COMPILER"] == "[]", out.stdout
+    assert lines["SAME"].startswith("True ("), out.stdout
+
+
 @pytest.mark.slow  # loads 160 images of 1024 x 1024 pixels (640 MB) as the dry run does
 def test_a_dry_run_warns_of_an_image_size_1024_trial(tmp_path):
     """image_size: 1024 within the bounds: its step alone holds about 39 GB, which a machine that can give the study

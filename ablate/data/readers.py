@@ -43,9 +43,10 @@ _DIGITS_TEST_SIZE = 360
 class Raw:
     """A dataset's full train and test parts as read from disk, before subsets are drawn."""
 
-    train_x: torch.Tensor | list[torch.Tensor]  # uint8 (N, C, H, W), or a list of (C, H, W) of differing sizes
+    # uint8 (N, C, H, W), or a list of (C, H, W) of differing sizes, or IdxImages (read when indexed)
+    train_x: "torch.Tensor | list[torch.Tensor] | IdxImages"
     train_y: torch.Tensor  # int64 (N,)
-    test_x: torch.Tensor | list[torch.Tensor]
+    test_x: "torch.Tensor | list[torch.Tensor] | IdxImages"
     test_y: torch.Tensor
     max_value: float  # pixel value that maps to 1.0
     num_classes: int
@@ -208,10 +209,48 @@ def check_idx(path: Path, ndim: int, title: str = "MNIST", folder: str = "MNIST/
     return dims[0]
 
 
+class IdxImages:
+    """The images of an IDX image file whose header check_idx checked, read from the file when indexed: drawing a
+    subset reads the images it draws and no others. What read_idx's cache keeps between the trials of a reused
+    worker is then the labels and this, not the dataset (MNIST's 47 MB of training images in every trial
+    process). Indexed by a tensor or list of image numbers, it gives their uint8 (n, 1, size, size) images in
+    that order."""
+
+    dtype = torch.uint8
+
+    def __init__(self, path: Path, count: int, size: int, title: str, folder: str) -> None:
+        self.path, self.count, self.size, self.title, self.folder = path, count, size, title, folder
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.count, 1, self.size, self.size)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index) -> torch.Tensor:
+        rows = torch.as_tensor(index, dtype=torch.int64).reshape(-1).tolist()
+        if any(not 0 <= r < self.count for r in rows):
+            raise IndexError(f"image numbers must lie in 0..{self.count - 1}")
+        n, header = self.size * self.size, 4 + 4 * 3  # the magic number and three dimensions
+        out = np.empty((len(rows), n), dtype=np.uint8)
+        try:
+            with open(self.path, "rb") as f:
+                for i, r in sorted(enumerate(rows), key=lambda pair: pair[1]):  # in file order
+                    chunk = os.pread(f.fileno(), n, header + r * n)
+                    if len(chunk) != n:
+                        raise ValueError(f"image {r} ends past the file's end")
+                    out[i] = np.frombuffer(chunk, dtype=np.uint8)
+        except (OSError, ValueError) as e:
+            raise AblateError(f"{self.title} file {self.path} could not be read ({first_line(e)}); it changed since it "
+                              f"was checked: delete it (or its {self.folder} folder) and re-download") from None
+        return torch.from_numpy(out).view(len(rows), 1, self.size, self.size)
+
+
 @functools.lru_cache(maxsize=4)
 def read_idx(source: Source, root: Path) -> Raw:
-    """The four IDX files of an MNIST-like dataset (checked by check_idx first), read straight into uint8 arrays:
-    the payload after the header, in the header's shape."""
+    """The four IDX files of an MNIST-like dataset (checked by check_idx first): the labels read straight into
+    arrays, the images as IdxImages, read when a subset is drawn."""
     raw = root / source.folder
     size, classes = REGISTRY[source.name].image_size, REGISTRY[source.name].classes
     counts = {name: check_idx(raw / name, ndim, source.title, source.folder, image_size=size, most=most)
@@ -222,16 +261,17 @@ def read_idx(source: Source, root: Path) -> Raw:
             raise AblateError(f"{source.title} {part} files in {raw} disagree ({n_img} images, {n_lab} labels); "
                               "re-download them")
     try:
-        parts = {name: _idx_payload(raw / name, ndim) for name, ndim in _IDX.items()}
+        labels = {part: _idx_payload(raw / f"{part}-labels-idx1-ubyte", 1).long() for part in ("train", "t10k")}
     except (OSError, ValueError) as e:
         raise AblateError(f"{source.title} files in {raw} could not be read ({first_line(e)}); re-download them") from None
-    x_train, y_train = parts["train-images-idx3-ubyte"], parts["train-labels-idx1-ubyte"].long()
-    x_test, y_test = parts["t10k-images-idx3-ubyte"], parts["t10k-labels-idx1-ubyte"].long()
+    y_train, y_test = labels["train"], labels["t10k"]
     for name, y in (("train", y_train), ("test", y_test)):
         if y.numel() and (int(y.min()) < 0 or int(y.max()) > classes - 1):
             raise AblateError(f"{source.title} {name} labels in {raw} fall outside 0..{classes - 1}; the label file is "
                               "corrupt, re-download it")
-    return Raw(x_train.unsqueeze(1), y_train, x_test.unsqueeze(1), y_test, 255.0, classes, 1)
+    images = {part: IdxImages(raw / f"{part}-images-idx3-ubyte", counts[f"{part}-images-idx3-ubyte"], size,
+                              source.title, source.folder) for part in ("train", "t10k")}
+    return Raw(images["train"], y_train, images["t10k"], y_test, 255.0, classes, 1)
 
 
 def _idx_payload(path: Path, ndim: int) -> torch.Tensor:

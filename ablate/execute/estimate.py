@@ -335,8 +335,40 @@ def _simulated(cfg: TrialConfig, channels: int, classes: int) -> tuple[int, int,
     key = (cfg.model_key(), channels, classes, cfg.image_size, _largest_batch(cfg), _eval_batch(cfg), cfg.momentum > 0,
            cfg.nesterov, cfg.channels_last)
     if key not in _SIMULATED:
-        _SIMULATED[key] = _simulate(cfg, channels, classes)
+        _SIMULATED[key] = _in_child(_simulate, cfg, channels, classes)
     return _SIMULATED[key]
+
+
+def _in_child(work: Callable[..., tuple[int, ...]], *args) -> tuple[int, ...]:
+    """work(*args), a tuple of ints, worked out in a forked child where this process may fork (Linux, no other Python
+    thread running), else here; here too when the child fails. Why: torch's meta kernels written in Python (batch
+    norm's, through torch._refs) import torch._dynamo, inductor and sympy, about 150 MB that would stay in this
+    process through the trial it goes on to run (`ablate train`); the child holds them for a moment and exits."""
+    import json
+    import os
+    import sys
+    import threading
+
+    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+        return work(*args)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: writes its answer and exits, whatever happens (no cleanup of the parent's state)
+        code = 1
+        try:
+            os.close(read)
+            with os.fdopen(write, "w") as out:
+                json.dump([int(v) for v in work(*args)], out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        text = answer.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return work(*args)
+    return tuple(json.loads(text))
 
 
 def _simulate(cfg: TrialConfig, channels: int, classes: int) -> tuple[int, int, int]:
@@ -366,10 +398,11 @@ def _simulate(cfg: TrialConfig, channels: int, classes: int) -> tuple[int, int, 
 
 
 def _dataset_bytes(cfg: TrialConfig) -> tuple[int, int]:
-    """(bytes of the dataset as its reader keeps it: uint8 images at their own size, train and test parts; bytes of
-    the largest subset as float32 at that size, which resizing holds for a moment). A folder's images are counted
-    from their headers (ablate.data.readers.folder_pixels), as RGB; `auto` counts as MNIST, the larger, and so does a
-    user's data loader (what it returns is known only once it has run)."""
+    """(bytes of the dataset as its reader keeps it: uint8 images at their own size, train and test parts, but for
+    the IDX reader's datasets (the MNIST family) their int64 labels alone, the images being read when drawn; bytes
+    of the largest subset as float32 at that size, which resizing holds for a moment). A folder's images are counted
+    from their headers (ablate.data.readers.folder_pixels), as RGB; `auto` counts as MNIST, the larger; a user's data
+    loader as MNIST's images held in memory (what it returns is known only once it has run)."""
     from ablate.data import FOLDER, info
 
     largest = max(cfg.train_size, cfg.dev_size, cfg.test_size)
@@ -380,7 +413,8 @@ def _dataset_bytes(cfg: TrialConfig) -> tuple[int, int]:
         return 3 * pixels, 4 * 3 * most * largest
     d = info(cfg.dataset) or info("mnist")
     image = d.channels * d.image_size ** 2
-    return (d.train_images + d.test_images) * image, 4 * image * largest
+    kept = 8 if info(cfg.dataset) is d and d.reader == "idx" else image
+    return (d.train_images + d.test_images) * kept, 4 * image * largest
 
 
 def process_baseline() -> int:

@@ -88,10 +88,9 @@ class SingleModel:
         (model,), (config,) = models, configs
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format).train()
-        self.optimizer = sgd.optimizer(self.model.parameters(), config)
-        # The schedule is a function of the step, worked out once: a step only sets a number, and a continued
+        # torch's SGD step (ablate.train.sgd), its rate per step worked out once from the schedule: a continued
         # trial resumes it from the step it restored.
-        self.rates = config.learning_rates()
+        self.sgd = sgd.Sgd(config)
         # fp32 or bf16 autocast, eager or compiled (ablate.train.forward); evaluations always run the eager fp32 model.
         self.forward = TrainForward(self.model, config, device, input_shape)
         self.telemetry = ([GradTelemetry(self.model)] if config.telemetry and records_blocks(self.model)
@@ -112,18 +111,19 @@ class SingleModel:
         else:
             logits = self.forward(x)
         loss = F.cross_entropy(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if telemetry is not None:
             telemetry.record(labels)
         self.update(step)
+        # Gradients are dropped once applied, not when the next step's backward pass begins: the next forward pass
+        # and the evaluations run without a second copy of the weights' size beside them.
+        self.model.zero_grad(set_to_none=True)
         return loss.detach()
 
     def update(self, step: int) -> None:
         """Step `step`'s SGD update from the gradients the parameters hold, at the scheduled rate."""
-        if self.rates is not None:
-            sgd.set_rate(self.optimizer, self.rates[step])
-        self.optimizer.step()
+        params = {name: p for name, p in self.model.named_parameters() if p.grad is not None}
+        self.sgd.apply(params, {name: p.grad for name, p in params.items()}, step)
 
     def current(self, member: int) -> torch.nn.Module:
         """A module holding the member's weights as they are now (to evaluate)."""
@@ -140,11 +140,11 @@ class SingleModel:
 
     def state(self) -> dict[str, Any]:
         return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "optimizer": self.optimizer.state_dict()}
+                "optimizer": self.sgd.state_dict([name for name, _ in self.model.named_parameters()])}
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.sgd.load_state_dict(ckpt["optimizer"], dict(self.model.named_parameters()))
 
 
 class TrainingLoop:
