@@ -26,7 +26,7 @@ import torch
 
 from ablate.data.readers import Raw
 from ablate.errors import AblateError
-from ablate.spec.limits import MAX_IMAGES
+from ablate.spec import MAX_IMAGES
 from ablate.user_code import load_callable
 
 CONTRACT = ('{"train": (images, labels), "test": (images, labels)} (optionally "classes": int) with images a torch '
