@@ -91,6 +91,7 @@ class SingleModel:
         # torch's SGD step (ablate.train.sgd), its rate per step worked out once from the schedule: a continued
         # trial resumes it from the step it restored.
         self.sgd = sgd.Sgd(config)
+        self.named = list(self.model.named_parameters())  # walked once, not at every step
         # fp32 or bf16 autocast, eager or compiled (ablate.train.forward); evaluations always run the eager fp32 model.
         self.forward = TrainForward(self.model, config, device, input_shape)
         self.telemetry = ([GradTelemetry(self.model)] if config.telemetry and records_blocks(self.model)
@@ -122,7 +123,7 @@ class SingleModel:
 
     def update(self, step: int) -> None:
         """Step `step`'s SGD update from the gradients the parameters hold, at the scheduled rate."""
-        params = {name: p for name, p in self.model.named_parameters() if p.grad is not None}
+        params = {name: p for name, p in self.named if p.grad is not None}
         self.sgd.apply(params, {name: p.grad for name, p in params.items()}, step)
 
     def current(self, member: int) -> torch.nn.Module:
@@ -140,11 +141,11 @@ class SingleModel:
 
     def state(self) -> dict[str, Any]:
         return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "optimizer": self.sgd.state_dict([name for name, _ in self.model.named_parameters()])}
+                "optimizer": self.sgd.state_dict([name for name, _ in self.named])}
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
-        self.sgd.load_state_dict(ckpt["optimizer"], dict(self.model.named_parameters()))
+        self.sgd.load_state_dict(ckpt["optimizer"], dict(self.named))
 
 
 class TrainingLoop:

@@ -29,7 +29,7 @@ def release_memory() -> None:
     collect Python's cycles, then ask glibc to return its free pages (malloc_trim; elsewhere nothing).
 
     After the worker's first trial, what is still alive (the 400,000-odd objects of torch's, Ray's and ablate's
-    modules, torch._dynamo's included, which torch's optimizer imports) is frozen (gc.freeze): no collection walks
+    modules) is frozen (gc.freeze): no collection walks
     it again, so this collection takes milliseconds instead of about half a second a trial (as does each of the
     collector's own full passes during a trial), and each trial's own cycles are still collected. A frozen object
     is never collected, even when it later becomes garbage: what is alive after a first trial is the modules and
