@@ -76,6 +76,13 @@ def datasets():
     return {"train": Items(150, 0), "test": Items(60, 1, tensor_labels=True)}
 
 
+def iterable_dataset():
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(zip(*_part(150, 0)))
+    return {"train": Stream(), "test": _part(60, 1)}
+
+
 def dataset_of_triples():
     class Triples(Items):
         def __getitem__(self, i):
@@ -177,6 +184,7 @@ def test_the_subsets_are_drawn_split_and_scaled_per_channel_as_a_shipped_dataset
     ("float_labels", "train labels of dtype torch.float32, not an integer tensor"),
     ("three_d", "train images of shape (150, 10, 10), not a non-empty tensor (N, C, H, W)"),
     ("labels_above_classes", "labels from 0 to 2, not from 0 to 1"),
+    ("iterable_dataset", "train as a Stream without a length (an iterable Dataset)"),
 ])
 def test_a_bad_return_value_is_refused_in_one_line_naming_what_was_expected(tmp_path, name, problem):
     with pytest.raises(AblateError) as caught:
