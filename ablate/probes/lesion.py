@@ -15,6 +15,10 @@ Dropping a block removes its residual branch F(x) and keeps only the path around
   `IdentityShortcut` is built for the lesion. It is not part of the trained network, so this
   lesion is not like for like with a residual net's (which keeps its own trained shortcut).
 
+A user's network marks its residual blocks as ablate.Residual (ablate.models.residual): a dropped one computes
+its `bypass`, `shortcut` (its own shortcut module, then its `after`) or `identity` (no shortcut: its input, through
+its `after`); a plain one that changes its input's shape without a shortcut cannot be dropped and is left out.
+
 The replacement is the block's own `bypass` (ablate.models): its skip path, what the block computes
 with the residual branch removed. Each row also says which kind of block it is (`same-shape` or
 `downsampling`, from its shapes) and what share of the test predictions the lesion changed
