@@ -332,3 +332,15 @@ def test_a_user_model_study_runs_from_python_search_confirm_analyze_and_tables(t
     assert "./nets.py:build" in report and "ResNet" not in report
     configs = [TrialConfig.from_yaml_file(p) for p in (tmp_path / "run" / "trials").glob("*/config.yaml")]
     assert {dict(c.axes)["depth"] for c in configs} == {2, 16}  # the user's axis reached every trial's factory call
+
+
+@pytest.mark.slow
+def test_a_user_models_signal_propagation_text_says_what_was_measured_on_it(user_model_example):
+    from ablate.analysis.load import load_run
+    from ablate.analysis.text import diagnostics_report as D
+    from ablate.probes.diagnostics import SETTINGS
+
+    run = load_run(user_model_example["out"])
+    for text in (D.caption(run, "signal"), D._signal_method(run, SETTINGS)):
+        assert "ablate.Residual" in text and "branch's output" in text, text
+        assert "convolution" not in text and "basic block" not in text, text
