@@ -199,3 +199,54 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_an_evaluation_gives_the_same_bits_in_chunks_of_any_size():
+    """evaluate runs a CPU split through the model CPU_EVAL_CHUNK images at a time (a worker's memory) and sums the
+    loss per EVAL_BATCH images as it did in one forward pass: for both arms of the default study, after some
+    training (running statistics of its own), the accuracy and loss are the same bits for any chunk size, and the
+    default chunk is smaller than the batch (so the check covers what runs)."""
+    from ablate.train.loop import CPU_EVAL_CHUNK, EVAL_BATCH, evaluate, model_for
+    from types import SimpleNamespace
+
+    assert 1 < CPU_EVAL_CHUNK < EVAL_BATCH
+    study = load_study("residual-ablation", "default")
+    study.pin(dataset="mnist", threads=1)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(530, 1, 32, 32, generator=gen), torch.randint(0, 10, (530,), generator=gen)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for arm in study.arms:
+            cfg = study.trial_config(arm, study.search_points[2], 100)
+            model = model_for(cfg, SimpleNamespace(in_channels=1, num_classes=10))
+            opt = torch.optim.SGD(model.parameters(), lr=0.05)
+            for i in range(3):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x[64 * i:64 * (i + 1)]), y[64 * i:64 * (i + 1)]).backward()
+                opt.step()
+            whole = evaluate(model, x, y, torch.contiguous_format, chunk=EVAL_BATCH, predictions=True)
+            for chunk in (7, 64, None):
+                assert evaluate(model, x, y, torch.contiguous_format, chunk=chunk, predictions=True) == whole, (arm.name, chunk)
+            assert whole[1] > 0 and 0 <= whole[0] <= 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_best_dev_snapshot_is_written_into_the_last_ones_tensors_and_never_into_a_restored_checkpoint():
+    """copy_state: a later snapshot of the same weights reuses the earlier snapshot's tensors (no second copy of the
+    weights allocated), holds the new values, and makes new tensors when the shapes differ."""
+    from ablate.train.loop import copy_state
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    first = copy_state(model.state_dict(), None)
+    kept = {k: v for k, v in first.items()}
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    again = copy_state(model.state_dict(), first)
+    assert again is first and all(again[k] is kept[k] for k in kept)
+    assert all(torch.equal(again[k], v) for k, v in model.state_dict().items())
+    assert again["0.weight"].data_ptr() != model[0].weight.data_ptr()  # a copy, not the live weights
+    other = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.BatchNorm1d(5))
+    fresh = copy_state(other.state_dict(), first)
+    assert fresh is not first and torch.equal(fresh["0.weight"], other[0].weight) and first["0.weight"].shape == (3, 4)

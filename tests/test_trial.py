@@ -1,6 +1,7 @@
 import math
 
 import pytest
+import torch
 import yaml
 
 from ablate.errors import AblateError
@@ -115,13 +116,32 @@ def test_a_paused_trial_continues_bit_for_bit(recipe):
     assert first.checkpoint is not None and math.isnan(first.test_acc)
     second = run_trial(cfg, resume=first.checkpoint, stop_after_evals=3)
     assert second.status == "paused" and second.eval_steps == [4, 8, 12]
+    kept = {k: v.clone() for k, v in second.checkpoint["best_state"].items()}
     last = run_trial(cfg, resume=second.checkpoint)
     assert last.status == "ok" and last.segments == 3 and last.checkpoint is None
+    assert all(torch.equal(v, kept[k]) for k, v in second.checkpoint["best_state"].items())
     for name in ("train_loss", "eval_steps", "dev_acc", "dev_loss", "best_dev_acc", "best_step", "test_acc",
                  "test_loss", "final_test_acc", "scored_train_acc", "scored_train_loss", "test_pred", "final_train_loss"):
         assert getattr(last, name) == getattr(full, name), name
     assert [(r["step"], r["layer"], r["grad_norm"]) for r in last.grad_norms] == \
            [(r["step"], r["layer"], r["grad_norm"]) for r in full.grad_norms]
+
+
+def test_a_continued_trials_better_evaluations_leave_its_checkpoint_as_it_was():
+    """A trial keeps its best-dev weights in one set of tensors, written again at each better dev evaluation
+    (ablate.train.loop.copy_state); continued from a checkpoint, those tensors are copies of the checkpoint's, so the
+    checkpoint still holds the weights it was written with (a caller may continue it again), and the continued
+    trial ends as an uninterrupted one does."""
+    cfg = TrialConfig(**{**PAUSABLE, "lr": 0.01, "epochs": 5})  # its dev accuracy still improves after step 12
+    full = run_trial(cfg)
+    paused = run_trial(cfg, stop_after_evals=3)
+    kept = {k: v.clone() for k, v in paused.checkpoint["best_state"].items()}
+    last = run_trial(cfg, resume=paused.checkpoint)
+    assert last.best_step > paused.best_step  # a better evaluation came after the continuation: the case is exercised
+    assert all(torch.equal(v, kept[k]) for k, v in paused.checkpoint["best_state"].items())
+    assert (last.best_step, last.test_acc, last.test_loss) == (full.best_step, full.test_acc, full.test_loss)
+    again = run_trial(cfg, resume=paused.checkpoint)  # the same checkpoint, continued a second time
+    assert (again.best_step, again.test_acc, again.test_loss) == (full.best_step, full.test_acc, full.test_loss)
 
 
 def test_pausing_at_or_past_the_last_evaluation_finishes_the_trial():

@@ -28,7 +28,7 @@ from ablate.errors import AblateError
 from ablate.spec import TrialConfig, fusable
 from ablate.train.telemetry import GradTelemetry, records_blocks
 from ablate.train.result import TrialResult
-from ablate.train.loop import TrainingLoop
+from ablate.train.loop import TrainingLoop, copy_state
 from ablate.train.sgd import MemberSgd
 
 
@@ -105,8 +105,8 @@ class FusedModel:
         self.view.load_state_dict(self._state_of(member))
         return self.view
 
-    def snapshot(self, member: int) -> dict[str, torch.Tensor]:
-        return {name: t.detach().clone() for name, t in self._state_of(member).items()}
+    def snapshot(self, member: int, into: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        return copy_state(self._state_of(member), into)
 
     def load(self, member: int, state: dict[str, torch.Tensor]) -> torch.nn.Module:
         self.view.load_state_dict(state)
