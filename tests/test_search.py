@@ -305,3 +305,34 @@ def test_the_progress_counts_a_tuning_trial_when_it_ends_not_when_its_round_is_r
     planner = Planner(study, tmp_path / "run")
     planner.refresh()
     assert planner.counts() == planner.finished_counts() == {"tune": 4, "confirm": 1}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stops", [True, False], ids=["rule-stops-at-its-pilot", "rule-asks-for-more"])
+def test_a_seed_run_ahead_of_the_rule_counts_only_when_the_rule_asks_for_it(tmp_path, stops):
+    """While the pilot's last trials run, a free slot runs each arm's next seed ahead of the seed rule's decision.
+    The rule asks for it: it is registered as if it had run after the decision. The rule stops without it: it is
+    cancelled where it runs and leaves no folder. Either way trials.csv is the one a single slot gives, where
+    nothing can run ahead."""
+    if stops:  # arms apart on 6 of the pilot's 7 seeds and a wide interval: the pilot is enough
+        doc = {"description": "ahead", "base": {**BASE, "train_size": 128, "epochs": 4, "eval_every": 4, "momentum": 0.9},
+               "factors": {"lr": {"values": [0.05, 1e-6]}}, "seeds": {"min": 7, "max": 9, "half_width": 1000.0}}
+    else:  # an interval this narrow needs every seed up to the maximum
+        doc = dict(make_study(trials=2, round=2, halving=False).raw)
+        doc.pop("budget")
+        doc["seeds"] = {"min": 6, "max": 8, "half_width": 1e-9}
+    study = parse_study(doc, source="test")
+    alone = drive(study, tmp_path / "one", slots=1)
+    cancelled = []
+    ran = drive(study, tmp_path / "many", cancelled=cancelled)  # every ready trial handed out at once
+    assert csv_of(study, tmp_path / "many") == csv_of(study, tmp_path / "one")
+    rows = read_registry(tmp_path / "many")
+    registered = {r["trial_id"] for r in rows}
+    assert alone == len(registered)  # one slot: nothing ran ahead
+    assert {p.name for p in (tmp_path / "many" / "trials").iterdir()} == registered
+    final = study.stages[-1]
+    seeds = sorted({r["seed"] for r in rows if r["stage"] == final})
+    if stops:  # both arms' seed 7 ran ahead and were cancelled as they started
+        assert seeds == list(range(7)) and ran == len(registered) + 2 and len(cancelled) == 2
+    else:  # what ran ahead was what the rule asked for
+        assert seeds == list(range(8)) and ran == len(registered) and not cancelled

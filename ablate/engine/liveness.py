@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
-from ablate.run_folder import remove_heartbeat, write_heartbeat
+from ablate.run_folder import cancel_path, remove_heartbeat, write_heartbeat
 
 WRITE_EVERY = 2.0  # seconds between two writes of the heartbeat, at most one write per interval
 DEFAULT_STALL_SECONDS = 300
@@ -48,9 +48,15 @@ def check_stall_seconds(seconds: int) -> int:
     return seconds
 
 
+class TrialCancelled(Exception):
+    """The study asked this attempt to stop (ablate.run_folder's cancel file): a seed run ahead of the seed rule's
+    decision that the rule did not ask for. Not a failure: the attempt's folder is removed."""
+
+
 class Heartbeat:
     """The worker's side: `beat(phase, step)` at every tick; written to `folder/heartbeat.json` at most every
-    WRITE_EVERY seconds. A write that fails (a full disk) is skipped: the trial's own writes will say why."""
+    WRITE_EVERY seconds. A write that fails (a full disk) is skipped: the trial's own writes will say why. A tick
+    also looks for the folder's cancel file (one stat, microseconds) and raises TrialCancelled when it is there."""
 
     def __init__(self, folder: Path, where: dict[str, Any], total: int = 0, every: float = WRITE_EVERY):
         self.folder = Path(folder)
@@ -61,9 +67,12 @@ class Heartbeat:
                                        "slowest": 0.0}
         self.last_tick: float | None = None
         self.last_write = 0.0
+        self.cancel = str(cancel_path(self.folder))
         self._write()
 
     def __call__(self, phase: str, step: int) -> None:
+        if os.path.exists(self.cancel):
+            raise TrialCancelled(f"cancelled by the study at step {step} ({phase})")
         now = time.monotonic()
         rec = self.record
         first = phase == "training" and not rec["trained"]

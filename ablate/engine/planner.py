@@ -15,6 +15,7 @@ by `Planner.next`.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,8 @@ from ablate.engine.trial_plan import TrialPlan, plan_fixed_stage
 from ablate.errors import AblateError
 from ablate.spec import Study, TrialConfig, fusable
 from ablate.run_folder import (REGISTERED_AT, append_registry, checkpointed, metrics_changed, optuna_db, read_curves,
-    read_metrics, read_paused, read_registry, registry_key, registry_row, remove_paused, trial_dir, write_metrics)
+    read_metrics, read_paused, read_registry, registry_key, registry_row, remove_paused, request_cancel, trial_dir,
+    write_metrics)
 
 FINISHED = "FINISHED"  # Planner.next: nothing is left to hand out and nothing is running
 
@@ -97,6 +99,8 @@ class Planner:
         self.in_flight: dict[str, TrialPlan] = {}
         self.settled: set[str] = set()  # tuning trials finished (or stopped) whose round is not registered yet
         self.ready: list[TrialPlan] = []
+        self.ahead: set[str] = set()  # trials handed out ahead of the seed rule's decision (see _ahead), by id
+        self.confirming: list[tuple[str, int]] = []  # (arm, repeat) whose search is decided: their confirm seeds run
         self.done = False
         self.dirty = True
         self.seeds, self.seeds_final = list(study.seeds), True
@@ -121,6 +125,11 @@ class Planner:
                 return work
         if self.done:
             return FINISHED
+        work = self._ahead()
+        if work is not None:
+            self.in_flight[work.trial_id] = work
+            self.ahead.add(work.trial_id)
+            return work
         if not self.in_flight:
             raise AblateError(f"the study in {self.run_dir} has work left but none can start; this is a bug in "
                               "ablate, please report it with the run folder")
@@ -140,6 +149,7 @@ class Planner:
         """`failed`: the trial failed for a reason of its config, and its metrics.json records the error (a
         result). A failure of the machine is never reported here as failed: the trial stays unfinished."""
         self.in_flight.pop(work.trial_id, None)
+        self.ahead.discard(work.trial_id)
         if failed:
             self.failed.add(work.trial_id)
         self.dirty = True
@@ -174,18 +184,24 @@ class Planner:
                 break
         # Arms take turns, so every arm's rounds move on side by side.
         self.ready = _interleave(per_arm)
+        if self.seeds_final:  # the rule is done: a seed run ahead of it that it did not ask for stops now
+            decided = {p.trial_id for p in self._final_plans(self.seeds)}
+            for trial_id in self.ahead - decided:
+                request_cancel(trial_dir(self.run_dir, trial_id))
         self.done = complete and self.seeds_final and not self.in_flight
 
     def _plan(self) -> tuple[list[list[TrialPlan]], bool]:
         per_arm: list[list[TrialPlan]] = []
         complete = True
+        self.confirming = []
         if self.study.space:
             for arm in self.study.arms:
                 work: dict[str, TrialPlan] = {}  # by trial id: repeats that chose the same point share its trials
                 for repeat in range(self.study.repeats):
                     tuning, tuned = self._tune_arm(arm.name, repeat)
                     if tuned:
-                        tuning = self._fixed(self._confirm_plan(arm.name, repeat))
+                        self.confirming.append((arm.name, repeat))
+                        tuning = self._fixed(self._confirm_plan(arm.name, repeat, self.seeds))
                     for plan in tuning:
                         work.setdefault(plan.trial_id, plan)
                     complete &= tuned
@@ -293,11 +309,33 @@ class Planner:
         remove_paused(folder)
         return Outcome("final", "stopped", outcome.dev_acc, metrics)
 
-    def _confirm_plan(self, arm: str, repeat: int) -> list[TrialPlan]:
+    def _confirm_plan(self, arm: str, repeat: int, seeds: list[int]) -> list[TrialPlan]:
         best = best_params(self.study, list(self.rows.values()), repeat).get(arm)
         if best is None:
             return []  # no tuning trial of this arm finished: nothing to confirm
-        return [p for p in plan_fixed_stage(self.study, "confirm", {arm: best}, seeds=self.seeds) if p.arm == arm]
+        return [p for p in plan_fixed_stage(self.study, "confirm", {arm: best}, seeds=seeds) if p.arm == arm]
+
+    def _final_plans(self, seeds: list[int]) -> list[TrialPlan]:
+        """The final stage's trials at `seeds`, of the arms that have reached it (a search study: those whose
+        search is decided), in the plan's order."""
+        if self.study.space:
+            return [p for arm, repeat in self.confirming for p in self._confirm_plan(arm, repeat, seeds)]
+        return plan_fixed_stage(self.study, self.study.stages[-1], seeds=seeds)
+
+    def _ahead(self) -> TrialPlan | None:
+        """A trial of the next seed the adaptive seed rule may ask for, handed out while nothing it has decided is
+        left to hand out and a slot would otherwise wait for the rule's decision (the pilot's last trials, or the
+        seeds it asked for, still running): each arm's trial at that seed in turn, one seed ahead, never more. Its
+        result is registered only when the rule asks for its seed (the rule reads registered results alone, so
+        nothing run ahead can sway it, and trials.csv is what it is on 1 CPU); when the rule stops without it, it
+        is cancelled where it runs and its folder removed. None: nothing to run ahead."""
+        rule = self.study.seed_rule
+        if rule is None or self.seeds_final or len(self.seeds) >= len(self.study.seeds):
+            return None  # next() asks only once nothing decided is left to hand out
+        for plan in self._final_plans([self.study.seeds[len(self.seeds)]]):
+            if plan.trial_id not in self.in_flight and self._outcome(plan.trial_id).state == "new":
+                return plan
+        return None
 
     def _fixed(self, plan: list[TrialPlan]) -> list[TrialPlan]:
         """Confirm or grid trials: each runs once, to the end; a config that already finished is reused."""
@@ -352,10 +390,15 @@ class Planner:
 
     def cleanup(self) -> None:
         """Checkpoints of trials that are final (left when a crash came between the final record and their
-        removal) are only dead weight."""
+        removal) are only dead weight; so are the folders of trials run ahead of the seed rule at seeds it did not
+        ask for (one that ended as it was cancelled, or before a crash)."""
         for folder in list(checkpointed(self.run_dir)):
             if read_outcome(folder).final:
                 remove_paused(folder)
+        if self.study.seed_rule is not None:
+            undecided = self.study.seeds[len(self.seeds):]
+            for plan in self._final_plans(undecided) if undecided else []:
+                shutil.rmtree(trial_dir(self.run_dir, plan.trial_id), ignore_errors=True)
 
     # --- read-only views -------------------------------------------------------------------------
     def remaining(self) -> dict[str, int]:

@@ -4,6 +4,7 @@ a paused segment's checkpoint, or a finished trial. Knows nothing of Ray.
 from __future__ import annotations
 
 import errno
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ def _timeline(earlier: list[dict[str, float]], queued: float | None, entered: fl
 
 def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device: str = "cpu",
              where: dict[str, Any] | None = None, keep: bool | None = None, queued: float | None = None):
-    """Run one TrialPlan and write its trial folder: a paused segment (checkpoint) or a finished trial.
+    """Run one TrialPlan and write its trial folder: a paused segment (checkpoint) or a finished trial; its result,
+    or None when the study cancelled it (liveness.TrialCancelled: its folder is removed).
     Knows nothing of Ray; the trainable below adds where the trial ran. `queued`: when the planner handed the
     work out (time.time()), the first mark of its timeline."""
     from ablate.train import run_trial, write_paused, write_trial_folder
@@ -73,6 +75,11 @@ def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device:
         else:
             write_trial_folder(folder, cfg, result, extra=extra, plot=False, weights=keep,
                                timeline=lambda: _timeline(earlier, queued, entered, result, time.time()))
+    except liveness.TrialCancelled:
+        # A seed run ahead that the seed rule did not ask for: nothing of it is kept (ablate.engine.planner).
+        beat.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
     except Exception as exc:
         # Recorded for the engine, then raised so that Ray retries the trial (FailureConfig); once the retries
         # are spent the engine judges whether the failure is the config's (ablate.engine.trial_failures).
@@ -90,10 +97,11 @@ def run_works(works: list[TrialPlan], run_dir: str | Path, data_dir: str | None,
               queued: float | None = None) -> list:
     """One TrialPlan alone, or the members of a fused group as one model (ablate.train.fused): each member's trial folder
     holds the files it would write alone (not the same numbers: fusing rounds differently) and, as fused_with in
-    metrics.json (and so in the registry and trials.csv), the ids of the trials it was fused with."""
+    metrics.json (and so in the registry and trials.csv), the ids of the trials it was fused with. [] when the study
+    cancelled the one trial (a fused group is never run ahead of the seed rule, so never cancelled)."""
     if len(works) == 1:
-        return [run_work(works[0], run_dir, data_dir, device, where, keep=works[0].stage in keep_stages,
-                         queued=queued)]
+        result = run_work(works[0], run_dir, data_dir, device, where, keep=works[0].stage in keep_stages, queued=queued)
+        return [] if result is None else [result]
     from ablate.train import run_fused, write_trial_folder
 
     entered = time.time()

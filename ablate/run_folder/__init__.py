@@ -25,9 +25,9 @@ from ablate.run_folder.run_files import (create_run_dir, lock_path, open_run_dir
     write_resume_manifest)
 from ablate.run_folder.trial_records import (Curves, has_metrics, has_weights, load_weights, read_config,
     read_config_file, read_curves, read_grad_norms, read_metrics, read_predictions, write_config, write_metrics)
-from ablate.run_folder.trial_state import (add_attempt, checkpointed, clear_failures, error_text_path,
-    read_attempts, read_checkpoint, read_heartbeat, read_paused, remove_heartbeat, remove_paused, write_error_text,
-    write_heartbeat)
+from ablate.run_folder.trial_state import (add_attempt, cancel_path, checkpointed, clear_failures, error_text_path,
+    read_attempts, read_checkpoint, read_heartbeat, read_paused, remove_heartbeat, remove_paused, request_cancel,
+    withdraw_cancel, write_error_text, write_heartbeat)
 from ablate.run_folder.timeline import (REGISTERED_AT, TIMELINE, phase_seconds, segment as timeline_segment,
     segments as timeline_segments)
 from ablate.run_folder.trial_table import table_records, trials_csv, write_trials_csv
@@ -44,6 +44,6 @@ __all__ = ["ANALYSIS", "CONFIG", "CURVES", "ERROR_TEXT", "GRAD_NORMS", "MANIFEST
            "read_config", "read_config_file", "read_curves", "read_grad_norms", "read_metrics", "read_predictions",
            "write_config", "write_metrics", "add_attempt", "checkpointed", "clear_failures", "error_text_path",
            "read_attempts", "read_checkpoint", "read_heartbeat", "read_paused", "remove_heartbeat", "remove_paused",
-           "write_error_text", "write_heartbeat", "REGISTERED_AT", "TIMELINE", "phase_seconds",
+           "write_error_text", "write_heartbeat", "cancel_path", "request_cancel", "withdraw_cancel", "REGISTERED_AT", "TIMELINE", "phase_seconds",
            "timeline_segment", "timeline_segments", "table_records", "trials_csv", "write_trials_csv", "RecordCheck",
            "check_run_records", "check_trial_records", "metrics_changed", "read_registered", "recorded_configs"]

@@ -42,6 +42,7 @@ PAUSED = "paused.json"  # written after resume.pt: its presence says the checkpo
 HEARTBEAT = "heartbeat.json"  # while an attempt runs: where it is (phase, step, ticks); gone when it ends
 FAILURE = "failure.json"  # one record per failed attempt (kind, type, message, where); cleared on success
 ERROR_TEXT = "error.txt"  # the traceback of the last failed attempt (also a `train` folder's crash traceback)
+CANCEL = "cancel"  # the study asks a running attempt to stop: a seed run ahead that the seed rule did not ask for
 
 
 def trials_dir(run_dir: str | Path) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ablate.atomic_files import atomic_write_bytes, atomic_write_text
-from ablate.run_folder.layout import CHECKPOINT, ERROR_TEXT, FAILURE, HEARTBEAT, PAUSED, trials_dir
+from ablate.run_folder.layout import CANCEL, CHECKPOINT, ERROR_TEXT, FAILURE, HEARTBEAT, PAUSED, trials_dir
 from ablate.run_folder.trial_records import json_safe
 
 
@@ -100,6 +100,29 @@ def read_heartbeat(folder: str | os.PathLike) -> dict[str, Any] | None:
 def remove_heartbeat(folder: str | os.PathLike) -> None:
     try:
         (Path(folder) / HEARTBEAT).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+# --- cancel: the study asks a running attempt to stop -----------------------------------------------------------------
+def cancel_path(folder: str | os.PathLike) -> Path:
+    """The file whose presence asks the attempt running in `folder` to stop (its heartbeat looks at every tick)."""
+    return Path(folder) / CANCEL
+
+
+def request_cancel(folder: str | os.PathLike) -> None:
+    """Ask the attempt of `folder` to stop, made before the attempt starts if it has not yet (the folder is made)."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        cancel_path(folder).touch()
+    except OSError:
+        pass  # the trial then runs to its end, and its folder is removed with the seeds the rule did not ask for
+
+
+def withdraw_cancel(folder: str | os.PathLike) -> None:
+    """A trial handed out (again) runs: a request left by an earlier session (a crash after it) no longer holds."""
+    try:
+        cancel_path(folder).unlink(missing_ok=True)
     except OSError:
         pass
 

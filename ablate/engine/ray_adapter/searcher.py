@@ -12,7 +12,8 @@ from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from ablate.engine import FINISHED, Planner, trial_failures
-from ablate.run_folder import error_text_path, remove_heartbeat, trial_dir, write_error_text, write_metrics
+from ablate.run_folder import (error_text_path, remove_heartbeat, trial_dir, withdraw_cancel, write_error_text,
+    write_metrics)
 
 
 class PlannerSearch(Searcher):
@@ -44,6 +45,7 @@ class PlannerSearch(Searcher):
         for w in works:  # its attempts start over
             trial_failures.clear(self._folder(w))
             remove_heartbeat(self._folder(w))
+            withdraw_cancel(self._folder(w))
         self.works[trial_id] = works
         if self.on_change is not None:  # the progress line's count of running trials
             self.on_change()

@@ -18,7 +18,8 @@ def train_trainable(params: dict[str, Any], job: dict[str, Any]) -> None:
     device = trial_device(ray.get_gpu_ids())
     results = run_works(works, job["run_dir"], job["data_dir"], device, where, tuple(job["keep_weights"]),
                         queued=params.get("queued"))
-    best, members = max(r.best_dev_acc for r in results), len(results)
+    # nothing: the study cancelled a seed run ahead of its seed rule's decision (ablate.engine.planner)
+    best, members = max((r.best_dev_acc for r in results), default=float("nan")), len(results)
     del results
     release_memory()
     tune.report({"best_dev_acc": best, "members": members})
