@@ -279,3 +279,36 @@ def test_a_study_whose_cleanup_blocks_is_ended_by_the_watchdog_with_the_resume_l
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 128 + signum, err
         assert err.strip() == ("interrupted: resume with X (it had not stopped 2 s after the signal: ended by force)")
+
+
+# --- a trial the study cancels ---------------------------------------------------------------------------------------
+def test_a_cancel_file_stops_the_attempt_within_a_step_and_removes_its_folder(tmp_path):
+    """The study's cancel file (written for a seed run ahead of the seed rule that the rule did not ask for) stops
+    the attempt at its heartbeat's next tick: run_work returns None and leaves no folder. Handed out again (a later
+    session), the trial's stale request is withdrawn, and it runs."""
+    from ablate.engine import Planner
+    from ablate.engine.ray_adapter.searcher import PlannerSearch
+    from ablate.run_folder import cancel_path, request_cancel, trial_dir
+
+    work = tiny_work()
+    folder = trial_dir(tmp_path, work.trial_id)
+    request_cancel(folder)  # before the attempt starts: the folder is made for it
+    assert cancel_path(folder).exists()
+    assert run_work(work, tmp_path, None) is None
+    assert not folder.exists()
+    beat = liveness.Heartbeat(tmp_path / "f", {"host": "h", "pid": 1}, 10)
+    beat("training", 1)  # no request: the tick goes on
+    request_cancel(tmp_path / "f")
+    with pytest.raises(liveness.TrialCancelled):
+        beat("training", 2)
+
+    study = parse_study({"description": "liveness", "base": dict(TINY), "factors": {"residual": {"values": [True]}},
+                         "seeds": [0]}, source="test")
+    (tmp_path / "run").mkdir()
+    planner = Planner(study, tmp_path / "run")
+    planner.refresh()
+    first = planner.ready[0]
+    request_cancel(trial_dir(tmp_path / "run", first.trial_id))  # left by a session that crashed after writing it
+    handed = PlannerSearch(planner).suggest("ray-trial-1")
+    assert TrialPlan.from_dict(handed["works"][0]).trial_id == first.trial_id
+    assert not cancel_path(trial_dir(tmp_path / "run", first.trial_id)).exists()

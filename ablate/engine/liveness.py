@@ -4,7 +4,8 @@ The worker (ablate.engine.run_work) writes `heartbeat.json` in the trial folder 
 (host, Ray node, pid, an attempt token), where it is (phase: starting, loading data, building the model,
 training, evaluating on dev, scoring on test, writing the trial folder...; the step and the steps in all), how
 many progress ticks it has made, and the slowest interval between two ticks so far. The training loop ticks
-after every training step and every evaluation batch (ablate.train.loop, `beat`); a tick costs a clock read, and
+after every training step and every evaluation batch (ablate.train.loop, `beat`); a tick costs a clock read and a
+`stat` of the folder's cancel file (the study's request to stop a seed run ahead of its seed rule), and
 the file is written when the phase changes (a few times before the first step, twice per dev evaluation, a few
 times at the end) and otherwise at most every `WRITE_EVERY` seconds, never with an fsync: a training step does
 no I/O of its own. The file is gone once the attempt ends.
