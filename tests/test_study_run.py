@@ -300,3 +300,23 @@ def test_optuna_dashboard_shows_each_arms_study_with_its_trials(tiny_run):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_a_seed_the_rule_did_not_ask_for_leaves_nothing_in_a_ray_study(tmp_path):
+    """On Ray with 2 CPUs, the free slot at the seed rule's pilot runs a seed ahead of the rule; here the rule
+    stops at its pilot (the arms differ on 6 of its 7 seeds, the interval asked for is wide), so what ran ahead is
+    cancelled: the study ends with the pilot's trials registered, a folder for each of them and nothing else (no
+    folder, no cancel file of a trial the rule did not ask for)."""
+    spec = write_spec(tmp_path / "ahead.yaml", search=None, factors={"lr": {"values": [0.05, 1e-6]}},
+                      seeds={"min": 7, "max": 9, "half_width": 1000.0},
+                      base={**TINY, "family": "cifar", "depth": 20, "dataset": "digits", "image_size": 16,
+                            "dev_size": 48, "test_size": 48, "batch_size": 32, "epochs": 4, "eval_every": 4,
+                            "momentum": 0.9})
+    run_dir = tmp_path / "run"
+    result = invoke("study", spec, "--out", run_dir, "--cpus", "2")
+    assert result.exit_code == 0, result.output
+    rows = read_registry(run_dir)
+    assert sorted({r["seed"] for r in rows}) == list(range(7)) and len(rows) == 14
+    assert {p.name for p in (run_dir / "trials").iterdir()} == {r["trial_id"] for r in rows}
+    assert not list((run_dir / "trials").rglob("cancel"))
