@@ -81,7 +81,8 @@ def main() -> None:
                         "timelines with study_efficiency.py --run)")
     args = parser.parse_args()
     if args.keep is not None and args.keep.exists():
-        sys.exit(f"--keep {args.keep}: that folder exists; name a new one")
+        print(f"error: --keep {args.keep}: that folder exists; name a new one", file=sys.stderr)
+        sys.exit(2)
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with tempfile.TemporaryDirectory(prefix="ablate-memory-") as tmp:
         run = args.keep.resolve() if args.keep is not None else Path(tmp) / "run"

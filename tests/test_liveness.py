@@ -282,9 +282,9 @@ def test_a_study_whose_cleanup_blocks_is_ended_by_the_watchdog_with_the_resume_l
 
 
 # --- a trial the study cancels ---------------------------------------------------------------------------------------
-def test_a_cancel_file_stops_the_attempt_within_a_step_and_removes_its_folder(tmp_path):
+def test_a_cancel_file_stops_the_attempt_at_its_next_heartbeat_and_removes_its_folder(tmp_path):
     """The study's cancel file (written for a seed run ahead of the seed rule that the rule did not ask for) stops
-    the attempt at its heartbeat's next tick: run_work returns None and leaves no folder. Handed out again (a later
+    the attempt at its heartbeat's next write: run_work returns None and leaves no folder. Handed out again (a later
     session), the trial's stale request is withdrawn, and it runs."""
     from ablate.engine import Planner
     from ablate.engine.ray_adapter.searcher import PlannerSearch
@@ -296,7 +296,7 @@ def test_a_cancel_file_stops_the_attempt_within_a_step_and_removes_its_folder(tm
     assert cancel_path(folder).exists()
     assert run_work(work, tmp_path, None) is None
     assert not folder.exists()
-    beat = liveness.Heartbeat(tmp_path / "f", {"host": "h", "pid": 1}, 10)
+    beat = liveness.Heartbeat(tmp_path / "f", {"host": "h", "pid": 1}, 10, every=0.0)  # writes at every tick
     beat("training", 1)  # no request: the tick goes on
     request_cancel(tmp_path / "f")
     with pytest.raises(liveness.TrialCancelled):

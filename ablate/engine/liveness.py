@@ -4,11 +4,12 @@ The worker (ablate.engine.run_work) writes `heartbeat.json` in the trial folder 
 (host, Ray node, pid, an attempt token), where it is (phase: starting, loading data, building the model,
 training, evaluating on dev, scoring on test, writing the trial folder...; the step and the steps in all), how
 many progress ticks it has made, and the slowest interval between two ticks so far. The training loop ticks
-after every training step and every evaluation batch (ablate.train.loop, `beat`); a tick costs a clock read and a
-`stat` of the folder's cancel file (the study's request to stop a seed run ahead of its seed rule), and
+after every training step and every evaluation batch (ablate.train.loop, `beat`); a tick costs a clock read, and
 the file is written when the phase changes (a few times before the first step, twice per dev evaluation, a few
 times at the end) and otherwise at most every `WRITE_EVERY` seconds, never with an fsync: a training step does
-no I/O of its own. The file is gone once the attempt ends.
+no I/O of its own. Each write first looks for the folder's cancel file (the study's request to stop a seed run
+ahead of its seed rule), so a cancelled attempt stops within WRITE_EVERY seconds. The file is gone once the
+attempt ends.
 
 The study (ablate.engine.ray_adapter.liveness) reads the heartbeats of its running trials and declares one
 stalled when its tick count has not moved for longer than its bound, measured on the study's own clock:
@@ -56,8 +57,8 @@ class TrialCancelled(Exception):
 
 class Heartbeat:
     """The worker's side: `beat(phase, step)` at every tick; written to `folder/heartbeat.json` at most every
-    WRITE_EVERY seconds. A write that fails (a full disk) is skipped: the trial's own writes will say why. A tick
-    also looks for the folder's cancel file (one stat, microseconds) and raises TrialCancelled when it is there."""
+    WRITE_EVERY seconds. A write that fails (a full disk) is skipped: the trial's own writes will say why. Before
+    each write it looks for the folder's cancel file and raises TrialCancelled when it is there."""
 
     def __init__(self, folder: Path, where: dict[str, Any], total: int = 0, every: float = WRITE_EVERY):
         self.folder = Path(folder)
@@ -72,8 +73,6 @@ class Heartbeat:
         self._write()
 
     def __call__(self, phase: str, step: int) -> None:
-        if os.path.exists(self.cancel):
-            raise TrialCancelled(f"cancelled by the study at step {step} ({phase})")
         now = time.monotonic()
         rec = self.record
         first = phase == "training" and not rec["trained"]
@@ -88,6 +87,8 @@ class Heartbeat:
         changed = phase != rec["phase"]
         rec["phase"], rec["step"] = phase, step
         if first or changed or now - self.last_write >= self.every:
+            if os.path.exists(self.cancel):  # with the write: no I/O of its own at a training step
+                raise TrialCancelled(f"cancelled by the study at step {step} ({phase})")
             self._write(now)
 
     def place(self) -> dict[str, Any]:

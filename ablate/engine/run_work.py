@@ -77,7 +77,6 @@ def run_work(work: TrialPlan, run_dir: str | Path, data_dir: str | None, device:
                                timeline=lambda: _timeline(earlier, queued, entered, result, time.time()))
     except liveness.TrialCancelled:
         # A seed run ahead that the seed rule did not ask for: nothing of it is kept (ablate.engine.planner).
-        beat.close()
         shutil.rmtree(folder, ignore_errors=True)
         return None
     except Exception as exc:

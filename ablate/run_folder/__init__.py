@@ -44,6 +44,7 @@ __all__ = ["ANALYSIS", "CONFIG", "CURVES", "ERROR_TEXT", "GRAD_NORMS", "MANIFEST
            "read_config", "read_config_file", "read_curves", "read_grad_norms", "read_metrics", "read_predictions",
            "write_config", "write_metrics", "add_attempt", "checkpointed", "clear_failures", "error_text_path",
            "read_attempts", "read_checkpoint", "read_heartbeat", "read_paused", "remove_heartbeat", "remove_paused",
-           "write_error_text", "write_heartbeat", "cancel_path", "request_cancel", "withdraw_cancel", "REGISTERED_AT", "TIMELINE", "phase_seconds",
+           "write_error_text", "write_heartbeat", "cancel_path", "request_cancel", "withdraw_cancel", "REGISTERED_AT",
+           "TIMELINE", "phase_seconds",
            "timeline_segment", "timeline_segments", "table_records", "trials_csv", "write_trials_csv", "RecordCheck",
            "check_run_records", "check_trial_records", "metrics_changed", "read_registered", "recorded_configs"]

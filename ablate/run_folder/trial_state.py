@@ -106,7 +106,7 @@ def remove_heartbeat(folder: str | os.PathLike) -> None:
 
 # --- cancel: the study asks a running attempt to stop -----------------------------------------------------------------
 def cancel_path(folder: str | os.PathLike) -> Path:
-    """The file whose presence asks the attempt running in `folder` to stop (its heartbeat looks at every tick)."""
+    """The file whose presence asks the attempt running in `folder` to stop (its heartbeat looks before each write)."""
     return Path(folder) / CANCEL
 
 

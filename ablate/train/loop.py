@@ -10,8 +10,8 @@ the weights is a *model* object: `SingleModel` here (torch's SGD through TrainFo
 
 Knows nothing of Ray or Optuna: the study engine passes a `report` callback, and a `beat(phase, step)` callback
 (its heartbeat, ablate.engine.liveness) that is called after every training step and every forward pass of an
-evaluation: it must cost microseconds (the engine's reads the clock and stats one file, and writes a file at most
-every few seconds; an exception it raises ends the trial, as the engine's does to cancel it). A trial can stop
+evaluation: it must cost no more than a clock read (the engine writes a file at most every few seconds; an
+exception it raises ends the trial, as the engine's does when the study cancels it). A trial can stop
 after a given number of dev evaluations ("paused") and later continue from the checkpoint it
 returned; the continued trial computes exactly what an uninterrupted one would.
 """
