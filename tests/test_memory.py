@@ -121,6 +121,25 @@ def test_a_study_that_fits_gets_no_memory_warning():
     assert "run fewer at once (--cpus 1)" in memory.warnings()[0]
 
 
+def test_the_dry_run_says_when_a_cpu_study_runs_on_torchs_cuda_build():
+    """A CUDA build of torch loads its CUDA libraries into every trial's process on a CPU too (docs/benchmarks.md,
+    Worker memory): the memory lines say so for trials on the CPU, and only then."""
+    import dataclasses
+
+    import torch
+
+    from ablate.engine.resources import Resources
+
+    memory = study_memory(load_study("residual-ablation", "smoke"), Resources(cpus=2, threads=1), 500 * 2**20)
+    assert memory.torch_cuda == torch.version.cuda  # this interpreter's torch, whichever build it is
+    said = [line for line in dataclasses.replace(memory, torch_cuda="13.0").lines() if "CUDA" in line]
+    assert len(said) == 1 and said[0].startswith("memory: this torch is built for CUDA 13.0 and the trials run on the "
+                                                 "CPU") and "CPU-only wheels" in said[0], said
+    assert not any("CUDA" in line for line in dataclasses.replace(memory, torch_cuda=None).lines())
+    on_gpu = dataclasses.replace(memory, torch_cuda="13.0", trial=dataclasses.replace(memory.trial, device=True))
+    assert not any("CUDA" in line for line in on_gpu.lines())
+
+
 def test_train_refuses_a_trial_its_process_cannot_hold(tmp_path, monkeypatch):
     """Under a data limit of 2 GB, an image_size 512 trial (about 10 GB) is refused before any data is loaded."""
     monkeypatch.chdir(tmp_path)

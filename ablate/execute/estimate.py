@@ -447,14 +447,20 @@ class StudyMemory:
     at_once: int
     limits: MemoryLimits | GpuMemory
     cpus_per_trial: int = 1
+    torch_cuda: str | None = None  # the CUDA version torch was built for (torch.version.cuda), None: a CPU-only build
 
     def lines(self) -> list[str]:
         room, where = self.limits.room()
         on = "on its GPU" if self.trial.device else "in its process"
         total = self.trial.peak * self.at_once
-        return [f"memory: a trial peaks at about {size_text(self.trial.peak)} {on} (estimated within "
-                f"{MEMORY_TOLERANCE:.0%}: {self.trial.parts()}; largest: {self.what}), {self.at_once} at once about "
-                f"{size_text(total)}; {where}, {size_text(self.limits.free())} free now"]
+        out = [f"memory: a trial peaks at about {size_text(self.trial.peak)} {on} (estimated within "
+               f"{MEMORY_TOLERANCE:.0%}: {self.trial.parts()}; largest: {self.what}), {self.at_once} at once about "
+               f"{size_text(total)}; {where}, {size_text(self.limits.free())} free now"]
+        if self.torch_cuda and not self.trial.device:
+            out.append(f"memory: this torch is built for CUDA {self.torch_cuda} and the trials run on the CPU: every "
+                       "trial's process loads torch's CUDA libraries all the same (part of 'torch and ablate' above); "
+                       "PyTorch's CPU-only wheels leave them out (README, Install)")
+        return out
 
     def warnings(self) -> list[str]:
         never = self.trial.cannot_fit(self.limits)
@@ -487,7 +493,9 @@ def study_memory(study: Study, resources, baseline: int) -> StudyMemory:
         at_once = max(1, round(1 / resources.gpu_share()))
     else:
         limits, at_once = memory_limits(), resources.concurrency()
-    return StudyMemory(largest, what, at_once, limits, resources.cpus_per_trial())
+    import torch
+
+    return StudyMemory(largest, what, at_once, limits, resources.cpus_per_trial(), torch.version.cuda)
 
 
 def out_of_memory(exc: BaseException, memory: TrialMemory, before: MemoryLimits | GpuMemory) -> tuple[int, str]:
