@@ -63,6 +63,15 @@ def _role(pid: str, study_pid: int) -> str | None:
     return "worker" if first.startswith("ray::ImplicitFunc") and _descends(int(pid), study_pid) else None
 
 
+def _torch_build() -> str:
+    """The torch every process here ran (the study's and train's are this interpreter's): its version and whether it
+    is a CUDA build, which loads its CUDA libraries (cuBLAS among them) into every process, on a CPU too."""
+    import torch
+
+    kind = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+    return f"{torch.__version__} ({kind}), Python at {sys.executable}"
+
+
 def poll(study_pid: int, peaks: dict[str, tuple[str, int]], stop: threading.Event) -> None:
     while not stop.is_set():
         for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -111,6 +120,7 @@ def main() -> None:
     ran = sum(1 for _, pid in workers if trials[pid])
     print(f"study {args.study} ({args.budget}): {len(workers)} Ray trial worker process(es), {ran} of them named by the "
           f"registry as where its {sum(trials.values())} trials ran")
+    print(f"torch {_torch_build()}")
     for rss, pid in workers:
         print(f"worker pid {pid}: peak RSS {rss / 2**20:7.0f} MiB ({rss / GB:.3f} x the 1 GB target), "
               f"{trials[pid]} trial(s) in the registry")
