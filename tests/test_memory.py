@@ -123,7 +123,7 @@ def test_a_study_that_fits_gets_no_memory_warning():
 
 def test_the_dry_run_says_when_a_cpu_study_runs_on_torchs_cuda_build():
     """A CUDA build of torch loads its CUDA libraries into every trial's process on a CPU too (docs/benchmarks.md,
-    Worker memory): the memory lines say so for trials on the CPU, and only then."""
+    Worker memory): the memory lines say so for trials on this machine's CPU, and not for a GPU study or a cluster's."""
     import dataclasses
 
     import torch
@@ -138,6 +138,9 @@ def test_the_dry_run_says_when_a_cpu_study_runs_on_torchs_cuda_build():
     assert not any("CUDA" in line for line in dataclasses.replace(memory, torch_cuda=None).lines())
     on_gpu = dataclasses.replace(memory, torch_cuda="13.0", trial=dataclasses.replace(memory.trial, device=True))
     assert not any("CUDA" in line for line in on_gpu.lines())
+    cluster = study_memory(load_study("residual-ablation", "smoke"), Resources(cpus=2, threads=1, address="127.0.0.1:1"),
+                           500 * 2**20)
+    assert cluster.torch_cuda is None  # a cluster's nodes have torch builds of their own
 
 
 def test_train_refuses_a_trial_its_process_cannot_hold(tmp_path, monkeypatch):

@@ -495,7 +495,9 @@ def study_memory(study: Study, resources, baseline: int) -> StudyMemory:
         limits, at_once = memory_limits(), resources.concurrency()
     import torch
 
-    return StudyMemory(largest, what, at_once, limits, resources.cpus_per_trial(), torch.version.cuda)
+    # A cluster's trials run on its nodes' torch, which this machine's does not tell.
+    cuda = None if resources.address else torch.version.cuda
+    return StudyMemory(largest, what, at_once, limits, resources.cpus_per_trial(), cuda)
 
 
 def out_of_memory(exc: BaseException, memory: TrialMemory, before: MemoryLimits | GpuMemory) -> tuple[int, str]:
