@@ -121,6 +121,22 @@ def test_a_study_that_fits_gets_no_memory_warning():
     assert "run fewer at once (--cpus 1)" in memory.warnings()[0]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps (Linux)")
+def test_a_cuda_build_of_torch_loads_cublas_into_a_process_without_a_gpu():
+    """What the dry run's line, the README and the quick start say of a CUDA build on a CPU: `import torch` alone,
+    with no GPU used, maps cuBLAS into the process (the measured cost: docs/benchmarks.md, Worker memory); a
+    CPU-only build maps none. In a process of its own, which this test's CUDA_VISIBLE_DEVICES hides every GPU from."""
+    code = ("import torch\n"
+            "print(torch.version.cuda or '')\n"
+            "print(any('libcublas' in line for line in open('/proc/self/maps')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert out.returncode == 0, out.stderr[-2000:]
+    cuda, loaded = out.stdout.split("\n")[:2]
+    assert loaded == str(bool(cuda)), (cuda, loaded)
+
+
 def test_the_dry_run_says_when_a_cpu_study_runs_on_torchs_cuda_build():
     """A CUDA build of torch loads its CUDA libraries into every trial's process on a CPU too (docs/benchmarks.md,
     Worker memory): the memory lines say so for trials on this machine's CPU, and not for a GPU study or a cluster's."""
