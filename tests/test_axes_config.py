@@ -40,6 +40,36 @@ def test_defaults_keep_the_trial_ids_of_configs_written_before_the_axes():
     assert len(ids) == 1 + len(NEW)  # each non-default value names another trial
 
 
+def test_to_dict_is_what_dataclasses_asdict_makes_and_the_id_is_computed_once():
+    """to_dict copies the fields shallowly (the planner hashes hundreds of configs a registration): for that to be
+    what asdict made, every field must be a number, string, bool, None or tuple; a field of another kind (a list,
+    a dict, a nested dataclass) fails here."""
+    import dataclasses
+
+    from ablate.models.registry import MODEL_AXES
+
+    configs = [TrialConfig(), TrialConfig(residual_stages=[2, 3], milestones=[0.5, 0.75], schedule="step"),
+               TrialConfig(factory="mymodels:make", factory_file="/models/mymodels.py", factory_sha256="0" * 64,
+                           axes={"width": 8, "kind": "wide"}),
+               TrialConfig(block="preact", activation="gelu", norm="none", residual_stages=[2])]
+    for cfg in configs:
+        expected = dataclasses.asdict(cfg)
+        if expected["residual_stages"] is not None:
+            expected["residual_stages"] = list(expected["residual_stages"])
+        expected["axes"] = dict(cfg.axes)
+        if cfg.factory:
+            expected = {k: v for k, v in expected.items() if k not in MODEL_AXES}
+        assert cfg.to_dict() == expected
+        assert json.dumps(cfg.to_dict(), sort_keys=True) == json.dumps(expected, sort_keys=True)
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name)
+            assert value is None or isinstance(value, (bool, int, float, str, tuple)), f.name
+        # The id is the hash of the config's fields, computed on first use and kept with the frozen config.
+        assert cfg.trial_id() == cfg._hash_id() == TrialConfig.from_dict(cfg.to_dict()).trial_id()
+        assert cfg.__dict__["_trial_id"] == cfg.trial_id()
+    assert len({c.trial_id() for c in configs}) == len(configs)
+
+
 def test_every_setting_added_after_schema_1_stays_out_of_the_id_at_its_default():
     """A new trial setting must say so in its metadata (neutral=True), or every existing trial would change its id:
     the settings outside schema 1 are exactly the id-neutral ones, and at their defaults the id is schema 1's."""
