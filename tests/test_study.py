@@ -128,6 +128,22 @@ def test_registry_survives_a_cut_last_line_and_feeds_trials_csv(tmp_path):
     assert len(lines) == 5 and all(",confirm," in l for l in lines[1:])
 
 
+def test_a_trials_config_is_made_once_per_settings_and_follows_a_pinned_setting():
+    """Study.trial_config keeps the configs it made (frozen: shared safely), by the trial's merged settings, so a
+    setting pinned after a first call (the dataset `auto` chose) gives a config of its own, never the kept one."""
+    study = load_study("residual-ablation", "smoke")
+    arm = study.arms[0]
+    first = study.trial_config(arm, {"lr": 0.01}, 3)
+    assert study.trial_config(arm, {"lr": 0.01}, 3) is first
+    assert study.trial_config(arm, {"lr": 0.03}, 3).lr == 0.03
+    assert study.trial_config(arm, {"lr": 0.01}, 4).seed == 4
+    study.pin(dataset="digits")
+    pinned = study.trial_config(arm, {"lr": 0.01}, 3)
+    assert pinned.dataset == "digits" != first.dataset and pinned.trial_id() != first.trial_id()
+    study.pin(dataset=first.dataset)
+    assert study.trial_config(arm, {"lr": 0.01}, 3) == first
+
+
 def test_resample_data_draws_each_seeds_subsets_from_the_seed():
     from ablate.spec.study_spec import parse_study
     from ablate.engine.trial_plan import plan_fixed_stage

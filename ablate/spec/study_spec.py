@@ -53,6 +53,23 @@ class Arm:
     settings: dict[str, Any]
 
 
+# TrialConfig.from_dict of settings already seen (it is pure and its configs are frozen), by the settings' repr:
+# the planner makes the config of every trial of a study anew at each registration.
+_CONFIGS: dict[tuple[str, str], TrialConfig] = {}
+_CONFIGS_MOST = 50_000  # entries kept before the cache starts over
+
+
+def _config_of(settings: dict[str, Any], source: str) -> TrialConfig:
+    key = (source, repr(sorted(settings.items())))
+    known = _CONFIGS.get(key)
+    if known is None:
+        known = TrialConfig.from_dict(settings, source=source)
+        if len(_CONFIGS) >= _CONFIGS_MOST:
+            _CONFIGS.clear()
+        _CONFIGS[key] = known
+    return known
+
+
 @dataclass
 class Study:
     name: str
@@ -165,8 +182,7 @@ class Study:
 
     def trial_config(self, arm: Arm, params: dict[str, Any], seed: int) -> TrialConfig:
         """The config of the trial of `arm` at search or grid point `params` under `seed` (trial_settings)."""
-        return TrialConfig.from_dict(self.trial_settings(arm, params, seed),
-                                     source=f"study {self.name}, arm {arm.name}")
+        return _config_of(self.trial_settings(arm, params, seed), f"study {self.name}, arm {arm.name}")
 
     def first_config(self) -> TrialConfig:
         """The first arm's config at the grid's first point: what a launch checks the data and the machine with."""
