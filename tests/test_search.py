@@ -128,6 +128,49 @@ def test_tpe_proposals_depend_on_the_results_it_was_told(tmp_path):
     assert [p.params["lr"] for p in again.points(1, 3)] == second["a"]
 
 
+def test_a_round_is_read_from_optunas_storage_once_and_told_once(tmp_path):
+    """The planner asks for every round's points and tells every finished round at each registration; a round
+    asked in full and a round told are kept in memory (they never change), and what is kept is what the storage
+    holds."""
+    from ablate.engine.optuna_rounds import ArmSampler, PointOutcome
+
+    study = make_study(trials=4, round=2, startup=2, halving=False)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    sampler = ArmSampler(study, "residual=true", url, "a", tmp_path)
+    asked = sampler.points(0, 2)
+    assert 0 not in sampler.asked  # asked now: read back from the storage at the next call, then kept
+    again = sampler.points(0, 2)
+    assert again == asked and sampler.asked[0] == asked
+    again.pop()  # a caller's list is its own
+    assert sampler.points(0, 2) == asked
+    sampler.tell(0, [PointOutcome("complete", 0.5), PointOutcome("complete", 0.7)])
+    assert sampler.told == {0}
+    sampler.tell(0, [PointOutcome("complete", 0.1), PointOutcome("complete", 0.1)])  # told already: left alone
+    fresh = ArmSampler(study, "residual=true", url, "a", tmp_path)  # another process, the storage alone
+    assert fresh.points(0, 2) == asked
+    assert [t.value for t in fresh.ostudy.trials] == [0.5, 0.7]
+
+
+def test_the_planner_reads_a_trials_curve_again_once_the_file_changed(tmp_path):
+    """Dev curves are kept by the file's inode, size and modification time: a rewritten curves.csv (a trial run
+    again, a paused trial's curve grown), even of the same size, is read again."""
+    from ablate.engine.planner import _DEV_CURVES, _dev_curve
+    from ablate.run_folder.trial_records import write_curves
+
+    write_curves(tmp_path, [2.0, 1.0, 0.5, 0.25], [2, 4], [0.5, 0.4], [0.6, 0.7])
+    assert _dev_curve(tmp_path) == ([0.6, 0.7], [0.5, 0.4])
+    assert str(tmp_path / "curves.csv") in _DEV_CURVES
+    acc, _ = _dev_curve(tmp_path)
+    acc.append(1.0)  # a caller's list is its own
+    assert _dev_curve(tmp_path) == ([0.6, 0.7], [0.5, 0.4])
+    write_curves(tmp_path, [2.0, 1.0, 0.5, 0.25], [2, 4], [0.5, 0.4], [0.6, 0.8])  # same size
+    assert _dev_curve(tmp_path) == ([0.6, 0.8], [0.5, 0.4])
+    write_curves(tmp_path, [2.0, 1.0, 0.5, 0.25, 0.2, 0.1], [2, 4, 6], [0.5, 0.4, 0.3], [0.6, 0.8, 0.9])
+    assert _dev_curve(tmp_path) == ([0.6, 0.8, 0.9], [0.5, 0.4, 0.3])
+    (tmp_path / "curves.csv").unlink()
+    assert _dev_curve(tmp_path) == ([], [])
+
+
 def test_a_round_asked_halfway_before_a_crash_is_asked_again_identically(tmp_path):
     from ablate.engine.optuna_rounds import ArmSampler
 

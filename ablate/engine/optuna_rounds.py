@@ -44,6 +44,8 @@ class ArmSampler:
         self.ostudy = optuna.create_study(study_name=study_name, storage=self.storage, direction="maximize",
                                           load_if_exists=True)
         self.study_id = self.storage.get_study_id_from_name(study_name)
+        self.asked: dict[int, list[SearchPoint]] = {}  # rounds read or asked in full, by number
+        self.told: set[int] = set()  # rounds whose every point is told
         # What a dashboard shows of the study: whose arm it is, where its run folder lives, what proposed.
         for key, value in {"ablate_study": study.name, "arm": arm, "repeat": repeat, "run_dir": str(run_dir.resolve()),
                            "sampler": study.sampler_text()}.items():
@@ -80,10 +82,15 @@ class ArmSampler:
         return self.optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.study.startup)
 
     def points(self, number: int, size: int) -> list[SearchPoint]:
+        # A round asked in full never changes (only an ask cut short is asked again, here): read from the storage
+        # once, not at each of the planner's registrations.
+        if number in self.asked and len(self.asked[number]) == size:
+            return list(self.asked[number])
         trials = self._round_trials(number)
         if len(trials) == size:
-            return [SearchPoint(number, t.user_attrs["index"], {name: t.params[name] for name in self.space})
-                    for t in trials]
+            self.asked[number] = [SearchPoint(number, t.user_attrs["index"], {name: t.params[name] for name in self.space})
+                                  for t in trials]
+            return list(self.asked[number])
         # Never asked, or the asking was cut short by a crash: (re)ask the whole round.
         for t in trials:
             self._abandon(t)
@@ -107,8 +114,11 @@ class ArmSampler:
 
     def tell(self, number: int, outcomes: list[PointOutcome]) -> None:
         """Tell the round's points in index order (see PointOutcome); a point told already is left alone."""
+        if number in self.told:
+            return
         State = self.optuna.trial.TrialState
-        for t, outcome in zip(self._round_trials(number), outcomes):
+        trials = self._round_trials(number)
+        for t, outcome in zip(trials, outcomes):
             if t.state != State.RUNNING:
                 continue
             if outcome.state == "pruned":
@@ -120,6 +130,8 @@ class ArmSampler:
                 self.ostudy.tell(t.number, state=State.FAIL)
             else:
                 self.ostudy.tell(t.number, outcome.value)
+        if len(trials) == len(outcomes):
+            self.told.add(number)  # every point of the round is told: nothing is left to tell
 
 
 def _distribution(optuna, p):
