@@ -28,7 +28,7 @@ from ablate.engine.storage import storage_url
 from ablate.engine.trial_plan import TrialPlan, plan_fixed_stage
 from ablate.errors import AblateError
 from ablate.spec import Study, TrialConfig, fusable
-from ablate.run_folder import (REGISTERED_AT, append_registry, checkpointed, metrics_changed, optuna_db, read_curves,
+from ablate.run_folder import (CURVES, REGISTERED_AT, append_registry, checkpointed, metrics_changed, optuna_db, read_curves,
     read_metrics, read_paused, read_registry, registry_key, registry_row, remove_paused, request_cancel, trial_dir,
     write_metrics)
 
@@ -56,15 +56,35 @@ class Outcome:
         return seed_result(self.status if self.final else None, self.dev_acc[cut], self.dev_loss[cut])
 
 
+# Dev curves read so far, by curves.csv's path: (its inode, size and modification time in ns, accuracies, losses).
+# The planner reads every trial's curve at each registration; a file is parsed again only once it changed.
+_DEV_CURVES: dict[str, tuple[tuple[int, int, int], tuple[float, ...], tuple[float, ...]]] = {}
+_DEV_CURVES_MOST = 20_000  # entries kept before the cache starts over
+
+
 def _dev_curve(folder: Path) -> tuple[list[float], list[float]]:
     """Dev accuracy and loss of each evaluation so far (curves.csv: written by finished and paused trials); a loss
     the file leaves blank counts as infinite. Nothing, when the trial has no readable curves."""
+    path = folder / CURVES
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    key = (st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None
+    known = _DEV_CURVES.get(str(path))
+    if key is not None and known is not None and known[0] == key:
+        return list(known[1]), list(known[2])
     try:
         curves = read_curves(folder)
     except AblateError:
         curves = None
     evaluations = curves.evaluations() if curves is not None else []
-    return [acc for _, _, acc in evaluations], [math.inf if loss is None else loss for _, loss, _ in evaluations]
+    acc, loss = [acc for _, _, acc in evaluations], [math.inf if loss is None else loss for _, loss, _ in evaluations]
+    if key is not None and curves is not None:
+        if len(_DEV_CURVES) >= _DEV_CURVES_MOST:
+            _DEV_CURVES.clear()
+        _DEV_CURVES[str(path)] = (key, tuple(acc), tuple(loss))
+    return acc, loss
 
 
 def read_outcome(folder: Path, failed: bool = False) -> Outcome:
