@@ -151,7 +151,7 @@ def test_a_round_is_read_from_optunas_storage_once_and_told_once(tmp_path):
     assert [t.value for t in fresh.ostudy.trials] == [0.5, 0.7]
 
 
-def test_the_planner_reads_a_trials_curve_again_once_the_file_changed(tmp_path):
+def test_the_planner_reads_a_trials_curve_again_once_the_file_changed(tmp_path, monkeypatch):
     """Dev curves are kept by the file's inode, size and modification time: a rewritten curves.csv (a trial run
     again, a paused trial's curve grown), even of the same size, is read again."""
     from ablate.engine.planner import _DEV_CURVES, _dev_curve
@@ -169,6 +169,12 @@ def test_the_planner_reads_a_trials_curve_again_once_the_file_changed(tmp_path):
     assert _dev_curve(tmp_path) == ([0.6, 0.8, 0.9], [0.5, 0.4, 0.3])
     (tmp_path / "curves.csv").unlink()
     assert _dev_curve(tmp_path) == ([], [])
+    from ablate.engine import planner
+
+    monkeypatch.setattr(planner, "_DEV_CURVES_MOST", 2)  # the cache has a bound, past which it starts over
+    for i in range(5):
+        write_curves(tmp_path / str(i), [1.0, 0.5], [2], [0.5], [i / 10])
+        assert _dev_curve(tmp_path / str(i)) == ([i / 10], [0.5]) and len(_DEV_CURVES) <= 2
 
 
 def test_a_round_asked_halfway_before_a_crash_is_asked_again_identically(tmp_path):

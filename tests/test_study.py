@@ -128,10 +128,16 @@ def test_registry_survives_a_cut_last_line_and_feeds_trials_csv(tmp_path):
     assert len(lines) == 5 and all(",confirm," in l for l in lines[1:])
 
 
-def test_a_trials_config_is_made_once_per_settings_and_follows_a_pinned_setting():
+def test_a_trials_config_is_made_once_per_settings_and_follows_a_pinned_setting(monkeypatch):
     """Study.trial_config keeps the configs it made (frozen: shared safely), by the trial's merged settings, so a
-    setting pinned after a first call (the dataset `auto` chose) gives a config of its own, never the kept one."""
+    setting pinned after a first call (the dataset `auto` chose) gives a config of its own, never the kept one; the
+    cache has a bound, past which it starts over."""
+    from ablate.spec import study_spec
+
     study = load_study("residual-ablation", "smoke")
+    monkeypatch.setattr(study_spec, "_CONFIGS_MOST", 3)
+    made = [study.trial_config(study.arms[0], {"lr": 0.01}, seed) for seed in range(7)]
+    assert len(study_spec._CONFIGS) <= 3 and [c.seed for c in made] == list(range(7))
     arm = study.arms[0]
     first = study.trial_config(arm, {"lr": 0.01}, 3)
     assert study.trial_config(arm, {"lr": 0.01}, 3) is first

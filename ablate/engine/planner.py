@@ -59,7 +59,7 @@ class Outcome:
 # Dev curves read so far, by curves.csv's path: (its inode, size and modification time in ns, accuracies, losses).
 # The planner reads every trial's curve at each registration; a file is parsed again only once it changed.
 _DEV_CURVES: dict[str, tuple[tuple[int, int, int], tuple[float, ...], tuple[float, ...]]] = {}
-_DEV_CURVES_MOST = 20_000  # entries kept before the cache starts over
+_DEV_CURVES_MOST = 10_000  # entries kept before the cache starts over
 
 
 def _dev_curve(folder: Path) -> tuple[list[float], list[float]]:

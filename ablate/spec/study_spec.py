@@ -56,7 +56,7 @@ class Arm:
 # TrialConfig.from_dict of settings already seen (it is pure and its configs are frozen), by the settings' repr:
 # the planner makes the config of every trial of a study anew at each registration.
 _CONFIGS: dict[tuple[str, str], TrialConfig] = {}
-_CONFIGS_MOST = 50_000  # entries kept before the cache starts over
+_CONFIGS_MOST = 10_000  # entries kept before the cache starts over (~2.5 kB each)
 
 
 def _config_of(settings: dict[str, Any], source: str) -> TrialConfig:
