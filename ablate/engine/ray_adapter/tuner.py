@@ -48,10 +48,7 @@ def tune_study(study, run_dir, resources, data_dir, planner, retries, tmp, stall
                 max_concurrent_trials=resources.concurrency(),
                 trial_dirname_creator=lambda t: t.trial_id, trial_name_creator=lambda t: t.trial_id,
             ),
-            # A trial reports once, as it ends (train_trainable): stopped on that report, it is complete at once,
-            # instead of after one more call to its worker to learn that its function returned.
             run_config=tune.RunConfig(name="tune", storage_path=str(tmp / "results"), verbose=0, log_to_file=False,
-                                      stop={"training_iteration": 1},
                                       callbacks=[TrialErrors(searcher), Liveness(searcher, stall_seconds)],
                                       failure_config=tune.FailureConfig(max_failures=retries)),
         ).fit()
