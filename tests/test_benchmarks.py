@@ -33,3 +33,42 @@ def test_the_trial_overhead_script_runs_and_prints_its_ratios():
                           "--threads", "1", "--dataset", "digits"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ratio" in out.stdout.lower(), out.stdout
+
+
+
+@pytest.mark.slow
+def test_the_registration_script_times_a_finished_run_and_leaves_it_as_it_was(tmp_path):
+    """On a finished run of a small search study (driven in this process, as the planner tests do), it prints both
+    timings and their ratio, and the folder it was given is byte for byte what it was (it works on a copy)."""
+    import hashlib
+
+    from ablate.engine.manifest import spec_record
+    from ablate.run_folder.run_files import manifest_text
+    from ablate.spec.study_spec import parse_study
+    from helpers.planner import drive
+
+    study = parse_study({"description": "registration benchmark test",
+                         "base": {"family": "cifar", "depth": 20, "dataset": "digits", "train_size": 32, "dev_size": 16,
+                                  "test_size": 16, "batch_size": 16, "epochs": 1, "eval_every": 1, "image_size": 8},
+                         "factors": {"residual": {"values": [True, False]}},
+                         "search": {"space": {"lr": {"distribution": "loguniform", "low": 0.01, "high": 0.5}},
+                                    "trials": 2, "round": 2, "startup": 2},
+                         "seeds": [0, 1]}, source="test")
+    run = tmp_path / "run"
+    drive(study, run)
+    (run / "spec.yaml").write_text(study.resolved_yaml())  # what a study's run folder holds beside the trials
+    (run / "manifest.json").write_text(manifest_text({"study": study.name, **spec_record(study.resolved_yaml())}))
+
+    def digest():
+        return {p.relative_to(run): hashlib.sha256(p.read_bytes()).hexdigest() for p in run.rglob("*") if p.is_file()}
+
+    before = digest()
+    script = [sys.executable, str(ROOT / "benchmarks" / "registration.py")]
+    out = subprocess.run([*script, str(run), "--reps", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "8 registered trials, 2 refreshes each" in out.stdout, out.stdout
+    assert "caches emptied first" in out.stdout and "ratio warm / cold" in out.stdout, out.stdout
+    assert digest() == before
+    bad = subprocess.run([*script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "is not a study run folder" in bad.stderr.splitlines()[-1]
+
