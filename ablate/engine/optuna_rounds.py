@@ -88,8 +88,8 @@ class ArmSampler:
             return list(self.asked[number])
         trials = self._round_trials(number)
         if len(trials) == size:
-            self.asked[number] = [SearchPoint(number, t.user_attrs["index"], {name: t.params[name] for name in self.space})
-                                  for t in trials]
+            self.asked[number] = [SearchPoint(number, t.user_attrs["index"],
+                                              {name: t.params[name] for name in self.space}) for t in trials]
             return list(self.asked[number])
         # Never asked, or the asking was cut short by a crash: (re)ask the whole round.
         for t in trials:

@@ -28,9 +28,9 @@ from ablate.engine.storage import storage_url
 from ablate.engine.trial_plan import TrialPlan, plan_fixed_stage
 from ablate.errors import AblateError
 from ablate.spec import Study, TrialConfig, fusable
-from ablate.run_folder import (CURVES, REGISTERED_AT, append_registry, checkpointed, metrics_changed, optuna_db, read_curves,
-    read_metrics, read_paused, read_registry, registry_key, registry_row, remove_paused, request_cancel, trial_dir,
-    write_metrics)
+from ablate.run_folder import (CURVES, REGISTERED_AT, append_registry, checkpointed, metrics_changed, optuna_db,
+    read_curves, read_metrics, read_paused, read_registry, registry_key, registry_row, remove_paused, request_cancel,
+    trial_dir, write_metrics)
 
 FINISHED = "FINISHED"  # Planner.next: nothing is left to hand out and nothing is running
 
