@@ -151,15 +151,17 @@ def test_a_round_is_read_from_optunas_storage_once_and_told_once(tmp_path):
     assert [t.value for t in fresh.ostudy.trials] == [0.5, 0.7]
 
 
-def test_the_planner_reads_a_trials_curve_again_once_the_file_changed(tmp_path, monkeypatch):
+def test_the_planner_reads_a_trials_curve_again_once_the_file_changed(tmp_path):
     """Dev curves are kept by the file's inode, size and modification time: a rewritten curves.csv (a trial run
     again, a paused trial's curve grown), even of the same size, is read again."""
-    from ablate.engine.planner import _DEV_CURVES, _dev_curve
+    from ablate.engine.planner import _dev_curve, _parsed_dev_curve
     from ablate.run_folder.trial_records import write_curves
 
     write_curves(tmp_path, [2.0, 1.0, 0.5, 0.25], [2, 4], [0.5, 0.4], [0.6, 0.7])
     assert _dev_curve(tmp_path) == ([0.6, 0.7], [0.5, 0.4])
-    assert str(tmp_path / "curves.csv") in _DEV_CURVES
+    hits = _parsed_dev_curve.cache_info().hits
+    assert _dev_curve(tmp_path) == ([0.6, 0.7], [0.5, 0.4])
+    assert _parsed_dev_curve.cache_info().hits == hits + 1  # the unchanged file was not parsed again
     acc, _ = _dev_curve(tmp_path)
     acc.append(1.0)  # a caller's list is its own
     assert _dev_curve(tmp_path) == ([0.6, 0.7], [0.5, 0.4])
@@ -169,12 +171,7 @@ def test_the_planner_reads_a_trials_curve_again_once_the_file_changed(tmp_path, 
     assert _dev_curve(tmp_path) == ([0.6, 0.8, 0.9], [0.5, 0.4, 0.3])
     (tmp_path / "curves.csv").unlink()
     assert _dev_curve(tmp_path) == ([], [])
-    from ablate.engine import planner
-
-    monkeypatch.setattr(planner, "_DEV_CURVES_MOST", 2)  # the cache has a bound, past which it starts over
-    for i in range(5):
-        write_curves(tmp_path / str(i), [1.0, 0.5], [2], [0.5], [i / 10])
-        assert _dev_curve(tmp_path / str(i)) == ([i / 10], [0.5]) and len(_DEV_CURVES) <= 2
+    assert _parsed_dev_curve.cache_info().maxsize == 10_000  # the cache has a bound (least recently used go)
 
 
 def test_a_round_asked_halfway_before_a_crash_is_asked_again_identically(tmp_path):

@@ -14,6 +14,7 @@ by `Planner.next`.
 """
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import time
@@ -56,35 +57,30 @@ class Outcome:
         return seed_result(self.status if self.final else None, self.dev_acc[cut], self.dev_loss[cut])
 
 
-# Dev curves read so far, by curves.csv's path: (its inode, size and modification time in ns, accuracies, losses).
-# The planner reads every trial's curve at each registration; a file is parsed again only once it changed.
-_DEV_CURVES: dict[str, tuple[tuple[int, int, int], tuple[float, ...], tuple[float, ...]]] = {}
-_DEV_CURVES_MOST = 10_000  # entries kept before the cache starts over
-
-
 def _dev_curve(folder: Path) -> tuple[list[float], list[float]]:
     """Dev accuracy and loss of each evaluation so far (curves.csv: written by finished and paused trials); a loss
-    the file leaves blank counts as infinite. Nothing, when the trial has no readable curves."""
+    the file leaves blank counts as infinite. Nothing, when the trial has no readable curves. The planner reads every
+    trial's curve at each registration: a file is parsed again only once its inode, size or modification time
+    changed (_parsed_dev_curve)."""
     path = folder / CURVES
     try:
         st = path.stat()
     except OSError:
-        st = None
-    key = (st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None
-    known = _DEV_CURVES.get(str(path))
-    if key is not None and known is not None and known[0] == key:
-        return list(known[1]), list(known[2])
+        return [], []
+    acc, loss = _parsed_dev_curve(str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    return list(acc), list(loss)
+
+
+@functools.lru_cache(maxsize=10_000)
+def _parsed_dev_curve(path: str, inode: int, size: int, mtime_ns: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The dev curve of the curves.csv at `path` as it is in that state of the file (the other arguments)."""
     try:
-        curves = read_curves(folder)
+        curves = read_curves(Path(path).parent)
     except AblateError:
         curves = None
     evaluations = curves.evaluations() if curves is not None else []
-    acc, loss = [acc for _, _, acc in evaluations], [math.inf if loss is None else loss for _, loss, _ in evaluations]
-    if key is not None and curves is not None:
-        if len(_DEV_CURVES) >= _DEV_CURVES_MOST:
-            _DEV_CURVES.clear()
-        _DEV_CURVES[str(path)] = (key, tuple(acc), tuple(loss))
-    return acc, loss
+    return (tuple(acc for _, _, acc in evaluations),
+            tuple(math.inf if loss is None else loss for _, loss, _ in evaluations))
 
 
 def read_outcome(folder: Path, failed: bool = False) -> Outcome:
