@@ -54,7 +54,8 @@ class Arm:
 
 
 # TrialConfig.from_dict of settings already seen (it is pure and its configs are frozen), by the settings' repr:
-# the planner makes the config of every trial of a study anew at each registration.
+# the planner makes the config of every trial of a study anew at each registration. (Not functools.lru_cache: the
+# settings are a dict, which it cannot take as a key.)
 _CONFIGS: dict[tuple[str, str], TrialConfig] = {}
 _CONFIGS_MOST = 10_000  # entries kept before the cache starts over (~2.5 kB each)
 
