@@ -21,13 +21,14 @@ from pathlib import Path
 
 from ablate.engine import planner as planner_module
 from ablate.engine.planner import Planner
+from ablate.errors import AblateError
 from ablate.run_folder import read_spec
 from ablate.spec import study_spec
 
 
 def refresh_seconds(planner: Planner, cold: bool) -> float:
     if cold:
-        planner_module._DEV_CURVES.clear()
+        planner_module._parsed_dev_curve.cache_clear()
         study_spec._CONFIGS.clear()
         for sampler in planner.optuna.values():
             sampler.asked.clear()
@@ -46,10 +47,14 @@ def main() -> None:
         parser.error(f"{args.run} is not a study run folder (no spec.yaml)")
     if not 1 <= args.reps <= 1000:
         parser.error("--reps must be from 1 to 1000")
+    try:
+        study = read_spec(args.run)  # read only
+    except AblateError as exc:  # a spec.yaml or a manifest that is not a study's
+        parser.error(str(exc))
     with tempfile.TemporaryDirectory(prefix="ablate-registration-") as tmp:
         run = Path(tmp) / "run"
         shutil.copytree(args.run, run)
-        planner = Planner(read_spec(run), run)
+        planner = Planner(study, run)
         planner.refresh()  # registers nothing new in a finished run; warms the caches
         times: dict[str, list[float]] = {"warm": [], "cold": []}
         for _ in range(args.reps):  # alternating, so that drift hits both

@@ -71,4 +71,7 @@ def test_the_registration_script_times_a_finished_run_and_leaves_it_as_it_was(tm
     assert digest() == before
     bad = subprocess.run([*script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "is not a study run folder" in bad.stderr.splitlines()[-1]
+    (tmp_path / "spec.yaml").write_text("name: [\n")
+    bad = subprocess.run([*script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "malformed YAML" in bad.stderr.splitlines()[-1] and "Traceback" not in bad.stderr
 
