@@ -5,7 +5,8 @@ Runs `ablate study NAME --budget B` into a temporary folder while a poller reads
 the study itself and every process it started whose command line is a Ray trial worker, `ray::ImplicitFunc...`: other
 programs on the machine may run Ray too; the registry's rows say how many trials each worker's pid ran), then one
 `ablate train` of the same trial config, whose peak the kernel reports (ru_maxrss of os.wait4). Prints each
-worker's peak, the study's, the train's, and each against the 1 GB target. Linux only (reads /proc).
+worker's peak (and its anonymous, file-backed and shared parts at that moment), the study's, the train's, and each
+against the 1 GB target. Linux only (reads /proc).
 
     python benchmarks/worker_memory.py [--study residual-ablation] [--budget smoke] [--keep RUN_DIR]
 """
@@ -27,11 +28,19 @@ ROOT = Path(__file__).resolve().parent.parent
 GB = 10 ** 9  # the issue's 1 GB, in bytes (954 MiB): the stricter reading of the target
 
 
-def _rss(pid: str) -> int | None:
+PARTS = ("RssAnon", "RssFile", "RssShmem")  # what VmRSS is the sum of (/proc/PID/status, Linux 4.5 on)
+
+
+def _rss(pid: str) -> tuple[int, dict[str, int]] | None:
+    """VmRSS in bytes and its parts: anonymous memory (the process's own heap and stacks), file-backed pages (the
+    code of the shared libraries it loaded, torch's CUDA libraries among them: the same pages in every process that
+    maps them) and shared memory."""
     try:
         with open(f"/proc/{pid}/status") as status:
-            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
-    except (OSError, StopIteration, ValueError):
+            fields = {k: int(v.split()[0]) * 1024 for k, _, v in (line.partition(":") for line in status)
+                      if k in ("VmRSS", *PARTS)}
+        return fields.pop("VmRSS"), fields
+    except (OSError, KeyError, ValueError, IndexError):
         return None
 
 
@@ -72,14 +81,19 @@ def _torch_build() -> str:
     return f"{torch.__version__} ({kind}), Python at {sys.executable}"
 
 
-def poll(study_pid: int, peaks: dict[str, tuple[str, int]], stop: threading.Event) -> None:
+def poll(study_pid: int, peaks: dict[str, tuple[str, int, dict[str, int]]], stop: threading.Event) -> None:
+    """Each process's highest VmRSS seen, with its parts at that moment."""
     while not stop.is_set():
         for pid in filter(str.isdigit, os.listdir("/proc")):
             role = _role(pid, study_pid)
-            rss = _rss(pid) if role else None
-            if rss is not None:
-                peaks[pid] = (role, max(rss, peaks.get(pid, (role, 0))[1]))
+            seen = _rss(pid) if role else None
+            if seen is not None and seen[0] > peaks.get(pid, (role, 0, {}))[1]:
+                peaks[pid] = (role, *seen)
         time.sleep(0.25)
+
+
+def _parts(parts: dict[str, int]) -> str:
+    return ", ".join(f"{name[3:].lower()} {parts[name] / 2**20:.0f}" for name in PARTS if name in parts)
 
 
 def main() -> None:
@@ -95,7 +109,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with tempfile.TemporaryDirectory(prefix="ablate-memory-") as tmp:
         run = args.keep.resolve() if args.keep is not None else Path(tmp) / "run"
-        peaks: dict[str, tuple[str, int]] = {}
+        peaks: dict[str, tuple[str, int, dict[str, int]]] = {}
         stop = threading.Event()
         study = subprocess.Popen([sys.executable, "-m", "ablate", "study", args.study, "--budget", args.budget,
                                   "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
@@ -114,16 +128,16 @@ def main() -> None:
         _, status, usage = os.wait4(train.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit("the train of the study's first trial config failed")
-    workers = sorted(((rss, pid) for pid, (role, rss) in peaks.items() if role == "worker"), reverse=True)
-    study_peak = max((rss for role, rss in peaks.values() if role == "study"), default=0)
+    workers = sorted(((rss, pid, parts) for pid, (role, rss, parts) in peaks.items() if role == "worker"), reverse=True)
+    study_peak = max((rss for role, rss, _ in peaks.values() if role == "study"), default=0)
     train_peak = usage.ru_maxrss * 1024
-    ran = sum(1 for _, pid in workers if trials[pid])
+    ran = sum(1 for _, pid, _ in workers if trials[pid])
     print(f"study {args.study} ({args.budget}): {len(workers)} Ray trial worker process(es), {ran} of them named by the "
           f"registry as where its {sum(trials.values())} trials ran")
     print(f"torch {_torch_build()}")
-    for rss, pid in workers:
+    for rss, pid, parts in workers:
         print(f"worker pid {pid}: peak RSS {rss / 2**20:7.0f} MiB ({rss / GB:.3f} x the 1 GB target), "
-              f"{trials[pid]} trial(s) in the registry")
+              f"{trials[pid]} trial(s) in the registry; at the peak, MiB: {_parts(parts)}")
     print(f"study process: peak RSS {study_peak / 2**20:7.0f} MiB")
     print(f"train alone (first trial's config): peak RSS {train_peak / 2**20:7.0f} MiB ({train_peak / GB:.3f} x the 1 GB target)")
 

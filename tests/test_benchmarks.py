@@ -75,3 +75,19 @@ def test_the_registration_script_times_a_finished_run_and_leaves_it_as_it_was(tm
     bad = subprocess.run([*script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "malformed YAML" in bad.stderr.splitlines()[-1] and "Traceback" not in bad.stderr
 
+
+
+def test_the_worker_memory_script_reads_a_processs_resident_memory_and_the_parts_it_is_made_of():
+    """worker_memory.py prints each worker's peak with its anonymous, file-backed and shared parts: read here from
+    this test's own process, where they must add up to VmRSS (the kernel sums the same counters)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location("worker_memory", ROOT / "benchmarks" / "worker_memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rss, parts = module._rss(str(os.getpid()))
+    assert set(parts) == {"RssAnon", "RssFile", "RssShmem"}
+    assert rss == sum(parts.values()) and parts["RssAnon"] > 0 and parts["RssFile"] > 0
+    assert module._parts(parts).startswith(f"anon {parts['RssAnon'] / 2**20:.0f}, file ")
+    assert module._rss("999999999") is None  # no such process (pids stop far below)
