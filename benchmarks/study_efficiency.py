@@ -18,7 +18,9 @@ Then, from the trials' timelines (ablate.run_folder.timeline; a run folder writt
 part is left out), where each trial's seconds go: the mean seconds per trial of each phase (handed out -> worker
 entered, data, model, training steps, dev evaluations, the rest of training, files written), and the slot-seconds
 no trial held: before the first trial was handed out (Ray's start), and between trials (slots idle while the planner
-had nothing to hand out: a round's or the seed rule's barrier, the last trials of the study), per trial.
+had nothing to hand out: a round's or the seed rule's barrier, the last trials of the study), per trial, and how
+many of those came after the last moment every slot held a trial (the study's end: trials that do not share out
+evenly over the slots leave slots free while the last ones run).
 """
 from __future__ import annotations
 
@@ -137,6 +139,25 @@ def timelines(run_dir: Path, rows: list[dict], slots: int, wall: float | None) -
               f"{wall - (last - first):.1f} s")
         print(f"  slot-seconds no trial held between the first and the last trial: {idle:.1f} "
               f"({idle / n:.2f} s per trial: barriers, and the last trials running with slots free)")
+        full, tail = end_tail([(e["queued"], e["written"]) for e in segments if "queued" in e], slots)
+        print(f"    of which after the last moment all {slots} slots held a trial ({last - full:.1f} s before the "
+              f"last trial's end): {tail:.1f} (the last trials running with slots free; the rest, "
+              f"{idle - tail:.1f}, before it)")
+
+
+def end_tail(spans: list[tuple[float, float]], slots: int) -> tuple[float, float]:
+    """The last moment every slot held a trial (the first hand-out when they never all did), and the
+    slot-seconds no trial held from then to the last trial's end: the study's last trials running while
+    slots are free, as many as `slots` trials of equal length leave when the trials do not share out evenly."""
+    events = sorted([(q, 1) for q, _ in spans] + [(w, -1) for _, w in spans], key=lambda e: (e[0], e[1]))
+    held, full = 0, min(q for q, _ in spans)
+    for t, change in events:
+        if held >= slots and change < 0:
+            full = t
+        held += change
+    last = max(w for _, w in spans)
+    busy = sum(min(w, last) - max(q, full) for q, w in spans if w > full)
+    return full, (last - full) * slots - busy
 
 
 if __name__ == "__main__":

@@ -91,3 +91,20 @@ def test_the_worker_memory_script_reads_a_processs_resident_memory_and_the_parts
     assert rss == sum(parts.values()) and parts["RssAnon"] > 0 and parts["RssFile"] > 0
     assert module._parts(parts).startswith(f"anon {parts['RssAnon'] / 2**20:.0f}, file ")
     assert module._rss("999999999") is None  # no such process (pids stop far below)
+
+
+def test_the_efficiency_script_tells_the_end_of_a_study_from_the_idle_slots_before_it():
+    """study_efficiency.py's end_tail: from the last moment every slot held a trial to the last trial's end, the
+    slot-seconds no trial held."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("study_efficiency", ROOT / "benchmarks" / "study_efficiency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # two slots: two trials, then two more handed out as the first ended; one ends 5 s before the other
+    assert module.end_tail([(0, 10), (0, 10), (10, 20), (10, 15)], 2) == (15, 5)
+    # a slot idle 2 s between two trials is not the end: the slots were all busy again afterwards
+    assert module.end_tail([(0, 10), (0, 4), (6, 20), (10, 18)], 2) == (18, 2)
+    # never were all slots busy: from the first hand-out
+    assert module.end_tail([(0, 10)], 2) == (0, 10)
+    assert module.end_tail([(3, 10), (4, 8)], 3) == (3, 21 - 11)
