@@ -146,19 +146,18 @@ def timelines(run_dir: Path, rows: list[dict], slots: int, wall: float | None) -
 
 
 def end_tail(spans: list[tuple[float, float]], slots: int) -> tuple[float, float]:
-    """The last moment every slot held a trial (the first hand-out when they never all did), and the
-    slot-seconds no trial held from then to the last trial's end: the study's last trials running while
-    slots are free, as many as `slots` trials of equal length leave when the trials do not share out evenly."""
-    events = sorted([(q, 1) for q, _ in spans] + [(w, -1) for _, w in spans], key=lambda e: (e[0], e[1]))
+    """From (handed out, written) spans: the last moment every slot held a trial (the first hand-out when they
+    never all did), and the slot-seconds no trial held from then to the last trial's end: the study's last trials
+    running with slots free."""
+    events = sorted([(q, 1) for q, _ in spans] + [(w, -1) for _, w in spans])  # at one instant, ends first
     held, full = 0, min(q for q, _ in spans)
     for t, change in events:
         if held >= slots and change < 0:
             full = t
         held += change
     last = max(w for _, w in spans)
-    busy = sum(min(w, last) - max(q, full) for q, w in spans if w > full)
+    busy = sum(w - max(q, full) for q, w in spans if w > full)
     return full, (last - full) * slots - busy
-
 
 if __name__ == "__main__":
     main()

@@ -35,7 +35,6 @@ def test_the_trial_overhead_script_runs_and_prints_its_ratios():
     assert "ratio" in out.stdout.lower(), out.stdout
 
 
-
 @pytest.mark.slow
 def test_the_registration_script_times_a_finished_run_and_leaves_it_as_it_was(tmp_path):
     """On a finished run of a small search study (driven in this process, as the planner tests do), it prints both
@@ -76,7 +75,7 @@ def test_the_registration_script_times_a_finished_run_and_leaves_it_as_it_was(tm
     assert bad.returncode == 2 and "malformed YAML" in bad.stderr.splitlines()[-1] and "Traceback" not in bad.stderr
 
 
-
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="worker_memory.py reads Linux's /proc")
 def test_the_worker_memory_script_reads_a_processs_resident_memory_and_the_parts_it_is_made_of():
     """worker_memory.py prints each worker's peak with its anonymous, file-backed and shared parts: read here from
     this test's own process, where they must add up to VmRSS (the kernel sums the same counters)."""
